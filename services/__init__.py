@@ -1,0 +1,1 @@
+"""Koppel's services. A service never imports another service."""

@@ -1,0 +1,35 @@
+"""Scheduled clean-up: expired authorization codes, refresh tokens and token families."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlmodel import col, delete, select
+
+from shared.db.types import utcnow
+from shared.jobs import PURGE_GRACE_SECONDS
+from shared.models import AuthorizationCode, RefreshToken, TokenFamily
+from shared.runtime import Runtime
+
+
+async def purge_expired(runtime: Runtime) -> dict[str, int]:
+    """Delete what expired longer ago than the grace period; returns the counts."""
+    cutoff = utcnow() - timedelta(seconds=PURGE_GRACE_SECONDS)
+    async with runtime.async_session() as session, session.begin():
+        codes = await session.exec(
+            delete(AuthorizationCode).where(col(AuthorizationCode.expires_at) < cutoff)
+        )
+        tokens = await session.exec(
+            delete(RefreshToken).where(col(RefreshToken.expires_at) < cutoff)
+        )
+        live = select(RefreshToken.family_id).union(select(AuthorizationCode.family_id))
+        families = await session.exec(
+            delete(TokenFamily).where(
+                col(TokenFamily.expires_at) < cutoff, col(TokenFamily.id).not_in(live)
+            )
+        )
+    return {
+        "authorization_codes": codes.rowcount,
+        "refresh_tokens": tokens.rowcount,
+        "token_families": families.rowcount,
+    }

@@ -1,0 +1,1 @@
+"""Koppel's shared core: imported by every service, imports nothing from services."""

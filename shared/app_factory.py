@@ -1,0 +1,38 @@
+"""The common shape of every Koppel service: lifespan runtime, errors, health, metrics."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import FastAPI
+
+from shared.config import Settings
+from shared.errors import install_error_handlers
+from shared.health import health_router
+from shared.logging import configure_logging
+from shared.metrics import install_metrics
+from shared.runtime import open_runtime
+
+
+def create_service_app(
+    service: str, settings: Settings, *, title: str, description: str,
+    configure: Callable[[FastAPI], None] | None = None,
+) -> FastAPI:
+    """A FastAPI app for `service` whose runtime opens and closes with its lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings, service)
+        async with open_runtime(settings) as runtime:
+            app.state.runtime = runtime
+            yield
+
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    install_metrics(app, service)
+    app.include_router(health_router())
+    if configure:
+        configure(app)
+    return app

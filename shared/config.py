@@ -1,0 +1,119 @@
+"""Koppel's settings: one object, read from `KOPPEL_*` variables and a `.env` file.
+
+Nothing here connects to anything; services build engines and clients from these
+values in their lifespan.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """Configuration that Koppel cannot start with; the message is one line for operators."""
+
+
+class Settings(BaseSettings):
+    """Every setting Koppel reads. Defaults run everything locally on the embedded default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KOPPEL_", env_file=".env", extra="ignore", env_file_encoding="utf-8"
+    )
+
+    env: Literal["development", "test", "production"] = "development"
+    var_dir: Path = Path("var")
+
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: a SQLite file under var/"
+    )
+    redis_url: str | None = Field(
+        default=None, description="redis:// or unix:// URL; default: the embedded Redis under var/"
+    )
+
+    keys: dict[str, str] | None = Field(
+        default=None,
+        description='key ring as JSON: {"key-id": "<base64 of 32 random bytes>", ...}',
+    )
+    active_key_id: str | None = None
+    digest_key: str | None = Field(
+        default=None, description="base64 of 32 random bytes: the HMAC key for token digests"
+    )
+
+    issuer: str = "http://127.0.0.1:8001"
+    auth_url: str = "http://127.0.0.1:8001"
+    registry_url: str = "http://127.0.0.1:8002"
+    sync_url: str = "http://127.0.0.1:8003"
+    api_audience: str = "koppel-api"
+
+    access_token_ttl: int = Field(default=15 * 60, gt=0)
+    id_token_ttl: int = Field(default=60 * 60, gt=0)
+    authorization_code_ttl: int = Field(default=5 * 60, gt=0)
+    refresh_token_idle_ttl: int = Field(default=30 * 24 * 3600, gt=0)
+    refresh_token_absolute_ttl: int = Field(default=365 * 24 * 3600, gt=0)
+    login_session_ttl: int = Field(default=12 * 3600, gt=0)
+
+    login_ui_url: str | None = None
+    consent_ui_url: str | None = None
+    webhooks_allow_loopback: bool = False
+
+    log_level: str = "info"
+    log_json: bool = True
+
+    @field_validator("database_url", "redis_url", "login_ui_url", "consent_ui_url")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL in force: the configured one, or the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.var_dir / 'koppel.db').resolve()}"
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def key_file(self) -> Path:
+        return self.var_dir / "keys.json"
+
+    def check_production(self) -> None:
+        """Refuse, with one line, the defaults that must never run in production."""
+        if not self.is_production:
+            return
+        problems = []
+        if self.uses_sqlite:
+            problems.append("KOPPEL_DATABASE_URL must point at PostgreSQL, not SQLite")
+        if self.uses_embedded_redis:
+            problems.append("KOPPEL_REDIS_URL must be set (no embedded Redis)")
+        if not self.keys or not self.active_key_id:
+            problems.append("KOPPEL_KEYS and KOPPEL_ACTIVE_KEY_ID must be set (no generated key file)")
+        if not self.digest_key:
+            problems.append("KOPPEL_DIGEST_KEY must be set (no generated key file)")
+        if self.webhooks_allow_loopback:
+            problems.append("KOPPEL_WEBHOOKS_ALLOW_LOOPBACK must be false")
+        if not self.issuer.startswith("https://"):
+            problems.append("KOPPEL_ISSUER must be an https URL")
+        if problems:
+            raise ConfigError("production refuses to start: " + "; ".join(problems))
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once on first use (never at import)."""
+    return Settings()

@@ -1,0 +1,139 @@
+"""Errors as RFC 9457 problem details, rendered by one handler per app.
+
+Services raise `KoppelError` subclasses; every other exception becomes a problem
+document too, so no client ever sees an HTML error or a stack trace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+log = structlog.get_logger("koppel.errors")
+
+
+def problem_type(slug: str) -> str:
+    """The stable `type` URI of a problem."""
+    return f"urn:koppel:problem:{slug}"
+
+
+class KoppelError(Exception):
+    """A domain error with its HTTP status and a stable problem type."""
+
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+
+
+class NotFound(KoppelError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Unauthorized(KoppelError):
+    status, slug, title = 401, "unauthorized", "Authentication required"
+
+
+class Forbidden(KoppelError):
+    status, slug, title = 403, "forbidden", "Forbidden"
+
+
+class InsufficientScope(Forbidden):
+    slug, title = "insufficient-scope", "Insufficient scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"this call needs the scope {scope!r}", required_scope=scope)
+        self.headers["WWW-Authenticate"] = f'Bearer error="insufficient_scope", scope="{scope}"'
+
+
+class Conflict(KoppelError):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class Invalid(KoppelError):
+    status, slug, title = 422, "validation-error", "Invalid input"
+
+
+class RateLimited(KoppelError):
+    status, slug, title = 429, "rate-limited", "Too many requests"
+
+    def __init__(self, retry_after: int, detail: str | None = None) -> None:
+        super().__init__(detail or f"try again in {retry_after} seconds", retry_after=retry_after)
+        self.headers["Retry-After"] = str(retry_after)
+
+
+class Unavailable(KoppelError):
+    status, slug, title = 503, "unavailable", "Service unavailable"
+
+
+def problem(
+    status: int, slug: str, title: str, detail: str, *, headers=None, **extra: Any
+) -> JSONResponse:
+    body = {"type": problem_type(slug), "title": title, "status": status, "detail": detail}
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+_STATUS_SLUGS = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthorized", "Authentication required"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    413: ("payload-too-large", "Payload too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error of `app` as problem+json."""
+
+    @app.exception_handler(KoppelError)
+    async def _koppel(_request: Request, exc: KoppelError) -> JSONResponse:
+        return problem(
+            exc.status, exc.slug, exc.title, exc.detail, headers=exc.headers or None, **exc.extra
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        return problem(422, "validation-error", "Invalid input", "the request is invalid",
+                       errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug, title = _STATUS_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
+        return problem(exc.status_code, slug, title, str(exc.detail),
+                       headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(_request: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable", error=type(exc.orig).__name__)
+        return problem(503, "unavailable", "Service unavailable",
+                       "the database is unavailable; try again", headers={"Retry-After": "1"})
+
+    @app.exception_handler(DBAPIError)
+    async def _db_error(_request: Request, exc: DBAPIError) -> JSONResponse:
+        log.error("database error", error=type(exc.orig).__name__)
+        return problem(500, "internal", "Internal error", "an internal error occurred")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", error=type(exc).__name__)
+        return problem(500, "internal", "Internal error", "an internal error occurred")

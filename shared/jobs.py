@@ -1,0 +1,12 @@
+"""Job names and payloads: the contract between the services and the worker.
+
+Names are "<domain>.<verb>"; jobs take ids, never objects, and open their own session.
+"""
+
+from __future__ import annotations
+
+MAINTENANCE_PURGE_EXPIRED = "maintenance.purge_expired"
+
+# How long spent or expired codes and refresh tokens are kept before they are purged:
+# long enough that a replay is still recognised as one and revokes its family.
+PURGE_GRACE_SECONDS = 24 * 3600

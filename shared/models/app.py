@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import String
+from sqlmodel import Field, SQLModel
+
+from shared.models._fields import id_field, json_field, timestamp_field
+
+
+class AppStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class App(SQLModel, table=True):
+    """An OAuth client: a partner's third-party app, or one of the SaaS's first-party apps."""
+
+    __tablename__ = "apps"
+
+    id: uuid.UUID = id_field()
+    client_id: str = Field(max_length=80, unique=True)
+    partner_id: uuid.UUID | None = Field(default=None, foreign_key="partners.id", index=True)
+    first_party: bool = False
+    name: str = Field(max_length=200)
+    publisher: str | None = Field(default=None, max_length=200)
+    client_uri: str | None = Field(default=None, max_length=2000)
+    logo_uri: str | None = Field(default=None, max_length=2000)
+    policy_uri: str | None = Field(default=None, max_length=2000)
+    tos_uri: str | None = Field(default=None, max_length=2000)
+    contacts: list[str] = json_field()
+    redirect_uris: list[str] = json_field()
+    scopes: list[str] = json_field()
+    grant_types: list[str] = json_field()
+    response_types: list[str] = json_field()
+    token_endpoint_auth_method: str = Field(default="client_secret_basic", max_length=40)
+    # Keyed digest of the client secret (random, 256 bits); None for public clients.
+    client_secret_digest: str | None = Field(default=None, max_length=64)
+    jwks: dict[str, Any] | None = json_field(default_factory=lambda: None, nullable=True)
+    jwks_uri: str | None = Field(default=None, max_length=2000)
+    registration_access_token_digest: str | None = Field(default=None, max_length=64, unique=True)
+    status: AppStatus = Field(default=AppStatus.ACTIVE, sa_type=String(16))
+    created_at: datetime = timestamp_field()
+    updated_at: datetime = timestamp_field()

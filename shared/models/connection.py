@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Index, String, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from shared.models._fields import id_field, json_field, timestamp_field
+
+
+class ConnectionStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
+
+
+class Connection(SQLModel, table=True):
+    """One consent to a third-party app: user x app x debtor (internally a grant)."""
+
+    __tablename__ = "connections"
+    __table_args__ = (
+        UniqueConstraint("user_id", "app_id", "debtor_id"),
+        Index("ix_connections_environment_id_id", "environment_id", "id"),
+    )
+
+    id: uuid.UUID = id_field()
+    environment_id: uuid.UUID = Field(foreign_key="environments.id")
+    user_id: uuid.UUID = Field(foreign_key="users.id", index=True)
+    app_id: uuid.UUID = Field(foreign_key="apps.id", index=True)
+    debtor_id: uuid.UUID = Field(foreign_key="debtors.id", index=True)
+    scopes: list[str] = json_field()
+    status: ConnectionStatus = Field(default=ConnectionStatus.ACTIVE, sa_type=String(16))
+    suspended_reason: str | None = Field(default=None, max_length=200)
+    revoked_at: datetime | None = timestamp_field(nullable=True, now=False)
+    revoked_by: str | None = Field(default=None, max_length=200)
+    revoke_reason: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = timestamp_field()
+    updated_at: datetime = timestamp_field()
+    last_used_at: datetime | None = timestamp_field(nullable=True, now=False)
+
+
+class ConnectionCompany(SQLModel, table=True):
+    """The companies a connection covers: the consenting user's, or a subset they picked."""
+
+    __tablename__ = "connection_companies"
+
+    connection_id: uuid.UUID = Field(
+        foreign_key="connections.id", primary_key=True, ondelete="CASCADE"
+    )
+    company_id: uuid.UUID = Field(foreign_key="companies.id", primary_key=True, index=True)

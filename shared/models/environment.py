@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlmodel import Field, SQLModel
+
+from shared.models._fields import id_field, json_field, timestamp_field
+
+
+class Environment(SQLModel, table=True):
+    """The tenant: one customer's whole account."""
+
+    __tablename__ = "environments"
+
+    id: uuid.UUID = id_field()
+    name: str = Field(max_length=200)
+    # User templates that may consent to third-party apps; None means the default of
+    # SPEC section 3.
+    consent_templates: list[str] | None = json_field(default_factory=lambda: None, nullable=True)
+    created_at: datetime = timestamp_field()
+    updated_at: datetime = timestamp_field()

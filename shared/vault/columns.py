@@ -1,0 +1,61 @@
+"""The encrypted columns of the schema, and how to seal and open them.
+
+Every encrypted value is a pair of columns (ciphertext, key id) on a row; the row's
+identity is the associated data. Sealing and opening go through here so that the
+identity is derived the same way everywhere, and `koppel keys rotate` finds them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import SQLModel
+
+from shared.models import SigningKey
+from shared.vault.secretbox import RowIdentity, SecretBox
+
+
+@dataclass(frozen=True)
+class EncryptedColumn:
+    model: type[SQLModel]
+    name: str
+    ciphertext_attr: str
+    key_id_attr: str
+    pk_attr: str
+    environment_attr: str | None = None
+
+    @property
+    def table(self) -> str:
+        return self.model.__tablename__  # type: ignore[attr-defined]
+
+    def identity(self, row: SQLModel) -> RowIdentity:
+        env = getattr(row, self.environment_attr) if self.environment_attr else None
+        return RowIdentity(
+            self.table, self.name, str(getattr(row, self.pk_attr)), str(env) if env else None
+        )
+
+    def seal(self, box: SecretBox, row: SQLModel, plaintext: bytes) -> None:
+        """Encrypt `plaintext` into the row (its primary key must already be set)."""
+        sealed = box.seal(plaintext, self.identity(row))
+        setattr(row, self.ciphertext_attr, sealed.ciphertext)
+        setattr(row, self.key_id_attr, sealed.key_id)
+
+    def open(self, box: SecretBox, row: SQLModel) -> bytes:
+        """Decrypt the row's value, or raise a VaultError."""
+        return box.open(
+            getattr(row, self.key_id_attr), getattr(row, self.ciphertext_attr), self.identity(row)
+        )
+
+
+SIGNING_PRIVATE_KEY = EncryptedColumn(
+    SigningKey, "private_key", "private_key_ciphertext", "private_key_key_id", "kid"
+)
+
+# Every encrypted column; `koppel keys rotate` re-encrypts each of them.
+ENCRYPTED_COLUMNS: list[EncryptedColumn] = [SIGNING_PRIVATE_KEY]
+
+
+def register_encrypted_column(column: EncryptedColumn) -> None:
+    """Add a column (from a table model in shared/) to the ones rotation covers."""
+    if all(c.table != column.table or c.name != column.name for c in ENCRYPTED_COLUMNS):
+        ENCRYPTED_COLUMNS.append(column)
