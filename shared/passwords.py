@@ -1,0 +1,34 @@
+"""Password hashing with argon2id (argon2-cffi), equal in time for unknown users."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+# argon2-cffi's defaults follow RFC 9106's second recommended profile (64 MiB, t=3, p=4).
+_hasher = PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    """The argon2id hash to store."""
+    return _hasher.hash(password)
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return _hasher.hash("koppel-timing-equaliser")
+
+
+def verify_password(stored_hash: str | None, password: str) -> bool:
+    """Whether `password` matches; with no user (`None`) it still spends the same time."""
+    try:
+        return _hasher.verify(stored_hash or _dummy_hash(), password) and stored_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(stored_hash: str) -> bool:
+    """Whether the hash was made with weaker parameters than today's."""
+    return _hasher.check_needs_rehash(stored_hash)
