@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI
 
@@ -12,12 +12,13 @@ from shared.errors import install_error_handlers
 from shared.health import health_router
 from shared.logging import configure_logging
 from shared.metrics import install_metrics
-from shared.runtime import open_runtime
+from shared.runtime import Runtime, open_runtime
 
 
 def create_service_app(
     service: str, settings: Settings, *, title: str, description: str,
     configure: Callable[[FastAPI], None] | None = None,
+    startup: Callable[[Runtime], Awaitable[None]] | None = None,
 ) -> FastAPI:
     """A FastAPI app for `service` whose runtime opens and closes with its lifespan."""
 
@@ -26,6 +27,8 @@ def create_service_app(
         configure_logging(settings, service)
         async with open_runtime(settings) as runtime:
             app.state.runtime = runtime
+            if startup:
+                await startup(runtime)
             yield
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)

@@ -22,7 +22,11 @@ class Settings(BaseSettings):
     """Every setting Koppel reads. Defaults run everything locally on the embedded default."""
 
     model_config = SettingsConfigDict(
-        env_prefix="KOPPEL_", env_file=".env", extra="ignore", env_file_encoding="utf-8"
+        env_prefix="KOPPEL_",
+        env_file=".env",
+        extra="ignore",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,  # a blank KOPPEL_* variable counts as unset
     )
 
     env: Literal["development", "test", "production"] = "development"
@@ -56,6 +60,12 @@ class Settings(BaseSettings):
     refresh_token_idle_ttl: int = Field(default=30 * 24 * 3600, gt=0)
     refresh_token_absolute_ttl: int = Field(default=365 * 24 * 3600, gt=0)
     login_session_ttl: int = Field(default=12 * 3600, gt=0)
+
+    # Failed attempts (wrong password, bad client secret) allowed per window before 429.
+    failed_login_limit_per_account: int = Field(default=10, gt=0)
+    failed_login_limit_per_address: int = Field(default=100, gt=0)
+    failed_client_auth_limit: int = Field(default=20, gt=0)
+    failed_attempt_window: int = Field(default=15 * 60, gt=0)
 
     login_ui_url: str | None = None
     consent_ui_url: str | None = None
@@ -102,7 +112,9 @@ class Settings(BaseSettings):
         if self.uses_embedded_redis:
             problems.append("KOPPEL_REDIS_URL must be set (no embedded Redis)")
         if not self.keys or not self.active_key_id:
-            problems.append("KOPPEL_KEYS and KOPPEL_ACTIVE_KEY_ID must be set (no generated key file)")
+            problems.append(
+                "KOPPEL_KEYS and KOPPEL_ACTIVE_KEY_ID must be set (no generated key file)"
+            )
         if not self.digest_key:
             problems.append("KOPPEL_DIGEST_KEY must be set (no generated key file)")
         if self.webhooks_allow_loopback:

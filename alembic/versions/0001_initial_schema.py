@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 16:23:21.563471
+Create Date: 2026-11-24 16:28:42.541121
 """
 
 from collections.abc import Sequence
@@ -181,14 +181,14 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['debtor_id'], ['debtors.id'], name=op.f('fk_connections_debtor_id_debtors')),
     sa.ForeignKeyConstraint(['environment_id'], ['environments.id'], name=op.f('fk_connections_environment_id_environments')),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_connections_user_id_users')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_connections')),
-    sa.UniqueConstraint('user_id', 'app_id', 'debtor_id', name=op.f('uq_connections_user_id_app_id_debtor_id'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_connections'))
     )
     with op.batch_alter_table('connections', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_connections_app_id'), ['app_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_connections_debtor_id'), ['debtor_id'], unique=False)
         batch_op.create_index('ix_connections_environment_id_id', ['environment_id', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_connections_user_id'), ['user_id'], unique=False)
+        batch_op.create_index('uq_connections_live', ['user_id', 'app_id', 'debtor_id'], unique=True, postgresql_where=sa.text("status <> 'revoked'"), sqlite_where=sa.text("status <> 'revoked'"))
 
     op.create_table('user_companies',
     sa.Column('user_id', sa.Uuid(), nullable=False),
@@ -301,6 +301,7 @@ def downgrade() -> None:
 
     op.drop_table('user_companies')
     with op.batch_alter_table('connections', schema=None) as batch_op:
+        batch_op.drop_index('uq_connections_live', postgresql_where=sa.text("status <> 'revoked'"), sqlite_where=sa.text("status <> 'revoked'"))
         batch_op.drop_index(batch_op.f('ix_connections_user_id'))
         batch_op.drop_index('ix_connections_environment_id_id')
         batch_op.drop_index(batch_op.f('ix_connections_debtor_id'))

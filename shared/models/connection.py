@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Index, String, UniqueConstraint
+from sqlalchemy import Index, String, text
 from sqlmodel import Field, SQLModel
 
 from shared.models._fields import id_field, json_field, timestamp_field
@@ -21,7 +21,12 @@ class Connection(SQLModel, table=True):
 
     __tablename__ = "connections"
     __table_args__ = (
-        UniqueConstraint("user_id", "app_id", "debtor_id"),
+        # Revoked is final, but the user may link the app again: one live connection
+        # per user x app x debtor.
+        Index(
+            "uq_connections_live", "user_id", "app_id", "debtor_id", unique=True,
+            postgresql_where=text("status <> 'revoked'"), sqlite_where=text("status <> 'revoked'"),
+        ),
         Index("ix_connections_environment_id_id", "environment_id", "id"),
     )
 

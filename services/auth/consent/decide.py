@@ -1,0 +1,114 @@
+"""What happens once the user is known: answer the app at once, or ask for consent."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from services.auth.consent.service import (
+    consent_templates,
+    live_connection,
+    may_consent,
+    new_scopes,
+    reach,
+)
+from services.auth.oauth2.authorization import (
+    Checked,
+    Failure,
+    check_request,
+    error_location,
+    issue_code,
+)
+from services.auth.oauth2.context import AuthContext
+from services.auth.pages.i18n import TEMPLATE_NAMES
+from shared.models import ConnectionStatus, User
+from shared.scopes import SCOPES
+
+
+@dataclass
+class Redirect:
+    location: str
+
+
+@dataclass
+class ShowPage:
+    template: str
+    status: int = 200
+    context: dict = field(default_factory=dict)
+
+
+@dataclass
+class NeedLogin:
+    """The session's user can no longer sign in: log in again."""
+
+
+Outcome = Redirect | ShowPage | NeedLogin
+
+
+def error_page(failure: Failure, issuer: str, lang: str, title_key: str = "error_title") -> ShowPage:
+    return ShowPage("message.html", 400, {
+        "title_key": title_key, "detail": failure.description, "error_code": failure.error,
+        "return_url": error_location(failure, issuer) if failure.redirect_uri else None,
+    })
+
+
+def refuse(checked: Checked, error: str, description: str, issuer: str) -> Redirect:
+    failure = Failure(error, description, checked.redirect_uri, checked.state)
+    return Redirect(error_location(failure, issuer))
+
+
+def decide(
+    ctx: AuthContext, query: list[tuple[str, str]], user_id: str, auth_time: float, lang: str
+) -> tuple[Outcome, Checked | None]:
+    """Validate the stored request again and decide the next step for this user."""
+    issuer = ctx.settings.issuer
+    checked = check_request(ctx, query)
+    if isinstance(checked, Failure):
+        if checked.redirect_uri:
+            return Redirect(error_location(checked, issuer)), None
+        return error_page(checked, issuer, lang), None
+    if not checked.active:
+        return refuse(checked, "access_denied", "this app is suspended", issuer), checked
+    user = ctx.session.get(User, uuid.UUID(user_id))
+    if user is None or not user.active:
+        return NeedLogin(), checked
+    when = datetime.fromtimestamp(auth_time, UTC)
+    if checked.first_party:
+        return Redirect(issue_code(ctx, query, user, None, when)), checked
+    if not may_consent(ctx, user):
+        names = TEMPLATE_NAMES[lang]
+        allowed = ", ".join(names[t] for t in consent_templates(ctx, user.environment_id))
+        failure = Failure("access_denied", "this login may not link apps",
+                          checked.redirect_uri, checked.state)
+        return ShowPage("message.html", 403, {
+            "title_key": "not_allowed_title",
+            "lines": [("not_allowed", {"template": names[user.template], "allowed": allowed})],
+            "return_url": error_location(failure, issuer),
+        }), checked
+    scope_of = reach(ctx, user)
+    if not scope_of.debtors or not any(scope_of.companies.values()):
+        failure = Failure("access_denied", "the user reaches no companies",
+                          checked.redirect_uri, checked.state)
+        return ShowPage("message.html", 403, {
+            "title_key": "not_allowed_title", "lines": [("no_companies", {})],
+            "return_url": error_location(failure, issuer),
+        }), checked
+    debtor = scope_of.debtors[0]
+    connection = live_connection(ctx, user.id, uuid.UUID(checked.app_id), debtor.id)
+    if connection is not None and connection.status != ConnectionStatus.ACTIVE:
+        return refuse(checked, "access_denied", "this link is suspended", issuer), checked
+    to_ask = new_scopes(connection, checked.scopes)
+    if connection is not None and not to_ask and "consent" not in checked.prompt:
+        return Redirect(issue_code(ctx, query, user, connection, when)), checked
+    if "none" in checked.prompt:
+        return refuse(checked, "consent_required", "the user has to consent", issuer), checked
+    shown = to_ask or [s for s in checked.scopes if s in SCOPES]
+    return ShowPage("consent.html", 200, {
+        "app": checked.app,
+        "previously_linked": connection is not None and bool(to_ask),
+        "scopes": [SCOPES[s].localized(lang) for s in shown],
+        "debtors": [{"id": str(d.id), "name": d.name} for d in scope_of.debtors],
+        "companies": [{"id": str(c.id), "name": c.name}
+                      for c in scope_of.companies[debtor.id]],
+    }), checked

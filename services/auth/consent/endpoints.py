@@ -1,0 +1,143 @@
+"""The consent page: show what the app asks for, and record the user's decision."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from services.auth.consent.decide import NeedLogin, Redirect, ShowPage, decide, error_page
+from services.auth.consent.service import ConsentRefused, grant
+from services.auth.deps import RuntimeDep, run_authlib
+from services.auth.flow import (
+    Pending,
+    current_session,
+    drop_pending,
+    load_pending,
+    same_browser,
+    save_pending,
+)
+from services.auth.oauth2.authorization import Failure, check_request, error_location, issue_code
+from services.auth.oauth2.authorize import login_url
+from services.auth.oauth2.context import AuthContext
+from services.auth.pages.i18n import pick_language
+from services.auth.pages.render import page
+from shared.models import User
+from shared.runtime import Runtime
+
+router = APIRouter(tags=["consent"])
+
+
+def _bad_request(lang: str) -> HTMLResponse:
+    return page("message.html", lang=lang, status=400, title_key="error_title",
+                lines=[("error_intro", {})])
+
+
+async def _pending_for_user(runtime: Runtime, request: Request, challenge: str) -> Pending | None:
+    """The pending request, if it belongs to this browser and its logged-in user."""
+    pending = await load_pending(runtime, challenge)
+    if pending is None or pending.user_id is None or not same_browser(runtime, request, pending):
+        return None
+    session = await current_session(runtime, request)
+    if session is None or session["user_id"] != pending.user_id:
+        return None
+    return pending
+
+
+async def _render(runtime: Runtime, outcome, challenge: str, pending: Pending, lang: str,
+                  *, status_code: int = 303) -> Response:
+    if isinstance(outcome, Redirect):
+        await drop_pending(runtime, challenge)
+        return RedirectResponse(outcome.location, status_code=status_code)
+    if isinstance(outcome, NeedLogin):
+        pending.user_id, pending.force_login = None, True
+        await save_pending(runtime, pending, challenge)
+        return RedirectResponse(login_url(runtime, challenge), status_code=303)
+    assert isinstance(outcome, ShowPage)
+    if outcome.template != "consent.html":
+        await drop_pending(runtime, challenge)
+    return page(outcome.template, lang=lang, status=outcome.status, challenge=challenge,
+                csrf=pending.csrf, **outcome.context)
+
+
+@router.get("/consent", response_class=HTMLResponse)
+async def consent_page(request: Request, runtime: RuntimeDep, consent_challenge: str = "") -> Response:
+    """The consent page of a pending request, or straight back to the app when nothing
+    new is asked (remembered consent) or the app is first-party."""
+    lang = pick_language(request, request.query_params.get("ui_locales"))
+    pending = await _pending_for_user(runtime, request, consent_challenge)
+    if pending is None:
+        return _bad_request(lang)
+    lang = pick_language(request, dict(pending.query).get("ui_locales"))
+    outcome, _ = await run_authlib(
+        request, lambda ctx: decide(ctx, pending.query, pending.user_id, pending.auth_time, lang)
+    )
+    return await _render(runtime, outcome, consent_challenge, pending, lang)
+
+
+def _parse_ids(values: list[str]) -> list[uuid.UUID] | None:
+    try:
+        return [uuid.UUID(v) for v in values]
+    except ValueError:
+        return None
+
+
+def _record_decision(ctx: AuthContext, pending: Pending, allow: bool, debtor_id: str,
+                     company_ids: list[str], lang: str):
+    checked = check_request(ctx, pending.query)
+    issuer = ctx.settings.issuer
+    if isinstance(checked, Failure):
+        if checked.redirect_uri:
+            return Redirect(error_location(checked, issuer))
+        return error_page(checked, issuer, lang)
+    if not allow:
+        failure = Failure("access_denied", "the user denied the request", checked.redirect_uri,
+                          checked.state)
+        return Redirect(error_location(failure, issuer))
+    # The scopes come from the stored request, never from the form.
+    outcome, _ = decide(ctx, pending.query, pending.user_id, pending.auth_time, lang)
+    if not (isinstance(outcome, ShowPage) and outcome.template == "consent.html"):
+        return outcome
+    debtor = _parse_ids([debtor_id])
+    companies = _parse_ids(company_ids)
+    if not debtor or companies is None:
+        return ShowPage("message.html", 400, {"title_key": "error_title",
+                                              "lines": [("error_intro", {})]})
+    user = ctx.session.get(User, uuid.UUID(pending.user_id))
+    try:
+        connection, _ = grant(ctx, user, uuid.UUID(checked.app_id), debtor[0], companies,
+                              checked.scopes)
+    except ConsentRefused as exc:
+        return ShowPage("message.html", 400, {"title_key": "error_title",
+                                              "detail": exc.detail, "error_code": exc.code})
+    when = datetime.fromtimestamp(pending.auth_time, UTC)
+    return Redirect(issue_code(ctx, pending.query, user, connection, when))
+
+
+@router.post("/consent", response_class=HTMLResponse,
+             responses={303: {"description": "back to the app with a code or an error"}})
+async def consent_decision(
+    request: Request,
+    runtime: RuntimeDep,
+    consent_challenge: Annotated[str, Form(max_length=200)],
+    csrf_token: Annotated[str, Form(max_length=200)],
+    decision: Annotated[str, Form(pattern="^(allow|deny)$")],
+    debtor_id: Annotated[str, Form(max_length=64)] = "",
+    company_id: Annotated[list[str] | None, Form(max_length=64)] = None,
+) -> Response:
+    """Record allow or deny for the pending request, then send the browser back."""
+    lang = pick_language(request)
+    pending = await _pending_for_user(runtime, request, consent_challenge)
+    if pending is None or not hmac.compare_digest(csrf_token, pending.csrf):
+        return _bad_request(lang)
+    lang = pick_language(request, dict(pending.query).get("ui_locales"))
+    outcome = await run_authlib(
+        request,
+        lambda ctx: _record_decision(ctx, pending, decision == "allow", debtor_id,
+                                     company_id or [], lang),
+    )
+    return await _render(runtime, outcome, consent_challenge, pending, lang)

@@ -1,0 +1,132 @@
+"""The consent rules of SPEC section 3: who may link, what a link covers, and the
+connection it creates or widens.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlmodel import col, delete, select
+
+from services.auth.oauth2.context import AuthContext
+from shared.models import (
+    DEFAULT_CONSENT_TEMPLATES,
+    Company,
+    Connection,
+    ConnectionCompany,
+    ConnectionStatus,
+    Debtor,
+    Environment,
+    User,
+    UserCompany,
+    UserTemplate,
+)
+from shared.scopes import CONSENT_SCOPES, implied
+from shared.status import Subject
+
+
+class ConsentRefused(Exception):
+    """The consent cannot be given; `code` says why (for the page and the app)."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        super().__init__(detail or code)
+        self.code = code
+        self.detail = detail
+
+
+def consent_templates(ctx: AuthContext, environment_id: uuid.UUID) -> list[str]:
+    """The templates that may link third-party apps in the environment."""
+    env = ctx.session.get(Environment, environment_id)
+    configured = env.consent_templates if env else None
+    if configured is None:
+        return [t.value for t in DEFAULT_CONSENT_TEMPLATES]
+    return list(configured)
+
+
+def may_consent(ctx: AuthContext, user: User) -> bool:
+    return user.active and user.template in consent_templates(ctx, user.environment_id)
+
+
+@dataclass
+class Reach:
+    """The debtors a user may link for, each with the companies a link would cover."""
+
+    debtors: list[Debtor]
+    companies: dict[uuid.UUID, list[Company]]
+
+
+def reach(ctx: AuthContext, user: User) -> Reach:
+    """What a link by `user` can cover: never more than the user's own reach."""
+    if user.debtor_id is None:
+        return Reach([], {})
+    debtor = ctx.session.get(Debtor, user.debtor_id)
+    if debtor is None or debtor.environment_id != user.environment_id:
+        return Reach([], {})
+    if user.template == UserTemplate.MASTER_CLIENT:
+        stmt = select(Company).where(Company.debtor_id == debtor.id)
+    else:
+        stmt = (
+            select(Company)
+            .join(UserCompany, col(UserCompany.company_id) == Company.id)
+            .where(UserCompany.user_id == user.id, Company.debtor_id == debtor.id)
+        )
+    companies = list(ctx.session.exec(stmt.order_by(Company.name)).all())
+    return Reach([debtor], {debtor.id: companies})
+
+
+def live_connection(
+    ctx: AuthContext, user_id: uuid.UUID, app_id: uuid.UUID, debtor_id: uuid.UUID
+) -> Connection | None:
+    """The user's connection to the app for the debtor, unless it was revoked."""
+    return ctx.session.exec(
+        select(Connection).where(
+            Connection.user_id == user_id,
+            Connection.app_id == app_id,
+            Connection.debtor_id == debtor_id,
+            col(Connection.status) != ConnectionStatus.REVOKED,
+        )
+    ).first()
+
+
+def new_scopes(connection: Connection | None, requested: list[str]) -> list[str]:
+    """The requested consent scopes that the connection does not grant yet."""
+    granted = implied(connection.scopes) if connection else set()
+    return [s for s in requested if s in CONSENT_SCOPES and s not in granted]
+
+
+def grant(
+    ctx: AuthContext, user: User, app_id: uuid.UUID, debtor_id: uuid.UUID,
+    company_ids: list[uuid.UUID], scopes: list[str],
+) -> tuple[Connection, bool]:
+    """Create the connection, or widen the live one; returns it and whether it is new."""
+    if not may_consent(ctx, user):
+        raise ConsentRefused("not_allowed")
+    allowed = reach(ctx, user)
+    if debtor_id not in allowed.companies:
+        raise ConsentRefused("invalid_debtor", "that client is not in your reach")
+    reachable = {c.id for c in allowed.companies[debtor_id]}
+    chosen = set(company_ids)
+    if not chosen or not chosen <= reachable:
+        raise ConsentRefused("invalid_companies", "choose companies within your reach")
+    connection = live_connection(ctx, user.id, app_id, debtor_id)
+    created = connection is None
+    if connection is not None and connection.status != ConnectionStatus.ACTIVE:
+        raise ConsentRefused("suspended", "this link is suspended")
+    if connection is None:
+        connection = Connection(
+            environment_id=user.environment_id, user_id=user.id, app_id=app_id,
+            debtor_id=debtor_id, scopes=[],
+        )
+    consent = [s for s in scopes if s in CONSENT_SCOPES]
+    connection.scopes = list(dict.fromkeys([*connection.scopes, *consent]))
+    connection.updated_at = ctx.now
+    ctx.session.add(connection)
+    ctx.session.flush()
+    ctx.session.exec(
+        delete(ConnectionCompany).where(col(ConnectionCompany.connection_id) == connection.id)
+    )
+    for company_id in sorted(chosen):
+        ctx.session.add(ConnectionCompany(connection_id=connection.id, company_id=company_id))
+    ctx.status_changes.append((Subject.CONNECTION, connection.id, True))
+    return connection, created

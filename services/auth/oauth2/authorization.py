@@ -1,0 +1,129 @@
+"""Validating authorization requests and answering them, through Authlib.
+
+Every answer that goes back to the app carries `iss` (RFC 9207), errors included.
+An error goes back to the app only when the client and the redirect URI are valid;
+otherwise the user sees an error page and the app hears nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2.rfc6749.errors import OAuth2Error
+
+from services.auth.oauth2.context import AuthContext
+from services.auth.oauth2.requests import ParsedRequest
+from services.auth.oauth2.server import KoppelAuthorizationServer
+from shared.models import Connection, User
+from shared.scopes import parse_scope
+
+PROMPTS = {"none", "login", "consent", "select_account"}
+
+
+@dataclass
+class Failure:
+    """An authorization request that failed; `redirect_uri` set when the app may be told."""
+
+    error: str
+    description: str
+    redirect_uri: str | None = None
+    state: str | None = None
+
+
+@dataclass
+class Checked:
+    """A valid authorization request, with what the login and consent steps need."""
+
+    client_id: str
+    app_id: str
+    app: dict
+    first_party: bool
+    active: bool
+    redirect_uri: str
+    scopes: list[str]
+    state: str | None
+    prompt: set[str] = field(default_factory=set)
+    max_age: int | None = None
+    login_hint: str = ""
+    ui_locales: str | None = None
+
+
+def with_iss(location: str, issuer: str) -> str:
+    return add_params_to_uri(location, [("iss", issuer)])
+
+
+def error_location(failure: Failure, issuer: str) -> str:
+    params = [("error", failure.error)]
+    if failure.description:
+        params.append(("error_description", failure.description))
+    if failure.state:
+        params.append(("state", failure.state))
+    params.append(("iss", issuer))
+    return add_params_to_uri(failure.redirect_uri or "", params)
+
+
+def _request(ctx: AuthContext, query: list[tuple[str, str]]) -> ParsedRequest:
+    uri = f"{ctx.settings.issuer}/authorize?{urlencode(query)}"
+    return ParsedRequest("GET", uri, {}, query=query)
+
+
+def _grant(ctx: AuthContext, query: list[tuple[str, str]]):
+    server = KoppelAuthorizationServer(ctx)
+    request = _request(ctx, query)
+    return server, request, server.get_consent_grant(request=request)
+
+
+def check_request(ctx: AuthContext, query: list[tuple[str, str]]) -> Checked | Failure:
+    """Validate an authorization request as Authlib and Koppel's rules say."""
+    data = dict(query)
+    try:
+        _, request, _ = _grant(ctx, query)
+    except OAuth2Error as exc:
+        return Failure(exc.error, exc.description or "", exc.redirect_uri, data.get("state"))
+    client = request.client
+    redirect_uri = data.get("redirect_uri") or client.get_default_redirect_uri()
+    prompt = set((data.get("prompt") or "").split())
+    if not prompt <= PROMPTS or ("none" in prompt and len(prompt) > 1):
+        return Failure("invalid_request", "unsupported prompt value", redirect_uri,
+                       data.get("state"))
+    max_age = data.get("max_age")
+    if max_age is not None and (not max_age.isdigit() or len(max_age) > 9):
+        return Failure("invalid_request", "max_age must be a whole number of seconds",
+                       redirect_uri, data.get("state"))
+    app = client.app
+    return Checked(
+        client_id=app.client_id,
+        app_id=str(app.id),
+        app={"name": app.name, "publisher": app.publisher or app.name,
+             "client_uri": app.client_uri, "policy_uri": app.policy_uri,
+             "tos_uri": app.tos_uri, "logo_url": None},
+        first_party=app.first_party,
+        active=client.active,
+        redirect_uri=redirect_uri,
+        scopes=parse_scope(request.scope),
+        state=data.get("state"),
+        prompt=prompt,
+        max_age=int(max_age) if max_age is not None else None,
+        login_hint=data.get("login_hint", "")[:320],
+        ui_locales=data.get("ui_locales"),
+    )
+
+
+def issue_code(
+    ctx: AuthContext, query: list[tuple[str, str]], user: User, connection: Connection | None,
+    auth_time,
+) -> str:
+    """Issue the authorization code; returns where to send the browser (with `iss`)."""
+    try:
+        server, request, grant = _grant(ctx, query)
+    except OAuth2Error as exc:
+        data = dict(query)
+        failure = Failure(exc.error, exc.description or "", exc.redirect_uri, data.get("state"))
+        return error_location(failure, ctx.settings.issuer) if failure.redirect_uri else ""
+    request.koppel.update(connection=connection, auth_time=auth_time)
+    _, _, headers = server.create_authorization_response(
+        request=request, grant_user=user, grant=grant
+    )
+    return with_iss(dict(headers)["Location"], ctx.settings.issuer)

@@ -1,0 +1,28 @@
+"""What one request to the authorization server works with."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlmodel import Session
+
+from shared.config import Settings
+from shared.db.types import utcnow
+from shared.signing import Signer
+from shared.status import Subject
+from shared.vault import KeyRing
+
+
+@dataclass
+class AuthContext:
+    """A sync session plus what the grants need; statuses to publish after the commit."""
+
+    session: Session
+    settings: Settings
+    keyring: KeyRing
+    signer: Signer
+    client_address: str = "-"
+    now: datetime = field(default_factory=utcnow)
+    status_changes: list[tuple[Subject, str | uuid.UUID, bool]] = field(default_factory=list)

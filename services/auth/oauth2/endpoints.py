@@ -1,0 +1,195 @@
+"""Token, revocation, introspection, userinfo, discovery and JWKS."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import UploadFile
+
+from services.auth.deps import RuntimeDep, client_address, run_authlib
+from services.auth.oauth2.context import AuthContext
+from services.auth.oauth2.lookup import find_access_token
+from services.auth.oauth2.requests import ParsedRequest
+from services.auth.oauth2.server import KoppelAuthorizationServer
+from shared import ratelimit
+from shared.models import User
+from shared.scopes import SCOPES, parse_scope
+from shared.signing import ID_TOKEN_ALG, jwks_document, published_keys
+
+router = APIRouter(tags=["oauth2"])
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+FORM_TYPE = "application/x-www-form-urlencoded"
+TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+FORM_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {FORM_TYPE: {"schema": {"type": "object", "additionalProperties": {"type": "string"}}}},
+    }
+}
+
+
+def _oauth_error(status: int, error: str, description: str, headers=None) -> JSONResponse:
+    return JSONResponse({"error": error, "error_description": description}, status_code=status,
+                        headers={**NO_STORE, **(headers or {})})
+
+
+async def _form_request(request: Request) -> ParsedRequest | JSONResponse:
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM_TYPE:
+        return _oauth_error(400, "invalid_request", f"the body must be {FORM_TYPE}")
+    try:
+        form = await request.form(max_files=0, max_fields=50)
+    except Exception:  # noqa: BLE001 - any unparsable body is the client's error
+        return _oauth_error(400, "invalid_request", "the body could not be parsed")
+    items = form.multi_items()
+    if any(isinstance(value, UploadFile) for _, value in items):
+        return _oauth_error(400, "invalid_request", "files are not accepted")
+    uri = f"{request.app.state.settings.issuer}{request.url.path}"
+    return ParsedRequest("POST", uri, request.headers, form=[(k, str(v)) for k, v in items])
+
+
+def _client_of(request: ParsedRequest) -> str:
+    """The client id the request claims, for counting failed authentications."""
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("basic "):
+        try:
+            return base64.b64decode(header[6:]).decode().split(":", 1)[0][:100]
+        except (binascii.Error, UnicodeDecodeError):
+            return "-"
+    return request.form.get("client_id", "-")[:100]
+
+
+async def _run_endpoint(request: Request, runtime, work) -> Response:
+    """Run a client-authenticated endpoint, rate limiting failed client authentication."""
+    parsed = await _form_request(request)
+    if isinstance(parsed, JSONResponse):
+        return parsed
+    limit_key = f"client-auth:{_client_of(parsed)}:{client_address(request)}"
+    settings = runtime.settings
+    wait = await ratelimit.retry_after(runtime.redis, limit_key, settings.failed_client_auth_limit)
+    if wait is not None:
+        return _oauth_error(429, "invalid_client", "too many failed client authentications",
+                            {"Retry-After": str(wait)})
+    status, body, headers = await run_authlib(request, lambda ctx: work(ctx, parsed))
+    if isinstance(body, dict) and body.get("error") == "invalid_client":
+        await ratelimit.record(runtime.redis, limit_key, settings.failed_attempt_window)
+    return JSONResponse(body, status_code=status, headers={**dict(headers), **NO_STORE})
+
+
+@router.post("/token", openapi_extra=FORM_BODY)
+async def token(request: Request, runtime: RuntimeDep) -> Response:
+    """OAuth 2.0 token endpoint: authorization_code, refresh_token, client_credentials."""
+    return await _run_endpoint(
+        request, runtime,
+        lambda ctx, parsed: KoppelAuthorizationServer(ctx).create_token_response(parsed),
+    )
+
+
+@router.post("/revoke", openapi_extra=FORM_BODY)
+async def revoke(request: Request, runtime: RuntimeDep) -> Response:
+    """RFC 7009 token revocation; the consent behind the token stays."""
+    return await _run_endpoint(
+        request, runtime,
+        lambda ctx, parsed: KoppelAuthorizationServer(ctx).create_endpoint_response(
+            "revocation", parsed
+        ),
+    )
+
+
+@router.post("/introspect", openapi_extra=FORM_BODY)
+async def introspect(request: Request, runtime: RuntimeDep) -> Response:
+    """RFC 7662 token introspection; a revoked or suspended connection's tokens are inactive."""
+    return await _run_endpoint(
+        request, runtime,
+        lambda ctx, parsed: KoppelAuthorizationServer(ctx).create_endpoint_response(
+            "introspection", parsed
+        ),
+    )
+
+
+def _userinfo(ctx: AuthContext, token: str) -> dict[str, Any] | None:
+    found = find_access_token(ctx, token)
+    if found is None or not found.active or "openid" not in parse_scope(found.claims.get("scope")):
+        return None
+    try:
+        user = ctx.session.get(User, uuid.UUID(found.claims["sub"]))
+    except (KeyError, ValueError):
+        return None
+    if user is None:
+        return None
+    scopes = set(parse_scope(found.claims["scope"]))
+    info: dict[str, Any] = {"sub": str(user.id)}
+    if scopes & {"profile", "user.info.read"}:
+        info["name"] = user.name
+    if scopes & {"email", "user.info.read"}:
+        info["email"] = user.email
+        info["email_verified"] = True
+    return info
+
+
+@router.api_route("/userinfo", methods=["GET", "POST"])
+async def userinfo(request: Request) -> Response:
+    """OpenID Connect userinfo for an access token with `openid`."""
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("bearer "):
+        return JSONResponse({"error": "invalid_token"}, status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+    token = header[7:].strip()
+    info = await run_authlib(request, lambda ctx: _userinfo(ctx, token))
+    if info is None:
+        return JSONResponse({"error": "invalid_token"}, status_code=401,
+                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return JSONResponse(info, headers=NO_STORE)
+
+
+def metadata(settings) -> dict[str, Any]:
+    """RFC 8414 / OpenID Connect discovery metadata."""
+    issuer = settings.issuer
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/authorize",
+        "token_endpoint": f"{issuer}/token",
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "userinfo_endpoint": f"{issuer}/userinfo",
+        "revocation_endpoint": f"{issuer}/revoke",
+        "introspection_endpoint": f"{issuer}/introspect",
+        "registration_endpoint": f"{settings.registry_url}/oauth2/register",
+        "scopes_supported": sorted(SCOPES),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "token_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
+        "revocation_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": True,
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [ID_TOKEN_ALG],
+        "claims_supported": ["sub", "name", "email", "email_verified", "auth_time", "nonce"],
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "ui_locales_supported": ["nl", "en"],
+    }
+
+
+@router.get("/.well-known/openid-configuration")
+async def openid_configuration(request: Request) -> JSONResponse:
+    """OpenID Connect discovery."""
+    return JSONResponse(metadata(request.app.state.settings))
+
+
+@router.get("/.well-known/oauth-authorization-server")
+async def authorization_server_metadata(request: Request) -> JSONResponse:
+    """RFC 8414 authorization server metadata."""
+    return JSONResponse(metadata(request.app.state.settings))
+
+
+@router.get("/.well-known/jwks.json")
+async def jwks(request: Request) -> JSONResponse:
+    """The public signing keys: active ones, and retired ones until their tokens expired."""
+    keys = await run_authlib(request, lambda ctx: published_keys(ctx.session))
+    return JSONResponse(jwks_document(keys), headers={"Cache-Control": "public, max-age=300"})

@@ -1,0 +1,314 @@
+"""Koppel's grants: Authlib's grant classes with only their storage hooks overridden.
+
+Codes and refresh tokens are spent by compare-and-swap updates, so of two requests that
+race with one credential exactly one wins, on PostgreSQL and on SQLite alike.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import (
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+    UnauthorizedClientError,
+)
+from authlib.oauth2.rfc6749.models import AuthorizationCodeMixin
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oidc.core.grants import OpenIDCode
+from authlib.oidc.core.grants.util import is_openid_scope
+from sqlmodel import col, select, update
+
+from services.auth.oauth2.context import AuthContext
+from services.auth.oauth2.issue import issue_tokens, new_family, revoke_family
+from shared.models import (
+    AuthorizationCode,
+    Connection,
+    ConnectionStatus,
+    RefreshToken,
+    TokenFamily,
+    User,
+)
+from shared.scopes import parse_scope
+from shared.signing import ID_TOKEN_ALG
+from shared.vault import TokenKind, new_token, token_digest
+
+USER_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+# Two refreshes with one token within this many seconds are one client racing itself:
+# the loser gets invalid_grant and the family lives on. A later reuse revokes the family.
+REFRESH_RACE_GRACE = timedelta(seconds=2)
+
+
+class CodeRecord(AuthorizationCodeMixin):
+    def __init__(self, row: AuthorizationCode) -> None:
+        self.row = row
+        self.code_challenge = row.code_challenge
+        self.code_challenge_method = row.code_challenge_method
+
+    def get_redirect_uri(self) -> str | None:
+        return self.row.redirect_uri or None
+
+    def get_scope(self) -> str:
+        return " ".join(self.row.scopes)
+
+    def get_nonce(self) -> str | None:
+        return self.row.nonce
+
+    def get_auth_time(self) -> int:
+        return int(self.row.auth_time.timestamp())
+
+    def get_acr(self) -> None:
+        return None
+
+    def get_amr(self) -> None:
+        return None
+
+
+class _KoppelGrant:
+    server: object
+
+    @property
+    def ctx(self) -> AuthContext:
+        return self.server.ctx  # type: ignore[attr-defined]
+
+    def _live_connection(self, connection_id) -> Connection | bool | None:
+        """The connection if it is active; None when there is none; False when it is not."""
+        if connection_id is None:
+            return None
+        connection = self.ctx.session.get(Connection, connection_id)
+        if connection is None or connection.status != ConnectionStatus.ACTIVE:
+            return False
+        return connection
+
+    def _active_user(self, user_id) -> User | None:
+        user = self.ctx.session.get(User, user_id)
+        return user if user is not None and user.active else None
+
+
+class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = USER_AUTH_METHODS
+
+    def generate_authorization_code(self) -> str:
+        return new_token(TokenKind.AUTHORIZATION_CODE)
+
+    def save_authorization_code(self, code: str, request) -> None:
+        ctx = self.ctx
+        connection = request.koppel.get("connection")
+        scopes = parse_scope(request.scope)
+        family = new_family(ctx, request.client, request.user, connection, scopes)
+        ctx.session.add(
+            AuthorizationCode(
+                code_digest=token_digest(ctx.keyring.digest_key, code),
+                app_id=request.client.app.id,
+                user_id=request.user.id,
+                connection_id=connection.id if connection else None,
+                family_id=family.id,
+                redirect_uri=request.payload.redirect_uri or "",
+                scopes=scopes,
+                code_challenge=request.payload.data["code_challenge"],
+                code_challenge_method="S256",
+                nonce=request.payload.data.get("nonce"),
+                auth_time=request.koppel["auth_time"],
+                expires_at=ctx.now + timedelta(seconds=ctx.settings.authorization_code_ttl),
+            )
+        )
+
+    def query_authorization_code(self, code: str, client) -> CodeRecord | None:
+        ctx = self.ctx
+        row = ctx.session.exec(
+            select(AuthorizationCode).where(
+                AuthorizationCode.code_digest == token_digest(ctx.keyring.digest_key, code),
+                AuthorizationCode.app_id == client.app.id,
+            )
+        ).first()
+        if row is None or row.expires_at <= ctx.now:
+            return None
+        spent = ctx.session.exec(
+            update(AuthorizationCode)
+            .where(col(AuthorizationCode.id) == row.id, col(AuthorizationCode.consumed_at).is_(None))
+            .values(consumed_at=ctx.now)
+        )
+        if spent.rowcount != 1:
+            # A second redemption: whatever the first one got stops working.
+            revoke_family(ctx, row.family_id)
+            return None
+        return CodeRecord(row)
+
+    def delete_authorization_code(self, authorization_code: CodeRecord) -> None:
+        """Nothing to do: the code was spent when it was looked up."""
+
+    def authenticate_user(self, authorization_code: CodeRecord) -> User | None:
+        row = authorization_code.row
+        if not self.request.client.active or self._live_connection(row.connection_id) is False:
+            return None
+        return self._active_user(row.user_id)
+
+    def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None,
+                       include_refresh_token=True):
+        row = self.request.authorization_code.row
+        family = self.ctx.session.get(TokenFamily, row.family_id)
+        connection = self._live_connection(row.connection_id) or None
+        return issue_tokens(self.ctx, self.request.client, user, parse_scope(scope), family,
+                            connection)
+
+
+class RefreshRecord:
+    def __init__(self, family: TokenFamily, user: User, connection: Connection | None) -> None:
+        self.family = family
+        self.user = user
+        self.connection = connection
+
+    def check_client(self, client) -> bool:
+        return self.family.app_id == client.app.id
+
+    def get_scope(self) -> str:
+        return " ".join(self.family.scopes)
+
+
+class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = USER_AUTH_METHODS
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshRecord | None:
+        ctx, client = self.ctx, self.request.client
+        found = ctx.session.exec(
+            select(RefreshToken, TokenFamily)
+            .join(TokenFamily, col(TokenFamily.id) == RefreshToken.family_id)
+            .where(RefreshToken.token_digest == token_digest(ctx.keyring.digest_key, refresh_token))
+        ).first()
+        if found is None:
+            return None
+        row, family = found
+        if family.app_id != client.app.id or family.revoked_at is not None:
+            return None
+        if row.rotated_at is not None:
+            if ctx.now - row.rotated_at > REFRESH_RACE_GRACE:
+                revoke_family(ctx, family.id)  # an old refresh token came back: stolen
+            return None
+        if row.expires_at <= ctx.now or family.expires_at <= ctx.now:
+            return None
+        requested = parse_scope(self.request.payload.scope)
+        if not set(requested) <= set(family.scopes):
+            raise InvalidScopeError("a refresh cannot widen the granted scope")
+        user = self._active_user(family.user_id)
+        connection = self._live_connection(family.connection_id)
+        if user is None or connection is False or not client.active:
+            return None
+        rotated = ctx.session.exec(
+            update(RefreshToken)
+            .where(col(RefreshToken.id) == row.id, col(RefreshToken.rotated_at).is_(None))
+            .values(rotated_at=ctx.now)
+        )
+        if rotated.rowcount != 1:
+            return None  # another request with this token won the race
+        return RefreshRecord(family, user, connection or None)
+
+    def authenticate_user(self, refresh_token: RefreshRecord) -> User:
+        return refresh_token.user
+
+    def revoke_old_credential(self, refresh_token: RefreshRecord) -> None:
+        """Nothing to do: the token was rotated when it was looked up."""
+
+    def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None,
+                       include_refresh_token=True):
+        record: RefreshRecord = self.request.refresh_token
+        return issue_tokens(self.ctx, self.request.client, user, parse_scope(scope),
+                            record.family, record.connection)
+
+
+class AppCredentialsGrant(_KoppelGrant, grants.ClientCredentialsGrant):
+    """Client credentials for app-level scopes (`webhooks.manage`), never user data."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+    def validate_token_request(self) -> None:
+        client = self.authenticate_token_endpoint_client()
+        if not client.check_grant_type(self.GRANT_TYPE):
+            raise UnauthorizedClientError("this client may not use client_credentials")
+        if not client.active:
+            raise UnauthorizedClientError("this app is suspended")
+        allowed = client.client_credentials_scopes()
+        requested = parse_scope(self.request.payload.scope) or sorted(allowed & {"webhooks.manage"})
+        if not set(requested) <= allowed:
+            raise InvalidScopeError("client credentials give app-level scopes only")
+        self.request.client = client
+        self.request.koppel["scopes"] = requested
+
+    def create_token_response(self):
+        token = issue_tokens(self.ctx, self.request.client, None, self.request.koppel["scopes"])
+        return 200, token, self.TOKEN_RESPONSE_HEADER
+
+
+class RequiredS256(CodeChallenge):
+    """PKCE with S256 for every client, confidential ones too; `plain` is refused."""
+
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_challenge(self, grant, redirect_uri) -> None:
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError("PKCE is required: send code_challenge (S256)")
+        if data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("code_challenge_method must be S256")
+        super().validate_code_challenge(grant, redirect_uri)
+
+    def validate_code_verifier(self, grant, result) -> None:
+        code = grant.request.authorization_code
+        if not grant.request.form.get("code_verifier") or not code.row.code_challenge:
+            raise InvalidGrantError("code_verifier missing or not expected")
+        try:
+            super().validate_code_verifier(grant, result)
+        except InvalidRequestError as exc:
+            raise InvalidGrantError(exc.description) from None
+
+
+class IdTokens(OpenIDCode):
+    """OpenID Connect ID tokens (RS256) for code exchanges that include `openid`."""
+
+    def __init__(self, ctx: AuthContext) -> None:
+        super().__init__(require_nonce=False)
+        self.ctx = ctx
+
+    def __call__(self, grant) -> None:
+        # Koppel handles prompt itself; only the token hook and nonce checks are needed.
+        grant.register_hook("after_create_token_response", self.process_token)
+        if is_openid_scope(grant.request.payload.scope):
+            grant.register_hook(
+                "after_validate_authorization_request_payload",
+                self.validate_openid_authorization_request,
+            )
+
+    def exists_nonce(self, nonce: str, request) -> bool:
+        return False
+
+    def get_client_algorithm(self, client) -> str:
+        return ID_TOKEN_ALG
+
+    def resolve_client_private_key(self, client):
+        return self.ctx.signer.private_key(self.ctx.session, ID_TOKEN_ALG)[1]
+
+    def get_encode_header(self, client) -> dict[str, str]:
+        kid, _ = self.ctx.signer.private_key(self.ctx.session, ID_TOKEN_ALG)
+        return {"alg": ID_TOKEN_ALG, "kid": kid, "typ": "JWT"}
+
+    def get_compatible_claims(self, request) -> dict:
+        now = int(time.time())
+        return {
+            "iss": self.ctx.settings.issuer,
+            "aud": request.client.get_client_id(),
+            "iat": now,
+            "exp": now + self.ctx.settings.id_token_ttl,
+        }
+
+    def generate_user_info(self, user: User, scope: str) -> dict[str, str]:
+        scopes = set(parse_scope(scope))
+        info = {"sub": str(user.id)}
+        if "profile" in scopes:
+            info["name"] = user.name
+        if "email" in scopes:
+            info["email"] = user.email
+        return info

@@ -1,0 +1,103 @@
+"""Issuing tokens: RFC 9068 JWT access tokens and rotating opaque refresh tokens.
+
+A token family holds everything that descends from one authorization. The access
+token's `jti` starts with the family id, so resource servers can refuse the access
+tokens of a revoked family without any claim beyond those of SPEC 5.3.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import col, update
+
+from services.auth.oauth2.clients import OAuthClient
+from services.auth.oauth2.context import AuthContext
+from shared.models import Connection, RefreshToken, TokenFamily, User
+from shared.signing import ACCESS_TOKEN_ALG
+from shared.status import Subject
+from shared.vault import TokenKind, new_token, token_digest
+
+
+def new_family(
+    ctx: AuthContext, client: OAuthClient, user: User, connection: Connection | None,
+    scopes: list[str],
+) -> TokenFamily:
+    family = TokenFamily(
+        app_id=client.app.id,
+        user_id=user.id,
+        connection_id=connection.id if connection else None,
+        environment_id=user.environment_id,
+        scopes=scopes,
+        expires_at=ctx.now + timedelta(seconds=ctx.settings.refresh_token_absolute_ttl),
+    )
+    ctx.session.add(family)
+    ctx.session.flush()
+    return family
+
+
+def revoke_family(ctx: AuthContext, family_id: uuid.UUID) -> None:
+    """Revoke every token of the family (not the consent behind it)."""
+    ctx.session.exec(
+        update(TokenFamily)
+        .where(col(TokenFamily.id) == family_id, col(TokenFamily.revoked_at).is_(None))
+        .values(revoked_at=ctx.now)
+    )
+    ctx.status_changes.append((Subject.FAMILY, family_id, False))
+
+
+def _access_claims(
+    ctx: AuthContext, client: OAuthClient, user: User | None, scopes: list[str],
+    family: TokenFamily | None, connection: Connection | None,
+) -> dict[str, Any]:
+    now = int(ctx.now.timestamp())
+    random_part = secrets.token_urlsafe(12)
+    claims: dict[str, Any] = {
+        "iss": ctx.settings.issuer,
+        "sub": str(user.id) if user else client.client_id,
+        "aud": ctx.settings.api_audience,
+        "client_id": client.client_id,
+        "scope": " ".join(scopes),
+        "iat": now,
+        "exp": now + ctx.settings.access_token_ttl,
+        "jti": f"{family.id}.{random_part}" if family else random_part,
+    }
+    if user is not None:
+        claims["environment_id"] = str(user.environment_id)
+    if connection is not None:
+        claims["connection_id"] = str(connection.id)
+        claims["debtor_id"] = str(connection.debtor_id)
+    return claims
+
+
+def _new_refresh_token(ctx: AuthContext, family: TokenFamily) -> str:
+    token = new_token(TokenKind.REFRESH_TOKEN)
+    idle_end = ctx.now + timedelta(seconds=ctx.settings.refresh_token_idle_ttl)
+    ctx.session.add(
+        RefreshToken(
+            token_digest=token_digest(ctx.keyring.digest_key, token),
+            family_id=family.id,
+            expires_at=min(idle_end, family.expires_at),
+        )
+    )
+    return token
+
+
+def issue_tokens(
+    ctx: AuthContext, client: OAuthClient, user: User | None, scopes: list[str],
+    family: TokenFamily | None = None, connection: Connection | None = None,
+) -> dict[str, Any]:
+    """The token response: an access token, and a refresh token with `offline_access`."""
+    claims = _access_claims(ctx, client, user, scopes, family, connection)
+    response: dict[str, Any] = {
+        "access_token": ctx.signer.sign(ctx.session, claims, alg=ACCESS_TOKEN_ALG, typ="at+jwt"),
+        "token_type": "Bearer",
+        "expires_in": ctx.settings.access_token_ttl,
+        "scope": claims["scope"],
+    }
+    if family is not None and "offline_access" in scopes and "refresh_token" in client.app.grant_types:
+        response["refresh_token"] = _new_refresh_token(ctx, family)
+    return response

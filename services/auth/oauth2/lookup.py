@@ -1,0 +1,113 @@
+"""Finding what a presented token is, for revocation and introspection.
+
+Both are rare calls, so they ask the database (the authoritative source) directly.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlmodel import select
+
+from services.auth.oauth2.context import AuthContext
+from shared.models import (
+    App,
+    AppStatus,
+    Connection,
+    ConnectionStatus,
+    RefreshToken,
+    TokenFamily,
+    User,
+)
+from shared.signing import ACCESS_TOKEN_ALG, published_keys
+from shared.vault import token_digest
+
+
+@dataclass
+class FoundToken:
+    kind: str  # "access_token" or "refresh_token"
+    client_id: str
+    family_id: uuid.UUID | None
+    claims: dict[str, Any] = field(default_factory=dict)
+    active: bool = False
+
+    def check_client(self, client) -> bool:
+        return self.client_id == client.get_client_id()
+
+
+def _family_live(ctx: AuthContext, family: TokenFamily | None) -> bool:
+    if family is None or family.revoked_at is not None or family.expires_at <= ctx.now:
+        return False
+    user = ctx.session.get(User, family.user_id) if family.user_id else None
+    if user is None or not user.active:
+        return False
+    if family.connection_id is not None:
+        connection = ctx.session.get(Connection, family.connection_id)
+        return connection is not None and connection.status == ConnectionStatus.ACTIVE
+    return True
+
+
+def find_refresh_token(ctx: AuthContext, token: str) -> FoundToken | None:
+    digest = token_digest(ctx.keyring.digest_key, token)
+    found = ctx.session.exec(
+        select(RefreshToken, TokenFamily, App)
+        .join(TokenFamily, TokenFamily.id == RefreshToken.family_id)
+        .join(App, App.id == TokenFamily.app_id)
+        .where(RefreshToken.token_digest == digest)
+    ).first()
+    if found is None:
+        return None
+    row, family, app = found
+    active = (
+        row.rotated_at is None and row.expires_at > ctx.now and app.status == AppStatus.ACTIVE
+        and _family_live(ctx, family)
+    )
+    claims = {"client_id": app.client_id, "scope": " ".join(family.scopes),
+              "exp": int(row.expires_at.timestamp()), "token_type": "refresh_token"}
+    if family.user_id:
+        claims["sub"] = str(family.user_id)
+    return FoundToken("refresh_token", app.client_id, family.id, claims, active)
+
+
+def find_access_token(ctx: AuthContext, token: str) -> FoundToken | None:
+    keys = KeySet.import_key_set({"keys": [k.public_jwk for k in published_keys(ctx.session)]})
+    try:
+        decoded = jwt.decode(token, keys, algorithms=[ACCESS_TOKEN_ALG])
+    except (JoseError, ValueError):
+        return None
+    claims = decoded.claims
+    if decoded.header.get("typ", "").lower() not in ("at+jwt", "application/at+jwt"):
+        return None
+    if claims.get("iss") != ctx.settings.issuer or "client_id" not in claims:
+        return None
+    family_id = None
+    jti = str(claims.get("jti", ""))
+    if "." in jti:
+        try:
+            family_id = uuid.UUID(jti.split(".", 1)[0])
+        except ValueError:
+            return None
+    active = int(claims.get("exp", 0)) > ctx.now.timestamp()
+    app = ctx.session.exec(select(App).where(App.client_id == claims["client_id"])).first()
+    active = active and app is not None and app.status == AppStatus.ACTIVE
+    if family_id is not None:
+        active = active and _family_live(ctx, ctx.session.get(TokenFamily, family_id))
+    return FoundToken("access_token", claims["client_id"], family_id,
+                      {**claims, "token_type": "Bearer"}, active)
+
+
+def find_token(ctx: AuthContext, token: str, hint: str | None) -> FoundToken | None:
+    """The token, tried as the hinted type first (RFC 7009 and 7662 allow either)."""
+    finders = [find_refresh_token, find_access_token]
+    if hint == "access_token":
+        finders.reverse()
+    for finder in finders:
+        found = finder(ctx, token)
+        if found is not None:
+            return found
+    return None

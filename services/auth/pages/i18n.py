@@ -1,0 +1,107 @@
+"""The words on the login, consent and error pages, in Dutch and English."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+LANGUAGES = ("nl", "en")
+
+TEXT: dict[str, dict[str, str]] = {
+    "en": {
+        "login_title": "Log in",
+        "email": "Email address",
+        "password": "Password",
+        "login_button": "Log in",
+        "login_failed": "The email address or password is not correct.",
+        "login_for_app": "Log in to link {app}.",
+        "consent_title": "Link {app}",
+        "consent_intro": "{app} by {publisher} asks for access to the following data:",
+        "consent_new_only": "You linked {app} before. It now also asks for:",
+        "debtor": "Client",
+        "companies": "Companies this link covers",
+        "allow": "Allow",
+        "deny": "Deny",
+        "links": "About this app",
+        "website": "Website",
+        "privacy": "Privacy policy",
+        "terms": "Terms of use",
+        "sensitivity_normal": "normal",
+        "sensitivity_personal": "personal data",
+        "sensitivity_sensitive": "sensitive",
+        "sensitivity_special_category": "special category (health)",
+        "sensitivity_none": "",
+        "not_allowed_title": "You cannot link apps",
+        "not_allowed": "Your login ({template}) may not link third-party apps in this "
+                       "environment. Logins that can: {allowed}.",
+        "return_to_app": "Return to the app",
+        "error_title": "This link does not work",
+        "error_intro": "The request to log in or link an app is not valid.",
+        "logged_in": "You are logged in as {email}.",
+        "logged_out": "You are logged out.",
+        "logout": "Log out",
+        "no_companies": "You reach no companies in this client, so there is nothing to link.",
+    },
+    "nl": {
+        "login_title": "Inloggen",
+        "email": "E-mailadres",
+        "password": "Wachtwoord",
+        "login_button": "Inloggen",
+        "login_failed": "Het e-mailadres of wachtwoord klopt niet.",
+        "login_for_app": "Log in om {app} te koppelen.",
+        "consent_title": "{app} koppelen",
+        "consent_intro": "{app} van {publisher} vraagt toegang tot de volgende gegevens:",
+        "consent_new_only": "Je hebt {app} al eerder gekoppeld. De app vraagt nu ook:",
+        "debtor": "Debiteur",
+        "companies": "Bedrijven waarvoor deze koppeling geldt",
+        "allow": "Toestaan",
+        "deny": "Weigeren",
+        "links": "Over deze app",
+        "website": "Website",
+        "privacy": "Privacyverklaring",
+        "terms": "Gebruiksvoorwaarden",
+        "sensitivity_normal": "normaal",
+        "sensitivity_personal": "persoonsgegevens",
+        "sensitivity_sensitive": "gevoelig",
+        "sensitivity_special_category": "bijzondere categorie (gezondheid)",
+        "sensitivity_none": "",
+        "not_allowed_title": "Je kunt geen apps koppelen",
+        "not_allowed": "Met jouw login ({template}) kun je in deze omgeving geen apps van "
+                       "derden koppelen. Logins die dat wel kunnen: {allowed}.",
+        "return_to_app": "Terug naar de app",
+        "error_title": "Deze link werkt niet",
+        "error_intro": "Het verzoek om in te loggen of een app te koppelen is niet geldig.",
+        "logged_in": "Je bent ingelogd als {email}.",
+        "logged_out": "Je bent uitgelogd.",
+        "logout": "Uitloggen",
+        "no_companies": "Je hebt bij deze debiteur geen bedrijven, dus er valt niets te koppelen.",
+    },
+}
+
+TEMPLATE_NAMES = {
+    "en": {"accountant": "Accountant", "master_client": "Master Client",
+           "company": "Company login", "hr_manager": "HR Manager (System)",
+           "payroll_hr_manager": "General Manager Payroll & HR", "employee": "Employee"},
+    "nl": {"accountant": "Accountant", "master_client": "Master Client",
+           "company": "Bedrijfslogin", "hr_manager": "HR Manager (Systeem)",
+           "payroll_hr_manager": "Algemeen Manager Salaris & HR", "employee": "Werknemer"},
+}
+
+
+def pick_language(request: Request, ui_locales: str | None = None) -> str:
+    """`ui_locales` first (OpenID Connect), then Accept-Language; English by default."""
+    for tag in (ui_locales or "").split():
+        if tag.split("-")[0].lower() in LANGUAGES:
+            return tag.split("-")[0].lower()
+    header = request.headers.get("accept-language", "")
+    weighted = []
+    for part in header.split(","):
+        pieces = part.strip().split(";q=")
+        try:
+            weight = float(pieces[1]) if len(pieces) > 1 else 1.0
+        except ValueError:
+            continue
+        weighted.append((weight, pieces[0].split("-")[0].lower()))
+    for _, lang in sorted(weighted, reverse=True):
+        if lang in LANGUAGES:
+            return lang
+    return "en"

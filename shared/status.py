@@ -1,0 +1,96 @@
+"""Whether a connection, user, token family or app may still use its tokens.
+
+Resource servers check this on every call (SPEC 5.3). Redis holds the answer; a
+missing entry (expired, or Redis flushed) is looked up in the database and never read
+as "active". Whoever changes a status writes the database first and publishes the new
+value here right after the commit, so the very next call sees it on any instance.
+A reader that loaded a value from the database only adds it if no writer has published
+one meanwhile (SET NX), so a slow reader cannot put back a stale "active".
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from enum import StrEnum
+
+import redis
+import redis.asyncio as aioredis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.models import App, AppStatus, Connection, ConnectionStatus, TokenFamily, User
+
+ACTIVE = b"1"
+INACTIVE = b"0"
+# A published value is authoritative until the next change; the TTL only bounds how
+# long an entry loaded by a reader lives, in case a writer died before publishing.
+CACHE_TTL_S = 300
+
+
+class Subject(StrEnum):
+    CONNECTION = "conn"
+    USER = "user"
+    FAMILY = "fam"
+    APP = "app"  # keyed by client_id
+
+
+def status_key(subject: Subject, ident: str | uuid.UUID) -> str:
+    return f"koppel:status:{subject.value}:{ident}"
+
+
+def publish(client: redis.Redis, changes: Iterable[tuple[Subject, str | uuid.UUID, bool]]) -> None:
+    """After a commit: record new statuses (sync code, e.g. the auth service)."""
+    pipe = client.pipeline(transaction=False)
+    for subject, ident, active in changes:
+        pipe.set(status_key(subject, ident), ACTIVE if active else INACTIVE, ex=CACHE_TTL_S)
+    pipe.execute()
+
+
+async def publish_async(
+    client: aioredis.Redis, changes: Iterable[tuple[Subject, str | uuid.UUID, bool]]
+) -> None:
+    """After a commit: record new statuses (async code, e.g. the registry)."""
+    pipe = client.pipeline(transaction=False)
+    for subject, ident, active in changes:
+        pipe.set(status_key(subject, ident), ACTIVE if active else INACTIVE, ex=CACHE_TTL_S)
+    await pipe.execute()
+
+
+async def _load(session: AsyncSession, subject: Subject, ident: str) -> bool:
+    """The authoritative answer from the database."""
+    if subject is Subject.CONNECTION:
+        stmt = select(Connection.status).where(Connection.id == uuid.UUID(ident))
+        value = (await session.execute(stmt)).scalar_one_or_none()
+        return value == ConnectionStatus.ACTIVE
+    if subject is Subject.USER:
+        stmt = select(User.active).where(User.id == uuid.UUID(ident))
+        return bool((await session.execute(stmt)).scalar_one_or_none())
+    if subject is Subject.FAMILY:
+        stmt = select(TokenFamily.revoked_at).where(TokenFamily.id == uuid.UUID(ident))
+        row = (await session.execute(stmt)).first()
+        return row is not None and row[0] is None
+    stmt = select(App.status).where(App.client_id == ident)
+    return (await session.execute(stmt)).scalar_one_or_none() == AppStatus.ACTIVE
+
+
+async def all_active(
+    client: aioredis.Redis,
+    session_factory,
+    subjects: list[tuple[Subject, str]],
+) -> bool:
+    """Whether every subject is active: one Redis round trip, the database on a miss."""
+    keys = [status_key(subject, ident) for subject, ident in subjects]
+    values = await client.mget(keys)
+    if any(value == INACTIVE for value in values):
+        return False
+    missing = [s for s, value in zip(subjects, values, strict=True) if value is None]
+    if not missing:
+        return True
+    async with session_factory() as session:
+        loaded = [(s, await _load(session, *s)) for s in missing]
+    pipe = client.pipeline(transaction=False)
+    for (subject, ident), active in loaded:
+        pipe.set(status_key(subject, ident), ACTIVE if active else INACTIVE, ex=CACHE_TTL_S, nx=True)
+    await pipe.execute()
+    return all(active for _, active in loaded)
