@@ -25,9 +25,10 @@ async def record(client: aioredis.Redis, name: str, window_s: int) -> int:
     """Count one event for `name` in the current window; returns the count so far."""
     key = _key(name)
     pipe = client.pipeline(transaction=True)
+    # SET NX starts the window (with its expiry) only if none is running; works on Redis 6.
+    pipe.set(key, 0, ex=window_s, nx=True)
     pipe.incr(key)
-    pipe.expire(key, window_s, nx=True)
-    count, _ = await pipe.execute()
+    _, count = await pipe.execute()
     return int(count)
 
 

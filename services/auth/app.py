@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from services.auth.challenges.endpoints import router as challenges_router
 from services.auth.consent.endpoints import router as consent_router
 from services.auth.login.endpoints import router as login_router
 from services.auth.oauth2.authorize import router as authorize_router
@@ -46,7 +47,8 @@ def _configure(app: FastAPI) -> None:
 
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "pages" / "static"),
               name="static")
-    for router in (authorize_router, login_router, consent_router, oauth_router):
+    for router in (authorize_router, login_router, consent_router, oauth_router,
+                   challenges_router):
         app.include_router(router)
 
 

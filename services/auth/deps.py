@@ -56,3 +56,51 @@ async def run_authlib(request: Request, work: Callable[[AuthContext], T]) -> T:
     if ctx.status_changes:
         await publish_async(runtime.redis, ctx.status_changes)
     return result
+
+
+async def first_party_client(request: Request) -> str:
+    """The client id of a first-party app authenticated with HTTP Basic, or 401."""
+    import base64
+    import binascii
+
+    from sqlmodel import select
+
+    from shared import ratelimit
+    from shared.errors import RateLimited, Unauthorized
+    from shared.models import App, AppStatus
+    from shared.vault import digest_matches
+
+    runtime = get_runtime(request)
+    header = request.headers.get("authorization", "")
+    try:
+        client_id, secret = base64.b64decode(header[6:], validate=True).decode().split(":", 1)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        client_id, secret = "", ""
+    if not header.lower().startswith("basic ") or not client_id:
+        error = Unauthorized("authenticate as a first-party client with HTTP Basic")
+        error.headers["WWW-Authenticate"] = 'Basic realm="koppel"'
+        raise error
+    limit_key = f"client-auth:{client_id[:100]}:{client_address(request)}"
+    wait = await ratelimit.retry_after(runtime.redis, limit_key,
+                                       runtime.settings.failed_client_auth_limit)
+    if wait is not None:
+        raise RateLimited(wait, "too many failed client authentications")
+
+    def lookup() -> App | None:
+        with runtime.session() as session:
+            return session.exec(select(App).where(App.client_id == client_id)).first()
+
+    app = await run_in_threadpool(lookup)
+    ok = (
+        app is not None and app.first_party and app.status == AppStatus.ACTIVE
+        and digest_matches(runtime.keyring.digest_key, secret, app.client_secret_digest)
+    )
+    if not ok:
+        await ratelimit.record(runtime.redis, limit_key, runtime.settings.failed_attempt_window)
+        error = Unauthorized("unknown client, wrong secret, or not a first-party app")
+        error.headers["WWW-Authenticate"] = 'Basic realm="koppel"'
+        raise error
+    return client_id
+
+
+FirstPartyClient = Annotated[str, Depends(first_party_client)]

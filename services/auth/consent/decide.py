@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from services.auth.consent.service import (
+    ConsentRefused,
     consent_templates,
+    grant,
     live_connection,
     may_consent,
     new_scopes,
@@ -59,9 +61,18 @@ def refuse(checked: Checked, error: str, description: str, issuer: str) -> Redir
 
 
 def decide(
-    ctx: AuthContext, query: list[tuple[str, str]], user_id: str, auth_time: float, lang: str
+    ctx: AuthContext, query: list[tuple[str, str]], user_id: str, auth_time: float, lang: str,
+    *, issue: bool = True,
 ) -> tuple[Outcome, Checked | None]:
-    """Validate the stored request again and decide the next step for this user."""
+    """Validate the stored request again and decide the next step for this user.
+
+    With `issue=False` an answer that would carry a code comes back as `Redirect("")`
+    and no code is issued (for callers that only look).
+    """
+
+    def answer(connection):
+        return Redirect(issue_code(ctx, query, user, connection, when) if issue else "")
+
     issuer = ctx.settings.issuer
     checked = check_request(ctx, query)
     if isinstance(checked, Failure):
@@ -75,7 +86,7 @@ def decide(
         return NeedLogin(), checked
     when = datetime.fromtimestamp(auth_time, UTC)
     if checked.first_party:
-        return Redirect(issue_code(ctx, query, user, None, when)), checked
+        return answer(None), checked
     if not may_consent(ctx, user):
         names = TEMPLATE_NAMES[lang]
         allowed = ", ".join(names[t] for t in consent_templates(ctx, user.environment_id))
@@ -100,7 +111,7 @@ def decide(
         return refuse(checked, "access_denied", "this link is suspended", issuer), checked
     to_ask = new_scopes(connection, checked.scopes)
     if connection is not None and not to_ask and "consent" not in checked.prompt:
-        return Redirect(issue_code(ctx, query, user, connection, when)), checked
+        return answer(connection), checked
     if "none" in checked.prompt:
         return refuse(checked, "consent_required", "the user has to consent", issuer), checked
     shown = to_ask or [s for s in checked.scopes if s in SCOPES]
@@ -112,3 +123,43 @@ def decide(
         "companies": [{"id": str(c.id), "name": c.name}
                       for c in scope_of.companies[debtor.id]],
     }), checked
+
+
+def _parse_ids(values: list[str]) -> list[uuid.UUID] | None:
+    try:
+        return [uuid.UUID(v) for v in values]
+    except ValueError:
+        return None
+
+
+def record_decision(ctx: AuthContext, pending, allow: bool, debtor_id: str,
+                    company_ids: list[str], lang: str) -> Outcome:
+    """Record allow or deny for a pending request; returns where the browser goes next."""
+    checked = check_request(ctx, pending.query)
+    issuer = ctx.settings.issuer
+    if isinstance(checked, Failure):
+        if checked.redirect_uri:
+            return Redirect(error_location(checked, issuer))
+        return error_page(checked, issuer, lang)
+    if not allow:
+        failure = Failure("access_denied", "the user denied the request", checked.redirect_uri,
+                          checked.state)
+        return Redirect(error_location(failure, issuer))
+    # The scopes come from the stored request, never from the form.
+    outcome, _ = decide(ctx, pending.query, pending.user_id, pending.auth_time, lang)
+    if not (isinstance(outcome, ShowPage) and outcome.template == "consent.html"):
+        return outcome
+    debtor = _parse_ids([debtor_id])
+    companies = _parse_ids(company_ids)
+    if not debtor or companies is None:
+        return ShowPage("message.html", 400, {"title_key": "error_title",
+                                              "lines": [("error_intro", {})]})
+    user = ctx.session.get(User, uuid.UUID(pending.user_id))
+    try:
+        connection, _ = grant(ctx, user, uuid.UUID(checked.app_id), debtor[0], companies,
+                              checked.scopes)
+    except ConsentRefused as exc:
+        return ShowPage("message.html", 400, {"title_key": "error_title",
+                                              "detail": exc.detail, "error_code": exc.code})
+    when = datetime.fromtimestamp(pending.auth_time, UTC)
+    return Redirect(issue_code(ctx, pending.query, user, connection, when))

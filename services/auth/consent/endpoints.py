@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import hmac
-import uuid
-from datetime import UTC, datetime
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from services.auth.consent.decide import NeedLogin, Redirect, ShowPage, decide, error_page
-from services.auth.consent.service import ConsentRefused, grant
+from services.auth.consent.decide import NeedLogin, Redirect, ShowPage, decide, record_decision
 from services.auth.deps import RuntimeDep, run_authlib
 from services.auth.flow import (
     Pending,
@@ -21,12 +19,9 @@ from services.auth.flow import (
     same_browser,
     save_pending,
 )
-from services.auth.oauth2.authorization import Failure, check_request, error_location, issue_code
 from services.auth.oauth2.authorize import login_url
-from services.auth.oauth2.context import AuthContext
 from services.auth.pages.i18n import pick_language
 from services.auth.pages.render import page
-from shared.models import User
 from shared.runtime import Runtime
 
 router = APIRouter(tags=["consent"])
@@ -60,6 +55,9 @@ async def _render(runtime: Runtime, outcome, challenge: str, pending: Pending, l
     assert isinstance(outcome, ShowPage)
     if outcome.template != "consent.html":
         await drop_pending(runtime, challenge)
+    elif runtime.settings.consent_ui_url:
+        target = f"{runtime.settings.consent_ui_url}?{urlencode({'consent_challenge': challenge})}"
+        return RedirectResponse(target, status_code=303)
     return page(outcome.template, lang=lang, status=outcome.status, challenge=challenge,
                 csrf=pending.csrf, **outcome.context)
 
@@ -77,45 +75,6 @@ async def consent_page(request: Request, runtime: RuntimeDep, consent_challenge:
         request, lambda ctx: decide(ctx, pending.query, pending.user_id, pending.auth_time, lang)
     )
     return await _render(runtime, outcome, consent_challenge, pending, lang)
-
-
-def _parse_ids(values: list[str]) -> list[uuid.UUID] | None:
-    try:
-        return [uuid.UUID(v) for v in values]
-    except ValueError:
-        return None
-
-
-def _record_decision(ctx: AuthContext, pending: Pending, allow: bool, debtor_id: str,
-                     company_ids: list[str], lang: str):
-    checked = check_request(ctx, pending.query)
-    issuer = ctx.settings.issuer
-    if isinstance(checked, Failure):
-        if checked.redirect_uri:
-            return Redirect(error_location(checked, issuer))
-        return error_page(checked, issuer, lang)
-    if not allow:
-        failure = Failure("access_denied", "the user denied the request", checked.redirect_uri,
-                          checked.state)
-        return Redirect(error_location(failure, issuer))
-    # The scopes come from the stored request, never from the form.
-    outcome, _ = decide(ctx, pending.query, pending.user_id, pending.auth_time, lang)
-    if not (isinstance(outcome, ShowPage) and outcome.template == "consent.html"):
-        return outcome
-    debtor = _parse_ids([debtor_id])
-    companies = _parse_ids(company_ids)
-    if not debtor or companies is None:
-        return ShowPage("message.html", 400, {"title_key": "error_title",
-                                              "lines": [("error_intro", {})]})
-    user = ctx.session.get(User, uuid.UUID(pending.user_id))
-    try:
-        connection, _ = grant(ctx, user, uuid.UUID(checked.app_id), debtor[0], companies,
-                              checked.scopes)
-    except ConsentRefused as exc:
-        return ShowPage("message.html", 400, {"title_key": "error_title",
-                                              "detail": exc.detail, "error_code": exc.code})
-    when = datetime.fromtimestamp(pending.auth_time, UTC)
-    return Redirect(issue_code(ctx, pending.query, user, connection, when))
 
 
 @router.post("/consent", response_class=HTMLResponse,
@@ -137,7 +96,7 @@ async def consent_decision(
     lang = pick_language(request, dict(pending.query).get("ui_locales"))
     outcome = await run_authlib(
         request,
-        lambda ctx: _record_decision(ctx, pending, decision == "allow", debtor_id,
+        lambda ctx: record_decision(ctx, pending, decision == "allow", debtor_id,
                                      company_id or [], lang),
     )
     return await _render(runtime, outcome, consent_challenge, pending, lang)

@@ -8,24 +8,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlmodel import select
-from starlette.concurrency import run_in_threadpool
 
 from services.auth.deps import RuntimeDep, client_address
 from services.auth.flow import (
     Pending,
+    drop_pending,
     end_session,
     load_pending,
     same_browser,
     save_pending,
     start_session,
 )
+from services.auth.login.service import TooManyFailures, authenticate
 from services.auth.oauth2.authorize import consent_url
 from services.auth.pages.i18n import TEXT, pick_language
 from services.auth.pages.render import page
-from shared import ratelimit
-from shared.models import User
-from shared.passwords import verify_password
 from shared.runtime import Runtime
 
 router = APIRouter(tags=["login"])
@@ -61,14 +58,6 @@ async def login_page(request: Request, runtime: RuntimeDep, login_challenge: str
     return _login_form(lang, login_challenge, pending, login_hint=hint)
 
 
-def _check_password(runtime: Runtime, email: str, password: str) -> User | None:
-    with runtime.session() as session:
-        user = session.exec(select(User).where(User.email == email)).first()
-    # The hash is verified even for an unknown user, so both take the same time.
-    ok = verify_password(user.password_hash if user else None, password)
-    return user if ok and user is not None and user.active else None
-
-
 @router.post("/login", response_class=HTMLResponse,
              responses={303: {"description": "logged in: on to consent"},
                         429: {"description": "too many failed attempts"}})
@@ -81,32 +70,22 @@ async def login(
     csrf_token: Annotated[str, Form(max_length=200)],
 ) -> Response:
     """Check the email and password; answers 303 (never 307) on success."""
-    settings = runtime.settings
     pending = await _valid_pending(runtime, request, login_challenge)
     lang = pick_language(request, dict(pending.query).get("ui_locales") if pending else None)
     if pending is None or not hmac.compare_digest(csrf_token, pending.csrf):
         return _bad_request(lang)
-    email = username.strip().lower()
-    limits = [
-        (f"login:account:{email}", settings.failed_login_limit_per_account),
-        (f"login:address:{client_address(request)}", settings.failed_login_limit_per_address),
-    ]
-    for name, limit in limits:
-        wait = await ratelimit.retry_after(runtime.redis, name, limit)
-        if wait is not None:
-            response = _login_form(lang, login_challenge, pending, status=429,
-                                   error=f"Too many failed attempts; try again in {wait} s.",
-                                   login_hint=email)
-            response.headers["Retry-After"] = str(wait)
-            return response
-    user = await run_in_threadpool(_check_password, runtime, email, password)
-    if user is None:
-        for name, _ in limits:
-            await ratelimit.record(runtime.redis, name, settings.failed_attempt_window)
+    result = await authenticate(runtime, username, password, client_address(request))
+    if isinstance(result, TooManyFailures):
+        response = _login_form(lang, login_challenge, pending, status=429,
+                               error=TEXT[lang]["too_many"].format(seconds=result.retry_after),
+                               login_hint=username)
+        response.headers["Retry-After"] = str(result.retry_after)
+        return response
+    if result is None:
         return _login_form(lang, login_challenge, pending, status=401,
-                           error=TEXT[lang]["login_failed"], login_hint=email)
-    await ratelimit.reset(runtime.redis, limits[0][0])
-    response = RedirectResponse(consent_url(runtime, login_challenge), status_code=303)
+                           error=TEXT[lang]["login_failed"], login_hint=username)
+    user = result
+    response = RedirectResponse(consent_url(login_challenge), status_code=303)
     now = time.time()
     await start_session(runtime, response, str(user.id), now)
     pending.user_id, pending.auth_time, pending.force_login = str(user.id), now, False
@@ -119,4 +98,20 @@ async def logout(request: Request, runtime: RuntimeDep) -> Response:
     """End the login session of this browser."""
     response = page("message.html", lang=pick_language(request), title_key="logged_out")
     await end_session(runtime, request, response)
+    return response
+
+
+@router.get("/login/continue", response_class=HTMLResponse,
+            responses={303: {"description": "logged in: on to consent"}})
+async def login_continue(request: Request, runtime: RuntimeDep, login_verifier: str = "") -> Response:
+    """Where a SaaS frontend sends the browser after its backend accepted a login
+    challenge: Koppel starts its session in this browser, then goes on to consent."""
+    pending = await _valid_pending(runtime, request, login_verifier)
+    lang = pick_language(request, dict(pending.query).get("ui_locales") if pending else None)
+    if pending is None or pending.user_id is None:
+        return _bad_request(lang)
+    await drop_pending(runtime, login_verifier)
+    consent_challenge = await save_pending(runtime, pending)
+    response = RedirectResponse(consent_url(consent_challenge), status_code=303)
+    await start_session(runtime, response, pending.user_id, float(pending.auth_time or time.time()))
     return response

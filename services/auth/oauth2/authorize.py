@@ -25,9 +25,10 @@ def login_url(runtime, challenge: str) -> str:
     return f"{base}?{urlencode({'login_challenge': challenge})}"
 
 
-def consent_url(runtime, challenge: str) -> str:
-    base = runtime.settings.consent_ui_url or "/consent"
-    return f"{base}?{urlencode({'consent_challenge': challenge})}"
+def consent_url(challenge: str) -> str:
+    """Koppel's own consent step; it hands over to KOPPEL_CONSENT_UI_URL only when a
+    consent page is really needed."""
+    return f"/consent?{urlencode({'consent_challenge': challenge})}"
 
 
 def _needs_login(checked: Checked, session: dict | None) -> bool:
@@ -78,6 +79,6 @@ async def authorize(request: Request, runtime: RuntimeDep) -> Response:
     if not needs_login:
         pending.user_id, pending.auth_time = session["user_id"], session["auth_time"]
     challenge = await save_pending(runtime, pending)
-    target = login_url(runtime, challenge) if needs_login else consent_url(runtime, challenge)
+    target = login_url(runtime, challenge) if needs_login else consent_url(challenge)
     response.headers["location"] = target
     return response

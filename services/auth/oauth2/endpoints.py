@@ -132,7 +132,8 @@ def _userinfo(ctx: AuthContext, token: str) -> dict[str, Any] | None:
     return info
 
 
-@router.api_route("/userinfo", methods=["GET", "POST"])
+@router.get("/userinfo", operation_id="userinfo_get")
+@router.post("/userinfo", operation_id="userinfo_post")
 async def userinfo(request: Request) -> Response:
     """OpenID Connect userinfo for an access token with `openid`."""
     header = request.headers.get("authorization", "")

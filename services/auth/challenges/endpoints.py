@@ -1,0 +1,171 @@
+"""Login and consent challenges for SaaS frontends that draw their own screens.
+
+With KOPPEL_LOGIN_UI_URL / KOPPEL_CONSENT_UI_URL set, the browser is sent to the
+frontend with a one-time challenge; the frontend's backend (a first-party client, HTTP
+Basic) reads it here and accepts or rejects it, then sends the browser to `redirect_to`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from sqlmodel import select
+
+from services.auth.challenges.schemas import (
+    AcceptConsent,
+    AcceptLogin,
+    ClientInfo,
+    ConsentRequest,
+    DebtorInfo,
+    LoginRequest,
+    Redirect,
+    Reject,
+    ScopeInfo,
+    UserInfo,
+)
+from services.auth.consent.decide import Redirect as Go
+from services.auth.consent.decide import ShowPage, decide, record_decision
+from services.auth.deps import FirstPartyClient, RuntimeDep, run_authlib
+from services.auth.flow import Pending, drop_pending, load_pending, save_pending
+from services.auth.login.service import TooManyFailures, authenticate
+from services.auth.oauth2.authorization import Failure, check_request, error_location
+from services.auth.oauth2.context import AuthContext
+from services.auth.pages.i18n import pick_language
+from shared.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
+from shared.models import App, User
+from shared.runtime import Runtime
+from shared.scopes import parse_scope
+
+router = APIRouter(prefix="/oauth2", tags=["challenges"])
+PROBLEMS = {401: {"description": "not a first-party client"},
+            404: {"description": "unknown or used challenge"}}
+
+
+async def _pending(runtime: Runtime, challenge: str, *, logged_in: bool) -> Pending:
+    pending = await load_pending(runtime, challenge)
+    if pending is None or (pending.user_id is not None) != logged_in:
+        raise NotFound("no such challenge (it may have been used or have expired)")
+    return pending
+
+
+def _client_info(ctx: AuthContext, client_id: str) -> ClientInfo:
+    app = ctx.session.exec(select(App).where(App.client_id == client_id)).first()
+    if app is None:
+        raise NotFound("the app of this challenge no longer exists")
+    return ClientInfo(client_id=app.client_id, name=app.name, publisher=app.publisher,
+                      client_uri=app.client_uri, policy_uri=app.policy_uri, tos_uri=app.tos_uri)
+
+
+def _rejection(ctx: AuthContext, pending: Pending, body: Reject) -> str:
+    checked = check_request(ctx, pending.query)
+    if isinstance(checked, Failure):
+        if not checked.redirect_uri:
+            raise Invalid(checked.description or "the authorization request is not valid")
+        return error_location(checked, ctx.settings.issuer)
+    failure = Failure(body.error, body.error_description, checked.redirect_uri, checked.state)
+    return error_location(failure, ctx.settings.issuer)
+
+
+@router.get("/login-requests/{challenge}", response_model=LoginRequest, responses=PROBLEMS)
+async def get_login_request(challenge: str, request: Request, runtime: RuntimeDep,
+                            _client: FirstPartyClient) -> LoginRequest:
+    """What a login challenge is about: the app and the scopes it asks for."""
+    pending = await _pending(runtime, challenge, logged_in=False)
+    client = await run_authlib(request, lambda ctx: _client_info(ctx, pending.client_id))
+    data = dict(pending.query)
+    return LoginRequest(challenge=challenge, client=client,
+                        requested_scopes=parse_scope(data.get("scope")),
+                        login_hint=data.get("login_hint", "")[:320],
+                        ui_locales=data.get("ui_locales"))
+
+
+@router.post("/login-requests/{challenge}/accept", response_model=Redirect,
+             responses={**PROBLEMS, 429: {"description": "too many failed attempts"}})
+async def accept_login(challenge: str, body: AcceptLogin, runtime: RuntimeDep,
+                       _client: FirstPartyClient) -> Redirect:
+    """Log the user in with their credentials; the browser goes on to `redirect_to`."""
+    pending = await _pending(runtime, challenge, logged_in=False)
+    result = await authenticate(runtime, body.username, body.password, body.remote_address)
+    if isinstance(result, TooManyFailures):
+        raise RateLimited(result.retry_after, "too many failed attempts for this login")
+    if result is None:
+        raise Unauthorized("the email address or password is not correct")
+    pending.user_id, pending.auth_time, pending.force_login = str(result.id), time.time(), False
+    verifier = await save_pending(runtime, pending)
+    await drop_pending(runtime, challenge)
+    query = urlencode({"login_verifier": verifier})
+    return Redirect(redirect_to=f"{runtime.settings.issuer}/login/continue?{query}")
+
+
+@router.post("/login-requests/{challenge}/reject", response_model=Redirect, responses=PROBLEMS)
+async def reject_login(challenge: str, body: Reject, request: Request, runtime: RuntimeDep,
+                       _client: FirstPartyClient) -> Redirect:
+    """End the request without a login; `redirect_to` sends the error to the app."""
+    pending = await _pending(runtime, challenge, logged_in=False)
+    location = await run_authlib(request, lambda ctx: _rejection(ctx, pending, body))
+    await drop_pending(runtime, challenge)
+    return Redirect(redirect_to=location)
+
+
+def _consent_request(ctx: AuthContext, challenge: str, pending: Pending, lang: str) -> ConsentRequest:
+    outcome, checked = decide(ctx, pending.query, pending.user_id, pending.auth_time, lang,
+                              issue=False)
+    if not (isinstance(outcome, ShowPage) and outcome.template == "consent.html"):
+        if isinstance(outcome, ShowPage) and outcome.status == 403:
+            raise Forbidden("this user may not link this app")
+        raise Conflict("this request needs no consent page: send the browser to "
+                       f"/consent?{urlencode({'consent_challenge': challenge})}")
+    user = ctx.session.get(User, uuid.UUID(pending.user_id))
+    context = outcome.context
+    return ConsentRequest(
+        challenge=challenge,
+        client=_client_info(ctx, pending.client_id),
+        user=UserInfo(id=str(user.id), email=user.email, name=user.name, template=user.template),
+        previously_linked=context["previously_linked"],
+        scopes=[ScopeInfo(**s) for s in context["scopes"]],
+        debtors=[DebtorInfo(**d, companies=context["companies"]) for d in context["debtors"]],
+    )
+
+
+@router.get("/consent-requests/{challenge}", response_model=ConsentRequest,
+            responses={**PROBLEMS, 403: {"description": "the user may not link apps"},
+                       409: {"description": "no consent needed"}})
+async def get_consent_request(challenge: str, request: Request, runtime: RuntimeDep,
+                              _client: FirstPartyClient) -> ConsentRequest:
+    """What to ask the user: the app, the new scopes, the debtor and its companies."""
+    pending = await _pending(runtime, challenge, logged_in=True)
+    lang = pick_language(request, dict(pending.query).get("ui_locales"))
+    return await run_authlib(request, lambda ctx: _consent_request(ctx, challenge, pending, lang))
+
+
+async def _decide_consent(request: Request, runtime: Runtime, challenge: str, allow: bool,
+                          debtor_id: str, company_ids: list[str]) -> Redirect:
+    pending = await _pending(runtime, challenge, logged_in=True)
+    lang = pick_language(request, dict(pending.query).get("ui_locales"))
+    outcome = await run_authlib(
+        request, lambda ctx: record_decision(ctx, pending, allow, debtor_id, company_ids, lang)
+    )
+    if not isinstance(outcome, Go):
+        detail = outcome.context.get("detail") if isinstance(outcome, ShowPage) else None
+        raise Invalid(detail or "the consent cannot be recorded for this request")
+    await drop_pending(runtime, challenge)
+    return Redirect(redirect_to=outcome.location)
+
+
+@router.post("/consent-requests/{challenge}/accept", response_model=Redirect,
+             responses={**PROBLEMS, 422: {"description": "debtor or companies out of reach"}})
+async def accept_consent(challenge: str, body: AcceptConsent, request: Request,
+                         runtime: RuntimeDep, _client: FirstPartyClient) -> Redirect:
+    """Grant the requested scopes for the debtor and companies; `redirect_to` carries the code."""
+    return await _decide_consent(request, runtime, challenge, True, str(body.debtor_id),
+                                 [str(c) for c in body.company_ids])
+
+
+@router.post("/consent-requests/{challenge}/reject", response_model=Redirect, responses=PROBLEMS)
+async def reject_consent(challenge: str, request: Request, runtime: RuntimeDep,
+                         _client: FirstPartyClient) -> Redirect:
+    """Deny: `redirect_to` sends access_denied to the app."""
+    return await _decide_consent(request, runtime, challenge, False, "", [])

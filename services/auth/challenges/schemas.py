@@ -1,0 +1,87 @@
+"""The JSON of the login and consent challenge API."""
+
+from __future__ import annotations
+
+import uuid
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ClientInfo(BaseModel):
+    client_id: str
+    name: str
+    publisher: str | None = None
+    client_uri: str | None = None
+    policy_uri: str | None = None
+    tos_uri: str | None = None
+
+
+class ScopeInfo(BaseModel):
+    scope: str
+    title: str
+    description: str
+    sensitivity: str
+
+
+class LoginRequest(BaseModel):
+    challenge: str
+    client: ClientInfo
+    requested_scopes: list[str]
+    login_hint: str = ""
+    ui_locales: str | None = None
+
+
+class AcceptLogin(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=1, max_length=320, description="the user's email")
+    password: str = Field(min_length=1, max_length=1024)
+    remote_address: str | None = Field(
+        default=None, max_length=64,
+        description="the end user's IP address, for per-address limits on failed attempts",
+    )
+
+
+class Reject(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    error: str = Field(default="access_denied", pattern="^(access_denied|login_required|consent_required)$")
+    error_description: str = Field(default="", max_length=300, pattern=r"^[\x20-\x21\x23-\x5b\x5d-\x7e]*$")
+
+
+class Redirect(BaseModel):
+    redirect_to: str = Field(description="where the frontend sends the browser next")
+
+
+class CompanyInfo(BaseModel):
+    id: str
+    name: str
+
+
+class DebtorInfo(BaseModel):
+    id: str
+    name: str
+    companies: list[CompanyInfo]
+
+
+class UserInfo(BaseModel):
+    id: str
+    email: str
+    name: str
+    template: str
+
+
+class ConsentRequest(BaseModel):
+    challenge: str
+    client: ClientInfo
+    user: UserInfo
+    previously_linked: bool
+    scopes: list[ScopeInfo] = Field(description="the scopes to ask consent for (new ones only)")
+    debtors: list[DebtorInfo]
+
+
+class AcceptConsent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    debtor_id: uuid.UUID
+    company_ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
