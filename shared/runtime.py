@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import redis
 import redis.asyncio as aioredis
 from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -38,6 +39,8 @@ class Runtime:
     session: sessionmaker[Session]
     async_session: async_sessionmaker[AsyncSession]
     redis: aioredis.Redis
+    # For sync code (Authlib runs in the thread pool).
+    sync_redis: redis.Redis
 
     async def check_database(self) -> None:
         async with self.async_engine.connect() as conn:
@@ -56,6 +59,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     engine = create_sync_engine(settings.resolved_database_url)
     async_engine = create_async_db_engine(settings.resolved_database_url)
     client = aioredis.Redis.from_url(resolved_redis_url(settings), decode_responses=False)
+    sync_client = redis.Redis.from_url(resolved_redis_url(settings), decode_responses=False)
     try:
         yield Runtime(
             settings=settings,
@@ -66,9 +70,11 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             session=sync_session_factory(engine),
             async_session=async_session_factory(async_engine),
             redis=client,
+            sync_redis=sync_client,
         )
     finally:
         await client.aclose()
+        sync_client.close()
         await async_engine.dispose()
         engine.dispose()
         if started_redis:

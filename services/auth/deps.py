@@ -47,7 +47,7 @@ async def run_authlib(request: Request, work: Callable[[AuthContext], T]) -> T:
     def _in_thread() -> tuple[T, AuthContext]:
         with runtime.session() as session:
             ctx = AuthContext(session, runtime.settings, runtime.keyring, signer,
-                              client_address(request))
+                              runtime.sync_redis, client_address(request))
             result = work(ctx)
             session.commit()
             return result, ctx

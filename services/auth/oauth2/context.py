@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import redis
 from sqlmodel import Session
 
 from shared.config import Settings
@@ -23,6 +24,7 @@ class AuthContext:
     settings: Settings
     keyring: KeyRing
     signer: Signer
+    redis: redis.Redis
     client_address: str = "-"
     now: datetime = field(default_factory=utcnow)
     status_changes: list[tuple[Subject, str | uuid.UUID, bool]] = field(default_factory=list)

@@ -25,7 +25,7 @@ router = APIRouter(tags=["oauth2"])
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 FORM_TYPE = "application/x-www-form-urlencoded"
-TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 FORM_BODY = {
     "requestBody": {
         "required": True,
@@ -171,6 +171,7 @@ def metadata(settings) -> dict[str, Any]:
         "authorization_response_iss_parameter_supported": True,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [ID_TOKEN_ALG],
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "PS256", "EdDSA"],
         "claims_supported": ["sub", "name", "email", "email_verified", "auth_time", "nonce"],
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "ui_locales_supported": ["nl", "en"],

@@ -36,7 +36,7 @@ from shared.scopes import parse_scope
 from shared.signing import ID_TOKEN_ALG
 from shared.vault import TokenKind, new_token, token_digest
 
-USER_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+USER_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 # Two refreshes with one token within this many seconds are one client racing itself:
 # the loser gets invalid_grant and the family lives on. A later reuse revokes the family.
 REFRESH_RACE_GRACE = timedelta(seconds=2)
@@ -222,7 +222,7 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
 class AppCredentialsGrant(_KoppelGrant, grants.ClientCredentialsGrant):
     """Client credentials for app-level scopes (`webhooks.manage`), never user data."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
     def validate_token_request(self) -> None:
         client = self.authenticate_token_endpoint_client()

@@ -9,6 +9,7 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from sqlmodel import select
 
+from services.auth.oauth2.client_auth import PrivateKeyJwt
 from services.auth.oauth2.clients import OAuthClient
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.grants import (
@@ -24,7 +25,7 @@ from services.auth.oauth2.requests import ParsedRequest
 from shared.models import App
 from shared.scopes import SCOPES
 
-CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 
 
 class Revocation(RevocationEndpoint):
@@ -80,6 +81,7 @@ class KoppelAuthorizationServer(AuthorizationServer):
         self.register_grant(AppCredentialsGrant)
         self.register_endpoint(Revocation)
         self.register_endpoint(Introspection)
+        self.register_client_auth_method(PrivateKeyJwt.CLIENT_AUTH_METHOD, PrivateKeyJwt(ctx))
 
     def query_client(self, client_id: str) -> OAuthClient | None:
         if client_id not in self._clients:
