@@ -22,6 +22,8 @@ from shared.models import (
     UserCompany,
     UserTemplate,
 )
+from shared.audit import Actor, append
+from shared.outbox import connection_event, emit
 from shared.scopes import CONSENT_SCOPES, implied
 from shared.status import Subject
 
@@ -119,6 +121,7 @@ def grant(
             debtor_id=debtor_id, scopes=[],
         )
     consent = [s for s in scopes if s in CONSENT_SCOPES]
+    added = [s for s in consent if s not in connection.scopes]
     connection.scopes = list(dict.fromkeys([*connection.scopes, *consent]))
     connection.updated_at = ctx.now
     ctx.session.add(connection)
@@ -129,4 +132,25 @@ def grant(
     for company_id in sorted(chosen):
         ctx.session.add(ConnectionCompany(connection_id=connection.id, company_id=company_id))
     ctx.status_changes.append((Subject.CONNECTION, connection.id, True))
+    _record(ctx, user, connection, created, added, sorted(chosen))
     return connection, created
+
+
+def _record(ctx: AuthContext, user: User, connection: Connection, created: bool,
+            added: list[str], company_ids: list[uuid.UUID]) -> None:
+    """The audit event and the outbox event of a consent."""
+    if not created and not added:
+        return
+    companies = [str(c) for c in company_ids]
+    append(
+        ctx.session, user.environment_id,
+        "consent.granted" if created else "consent.scopes_added",
+        Actor("user", str(user.id)), "connection", connection.id,
+        app_id=str(connection.app_id), debtor_id=str(connection.debtor_id),
+        scopes=connection.scopes, added=added, company_ids=companies,
+    )
+    changed = ["scopes", "company_ids"] if created else ["scopes"]
+    emit(ctx.session, **connection_event(
+        "connection.created" if created else "connection.updated", connection,
+        changed_fields=changed,
+    ))
