@@ -34,24 +34,44 @@ class Actor:
 def event_hash(prev_hash: str, event: AuditEvent) -> str:
     """SHA-256 over the previous hash and the event's content in canonical JSON."""
     content = {
-        "id": str(event.id), "environment_id": str(event.environment_id), "seq": event.seq,
-        "action": event.action, "actor_type": event.actor_type, "actor_id": event.actor_id,
-        "subject_type": event.subject_type, "subject_id": event.subject_id,
-        "details": event.details, "created_at": event.created_at.isoformat(),
+        "id": str(event.id),
+        "environment_id": str(event.environment_id),
+        "seq": event.seq,
+        "action": event.action,
+        "actor_type": event.actor_type,
+        "actor_id": event.actor_id,
+        "subject_type": event.subject_type,
+        "subject_id": event.subject_id,
+        "details": event.details,
+        "created_at": event.created_at.isoformat(),
     }
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
 
 
-def _link(head: AuditHead | None, environment_id: uuid.UUID, action: str, actor: Actor,
-          subject_type: str, subject_id: Any, details: dict[str, Any]) -> tuple[AuditEvent, AuditHead]:
+def _link(
+    head: AuditHead | None,
+    environment_id: uuid.UUID,
+    action: str,
+    actor: Actor,
+    subject_type: str,
+    subject_id: Any,
+    details: dict[str, Any],
+) -> tuple[AuditEvent, AuditHead]:
     prev_hash = head.hash if head else GENESIS
     seq = (head.seq if head else 0) + 1
     event = AuditEvent(
-        environment_id=environment_id, seq=seq, action=action, actor_type=actor.type,
-        actor_id=actor.id, subject_type=subject_type,
+        environment_id=environment_id,
+        seq=seq,
+        action=action,
+        actor_type=actor.type,
+        actor_id=actor.id,
+        subject_type=subject_type,
         subject_id=str(subject_id) if subject_id is not None else None,
-        details=details, created_at=utcnow(), prev_hash=prev_hash, hash="",
+        details=details,
+        created_at=utcnow(),
+        prev_hash=prev_hash,
+        hash="",
     )
     event.hash = event_hash(prev_hash, event)
     head = head or AuditHead(environment_id=environment_id, hash=GENESIS)
@@ -64,8 +84,15 @@ def _head_query(environment_id: uuid.UUID, dialect: str):
     return stmt.with_for_update() if dialect == "postgresql" else stmt
 
 
-def append(session: Session, environment_id: uuid.UUID, action: str, actor: Actor,
-           subject_type: str, subject_id: Any = None, **details: Any) -> AuditEvent:
+def append(
+    session: Session,
+    environment_id: uuid.UUID,
+    action: str,
+    actor: Actor,
+    subject_type: str,
+    subject_id: Any = None,
+    **details: Any,
+) -> AuditEvent:
     """Append an event in the session's transaction (sync code)."""
     dialect = session.get_bind().dialect.name
     head = session.exec(_head_query(environment_id, dialect)).first()
@@ -75,9 +102,15 @@ def append(session: Session, environment_id: uuid.UUID, action: str, actor: Acto
     return event
 
 
-async def append_async(session: AsyncSession, environment_id: uuid.UUID, action: str,
-                       actor: Actor, subject_type: str, subject_id: Any = None,
-                       **details: Any) -> AuditEvent:
+async def append_async(
+    session: AsyncSession,
+    environment_id: uuid.UUID,
+    action: str,
+    actor: Actor,
+    subject_type: str,
+    subject_id: Any = None,
+    **details: Any,
+) -> AuditEvent:
     """Append an event in the session's transaction (async code)."""
     dialect = session.bind.dialect.name
     head = (await session.exec(_head_query(environment_id, dialect))).first()
@@ -108,15 +141,19 @@ def verify_chain(events: Iterable[AuditEvent], head: AuditHead | None) -> list[C
             faults.append(ChainFault(env, event.seq, "content does not match its hash"))
         prev_hash, expected_seq = event.hash, event.seq + 1
     if head is not None and (head.seq != expected_seq - 1 or head.hash != prev_hash):
-        faults.append(ChainFault(head.environment_id, head.seq, "events after the last one are missing"))
+        faults.append(
+            ChainFault(head.environment_id, head.seq, "events after the last one are missing")
+        )
     return faults
 
 
 def verify_environment(session: Session, environment_id: uuid.UUID) -> list[ChainFault]:
     """Check one environment's whole chain (sync; streams in seq order)."""
     events = session.exec(
-        select(AuditEvent).where(AuditEvent.environment_id == environment_id)
-        .order_by(col(AuditEvent.seq)).execution_options(yield_per=1000)
+        select(AuditEvent)
+        .where(AuditEvent.environment_id == environment_id)
+        .order_by(col(AuditEvent.seq))
+        .execution_options(yield_per=1000)
     )
     head = session.get(AuditHead, environment_id)
     return verify_chain(events, head)

@@ -13,10 +13,17 @@ from sqlmodel import Session
 from shared.models import Connection, Event
 
 
-def emit(session: Session, type: str, environment_id: uuid.UUID, *,
-         debtor_id: uuid.UUID | None = None, company_id: uuid.UUID | None = None,
-         connection_id: uuid.UUID | None = None, app_id: uuid.UUID | None = None,
-         **data: Any) -> Event:
+def emit(
+    session: Session,
+    type: str,
+    environment_id: uuid.UUID,
+    *,
+    debtor_id: uuid.UUID | None = None,
+    company_id: uuid.UUID | None = None,
+    connection_id: uuid.UUID | None = None,
+    app_id: uuid.UUID | None = None,
+    **data: Any,
+) -> Event:
     """Add an event to the session's transaction. `data` holds ids and changed field names."""
     body = {"environment_id": str(environment_id)}
     if debtor_id:
@@ -24,8 +31,15 @@ def emit(session: Session, type: str, environment_id: uuid.UUID, *,
     if connection_id:
         body["connection_id"] = str(connection_id)
     body.update({k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in data.items()})
-    event = Event(type=type, environment_id=environment_id, debtor_id=debtor_id,
-                  company_id=company_id, connection_id=connection_id, app_id=app_id, data=body)
+    event = Event(
+        type=type,
+        environment_id=environment_id,
+        debtor_id=debtor_id,
+        company_id=company_id,
+        connection_id=connection_id,
+        app_id=app_id,
+        data=body,
+    )
     session.add(event)
     return event
 
@@ -33,7 +47,10 @@ def emit(session: Session, type: str, environment_id: uuid.UUID, *,
 def connection_event(type: str, connection: Connection, **data: Any) -> dict[str, Any]:
     """The arguments of `emit` for a `connection.*` event about `connection`."""
     return {
-        "type": type, "environment_id": connection.environment_id,
-        "debtor_id": connection.debtor_id, "connection_id": connection.id,
-        "app_id": connection.app_id, **data,
+        "type": type,
+        "environment_id": connection.environment_id,
+        "debtor_id": connection.debtor_id,
+        "connection_id": connection.id,
+        "app_id": connection.app_id,
+        **data,
     }

@@ -46,8 +46,12 @@ def create_signing_key(session: Session, box: SecretBox, alg: str) -> SigningKey
     key = _generate(alg)
     public = {**key.as_dict(private=False), "alg": alg, "use": "sig"}
     row = SigningKey(
-        kid=key.kid, alg=alg, public_jwk=public, private_key_ciphertext=b"",
-        private_key_key_id="", active=True,
+        kid=key.kid,
+        alg=alg,
+        public_jwk=public,
+        private_key_ciphertext=b"",
+        private_key_key_id="",
+        active=True,
     )
     SIGNING_PRIVATE_KEY.seal(box, row, key.as_pem(private=True))
     session.add(row)
@@ -98,9 +102,11 @@ def rotate_signing_keys(settings: Settings) -> list[str]:
 def published_keys(session: Session) -> list[SigningKey]:
     """The keys whose public half belongs in the JWKS: active ones and recently retired."""
     now = utcnow()
-    stmt = select(SigningKey).where(
-        or_(col(SigningKey.active), col(SigningKey.publish_until) > now)
-    ).order_by(col(SigningKey.created_at).desc())
+    stmt = (
+        select(SigningKey)
+        .where(or_(col(SigningKey.active), col(SigningKey.publish_until) > now))
+        .order_by(col(SigningKey.created_at).desc())
+    )
     return list(session.exec(stmt).all())
 
 
@@ -119,8 +125,10 @@ class Signer:
         self._loaded_at = 0.0
 
     def _refresh(self, session: Session) -> None:
-        stmt = select(SigningKey).where(col(SigningKey.active)).order_by(
-            col(SigningKey.created_at).desc()
+        stmt = (
+            select(SigningKey)
+            .where(col(SigningKey.active))
+            .order_by(col(SigningKey.created_at).desc())
         )
         active: dict[str, tuple[str, SigningKeyObject]] = {}
         for row in session.exec(stmt).all():
@@ -142,9 +150,7 @@ class Signer:
                 self._refresh(session)
             return self._active[alg]
 
-    def sign(
-        self, session: Session, claims: dict[str, Any], *, alg: str, typ: str = "JWT"
-    ) -> str:
+    def sign(self, session: Session, claims: dict[str, Any], *, alg: str, typ: str = "JWT") -> str:
         """A compact JWS of `claims` signed with the active `alg` key."""
         kid, key = self._key(session, alg)
         return jwt.encode({"alg": alg, "typ": typ, "kid": kid}, claims, key, algorithms=[alg])

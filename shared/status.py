@@ -91,6 +91,8 @@ async def all_active(
         loaded = [(s, await _load(session, *s)) for s in missing]
     pipe = client.pipeline(transaction=False)
     for (subject, ident), active in loaded:
-        pipe.set(status_key(subject, ident), ACTIVE if active else INACTIVE, ex=CACHE_TTL_S, nx=True)
+        pipe.set(
+            status_key(subject, ident), ACTIVE if active else INACTIVE, ex=CACHE_TTL_S, nx=True
+        )
     await pipe.execute()
     return all(active for _, active in loaded)

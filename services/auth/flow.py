@@ -84,20 +84,30 @@ def same_browser(runtime: Runtime, request: Request, pending: Pending) -> bool:
     return digest is not None and hmac.compare_digest(digest, pending.browser)
 
 
-def set_cookie(runtime: Runtime, response: Response, name: str, value: str, *, max_age: int) -> None:
+def set_cookie(
+    runtime: Runtime, response: Response, name: str, value: str, *, max_age: int
+) -> None:
     response.set_cookie(
-        name, value, max_age=max_age, httponly=True, samesite="lax", path="/",
+        name,
+        value,
+        max_age=max_age,
+        httponly=True,
+        samesite="lax",
+        path="/",
         secure=runtime.settings.issuer.startswith("https://"),
     )
 
 
 # Login sessions: the cookie holds a random token, Redis its digest's session record.
 
+
 def _session_key(runtime: Runtime, token: str) -> str:
     return f"koppel:session:{token_digest(runtime.keyring.digest_key, token)}"
 
 
-async def start_session(runtime: Runtime, response: Response, user_id: str, auth_time: float) -> None:
+async def start_session(
+    runtime: Runtime, response: Response, user_id: str, auth_time: float
+) -> None:
     token = new_token(TokenKind.LOGIN_SESSION)
     ttl = runtime.settings.login_session_ttl
     record = json.dumps({"user_id": user_id, "auth_time": auth_time})

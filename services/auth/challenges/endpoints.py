@@ -40,8 +40,10 @@ from shared.runtime import Runtime
 from shared.scopes import parse_scope
 
 router = APIRouter(prefix="/oauth2", tags=["challenges"])
-PROBLEMS = {401: {"description": "not a first-party client"},
-            404: {"description": "unknown or used challenge"}}
+PROBLEMS = {
+    401: {"description": "not a first-party client"},
+    404: {"description": "unknown or used challenge"},
+}
 
 
 async def _pending(runtime: Runtime, challenge: str, *, logged_in: bool) -> Pending:
@@ -55,8 +57,14 @@ def _client_info(ctx: AuthContext, client_id: str) -> ClientInfo:
     app = ctx.session.exec(select(App).where(App.client_id == client_id)).first()
     if app is None:
         raise NotFound("the app of this challenge no longer exists")
-    return ClientInfo(client_id=app.client_id, name=app.name, publisher=app.publisher,
-                      client_uri=app.client_uri, policy_uri=app.policy_uri, tos_uri=app.tos_uri)
+    return ClientInfo(
+        client_id=app.client_id,
+        name=app.name,
+        publisher=app.publisher,
+        client_uri=app.client_uri,
+        policy_uri=app.policy_uri,
+        tos_uri=app.tos_uri,
+    )
 
 
 def _rejection(ctx: AuthContext, pending: Pending, body: Reject) -> str:
@@ -70,22 +78,30 @@ def _rejection(ctx: AuthContext, pending: Pending, body: Reject) -> str:
 
 
 @router.get("/login-requests/{challenge}", response_model=LoginRequest, responses=PROBLEMS)
-async def get_login_request(challenge: str, request: Request, runtime: RuntimeDep,
-                            _client: FirstPartyClient) -> LoginRequest:
+async def get_login_request(
+    challenge: str, request: Request, runtime: RuntimeDep, _client: FirstPartyClient
+) -> LoginRequest:
     """What a login challenge is about: the app and the scopes it asks for."""
     pending = await _pending(runtime, challenge, logged_in=False)
     client = await run_authlib(request, lambda ctx: _client_info(ctx, pending.client_id))
     data = dict(pending.query)
-    return LoginRequest(challenge=challenge, client=client,
-                        requested_scopes=parse_scope(data.get("scope")),
-                        login_hint=data.get("login_hint", "")[:320],
-                        ui_locales=data.get("ui_locales"))
+    return LoginRequest(
+        challenge=challenge,
+        client=client,
+        requested_scopes=parse_scope(data.get("scope")),
+        login_hint=data.get("login_hint", "")[:320],
+        ui_locales=data.get("ui_locales"),
+    )
 
 
-@router.post("/login-requests/{challenge}/accept", response_model=Redirect,
-             responses={**PROBLEMS, 429: {"description": "too many failed attempts"}})
-async def accept_login(challenge: str, body: AcceptLogin, runtime: RuntimeDep,
-                       _client: FirstPartyClient) -> Redirect:
+@router.post(
+    "/login-requests/{challenge}/accept",
+    response_model=Redirect,
+    responses={**PROBLEMS, 429: {"description": "too many failed attempts"}},
+)
+async def accept_login(
+    challenge: str, body: AcceptLogin, runtime: RuntimeDep, _client: FirstPartyClient
+) -> Redirect:
     """Log the user in with their credentials; the browser goes on to `redirect_to`."""
     pending = await _pending(runtime, challenge, logged_in=False)
     result = await authenticate(runtime, body.username, body.password, body.remote_address)
@@ -101,8 +117,9 @@ async def accept_login(challenge: str, body: AcceptLogin, runtime: RuntimeDep,
 
 
 @router.post("/login-requests/{challenge}/reject", response_model=Redirect, responses=PROBLEMS)
-async def reject_login(challenge: str, body: Reject, request: Request, runtime: RuntimeDep,
-                       _client: FirstPartyClient) -> Redirect:
+async def reject_login(
+    challenge: str, body: Reject, request: Request, runtime: RuntimeDep, _client: FirstPartyClient
+) -> Redirect:
     """End the request without a login; `redirect_to` sends the error to the app."""
     pending = await _pending(runtime, challenge, logged_in=False)
     location = await run_authlib(request, lambda ctx: _rejection(ctx, pending, body))
@@ -110,14 +127,19 @@ async def reject_login(challenge: str, body: Reject, request: Request, runtime: 
     return Redirect(redirect_to=location)
 
 
-def _consent_request(ctx: AuthContext, challenge: str, pending: Pending, lang: str) -> ConsentRequest:
-    outcome, checked = decide(ctx, pending.query, pending.user_id, pending.auth_time, lang,
-                              issue=False)
+def _consent_request(
+    ctx: AuthContext, challenge: str, pending: Pending, lang: str
+) -> ConsentRequest:
+    outcome, _ = decide(
+        ctx, pending.query, pending.user_id, pending.auth_time, lang, issue=False
+    )
     if not (isinstance(outcome, ShowPage) and outcome.template == "consent.html"):
         if isinstance(outcome, ShowPage) and outcome.status == 403:
             raise Forbidden("this user may not link this app")
-        raise Conflict("this request needs no consent page: send the browser to "
-                       f"/consent?{urlencode({'consent_challenge': challenge})}")
+        raise Conflict(
+            "this request needs no consent page: send the browser to "
+            f"/consent?{urlencode({'consent_challenge': challenge})}"
+        )
     user = ctx.session.get(User, uuid.UUID(pending.user_id))
     context = outcome.context
     return ConsentRequest(
@@ -130,19 +152,32 @@ def _consent_request(ctx: AuthContext, challenge: str, pending: Pending, lang: s
     )
 
 
-@router.get("/consent-requests/{challenge}", response_model=ConsentRequest,
-            responses={**PROBLEMS, 403: {"description": "the user may not link apps"},
-                       409: {"description": "no consent needed"}})
-async def get_consent_request(challenge: str, request: Request, runtime: RuntimeDep,
-                              _client: FirstPartyClient) -> ConsentRequest:
+@router.get(
+    "/consent-requests/{challenge}",
+    response_model=ConsentRequest,
+    responses={
+        **PROBLEMS,
+        403: {"description": "the user may not link apps"},
+        409: {"description": "no consent needed"},
+    },
+)
+async def get_consent_request(
+    challenge: str, request: Request, runtime: RuntimeDep, _client: FirstPartyClient
+) -> ConsentRequest:
     """What to ask the user: the app, the new scopes, the debtor and its companies."""
     pending = await _pending(runtime, challenge, logged_in=True)
     lang = pick_language(request, dict(pending.query).get("ui_locales"))
     return await run_authlib(request, lambda ctx: _consent_request(ctx, challenge, pending, lang))
 
 
-async def _decide_consent(request: Request, runtime: Runtime, challenge: str, allow: bool,
-                          debtor_id: str, company_ids: list[str]) -> Redirect:
+async def _decide_consent(
+    request: Request,
+    runtime: Runtime,
+    challenge: str,
+    allow: bool,
+    debtor_id: str,
+    company_ids: list[str],
+) -> Redirect:
     pending = await _pending(runtime, challenge, logged_in=True)
     lang = pick_language(request, dict(pending.query).get("ui_locales"))
     outcome = await run_authlib(
@@ -155,17 +190,27 @@ async def _decide_consent(request: Request, runtime: Runtime, challenge: str, al
     return Redirect(redirect_to=outcome.location)
 
 
-@router.post("/consent-requests/{challenge}/accept", response_model=Redirect,
-             responses={**PROBLEMS, 422: {"description": "debtor or companies out of reach"}})
-async def accept_consent(challenge: str, body: AcceptConsent, request: Request,
-                         runtime: RuntimeDep, _client: FirstPartyClient) -> Redirect:
+@router.post(
+    "/consent-requests/{challenge}/accept",
+    response_model=Redirect,
+    responses={**PROBLEMS, 422: {"description": "debtor or companies out of reach"}},
+)
+async def accept_consent(
+    challenge: str,
+    body: AcceptConsent,
+    request: Request,
+    runtime: RuntimeDep,
+    _client: FirstPartyClient,
+) -> Redirect:
     """Grant the requested scopes for the debtor and companies; `redirect_to` carries the code."""
-    return await _decide_consent(request, runtime, challenge, True, str(body.debtor_id),
-                                 [str(c) for c in body.company_ids])
+    return await _decide_consent(
+        request, runtime, challenge, True, str(body.debtor_id), [str(c) for c in body.company_ids]
+    )
 
 
 @router.post("/consent-requests/{challenge}/reject", response_model=Redirect, responses=PROBLEMS)
-async def reject_consent(challenge: str, request: Request, runtime: RuntimeDep,
-                         _client: FirstPartyClient) -> Redirect:
+async def reject_consent(
+    challenge: str, request: Request, runtime: RuntimeDep, _client: FirstPartyClient
+) -> Redirect:
     """Deny: `redirect_to` sends access_denied to the app."""
     return await _decide_consent(request, runtime, challenge, False, "", [])

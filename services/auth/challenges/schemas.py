@@ -37,7 +37,8 @@ class AcceptLogin(BaseModel):
     username: str = Field(min_length=1, max_length=320, description="the user's email")
     password: str = Field(min_length=1, max_length=1024)
     remote_address: str | None = Field(
-        default=None, max_length=64,
+        default=None,
+        max_length=64,
         description="the end user's IP address, for per-address limits on failed attempts",
     )
 
@@ -45,8 +46,12 @@ class AcceptLogin(BaseModel):
 class Reject(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    error: str = Field(default="access_denied", pattern="^(access_denied|login_required|consent_required)$")
-    error_description: str = Field(default="", max_length=300, pattern=r"^[\x20-\x21\x23-\x5b\x5d-\x7e]*$")
+    error: str = Field(
+        default="access_denied", pattern="^(access_denied|login_required|consent_required)$"
+    )
+    error_description: str = Field(
+        default="", max_length=300, pattern=r"^[\x20-\x21\x23-\x5b\x5d-\x7e]*$"
+    )
 
 
 class Redirect(BaseModel):

@@ -48,11 +48,19 @@ class NeedLogin:
 Outcome = Redirect | ShowPage | NeedLogin
 
 
-def error_page(failure: Failure, issuer: str, lang: str, title_key: str = "error_title") -> ShowPage:
-    return ShowPage("message.html", 400, {
-        "title_key": title_key, "detail": failure.description, "error_code": failure.error,
-        "return_url": error_location(failure, issuer) if failure.redirect_uri else None,
-    })
+def error_page(
+    failure: Failure, issuer: str, lang: str, title_key: str = "error_title"
+) -> ShowPage:
+    return ShowPage(
+        "message.html",
+        400,
+        {
+            "title_key": title_key,
+            "detail": failure.description,
+            "error_code": failure.error,
+            "return_url": error_location(failure, issuer) if failure.redirect_uri else None,
+        },
+    )
 
 
 def refuse(checked: Checked, error: str, description: str, issuer: str) -> Redirect:
@@ -61,8 +69,13 @@ def refuse(checked: Checked, error: str, description: str, issuer: str) -> Redir
 
 
 def decide(
-    ctx: AuthContext, query: list[tuple[str, str]], user_id: str, auth_time: float, lang: str,
-    *, issue: bool = True,
+    ctx: AuthContext,
+    query: list[tuple[str, str]],
+    user_id: str,
+    auth_time: float,
+    lang: str,
+    *,
+    issue: bool = True,
 ) -> tuple[Outcome, Checked | None]:
     """Validate the stored request again and decide the next step for this user.
 
@@ -90,21 +103,32 @@ def decide(
     if not may_consent(ctx, user):
         names = TEMPLATE_NAMES[lang]
         allowed = ", ".join(names[t] for t in consent_templates(ctx, user.environment_id))
-        failure = Failure("access_denied", "this login may not link apps",
-                          checked.redirect_uri, checked.state)
-        return ShowPage("message.html", 403, {
-            "title_key": "not_allowed_title",
-            "lines": [("not_allowed", {"template": names[user.template], "allowed": allowed})],
-            "return_url": error_location(failure, issuer),
-        }), checked
+        failure = Failure(
+            "access_denied", "this login may not link apps", checked.redirect_uri, checked.state
+        )
+        return ShowPage(
+            "message.html",
+            403,
+            {
+                "title_key": "not_allowed_title",
+                "lines": [("not_allowed", {"template": names[user.template], "allowed": allowed})],
+                "return_url": error_location(failure, issuer),
+            },
+        ), checked
     scope_of = reach(ctx, user)
     if not scope_of.debtors or not any(scope_of.companies.values()):
-        failure = Failure("access_denied", "the user reaches no companies",
-                          checked.redirect_uri, checked.state)
-        return ShowPage("message.html", 403, {
-            "title_key": "not_allowed_title", "lines": [("no_companies", {})],
-            "return_url": error_location(failure, issuer),
-        }), checked
+        failure = Failure(
+            "access_denied", "the user reaches no companies", checked.redirect_uri, checked.state
+        )
+        return ShowPage(
+            "message.html",
+            403,
+            {
+                "title_key": "not_allowed_title",
+                "lines": [("no_companies", {})],
+                "return_url": error_location(failure, issuer),
+            },
+        ), checked
     debtor = scope_of.debtors[0]
     connection = live_connection(ctx, user.id, uuid.UUID(checked.app_id), debtor.id)
     if connection is not None and connection.status != ConnectionStatus.ACTIVE:
@@ -115,14 +139,17 @@ def decide(
     if "none" in checked.prompt:
         return refuse(checked, "consent_required", "the user has to consent", issuer), checked
     shown = to_ask or [s for s in checked.scopes if s in SCOPES]
-    return ShowPage("consent.html", 200, {
-        "app": checked.app,
-        "previously_linked": connection is not None and bool(to_ask),
-        "scopes": [SCOPES[s].localized(lang) for s in shown],
-        "debtors": [{"id": str(d.id), "name": d.name} for d in scope_of.debtors],
-        "companies": [{"id": str(c.id), "name": c.name}
-                      for c in scope_of.companies[debtor.id]],
-    }), checked
+    return ShowPage(
+        "consent.html",
+        200,
+        {
+            "app": checked.app,
+            "previously_linked": connection is not None and bool(to_ask),
+            "scopes": [SCOPES[s].localized(lang) for s in shown],
+            "debtors": [{"id": str(d.id), "name": d.name} for d in scope_of.debtors],
+            "companies": [{"id": str(c.id), "name": c.name} for c in scope_of.companies[debtor.id]],
+        },
+    ), checked
 
 
 def _parse_ids(values: list[str]) -> list[uuid.UUID] | None:
@@ -132,8 +159,9 @@ def _parse_ids(values: list[str]) -> list[uuid.UUID] | None:
         return None
 
 
-def record_decision(ctx: AuthContext, pending, allow: bool, debtor_id: str,
-                    company_ids: list[str], lang: str) -> Outcome:
+def record_decision(
+    ctx: AuthContext, pending, allow: bool, debtor_id: str, company_ids: list[str], lang: str
+) -> Outcome:
     """Record allow or deny for a pending request; returns where the browser goes next."""
     checked = check_request(ctx, pending.query)
     issuer = ctx.settings.issuer
@@ -142,8 +170,9 @@ def record_decision(ctx: AuthContext, pending, allow: bool, debtor_id: str,
             return Redirect(error_location(checked, issuer))
         return error_page(checked, issuer, lang)
     if not allow:
-        failure = Failure("access_denied", "the user denied the request", checked.redirect_uri,
-                          checked.state)
+        failure = Failure(
+            "access_denied", "the user denied the request", checked.redirect_uri, checked.state
+        )
         return Redirect(error_location(failure, issuer))
     # The scopes come from the stored request, never from the form.
     outcome, _ = decide(ctx, pending.query, pending.user_id, pending.auth_time, lang)
@@ -152,14 +181,19 @@ def record_decision(ctx: AuthContext, pending, allow: bool, debtor_id: str,
     debtor = _parse_ids([debtor_id])
     companies = _parse_ids(company_ids)
     if not debtor or companies is None:
-        return ShowPage("message.html", 400, {"title_key": "error_title",
-                                              "lines": [("error_intro", {})]})
+        return ShowPage(
+            "message.html", 400, {"title_key": "error_title", "lines": [("error_intro", {})]}
+        )
     user = ctx.session.get(User, uuid.UUID(pending.user_id))
     try:
-        connection, _ = grant(ctx, user, uuid.UUID(checked.app_id), debtor[0], companies,
-                              checked.scopes)
+        connection, _ = grant(
+            ctx, user, uuid.UUID(checked.app_id), debtor[0], companies, checked.scopes
+        )
     except ConsentRefused as exc:
-        return ShowPage("message.html", 400, {"title_key": "error_title",
-                                              "detail": exc.detail, "error_code": exc.code})
+        return ShowPage(
+            "message.html",
+            400,
+            {"title_key": "error_title", "detail": exc.detail, "error_code": exc.code},
+        )
     when = datetime.fromtimestamp(pending.auth_time, UTC)
     return Redirect(issue_code(ctx, pending.query, user, connection, when))

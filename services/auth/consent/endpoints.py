@@ -28,8 +28,9 @@ router = APIRouter(tags=["consent"])
 
 
 def _bad_request(lang: str) -> HTMLResponse:
-    return page("message.html", lang=lang, status=400, title_key="error_title",
-                lines=[("error_intro", {})])
+    return page(
+        "message.html", lang=lang, status=400, title_key="error_title", lines=[("error_intro", {})]
+    )
 
 
 async def _pending_for_user(runtime: Runtime, request: Request, challenge: str) -> Pending | None:
@@ -43,8 +44,15 @@ async def _pending_for_user(runtime: Runtime, request: Request, challenge: str) 
     return pending
 
 
-async def _render(runtime: Runtime, outcome, challenge: str, pending: Pending, lang: str,
-                  *, status_code: int = 303) -> Response:
+async def _render(
+    runtime: Runtime,
+    outcome,
+    challenge: str,
+    pending: Pending,
+    lang: str,
+    *,
+    status_code: int = 303,
+) -> Response:
     if isinstance(outcome, Redirect):
         await drop_pending(runtime, challenge)
         return RedirectResponse(outcome.location, status_code=status_code)
@@ -58,12 +66,20 @@ async def _render(runtime: Runtime, outcome, challenge: str, pending: Pending, l
     elif runtime.settings.consent_ui_url:
         target = f"{runtime.settings.consent_ui_url}?{urlencode({'consent_challenge': challenge})}"
         return RedirectResponse(target, status_code=303)
-    return page(outcome.template, lang=lang, status=outcome.status, challenge=challenge,
-                csrf=pending.csrf, **outcome.context)
+    return page(
+        outcome.template,
+        lang=lang,
+        status=outcome.status,
+        challenge=challenge,
+        csrf=pending.csrf,
+        **outcome.context,
+    )
 
 
 @router.get("/consent", response_class=HTMLResponse)
-async def consent_page(request: Request, runtime: RuntimeDep, consent_challenge: str = "") -> Response:
+async def consent_page(
+    request: Request, runtime: RuntimeDep, consent_challenge: str = ""
+) -> Response:
     """The consent page of a pending request, or straight back to the app when nothing
     new is asked (remembered consent) or the app is first-party."""
     lang = pick_language(request, request.query_params.get("ui_locales"))
@@ -77,8 +93,11 @@ async def consent_page(request: Request, runtime: RuntimeDep, consent_challenge:
     return await _render(runtime, outcome, consent_challenge, pending, lang)
 
 
-@router.post("/consent", response_class=HTMLResponse,
-             responses={303: {"description": "back to the app with a code or an error"}})
+@router.post(
+    "/consent",
+    response_class=HTMLResponse,
+    responses={303: {"description": "back to the app with a code or an error"}},
+)
 async def consent_decision(
     request: Request,
     runtime: RuntimeDep,
@@ -96,7 +115,8 @@ async def consent_decision(
     lang = pick_language(request, dict(pending.query).get("ui_locales"))
     outcome = await run_authlib(
         request,
-        lambda ctx: record_decision(ctx, pending, decision == "allow", debtor_id,
-                                     company_id or [], lang),
+        lambda ctx: record_decision(
+            ctx, pending, decision == "allow", debtor_id, company_id or [], lang
+        ),
     )
     return await _render(runtime, outcome, consent_challenge, pending, lang)

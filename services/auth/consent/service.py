@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlmodel import col, delete, select
 
 from services.auth.oauth2.context import AuthContext
+from shared.audit import Actor, append
 from shared.models import (
     DEFAULT_CONSENT_TEMPLATES,
     Company,
@@ -22,7 +23,6 @@ from shared.models import (
     UserCompany,
     UserTemplate,
 )
-from shared.audit import Actor, append
 from shared.outbox import connection_event, emit
 from shared.scopes import CONSENT_SCOPES, implied
 from shared.status import Subject
@@ -98,8 +98,12 @@ def new_scopes(connection: Connection | None, requested: list[str]) -> list[str]
 
 
 def grant(
-    ctx: AuthContext, user: User, app_id: uuid.UUID, debtor_id: uuid.UUID,
-    company_ids: list[uuid.UUID], scopes: list[str],
+    ctx: AuthContext,
+    user: User,
+    app_id: uuid.UUID,
+    debtor_id: uuid.UUID,
+    company_ids: list[uuid.UUID],
+    scopes: list[str],
 ) -> tuple[Connection, bool]:
     """Create the connection, or widen the live one; returns it and whether it is new."""
     if not may_consent(ctx, user):
@@ -117,8 +121,11 @@ def grant(
         raise ConsentRefused("suspended", "this link is suspended")
     if connection is None:
         connection = Connection(
-            environment_id=user.environment_id, user_id=user.id, app_id=app_id,
-            debtor_id=debtor_id, scopes=[],
+            environment_id=user.environment_id,
+            user_id=user.id,
+            app_id=app_id,
+            debtor_id=debtor_id,
+            scopes=[],
         )
     consent = [s for s in scopes if s in CONSENT_SCOPES]
     added = [s for s in consent if s not in connection.scopes]
@@ -136,21 +143,37 @@ def grant(
     return connection, created
 
 
-def _record(ctx: AuthContext, user: User, connection: Connection, created: bool,
-            added: list[str], company_ids: list[uuid.UUID]) -> None:
+def _record(
+    ctx: AuthContext,
+    user: User,
+    connection: Connection,
+    created: bool,
+    added: list[str],
+    company_ids: list[uuid.UUID],
+) -> None:
     """The audit event and the outbox event of a consent."""
     if not created and not added:
         return
     companies = [str(c) for c in company_ids]
     append(
-        ctx.session, user.environment_id,
+        ctx.session,
+        user.environment_id,
         "consent.granted" if created else "consent.scopes_added",
-        Actor("user", str(user.id)), "connection", connection.id,
-        app_id=str(connection.app_id), debtor_id=str(connection.debtor_id),
-        scopes=connection.scopes, added=added, company_ids=companies,
+        Actor("user", str(user.id)),
+        "connection",
+        connection.id,
+        app_id=str(connection.app_id),
+        debtor_id=str(connection.debtor_id),
+        scopes=connection.scopes,
+        added=added,
+        company_ids=companies,
     )
     changed = ["scopes", "company_ids"] if created else ["scopes"]
-    emit(ctx.session, **connection_event(
-        "connection.created" if created else "connection.updated", connection,
-        changed_fields=changed,
-    ))
+    emit(
+        ctx.session,
+        **connection_event(
+            "connection.created" if created else "connection.updated",
+            connection,
+            changed_fields=changed,
+        ),
+    )

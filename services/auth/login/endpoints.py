@@ -29,14 +29,30 @@ router = APIRouter(tags=["login"])
 
 
 def _bad_request(lang: str) -> HTMLResponse:
-    return page("message.html", lang=lang, status=400, title_key="error_title",
-                lines=[("error_intro", {})])
+    return page(
+        "message.html", lang=lang, status=400, title_key="error_title", lines=[("error_intro", {})]
+    )
 
 
-def _login_form(lang: str, challenge: str, pending: Pending, *, error: str | None = None,
-                status: int = 200, login_hint: str = "") -> HTMLResponse:
-    return page("login.html", lang=lang, status=status, challenge=challenge, csrf=pending.csrf,
-                app_name=pending.app_name, error=error, login_hint=login_hint)
+def _login_form(
+    lang: str,
+    challenge: str,
+    pending: Pending,
+    *,
+    error: str | None = None,
+    status: int = 200,
+    login_hint: str = "",
+) -> HTMLResponse:
+    return page(
+        "login.html",
+        lang=lang,
+        status=status,
+        challenge=challenge,
+        csrf=pending.csrf,
+        app_name=pending.app_name,
+        error=error,
+        login_hint=login_hint,
+    )
 
 
 async def _valid_pending(runtime: Runtime, request: Request, challenge: str) -> Pending | None:
@@ -58,9 +74,14 @@ async def login_page(request: Request, runtime: RuntimeDep, login_challenge: str
     return _login_form(lang, login_challenge, pending, login_hint=hint)
 
 
-@router.post("/login", response_class=HTMLResponse,
-             responses={303: {"description": "logged in: on to consent"},
-                        429: {"description": "too many failed attempts"}})
+@router.post(
+    "/login",
+    response_class=HTMLResponse,
+    responses={
+        303: {"description": "logged in: on to consent"},
+        429: {"description": "too many failed attempts"},
+    },
+)
 async def login(
     request: Request,
     runtime: RuntimeDep,
@@ -76,14 +97,25 @@ async def login(
         return _bad_request(lang)
     result = await authenticate(runtime, username, password, client_address(request))
     if isinstance(result, TooManyFailures):
-        response = _login_form(lang, login_challenge, pending, status=429,
-                               error=TEXT[lang]["too_many"].format(seconds=result.retry_after),
-                               login_hint=username)
+        response = _login_form(
+            lang,
+            login_challenge,
+            pending,
+            status=429,
+            error=TEXT[lang]["too_many"].format(seconds=result.retry_after),
+            login_hint=username,
+        )
         response.headers["Retry-After"] = str(result.retry_after)
         return response
     if result is None:
-        return _login_form(lang, login_challenge, pending, status=401,
-                           error=TEXT[lang]["login_failed"], login_hint=username)
+        return _login_form(
+            lang,
+            login_challenge,
+            pending,
+            status=401,
+            error=TEXT[lang]["login_failed"],
+            login_hint=username,
+        )
     user = result
     response = RedirectResponse(consent_url(login_challenge), status_code=303)
     now = time.time()
@@ -101,9 +133,14 @@ async def logout(request: Request, runtime: RuntimeDep) -> Response:
     return response
 
 
-@router.get("/login/continue", response_class=HTMLResponse,
-            responses={303: {"description": "logged in: on to consent"}})
-async def login_continue(request: Request, runtime: RuntimeDep, login_verifier: str = "") -> Response:
+@router.get(
+    "/login/continue",
+    response_class=HTMLResponse,
+    responses={303: {"description": "logged in: on to consent"}},
+)
+async def login_continue(
+    request: Request, runtime: RuntimeDep, login_verifier: str = ""
+) -> Response:
     """Where a SaaS frontend sends the browser after its backend accepted a login
     challenge: Koppel starts its session in this browser, then goes on to consent."""
     pending = await _valid_pending(runtime, request, login_verifier)

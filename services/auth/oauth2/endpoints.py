@@ -29,7 +29,9 @@ TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_
 FORM_BODY = {
     "requestBody": {
         "required": True,
-        "content": {FORM_TYPE: {"schema": {"type": "object", "additionalProperties": {"type": "string"}}}},
+        "content": {
+            FORM_TYPE: {"schema": {"type": "object", "additionalProperties": {"type": "string"}}}
+        },
     }
 }
 

@@ -128,7 +128,9 @@ class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
             return None
         spent = ctx.session.exec(
             update(AuthorizationCode)
-            .where(col(AuthorizationCode.id) == row.id, col(AuthorizationCode.consumed_at).is_(None))
+            .where(
+                col(AuthorizationCode.id) == row.id, col(AuthorizationCode.consumed_at).is_(None)
+            )
             .values(consumed_at=ctx.now)
         )
         if spent.rowcount != 1:

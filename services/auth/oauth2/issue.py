@@ -98,6 +98,7 @@ def issue_tokens(
         "expires_in": ctx.settings.access_token_ttl,
         "scope": claims["scope"],
     }
-    if family is not None and "offline_access" in scopes and "refresh_token" in client.app.grant_types:
+    offline = "offline_access" in scopes and "refresh_token" in client.app.grant_types
+    if family is not None and offline:
         response["refresh_token"] = _new_refresh_token(ctx, family)
     return response
