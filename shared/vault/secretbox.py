@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from shared.vault.errors import DecryptionError
-from shared.vault.keyring import KeyRing
+from shared.vault.errors import DecryptionError, UnknownKeyError
+from shared.vault.keyring import KeyRing, reload_keyring
 
 NONCE_BYTES = 12
 
@@ -47,6 +47,18 @@ class SecretBox:
     def __init__(self, ring: KeyRing) -> None:
         self.ring = ring
 
+    def _key(self, key_id: str) -> bytes:
+        try:
+            return self.ring.key(key_id)
+        except UnknownKeyError:
+            # Another process may have rotated the key file since this one read it: take
+            # the new ring (and its active key) rather than fail until a restart.
+            fresh = reload_keyring(self.ring)
+            if fresh is None or key_id not in fresh.keys:
+                raise
+            self.ring = fresh
+            return fresh.key(key_id)
+
     def seal(self, plaintext: bytes, identity: RowIdentity) -> Sealed:
         """Encrypt with the active key; returns the key id and nonce + ciphertext + tag."""
         key_id = self.ring.active_key_id
@@ -58,7 +70,7 @@ class SecretBox:
 
     def open(self, key_id: str, ciphertext: bytes, identity: RowIdentity) -> bytes:
         """Decrypt, or raise a VaultError if anything about it does not match."""
-        key = self.ring.key(key_id)
+        key = self._key(key_id)
         if len(ciphertext) < NONCE_BYTES + 16:
             raise DecryptionError("ciphertext too short")
         nonce, body = ciphertext[:NONCE_BYTES], ciphertext[NONCE_BYTES:]

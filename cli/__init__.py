@@ -1,0 +1,1 @@
+"""The `koppel` command line: operator tasks and the local supervisor (`koppel run`)."""

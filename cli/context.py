@@ -1,0 +1,71 @@
+"""What a command needs from its surroundings: the settings and a database session.
+
+Everything here is built when a command starts, never at import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlmodel import Session
+
+from shared.config import Settings, get_settings
+from shared.db import create_sync_engine, sync_session_factory
+
+
+def load_settings() -> Settings:
+    """The settings in force, refused in production if they are unsafe defaults.
+
+    A bad value raises; `handle_errors` renders it as one line.
+    """
+    settings = get_settings()
+    settings.check_production()
+    return settings
+
+
+def ensure_sqlite_dir(settings: Settings) -> None:
+    """Create the directory of the SQLite file (the embedded default lives in var/)."""
+    if not settings.uses_sqlite:
+        return
+    database = make_url(settings.resolved_database_url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def engine_for(settings: Settings) -> Iterator[Engine]:
+    """A sync engine on the configured database, disposed when the block ends."""
+    ensure_sqlite_dir(settings)
+    engine = create_sync_engine(settings.resolved_database_url, pool_size=1)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def transaction(settings: Settings) -> Iterator[Session]:
+    """One session in one transaction: committed if the block succeeds, else rolled back."""
+    with engine_for(settings) as engine:
+        factory = sync_session_factory(engine)
+        with factory() as session, session.begin():
+            yield session
+
+
+def check_database(engine: Engine) -> None:
+    """Raise OperationalError unless the database answers `SELECT 1`."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def service_urls(settings: Settings) -> dict[str, str]:
+    """The public base URLs of the three services."""
+    return {
+        "auth": settings.auth_url,
+        "registry": settings.registry_url,
+        "sync": settings.sync_url,
+    }

@@ -1,0 +1,112 @@
+"""`koppel serve` and `koppel worker`: one service or the worker, after a preflight."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import redis
+import typer
+
+from cli.context import check_database, engine_for, load_settings
+from cli.db import check_migrated
+from cli.output import CliError, handle_errors, one_line
+from shared.config import Settings
+from shared.redis_embedded import redis_running, resolved_redis_url
+from shared.vault import load_keyring
+
+
+class Service(StrEnum):
+    AUTH = "auth"
+    REGISTRY = "registry"
+    SYNC = "sync"
+
+
+DEFAULT_PORTS = {Service.AUTH: 8001, Service.REGISTRY: 8002, Service.SYNC: 8003}
+
+
+def preflight(settings: Settings) -> None:
+    """Check what a process needs before it starts: key ring and a migrated database."""
+    load_keyring(settings)
+    with engine_for(settings) as engine:
+        check_database(engine)
+        check_migrated(settings, engine)
+
+
+def check_redis(settings: Settings) -> None:
+    """Raise CliError unless the Redis in force answers PING."""
+    client = redis.Redis.from_url(resolved_redis_url(settings), socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        where = settings.redis_url or "the embedded Redis"
+        raise CliError(f"Redis at {where} is unreachable: {one_line(str(exc))}") from None
+    finally:
+        client.close()
+
+
+def default_port(settings: Settings, service: Service) -> int:
+    """The port of the service's configured URL, or its default (8001, 8002, 8003)."""
+    url = {
+        Service.AUTH: settings.auth_url,
+        Service.REGISTRY: settings.registry_url,
+        Service.SYNC: settings.sync_url,
+    }[service]
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        port = None
+    return port or DEFAULT_PORTS[service]
+
+
+def app_factory(service: Service) -> str:
+    """The uvicorn import path of the service's app factory."""
+    return f"services.{service.value}.app:create_app"
+
+
+@handle_errors
+def serve(
+    service: Annotated[Service, typer.Argument(help="Which service to run.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int | None, typer.Option(help="Port; default: the one in the service's URL setting.")
+    ] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(help="Proxies whose X-Forwarded-* headers are trusted (uvicorn's default)."),
+    ] = None,
+) -> None:
+    """Run one service (auth, registry or sync) with uvicorn."""
+    settings = _checked_settings()
+    import uvicorn
+
+    uvicorn.run(
+        app_factory(service),
+        factory=True,
+        host=host,
+        port=port or default_port(settings, service),
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+        log_level=settings.log_level.lower(),
+        server_header=False,
+    )
+
+
+@handle_errors
+def worker(
+    burst: Annotated[bool, typer.Option(help="Run the queued jobs, then exit.")] = False,
+) -> None:
+    """Run the arq worker: outbox relay, webhook delivery and scheduled jobs."""
+    settings = _checked_settings()
+    from services.sync.worker import build_worker
+
+    with redis_running(settings):
+        check_redis(settings)
+        build_worker(settings, burst=burst).run()
+
+
+def _checked_settings() -> Settings:
+    settings = load_settings()
+    preflight(settings)
+    return settings
