@@ -1,0 +1,87 @@
+"""FastAPI dependencies that turn `Authorization: Bearer ...` into a Principal.
+
+    CompanyReader = Annotated[Principal, Depends(require_scope("company.info.read"))]
+
+    @router.get("/v1/companies")
+    async def list_companies(caller: CompanyReader): ...
+
+Tokens are accepted in the Authorization header only (RFC 6750 2.1), never in the
+query string, where they would end up in logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from shared.errors import InsufficientScope, Unauthorized
+from shared.scopes import SCOPES
+from shared.tokens import Principal, TokenVerifier
+
+
+def get_verifier(request: Request) -> TokenVerifier:
+    """The app's verifier, made on first use from `app.state.runtime`."""
+    state = request.app.state
+    verifier = getattr(state, "token_verifier", None)
+    if verifier is None:
+        verifier = state.token_verifier = TokenVerifier.from_runtime(state.runtime)
+    return verifier
+
+
+def close_verifier(app: FastAPI) -> None:
+    """Close the app's verifier, if one was made (call it when the runtime closes)."""
+    verifier = getattr(app.state, "token_verifier", None)
+    if verifier is not None:
+        verifier.close()
+        app.state.token_verifier = None
+
+
+VerifierDep = Annotated[TokenVerifier, Depends(get_verifier)]
+
+
+def _challenge(detail: str, error: str | None = None) -> Unauthorized:
+    exc = Unauthorized(detail)
+    exc.headers["WWW-Authenticate"] = f'Bearer error="{error}"' if error else "Bearer"
+    return exc
+
+
+# Parses the header (scheme case-insensitive) and declares the scheme in OpenAPI.
+_bearer_scheme = HTTPBearer(auto_error=False, bearerFormat="JWT",
+                            description="An access token (RFC 9068) from the auth service")
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)]
+
+
+def bearer_token(request: Request, credentials: BearerCredentials) -> str:
+    """The bearer token of the Authorization header; 401 if there is none."""
+    if "access_token" in request.query_params:
+        raise _challenge("send the access token in the Authorization header, not the URL",
+                         "invalid_request")
+    if credentials is None:
+        raise _challenge("this call needs a bearer access token")
+    return credentials.credentials
+
+
+async def principal(token: Annotated[str, Depends(bearer_token)], verifier: VerifierDep
+                    ) -> Principal:
+    """The verified caller of this request."""
+    return await verifier.verify(token)
+
+
+PrincipalDep = Annotated[Principal, Depends(principal)]
+
+
+def require_scope(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency giving the caller if its token grants `scope`, else 403."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+
+    async def dependency(caller: PrincipalDep) -> Principal:
+        if not caller.has_scope(scope):
+            raise InsufficientScope(scope)
+        return caller
+
+    dependency.__name__ = f"require_scope_{scope.replace('.', '_')}"
+    return dependency
