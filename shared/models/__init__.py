@@ -1,38 +1,62 @@
 """Koppel's table models, one file per table, all re-exported here."""
 
+from shared.models.absence import Absence
 from shared.models.app import App, AppStatus
+from shared.models.app_logo import AppLogo
+from shared.models.app_policy import EnvironmentAppPolicy
 from shared.models.audit import AuditEvent, AuditHead
+from shared.models.bank_account import BankAccount
 from shared.models.company import Company
 from shared.models.connection import Connection, ConnectionCompany, ConnectionStatus
 from shared.models.debtor import Debtor
 from shared.models.employee import Employee
+from shared.models.employment import Employment
 from shared.models.environment import Environment
 from shared.models.event import Event
+from shared.models.leave_balance import LeaveBalance
 from shared.models.partner import Partner
+from shared.models.payroll_run import PayrollRun
 from shared.models.signing_key import SigningKey
 from shared.models.token import AuthorizationCode, RefreshToken, TokenFamily
 from shared.models.user import DEFAULT_CONSENT_TEMPLATES, User, UserCompany, UserTemplate
+from shared.models.wage_component import WageComponent
+from shared.models.webhook_attempt import WebhookAttempt
+from shared.models.webhook_delivery import DeliveryStatus, WebhookDelivery
+from shared.models.webhook_endpoint import WebhookEndpoint, WebhookEndpointStatus
 
 __all__ = [
     "DEFAULT_CONSENT_TEMPLATES",
+    "Absence",
     "App",
+    "AppLogo",
     "AppStatus",
     "AuditEvent",
     "AuditHead",
     "AuthorizationCode",
+    "BankAccount",
     "Company",
     "Connection",
     "ConnectionCompany",
     "ConnectionStatus",
     "Debtor",
+    "DeliveryStatus",
     "Employee",
+    "Employment",
     "Environment",
+    "EnvironmentAppPolicy",
     "Event",
+    "LeaveBalance",
     "Partner",
+    "PayrollRun",
     "RefreshToken",
     "SigningKey",
     "TokenFamily",
     "User",
     "UserCompany",
     "UserTemplate",
+    "WageComponent",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEndpointStatus",
 ]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlmodel import SQLModel
 
-from shared.models import SigningKey
+from shared.models import SigningKey, WebhookEndpoint
 from shared.vault.secretbox import RowIdentity, SecretBox
 
 
@@ -59,3 +59,15 @@ def register_encrypted_column(column: EncryptedColumn) -> None:
     """Add a column (from a table model in shared/) to the ones rotation covers."""
     if all(c.table != column.table or c.name != column.name for c in ENCRYPTED_COLUMNS):
         ENCRYPTED_COLUMNS.append(column)
+
+
+# Webhook signing secrets, bound to their endpoint row and app.
+WEBHOOK_SECRET = EncryptedColumn(
+    WebhookEndpoint, "secret", "secret_ciphertext", "secret_key_id", "id", "app_id"
+)
+WEBHOOK_PREVIOUS_SECRET = EncryptedColumn(
+    WebhookEndpoint, "previous_secret", "previous_secret_ciphertext", "previous_secret_key_id",
+    "id", "app_id",
+)
+register_encrypted_column(WEBHOOK_SECRET)
+register_encrypted_column(WEBHOOK_PREVIOUS_SECRET)
