@@ -17,12 +17,17 @@ install: $(STAMP)
 run: $(STAMP)
 	KOPPEL_WEBHOOKS_ALLOW_LOOPBACK=true $(BIN)/koppel run
 
+# PYTEST_ARGS: more pytest arguments, e.g. PYTEST_ARGS="-n 2" or PYTEST_ARGS="-k vault".
+# KOPPEL_TEST_DATABASE_URL and KOPPEL_TEST_REDIS_URL set: PostgreSQL and Redis; else SQLite.
+# pytest's status 5 (no tests collected) is a failure, never a pass.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .import_linter_cache

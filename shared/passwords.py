@@ -21,6 +21,11 @@ def _dummy_hash() -> str:
     return _hasher.hash("koppel-timing-equaliser")
 
 
+def warm_up() -> None:
+    """Build the stand-in hash now, so the first unknown-user login is not the slow one."""
+    _dummy_hash()
+
+
 def verify_password(stored_hash: str | None, password: str) -> bool:
     """Whether `password` matches; with no user (`None`) it still spends the same time."""
     try:

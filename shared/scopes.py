@@ -74,7 +74,8 @@ def _pair(
 _CATALOGUE: list[Scope] = [
     *_pair(
         "company.info",
-        ("Debiteuren en bedrijven", "Naam, nummer, adres en KvK-nummer van debiteuren en bedrijven."),
+        ("Debiteuren en bedrijven",
+         "Naam, nummer, adres en KvK-nummer van debiteuren en bedrijven."),
         ("debtors and companies", "Name, number, address and chamber of commerce number of "
          "debtors and companies."),
         Sensitivity.NORMAL, ("company.updated",),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -40,13 +41,35 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_RAND_BITS = 74  # rand_a (12 bits) and rand_b (62 bits)
+_uuid7_lock = threading.Lock()
+_uuid7_last = (0, 0)  # (milliseconds, random part) of this process's last id
+
+
+_uuid7_lock = threading.Lock()
+_uuid7_last = [0, 0]  # the last millisecond and the counter within it
+
+
 def uuid7() -> uuid.UUID:
-    """A time-ordered UUID (RFC 9562 version 7), so primary keys sort by creation."""
-    millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    """A time-ordered UUID (RFC 9562 version 7), so primary keys sort by creation.
+
+    Within one process ids are strictly increasing: ids made in the same millisecond
+    carry a 12-bit counter (RFC 9562 section 6.2, method 1) in place of random bits.
+    """
+    with _uuid7_lock:
+        millis = time.time_ns() // 1_000_000
+        last_millis, counter = _uuid7_last
+        if millis <= last_millis:
+            millis, counter = last_millis, counter + 1
+            if counter > 0xFFF:
+                millis, counter = last_millis + 1, 0
+        else:
+            counter = int.from_bytes(os.urandom(2), "big") & 0x3FF  # leave room to count
+        _uuid7_last[:] = [millis, counter]
+    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
     value = (millis & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
-    value |= (rand >> 68) << 64 & (0xFFF << 64)
+    value |= counter << 64
     value |= 0b10 << 62
-    value |= rand & ((1 << 62) - 1)
+    value |= rand_b
     return uuid.UUID(int=value)

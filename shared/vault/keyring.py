@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 import secrets
@@ -94,10 +95,9 @@ def _atomic_write(path: Path, doc: dict, *, exclusive: bool) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         if exclusive:
-            try:
-                os.link(tmp, path)  # fails if another process made the file first
-            except FileExistsError:
-                pass
+            # The link fails if another process made the file first; theirs stands.
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
         else:
             os.replace(tmp, path)
     finally:
@@ -141,3 +141,15 @@ def add_key_to_file(ring: KeyRing) -> KeyRing:
     }
     _atomic_write(ring.source, doc, exclusive=False)
     return KeyRing(keys, key_id, ring.digest_key, ring.source)
+
+
+def reload_keyring(ring: KeyRing) -> KeyRing | None:
+    """The key file's current ring (after a `koppel keys rotate` by another process), or
+    None when the ring did not come from a key file."""
+    if ring.source is None:
+        return None
+    try:
+        doc = json.loads(ring.source.read_text())
+    except (OSError, ValueError):
+        return None
+    return _ring_from_document(doc, ring.source)
