@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import db, demo_command, keys, partners, serve, supervisor
+from cli import apps, audit, db, demo_command, keys, partners, serve, supervisor
 
 app = typer.Typer(
     name="koppel",
@@ -18,6 +18,8 @@ app.add_typer(db.app, name="db")
 app.add_typer(demo_command.app, name="demo")
 app.add_typer(partners.app, name="partner")
 app.add_typer(keys.app, name="keys")
+app.add_typer(audit.app, name="audit")
+app.add_typer(apps.app, name="app")
 app.command("serve")(serve.serve)
 app.command("worker")(serve.worker)
 app.command("run")(supervisor.run)

@@ -2,10 +2,54 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import contextlib
+from collections.abc import AsyncIterator
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
+
+from services.registry.apps.endpoints import router as registration_router
+from services.registry.audit.endpoints import router as audit_router
+from services.registry.catalogue.endpoints import router as catalogue_router
+from services.registry.connections.endpoints import router as connections_router
+from services.registry.directory.endpoints import router as directory_router
+from services.registry.overview.endpoints import router as overview_router
+from services.registry.policy.endpoints import router as policy_router
 from shared.app_factory import create_service_app
+from shared.auth_deps import close_verifier
 from shared.config import Settings, get_settings
+from shared.errors import problem
+
+
+async def _data_error(_request: Request, exc: DataError) -> JSONResponse:
+    # Input the database cannot hold (a NUL character on PostgreSQL, a number out of
+    # range): the transaction was rolled back, so nothing was written.
+    return problem(400, "bad-request", "Bad request",
+                   "the input holds a value the database cannot store (e.g. a NUL character)")
+
+
+def _routes(app: FastAPI) -> None:
+    app.add_exception_handler(DataError, _data_error)
+    app.include_router(connections_router)
+    app.include_router(overview_router)
+    app.include_router(directory_router)
+    app.include_router(policy_router)
+    app.include_router(audit_router)
+    app.include_router(registration_router)
+    app.include_router(catalogue_router)
+    # The token verifier (and its status mirror) closes with the runtime.
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with inner(app):
+            try:
+                yield
+            finally:
+                close_verifier(app)
+
+    app.router.lifespan_context = lifespan
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -15,4 +59,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings or get_settings(),
         title="Koppel registry",
         description="The directory, partner apps, connections and the environment overview.",
+        configure=_routes,
     )

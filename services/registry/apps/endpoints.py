@@ -1,0 +1,126 @@
+"""`/oauth2/register`: RFC 7591 registration and RFC 7592 management; errors as the RFCs
+say (`{"error", "error_description"}`, 401 with `WWW-Authenticate` for a bad token)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from services.registry.apps import metadata as meta
+from services.registry.apps import service
+from services.registry.deps import RuntimeDep, SessionDep
+
+router = APIRouter(prefix="/oauth2/register", tags=["dynamic client registration"])
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+MAX_BODY = 64 * 1024
+
+
+def _error(status: int, error: str, description: str, headers: dict | None = None
+           ) -> JSONResponse:
+    return JSONResponse({"error": error, "error_description": description},
+                        status_code=status, headers={**NO_STORE, **(headers or {})})
+
+
+def _unauthorized() -> JSONResponse:
+    return _error(401, "invalid_token", "the access token is missing, wrong or revoked",
+                  {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise meta.RegistrationError("invalid_client_metadata", "the request is too large")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise meta.RegistrationError("invalid_client_metadata",
+                                     "the body must be JSON") from None
+
+
+def _location(request: Request, runtime, client_id: str) -> str:
+    return f"{runtime.settings.registry_url.rstrip('/')}/oauth2/register/{client_id}"
+
+
+@router.post("", status_code=201, responses={400: {}, 401: {}})
+async def register_client(request: Request, session: SessionDep, runtime: RuntimeDep
+                          ) -> Response:
+    """Register an app (RFC 7591) with the partner's initial access token as bearer.
+    The client secret and the registration access token are shown only in this answer."""
+    key = runtime.keyring.digest_key
+    try:
+        partner = await service.partner_for(session, key, _bearer(request))
+    except service.InvalidToken:
+        return _unauthorized()
+    try:
+        metadata = meta.validate(await _body(request))
+        app, shown = await service.register(
+            session, key, partner, metadata,
+            allow_loopback=runtime.settings.webhooks_allow_loopback,
+        )
+    except meta.RegistrationError as exc:
+        await session.rollback()
+        return _error(400, exc.error, exc.description)
+    body = {**meta.document(app), **shown,
+            "registration_client_uri": _location(request, runtime, app.client_id)}
+    return JSONResponse(body, status_code=201, headers=NO_STORE)
+
+
+@router.get("/{client_id}", responses={401: {}})
+async def read_client(client_id: str, request: Request, session: SessionDep,
+                      runtime: RuntimeDep) -> Response:
+    """The app's registered metadata (RFC 7592), with its registration access token."""
+    try:
+        app = await service.app_for(session, runtime.keyring.digest_key, client_id,
+                                    _bearer(request))
+    except service.InvalidToken:
+        return _unauthorized()
+    body = {**meta.document(app),
+            "registration_client_uri": _location(request, runtime, app.client_id)}
+    return JSONResponse(body, headers=NO_STORE)
+
+
+@router.put("/{client_id}", responses={400: {}, 401: {}})
+async def update_client(client_id: str, request: Request, session: SessionDep,
+                        runtime: RuntimeDep) -> Response:
+    """Replace the app's metadata (RFC 7592); a new secret appears only if the client
+    becomes confidential."""
+    key = runtime.keyring.digest_key
+    try:
+        app = await service.app_for(session, key, client_id, _bearer(request))
+    except service.InvalidToken:
+        return _unauthorized()
+    try:
+        body = await _body(request)
+        metadata = meta.validate(body)
+        shown = await service.update(
+            session, key, app, body, metadata,
+            allow_loopback=runtime.settings.webhooks_allow_loopback,
+        )
+    except meta.RegistrationError as exc:
+        await session.rollback()
+        return _error(400, exc.error, exc.description)
+    body = {**meta.document(app), **shown,
+            "registration_client_uri": _location(request, runtime, app.client_id)}
+    return JSONResponse(body, headers=NO_STORE)
+
+
+@router.delete("/{client_id}", status_code=204, responses={401: {}})
+async def delete_client(client_id: str, request: Request, session: SessionDep,
+                        runtime: RuntimeDep) -> Response:
+    """Delete the app (RFC 7592): it can no longer authenticate and every connection to
+    it is revoked."""
+    try:
+        app = await service.app_for(session, runtime.keyring.digest_key, client_id,
+                                    _bearer(request))
+    except service.InvalidToken:
+        return _unauthorized()
+    await service.delete(session, app)
+    return Response(status_code=204, headers=NO_STORE)

@@ -1,0 +1,120 @@
+"""Manage apps (a user's own connections) and the partner's view (an app's own)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Request, Response, status
+
+from services.registry.connections import service
+from services.registry.connections.schemas import (
+    ConnectionList,
+    ConnectionOut,
+    PartnerConnectionList,
+    PartnerConnectionOut,
+    RevokeBody,
+    connection_fields,
+)
+from services.registry.deps import (
+    AppCallerDep,
+    ConnectionsManager,
+    ConnectionsReader,
+    LanguageDep,
+    RuntimeDep,
+    SessionDep,
+)
+from services.registry.pagination import DEFAULT_LIMIT, page
+from shared.audit import Actor
+from shared.models import ConnectionStatus
+
+router = APIRouter(tags=["connections"])
+NOT_FOUND = {404: {"description": "no such connection (or not yours)"}}
+Cursor = Annotated[str | None, Query(max_length=512, description="from `next_cursor`")]
+Limit = Annotated[int, Query(description="page size, 1 to 500")]
+
+
+@router.get("/v1/me/connections", response_model=ConnectionList)
+async def list_my_connections(
+    request: Request, response: Response, session: SessionDep, runtime: RuntimeDep,
+    caller: ConnectionsReader, lang: LanguageDep, cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
+) -> dict:
+    """The connections the calling user made (Manage apps), oldest first."""
+    rows, next_cursor = await service.list_for_user(
+        session, runtime.keyring.digest_key, caller, cursor, limit
+    )
+    data = [ConnectionOut(**connection_fields(c, a, ids, lang)) for c, a, ids in rows]
+    return page(request, response, data, next_cursor)
+
+
+@router.get("/v1/me/connections/{connection_id}", response_model=ConnectionOut,
+            responses=NOT_FOUND)
+async def get_my_connection(
+    connection_id: uuid.UUID, session: SessionDep, caller: ConnectionsReader, lang: LanguageDep,
+) -> ConnectionOut:
+    """One of the calling user's connections; another user's id answers 404."""
+    connection, app, ids = await service.get_visible(
+        session, connection_id, environment_id=caller.user.environment_id,
+        user_id=caller.user.id,
+    )
+    return ConnectionOut(**connection_fields(connection, app, ids, lang))
+
+
+@router.delete("/v1/me/connections/{connection_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses=NOT_FOUND)
+async def revoke_my_connection(
+    connection_id: uuid.UUID, session: SessionDep, caller: ConnectionsManager,
+) -> Response:
+    """Revoke one of the calling user's connections: at once, for good, audited, and the
+    app gets a `connection.revoked` event. Another user's id answers 404."""
+    connection, _, _ = await service.get_visible(
+        session, connection_id, environment_id=caller.user.environment_id,
+        user_id=caller.user.id, for_update=True,
+    )
+    await service.revoke(session, connection, Actor("user", str(caller.user.id)),
+                         f"user:{caller.user.id}", None)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _partner_view(row, lang: str) -> PartnerConnectionOut:
+    connection, app, ids = row
+    return PartnerConnectionOut(**connection_fields(connection, app, ids, lang),
+                                environment_id=connection.environment_id)
+
+
+@router.get("/v1/app/connections", response_model=PartnerConnectionList)
+async def list_app_connections(
+    request: Request, response: Response, session: SessionDep, runtime: RuntimeDep,
+    caller: AppCallerDep, lang: LanguageDep, cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT, status: ConnectionStatus | None = None,
+) -> dict:
+    """The calling app's connections in every environment (client credentials): where,
+    which debtor and companies, scopes, status and dates; never who made them."""
+    rows, next_cursor = await service.list_for_app(
+        session, runtime.keyring.digest_key, caller, cursor, limit, status
+    )
+    return page(request, response, [_partner_view(row, lang) for row in rows], next_cursor)
+
+
+@router.get("/v1/app/connections/{connection_id}", response_model=PartnerConnectionOut,
+            responses=NOT_FOUND)
+async def get_app_connection(
+    connection_id: uuid.UUID, session: SessionDep, caller: AppCallerDep, lang: LanguageDep,
+) -> PartnerConnectionOut:
+    """One of the calling app's connections; another app's id answers 404."""
+    return _partner_view(await service.get_for_app(session, connection_id, caller), lang)
+
+
+@router.post("/v1/app/connections/{connection_id}/revoke", response_model=PartnerConnectionOut,
+             responses=NOT_FOUND)
+async def revoke_app_connection(
+    connection_id: uuid.UUID, session: SessionDep, caller: AppCallerDep, lang: LanguageDep,
+    body: Annotated[RevokeBody | None, Body()] = None,
+) -> PartnerConnectionOut:
+    """Disconnect: the app revokes one of its own connections, like a user's revoke.
+    Another app's id answers 404."""
+    row = await service.get_for_app(session, connection_id, caller, for_update=True)
+    await service.revoke(session, row[0], Actor("app", caller.app.client_id),
+                         f"app:{caller.app.client_id}", body.reason if body else None)
+    return _partner_view(row, lang)

@@ -1,0 +1,162 @@
+"""Suspension and resumption (SPEC section 3): a connection works only while its user
+is active and may consent in the environment, and its app is active and not blocked
+there. Whoever changes one of those causes calls `reconcile` in the same transaction;
+revoked connections are never touched (revoked is final).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import and_
+from sqlmodel import col, delete, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.registry.connections.service import revoke
+from services.registry.deps import emit_event, note_status
+from shared.audit import Actor, append_async
+from shared.db.types import utcnow
+from shared.models import (
+    DEFAULT_CONSENT_TEMPLATES,
+    App,
+    AppStatus,
+    Company,
+    Connection,
+    ConnectionCompany,
+    ConnectionStatus,
+    Environment,
+    EnvironmentAppPolicy,
+    User,
+    UserCompany,
+    UserTemplate,
+)
+from shared.outbox import connection_event
+from shared.status import Subject
+
+BATCH = 500
+
+
+def consent_templates(environment: Environment) -> set[str]:
+    """The templates that may link third-party apps in the environment."""
+    if environment.consent_templates is None:
+        return {t.value for t in DEFAULT_CONSENT_TEMPLATES}
+    return set(environment.consent_templates)
+
+
+def suspension_reason(user: User, app: App, environment: Environment,
+                      blocked: bool | None) -> str | None:
+    """Why the connection may not work now, or None if it may."""
+    if not user.active:
+        return "user_deactivated"
+    if user.template not in consent_templates(environment):
+        return "user_may_not_consent"
+    if app.status != AppStatus.ACTIVE:
+        return "app_suspended"
+    if blocked:
+        return "app_blocked"
+    return None
+
+
+async def reconcile(session: AsyncSession, actor: Actor, *,
+                    environment_id: uuid.UUID | None = None, user_id: uuid.UUID | None = None,
+                    app_id: uuid.UUID | None = None) -> dict[str, int]:
+    """Suspend or resume the selected live connections as the rules say; returns how
+    many were suspended and resumed. Each change is audited, evented and published."""
+    counts = {"suspended": 0, "resumed": 0}
+    stmt = (
+        select(Connection, User, App, Environment, EnvironmentAppPolicy.blocked)
+        .join(User, col(User.id) == Connection.user_id)
+        .join(App, col(App.id) == Connection.app_id)
+        .join(Environment, col(Environment.id) == Connection.environment_id)
+        .outerjoin(EnvironmentAppPolicy, and_(
+            col(EnvironmentAppPolicy.environment_id) == Connection.environment_id,
+            col(EnvironmentAppPolicy.app_id) == Connection.app_id))
+        .where(col(Connection.status) != ConnectionStatus.REVOKED)
+    )
+    for name, value in (("environment_id", environment_id), ("user_id", user_id),
+                        ("app_id", app_id)):
+        if value is not None:
+            stmt = stmt.where(getattr(Connection, name) == value)
+    after = None
+    while True:
+        page = stmt if after is None else stmt.where(col(Connection.id) > after)
+        rows = (await session.exec(page.order_by(col(Connection.id)).limit(BATCH))).all()
+        if not rows:
+            return counts
+        for connection, user, app, environment, blocked in rows:
+            reason = suspension_reason(user, app, environment, blocked)
+            changed = await _apply(session, connection, reason, actor)
+            if changed:
+                counts[changed] += 1
+        after = rows[-1][0].id
+
+
+async def _apply(session: AsyncSession, connection: Connection, reason: str | None,
+                 actor: Actor) -> str | None:
+    if reason is None and connection.status == ConnectionStatus.SUSPENDED:
+        status, change = ConnectionStatus.ACTIVE, "resumed"
+    elif reason is not None and connection.status == ConnectionStatus.ACTIVE:
+        status, change = ConnectionStatus.SUSPENDED, "suspended"
+    else:
+        if reason is not None and reason != connection.suspended_reason:
+            connection.suspended_reason = reason  # still suspended, for another cause
+            session.add(connection)
+        return None
+    connection.status = status
+    connection.suspended_reason = reason
+    connection.updated_at = utcnow()
+    session.add(connection)
+    action = f"connection.{change}"
+    await append_async(session, connection.environment_id, action, actor, "connection",
+                       connection.id, app_id=str(connection.app_id),
+                       user_id=str(connection.user_id), reason=reason)
+    emit_event(session, **connection_event(action, connection, changed_fields=["status"]))
+    note_status(session, Subject.CONNECTION, connection.id, status == ConnectionStatus.ACTIVE)
+    await session.flush()
+    return change
+
+
+async def user_reach(session: AsyncSession, user: User) -> set[uuid.UUID]:
+    """The companies a connection of `user` may cover now (SPEC section 3)."""
+    if user.debtor_id is None:
+        return set()
+    if user.template == UserTemplate.MASTER_CLIENT:
+        stmt = select(Company.id).where(Company.debtor_id == user.debtor_id)
+    else:
+        stmt = (select(UserCompany.company_id)
+                .join(Company, col(Company.id) == UserCompany.company_id)
+                .where(UserCompany.user_id == user.id, Company.debtor_id == user.debtor_id))
+    return set((await session.exec(stmt)).all())
+
+
+async def narrow_to_reach(session: AsyncSession, user: User, actor: Actor) -> int:
+    """Keep the user's live connections within the user's reach: companies the user no
+    longer reaches are dropped (`connection.updated`); a connection left with none is
+    revoked. Returns how many connections changed."""
+    reach = await user_reach(session, user)
+    stmt = select(Connection).where(Connection.user_id == user.id,
+                                    col(Connection.status) != ConnectionStatus.REVOKED)
+    changed = 0
+    for connection in (await session.exec(stmt)).all():
+        covered = set((await session.exec(select(ConnectionCompany.company_id).where(
+            ConnectionCompany.connection_id == connection.id))).all())
+        keep = covered & reach if connection.debtor_id == user.debtor_id else set()
+        if keep == covered:
+            continue
+        changed += 1
+        if not keep:
+            await revoke(session, connection, actor, "system:reach",
+                         "the user no longer reaches any company of this connection")
+            continue
+        await session.exec(delete(ConnectionCompany).where(
+            col(ConnectionCompany.connection_id) == connection.id,
+            col(ConnectionCompany.company_id).in_(list(covered - keep))))
+        connection.updated_at = utcnow()
+        session.add(connection)
+        await append_async(session, connection.environment_id, "connection.narrowed", actor,
+                           "connection", connection.id,
+                           removed_company_ids=sorted(str(c) for c in covered - keep))
+        emit_event(session, **connection_event("connection.updated", connection,
+                                                changed_fields=["company_ids"]))
+        await session.flush()
+    return changed

@@ -1,0 +1,128 @@
+"""Connection rules shared by every view: who may see which connection, and revoking.
+
+A revoke is final: the connection turns `revoked`, its token families are revoked, the
+audit log and the outbox get their events in the same transaction, and the statuses are
+published after the commit (see deps.note_status).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.registry.connections.repository import ConnectionRepository
+from services.registry.deps import AppCaller, UserCaller, emit_event, note_status
+from services.registry.pagination import (
+    DEFAULT_LIMIT,
+    InvalidParameter,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+)
+from shared.audit import Actor, append_async
+from shared.db.types import utcnow
+from shared.errors import NotFound
+from shared.models import App, Connection, ConnectionStatus
+from shared.outbox import connection_event
+from shared.status import Subject
+
+ID_ORDER = "id"
+Page = tuple[list[tuple[Connection, App, list[uuid.UUID]]], str | None]
+
+
+def _after(key: bytes, cursor: str | None) -> uuid.UUID | None:
+    if cursor is None:
+        return None
+    position = decode_cursor(key, ID_ORDER, cursor)
+    try:
+        return uuid.UUID(str(position[0]))
+    except (ValueError, IndexError):
+        raise InvalidParameter("the cursor is not valid for this list") from None
+
+
+async def _page(repo: ConnectionRepository, key: bytes, rows: list[tuple[Connection, App]],
+                limit: int) -> Page:
+    more = len(rows) > limit
+    rows = rows[:limit]
+    companies = await repo.company_ids([c.id for c, _ in rows])
+    next_cursor = encode_cursor(key, ID_ORDER, [str(rows[-1][0].id)]) if more else None
+    return [(c, a, companies.get(c.id, [])) for c, a in rows], next_cursor
+
+
+async def list_for_user(session: AsyncSession, key: bytes, caller: UserCaller,
+                        cursor: str | None, limit: int = DEFAULT_LIMIT) -> Page:
+    """A page of the caller's own connections (every status)."""
+    check_limit(limit)
+    repo = ConnectionRepository(session)
+    rows = await repo.of_user(caller.user.id, _after(key, cursor), limit + 1)
+    return await _page(repo, key, rows, limit)
+
+
+async def list_for_app(session: AsyncSession, key: bytes, caller: AppCaller,
+                       cursor: str | None, limit: int = DEFAULT_LIMIT,
+                       status: ConnectionStatus | None = None) -> Page:
+    """A page of the calling app's connections, in every environment."""
+    check_limit(limit)
+    repo = ConnectionRepository(session)
+    rows = await repo.of_app(caller.app.id, _after(key, cursor), limit + 1, status)
+    return await _page(repo, key, rows, limit)
+
+
+async def get_visible(session: AsyncSession, connection_id: uuid.UUID, *,
+                      environment_id: uuid.UUID | None, user_id: uuid.UUID | None = None,
+                      app_id: uuid.UUID | None = None, for_update: bool = False,
+                      ) -> tuple[Connection, App, list[uuid.UUID]]:
+    """The connection if the caller may see it: same environment (and user or app, when
+    given); anything else is 404, whether it exists or not."""
+    repo = ConnectionRepository(session)
+    row = await repo.get_with_app(connection_id, for_update=for_update)
+    if row is not None:
+        connection, app = row
+        if (
+            (environment_id is None or connection.environment_id == environment_id)
+            and (user_id is None or connection.user_id == user_id)
+            and (app_id is None or connection.app_id == app_id)
+        ):
+            companies = await repo.company_ids([connection.id])
+            return connection, app, companies.get(connection.id, [])
+    raise NotFound("no such connection")
+
+
+async def get_for_app(session: AsyncSession, connection_id: uuid.UUID, caller: AppCaller,
+                      *, for_update: bool = False) -> tuple[Connection, App, list[uuid.UUID]]:
+    repo = ConnectionRepository(session)
+    row = await repo.get_with_app(connection_id, for_update=for_update)
+    if row is None or row[0].app_id != caller.app.id:
+        raise NotFound("no such connection")
+    companies = await repo.company_ids([connection_id])
+    return row[0], row[1], companies.get(connection_id, [])
+
+
+async def revoke(session: AsyncSession, connection: Connection, actor: Actor, revoked_by: str,
+                 reason: str | None) -> bool:
+    """Revoke the connection (final); False if it already was revoked."""
+    if connection.status == ConnectionStatus.REVOKED:
+        # Publish again: a retry after a failed publish must heal the status cache.
+        note_status(session, Subject.CONNECTION, connection.id, False)
+        return False
+    now = utcnow()
+    connection.status = ConnectionStatus.REVOKED
+    connection.revoked_at = now
+    connection.revoked_by = revoked_by[:200]
+    connection.revoke_reason = reason
+    connection.updated_at = now
+    session.add(connection)
+    families = await ConnectionRepository(session).revoke_families([connection.id], now)
+    await append_async(
+        session, connection.environment_id, "connection.revoked", actor, "connection",
+        connection.id, app_id=str(connection.app_id), debtor_id=str(connection.debtor_id),
+        user_id=str(connection.user_id), reason=reason, token_families=len(families),
+    )
+    emit_event(session, **connection_event("connection.revoked", connection,
+                                     changed_fields=["status"]))
+    note_status(session, Subject.CONNECTION, connection.id, False)
+    for family_id in families:
+        note_status(session, Subject.FAMILY, family_id, False)
+    await session.flush()
+    return True

@@ -1,0 +1,175 @@
+"""The provisioning API for the SaaS backend (first-party client credentials with
+`directory.manage`)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from services.registry.deps import AppCaller, RuntimeDep, SessionDep, first_party_app_with_scope
+from services.registry.directory import service
+from services.registry.directory.repository import DirectoryRepository
+from services.registry.directory.schemas import (
+    CompanyIn,
+    CompanyOut,
+    CompanyPatch,
+    DebtorIn,
+    DebtorOut,
+    DebtorPatch,
+    EnvironmentIn,
+    EnvironmentOut,
+    EnvironmentPatch,
+    ReconcileCounts,
+    UserChanged,
+    UserIn,
+    UserList,
+    UserOut,
+    UserPatch,
+)
+from services.registry.pagination import DEFAULT_LIMIT, page
+from shared.audit import Actor
+from shared.models import Company, Debtor, Environment, User, UserTemplate
+
+router = APIRouter(prefix="/v1/directory", tags=["directory"])
+Provisioner = Annotated[AppCaller, Depends(first_party_app_with_scope("directory.manage"))]
+NOT_FOUND = {404: {"description": "no such object"}}
+CREATED = status.HTTP_201_CREATED
+
+
+def _actor(caller: AppCaller) -> Actor:
+    return Actor("app", caller.app.client_id)
+
+
+def _environment_out(environment: Environment) -> EnvironmentOut:
+    return EnvironmentOut.model_validate(environment, from_attributes=True)
+
+
+async def _user_out(session, user: User) -> dict:
+    company_ids = await DirectoryRepository(session).user_company_ids(user.id)
+    return {**UserOut.model_validate({**user.model_dump(), "company_ids": company_ids}
+                                     ).model_dump()}
+
+
+@router.post("/environments", response_model=EnvironmentOut, status_code=CREATED)
+async def create_environment(body: EnvironmentIn, session: SessionDep, caller: Provisioner
+                             ) -> EnvironmentOut:
+    """Create an environment (a tenant); `consent_templates` null means the default."""
+    templates = [t.value for t in body.consent_templates] if body.consent_templates is not None \
+        else None
+    environment = await service.create_environment(session, _actor(caller), body.name, templates)
+    return _environment_out(environment)
+
+
+@router.get("/environments/{environment_id}", response_model=EnvironmentOut,
+            responses=NOT_FOUND)
+async def get_environment(environment_id: uuid.UUID, session: SessionDep, caller: Provisioner
+                          ) -> EnvironmentOut:
+    """One environment."""
+    return _environment_out(await service.get(session, Environment, environment_id))
+
+
+@router.patch("/environments/{environment_id}", response_model=EnvironmentOut,
+              responses=NOT_FOUND)
+async def update_environment(environment_id: uuid.UUID, body: EnvironmentPatch,
+                             session: SessionDep, caller: Provisioner) -> EnvironmentOut:
+    """Rename an environment or change the templates that may consent (connections of
+    users who no longer may are suspended; of users who may again, resumed)."""
+    environment = await service.get(session, Environment, environment_id)
+    changes = body.model_dump(exclude_unset=True, mode="json")
+    if changes.get("name") is None:
+        changes.pop("name", None)
+    await service.update_environment(session, _actor(caller), environment, changes)
+    return _environment_out(environment)
+
+
+@router.post("/environments/{environment_id}/debtors", response_model=DebtorOut,
+             status_code=CREATED, responses=NOT_FOUND)
+async def create_debtor(environment_id: uuid.UUID, body: DebtorIn, session: SessionDep,
+                        caller: Provisioner) -> Debtor:
+    """Add a debtor to an environment."""
+    environment = await service.get(session, Environment, environment_id)
+    return await service.create_debtor(session, _actor(caller), environment, body.model_dump())
+
+
+@router.patch("/debtors/{debtor_id}", response_model=DebtorOut, responses=NOT_FOUND)
+async def update_debtor(debtor_id: uuid.UUID, body: DebtorPatch, session: SessionDep,
+                        caller: Provisioner) -> Debtor:
+    """Change a debtor's name or number."""
+    debtor = await service.get(session, Debtor, debtor_id)
+    return await service.update_debtor(session, _actor(caller), debtor,
+                                       body.model_dump(exclude_none=True))
+
+
+@router.post("/debtors/{debtor_id}/companies", response_model=CompanyOut, status_code=CREATED,
+             responses=NOT_FOUND)
+async def create_company(debtor_id: uuid.UUID, body: CompanyIn, session: SessionDep,
+                         caller: Provisioner) -> Company:
+    """Add a payroll company to a debtor."""
+    debtor = await service.get(session, Debtor, debtor_id)
+    return await service.create_company(session, _actor(caller), debtor, body.model_dump())
+
+
+@router.patch("/companies/{company_id}", response_model=CompanyOut, responses=NOT_FOUND)
+async def update_company(company_id: uuid.UUID, body: CompanyPatch, session: SessionDep,
+                         caller: Provisioner) -> Company:
+    """Change a company's details."""
+    company = await service.get(session, Company, company_id)
+    return await service.update_company(session, _actor(caller), company,
+                                        body.model_dump(exclude_unset=True))
+
+
+@router.post("/environments/{environment_id}/users", response_model=UserOut,
+             status_code=CREATED, responses={**NOT_FOUND, 409: {"description": "email taken"}})
+async def create_user(environment_id: uuid.UUID, body: UserIn, session: SessionDep,
+                      caller: Provisioner) -> dict:
+    """Add a user (login) with a template, debtor and companies as the template needs."""
+    environment = await service.get(session, Environment, environment_id)
+    user = await service.create_user(session, _actor(caller), environment, body)
+    return await _user_out(session, user)
+
+
+@router.get("/users/{user_id}", response_model=UserOut, responses=NOT_FOUND)
+async def get_user(user_id: uuid.UUID, session: SessionDep, caller: Provisioner) -> dict:
+    """One user."""
+    return await _user_out(session, await service.get(session, User, user_id))
+
+
+@router.patch("/users/{user_id}", response_model=UserChanged, responses=NOT_FOUND)
+async def update_user(user_id: uuid.UUID, body: UserPatch, session: SessionDep,
+                      caller: Provisioner) -> dict:
+    """Change a user. Deactivating them, or a template that may not consent, suspends
+    their connections at once; undoing it resumes them. Revoked stays revoked."""
+    user = await service.get(session, User, user_id)
+    counts = await service.update_user(session, _actor(caller), user, body)
+    return {**await _user_out(session, user), "connections": ReconcileCounts(**counts)}
+
+
+@router.get("/debtors/{debtor_id}", response_model=DebtorOut, responses=NOT_FOUND)
+async def get_debtor(debtor_id: uuid.UUID, session: SessionDep, caller: Provisioner) -> Debtor:
+    """One debtor."""
+    return await service.get(session, Debtor, debtor_id)
+
+
+@router.get("/companies/{company_id}", response_model=CompanyOut, responses=NOT_FOUND)
+async def get_company(company_id: uuid.UUID, session: SessionDep, caller: Provisioner
+                      ) -> Company:
+    """One company."""
+    return await service.get(session, Company, company_id)
+
+
+@router.get("/environments/{environment_id}/users", response_model=UserList,
+            responses=NOT_FOUND)
+async def list_users(
+    environment_id: uuid.UUID, request: Request, response: Response, session: SessionDep,
+    runtime: RuntimeDep, caller: Provisioner,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: int = DEFAULT_LIMIT, template: UserTemplate | None = None,
+    active: bool | None = None,
+) -> dict:
+    """The environment's users in creation order, optionally by template or activity."""
+    environment = await service.get(session, Environment, environment_id)
+    users, next_cursor = await service.list_users(
+        session, runtime.keyring.digest_key, environment, cursor, limit, template, active)
+    return page(request, response, [await _user_out(session, u) for u in users], next_cursor)

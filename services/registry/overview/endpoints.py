@@ -1,0 +1,91 @@
+"""The environment overview for accountant logins (SPEC 5.5)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from services.registry.deps import (
+    LanguageDep,
+    OverviewManager,
+    OverviewReader,
+    RuntimeDep,
+    SessionDep,
+)
+from services.registry.overview import service
+from services.registry.overview.csv_export import csv_stream
+from services.registry.overview.schemas import (
+    BulkRevoke,
+    BulkRevokeResult,
+    OverviewList,
+    OverviewQuery,
+    OverviewRow,
+    RevokeWithReason,
+    SummaryList,
+)
+from services.registry.pagination import check_limit, page
+
+router = APIRouter(prefix="/v1/environment", tags=["environment overview"])
+CSV = "text/csv"
+
+
+def _wants_csv(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return any(part.split(";")[0].strip().lower() == CSV for part in accept.split(","))
+
+
+@router.get(
+    "/connections", response_model=OverviewList,
+    responses={200: {"content": {CSV: {}}, "description": "JSON, or CSV when asked with Accept"},
+               403: {"description": "not an accountant login"}},
+)
+async def list_environment_connections(
+    request: Request, response: Response, session: SessionDep, runtime: RuntimeDep,
+    caller: OverviewReader, lang: LanguageDep, query: Annotated[OverviewQuery, Query()],
+):
+    """Every connection of every user in the caller's environment, with the user and
+    flags (deactivated user, stale = unused for 90 days, sensitive scopes); filters,
+    sort (`created_at`, `last_used_at`, `-` for descending) and cursor pagination.
+    With `Accept: text/csv`: every matching connection as streamed CSV (no paging)."""
+    if _wants_csv(request):
+        check_limit(query.limit)
+        batches = service.export_batches(runtime.async_session, caller.user.environment_id,
+                                         query, lang)
+        return StreamingResponse(
+            csv_stream(batches), media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="connections.csv"'},
+        )
+    rows, next_cursor = await service.list_page(session, runtime.keyring.digest_key, caller,
+                                                query, lang)
+    return page(request, response, rows, next_cursor)
+
+
+@router.get("/connections/summary", response_model=SummaryList)
+async def summarise_environment_connections(session: SessionDep, caller: OverviewReader
+                                            ) -> SummaryList:
+    """Per app: connections by status, users, debtors, granted scopes and last use."""
+    return SummaryList(data=await service.summary(session, caller))
+
+
+@router.post("/connections/bulk-revoke", response_model=BulkRevokeResult)
+async def bulk_revoke_environment_connections(
+    body: BulkRevoke, session: SessionDep, caller: OverviewManager, lang: LanguageDep,
+) -> BulkRevokeResult:
+    """Revoke every live connection matching the filter (at least one criterion), with a
+    required reason; `dry_run` only counts them and shows a sample."""
+    count, sample = await service.bulk_revoke(session, caller, body.filter, body.reason,
+                                              body.dry_run, lang)
+    return BulkRevokeResult(dry_run=body.dry_run, count=count, sample=sample)
+
+
+@router.post("/connections/{connection_id}/revoke", response_model=OverviewRow,
+             responses={404: {"description": "no such connection in your environment"}})
+async def revoke_environment_connection(
+    connection_id: uuid.UUID, body: RevokeWithReason, session: SessionDep,
+    caller: OverviewManager, lang: LanguageDep,
+) -> OverviewRow:
+    """Revoke one connection of the environment, with a required reason."""
+    return await service.revoke_one(session, caller, connection_id, body.reason, lang)

@@ -1,0 +1,42 @@
+"""The environment's app policy, for accountant logins."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Path
+
+from services.registry.deps import OverviewManager, OverviewReader, SessionDep
+from services.registry.policy import service
+from services.registry.policy.schemas import (
+    AppDecisionIn,
+    ConsentTemplatesIn,
+    PolicyChange,
+    PolicyOut,
+)
+
+router = APIRouter(prefix="/v1/environment/policy", tags=["environment policy"])
+
+
+@router.get("", response_model=PolicyOut)
+async def get_policy(session: SessionDep, caller: OverviewReader) -> PolicyOut:
+    """The templates that may consent and the apps allowed or blocked in the environment."""
+    return await service.read(session, caller)
+
+
+@router.put("/apps/{client_id}", response_model=PolicyChange,
+            responses={404: {"description": "no such third-party app"}})
+async def decide_app(body: AppDecisionIn, session: SessionDep, caller: OverviewManager,
+                     client_id: str = Path(max_length=80)) -> PolicyChange:
+    """Block an app in the environment (its connections here are suspended at once) or
+    allow it (they resume)."""
+    counts = await service.decide_app(session, caller, client_id, body.blocked, body.reason)
+    return PolicyChange(**counts)
+
+
+@router.put("/consent-templates", response_model=PolicyChange)
+async def set_consent_templates(body: ConsentTemplatesIn, session: SessionDep,
+                                caller: OverviewManager) -> PolicyChange:
+    """Set the templates that may link third-party apps (null: the default); connections
+    of users who no longer may are suspended, of users who may again resumed."""
+    templates = None if body.consent_templates is None else [
+        t.value for t in body.consent_templates]
+    return PolicyChange(**await service.set_consent_templates(session, caller, templates))

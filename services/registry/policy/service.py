@@ -1,0 +1,75 @@
+"""The environment's app policy (SPEC 5.5): apps allowed or blocked, and the templates
+that may consent. Blocking suspends the app's connections in the environment and
+allowing resumes them; narrowing the templates suspends the connections of users who
+may no longer consent."""
+
+from __future__ import annotations
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.registry.connections.lifecycle import consent_templates, reconcile
+from services.registry.connections.schemas import AppRef
+from services.registry.deps import UserCaller
+from services.registry.policy.schemas import AppDecision, PolicyOut
+from shared.audit import Actor, append_async
+from shared.db.types import utcnow
+from shared.errors import NotFound
+from shared.models import App, Environment, EnvironmentAppPolicy
+
+
+async def read(session: AsyncSession, caller: UserCaller) -> PolicyOut:
+    environment = await session.get(Environment, caller.user.environment_id)
+    stmt = (
+        select(EnvironmentAppPolicy, App)
+        .join(App, col(App.id) == EnvironmentAppPolicy.app_id)
+        .where(EnvironmentAppPolicy.environment_id == environment.id)
+        .order_by(col(App.name), col(App.id))
+    )
+    decisions = [
+        AppDecision(app=AppRef(client_id=app.client_id, name=app.name, publisher=app.publisher),
+                    blocked=row.blocked, reason=row.reason, changed_by=row.changed_by,
+                    updated_at=row.updated_at)
+        for row, app in (await session.exec(stmt)).all()
+    ]
+    return PolicyOut(consent_templates=sorted(consent_templates(environment)),
+                     consent_templates_default=environment.consent_templates is None,
+                     apps=decisions)
+
+
+async def decide_app(session: AsyncSession, caller: UserCaller, client_id: str, blocked: bool,
+                     reason: str | None) -> dict[str, int]:
+    """Block or allow a third-party app in the caller's environment."""
+    app = (await session.exec(select(App).where(App.client_id == client_id))).first()
+    if app is None or app.first_party:
+        raise NotFound("no such third-party app")
+    environment_id = caller.user.environment_id
+    row = await session.get(EnvironmentAppPolicy, (environment_id, app.id))
+    if row is None:
+        row = EnvironmentAppPolicy(environment_id=environment_id, app_id=app.id)
+    changed = row.blocked != blocked or row.reason != reason
+    row.blocked, row.reason = blocked, reason
+    row.changed_by, row.updated_at = f"user:{caller.user.id}", utcnow()
+    session.add(row)
+    await session.flush()
+    actor = Actor("user", str(caller.user.id))
+    if changed:
+        await append_async(session, environment_id,
+                           "policy.app_blocked" if blocked else "policy.app_allowed", actor,
+                           "app", app.id, client_id=app.client_id, reason=reason)
+    return await reconcile(session, actor, environment_id=environment_id, app_id=app.id)
+
+
+async def set_consent_templates(session: AsyncSession, caller: UserCaller,
+                                templates: list[str] | None) -> dict[str, int]:
+    environment = await session.get(Environment, caller.user.environment_id)
+    templates = sorted(set(templates)) if templates is not None else None
+    actor = Actor("user", str(caller.user.id))
+    if environment.consent_templates != templates:
+        environment.consent_templates = templates
+        environment.updated_at = utcnow()
+        session.add(environment)
+        await session.flush()
+        await append_async(session, environment.id, "policy.consent_templates_changed", actor,
+                           "environment", environment.id, consent_templates=templates)
+    return await reconcile(session, actor, environment_id=environment.id)
