@@ -10,3 +10,12 @@ MAINTENANCE_PURGE_EXPIRED = "maintenance.purge_expired"
 # How long spent or expired codes and refresh tokens are kept before they are purged:
 # long enough that a replay is still recognised as one and revokes its family.
 PURGE_GRACE_SECONDS = 24 * 3600
+
+EVENTS_RELAY = "events.relay"
+WEBHOOKS_DELIVER = "webhooks.deliver"
+WEBHOOKS_SWEEP = "webhooks.sweep"
+
+
+def delivery_job_id(delivery_id: object, attempt: int) -> str:
+    """The arq job id of one delivery attempt: arq refuses a second job with it."""
+    return f"delivery:{delivery_id}:{attempt}"

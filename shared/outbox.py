@@ -8,9 +8,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import structlog
 from sqlmodel import Session
 
+from shared.jobs import EVENTS_RELAY
 from shared.models import Connection, Event
+
+log = structlog.get_logger("koppel.outbox")
 
 
 def emit(
@@ -54,3 +58,15 @@ def connection_event(type: str, connection: Connection, **data: Any) -> dict[str
         "app_id": connection.app_id,
         **data,
     }
+
+
+async def nudge(redis: Any) -> None:
+    """After the commit: ask the worker to relay new events now. Never raises; if Redis
+    is down or the process dies first, the worker's sweeper relays them anyway."""
+    from arq.connections import ArqRedis
+
+    try:
+        arq = ArqRedis(connection_pool=redis.connection_pool)
+        await arq.enqueue_job(EVENTS_RELAY)
+    except Exception as exc:  # noqa: BLE001 - a lost nudge only delays delivery
+        log.warning("outbox nudge failed", error=type(exc).__name__)

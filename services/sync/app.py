@@ -4,8 +4,23 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.sync.body_limit import BodyLimit
+from services.sync.events.feed import router as changes_router
+from services.sync.resources.endpoints import router as data_router
+from services.sync.resources.slices import company_router as payroll_router
+from services.sync.resources.slices import router as slices_router
+from services.sync.webhooks.endpoints import router as webhooks_router
 from shared.app_factory import create_service_app
 from shared.config import Settings, get_settings
+
+
+def _configure(app: FastAPI) -> None:
+    app.add_middleware(BodyLimit)
+    app.include_router(data_router)
+    app.include_router(slices_router)
+    app.include_router(payroll_router)
+    app.include_router(changes_router)
+    app.include_router(webhooks_router)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -15,4 +30,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings or get_settings(),
         title="Koppel sync",
         description="The payroll data API, the change feed and webhook endpoints.",
+        configure=_configure,
     )

@@ -1,0 +1,89 @@
+"""Dependencies of the sync service's endpoints: the runtime, the request's session (one
+transaction, committed by this dependency before the response is sent) and the callers.
+
+A service that emits outbox events marks the session (`note_nudge`); the worker is
+nudged right after the commit, so deliveries start at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.sync.events.queue import enqueue_deliveries
+from shared.auth_deps import PrincipalDep
+from shared.errors import Forbidden, InsufficientScope
+from shared.models import App
+from shared.outbox import nudge
+from shared.runtime import Runtime
+from shared.tokens import InvalidToken, Principal
+
+NUDGE = "koppel_nudge"
+DELIVERIES = "koppel_deliveries"
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def note_nudge(session: AsyncSession) -> None:
+    """Nudge the worker once this session's transaction has committed."""
+    session.info[NUDGE] = True
+
+
+def note_delivery(session: AsyncSession, delivery_id: uuid.UUID, attempt: int) -> None:
+    """Enqueue this delivery attempt once the session's transaction has committed."""
+    session.info.setdefault(DELIVERIES, []).append((delivery_id, attempt, None))
+
+
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    """One session in one transaction: committed when the endpoint succeeds, else
+    rolled back; a noted nudge is sent after the commit."""
+    async with runtime.async_session() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+        wanted = session.info.pop(NUDGE, False)
+        deliveries = session.info.pop(DELIVERIES, [])
+    if wanted:
+        await nudge(runtime.redis)
+    if deliveries:
+        await enqueue_deliveries(runtime.redis, deliveries)
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+@dataclass(frozen=True)
+class AppCaller:
+    """An app calling on its own behalf (client credentials)."""
+
+    principal: Principal
+    app: App
+
+
+async def webhook_manager(session: SessionDep, principal: PrincipalDep) -> AppCaller:
+    """The app of a client-credentials token that grants `webhooks.manage`."""
+    if principal.kind != "app":
+        raise Forbidden("this call needs the app's own token (client credentials)")
+    if not principal.has_scope("webhooks.manage"):
+        raise InsufficientScope("webhooks.manage")
+    app = (await session.exec(select(App).where(App.client_id == principal.client_id))).first()
+    if app is None:
+        raise InvalidToken("the access token's app is unknown")
+    return AppCaller(principal, app)
+
+
+WebhookManager = Annotated[AppCaller, Depends(webhook_manager)]

@@ -1,0 +1,87 @@
+"""`GET /v1/changes`: the events a caller may see, in order, resumable from a cursor."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy import and_, or_
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.sync.deps import RuntimeDep, SessionDep
+from services.sync.pagination import InvalidParameter, decode_cursor, encode_cursor, page
+from services.sync.ratelimits import rate_limit
+from services.sync.resources import schemas
+from services.sync.resources.access import Reach, ReachDep
+from services.sync.webhooks.catalogue import DATA_EVENTS
+from shared.db.types import utcnow
+from shared.errors import Forbidden
+from shared.models import Event
+from shared.scopes import event_scopes
+
+# Event ids are made when the change happens, not when it commits: a transaction that
+# commits late could slip an event in before a cursor already handed out. The feed
+# therefore serves events only once they are this old (webhooks are the real-time path).
+SETTLE_S = 5.0
+
+router = APIRouter(prefix="/v1", tags=["changes"], dependencies=[Depends(rate_limit)])
+KIND = "changes"
+
+
+def visible_types(reach: Reach) -> list[str]:
+    return sorted(t for t in DATA_EVENTS if any(reach.has_scope(s) for s in event_scopes(t)))
+
+
+async def changes(session: AsyncSession, reach: Reach, after: uuid.UUID | None, limit: int
+                  ) -> list[Event]:
+    """Events after `after` that the caller may see, oldest first."""
+    types = visible_types(reach)
+    if reach.employee_id is not None or (not types and reach.connection_id is None):
+        raise Forbidden("the change feed needs a data scope")
+    data = [col(Event.type).in_(types)]
+    if reach.debtor_ids is not None:
+        data.append(col(Event.debtor_id).in_(reach.debtor_ids))
+    if reach.company_ids is not None:
+        data.append(or_(col(Event.company_id).is_(None),
+                        col(Event.company_id).in_(reach.company_ids)))
+    visible = [and_(*data)] if types else []
+    if reach.connection_id is not None:
+        visible.append(and_(col(Event.type).like("connection.%"),
+                            col(Event.connection_id) == reach.connection_id))
+    settled = utcnow() - timedelta(seconds=SETTLE_S)
+    stmt = select(Event).where(Event.environment_id == reach.environment_id, or_(*visible),
+                               col(Event.created_at) <= settled)
+    if after is not None:
+        stmt = stmt.where(col(Event.id) > after)
+    return list((await session.exec(stmt.order_by(col(Event.id)).limit(limit))).all())
+
+
+@router.get("/changes", response_model=schemas.ChangesPage)
+async def list_changes(reach: ReachDep, session: SessionDep, runtime: RuntimeDep,
+                       request: Request, response: Response,
+                       limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                       cursor: str | None = None):
+    """Events the token may see (any data scope; a connection also gets its own
+    `connection.*` events), oldest first. `next_cursor` resumes after the last one and is
+    returned even at the end, so a poller keeps it; `has_more` says whether to go on now."""
+    key = runtime.keyring.digest_key
+    position = None
+    if cursor is not None:
+        try:
+            position = uuid.UUID(str(decode_cursor(key, KIND, cursor)[0]))
+        except (IndexError, ValueError):
+            raise InvalidParameter("the cursor is not valid for this list",
+                                   parameter="cursor") from None
+    rows = await changes(session, reach, position, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(key, KIND, [str(rows[-1].id)]) if rows else cursor
+    data = [schemas.ChangeOut(id=e.id, type=e.type, timestamp=e.created_at, data=e.data)
+            for e in rows]
+    body = page(request, response, data, next_cursor if more else None)
+    body["next_cursor"], body["has_more"] = next_cursor, more
+    return body
+

@@ -1,0 +1,156 @@
+"""The data API (SPEC 5.9): debtors, companies and employees within the caller's reach."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+
+from services.sync.deps import RuntimeDep, SessionDep
+from services.sync.pagination import (
+    DEFAULT_LIMIT,
+    InvalidParameter,
+    decode_cursor,
+    encode_cursor,
+    page,
+)
+from services.sync.ratelimits import rate_limit
+from services.sync.resources import schemas, service
+from services.sync.resources.access import Reach, ReachDep
+from services.sync.resources.repository import ResourceRepository
+from shared.errors import InsufficientScope, KoppelError
+
+router = APIRouter(prefix="/v1", tags=["data"], dependencies=[Depends(rate_limit)])
+LimitQuery = Annotated[int, Query(ge=1, le=200)]
+
+
+class PreconditionFailed(KoppelError):
+    status, slug, title = 412, "precondition-failed", "Precondition failed"
+
+
+def scoped(scope: str):
+    """The caller's reach, if its token grants `scope` (else 403 naming the scope)."""
+
+    async def dependency(reach: ReachDep) -> Reach:
+        if not reach.has_scope(scope):
+            raise InsufficientScope(scope)
+        return reach
+
+    dependency.__name__ = f"reach_with_{scope.replace('.', '_')}"
+    return dependency
+
+
+CompanyReader = Annotated[Reach, Depends(scoped("company.info.read"))]
+EmployeeReader = Annotated[Reach, Depends(scoped("employee.info.read"))]
+EmployeeWriter = Annotated[Reach, Depends(scoped("employee.info"))]
+
+
+def after(runtime: RuntimeDep, kind: str, cursor: str | None) -> uuid.UUID | None:
+    if cursor is None:
+        return None
+    try:
+        return uuid.UUID(str(decode_cursor(runtime.keyring.digest_key, kind, cursor)[0]))
+    except (IndexError, ValueError):
+        raise InvalidParameter("the cursor is not valid for this list",
+                               parameter="cursor") from None
+
+
+def listing(request: Request, response: Response, runtime: RuntimeDep, kind: str, rows: list,
+            limit: int, schema) -> dict:
+    more = len(rows) > limit
+    rows = rows[:limit]
+    cursor = encode_cursor(runtime.keyring.digest_key, kind, [str(rows[-1].id)]) if more else None
+    data = [schema.model_validate(row, from_attributes=True) for row in rows]
+    return page(request, response, data, cursor)
+
+
+def etag_of(body: dict) -> str:
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+    return f'"{digest[:32]}"'
+
+
+def _matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return "*" in tags or etag in tags
+
+
+def single(employee, if_none_match: str | None, response: Response) -> Response:
+    """The employee with its ETag (304 if `If-None-Match` matches), keeping the headers
+    that dependencies set (rate limits)."""
+    body = jsonable_encoder(schemas.EmployeeOut.model_validate(employee, from_attributes=True))
+    etag = etag_of(body)
+    headers = {**response.headers, "ETag": etag, "Cache-Control": "private, no-cache"}
+    headers.pop("content-length", None)
+    if _matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    return Response(json.dumps(body), media_type="application/json", headers=headers)
+
+
+@router.get("/debtors", response_model=schemas.Page)
+async def list_debtors(reach: CompanyReader, session: SessionDep, runtime: RuntimeDep,
+                       request: Request, response: Response,
+                       limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None):
+    """The debtors the token reaches (`company.info.read`)."""
+    rows = await ResourceRepository(session, reach).debtors(
+        after(runtime, "debtors", cursor), limit + 1)
+    return listing(request, response, runtime, "debtors", rows, limit, schemas.DebtorOut)
+
+
+@router.get("/companies", response_model=schemas.Page)
+async def list_companies(reach: CompanyReader, session: SessionDep, runtime: RuntimeDep,
+                         request: Request, response: Response,
+                         limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None,
+                         debtor_id: uuid.UUID | None = None):
+    """The companies the token reaches (`company.info.read`), optionally of one debtor."""
+    rows = await ResourceRepository(session, reach).companies(
+        after(runtime, "companies", cursor), limit + 1, debtor_id)
+    return listing(request, response, runtime, "companies", rows, limit, schemas.CompanyOut)
+
+
+@router.get("/companies/{company_id}", response_model=schemas.CompanyOut)
+async def get_company(company_id: uuid.UUID, reach: CompanyReader, session: SessionDep):
+    """One company the token reaches."""
+    return schemas.CompanyOut.model_validate(await service.company(session, reach, company_id),
+                                             from_attributes=True)
+
+
+@router.get("/companies/{company_id}/employees", response_model=schemas.Page)
+async def list_employees(company_id: uuid.UUID, reach: EmployeeReader, session: SessionDep,
+                         runtime: RuntimeDep, request: Request, response: Response,
+                         limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None):
+    """The company's employees (`employee.info.read`)."""
+    rows = await service.employees(session, reach, company_id,
+                                   after(runtime, f"employees:{company_id}", cursor), limit + 1)
+    return listing(request, response, runtime, f"employees:{company_id}", rows, limit,
+                   schemas.EmployeeOut)
+
+
+@router.get("/employees/{employee_id}", response_model=schemas.EmployeeOut,
+            responses={304: {"description": "Not modified (If-None-Match)"}})
+async def get_employee(employee_id: uuid.UUID, reach: EmployeeReader, session: SessionDep,
+                       response: Response,
+                       if_none_match: Annotated[str | None, Header()] = None):
+    """One employee (`employee.info.read`), with an ETag."""
+    return single(await service.employee(session, reach, employee_id), if_none_match, response)
+
+
+@router.patch("/employees/{employee_id}", response_model=schemas.EmployeeOut,
+              responses={412: {"description": "If-Match does not match"}})
+async def update_employee(employee_id: uuid.UUID, payload: schemas.EmployeeUpdate,
+                          reach: EmployeeWriter, session: SessionDep, response: Response,
+                          if_match: Annotated[str | None, Header()] = None):
+    """Change personal fields (`employee.info`); writes an `employee.updated` event naming
+    the changed fields. With `If-Match`, only if the employee is unchanged since."""
+    if if_match is not None:
+        current = await service.employee(session, reach, employee_id, for_update=True)
+        body = jsonable_encoder(schemas.EmployeeOut.model_validate(current, from_attributes=True))
+        if not _matches(if_match, etag_of(body)):
+            raise PreconditionFailed("the employee changed since that ETag")
+    employee, _ = await service.update_employee(session, reach, employee_id, payload)
+    return single(employee, None, response)

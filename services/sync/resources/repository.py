@@ -1,0 +1,85 @@
+"""Queries for the data API, each limited to a Reach."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.sync.resources.access import Reach
+from shared.models import Company, Debtor, Employee
+
+
+class ResourceRepository:
+    def __init__(self, session: AsyncSession, reach: Reach) -> None:
+        self.session, self.reach = session, reach
+
+    def _scoped(self, stmt, model):
+        reach = self.reach
+        stmt = stmt.where(model.environment_id == reach.environment_id)
+        if reach.debtor_ids is not None:
+            column = model.id if model is Debtor else model.debtor_id
+            stmt = stmt.where(col(column).in_(reach.debtor_ids))
+        if reach.company_ids is not None and model is not Debtor:
+            column = model.id if model is Company else model.company_id
+            stmt = stmt.where(col(column).in_(reach.company_ids))
+        if reach.employee_id is not None and model is Employee:
+            stmt = stmt.where(Employee.id == reach.employee_id)
+        return stmt
+
+    async def debtors(self, after: uuid.UUID | None, limit: int) -> list[Debtor]:
+        stmt = self._scoped(select(Debtor), Debtor)
+        if reach_companies := self.reach.company_ids:
+            # A company-level caller sees the debtors of its companies only.
+            stmt = stmt.where(col(Debtor.id).in_(
+                select(Company.debtor_id).where(col(Company.id).in_(reach_companies))))
+        elif self.reach.company_ids is not None:
+            return []
+        if after is not None:
+            stmt = stmt.where(col(Debtor.id) > after)
+        return list((await self.session.exec(stmt.order_by(col(Debtor.id)).limit(limit))).all())
+
+    async def companies(self, after: uuid.UUID | None, limit: int,
+                        debtor_id: uuid.UUID | None = None) -> list[Company]:
+        stmt = self._scoped(select(Company), Company)
+        if debtor_id is not None:
+            stmt = stmt.where(Company.debtor_id == debtor_id)
+        if after is not None:
+            stmt = stmt.where(col(Company.id) > after)
+        return list((await self.session.exec(stmt.order_by(col(Company.id)).limit(limit))).all())
+
+    async def company(self, company_id: uuid.UUID) -> Company | None:
+        stmt = self._scoped(select(Company), Company).where(Company.id == company_id)
+        return (await self.session.exec(stmt)).first()
+
+    async def employees(self, company_id: uuid.UUID, after: uuid.UUID | None, limit: int
+                        ) -> list[Employee]:
+        stmt = self._scoped(select(Employee), Employee).where(Employee.company_id == company_id)
+        if after is not None:
+            stmt = stmt.where(col(Employee.id) > after)
+        stmt = stmt.order_by(col(Employee.id)).limit(limit)
+        return list((await self.session.exec(stmt)).all())
+
+    async def employee(self, employee_id: uuid.UUID, *, for_update: bool = False
+                       ) -> Employee | None:
+        stmt = self._scoped(select(Employee), Employee).where(Employee.id == employee_id)
+        if for_update and self.session.bind.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        return (await self.session.exec(stmt)).first()
+
+    async def children(self, model, employee_id: uuid.UUID, after: uuid.UUID | None,
+                       limit: int, parent: str = "employee_id") -> list:
+        """Rows of a data slice of one employee (or of one company: `parent`)."""
+        stmt = select(model).where(getattr(model, parent) == employee_id,
+                                   model.environment_id == self.reach.environment_id)
+        if after is not None:
+            stmt = stmt.where(col(model.id) > after)
+        return list((await self.session.exec(stmt.order_by(col(model.id)).limit(limit))).all())
+
+    async def child(self, model, employee_id: uuid.UUID, row_id: uuid.UUID):
+        stmt = select(model).where(model.id == row_id, model.employee_id == employee_id,
+                                   model.environment_id == self.reach.environment_id)
+        if self.session.bind.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        return (await self.session.exec(stmt)).first()

@@ -1,0 +1,126 @@
+"""Bodies of the data API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DebtorOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    number: str
+
+
+class CompanyOut(BaseModel):
+    id: uuid.UUID
+    debtor_id: uuid.UUID
+    name: str
+    number: str
+    chamber_of_commerce_number: str | None
+    address: str | None
+
+
+class EmployeeOut(BaseModel):
+    id: uuid.UUID
+    company_id: uuid.UUID
+    number: str
+    first_name: str
+    last_name: str
+    birth_date: date | None
+    email: str | None
+
+
+class EmployeeUpdate(BaseModel):
+    """Any of an employee's personal fields; unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    first_name: str | None = Field(default=None, min_length=1, max_length=100)
+    last_name: str | None = Field(default=None, min_length=1, max_length=100)
+    birth_date: date | None = None
+    email: str | None = Field(default=None, max_length=320,
+                              pattern=r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+
+
+class ChangeOut(BaseModel):
+    id: uuid.UUID
+    type: str
+    timestamp: datetime
+    data: dict[str, Any]
+
+
+class Page(BaseModel):
+    data: list[Any]
+    next_cursor: str | None
+
+
+class ChangesPage(BaseModel):
+    data: list[ChangeOut]
+    next_cursor: str | None
+    has_more: bool
+
+
+class EmploymentOut(BaseModel):
+    id: uuid.UUID
+    employee_id: uuid.UUID
+    start_date: date
+    end_date: date | None
+    hours_per_week: float | None
+    function: str | None
+    department: str | None
+
+
+class BankAccountOut(BaseModel):
+    id: uuid.UUID
+    employee_id: uuid.UUID
+    iban: str
+    account_holder: str
+
+
+class BankAccountUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    iban: str | None = Field(default=None, pattern=r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$")
+    account_holder: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class WageComponentOut(BaseModel):
+    id: uuid.UUID
+    employee_id: uuid.UUID
+    code: str
+    description: str
+    amount_cents: int
+    currency: str
+    valid_from: date
+    valid_to: date | None
+
+
+class LeaveBalanceOut(BaseModel):
+    id: uuid.UUID
+    employee_id: uuid.UUID
+    leave_type: str
+    year: int
+    balance_hours: float
+
+
+class AbsenceOut(BaseModel):
+    id: uuid.UUID
+    employee_id: uuid.UUID
+    start_date: date
+    end_date: date | None
+    percentage: int
+
+
+class PayrollRunOut(BaseModel):
+    id: uuid.UUID
+    company_id: uuid.UUID
+    period: str
+    status: str
+    employee_count: int
+    gross_total_cents: int
+    net_total_cents: int
+    finalized_at: datetime | None

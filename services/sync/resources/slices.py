@@ -1,0 +1,129 @@
+"""Data slices beyond personal info (SPEC section 4): employments, bank accounts, wage
+components, leave, absence and payroll runs. Each needs its own scope; the employee or
+company must be within reach (else 404)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from services.sync.deps import RuntimeDep, SessionDep, note_nudge
+from services.sync.pagination import DEFAULT_LIMIT
+from services.sync.ratelimits import rate_limit
+from services.sync.resources import schemas, service
+from services.sync.resources.access import Reach
+from services.sync.resources.endpoints import after, listing, scoped
+from services.sync.resources.repository import ResourceRepository
+from shared.db.types import utcnow
+from shared.errors import NotFound
+from shared.models import (
+    Absence,
+    BankAccount,
+    Employment,
+    LeaveBalance,
+    PayrollRun,
+    WageComponent,
+)
+from shared.outbox import emit
+
+router = APIRouter(prefix="/v1/employees/{employee_id}", tags=["data"],
+                   dependencies=[Depends(rate_limit)])
+LimitQuery = Annotated[int, Query(ge=1, le=200)]
+EmploymentReader = Annotated[Reach, Depends(scoped("employee.employment.read"))]
+BankReader = Annotated[Reach, Depends(scoped("employee.bankaccount.read"))]
+BankWriter = Annotated[Reach, Depends(scoped("employee.bankaccount"))]
+
+
+async def _rows(session, reach: Reach, runtime, model, employee_id: uuid.UUID, kind: str,
+                cursor: str | None, limit: int) -> list:
+    await service.employee(session, reach, employee_id)
+    return await ResourceRepository(session, reach).children(
+        model, employee_id, after(runtime, kind, cursor), limit + 1)
+
+
+@router.get("/employments", response_model=schemas.Page)
+async def list_employments(employee_id: uuid.UUID, reach: EmploymentReader, session: SessionDep,
+                           runtime: RuntimeDep, request: Request, response: Response,
+                           limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None):
+    """The employee's employments (`employee.employment.read`)."""
+    kind = f"employments:{employee_id}"
+    rows = await _rows(session, reach, runtime, Employment, employee_id, kind, cursor, limit)
+    return listing(request, response, runtime, kind, rows, limit, schemas.EmploymentOut)
+
+
+@router.get("/bank-accounts", response_model=schemas.Page)
+async def list_bank_accounts(employee_id: uuid.UUID, reach: BankReader, session: SessionDep,
+                             runtime: RuntimeDep, request: Request, response: Response,
+                             limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None):
+    """The employee's bank accounts (`employee.bankaccount.read`)."""
+    kind = f"bank-accounts:{employee_id}"
+    rows = await _rows(session, reach, runtime, BankAccount, employee_id, kind, cursor, limit)
+    return listing(request, response, runtime, kind, rows, limit, schemas.BankAccountOut)
+
+
+@router.patch("/bank-accounts/{account_id}", response_model=schemas.BankAccountOut)
+async def update_bank_account(employee_id: uuid.UUID, account_id: uuid.UUID,
+                              payload: schemas.BankAccountUpdate, reach: BankWriter,
+                              session: SessionDep):
+    """Change IBAN or account holder (`employee.bankaccount`); writes an
+    `employee.bankaccount.changed` event naming the changed fields."""
+    employee = await service.employee(session, reach, employee_id, for_update=True)
+    row = await ResourceRepository(session, reach).child(BankAccount, employee_id, account_id)
+    if row is None:
+        raise NotFound("no such bank account")
+    changes = {k: v for k, v in payload.model_dump(exclude_unset=True).items() if v is not None}
+    changed = sorted(k for k, v in changes.items() if getattr(row, k) != v)
+    if changed:
+        for name in changed:
+            setattr(row, name, changes[name])
+        row.updated_at = utcnow()
+        session.add(row)
+        emit(session, "employee.bankaccount.changed", employee.environment_id,  # type: ignore[arg-type]
+             debtor_id=employee.debtor_id, company_id=employee.company_id,
+             employee_id=employee.id, bank_account_id=row.id, changed_fields=changed)
+        await session.flush()
+        note_nudge(session)
+    return schemas.BankAccountOut.model_validate(row, from_attributes=True)
+
+
+def _read_only(path: str, model, schema, scope: str, summary: str) -> None:
+    """Register `GET /v1/employees/{employee_id}/<path>` for a read-only slice."""
+    checked = Depends(scoped(scope))
+
+    async def endpoint(employee_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep,
+                       request: Request, response: Response,
+                       limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None,
+                       reach: Reach = checked):
+        kind = f"{path}:{employee_id}"
+        rows = await _rows(session, reach, runtime, model, employee_id, kind, cursor, limit)
+        return listing(request, response, runtime, kind, rows, limit, schema)
+
+    endpoint.__name__ = f"list_{path.replace('-', '_')}"
+    endpoint.__doc__ = f"{summary} (`{scope}`)."
+    router.add_api_route(f"/{path}", endpoint, methods=["GET"], response_model=schemas.Page)
+
+
+_read_only("wage-components", WageComponent, schemas.WageComponentOut, "employee.payment.read",
+           "The employee's salary and wage components")
+_read_only("leave-balances", LeaveBalance, schemas.LeaveBalanceOut, "employee.leave.read",
+           "The employee's leave balances")
+_read_only("absences", Absence, schemas.AbsenceOut, "employee.absence.read",
+           "The employee's sickness absences")
+
+company_router = APIRouter(prefix="/v1/companies/{company_id}", tags=["data"],
+                           dependencies=[Depends(rate_limit)])
+PayrollReader = Annotated[Reach, Depends(scoped("payroll.run.read"))]
+
+
+@company_router.get("/payroll-runs", response_model=schemas.Page)
+async def list_payroll_runs(company_id: uuid.UUID, reach: PayrollReader, session: SessionDep,
+                            runtime: RuntimeDep, request: Request, response: Response,
+                            limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None):
+    """The company's payroll runs with payslip totals (`payroll.run.read`)."""
+    await service.company(session, reach, company_id)
+    kind = f"payroll-runs:{company_id}"
+    rows = await ResourceRepository(session, reach).children(
+        PayrollRun, company_id, after(runtime, kind, cursor), limit + 1, parent="company_id")
+    return listing(request, response, runtime, kind, rows, limit, schemas.PayrollRunOut)

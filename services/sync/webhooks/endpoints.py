@@ -1,0 +1,149 @@
+"""`/v1/webhooks`: a partner app's own webhook endpoints and their delivery log
+(client credentials with `webhooks.manage`; another app's ids answer 404)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from services.sync.deps import RuntimeDep, SessionDep, WebhookManager
+from services.sync.pagination import (
+    DEFAULT_LIMIT,
+    InvalidParameter,
+    decode_cursor,
+    encode_cursor,
+    page,
+)
+from services.sync.ratelimits import rate_limit
+from services.sync.webhooks import schemas, service
+from shared.ssrf import check_url
+
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], dependencies=[Depends(rate_limit)])
+LimitQuery = Annotated[int, Query(ge=1, le=200)]
+
+
+def _checker(request: Request, runtime: RuntimeDep):
+    resolver = getattr(request.app.state, "ssrf_resolver", None)
+    allow = runtime.settings.webhooks_allow_loopback
+
+    async def check(url: str):
+        return await check_url(url, allow_loopback=allow, resolver=resolver)
+
+    return check
+
+
+def _position(runtime: RuntimeDep, kind: str, cursor: str | None) -> uuid.UUID | None:
+    if cursor is None:
+        return None
+    try:
+        return uuid.UUID(str(decode_cursor(runtime.keyring.digest_key, kind, cursor)[0]))
+    except (IndexError, ValueError):
+        raise InvalidParameter("the cursor is not valid for this list", parameter="cursor"
+                               ) from None
+
+
+@router.post("", status_code=201, response_model=schemas.EndpointCreated)
+async def create_endpoint(payload: schemas.EndpointCreate, caller: WebhookManager,
+                          session: SessionDep, runtime: RuntimeDep, request: Request):
+    """Subscribe a URL to event types. The signing secret is in this answer only."""
+    return await service.create(session, caller, payload, box=runtime.box,
+                                check=_checker(request, runtime))
+
+
+@router.get("", response_model=schemas.EndpointList)
+async def list_endpoints(caller: WebhookManager, session: SessionDep, runtime: RuntimeDep,
+                         request: Request, response: Response,
+                         limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None):
+    """The calling app's endpoints, oldest first."""
+    after = _position(runtime, "webhooks", cursor)
+    rows = await service.list_endpoints(session, caller, after, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = (encode_cursor(runtime.keyring.digest_key, "webhooks", [str(rows[-1].id)])
+                   if more else None)
+    return page(request, response, [service.out(r) for r in rows], next_cursor)
+
+
+@router.get("/{endpoint_id}", response_model=schemas.EndpointOut)
+async def get_endpoint(endpoint_id: uuid.UUID, caller: WebhookManager, session: SessionDep):
+    """One endpoint of the calling app."""
+    return service.out(await service.get(session, caller, endpoint_id))
+
+
+@router.patch("/{endpoint_id}", response_model=schemas.EndpointOut)
+async def update_endpoint(endpoint_id: uuid.UUID, payload: schemas.EndpointUpdate,
+                          caller: WebhookManager, session: SessionDep, runtime: RuntimeDep,
+                          request: Request):
+    """Change the URL, event types or description, or disable/enable (`status`)."""
+    endpoint = await service.update(session, caller, endpoint_id, payload,
+                                    check=_checker(request, runtime))
+    return service.out(endpoint)
+
+
+@router.delete("/{endpoint_id}", status_code=204)
+async def delete_endpoint(endpoint_id: uuid.UUID, caller: WebhookManager, session: SessionDep):
+    """Remove the endpoint and its delivery log."""
+    await service.delete(session, caller, endpoint_id)
+    return Response(status_code=204)
+
+
+@router.post("/{endpoint_id}/disable", response_model=schemas.EndpointOut)
+async def disable_endpoint(endpoint_id: uuid.UUID, caller: WebhookManager, session: SessionDep):
+    """Stop deliveries to the endpoint."""
+    update = schemas.EndpointUpdate(status="disabled")
+    return service.out(await service.update(session, caller, endpoint_id, update,
+                                            check=_no_check))
+
+
+@router.post("/{endpoint_id}/enable", response_model=schemas.EndpointOut)
+async def enable_endpoint(endpoint_id: uuid.UUID, caller: WebhookManager, session: SessionDep):
+    """Resume deliveries to the endpoint (also after Koppel disabled it)."""
+    update = schemas.EndpointUpdate(status="active")
+    return service.out(await service.update(session, caller, endpoint_id, update,
+                                            check=_no_check))
+
+
+async def _no_check(url: str) -> None:
+    return None
+
+
+@router.post("/{endpoint_id}/rotate-secret", response_model=schemas.SecretOut)
+async def rotate_secret(endpoint_id: uuid.UUID, caller: WebhookManager, session: SessionDep,
+                        runtime: RuntimeDep, payload: schemas.RotateSecret | None = None):
+    """A new signing secret (shown once). The old one keeps signing beside it for
+    `overlap_seconds` (default a day), so receivers can switch without losing messages."""
+    return await service.rotate_secret(session, caller, endpoint_id,
+                                       payload or schemas.RotateSecret(), box=runtime.box)
+
+
+@router.get("/{endpoint_id}/deliveries", response_model=schemas.DeliveryList)
+async def list_deliveries(endpoint_id: uuid.UUID, caller: WebhookManager, session: SessionDep,
+                          runtime: RuntimeDep, request: Request, response: Response,
+                          limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None):
+    """The endpoint's deliveries, newest first, each with its attempts (status, latency,
+    response code, error)."""
+    before = _position(runtime, "deliveries", cursor)
+    rows = await service.deliveries(session, caller, endpoint_id, before, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = (encode_cursor(runtime.keyring.digest_key, "deliveries", [str(rows[-1].id)])
+                   if more else None)
+    return page(request, response, rows, next_cursor)
+
+
+@router.post("/{endpoint_id}/deliveries/{delivery_id}/redeliver", status_code=202,
+             response_model=schemas.Queued)
+async def redeliver(endpoint_id: uuid.UUID, delivery_id: uuid.UUID, caller: WebhookManager,
+                    session: SessionDep):
+    """Send a delivery again now, with the same `webhook-id`."""
+    delivery = await service.redeliver(session, caller, endpoint_id, delivery_id)
+    return schemas.Queued(delivery_id=delivery.id)
+
+
+@router.post("/{endpoint_id}/test", status_code=202, response_model=schemas.Queued)
+async def send_test(endpoint_id: uuid.UUID, caller: WebhookManager, session: SessionDep):
+    """Queue a `webhook.test` message to the endpoint."""
+    delivery = await service.send_test(session, caller, endpoint_id)
+    return schemas.Queued(delivery_id=delivery.id)
