@@ -13,8 +13,10 @@ from services.auth.consent.endpoints import router as consent_router
 from services.auth.login.endpoints import router as login_router
 from services.auth.oauth2.authorize import router as authorize_router
 from services.auth.oauth2.endpoints import router as oauth_router
+from services.auth.pages.logos import router as logos_router
 from shared.app_factory import create_service_app
 from shared.config import Settings, get_settings
+from shared.passwords import warm_up
 from shared.runtime import Runtime
 from shared.signing import ensure_signing_keys
 
@@ -35,6 +37,7 @@ async def _ensure_keys(runtime: Runtime) -> None:
             ensure_signing_keys(session, runtime.box)
 
     await run_in_threadpool(work)
+    await run_in_threadpool(warm_up)
 
 
 def _configure(app: FastAPI) -> None:
@@ -48,7 +51,7 @@ def _configure(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "pages" / "static"),
               name="static")
     for router in (authorize_router, login_router, consent_router, oauth_router,
-                   challenges_router):
+                   challenges_router, logos_router):
         app.include_router(router)
 
 

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from services.auth.oauth2.context import AuthContext
 from shared.runtime import Runtime
 from shared.signing import Signer
+from shared.outbox import nudge
 from shared.status import publish_async
 
 T = TypeVar("T")
@@ -55,6 +56,8 @@ async def run_authlib(request: Request, work: Callable[[AuthContext], T]) -> T:
     result, ctx = await run_in_threadpool(_in_thread)
     if ctx.status_changes:
         await publish_async(runtime.redis, ctx.status_changes)
+    if ctx.events_written:
+        await nudge(runtime.redis)
     return result
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from services.auth.consent.service import (
     ConsentRefused,
+    app_blocked,
     consent_templates,
     grant,
     live_connection,
@@ -80,8 +81,27 @@ def decide(
     """Validate the stored request again and decide the next step for this user.
 
     With `issue=False` an answer that would carry a code comes back as `Redirect("")`
-    and no code is issued (for callers that only look).
+    and no code is issued (for callers that only look). With `prompt=none` the user is
+    never shown anything: what would be a page becomes an error for the app.
     """
+    outcome, checked = _decide(ctx, query, user_id, auth_time, lang, issue=issue)
+    if checked is None or "none" not in checked.prompt or isinstance(outcome, Redirect):
+        return outcome, checked
+    issuer = ctx.settings.issuer
+    if isinstance(outcome, NeedLogin):
+        return refuse(checked, "login_required", "the user has to log in", issuer), checked
+    return refuse(checked, "access_denied", "this login may not link this app", issuer), checked
+
+
+def _decide(
+    ctx: AuthContext,
+    query: list[tuple[str, str]],
+    user_id: str,
+    auth_time: float,
+    lang: str,
+    *,
+    issue: bool,
+) -> tuple[Outcome, Checked | None]:
 
     def answer(connection):
         return Redirect(issue_code(ctx, query, user, connection, when) if issue else "")
@@ -100,6 +120,10 @@ def decide(
     when = datetime.fromtimestamp(auth_time, UTC)
     if checked.first_party:
         return answer(None), checked
+    if app_blocked(ctx, user.environment_id, uuid.UUID(checked.app_id)):
+        return refuse(
+            checked, "access_denied", "this app is blocked by the environment's policy", issuer
+        ), checked
     if not may_consent(ctx, user):
         names = TEMPLATE_NAMES[lang]
         allowed = ", ".join(names[t] for t in consent_templates(ctx, user.environment_id))

@@ -102,8 +102,8 @@ async def consent_decision(
     request: Request,
     runtime: RuntimeDep,
     consent_challenge: Annotated[str, Form(max_length=200)],
-    csrf_token: Annotated[str, Form(max_length=200)],
     decision: Annotated[str, Form(pattern="^(allow|deny)$")],
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
     debtor_id: Annotated[str, Form(max_length=64)] = "",
     company_id: Annotated[list[str] | None, Form(max_length=64)] = None,
 ) -> Response:

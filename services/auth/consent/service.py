@@ -19,6 +19,7 @@ from shared.models import (
     ConnectionStatus,
     Debtor,
     Environment,
+    EnvironmentAppPolicy,
     User,
     UserCompany,
     UserTemplate,
@@ -44,6 +45,12 @@ def consent_templates(ctx: AuthContext, environment_id: uuid.UUID) -> list[str]:
     if configured is None:
         return [t.value for t in DEFAULT_CONSENT_TEMPLATES]
     return list(configured)
+
+
+def app_blocked(ctx: AuthContext, environment_id: uuid.UUID, app_id: uuid.UUID) -> bool:
+    """Whether the environment's app policy blocks the app."""
+    policy = ctx.session.get(EnvironmentAppPolicy, (environment_id, app_id))
+    return policy is not None and policy.blocked
 
 
 def may_consent(ctx: AuthContext, user: User) -> bool:
@@ -108,6 +115,8 @@ def grant(
     """Create the connection, or widen the live one; returns it and whether it is new."""
     if not may_consent(ctx, user):
         raise ConsentRefused("not_allowed")
+    if app_blocked(ctx, user.environment_id, app_id):
+        raise ConsentRefused("app_blocked", "your environment has blocked this app")
     allowed = reach(ctx, user)
     if debtor_id not in allowed.companies:
         raise ConsentRefused("invalid_debtor", "that client is not in your reach")
@@ -169,6 +178,7 @@ def _record(
         company_ids=companies,
     )
     changed = ["scopes", "company_ids"] if created else ["scopes"]
+    ctx.events_written = True
     emit(
         ctx.session,
         **connection_event(

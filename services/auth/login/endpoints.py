@@ -88,7 +88,7 @@ async def login(
     username: Annotated[str, Form(max_length=320)],
     password: Annotated[str, Form(max_length=1024)],
     login_challenge: Annotated[str, Form(max_length=200)],
-    csrf_token: Annotated[str, Form(max_length=200)],
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     """Check the email and password; answers 303 (never 307) on success."""
     pending = await _valid_pending(runtime, request, login_challenge)

@@ -8,7 +8,7 @@ otherwise the user sees an error page and the app hears nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749.errors import OAuth2Error
@@ -16,7 +16,7 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.requests import ParsedRequest
 from services.auth.oauth2.server import KoppelAuthorizationServer
-from shared.models import Connection, User
+from shared.models import App, AppLogo, Connection, User
 from shared.scopes import parse_scope
 
 PROMPTS = {"none", "login", "consent", "select_account"}
@@ -64,6 +64,13 @@ def error_location(failure: Failure, issuer: str) -> str:
     return add_params_to_uri(failure.redirect_uri or "", params)
 
 
+def _logo_url(ctx: AuthContext, app: App) -> str | None:
+    """Koppel's own address of the app's logo, if it registered one."""
+    if ctx.session.get(AppLogo, app.id) is None:
+        return None
+    return f"/apps/{quote(app.client_id, safe='')}/logo"
+
+
 def _request(ctx: AuthContext, query: list[tuple[str, str]]) -> ParsedRequest:
     uri = f"{ctx.settings.issuer}/authorize?{urlencode(query)}"
     return ParsedRequest("GET", uri, {}, query=query)
@@ -82,6 +89,10 @@ def check_request(ctx: AuthContext, query: list[tuple[str, str]]) -> Checked | F
         _, request, _ = _grant(ctx, query)
     except OAuth2Error as exc:
         return Failure(exc.error, exc.description or "", exc.redirect_uri, data.get("state"))
+    except ValueError:
+        # Authlib refuses to quote characters that RFC 6749 bans from error descriptions
+        # (a redirect_uri or response_type with `"`, `\` or non-ASCII): malformed, no redirect.
+        return Failure("invalid_request", "the request contains characters it may not")
     client = request.client
     redirect_uri = data.get("redirect_uri") or client.get_default_redirect_uri()
     prompt = set((data.get("prompt") or "").split())
@@ -98,7 +109,7 @@ def check_request(ctx: AuthContext, query: list[tuple[str, str]]) -> Checked | F
         app_id=str(app.id),
         app={"name": app.name, "publisher": app.publisher or app.name,
              "client_uri": app.client_uri, "policy_uri": app.policy_uri,
-             "tos_uri": app.tos_uri, "logo_url": None},
+             "tos_uri": app.tos_uri, "logo_url": _logo_url(ctx, app)},
         first_party=app.first_party,
         active=client.active,
         redirect_uri=redirect_uri,

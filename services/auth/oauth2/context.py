@@ -28,3 +28,5 @@ class AuthContext:
     client_address: str = "-"
     now: datetime = field(default_factory=utcnow)
     status_changes: list[tuple[Subject, str | uuid.UUID, bool]] = field(default_factory=list)
+    # Set when the work wrote outbox events: the worker is nudged after the commit.
+    events_written: bool = False

@@ -71,6 +71,11 @@ async def _run_endpoint(request: Request, runtime, work) -> Response:
     parsed = await _form_request(request)
     if isinstance(parsed, JSONResponse):
         return parsed
+    if parsed.headers.get("authorization", "").lower().startswith("basic ") and (
+        "client_secret" in parsed.form or "client_assertion" in parsed.form
+    ):
+        # RFC 6749 section 2.3: a client uses one authentication method per request.
+        return _oauth_error(400, "invalid_request", "use one client authentication method")
     limit_key = f"client-auth:{_client_of(parsed)}:{client_address(request)}"
     settings = runtime.settings
     wait = await ratelimit.retry_after(runtime.redis, limit_key, settings.failed_client_auth_limit)

@@ -98,7 +98,10 @@ def issue_tokens(
         "expires_in": ctx.settings.access_token_ttl,
         "scope": claims["scope"],
     }
-    offline = "offline_access" in scopes and "refresh_token" in client.app.grant_types
+    # The refresh token follows the grant, not a narrower scope asked on refresh (RFC 6749
+    # section 6), or a narrowed refresh would spend the old one and leave the app none.
+    granted = family.scopes if family is not None else scopes
+    offline = "offline_access" in granted and "refresh_token" in client.app.grant_types
     if family is not None and offline:
         response["refresh_token"] = _new_refresh_token(ctx, family)
     return response
