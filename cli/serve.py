@@ -13,6 +13,8 @@ from cli.context import check_database, engine_for, load_settings
 from cli.db import check_migrated
 from cli.output import CliError, handle_errors, one_line
 from shared.config import Settings
+from shared.logging import configure_logging
+from shared.metrics import serve_worker_metrics
 from shared.redis_embedded import redis_running, resolved_redis_url
 from shared.vault import load_keyring
 
@@ -24,6 +26,12 @@ class Service(StrEnum):
 
 
 DEFAULT_PORTS = {Service.AUTH: 8001, Service.REGISTRY: 8002, Service.SYNC: 8003}
+# On SIGTERM uvicorn stops accepting and lets open requests finish for this long; it fits
+# in Kubernetes' default 30 s grace period with the manifests' 5 s preStop pause.
+GRACEFUL_SHUTDOWN_S = 20
+# On SIGTERM the worker stops taking jobs and lets running ones finish for this long (a
+# delivery's own timeout is shorter); what is still running then is cancelled and retried.
+WORKER_DRAIN_S = 60
 
 
 def preflight(settings: Settings) -> None:
@@ -90,20 +98,32 @@ def serve(
         forwarded_allow_ips=forwarded_allow_ips,
         log_level=settings.log_level.lower(),
         server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
 
 
 @handle_errors
 def worker(
     burst: Annotated[bool, typer.Option(help="Run the queued jobs, then exit.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve this process's Prometheus metrics on this port (0.0.0.0)."),
+    ] = None,
 ) -> None:
-    """Run the arq worker: outbox relay, webhook delivery and scheduled jobs."""
+    """Run the arq worker: outbox relay, webhook delivery and scheduled jobs.
+
+    On SIGTERM arq stops taking jobs and waits for the running ones; a delivery it cannot
+    finish stays leased in the database and is sent again by the next sweep."""
     settings = _checked_settings()
     from services.sync.worker import build_worker
 
     with redis_running(settings):
         check_redis(settings)
-        build_worker(settings, burst=burst).run()
+        # Before arq starts, so that its own start-up lines are JSON too.
+        configure_logging(settings, "worker")
+        if metrics_port is not None:
+            serve_worker_metrics(metrics_port)
+        build_worker(settings, burst=burst, job_completion_wait=WORKER_DRAIN_S).run()
 
 
 def _checked_settings() -> Settings:

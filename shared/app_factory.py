@@ -12,6 +12,7 @@ from shared.errors import install_error_handlers
 from shared.health import health_router
 from shared.logging import configure_logging
 from shared.metrics import install_metrics
+from shared.request_id import RequestIdMiddleware
 from shared.runtime import Runtime, open_runtime
 
 
@@ -38,4 +39,6 @@ def create_service_app(
     app.include_router(health_router())
     if configure:
         configure(app)
+    # Added last, so it runs first: every log line of the request carries its id.
+    app.add_middleware(RequestIdMiddleware, service=service)
     return app

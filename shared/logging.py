@@ -1,4 +1,9 @@
-"""Structured logs (structlog): JSON lines on standard error, one per event."""
+"""Structured logs (structlog): JSON lines on standard error, one per event.
+
+The standard library's records (uvicorn's access and error logs, SQLAlchemy, arq) go
+through the same renderer, so every line is JSON and carries the bound context: the
+service and, during a request, its `request_id` (see shared/request_id.py).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,24 @@ import structlog
 
 from shared.config import Settings
 
+# uvicorn gives these loggers handlers of their own; they hand their records to the root.
+_OWN_HANDLERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "arq", "arq.worker")
+_HANDLER_NAME = "koppel-json"
+
+
+class _Stderr:
+    """Standard error as it is when a line is written, not when logging was set up (a
+    test runner swaps and closes its captured streams)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_STDERR = _Stderr()
+
 
 def configure_logging(settings: Settings, service: str) -> None:
     """Set up structlog and the standard library's root logger for one process."""
@@ -18,17 +41,34 @@ def configure_logging(settings: Settings, service: str) -> None:
         if settings.log_json
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    shared_processors = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared_processors, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_STDERR),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
-    logging.basicConfig(stream=sys.stderr, level=level, format="%(name)s %(levelname)s %(message)s")
+
+    handler = logging.StreamHandler(_STDERR)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared_processors, structlog.stdlib.add_logger_name,
+                           structlog.processors.format_exc_info],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    ))
+    handler.set_name(_HANDLER_NAME)
+    root = logging.getLogger()
+    # Replace only our own handler: configuring twice (worker start-up) must not double
+    # the lines, and handlers others installed (a test runner's) stay.
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in _OWN_HANDLERS:
+        logger = logging.getLogger(name)
+        logger.handlers = []
+        logger.propagate = True
