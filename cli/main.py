@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import apps, audit, db, demo_command, keys, partners, serve, supervisor
+from cli import apps, audit, bench, db, demo_command, directory, keys, partners, serve, supervisor
 
 app = typer.Typer(
     name="koppel",
@@ -20,6 +20,8 @@ app.add_typer(partners.app, name="partner")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(apps.app, name="app")
+app.add_typer(directory.app, name="directory")
+app.add_typer(bench.app, name="bench")
 app.command("serve")(serve.serve)
 app.command("worker")(serve.worker)
 app.command("run")(supervisor.run)

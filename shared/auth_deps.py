@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.errors import InsufficientScope, Unauthorized
+from shared.last_used import UsageRecorder
 from shared.scopes import SCOPES
 from shared.tokens import Principal, TokenVerifier
 
@@ -33,6 +34,7 @@ def get_verifier(request: Request) -> TokenVerifier:
 
 def close_verifier(app: FastAPI) -> None:
     """Close the app's verifier, if one was made (call it when the runtime closes)."""
+    app.state.usage_recorder = None  # it holds the runtime's Redis client
     verifier = getattr(app.state, "token_verifier", None)
     if verifier is not None:
         verifier.close()
@@ -64,10 +66,24 @@ def bearer_token(request: Request, credentials: BearerCredentials) -> str:
     return credentials.credentials
 
 
-async def principal(token: Annotated[str, Depends(bearer_token)], verifier: VerifierDep
+def get_usage_recorder(request: Request) -> UsageRecorder:
+    """The app's recorder of connection use, made on first use on the runtime's Redis."""
+    state = request.app.state
+    recorder = getattr(state, "usage_recorder", None)
+    if recorder is None:
+        recorder = state.usage_recorder = UsageRecorder(state.runtime.redis)
+    return recorder
+
+
+async def principal(token: Annotated[str, Depends(bearer_token)], verifier: VerifierDep,
+                    recorder: Annotated[UsageRecorder, Depends(get_usage_recorder)]
                     ) -> Principal:
-    """The verified caller of this request."""
-    return await verifier.verify(token)
+    """The verified caller of this request; a connection's use is noted (at most one
+    Redis round trip per connection and minute, never an error)."""
+    caller = await verifier.verify(token)
+    if caller.connection_id is not None:
+        await recorder.used(caller.connection_id)
+    return caller
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]

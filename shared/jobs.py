@@ -14,6 +14,7 @@ PURGE_GRACE_SECONDS = 24 * 3600
 EVENTS_RELAY = "events.relay"
 WEBHOOKS_DELIVER = "webhooks.deliver"
 WEBHOOKS_SWEEP = "webhooks.sweep"
+CONNECTIONS_RECORD_LAST_USED = "connections.record_last_used"
 
 
 def delivery_job_id(delivery_id: object, attempt: int) -> str:

@@ -28,6 +28,8 @@ class Connection(SQLModel, table=True):
             postgresql_where=text("status <> 'revoked'"), sqlite_where=text("status <> 'revoked'"),
         ),
         Index("ix_connections_environment_id_id", "environment_id", "id"),
+        # The overview filtered by app (and status) in id order, at a million rows.
+        Index("ix_connections_environment_id_app_id_id", "environment_id", "app_id", "id"),
     )
 
     id: uuid.UUID = id_field()

@@ -23,6 +23,7 @@ from services.registry.pagination import (
 from shared.audit import Actor, append_async
 from shared.db.types import utcnow
 from shared.errors import NotFound
+from shared.metrics import REVOCATIONS
 from shared.models import App, Connection, ConnectionStatus
 from shared.outbox import connection_event
 from shared.status import Subject
@@ -107,6 +108,7 @@ async def revoke(session: AsyncSession, connection: Connection, actor: Actor, re
         note_status(session, Subject.CONNECTION, connection.id, False)
         return False
     now = utcnow()
+    REVOCATIONS.labels(actor.type).inc()
     connection.status = ConnectionStatus.REVOKED
     connection.revoked_at = now
     connection.revoked_by = revoked_by[:200]

@@ -50,7 +50,10 @@ def filter_conditions(flt: OverviewFilter, now: datetime) -> list[Any]:
     """SQL conditions for the filter (User and App are joined by the caller)."""
     conditions: list[Any] = []
     if flt.app is not None:
-        conditions.append(App.client_id == flt.app)
+        # A sub-select, not a condition on the joined app: the planner then walks the
+        # (environment_id, app_id, id) index in id order instead of sorting the app's rows.
+        conditions.append(col(Connection.app_id) == select(App.id).where(
+            App.client_id == flt.app).scalar_subquery())
     if flt.user is not None:
         conditions.append(Connection.user_id == flt.user)
     if flt.debtor is not None:

@@ -24,7 +24,7 @@ def logo_server() -> Iterator[str]:
     """A real HTTP server on loopback that serves a PNG, an SVG and a 404."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             body = {"/logo.png": PNG, "/logo.svg": SVG}.get(self.path)
             self.send_response(200 if body else 404)
             self.send_header("Content-Type", "image/png")

@@ -1,0 +1,51 @@
+"""`koppel bench seed-connections`: a realistic, consistent environment of N connections."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+
+from sqlalchemy import func
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session, col, select
+
+from shared.models import App, Company, Connection, ConnectionCompany, User
+from tests.cli.conftest import Invoke
+
+
+def test_seeds_n_consistent_connections(invoke: Invoke,
+                                        committing_sessions: sessionmaker[Session]) -> None:
+    result = invoke("bench", "seed-connections", "--environment", "Bench", "--count", "3000",
+                    "--json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["connections"] == 3000
+    env_id = uuid.UUID(document["environment_id"])
+    with committing_sessions() as session:
+        rows = session.exec(select(Connection).where(Connection.environment_id == env_id)).all()
+        users = {u.id: u for u in session.exec(select(User).where(
+            User.environment_id == env_id)).all()}
+        apps = session.exec(select(App.id).where(col(App.first_party).is_(False))).all()
+        links = session.exec(select(ConnectionCompany.connection_id, Company.debtor_id).join(
+            Company, col(Company.id) == ConnectionCompany.company_id)).all()
+        accountant = session.get(User, uuid.UUID(document["accountant_id"]))
+        assert session.exec(select(func.count()).select_from(App).where(
+            App.client_id == document["first_party_client_id"],
+            col(App.first_party))).one() == 1
+    assert len(rows) == 3000 and accountant.template == "accountant"
+    assert len({(c.user_id, c.app_id) for c in rows}) == 3000
+    # Id order is creation order (to the millisecond, as UUIDv7 has it).
+    millis = [int(c.created_at.timestamp() * 1000) for c in sorted(rows, key=lambda c: c.id)]
+    assert millis == sorted(millis)
+    by_id = {c.id: c for c in rows}
+    assert all(by_id[cid].debtor_id == debtor for cid, debtor in links)
+    assert all(c.debtor_id == users[c.user_id].debtor_id for c in rows)
+    statuses = Counter(c.status for c in rows)
+    assert statuses["active"] > statuses["revoked"] > 0
+    assert all(c.status in ("revoked", "suspended") for c in rows if not users[c.user_id].active)
+    popularity = Counter(c.app_id for c in rows).most_common()
+    assert len(apps) >= 5 and popularity[0][1] > 2 * popularity[-1][1]
+
+    again = invoke("bench", "seed-connections", "--environment", "Bench", "--count", "1")
+    assert again.exit_code == 2 and "exists" in again.stderr
