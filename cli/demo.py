@@ -12,6 +12,7 @@ import secrets
 import string
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -20,15 +21,21 @@ from cli import demo_data as data
 from cli.output import CliError
 from shared.db import utcnow
 from shared.models import (
+    Absence,
     App,
     AppStatus,
+    BankAccount,
     Company,
     Debtor,
     Employee,
+    Employment,
     Environment,
+    LeaveBalance,
+    PayrollRun,
     User,
     UserCompany,
     UserTemplate,
+    WageComponent,
 )
 from shared.passwords import hash_password
 from shared.scopes import APP_SCOPES, SCOPES
@@ -68,6 +75,7 @@ def seed_demo(
     for d, (_, companies) in enumerate(tree.debtors):
         for c, company in enumerate(companies):
             _employees(session, company, slug, data.company_number(d, c), employees)
+            _slices(session, company, data.company_number(d, c))
     users = _users(session, tree, slug)
     return {
         "environment": {"id": str(tree.environment.id), "name": tree.environment.name},
@@ -145,6 +153,46 @@ def _employees(session: Session, company: Company, slug: str, company_no: str, c
                     **data.employee_details(slug, company_no, index),
                 )
             )
+    session.flush()
+
+
+def _slices(session: Session, company: Company, company_no: str) -> None:
+    """Employments, wage components, bank accounts, leave and absence of the company's
+    demo employees, and its payroll runs; an employee that has rows of a kind keeps
+    them (so a re-seed adds nothing twice and keeps changes made through the API)."""
+    staff = session.exec(select(Employee).where(Employee.company_id == company.id)).all()
+    demo = [(int(e.number) - 1, e) for e in staff if e.number.isdigit()]
+    for model, rows_of in (
+        (Employment, lambda i: [data.employment_details(company_no, i)]),
+        (WageComponent, lambda i: data.wage_components(company_no, i)),
+        (BankAccount, lambda i: [{"iban": data.iban(company_no, i), "account_holder": None}]),
+        (LeaveBalance, lambda i: data.leave_balances(company_no, i)),
+        (Absence, lambda i: data.absences(company_no, i)),
+    ):
+        done = set(session.exec(select(model.employee_id).where(
+            model.company_id == company.id)))
+        for index, employee in demo:
+            if employee.id in done:
+                continue
+            for fields in rows_of(index):
+                if model is BankAccount:
+                    fields = {**fields, "account_holder":
+                              f"{employee.first_name[0]}. {employee.last_name}"}
+                session.add(model(environment_id=company.environment_id,
+                                  debtor_id=company.debtor_id, company_id=company.id,
+                                  employee_id=employee.id, **fields))
+    periods = set(session.exec(select(PayrollRun.period).where(
+        PayrollRun.company_id == company.id)))
+    salaries = [data.wage_components(company_no, i)[0]["amount_cents"] for i, _ in demo
+                if data.employment_details(company_no, i)["end_date"] is None]
+    for number, period in enumerate(data.PAYROLL_PERIODS):
+        if period not in periods:
+            year, month = map(int, period.split("-"))
+            session.add(PayrollRun(
+                environment_id=company.environment_id, debtor_id=company.debtor_id,
+                company_id=company.id, finalized_at=datetime(year, month, 25, 12, number,
+                                                              tzinfo=UTC),
+                **data.payroll_run(period, salaries)))
     session.flush()
 
 

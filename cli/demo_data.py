@@ -81,3 +81,69 @@ def employee_details(slug: str, company_no: str, index: int) -> dict[str, object
         "birth_date": date(1960 + (seed * 7) % 40, 1 + (seed * 5) % 12, 1 + (seed * 11) % 28),
         "email": f"{local}.{company_no}{employee_number(index)}@{slug}.koppel.test",
     }
+
+
+FUNCTIONS = ["Baker", "Sales assistant", "Assembler", "Planner", "Bookkeeper", "Driver"]
+DEPARTMENTS = ["Production", "Sales", "Logistics", "Office"]
+LEAVE_YEAR = 2026
+PAYROLL_PERIODS = ["2026-01", "2026-02", "2026-03"]
+
+
+def _seed(company_no: str, index: int) -> int:
+    return int(company_no) + index
+
+
+def employment_details(company_no: str, index: int) -> dict[str, object]:
+    """Start, hours, function and department of a demo employee's one employment; every
+    fifth employee's ended last year."""
+    seed = _seed(company_no, index)
+    return {
+        "start_date": date(2015 + seed % 10, 1 + seed % 12, 1),
+        "end_date": date(2025, 12, 31) if index % 5 == 4 else None,
+        "hours_per_week": float(24 + (seed * 4) % 17),
+        "function": FUNCTIONS[seed % len(FUNCTIONS)],
+        "department": DEPARTMENTS[seed % len(DEPARTMENTS)],
+    }
+
+
+def wage_components(company_no: str, index: int) -> list[dict[str, object]]:
+    """A monthly salary and a travel allowance, amounts in cents."""
+    seed = _seed(company_no, index)
+    start = date(2026, 1, 1)
+    return [
+        {"code": "SAL", "description": "Monthly salary", "amount_cents": 250_000 + seed * 7_300,
+         "valid_from": start},
+        {"code": "TRV", "description": "Travel allowance", "amount_cents": 4_500 + seed * 110,
+         "valid_from": start},
+    ]
+
+
+def iban(company_no: str, index: int) -> str:
+    """A Dutch IBAN with valid check digits (bank code KOPP, not a real bank)."""
+    bban = f"KOPP{int(company_no) * 10_000 + index + 1:010d}"
+    digits = "".join(str(int(ch, 36)) for ch in bban + "NL00")
+    return f"NL{98 - int(digits) % 97:02d}{bban}"
+
+
+def leave_balances(company_no: str, index: int) -> list[dict[str, object]]:
+    seed = _seed(company_no, index)
+    return [
+        {"leave_type": "statutory", "year": LEAVE_YEAR, "balance_hours": float(80 + seed % 80)},
+        {"leave_type": "extra", "year": LEAVE_YEAR, "balance_hours": float(seed % 40)},
+    ]
+
+
+def absences(company_no: str, index: int) -> list[dict[str, object]]:
+    """A past, closed sickness absence for every third employee."""
+    if index % 3 != 1:
+        return []
+    seed = _seed(company_no, index)
+    return [{"start_date": date(2026, 2, 1 + seed % 20), "end_date": date(2026, 2, 23),
+             "percentage": 100 if seed % 2 else 50}]
+
+
+def payroll_run(period: str, employees: list[int]) -> dict[str, object]:
+    """A finalized payroll run's totals for the salaries of `employees` (amounts in cents)."""
+    gross = sum(employees)
+    return {"period": period, "status": "finalized", "employee_count": len(employees),
+            "gross_total_cents": gross, "net_total_cents": gross * 68 // 100}

@@ -6,13 +6,14 @@ document too, so no client ever sees an HTML error or a stack trace.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -98,8 +99,54 @@ _STATUS_SLUGS = {
 }
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "An RFC 9457 problem document; more members may follow.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"},
+        "status": {"type": "integer"}, "detail": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+    "additionalProperties": True,
+}
+_PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Make the OpenAPI document say what the handlers below send: FastAPI documents
+    its 422 as `application/json` `HTTPValidationError`, but every validation error is
+    a problem document."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Problem"] = PROBLEM_SCHEMA
+        for path_item in document.get("paths", {}).values():
+            for operation in path_item.values():
+                response = operation.get("responses", {}).get("422")
+                if response is not None:
+                    response["content"] = _PROBLEM_CONTENT
+        # FastAPI's own validation schemas, once nothing refers to them any more.
+        fastapi_own = ("HTTPValidationError", "ValidationError")
+        rest = json.dumps([document["paths"],
+                           {k: v for k, v in schemas.items() if k not in fastapi_own}])
+        for name in fastapi_own:
+            if f'/{name}"' not in rest:
+                schemas.pop(name, None)
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Render every error of `app` as problem+json."""
+    """Render every error of `app` as problem+json (and document them so)."""
+    _document_problems(app)
 
     @app.exception_handler(KoppelError)
     async def _koppel(_request: Request, exc: KoppelError) -> JSONResponse:
@@ -127,6 +174,16 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable", error=type(exc.orig).__name__)
         return problem(503, "unavailable", "Service unavailable",
                        "the database is unavailable; try again", headers={"Retry-After": "1"})
+
+    @app.exception_handler(DataError)
+    async def _unstorable(_request: Request, exc: DataError) -> JSONResponse:
+        # A value that passed validation but that the database cannot store (a NUL
+        # character in PostgreSQL text, a number out of range): the client's input, and
+        # the transaction has been rolled back. Schemas should refuse it first.
+        log.warning("value refused by the database", error=type(exc.orig).__name__)
+        return problem(422, "validation-error", "Invalid input",
+                       "a value in the request cannot be stored (a NUL character, or a "
+                       "number or date out of range)")
 
     @app.exception_handler(DBAPIError)
     async def _db_error(_request: Request, exc: DBAPIError) -> JSONResponse:

@@ -20,11 +20,13 @@ from services.sync.maintenance import purge_expired
 from services.sync.webhooks.delivery import deliver
 from shared.config import Settings
 from shared.jobs import (
+    CONNECTIONS_RECORD_LAST_USED,
     EVENTS_RELAY,
     MAINTENANCE_PURGE_EXPIRED,
     WEBHOOKS_DELIVER,
     WEBHOOKS_SWEEP,
 )
+from shared.last_used import flush_last_used
 from shared.logging import configure_logging
 from shared.redis_embedded import resolved_redis_url
 from shared.runtime import open_runtime
@@ -36,6 +38,10 @@ MAX_JOBS = 200
 # arq's job timeout is final; a delivery's HTTP call times out well before it.
 DELIVER_TIMEOUT_S = 60
 SWEEP_SECONDS = set(range(0, 60, 10))
+# arq sleeps this long between queue reads (its default, 0.5 s, adds up to that much per
+# hop: nudge -> relay -> delivery); a read is one cheap Redis call.
+POLL_DELAY_S = 0.05
+LAST_USED_SECONDS = {0, 30}
 
 
 async def _purge_expired(ctx: dict[str, Any]) -> dict[str, int]:
@@ -57,6 +63,11 @@ async def _sweep(ctx: dict[str, Any]) -> dict[str, int]:
     return await sweep(ctx["runtime"])
 
 
+async def _record_last_used(ctx: dict[str, Any]) -> int:
+    runtime = ctx["runtime"]
+    return await flush_last_used(runtime.redis, runtime.async_session)
+
+
 _purge_expired.__qualname__ = MAINTENANCE_PURGE_EXPIRED
 
 
@@ -76,8 +87,11 @@ def build_worker(settings: Settings, *, burst: bool = False, **options: Any) -> 
     crons = [
         cron(_purge_expired, name=MAINTENANCE_PURGE_EXPIRED, minute={7, 37}, run_at_startup=True),
         cron(_sweep, name=WEBHOOKS_SWEEP, second=SWEEP_SECONDS, run_at_startup=True, timeout=120),
+        cron(_record_last_used, name=CONNECTIONS_RECORD_LAST_USED, second=LAST_USED_SECONDS,
+             timeout=120),
     ]
-    options = {"handle_signals": True, "max_jobs": MAX_JOBS, "cron_jobs": crons, **options}
+    options = {"handle_signals": True, "max_jobs": MAX_JOBS, "poll_delay": POLL_DELAY_S,
+               "cron_jobs": crons, **options}
     return Worker(
         functions=[
             func(_relay, name=EVENTS_RELAY, keep_result=0, max_tries=1),

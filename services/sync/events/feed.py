@@ -12,7 +12,6 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.deps import RuntimeDep, SessionDep
-from services.sync.pagination import InvalidParameter, decode_cursor, encode_cursor, page
 from services.sync.ratelimits import rate_limit
 from services.sync.resources import schemas
 from services.sync.resources.access import Reach, ReachDep
@@ -20,6 +19,7 @@ from services.sync.webhooks.catalogue import DATA_EVENTS
 from shared.db.types import utcnow
 from shared.errors import Forbidden
 from shared.models import Event
+from shared.pagination import InvalidParameter, decode_cursor, encode_cursor, page
 from shared.scopes import event_scopes
 
 # Event ids are made when the change happens, not when it commits: a transaction that

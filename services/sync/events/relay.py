@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime
 
 import structlog
+from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -16,6 +17,7 @@ from services.sync.events.audience import audience
 from services.sync.events.queue import enqueue_deliveries
 from services.sync.webhooks.schedule import max_attempts
 from shared.db.types import utcnow
+from shared.metrics import OUTBOX_DEPTH
 from shared.models import (
     DeliveryStatus,
     Event,
@@ -97,5 +99,9 @@ async def sweep(runtime: Runtime) -> dict[str, int]:
             col(WebhookDelivery.next_attempt_at) <= utcnow(),
         ).order_by(col(WebhookDelivery.next_attempt_at)).limit(SWEEP_LIMIT)
         due = (await session.exec(stmt)).all()
+        pending = select(func.count()).where(WebhookDelivery.status == DeliveryStatus.PENDING)
+        unrelayed = select(func.count()).where(col(Event.relayed_at).is_(None))
+        OUTBOX_DEPTH.labels("deliveries").set((await session.exec(pending)).one())
+        OUTBOX_DEPTH.labels("events").set((await session.exec(unrelayed)).one())
     queued = await enqueue_deliveries(runtime.redis, [(i, n + 1, None) for i, n in due])
     return {"relayed": made, "due": len(due), "enqueued": queued}

@@ -11,18 +11,18 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 
 from services.sync.deps import RuntimeDep, SessionDep
-from services.sync.pagination import (
+from services.sync.ratelimits import rate_limit
+from services.sync.resources import schemas, service
+from services.sync.resources.access import Reach, ReachDep
+from services.sync.resources.repository import ResourceRepository
+from shared.errors import InsufficientScope, KoppelError
+from shared.pagination import (
     DEFAULT_LIMIT,
     InvalidParameter,
     decode_cursor,
     encode_cursor,
     page,
 )
-from services.sync.ratelimits import rate_limit
-from services.sync.resources import schemas, service
-from services.sync.resources.access import Reach, ReachDep
-from services.sync.resources.repository import ResourceRepository
-from shared.errors import InsufficientScope, KoppelError
 
 router = APIRouter(prefix="/v1", tags=["data"], dependencies=[Depends(rate_limit)])
 LimitQuery = Annotated[int, Query(ge=1, le=200)]
@@ -129,6 +129,17 @@ async def list_employees(company_id: uuid.UUID, reach: EmployeeReader, session: 
                                    after(runtime, f"employees:{company_id}", cursor), limit + 1)
     return listing(request, response, runtime, f"employees:{company_id}", rows, limit,
                    schemas.EmployeeOut)
+
+
+@router.post("/companies/{company_id}/employees", response_model=schemas.EmployeeOut,
+             status_code=201, responses={409: {"description": "The number is taken"}})
+async def create_employee(company_id: uuid.UUID, payload: schemas.EmployeeCreate,
+                          reach: EmployeeWriter, session: SessionDep, response: Response):
+    """Add an employee to the company (`employee.info`); writes an `employee.created`
+    event naming the fields that were set."""
+    employee = await service.create_employee(session, reach, company_id, payload)
+    response.headers["Location"] = f"/v1/employees/{employee.id}"
+    return schemas.EmployeeOut.model_validate(employee, from_attributes=True)
 
 
 @router.get("/employees/{employee_id}", response_model=schemas.EmployeeOut,

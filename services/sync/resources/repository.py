@@ -68,6 +68,11 @@ class ResourceRepository:
             stmt = stmt.with_for_update()
         return (await self.session.exec(stmt)).first()
 
+    async def employee_number_taken(self, company_id: uuid.UUID, number: str) -> bool:
+        stmt = select(Employee.id).where(Employee.company_id == company_id,
+                                         Employee.number == number)
+        return (await self.session.exec(stmt)).first() is not None
+
     async def children(self, model, employee_id: uuid.UUID, after: uuid.UUID | None,
                        limit: int, parent: str = "employee_id") -> list:
         """Rows of a data slice of one employee (or of one company: `parent`)."""

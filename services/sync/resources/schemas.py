@@ -124,3 +124,43 @@ class PayrollRunOut(BaseModel):
     gross_total_cents: int
     net_total_cents: int
     finalized_at: datetime | None
+
+
+class EmployeeCreate(BaseModel):
+    """A new employee of the company; the number is unique within the company."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    number: str = Field(min_length=1, max_length=40)
+    first_name: str = Field(min_length=1, max_length=100)
+    last_name: str = Field(min_length=1, max_length=100)
+    birth_date: date | None = None
+    email: str | None = Field(default=None, max_length=320,
+                              pattern=r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+
+
+class WageComponentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=1, max_length=40)
+    description: str = Field(min_length=1, max_length=200)
+    amount_cents: int = Field(ge=-10**12, le=10**12)
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    valid_from: date
+    valid_to: date | None = None
+
+
+class WageComponentEnd(BaseModel):
+    """The last day the component applies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    valid_to: date
+
+
+class EmploymentEnd(BaseModel):
+    """The last day of the employment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    end_date: date

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.deps import note_nudge
@@ -11,8 +12,8 @@ from services.sync.resources import schemas
 from services.sync.resources.access import Reach
 from services.sync.resources.repository import ResourceRepository
 from shared.db.types import utcnow
-from shared.errors import Invalid, NotFound
-from shared.models import Employee
+from shared.errors import Conflict, Forbidden, Invalid, NotFound
+from shared.models import Employee, Employment, WageComponent
 from shared.outbox import emit
 
 NULLABLE = {"birth_date", "email"}
@@ -60,3 +61,97 @@ async def update_employee(session: AsyncSession, reach: Reach, employee_id: uuid
     await session.flush()
     note_nudge(session)
     return row, changed
+
+
+def _child_common(row: Employee) -> dict:
+    return {"environment_id": row.environment_id, "debtor_id": row.debtor_id,
+            "company_id": row.company_id, "employee_id": row.id}
+
+
+def _emit(session: AsyncSession, type: str, employee: Employee, **data) -> None:
+    """Write the thin event (ids and changed field names) in this transaction; nudge the
+    worker after the commit."""
+    emit(session, type, employee.environment_id,  # type: ignore[arg-type]
+         debtor_id=employee.debtor_id, company_id=employee.company_id,
+         employee_id=employee.id, **data)
+    note_nudge(session)
+
+
+async def create_employee(session: AsyncSession, reach: Reach, company_id: uuid.UUID,
+                          payload: schemas.EmployeeCreate) -> Employee:
+    """Add an employee to a company within reach and write `employee.created`."""
+    if reach.employee_id is not None:
+        raise Forbidden("an employee's own login cannot create employees")
+    row = await company(session, reach, company_id)
+    repository = ResourceRepository(session, reach)
+    if await repository.employee_number_taken(row.id, payload.number):
+        raise Conflict("the company already has an employee with that number", field="number")
+    fields = payload.model_dump(exclude_none=True)
+    employee = Employee(environment_id=row.environment_id, debtor_id=row.debtor_id,
+                        company_id=row.id, **fields)
+    session.add(employee)
+    try:
+        await session.flush()
+    except IntegrityError:  # a concurrent create took the number first
+        raise Conflict("the company already has an employee with that number",
+                       field="number") from None
+    _emit(session, "employee.created", employee, changed_fields=sorted(fields))
+    await session.flush()
+    return employee
+
+
+async def add_wage_component(session: AsyncSession, reach: Reach, employee_id: uuid.UUID,
+                             payload: schemas.WageComponentCreate) -> WageComponent:
+    """Add a wage component and write `employee.payment.changed`."""
+    if payload.valid_to is not None and payload.valid_to < payload.valid_from:
+        raise Invalid("valid_to is before valid_from", field="valid_to")
+    owner = await employee(session, reach, employee_id, for_update=True)
+    fields = payload.model_dump(exclude_none=True)
+    row = WageComponent(**_child_common(owner), **fields)
+    session.add(row)
+    await session.flush()
+    _emit(session, "employee.payment.changed", owner, wage_component_id=row.id,
+          action="added", changed_fields=sorted(fields))
+    await session.flush()
+    return row
+
+
+async def _end(session: AsyncSession, reach: Reach, model, employee_id: uuid.UUID,
+               row_id: uuid.UUID, start: str, end: str, value, event_type: str, id_name: str,
+               what: str):
+    owner = await employee(session, reach, employee_id, for_update=True)
+    row = await ResourceRepository(session, reach).child(model, employee_id, row_id)
+    if row is None:
+        raise NotFound(f"no such {what}")
+    if value < getattr(row, start):
+        raise Invalid(f"{end} is before {start}", field=end)
+    current = getattr(row, end)
+    if current == value:
+        return row  # already ended on that day: nothing changes, no event
+    if current is not None and current < value:
+        raise Conflict(f"the {what} already ended on {current.isoformat()}", field=end)
+    setattr(row, end, value)
+    row.updated_at = utcnow()
+    session.add(row)
+    _emit(session, event_type, owner, **{id_name: row.id}, action="ended",
+          changed_fields=[end])
+    await session.flush()
+    return row
+
+
+async def end_wage_component(session: AsyncSession, reach: Reach, employee_id: uuid.UUID,
+                             component_id: uuid.UUID, payload: schemas.WageComponentEnd
+                             ) -> WageComponent:
+    """Set the last day of a wage component (earlier only, never later once ended)."""
+    return await _end(session, reach, WageComponent, employee_id, component_id, "valid_from",
+                      "valid_to", payload.valid_to, "employee.payment.changed",
+                      "wage_component_id", "wage component")
+
+
+async def end_employment(session: AsyncSession, reach: Reach, employee_id: uuid.UUID,
+                         employment_id: uuid.UUID, payload: schemas.EmploymentEnd
+                         ) -> Employment:
+    """Set the last day of an employment and write `employee.employment.changed`."""
+    return await _end(session, reach, Employment, employee_id, employment_id, "start_date",
+                      "end_date", payload.end_date, "employee.employment.changed",
+                      "employment_id", "employment")

@@ -10,7 +10,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from services.sync.deps import RuntimeDep, SessionDep, note_nudge
-from services.sync.pagination import DEFAULT_LIMIT
 from services.sync.ratelimits import rate_limit
 from services.sync.resources import schemas, service
 from services.sync.resources.access import Reach
@@ -27,6 +26,7 @@ from shared.models import (
     WageComponent,
 )
 from shared.outbox import emit
+from shared.pagination import DEFAULT_LIMIT
 
 router = APIRouter(prefix="/v1/employees/{employee_id}", tags=["data"],
                    dependencies=[Depends(rate_limit)])
@@ -34,6 +34,8 @@ LimitQuery = Annotated[int, Query(ge=1, le=200)]
 EmploymentReader = Annotated[Reach, Depends(scoped("employee.employment.read"))]
 BankReader = Annotated[Reach, Depends(scoped("employee.bankaccount.read"))]
 BankWriter = Annotated[Reach, Depends(scoped("employee.bankaccount"))]
+EmploymentWriter = Annotated[Reach, Depends(scoped("employee.employment"))]
+PaymentWriter = Annotated[Reach, Depends(scoped("employee.payment"))]
 
 
 async def _rows(session, reach: Reach, runtime, model, employee_id: uuid.UUID, kind: str,
@@ -86,6 +88,37 @@ async def update_bank_account(employee_id: uuid.UUID, account_id: uuid.UUID,
         await session.flush()
         note_nudge(session)
     return schemas.BankAccountOut.model_validate(row, from_attributes=True)
+
+
+@router.post("/employments/{employment_id}/end", response_model=schemas.EmploymentOut)
+async def end_employment(employee_id: uuid.UUID, employment_id: uuid.UUID,
+                         payload: schemas.EmploymentEnd, reach: EmploymentWriter,
+                         session: SessionDep):
+    """End an employment on `end_date` (`employee.employment`); writes an
+    `employee.employment.changed` event. Ending again on the same day changes nothing;
+    moving an end date later answers 409."""
+    row = await service.end_employment(session, reach, employee_id, employment_id, payload)
+    return schemas.EmploymentOut.model_validate(row, from_attributes=True)
+
+
+@router.post("/wage-components", response_model=schemas.WageComponentOut, status_code=201)
+async def add_wage_component(employee_id: uuid.UUID, payload: schemas.WageComponentCreate,
+                             reach: PaymentWriter, session: SessionDep):
+    """Add a salary or wage component (`employee.payment`); writes an
+    `employee.payment.changed` event naming the fields that were set."""
+    row = await service.add_wage_component(session, reach, employee_id, payload)
+    return schemas.WageComponentOut.model_validate(row, from_attributes=True)
+
+
+@router.post("/wage-components/{component_id}/end", response_model=schemas.WageComponentOut)
+async def end_wage_component(employee_id: uuid.UUID, component_id: uuid.UUID,
+                             payload: schemas.WageComponentEnd, reach: PaymentWriter,
+                             session: SessionDep):
+    """End a wage component on `valid_to` (`employee.payment`); writes an
+    `employee.payment.changed` event. Ending again on the same day changes nothing;
+    moving an end date later answers 409."""
+    row = await service.end_wage_component(session, reach, employee_id, component_id, payload)
+    return schemas.WageComponentOut.model_validate(row, from_attributes=True)
 
 
 def _read_only(path: str, model, schema, scope: str, summary: str) -> None:

@@ -26,6 +26,7 @@ from services.sync.webhooks.service import set_status
 from services.sync.webhooks.signing import webhook_headers
 from shared import ssrf
 from shared.db.types import utcnow
+from shared.metrics import WEBHOOK_DELIVERIES, WEBHOOK_LATENCY, delivery_outcome
 from shared.models import (
     DeliveryStatus,
     Event,
@@ -188,6 +189,9 @@ async def deliver(runtime: Runtime, delivery_id: uuid.UUID, attempt: int, *,
     outcome = await send(endpoint.url, delivery.message_id, delivery.payload, secrets,
                          allow_loopback=runtime.settings.webhooks_allow_loopback,
                          resolver=resolver)
+    WEBHOOK_DELIVERIES.labels(
+        delivery_outcome(outcome.succeeded, outcome.status_code, outcome.gone)).inc()
+    WEBHOOK_LATENCY.observe(outcome.duration_ms / 1000)
     retry = await _record(runtime, delivery_id, attempt, outcome, started)
     if retry is not None:
         await enqueue_deliveries(runtime.redis, [retry])

@@ -9,15 +9,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from services.sync.deps import RuntimeDep, SessionDep, WebhookManager
-from services.sync.pagination import (
+from services.sync.ratelimits import rate_limit
+from services.sync.webhooks import schemas, service
+from shared.pagination import (
     DEFAULT_LIMIT,
     InvalidParameter,
     decode_cursor,
     encode_cursor,
     page,
 )
-from services.sync.ratelimits import rate_limit
-from services.sync.webhooks import schemas, service
 from shared.ssrf import check_url
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], dependencies=[Depends(rate_limit)])

@@ -80,6 +80,10 @@ async def test_employee_etag_and_patch_writes_an_event_atomically(
     assert first.headers["ratelimit"].startswith('"default";r=')
     cached = await sync_client.get(path, headers={**auth, "If-None-Match": etag})
     assert cached.status_code == 304 and cached.headers["etag"] == etag
+    # A 304 counts against the budget and says so, like any other answer.
+    assert cached.headers["ratelimit"].startswith('"default";r=')
+    assert cached.headers["ratelimit-policy"].startswith('"default";q=')
+    assert cached.content == b""
 
     for bad in ({"salary": 1}, {"email": "not-an-email"}, {"first_name": None},
                 {"birth_date": "1990-02-31"}, {"last_name": ""}, {"last_name": "x" * 101}):
