@@ -9,9 +9,10 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from services.auth.oauth2.context import AuthContext
+from shared.last_used import record_use_sync
+from shared.outbox import nudge
 from shared.runtime import Runtime
 from shared.signing import Signer
-from shared.outbox import nudge
 from shared.status import publish_async
 
 T = TypeVar("T")
@@ -51,6 +52,8 @@ async def run_authlib(request: Request, work: Callable[[AuthContext], T]) -> T:
                               runtime.sync_redis, client_address(request))
             result = work(ctx)
             session.commit()
+            for connection_id in ctx.used_connections:
+                record_use_sync(runtime.sync_redis, connection_id)
             return result, ctx
 
     result, ctx = await run_in_threadpool(_in_thread)

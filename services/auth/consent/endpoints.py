@@ -22,6 +22,7 @@ from services.auth.flow import (
 from services.auth.oauth2.authorize import login_url
 from services.auth.pages.i18n import pick_language
 from services.auth.pages.render import page
+from shared.metrics import CONSENT_DECISIONS
 from shared.runtime import Runtime
 
 router = APIRouter(tags=["consent"])
@@ -119,4 +120,5 @@ async def consent_decision(
             ctx, pending, decision == "allow", debtor_id, company_id or [], lang
         ),
     )
+    CONSENT_DECISIONS.labels(decision).inc()
     return await _render(runtime, outcome, consent_challenge, pending, lang)

@@ -30,3 +30,5 @@ class AuthContext:
     status_changes: list[tuple[Subject, str | uuid.UUID, bool]] = field(default_factory=list)
     # Set when the work wrote outbox events: the worker is nudged after the commit.
     events_written: bool = False
+    # Connections whose refresh token was redeemed: their last use is noted after commit.
+    used_connections: list[uuid.UUID] = field(default_factory=list)

@@ -17,6 +17,7 @@ from services.auth.oauth2.lookup import find_access_token
 from services.auth.oauth2.requests import ParsedRequest
 from services.auth.oauth2.server import KoppelAuthorizationServer
 from shared import ratelimit
+from shared.metrics import TOKENS_ISSUED
 from shared.models import User
 from shared.scopes import SCOPES, parse_scope
 from shared.signing import ID_TOKEN_ALG, jwks_document, published_keys
@@ -91,10 +92,13 @@ async def _run_endpoint(request: Request, runtime, work) -> Response:
 @router.post("/token", openapi_extra=FORM_BODY)
 async def token(request: Request, runtime: RuntimeDep) -> Response:
     """OAuth 2.0 token endpoint: authorization_code, refresh_token, client_credentials."""
-    return await _run_endpoint(
+    response = await _run_endpoint(
         request, runtime,
         lambda ctx, parsed: KoppelAuthorizationServer(ctx).create_token_response(parsed),
     )
+    if response.status_code == 200:
+        TOKENS_ISSUED.labels((await request.form()).get("grant_type", "unknown")).inc()
+    return response
 
 
 @router.post("/revoke", openapi_extra=FORM_BODY)

@@ -217,6 +217,8 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None,
                        include_refresh_token=True):
         record: RefreshRecord = self.request.refresh_token
+        if record.connection is not None:
+            self.ctx.used_connections.append(record.connection.id)
         return issue_tokens(self.ctx, self.request.client, user, parse_scope(scope),
                             record.family, record.connection)
 

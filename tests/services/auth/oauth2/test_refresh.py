@@ -305,3 +305,19 @@ def test_code_of_a_connection_revoked_meanwhile_is_invalid_grant(
         connection.status = ConnectionStatus.REVOKED
         connection.revoked_at = utcnow()
     assert_refused(exchange(auth_server, request, code))
+
+
+def test_a_refresh_counts_as_use_of_the_connection(
+    auth_server: AuthServer, browser: Callable[..., Browser], new_app: Callable[..., Client],
+) -> None:
+    import redis as redis_client
+
+    from shared.last_used import PENDING_KEY
+
+    client = new_app()
+    tokens = obtain_tokens(auth_server, browser(signed_in=True), AuthRequest(client), None)
+    connection_id = introspect(auth_server, client, tokens["access_token"])["connection_id"]
+    store = redis_client.Redis.from_url(auth_server.redis_url)
+    assert store.hget(PENDING_KEY, connection_id) is None
+    refreshed(auth_server, client, tokens["refresh_token"])
+    assert store.hget(PENDING_KEY, connection_id) is not None

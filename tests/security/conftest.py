@@ -1,0 +1,222 @@
+"""Two fully populated environments (A and B) for the security suites, every kind of
+caller of environment A, and a cheap fingerprint of the whole database.
+
+Everything is committed (the services read through their own sessions); the
+`committing_sessions` fixture empties every table after each test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session
+
+from shared import audit
+from shared.config import Settings
+from shared.db.base import metadata
+from shared.models import (
+    Absence,
+    App,
+    BankAccount,
+    Employee,
+    Employment,
+    Event,
+    LeaveBalance,
+    PayrollRun,
+    WageComponent,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from shared.scopes import DATA_SCOPES, FIRST_PARTY_SCOPES
+from shared.signing import Signer
+from shared.vault import KeyRing, SecretBox
+from shared.vault.columns import WEBHOOK_SECRET
+from shared.vault.tokens import token_digest
+from tests.fixtures import factories as f
+from tests.services.registry.conftest import Tenant, World, _tenant
+
+DATA = sorted(DATA_SCOPES)
+# A first-party user token with every first-party scope and every data scope.
+ALL_USER_SCOPES = " ".join(sorted({*FIRST_PARTY_SCOPES, *DATA_SCOPES}))
+USER_CALLERS = ("accountant", "master_client", "company", "hr_manager", "employee")
+# Columns that a legitimate read may touch (usage bookkeeping), left out of fingerprints.
+VOLATILE_COLUMNS = frozenset({"last_used_at", "last_seen_at", "used_at"})
+
+
+@dataclass
+class Side:
+    """One environment's rows beyond the registry's Tenant: its own partner app and the
+    objects the sync API serves."""
+
+    tenant: Tenant
+    app: App
+    employees: list[Employee]
+    slices: dict[str, list[Any]]
+    endpoints: list[WebhookEndpoint]
+    deliveries: list[WebhookDelivery]
+    audit_ids: list[uuid.UUID]
+    event_ids: list[uuid.UUID]
+
+    def ids(self, kind: str) -> list[str]:
+        """Every id of `kind` in this environment (as strings, for paths)."""
+        t = self.tenant
+        rows: dict[str, list[Any]] = {
+            "environment": [t.environment.id],
+            "debtor": [d.id for d in t.debtors],
+            "company": [c.id for c in t.companies],
+            "user": [u.id for u in t.users.values()],
+            "connection": [c.id for c in t.connections],
+            "employee": [e.id for e in self.employees],
+            "endpoint": [e.id for e in self.endpoints],
+            "delivery": [d.id for d in self.deliveries],
+            "client": [self.app.client_id],
+            "audit_event": self.audit_ids,
+            "event": self.event_ids,
+            **{kind: [row.id for row in rows] for kind, rows in self.slices.items()},
+        }
+        return [str(x) for x in rows[kind]]
+
+    def all_ids(self) -> set[str]:
+        """Every identifier of this environment that must never show up elsewhere."""
+        kinds = ["environment", "debtor", "company", "user", "connection", "employee",
+                 "endpoint", "delivery", "client", "audit_event", "event", *self.slices]
+        return {i for kind in kinds for i in self.ids(kind)} | {str(self.app.id)}
+
+
+@dataclass
+class Pair:
+    """Environments A and B; `world` mints tokens (see tests/services/registry/conftest)."""
+
+    world: World
+    a: Side
+    b: Side
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def headers(self, caller: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[caller]}"} if caller != "none" else {}
+
+
+def _common(employee: Employee) -> dict[str, Any]:
+    return {"environment_id": employee.environment_id, "debtor_id": employee.debtor_id,
+            "company_id": employee.company_id, "employee_id": employee.id}
+
+
+def _side(session: Session, box: SecretBox, name: str) -> Side:
+    app = f.make_app(session, name=f"{name} app", publisher=f"{name} B.V.",
+                     scopes=[*DATA, "offline_access"],
+                     grant_types=["authorization_code", "refresh_token", "client_credentials"])
+    tenant = _tenant(session, [app])
+    employees = [f.make_employee(session, c, email="e@example.test") for c in tenant.companies]
+    slices: dict[str, list[Any]] = {k: [] for k in (
+        "employment", "account", "component", "leave", "absence", "payroll_run")}
+    for e in employees:
+        rows = {
+            "employment": Employment(**_common(e), start_date=date(2020, 1, 1)),
+            "account": BankAccount(**_common(e), iban="NL91ABNA0417164300",
+                                   account_holder="A. Jansen"),
+            "component": WageComponent(**_common(e), code="BASE", description="Base",
+                                       amount_cents=420000, valid_from=date(2026, 1, 1)),
+            "leave": LeaveBalance(**_common(e), leave_type="statutory", year=2026,
+                                  balance_hours=120.5),
+            "absence": Absence(**_common(e), start_date=date(2026, 3, 1), percentage=50),
+        }
+        for kind, row in rows.items():
+            session.add(row)
+            slices[kind].append(row)
+    for c in tenant.companies:
+        run = PayrollRun(environment_id=c.environment_id, debtor_id=c.debtor_id,
+                         company_id=c.id, period="2026-10", status="finalized",
+                         employee_count=1, gross_total_cents=500000, net_total_cents=350000)
+        session.add(run)
+        slices["payroll_run"].append(run)
+    employee_user = tenant.users["employee"]
+    employee_user.employee_id = employees[0].id
+    session.add(employee_user)
+    session.flush()
+
+    events = [Event(type="employee.updated", environment_id=e.environment_id,
+                    debtor_id=e.debtor_id, company_id=e.company_id,
+                    data={"employee_id": str(e.id), "changed_fields": ["first_name"]})
+              for e in employees]
+    session.add_all(events)
+    session.flush()
+    endpoint = WebhookEndpoint(app_id=app.id, url="https://hooks.example.test/koppel",
+                               events=["employee.updated"], secret_ciphertext=b"",
+                               secret_key_id="")
+    WEBHOOK_SECRET.seal(box, endpoint, b"whsec_" + b"A" * 44)
+    session.add(endpoint)
+    session.flush()
+    deliveries = [WebhookDelivery(endpoint_id=endpoint.id, app_id=app.id, event_id=ev.id,
+                                  type=ev.type, message_id=f"msg_{ev.id.hex}", status="failed",
+                                  payload={"type": ev.type, "data": ev.data})
+                  for ev in events]
+    session.add_all(deliveries)
+    audit_rows = [audit.append(session, tenant.environment.id, "connection.revoked",
+                               audit.Actor("system"), "connection", c.id)
+                  for c in tenant.connections]
+    session.flush()
+    return Side(tenant, app, employees, slices, [endpoint], deliveries,
+                [r.id for r in audit_rows], [ev.id for ev in events])
+
+
+@pytest.fixture
+def pair(committing_sessions: sessionmaker[Session], keyring: KeyRing, settings: Settings,
+         redis_client: redis.Redis) -> Pair:
+    """Environments A and B, each with two debtors, four companies with an employee and
+    every data slice each, a user of every template, its own partner app (every data
+    scope) with connections, a webhook endpoint with deliveries, events and audit events;
+    and tokens for every kind of caller of environment A."""
+    box = SecretBox(keyring)
+    with committing_sessions() as session:
+        first_party = f.make_app(session, first_party=True, grant_types=[
+            "authorization_code", "refresh_token", "client_credentials"])
+        a, b = _side(session, box, "Alpha"), _side(session, box, "Beta")
+        session.commit()
+    world = World(committing_sessions, Signer(box), settings, first_party, [a.app, b.app],
+                  a.tenant, b.tenant)
+    result = Pair(world, a, b)
+    for name in USER_CALLERS:
+        result.tokens[name] = world.user_token(a.tenant.users[name], ALL_USER_SCOPES)
+    result.tokens["partner_app"] = world.app_token(a.app, "webhooks.manage")
+    result.tokens["connection"] = world.connection_token(a.tenant.connections[0])
+    # A's app's RFC 7592 registration access token (an opaque token, stored as a digest).
+    registration = "reg-" + secrets.token_urlsafe(24)
+    with committing_sessions() as session:
+        row = session.get(App, a.app.id)
+        row.registration_access_token_digest = token_digest(keyring.digest_key, registration)
+        session.commit()
+    result.tokens["registration"] = registration
+    return result
+
+
+CALLERS = (*USER_CALLERS, "partner_app", "connection", "registration")
+
+
+def fingerprint(engine: Engine) -> dict[str, tuple[int, str]]:
+    """Row count and a content hash of every table (usage timestamps left out)."""
+    result = {}
+    with engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            columns = [c for c in table.columns if c.name not in VOLATILE_COLUMNS]
+            rows = conn.execute(select(*columns)).all()
+            digest = hashlib.sha256()
+            for row in sorted(repr(tuple(row)) for row in rows):
+                digest.update(row.encode())
+            result[table.name] = (len(rows), digest.hexdigest()[:16])
+    return result
+
+
+def changed_tables(before: dict[str, tuple[int, str]], after: dict[str, tuple[int, str]]
+                   ) -> list[str]:
+    return sorted(name for name in before if before[name] != after.get(name))
+
+
