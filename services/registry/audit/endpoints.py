@@ -12,14 +12,14 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlmodel import col, select
 
 from services.registry.deps import OverviewReader, RuntimeDep, SessionDep
-from services.registry.pagination import (
+from shared.models import AuditEvent
+from shared.pagination import (
     InvalidParameter,
     check_limit,
     decode_cursor,
     encode_cursor,
     page,
 )
-from shared.models import AuditEvent
 
 router = APIRouter(prefix="/v1/environment", tags=["audit log"])
 

@@ -24,9 +24,9 @@ from services.registry.deps import (
     RuntimeDep,
     SessionDep,
 )
-from services.registry.pagination import DEFAULT_LIMIT, page
 from shared.audit import Actor
 from shared.models import ConnectionStatus
+from shared.pagination import DEFAULT_LIMIT, page
 
 router = APIRouter(tags=["connections"])
 NOT_FOUND = {404: {"description": "no such connection (or not yours)"}}

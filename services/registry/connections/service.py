@@ -13,19 +13,19 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.registry.connections.repository import ConnectionRepository
 from services.registry.deps import AppCaller, UserCaller, emit_event, note_status
-from services.registry.pagination import (
-    DEFAULT_LIMIT,
-    InvalidParameter,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
-)
 from shared.audit import Actor, append_async
 from shared.db.types import utcnow
 from shared.errors import NotFound
 from shared.metrics import REVOCATIONS
 from shared.models import App, Connection, ConnectionStatus
 from shared.outbox import connection_event
+from shared.pagination import (
+    DEFAULT_LIMIT,
+    InvalidParameter,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+)
 from shared.status import Subject
 
 ID_ORDER = "id"

@@ -28,9 +28,9 @@ from services.registry.directory.schemas import (
     UserOut,
     UserPatch,
 )
-from services.registry.pagination import DEFAULT_LIMIT, page
 from shared.audit import Actor
 from shared.models import Company, Debtor, Environment, User, UserTemplate
+from shared.pagination import DEFAULT_LIMIT, page
 
 router = APIRouter(prefix="/v1/directory", tags=["directory"])
 Provisioner = Annotated[AppCaller, Depends(first_party_app_with_scope("directory.manage"))]

@@ -16,16 +16,16 @@ from services.registry.connections.lifecycle import narrow_to_reach, reconcile
 from services.registry.deps import emit_event, note_status
 from services.registry.directory.repository import DirectoryRepository
 from services.registry.directory.schemas import UserIn, UserPatch
-from services.registry.pagination import (
+from shared.audit import Actor, append_async
+from shared.db.types import utcnow
+from shared.errors import Conflict, Invalid, NotFound
+from shared.models import Company, Debtor, Environment, User, UserTemplate
+from shared.pagination import (
     InvalidParameter,
     check_limit,
     decode_cursor,
     encode_cursor,
 )
-from shared.audit import Actor, append_async
-from shared.db.types import utcnow
-from shared.errors import Conflict, Invalid, NotFound
-from shared.models import Company, Debtor, Environment, User, UserTemplate
 from shared.passwords import hash_password
 from shared.status import Subject
 

@@ -26,7 +26,7 @@ from services.registry.overview.schemas import (
     RevokeWithReason,
     SummaryList,
 )
-from services.registry.pagination import check_limit, page
+from shared.pagination import check_limit, page
 
 router = APIRouter(prefix="/v1/environment", tags=["environment overview"])
 CSV = "text/csv"

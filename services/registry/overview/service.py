@@ -26,16 +26,16 @@ from services.registry.overview.schemas import (
     OverviewRow,
     UserRef,
 )
-from services.registry.pagination import (
+from shared.audit import Actor, append_async
+from shared.db.types import utcnow
+from shared.errors import Invalid
+from shared.models import App, Connection, ConnectionStatus, User
+from shared.pagination import (
     InvalidParameter,
     check_limit,
     decode_cursor,
     encode_cursor,
 )
-from shared.audit import Actor, append_async
-from shared.db.types import utcnow
-from shared.errors import Invalid
-from shared.models import App, Connection, ConnectionStatus, User
 from shared.scopes import SCOPES, Sensitivity
 
 SENSITIVE = {Sensitivity.SENSITIVE, Sensitivity.SPECIAL_CATEGORY}
