@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
+from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from services.auth.oauth2.context import AuthContext
+from shared import ratelimit
+from shared.errors import RateLimited, Unauthorized
 from shared.last_used import record_use_sync
+from shared.models import App, AppStatus
 from shared.outbox import nudge
 from shared.runtime import Runtime
 from shared.signing import Signer
 from shared.status import publish_async
+from shared.vault import digest_matches
 
 T = TypeVar("T")
 
@@ -64,28 +71,30 @@ async def run_authlib(request: Request, work: Callable[[AuthContext], T]) -> T:
     return result
 
 
-async def first_party_client(request: Request) -> str:
-    """The client id of a first-party app authenticated with HTTP Basic, or 401."""
-    import base64
-    import binascii
-
-    from sqlmodel import select
-
-    from shared import ratelimit
-    from shared.errors import RateLimited, Unauthorized
-    from shared.models import App, AppStatus
-    from shared.vault import digest_matches
-
-    runtime = get_runtime(request)
-    header = request.headers.get("authorization", "")
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    """Client id and secret from an HTTP Basic `Authorization` header, if it is one."""
+    if not header.lower().startswith("basic "):
+        return None
     try:
         client_id, secret = base64.b64decode(header[6:], validate=True).decode().split(":", 1)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        client_id, secret = "", ""
-    if not header.lower().startswith("basic ") or not client_id:
-        error = Unauthorized("authenticate as a first-party client with HTTP Basic")
-        error.headers["WWW-Authenticate"] = 'Basic realm="koppel"'
-        raise error
+        return None
+    return (client_id, secret) if client_id else None
+
+
+def _basic_challenge(detail: str) -> Unauthorized:
+    error = Unauthorized(detail)
+    error.headers["WWW-Authenticate"] = 'Basic realm="koppel"'
+    return error
+
+
+async def first_party_client(request: Request) -> str:
+    """The client id of a first-party app authenticated with HTTP Basic, or 401."""
+    runtime = get_runtime(request)
+    credentials = basic_credentials(request.headers.get("authorization", ""))
+    if credentials is None:
+        raise _basic_challenge("authenticate as a first-party client with HTTP Basic")
+    client_id, secret = credentials
     limit_key = f"client-auth:{client_id[:100]}:{client_address(request)}"
     wait = await ratelimit.retry_after(runtime.redis, limit_key,
                                        runtime.settings.failed_client_auth_limit)
@@ -103,9 +112,7 @@ async def first_party_client(request: Request) -> str:
     )
     if not ok:
         await ratelimit.record(runtime.redis, limit_key, runtime.settings.failed_attempt_window)
-        error = Unauthorized("unknown client, wrong secret, or not a first-party app")
-        error.headers["WWW-Authenticate"] = 'Basic realm="koppel"'
-        raise error
+        raise _basic_challenge("unknown client, wrong secret, or not a first-party app")
     return client_id
 
 

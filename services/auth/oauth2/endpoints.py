@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from typing import Any
 
@@ -11,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
-from services.auth.deps import RuntimeDep, client_address, run_authlib
+from services.auth.deps import RuntimeDep, basic_credentials, client_address, run_authlib
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.lookup import find_access_token
 from services.auth.oauth2.requests import ParsedRequest
@@ -58,12 +56,9 @@ async def _form_request(request: Request) -> ParsedRequest | JSONResponse:
 
 def _client_of(request: ParsedRequest) -> str:
     """The client id the request claims, for counting failed authentications."""
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("basic "):
-        try:
-            return base64.b64decode(header[6:]).decode().split(":", 1)[0][:100]
-        except (binascii.Error, UnicodeDecodeError):
-            return "-"
+    credentials = basic_credentials(request.headers.get("authorization", ""))
+    if credentials is not None:
+        return credentials[0][:100]
     return request.form.get("client_id", "-")[:100]
 
 
