@@ -32,10 +32,10 @@ from sqlmodel import col, select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shared.pagination import encode_cursor  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.db import create_sync_engine, sync_session_factory, utcnow  # noqa: E402
 from shared.models import App, Connection, Environment, TokenFamily, User  # noqa: E402
+from shared.pagination import encode_cursor  # noqa: E402
 from shared.signing import Signer  # noqa: E402
 from shared.vault import SecretBox, load_keyring  # noqa: E402
 
