@@ -1,0 +1,23 @@
+"""event request id
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-11-24 19:50:00
+"""
+
+from collections.abc import Sequence
+
+from alembic import op  # noqa: F401
+
+revision: str = '0008'
+down_revision: str | None = '0007'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
