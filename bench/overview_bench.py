@@ -5,7 +5,8 @@
 
 (with KOPPEL_DATABASE_URL on the benchmark database, migrated to head; `--seed N` does
 the seeding first). Starts the registry under uvicorn, signs an accountant's token, and
-prints p50/p95 of the first page, a deep cursor page (90 % in), a page filtered by app
+prints p50/p95 of the first page, a deep cursor page (90 % in), pages sorted by last use
+(first, newest first, 90 % in), a page filtered by app
 and status (the most popular app), and the CSV export's rows/s with the server's peak
 RSS. Not a test: figures go to docs/benchmarks.md.
 """
@@ -32,6 +33,7 @@ from sqlmodel import col, select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from services.registry.overview.repository import NEVER  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.db import create_sync_engine, sync_session_factory, utcnow  # noqa: E402
 from shared.models import App, Connection, Environment, TokenFamily, User  # noqa: E402
@@ -82,6 +84,12 @@ def prepare(settings: Settings, environment: str) -> dict:
         deep = session.exec(select(Connection).where(Connection.environment_id == env.id)
                             .order_by(col(Connection.id)).offset(int(total * 0.9))
                             .limit(1)).one()
+        # 90 % in, in last-used order (never used first, as the overview sorts them).
+        used_deep = session.exec(
+            select(Connection.last_used_at, Connection.id)
+            .where(Connection.environment_id == env.id)
+            .order_by(col(Connection.last_used_at).asc().nulls_first(), col(Connection.id))
+            .offset(int(total * 0.9)).limit(1)).one()
         popular_id, popular_count = session.exec(
             select(Connection.app_id, func.count()).where(Connection.environment_id == env.id)
             .group_by(col(Connection.app_id)).order_by(func.count().desc()).limit(1)).one()
@@ -103,7 +111,10 @@ def prepare(settings: Settings, environment: str) -> dict:
     engine.dispose()
     cursor = encode_cursor(keyring.digest_key, "created_at",
                            [deep.created_at.isoformat(), str(deep.id)])
-    return {"token": token, "total": total, "cursor": cursor, "app": popular.client_id,
+    used_cursor = encode_cursor(keyring.digest_key, "last_used_at",
+                                [(used_deep[0] or NEVER).isoformat(), str(used_deep[1])])
+    return {"token": token, "total": total, "cursor": cursor, "used_cursor": used_cursor,
+            "app": popular.client_id,
             "app_count": popular_count, "size": size}
 
 
@@ -142,6 +153,7 @@ def export(client: httpx.Client, pid: int) -> dict:
     """Stream the whole CSV; sample the server's RSS meanwhile."""
     process = psutil.Process(pid)
     before = process.memory_info().rss
+    cpu_before = process.cpu_times()
     peak, done = [before], threading.Event()
 
     def sample() -> None:
@@ -159,9 +171,11 @@ def export(client: httpx.Client, pid: int) -> dict:
             lines += chunk.count(b"\n")
             size += len(chunk)
     seconds = time.perf_counter() - start
+    cpu_after = process.cpu_times()
     done.set()
     sampler.join()
-    return {"rows": lines - 1, "seconds": seconds, "bytes": size,
+    cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+    return {"rows": lines - 1, "seconds": seconds, "bytes": size, "cpu": cpu,
             "rss_before": before, "rss_peak": peak[0]}
 
 
@@ -202,6 +216,11 @@ def main() -> None:
                 ("first page (limit 50)", {"limit": 50}),
                 ("deep cursor page (90 % in, limit 50)", {"limit": 50,
                                                            "cursor": setup["cursor"]}),
+                ("sorted by last use (limit 50)", {"limit": 50, "sort": "last_used_at"}),
+                ("sorted by last use, newest first (limit 50)", {"limit": 50,
+                                                                 "sort": "-last_used_at"}),
+                ("sorted by last use, deep cursor (90 % in)", {
+                    "limit": 50, "sort": "last_used_at", "cursor": setup["used_cursor"]}),
                 ("filtered: app + status=active (limit 50)", {
                     "limit": 50, "app": setup["app"], "status": "active"}),
                 ("filtered: app + status=suspended (limit 50)", {
@@ -215,7 +234,9 @@ def main() -> None:
                 result = export(client, server.pid)
                 print(f"CSV export: {result['rows']} rows, {result['bytes'] / 2**20:.0f} MiB "
                       f"in {result['seconds']:.1f} s = {result['rows'] / result['seconds']:,.0f}"
-                      f" rows/s; server RSS {result['rss_before'] / 2**20:.0f} MiB before, "
+                      f" rows/s; server CPU {result['cpu']:.1f} s = "
+                      f"{result['rows'] / max(result['cpu'], 1e-9):,.0f} rows per CPU-second;"
+                      f" server RSS {result['rss_before'] / 2**20:.0f} MiB before, "
                       f"peak {result['rss_peak'] / 2**20:.0f} MiB")
     finally:
         if server is not None:

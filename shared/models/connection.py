@@ -30,6 +30,10 @@ class Connection(SQLModel, table=True):
         Index("ix_connections_environment_id_id", "environment_id", "id"),
         # The overview filtered by app (and status) in id order, at a million rows.
         Index("ix_connections_environment_id_app_id_id", "environment_id", "app_id", "id"),
+        # The overview in last-used order: never-used rows (in id order) and used ones
+        # (in last-used, id order) each walk it (services/registry/overview/repository.py).
+        Index("ix_connections_environment_id_last_used_at_id", "environment_id",
+              "last_used_at", "id"),
     )
 
     id: uuid.UUID = id_field()

@@ -4,13 +4,21 @@ say (`{"error", "error_description"}`, 401 with `WWW-Authenticate` for a bad tok
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request, Response, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.registry.apps import metadata as meta
 from services.registry.apps import service
+from services.registry.apps.schemas import (
+    ClientInformation,
+    ClientMetadataIn,
+    ClientUpdateIn,
+    RegistrationErrorOut,
+    body,
+)
 from services.registry.deps import RuntimeDep, SessionDep
 
 router = APIRouter(prefix="/oauth2/register", tags=["dynamic client registration"])
@@ -29,9 +37,23 @@ def _unauthorized() -> JSONResponse:
                   {"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
-def _bearer(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+# The bearer schemes, for the OpenAPI document; a missing or other scheme is a 401 below.
+_initial = HTTPBearer(scheme_name="InitialAccessToken", auto_error=False,
+                      description="The partner's initial access token (koppel partner create)")
+_registration = HTTPBearer(scheme_name="RegistrationAccessToken", auto_error=False,
+                           description="The app's registration access token (RFC 7592)")
+Credentials = HTTPAuthorizationCredentials | None
+InitialToken = Annotated[Credentials, Security(_initial)]
+RegistrationToken = Annotated[Credentials, Security(_registration)]
+ERROR = {"model": RegistrationErrorOut}
+ERRORS = {
+    400: {**ERROR, "description": "invalid_redirect_uri or invalid_client_metadata"},
+    401: {**ERROR, "description": "the bearer token is missing, wrong or revoked"},
+}
+
+
+def _token(credentials: Credentials) -> str | None:
+    return credentials.credentials.strip() or None if credentials else None
 
 
 async def _body(request: Request) -> Any:
@@ -49,14 +71,15 @@ def _location(request: Request, runtime, client_id: str) -> str:
     return f"{runtime.settings.registry_url.rstrip('/')}/oauth2/register/{client_id}"
 
 
-@router.post("", status_code=201, responses={400: {}, 401: {}})
-async def register_client(request: Request, session: SessionDep, runtime: RuntimeDep
-                          ) -> Response:
+@router.post("", status_code=201, openapi_extra=body(ClientMetadataIn),
+             responses={201: {"model": ClientInformation}, **ERRORS})
+async def register_client(request: Request, session: SessionDep, runtime: RuntimeDep,
+                          token: InitialToken) -> Response:
     """Register an app (RFC 7591) with the partner's initial access token as bearer.
     The client secret and the registration access token are shown only in this answer."""
     key = runtime.keyring.digest_key
     try:
-        partner = await service.partner_for(session, key, _bearer(request))
+        partner = await service.partner_for(session, key, _token(token))
     except service.InvalidToken:
         return _unauthorized()
     try:
@@ -73,13 +96,13 @@ async def register_client(request: Request, session: SessionDep, runtime: Runtim
     return JSONResponse(body, status_code=201, headers=NO_STORE)
 
 
-@router.get("/{client_id}", responses={401: {}})
+@router.get("/{client_id}", responses={200: {"model": ClientInformation}, 401: ERRORS[401]})
 async def read_client(client_id: str, request: Request, session: SessionDep,
-                      runtime: RuntimeDep) -> Response:
+                      runtime: RuntimeDep, token: RegistrationToken) -> Response:
     """The app's registered metadata (RFC 7592), with its registration access token."""
     try:
         app = await service.app_for(session, runtime.keyring.digest_key, client_id,
-                                    _bearer(request))
+                                    _token(token))
     except service.InvalidToken:
         return _unauthorized()
     body = {**meta.document(app),
@@ -87,14 +110,16 @@ async def read_client(client_id: str, request: Request, session: SessionDep,
     return JSONResponse(body, headers=NO_STORE)
 
 
-@router.put("/{client_id}", responses={400: {}, 401: {}})
+@router.put("/{client_id}", openapi_extra=body(ClientUpdateIn),
+            responses={200: {"model": ClientInformation}, **ERRORS})
 async def update_client(client_id: str, request: Request, session: SessionDep,
-                        runtime: RuntimeDep) -> Response:
-    """Replace the app's metadata (RFC 7592); a new secret appears only if the client
-    becomes confidential."""
+                        runtime: RuntimeDep, token: RegistrationToken) -> Response:
+    """Replace the app's metadata (RFC 7592). The answer carries a new registration
+    access token, and the one used for this call stops working; a new secret appears
+    only if the client becomes confidential."""
     key = runtime.keyring.digest_key
     try:
-        app = await service.app_for(session, key, client_id, _bearer(request))
+        app = await service.app_for(session, key, client_id, _token(token))
     except service.InvalidToken:
         return _unauthorized()
     try:
@@ -112,14 +137,14 @@ async def update_client(client_id: str, request: Request, session: SessionDep,
     return JSONResponse(body, headers=NO_STORE)
 
 
-@router.delete("/{client_id}", status_code=204, responses={401: {}})
-async def delete_client(client_id: str, request: Request, session: SessionDep,
-                        runtime: RuntimeDep) -> Response:
+@router.delete("/{client_id}", status_code=204, responses={401: ERRORS[401]})
+async def delete_client(client_id: str, session: SessionDep, runtime: RuntimeDep,
+                        token: RegistrationToken) -> Response:
     """Delete the app (RFC 7592): it can no longer authenticate and every connection to
     it is revoked."""
     try:
         app = await service.app_for(session, runtime.keyring.digest_key, client_id,
-                                    _bearer(request))
+                                    _token(token))
     except service.InvalidToken:
         return _unauthorized()
     await service.delete(session, app)

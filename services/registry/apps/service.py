@@ -51,6 +51,13 @@ async def app_for(session: AsyncSession, key: bytes, client_id: str, token: str 
     return app
 
 
+def _rotate_registration_token(key: bytes, app: App) -> str:
+    """A new registration access token for the app; the one before stops working."""
+    token = new_token(TokenKind.REGISTRATION_ACCESS_TOKEN)
+    app.registration_access_token_digest = token_digest(key, token)
+    return token
+
+
 def _secrets(key: bytes, app: App, metadata: ClientMetadata) -> dict[str, Any]:
     shown: dict[str, Any] = {}
     if metadata.needs_secret:
@@ -96,8 +103,7 @@ async def register(session: AsyncSession, key: bytes, partner: Partner,
     app = App(client_id=f"kp_{secrets.token_urlsafe(18)}", partner_id=partner.id,
               first_party=False, publisher=partner.name, **metadata.fields)
     shown = _secrets(key, app, metadata)
-    registration_token = new_token(TokenKind.REGISTRATION_ACCESS_TOKEN)
-    app.registration_access_token_digest = token_digest(key, registration_token)
+    registration_token = _rotate_registration_token(key, app)
     session.add(app)
     await session.flush()
     await _store_logo(session, app, app.logo_uri, logo)
@@ -107,7 +113,9 @@ async def register(session: AsyncSession, key: bytes, partner: Partner,
 async def update(session: AsyncSession, key: bytes, app: App, body: dict[str, Any],
                  metadata: ClientMetadata, *, allow_loopback: bool = False) -> dict[str, Any]:
     """RFC 7592 update: the request replaces the metadata. A secret is issued when the
-    client turns confidential, and dropped when it no longer uses one."""
+    client turns confidential, and dropped when it no longer uses one. The registration
+    access token rotates (RFC 7592 section 3): the answer carries the new one and the
+    old one stops working."""
     if body.get("client_id") != app.client_id:
         raise RegistrationError("invalid_client_metadata", "client_id must match the client")
     had_secret = app.client_secret_digest is not None
@@ -127,6 +135,7 @@ async def update(session: AsyncSession, key: bytes, app: App, body: dict[str, An
         shown = _secrets(key, app, metadata)
     elif not metadata.needs_secret:
         app.client_secret_digest = None
+    shown["registration_access_token"] = _rotate_registration_token(key, app)
     app.updated_at = utcnow()
     session.add(app)
     await session.flush()

@@ -1,12 +1,20 @@
-"""The overview as CSV, streamed batch by batch (any size, constant memory)."""
+"""The overview as CSV, streamed in chunks of about 64 KiB (any size, constant memory).
+
+Rows come as plain tuples (services/registry/overview/service.py `export_batches`);
+what repeats across rows (an app's cells, a scope list's cells) is formatted once.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator
+import json
+import re
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 
-from services.registry.overview.schemas import OverviewRow
+from services.registry.overview.service import ExportBatch
+from shared.scopes import SCOPES, Sensitivity
 
 COLUMNS = [
     "id", "app_client_id", "app_name", "publisher", "user_id", "user_email", "user_template",
@@ -15,45 +23,104 @@ COLUMNS = [
 ]
 # Cells a spreadsheet would run as a formula (CWE-1236) get a leading quote.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+SENSITIVE = {Sensitivity.SENSITIVE, Sensitivity.SPECIAL_CATEGORY}
+CHUNK = 64 * 1024
+LINE_END = "\r\n"
+_SPECIAL = re.compile(r'[,"\r\n]')
+MAX_CACHED_SCOPE_LISTS = 10_000
 
 
-def _cell(value: object) -> str:
+def _quoted(text: str) -> str:
+    """The cell as the csv module writes it (quoted when it holds `,`, `"` or a line
+    break)."""
+    if not _SPECIAL.search(text):
+        return text
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator=LINE_END).writerow([text])
+    return buffer.getvalue()[:-len(LINE_END)]
+
+
+def safe(text: str | None) -> str:
+    """Free text as a CSV cell: empty for None, a leading quote if it would start a
+    formula, CSV-quoted if need be."""
+    if text is None:
+        return ""
+    return _quoted(f"'{text}" if text.startswith(FORMULA_START) else text)
+
+
+def scope_cells(scopes_json: str | None) -> tuple[str, str]:
+    """The scopes and the sensitive ones among them, each space-separated."""
+    scopes = json.loads(scopes_json) if scopes_json else []
+    sensitive = [s for s in scopes if s in SCOPES and SCOPES[s].sensitivity in SENSITIVE]
+    return safe(" ".join(str(s) for s in scopes)), safe(" ".join(sensitive))
+
+
+def iso(value: datetime | str | None) -> str:
+    """A timestamp in UTC as ISO 8601 with +00:00, whatever zone the driver gave it in
+    (a naive one, from SQLite, is UTC)."""
     if value is None:
         return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        value = " ".join(str(v) for v in value)
-    text = value.isoformat() if hasattr(value, "isoformat") else str(value)
-    return f"'{text}" if text.startswith(FORMULA_START) else text
+    if value.__class__ is str:  # PostgreSQL formats them (repository.iso_text)
+        return value
+    text = value.isoformat()
+    if text.endswith("+00:00"):
+        return text
+    return (value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
-def _line(writer, buffer: io.StringIO, cells: list[object]) -> str:
-    writer.writerow([_cell(c) for c in cells])
-    text = buffer.getvalue()
-    buffer.seek(0)
-    buffer.truncate()
-    return text
+class _Formatter:
+    """Rows to CSV lines. Only free text can need quoting: ids, timestamps, flags,
+    status and template never do, and the cells of apps and scope lists are made once
+    per export, so a line is a plain join."""
+
+    def __init__(self) -> None:
+        self.app_cells: dict = {}
+        self.scopes: dict[str | None, tuple[str, str]] = {}
+
+    def _app(self, batch: ExportBatch, app_id) -> tuple[str, str, str]:
+        cells = self.app_cells.get(app_id)
+        if cells is None:
+            client_id, name, publisher = batch.apps[app_id]
+            cells = self.app_cells[app_id] = (safe(client_id), safe(name), safe(publisher))
+        return cells
+
+    def _scopes(self, scopes_json: str | None) -> tuple[str, str]:
+        cells = self.scopes.get(scopes_json)
+        if cells is None:
+            if len(self.scopes) >= MAX_CACHED_SCOPE_LISTS:
+                self.scopes.clear()
+            cells = self.scopes[scopes_json] = scope_cells(scopes_json)
+        return cells
+
+    def lines(self, batch: ExportBatch) -> Iterator[str]:
+        """One CSV line per row of the batch."""
+        companies = batch.companies
+        app_cells, scope_cells_of = self.app_cells, self.scopes
+        for row in batch.rows:
+            (ident, app_id, user_id, debtor_id, scopes_json, status, created, last_used,
+             revoked, email, template, active, stale) = row[:13]
+            company_ids = companies.get(ident, "") if companies is not None else row[13]
+            app = app_cells.get(app_id) or self._app(batch, app_id)
+            scopes = scope_cells_of.get(scopes_json) or self._scopes(scopes_json)
+            yield ",".join((
+                str(ident), *app, str(user_id), safe(email), str(template),
+                "false" if active else "true", str(debtor_id), company_ids or "", *scopes,
+                str(status), "true" if stale else "false", iso(created), iso(last_used),
+                iso(revoked),
+            )) + LINE_END
 
 
-def row_cells(row: OverviewRow) -> list[object]:
-    return [
-        row.id, row.app.client_id, row.app.name, row.app.publisher, row.user.id,
-        row.user.email, row.user.template.value, row.user_deactivated, row.debtor_id,
-        row.company_ids, row.scopes, row.sensitive_scopes, row.status, row.stale,
-        row.created_at, row.last_used_at, row.revoked_at,
-    ]
-
-
-async def csv_stream(batches: AsyncIterator[list[OverviewRow]]) -> AsyncIterator[str]:
-    """The header, then one chunk per batch."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    yield _line(writer, buffer, list(COLUMNS))
+async def csv_stream(batches: AsyncIterator[ExportBatch]) -> AsyncIterator[str]:
+    """The header, then the rows in chunks of about 64 KiB."""
+    formatter = _Formatter()
+    parts, size = [",".join(COLUMNS) + LINE_END], 0
     async for batch in batches:
-        for row in batch:
-            writer.writerow([_cell(c) for c in row_cells(row)])
-        chunk = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        yield chunk
+        for line in formatter.lines(batch):
+            parts.append(line)
+            size += len(line)
+            if size >= CHUNK:
+                yield "".join(parts)
+                parts, size = [], 0
+        del batch  # before the next batch is read: one batch in memory at once
+    if parts:
+        yield "".join(parts)

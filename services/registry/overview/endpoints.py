@@ -53,7 +53,7 @@ async def list_environment_connections(
     if _wants_csv(request):
         check_limit(query.limit)
         batches = service.export_batches(runtime.async_session, caller.user.environment_id,
-                                         query, lang)
+                                         query)
         return StreamingResponse(
             csv_stream(batches), media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="connections.csv"'},

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -40,8 +42,20 @@ from shared.scopes import SCOPES, Sensitivity
 
 SENSITIVE = {Sensitivity.SENSITIVE, Sensitivity.SPECIAL_CATEGORY}
 BULK_BATCH = 500
+EXPORT_BATCH = 2000
 BULK_MAX = 10_000
 SAMPLE_SIZE = 10
+
+
+@dataclass
+class ExportBatch:
+    """Rows of `OverviewRepository.export_batch`, the company ids of each by row id
+    (None when the rows carry them) and the apps seen so far (id -> client_id, name,
+    publisher)."""
+
+    rows: list[tuple]
+    companies: dict[Any, str] | None
+    apps: dict[Any, tuple[str, str, str | None]]
 
 
 def overview_row(connection: Connection, app: App, user: User, company_ids: list[uuid.UUID],
@@ -100,27 +114,42 @@ async def list_page(session: AsyncSession, key: bytes, caller: UserCaller,
 
 
 async def export_batches(session_factory, environment_id: uuid.UUID, query: OverviewQuery,
-                         lang: str, batch: int = 1000) -> AsyncIterator[list[OverviewRow]]:
-    """Every matching connection, in batches of `batch`, each read in a short transaction
-    of its own (keyset order), so an export of any size runs in constant memory and holds
-    no lock or connection between batches."""
-    now = utcnow()
+                         batch: int | None = None) -> AsyncIterator[ExportBatch]:
+    """Every matching connection, in batches of `batch` plain rows (only the exported
+    columns, no ORM objects), each read in a short transaction of its own (keyset
+    order), so an export of any size runs in constant memory and holds no lock or
+    database connection between batches. Apps are looked up once per export."""
+    now, batch = utcnow(), batch or EXPORT_BATCH
+    by_last_use = query.sort.lstrip("-") == "last_used_at"
+    apps: dict[Any, tuple[str, str, str | None]] = {}
     position = None
     while True:
         async with session_factory() as session:
-            rows = await OverviewRepository(session).page(
-                environment_id, query, query.sort, position, batch, now)
-            out = await rows_with_companies(session, rows, lang, now)
-        if not rows:
-            return
+            repo = OverviewRepository(session)
+            rows = await repo.export_batch(environment_id, query, query.sort, position,
+                                           batch, now)
+            if not rows:
+                return
+            # PostgreSQL reads the company ids with the rows; SQLite here.
+            companies = None if len(rows[0]) > 13 else await repo.company_texts(
+                [r[0] for r in rows])
+            missing = {r[1] for r in rows} - apps.keys()
+            if missing:
+                for app_id, client_id, name, publisher in await repo.apps(list(missing)):
+                    apps[app_id] = (client_id, name, publisher)
         # The session is closed before a slow reader takes the batch.
-        yield out
-        last = rows[-1][0]
-        value = (last.last_used_at or NEVER) if query.sort.lstrip("-") == "last_used_at" \
-            else last.created_at
-        position = (value, last.id)
+        yield ExportBatch(rows, companies, apps)
+        last = rows[-1]
+        last_id = last[0] if isinstance(last[0], uuid.UUID) else uuid.UUID(last[0])
+        value = (last[7] or NEVER) if by_last_use else last[6]
+        if isinstance(value, str):  # PostgreSQL gives the CSV's text
+            value = datetime.fromisoformat(value)
+        if value.tzinfo is None:  # SQLite gives naive UTC
+            value = value.replace(tzinfo=UTC)
+        position = (value, last_id)
         if len(rows) < batch:
             return
+        del rows, companies  # before the next batch is read: one batch in memory at once
 
 
 async def summary(session: AsyncSession, caller: UserCaller) -> list[AppSummary]:

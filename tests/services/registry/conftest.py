@@ -20,10 +20,19 @@ from sqlmodel import Session
 
 from services.registry.app import create_app
 from shared.config import Settings
-from shared.models import App, Company, Connection, Debtor, Environment, TokenFamily, User
+from shared.models import (
+    App,
+    Company,
+    Connection,
+    Debtor,
+    Environment,
+    Partner,
+    TokenFamily,
+    User,
+)
 from shared.models import UserTemplate as T
 from shared.signing import Signer
-from shared.vault import KeyRing, SecretBox
+from shared.vault import KeyRing, SecretBox, TokenKind, new_token, token_digest
 from tests.fixtures import factories as f
 from tests.services.conftest import running
 
@@ -136,6 +145,17 @@ def world(committing_sessions: sessionmaker[Session], keyring: KeyRing, settings
         session.commit()
     return World(committing_sessions, Signer(SecretBox(keyring)), settings, first_party, apps,
                  a, b)
+
+
+@pytest.fixture
+def initial_token(world: World, keyring: KeyRing) -> str:
+    """The initial access token of a partner "Planner Co" (RFC 7591 registration)."""
+    token = new_token(TokenKind.INITIAL_ACCESS_TOKEN)
+    with world.sessions() as session:
+        session.add(Partner(name="Planner Co",
+                            initial_access_token_digest=token_digest(keyring.digest_key, token)))
+        session.commit()
+    return token
 
 
 @pytest.fixture

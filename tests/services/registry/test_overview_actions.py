@@ -5,11 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import uuid
+from datetime import datetime, timedelta
 
 import httpx
+import pytest
 from sqlmodel import select
 
+from services.registry.overview import service as overview_service
+from services.registry.overview.repository import NEVER
 from shared.audit import verify_environment
+from shared.db.types import utcnow
 from shared.models import AuditEvent, Connection, ConnectionStatus, Event
 from tests.services.registry.conftest import World
 from tests.services.registry.test_overview import accountant
@@ -52,6 +57,87 @@ async def test_csv_export_of_many_rows_spans_batches(client: httpx.AsyncClient, 
         session.commit()
     rows = await _csv(client, world, sort="-created_at")
     assert len(rows) == len({r["id"] for r in rows}) == 2100 + len(world.a.connections)
+
+
+async def _all_pages(client: httpx.AsyncClient, world: World, sort: str) -> list[dict]:
+    rows, cursor = [], None
+    while True:
+        params = {"sort": sort, "limit": 3, **({"cursor": cursor} if cursor else {})}
+        response = await client.get("/v1/environment/connections", params=params,
+                                    headers=accountant(world))
+        assert response.status_code == 200, response.text
+        rows += response.json()["data"]
+        if not (cursor := response.json()["next_cursor"]):
+            return rows
+
+
+@pytest.mark.parametrize("sort", ["created_at", "-created_at", "last_used_at", "-last_used_at"])
+async def test_csv_and_pages_agree_on_order_and_content(
+    client: httpx.AsyncClient, world: World, sort: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never used counts as the oldest use (first ascending, last descending); equal
+    values go by id. The CSV, read in batches of 4, holds the rows of the pages in the
+    same order with the same values."""
+    monkeypatch.setattr(overview_service, "EXPORT_BATCH", 4)
+    template, now = world.a.connections[0], utcnow()
+    tie = now - timedelta(hours=5)
+    uses = [None, tie, None, tie, now - timedelta(days=200), None, tie, now - timedelta(hours=1),
+            None, now - timedelta(days=3), tie]
+    with world.sessions() as session:
+        session.add_all([
+            Connection(environment_id=template.environment_id, user_id=template.user_id,
+                       app_id=template.app_id, debtor_id=template.debtor_id,
+                       scopes=["company.info.read", "employee.bankaccount.read"],
+                       status=ConnectionStatus.REVOKED, last_used_at=used)
+            for used in uses
+        ])
+        # Live and unused for 200 days: stale.
+        session.add(Connection(environment_id=template.environment_id,
+                               user_id=template.user_id, app_id=template.app_id,
+                               debtor_id=world.a.debtors[1].id, scopes=["company.info.read"],
+                               last_used_at=now - timedelta(days=200)))
+        session.commit()
+    pages = await _all_pages(client, world, sort)
+    never = {r["id"] for r in pages if r["last_used_at"] is None}
+    keys = [(datetime.fromisoformat(r["last_used_at"]) if r["last_used_at"] else None,
+             r["id"]) for r in pages]
+    if sort.lstrip("-") == "last_used_at":
+        expected = sorted(keys, key=lambda k: (k[0] or NEVER, uuid.UUID(k[1])),
+                          reverse=sort.startswith("-"))
+        assert keys == expected
+        ids = [k[1] for k in keys]
+        positions = [ids.index(i) for i in never]
+        edge = range(len(never)) if not sort.startswith("-") else \
+            range(len(ids) - len(never), len(ids))
+        assert sorted(positions) == list(edge)
+    else:
+        expected_ids = sorted((k[1] for k in keys), key=uuid.UUID,
+                              reverse=sort.startswith("-"))
+        assert [k[1] for k in keys] == expected_ids
+    rows = await _csv(client, world, sort=sort)
+    assert [r["id"] for r in rows] == [p["id"] for p in pages]
+    assert len(pages) == len(world.a.connections) + len(uses) + 1
+    for row, page in zip(rows, pages, strict=True):
+        assert row["app_client_id"] == page["app"]["client_id"]
+        assert row["app_name"] == page["app"]["name"]
+        assert row["publisher"] == (page["app"]["publisher"] or "")
+        assert (row["user_id"], row["user_email"], row["user_template"]) == (
+            page["user"]["id"], page["user"]["email"], page["user"]["template"])
+        assert row["user_deactivated"] == str(page["user_deactivated"]).lower()
+        assert row["stale"] == str(page["stale"]).lower()
+        assert row["debtor_id"] == page["debtor_id"]
+        assert row["company_ids"] == " ".join(page["company_ids"])
+        assert row["scopes"] == " ".join(page["scopes"])
+        assert row["sensitive_scopes"] == " ".join(page["sensitive_scopes"])
+        assert row["status"] == page["status"]
+        for name in ("created_at", "last_used_at", "revoked_at"):
+            if page[name] is None:
+                assert row[name] == ""
+            else:
+                assert row[name].endswith("+00:00")
+                assert datetime.fromisoformat(row[name]) == datetime.fromisoformat(page[name])
+    assert any(r["sensitive_scopes"] == "employee.bankaccount.read" for r in rows)
+    assert any(r["stale"] == "true" for r in rows) and any(r["company_ids"] for r in rows)
 
 
 async def test_csv_cells_cannot_become_formulas(client: httpx.AsyncClient, world: World) -> None:

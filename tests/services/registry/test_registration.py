@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from shared.models import App, Connection, Partner
+from shared.models import App, Connection
 from shared.vault import KeyRing, TokenKind, digest_matches, new_token, token_digest
 from tests.cli.conftest import Invoke, cli_env, invoke  # noqa: F401 - fixtures
 from tests.services.registry.conftest import World, bearer
@@ -21,16 +21,6 @@ GOOD = {
     "grant_types": ["authorization_code", "refresh_token"],
     "client_uri": "https://planner.example", "contacts": ["dev@planner.example"],
 }
-
-
-@pytest.fixture
-def initial_token(world: World, keyring: KeyRing) -> str:
-    token = new_token(TokenKind.INITIAL_ACCESS_TOKEN)
-    with world.sessions() as session:
-        session.add(Partner(name="Planner Co",
-                            initial_access_token_digest=token_digest(keyring.digest_key, token)))
-        session.commit()
-    return token
 
 
 async def test_register_read_update_delete(client: httpx.AsyncClient, world: World,
@@ -57,12 +47,30 @@ async def test_register_read_update_delete(client: httpx.AsyncClient, world: Wor
     assert updated.status_code == 200, updated.text
     assert updated.json()["client_name"] == "Shift Planner 2"
     assert "client_secret" not in updated.json()
-    wrong = await client.put(path, json={**update, "client_id": "other"}, headers=bearer(rat))
-    assert wrong.status_code == 400
+    assert updated.headers["cache-control"] == "no-store"
+    # RFC 7592 section 3: the update rotates the registration access token.
+    new_rat = updated.json()["registration_access_token"]
+    assert new_rat != rat
+    for method in ("GET", "PUT", "DELETE"):
+        stale = await client.request(method, path, json=update, headers=bearer(rat))
+        assert stale.status_code == 401, (method, stale.text)
+        assert stale.headers["www-authenticate"].startswith("Bearer")
+    with world.sessions() as session:
+        app = session.exec(select(App).where(App.client_id == body["client_id"])).one()
+        assert digest_matches(keyring.digest_key, new_rat, app.registration_access_token_digest)
+        assert app.name == "Shift Planner 2"
+    assert (await client.get(path, headers=bearer(new_rat))).json()["client_name"] \
+        == "Shift Planner 2"
+    # A refused update rotates nothing: the token of the last good update still works.
+    wrong = await client.put(path, json={**update, "client_id": "other"},
+                             headers=bearer(new_rat))
+    assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_client_metadata"
+    assert "registration_access_token" not in wrong.json()
+    assert (await client.get(path, headers=bearer(new_rat))).status_code == 200
 
-    deleted = await client.delete(path, headers=bearer(rat))
+    deleted = await client.delete(path, headers=bearer(new_rat))
     assert deleted.status_code == 204
-    assert (await client.get(path, headers=bearer(rat))).status_code == 401
+    assert (await client.get(path, headers=bearer(new_rat))).status_code == 401
 
 
 @pytest.mark.parametrize(("change", "error"), [
@@ -164,3 +172,30 @@ async def test_a_partner_made_by_the_cli_registers_and_loses_the_right_on_revoke
     assert invoke("partner", "revoke-token", created["partner"]["id"]).exit_code == 0
     again = await client.post("/oauth2/register", json=GOOD, headers=bearer(token))
     assert again.status_code == 401
+
+
+def test_the_openapi_document_declares_registration_bodies_and_bearer_tokens(
+    settings,
+) -> None:
+    """So that generic tools (schemathesis, client generators) see what to send."""
+    from services.registry.app import create_app
+
+    document = create_app(settings).openapi()
+    schemes = document["components"]["securitySchemes"]
+    for name in ("InitialAccessToken", "RegistrationAccessToken"):
+        assert schemes[name]["type"] == "http" and schemes[name]["scheme"] == "bearer"
+    paths = document["paths"]
+    register = paths["/oauth2/register"]["post"]
+    assert register["security"] == [{"InitialAccessToken": []}]
+    body = register["requestBody"]["content"]["application/json"]["schema"]
+    assert register["requestBody"]["required"] is True
+    assert body["required"] == ["client_name"]
+    assert {"redirect_uris", "scope", "grant_types", "jwks", "logo_uri"} <= set(body["properties"])
+    for method in ("get", "put", "delete"):
+        operation = paths["/oauth2/register/{client_id}"][method]
+        assert operation["security"] == [{"RegistrationAccessToken": []}], method
+        assert "401" in operation["responses"], method
+    update = paths["/oauth2/register/{client_id}"]["put"]["requestBody"]["content"]
+    assert set(update["application/json"]["schema"]["required"]) == {"client_name", "client_id"}
+    errors = register["responses"]["400"]["content"]["application/json"]["schema"]
+    assert errors == {"$ref": "#/components/schemas/RegistrationErrorOut"}
