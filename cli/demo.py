@@ -31,6 +31,7 @@ from shared.models import (
     Employment,
     Environment,
     LeaveBalance,
+    LeaveRequest,
     PayrollRun,
     User,
     UserCompany,
@@ -167,6 +168,7 @@ def _slices(session: Session, company: Company, company_no: str) -> None:
         (WageComponent, lambda i: data.wage_components(company_no, i)),
         (BankAccount, lambda i: [{"iban": data.iban(company_no, i), "account_holder": None}]),
         (LeaveBalance, lambda i: data.leave_balances(company_no, i)),
+        (LeaveRequest, lambda i: data.leave_requests(company_no, i)),
         (Absence, lambda i: data.absences(company_no, i)),
     ):
         done = set(session.exec(select(model.employee_id).where(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 
 from cli.output import CliError
 from shared.models import UserTemplate
@@ -131,6 +131,22 @@ def leave_balances(company_no: str, index: int) -> list[dict[str, object]]:
         {"leave_type": "statutory", "year": LEAVE_YEAR, "balance_hours": float(80 + seed % 80)},
         {"leave_type": "extra", "year": LEAVE_YEAR, "balance_hours": float(seed % 40)},
     ]
+
+
+def leave_requests(company_no: str, index: int) -> list[dict[str, object]]:
+    """An approved summer week for everyone; every second employee also asked for a day
+    off in the autumn that nobody has decided yet."""
+    seed = _seed(company_no, index)
+    summer = date(LEAVE_YEAR, 7, 6 + 7 * (seed % 4))
+    rows: list[dict[str, object]] = [
+        {"leave_type": "statutory", "start_date": summer,
+         "end_date": summer + timedelta(days=4), "hours": 40.0, "status": "approved",
+         "note": "Summer holiday"}]
+    if index % 2 == 0:
+        day = date(LEAVE_YEAR, 10, 1 + seed % 28)
+        rows.append({"leave_type": "extra", "start_date": day, "end_date": day, "hours": 8.0,
+                     "status": "requested", "note": None})
+    return rows
 
 
 def absences(company_no: str, index: int) -> list[dict[str, object]]:

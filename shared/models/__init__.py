@@ -14,6 +14,7 @@ from shared.models.employment import Employment
 from shared.models.environment import Environment
 from shared.models.event import Event
 from shared.models.leave_balance import LeaveBalance
+from shared.models.leave_request import LeaveRequest, LeaveRequestStatus, LeaveType
 from shared.models.partner import Partner
 from shared.models.payroll_run import PayrollRun
 from shared.models.signing_key import SigningKey
@@ -46,6 +47,9 @@ __all__ = [
     "EnvironmentAppPolicy",
     "Event",
     "LeaveBalance",
+    "LeaveRequest",
+    "LeaveRequestStatus",
+    "LeaveType",
     "Partner",
     "PayrollRun",
     "RefreshToken",

@@ -31,6 +31,7 @@ from shared.models import (
     Employment,
     Event,
     LeaveBalance,
+    LeaveRequest,
     PayrollRun,
     WageComponent,
     WebhookDelivery,
@@ -117,7 +118,8 @@ def _side(session: Session, box: SecretBox, name: str) -> Side:
     tenant = _tenant(session, [app])
     employees = [f.make_employee(session, c, email="e@example.test") for c in tenant.companies]
     slices: dict[str, list[Any]] = {k: [] for k in (
-        "employment", "account", "component", "leave", "absence", "payroll_run")}
+        "employment", "account", "component", "leave", "leave_request", "absence",
+        "payroll_run")}
     for e in employees:
         rows = {
             "employment": Employment(**_common(e), start_date=date(2020, 1, 1)),
@@ -127,6 +129,8 @@ def _side(session: Session, box: SecretBox, name: str) -> Side:
                                        amount_cents=420000, valid_from=date(2026, 1, 1)),
             "leave": LeaveBalance(**_common(e), leave_type="statutory", year=2026,
                                   balance_hours=120.5),
+            "leave_request": LeaveRequest(**_common(e), leave_type="statutory", hours=16.0,
+                                          start_date=date(2026, 7, 1), end_date=date(2026, 7, 2)),
             "absence": Absence(**_common(e), start_date=date(2026, 3, 1), percentage=50),
         }
         for kind, row in rows.items():

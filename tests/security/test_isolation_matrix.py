@@ -35,6 +35,7 @@ PARAM_KINDS = {
     "client_id": "client", "endpoint_id": "endpoint", "delivery_id": "delivery",
     "account_id": "account", "employment_id": "employment", "component_id": "component",
     "wage_component_id": "component", "absence_id": "absence", "leave_balance_id": "leave",
+    "leave_request_id": "leave_request",
     "run_id": "payroll_run", "payroll_run_id": "payroll_run", "event_id": "event",
 }
 # Where a route names its parameter just `id` (or something generic): (method, path) ->
@@ -85,6 +86,8 @@ EXAMPLES: dict[str, Any] = {
     "function": "Engineer", "department": "R&D", "birth_date": "1990-01-01",
     "username": "iso@example.test", "password": "isolation-password",
     "debtor_id": "00000000-0000-4000-8000-000000000000",
+    "leave_type": "statutory", "hours": 8.0, "status": "cancelled",
+    "client_name": "Isolation", "client_id": "isolation-client",
 }
 PATCH_PREFERRED = ("description", "account_holder", "first_name", "name", "reason")
 

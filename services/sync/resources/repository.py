@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.resources.access import Reach
-from shared.models import Company, Debtor, Employee
+from shared.models import Company, Debtor, Employee, LeaveRequest, LeaveRequestStatus
+
+ACTIVE_LEAVE = (LeaveRequestStatus.REQUESTED, LeaveRequestStatus.APPROVED)
 
 
 class ResourceRepository:
@@ -74,17 +77,31 @@ class ResourceRepository:
         return (await self.session.exec(stmt)).first() is not None
 
     async def children(self, model, employee_id: uuid.UUID, after: uuid.UUID | None,
-                       limit: int, parent: str = "employee_id") -> list:
-        """Rows of a data slice of one employee (or of one company: `parent`)."""
+                       limit: int, parent: str = "employee_id", **equal) -> list:
+        """Rows of a data slice of one employee (or of one company: `parent`), optionally
+        only those whose columns equal the `equal` values."""
         stmt = select(model).where(getattr(model, parent) == employee_id,
-                                   model.environment_id == self.reach.environment_id)
+                                   model.environment_id == self.reach.environment_id,
+                                   *(getattr(model, k) == v for k, v in equal.items()))
         if after is not None:
             stmt = stmt.where(col(model.id) > after)
         return list((await self.session.exec(stmt.order_by(col(model.id)).limit(limit))).all())
 
-    async def child(self, model, employee_id: uuid.UUID, row_id: uuid.UUID):
+    async def child(self, model, employee_id: uuid.UUID, row_id: uuid.UUID, *,
+                    for_update: bool = True):
         stmt = select(model).where(model.id == row_id, model.employee_id == employee_id,
                                    model.environment_id == self.reach.environment_id)
-        if self.session.bind.dialect.name == "postgresql":
+        if for_update and self.session.bind.dialect.name == "postgresql":
             stmt = stmt.with_for_update()
         return (await self.session.exec(stmt)).first()
+
+    async def overlapping_leave(self, employee_id: uuid.UUID, start: date, end: date
+                                ) -> LeaveRequest | None:
+        """A requested or approved leave request of the employee that shares a day with
+        `start`..`end`."""
+        stmt = select(LeaveRequest).where(
+            LeaveRequest.employee_id == employee_id,
+            LeaveRequest.environment_id == self.reach.environment_id,
+            col(LeaveRequest.status).in_(ACTIVE_LEAVE),
+            col(LeaveRequest.start_date) <= end, col(LeaveRequest.end_date) >= start)
+        return (await self.session.exec(stmt.order_by(col(LeaveRequest.id)).limit(1))).first()

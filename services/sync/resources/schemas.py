@@ -6,7 +6,12 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.models import LeaveRequestStatus, LeaveType
+
+EARLIEST_LEAVE_DAY, LATEST_LEAVE_DAY = date(2000, 1, 1), date(2100, 12, 31)
+MAX_LEAVE_DAYS = 366
 
 
 class DebtorOut(BaseModel):
@@ -164,3 +169,49 @@ class EmploymentEnd(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     end_date: date
+
+
+class LeaveRequestOut(BaseModel):
+    id: uuid.UUID
+    employee_id: uuid.UUID
+    leave_type: LeaveType
+    start_date: date
+    end_date: date
+    hours: float
+    status: LeaveRequestStatus
+    note: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class LeaveRequestCreate(BaseModel):
+    """A request for leave from `start_date` to `end_date` (both included), in hours: at
+    most a year long, within 2000..2100, and at most 24 hours per day of the span."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    leave_type: LeaveType
+    start_date: date = Field(ge=EARLIEST_LEAVE_DAY, le=LATEST_LEAVE_DAY)
+    end_date: date = Field(ge=EARLIEST_LEAVE_DAY, le=LATEST_LEAVE_DAY)
+    hours: float = Field(gt=0, le=MAX_LEAVE_DAYS * 24, allow_inf_nan=False)
+    note: str | None = Field(default=None, min_length=1, max_length=500)
+
+    @model_validator(mode="after")
+    def _span(self) -> LeaveRequestCreate:
+        days = (self.end_date - self.start_date).days + 1
+        if days < 1:
+            raise ValueError("end_date is before start_date")
+        if days > MAX_LEAVE_DAYS:
+            raise ValueError(f"a leave request spans at most {MAX_LEAVE_DAYS} days")
+        if self.hours > days * 24:
+            raise ValueError(f"hours exceed 24 per day of the {days}-day span")
+        return self
+
+
+class LeaveRequestUpdate(BaseModel):
+    """The new status: `approved`, `rejected` or `cancelled` (a decision is final; an
+    approved request may still be cancelled)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: LeaveRequestStatus

@@ -14,6 +14,7 @@ from services.sync.ratelimits import rate_limit
 from services.sync.resources import schemas, service
 from services.sync.resources.access import Reach
 from services.sync.resources.endpoints import after, listing, scoped
+from services.sync.resources.leave_endpoints import router as leave_router
 from services.sync.resources.repository import ResourceRepository
 from shared.db.types import utcnow
 from shared.errors import NotFound
@@ -144,6 +145,9 @@ _read_only("leave-balances", LeaveBalance, schemas.LeaveBalanceOut, "employee.le
            "The employee's leave balances")
 _read_only("absences", Absence, schemas.AbsenceOut, "employee.absence.read",
            "The employee's sickness absences")
+
+# Leave requests (read-write, with single resources) live in their own module.
+router.include_router(leave_router)
 
 company_router = APIRouter(prefix="/v1/companies/{company_id}", tags=["data"],
                            dependencies=[Depends(rate_limit)])

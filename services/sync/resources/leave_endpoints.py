@@ -1,0 +1,74 @@
+"""Leave requests of an employee (SPEC section 4, `employee.leave`): list, one with its
+ETag, file a request, approve / reject / cancel it. Mounted under
+`/v1/employees/{employee_id}` by the slices router (which adds the rate limits)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+
+from services.sync.deps import RuntimeDep, SessionDep
+from services.sync.resources import leave_service, schemas, service
+from services.sync.resources.access import Reach
+from services.sync.resources.endpoints import after, listing, scoped, single
+from services.sync.resources.repository import ResourceRepository
+from shared.models import LeaveRequest, LeaveRequestStatus
+from shared.pagination import DEFAULT_LIMIT
+
+router = APIRouter(prefix="/leave-requests")
+LimitQuery = Annotated[int, Query(ge=1, le=200)]
+LeaveReader = Annotated[Reach, Depends(scoped("employee.leave.read"))]
+LeaveWriter = Annotated[Reach, Depends(scoped("employee.leave"))]
+NOT_MODIFIED = {304: {"description": "Not modified (If-None-Match)"}}
+
+
+@router.get("", response_model=schemas.Page)
+async def list_leave_requests(employee_id: uuid.UUID, reach: LeaveReader, session: SessionDep,
+                              runtime: RuntimeDep, request: Request, response: Response,
+                              limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None,
+                              status: LeaveRequestStatus | None = None):
+    """The employee's leave requests in the order they were filed, optionally of one
+    status (`employee.leave.read`)."""
+    await service.employee(session, reach, employee_id)
+    kind = f"leave-requests:{employee_id}:{status or ''}"
+    equal = {"status": status} if status is not None else {}
+    rows = await ResourceRepository(session, reach).children(
+        LeaveRequest, employee_id, after(runtime, kind, cursor), limit + 1, **equal)
+    return listing(request, response, runtime, kind, rows, limit, schemas.LeaveRequestOut)
+
+
+@router.post("", response_model=schemas.LeaveRequestOut, status_code=201,
+             responses={409: {"description": "Overlaps the employee's requested or "
+                                             "approved leave"}})
+async def create_leave_request(employee_id: uuid.UUID, payload: schemas.LeaveRequestCreate,
+                               reach: LeaveWriter, session: SessionDep, response: Response):
+    """File a leave request (`employee.leave`), status `requested`; writes an
+    `employee.leave.changed` event naming the fields that were set."""
+    row = await leave_service.create(session, reach, employee_id, payload)
+    response.headers["Location"] = f"/v1/employees/{employee_id}/leave-requests/{row.id}"
+    return schemas.LeaveRequestOut.model_validate(row, from_attributes=True)
+
+
+@router.get("/{leave_request_id}", response_model=schemas.LeaveRequestOut,
+            responses=NOT_MODIFIED)
+async def get_leave_request(employee_id: uuid.UUID, leave_request_id: uuid.UUID,
+                            reach: LeaveReader, session: SessionDep, response: Response,
+                            if_none_match: Annotated[str | None, Header()] = None):
+    """One leave request (`employee.leave.read`), with an ETag."""
+    row = await leave_service.leave_request(session, reach, employee_id, leave_request_id)
+    return single(row, if_none_match, response, schemas.LeaveRequestOut)
+
+
+@router.patch("/{leave_request_id}", response_model=schemas.LeaveRequestOut,
+              responses={409: {"description": "The status cannot change that way"}})
+async def update_leave_request(employee_id: uuid.UUID, leave_request_id: uuid.UUID,
+                               payload: schemas.LeaveRequestUpdate, reach: LeaveWriter,
+                               session: SessionDep, response: Response):
+    """Approve, reject or cancel a leave request (`employee.leave`): `requested` may
+    become any of them, `approved` only `cancelled`; the rest is final (409). Writes an
+    `employee.leave.changed` event; the same status again changes nothing."""
+    row = await leave_service.change_status(session, reach, employee_id, leave_request_id,
+                                            payload)
+    return single(row, None, response, schemas.LeaveRequestOut)
