@@ -7,17 +7,32 @@ document too, so no client ever sees an HTML error or a stack trace.
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
+import psycopg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from redis import exceptions as redis_errors
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger("koppel.errors")
+# Seconds a client is asked to wait when the database or Redis cannot be reached.
+UNAVAILABLE_RETRY_AFTER_S = 1
+# Redis errors that mean "not reachable right now" (a restart, a failover, a full pool),
+# not a bug in the command: answered 503, like a database that cannot be reached.
+REDIS_UNAVAILABLE = (
+    redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ReadOnlyError,
+    redis_errors.ClusterDownError, redis_errors.TryAgainError,
+)
+# The drivers' own errors, for code that works on a raw DBAPI connection (no SQLAlchemy
+# wrapping): a refused or lost connection, a locked SQLite file.
+DRIVER_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, sqlite3.OperationalError)
 
 
 def problem_type(slug: str) -> str:
@@ -144,6 +159,16 @@ def _document_problems(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _unavailable(dependency: str, error: str) -> JSONResponse:
+    """503 with `Retry-After`: a dependency is unreachable for now; nothing was answered
+    from a guess (a status, a rate limit or a session that could not be read)."""
+    log.warning(f"{dependency} unavailable", error=error)
+    subject = "the database" if dependency == "database" else dependency
+    return problem(503, "unavailable", "Service unavailable",
+                   f"{subject} is unavailable; try again",
+                   headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error of `app` as problem+json (and document them so)."""
     _document_problems(app)
@@ -171,9 +196,23 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def _db_down(_request: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("database unavailable", error=type(exc.orig).__name__)
-        return problem(503, "unavailable", "Service unavailable",
-                       "the database is unavailable; try again", headers={"Retry-After": "1"})
+        return _unavailable("database", type(exc.orig).__name__)
+
+    @app.exception_handler(PoolTimeout)
+    async def _db_pool_exhausted(_request: Request, exc: PoolTimeout) -> JSONResponse:
+        return _unavailable("database", type(exc).__name__)
+
+    async def _driver_down(_request: Request, exc: Exception) -> JSONResponse:
+        return _unavailable("database", type(exc).__name__)
+
+    for driver_error in DRIVER_UNAVAILABLE:
+        app.add_exception_handler(driver_error, _driver_down)
+
+    async def _redis_down(_request: Request, exc: Exception) -> JSONResponse:
+        return _unavailable("Redis", type(exc).__name__)
+
+    for redis_error in REDIS_UNAVAILABLE:
+        app.add_exception_handler(redis_error, _redis_down)
 
     @app.exception_handler(DataError)
     async def _unstorable(_request: Request, exc: DataError) -> JSONResponse:
@@ -187,6 +226,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _db_error(_request: Request, exc: DBAPIError) -> JSONResponse:
+        # A connection that died under the statement ("server closed the connection",
+        # "the connection is closed"): the pool has dropped it; the next call reconnects.
+        if exc.connection_invalidated or isinstance(exc, InterfaceError):
+            return _unavailable("database", type(exc.orig).__name__)
         log.error("database error", error=type(exc.orig).__name__)
         return problem(500, "internal", "Internal error", "an internal error occurred")
 

@@ -17,6 +17,9 @@ from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# How long opening a PostgreSQL connection may take: past it the request answers 503
+# (shared/errors.py) instead of hanging while the server is unreachable.
+CONNECT_TIMEOUT_S = 5
 
 
 def sync_url(url: str) -> str:
@@ -65,8 +68,11 @@ def create_sync_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> E
         )
         _configure_sqlite(engine)
         return engine
+    # pool_pre_ping: a pooled connection that died with the server (a restart, a
+    # failover) is replaced on checkout, so the process recovers without a restart.
     return create_engine(
-        url, echo=echo, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size * 2
+        url, echo=echo, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size * 2,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
     )
 
 
@@ -78,7 +84,8 @@ def create_async_db_engine(url: str, *, pool_size: int = 5, echo: bool = False) 
         _configure_sqlite(engine.sync_engine)
         return engine
     return create_async_engine(
-        url, echo=echo, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size * 2
+        url, echo=echo, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size * 2,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
     )
 
 
