@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     Counter,
@@ -61,18 +61,50 @@ def serve_worker_metrics(port: int, host: str = "0.0.0.0") -> None:  # noqa: S10
     start_http_server(port, addr=host)
 
 
+class _Measure:
+    """Pure ASGI middleware timing each request by its route template (no extra task, no
+    response streaming through a queue, unlike `@app.middleware("http")`)."""
+
+    def __init__(self, app, service: str) -> None:
+        self.app, self.service = app, service
+        self._children: dict[tuple[str, str, int], tuple] = {}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # unless the app answers
+
+        async def send_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self._observe(scope, status, time.perf_counter() - start)
+
+    def _observe(self, scope, status: int, elapsed: float) -> None:
+        template = getattr(scope.get("route"), "path", "unmatched")
+        key = (scope["method"], template, status)
+        children = self._children.get(key)
+        if children is None:
+            if len(self._children) > 10_000:  # templates and statuses are closed sets
+                self._children.clear()
+            children = self._children[key] = (
+                LATENCY.labels(self.service, key[0], template),
+                REQUESTS.labels(self.service, key[0], template, str(status)),
+            )
+        children[0].observe(elapsed)
+        children[1].inc()
+
+
 def install_metrics(app: FastAPI, service: str) -> None:
     """Count and time every request of `app` by its route template; serve `/metrics`."""
-
-    @app.middleware("http")
-    async def _measure(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        LATENCY.labels(service, request.method, template).observe(time.perf_counter() - start)
-        REQUESTS.labels(service, request.method, template, str(response.status_code)).inc()
-        return response
+    app.add_middleware(_Measure, service=service)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

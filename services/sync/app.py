@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
 
 from services.sync.body_limit import BodyLimit
+from services.sync.deps import close_read_pool
 from services.sync.events.feed import router as changes_router
 from services.sync.resources.endpoints import router as data_router
 from services.sync.resources.slices import company_router as payroll_router
 from services.sync.resources.slices import router as slices_router
 from services.sync.webhooks.endpoints import router as webhooks_router
 from shared.app_factory import create_service_app
+from shared.auth_deps import close_verifier
 from shared.config import Settings, get_settings
 
 
@@ -21,6 +26,19 @@ def _configure(app: FastAPI) -> None:
     app.include_router(payroll_router)
     app.include_router(changes_router)
     app.include_router(webhooks_router)
+    # The read pool and the token verifier (its status mirror) close with the runtime.
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with inner(app):
+            try:
+                yield
+            finally:
+                close_verifier(app)
+                await close_read_pool(app)
+
+    app.router.lifespan_context = lifespan
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.events.queue import enqueue_deliveries
+from services.sync.read_pool import ReadPool
 from shared.auth_deps import PrincipalDep
+from shared.db.engine import CONNECT_TIMEOUT_S
 from shared.errors import Forbidden, InsufficientScope
 from shared.models import App
 from shared.outbox import nudge
@@ -28,11 +30,34 @@ NUDGE = "koppel_nudge"
 DELIVERIES = "koppel_deliveries"
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+# Connections of the hot single-statement reads (resources/employee_read.py).
+READ_POOL_SIZE = 10  # a read holds its connection for one statement
+
+
+def read_pool(app: FastAPI) -> ReadPool | None:
+    """The app's pool for single-statement reads on PostgreSQL, made on first use; None on
+    SQLite, where those reads use the runtime's engine."""
+    state = app.state
+    pool = getattr(state, "read_pool", None)
+    if pool is None and state.runtime.async_engine.dialect.name == "postgresql":
+        pool = state.read_pool = ReadPool(state.runtime.settings.resolved_database_url,
+                                          size=READ_POOL_SIZE,
+                                          connect_timeout=CONNECT_TIMEOUT_S)
+    return pool
+
+
+async def close_read_pool(app: FastAPI) -> None:
+    """Close the read pool, if one was made (when the runtime closes)."""
+    pool = getattr(app.state, "read_pool", None)
+    if pool is not None:
+        app.state.read_pool = None
+        await pool.close()
 
 
 def note_nudge(session: AsyncSession) -> None:

@@ -1,6 +1,7 @@
 """Per-app and per-connection request budgets for the sync API (SPEC 5.8): fixed windows
-in Redis; over budget answers 429 with `Retry-After`, and every answer carries
-`RateLimit` / `RateLimit-Policy` headers (draft-ietf-httpapi-ratelimit-headers)."""
+in Redis, counted by one Lua call per request; over budget answers 429 with
+`Retry-After`, and every answer carries `RateLimit` / `RateLimit-Policy` headers
+(draft-ietf-httpapi-ratelimit-headers)."""
 
 from __future__ import annotations
 
@@ -23,20 +24,40 @@ def _callers(principal) -> list[tuple[str, int]]:
     return [app]
 
 
+# Counts one request against each budget (KEYS) in one round trip; a window starts with
+# its first request. Returns count and seconds left per key.
+_COUNT = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local count = redis.call('INCR', key)
+  local ttl = redis.call('TTL', key)
+  if count == 1 or ttl < 0 then
+    redis.call('EXPIRE', key, ARGV[1])
+    ttl = tonumber(ARGV[1])
+  end
+  out[2 * i - 1] = count
+  out[2 * i] = ttl
+end
+return out
+"""
+
+
+def _counter(request: Request):
+    state = request.app.state
+    script = getattr(state, "sync_rate_counter", None)
+    if script is None or script.registered_client is not state.runtime.redis:
+        script = state.sync_rate_counter = state.runtime.redis.register_script(_COUNT)
+    return script
+
+
 async def rate_limit(request: Request, response: Response, principal: PrincipalDep) -> None:
     """Count this request against the caller's budgets; 429 once one is spent."""
-    client = request.app.state.runtime.redis
-    pipe = client.pipeline(transaction=False)
     budgets = _callers(principal)
-    for name, _ in budgets:
-        key = f"koppel:rl:sync:{name}"
-        pipe.set(key, 0, ex=WINDOW_S, nx=True)
-        pipe.incr(key)
-        pipe.ttl(key)
-    results = await pipe.execute()
+    results = await _counter(request)(keys=[f"koppel:rl:sync:{name}" for name, _ in budgets],
+                                      args=[WINDOW_S])
     worst = None
     for index, (_, limit) in enumerate(budgets):
-        count, ttl = int(results[index * 3 + 1]), max(int(results[index * 3 + 2]), 1)
+        count, ttl = int(results[index * 2]), max(int(results[index * 2 + 1]), 1)
         remaining = max(limit - count, 0)
         if worst is None or remaining < worst[1]:
             worst = (limit, remaining, ttl, count > limit)

@@ -1,0 +1,122 @@
+"""`GET /v1/employees/{id}`, the busiest read of the data API, in one database round trip
+for a connection's token.
+
+One SELECT answers everything the general path (access.py, then the repository) asks in
+four: the connection (live, of this app, environment and debtor), its granted scopes,
+and the employee if it lies within the connection's reach (same environment and debtor,
+a covered company). Nothing is cached: a revoked or narrowed connection shows in the
+very next read. On PostgreSQL the statement, compiled once, runs on psycopg directly
+(services/sync/read_pool.py) and outside a transaction (autocommit; a single SELECT sees
+one snapshot anyway), saving BEGIN and COMMIT and SQLAlchemy's per-call work.
+
+Other callers (a first-party user's token) take the general path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from functools import lru_cache
+from typing import Any
+
+import psycopg
+from psycopg.rows import namedtuple_row
+from sqlalchemy import and_, bindparam, select
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.sync.read_pool import ReadPool
+from services.sync.resources import service
+from services.sync.resources.access import reach as reach_of
+from shared.errors import InsufficientScope, NotFound
+from shared.models import App, Connection, ConnectionCompany, ConnectionStatus, Employee
+from shared.runtime import Runtime
+from shared.scopes import grants
+from shared.tokens import InvalidToken, Principal
+
+SCOPE = "employee.info.read"
+FIELDS = ("id", "company_id", "number", "first_name", "last_name", "birth_date", "email")
+
+_conn = Connection.__table__
+_app = App.__table__
+_emp = Employee.__table__
+_cover = ConnectionCompany.__table__
+
+CONNECTION_EMPLOYEE = (
+    select(_conn.c.status, _conn.c.environment_id, _conn.c.debtor_id, _conn.c.scopes,
+           _cover.c.company_id.label("covered"), *(_emp.c[name] for name in FIELDS))
+    .select_from(
+        _conn.join(_app, _app.c.id == _conn.c.app_id)
+        .outerjoin(_emp, and_(_emp.c.id == bindparam("employee_id"),
+                              _emp.c.environment_id == _conn.c.environment_id,
+                              _emp.c.debtor_id == _conn.c.debtor_id))
+        .outerjoin(_cover, and_(_cover.c.connection_id == _conn.c.id,
+                                _cover.c.company_id == _emp.c.company_id))
+    )
+    .where(_conn.c.id == bindparam("connection_id"), _app.c.client_id == bindparam("client_id"))
+)
+
+
+def employee_body(row: Any) -> dict[str, Any]:
+    """The `EmployeeOut` document of a row with the employee's fields, as JSON values."""
+    birth_date = row.birth_date
+    return {"id": str(row.id), "company_id": str(row.company_id), "number": row.number,
+            "first_name": row.first_name, "last_name": row.last_name,
+            "birth_date": birth_date.isoformat() if birth_date is not None else None,
+            "email": row.email}
+
+
+async def _core_row(engine: AsyncEngine, params: dict[str, Any]):
+    async with engine.connect() as conn:
+        return (await conn.execute(CONNECTION_EMPLOYEE, params)).first()
+
+
+@lru_cache(maxsize=1)
+def _postgresql_sql() -> str:
+    return str(CONNECTION_EMPLOYEE.compile(dialect=psycopg_dialect()))
+
+
+async def _postgresql_row(pool: ReadPool, params: dict[str, Any]):
+    """The statement, compiled once, run on psycopg itself (autocommit, prepared)."""
+    sql = _postgresql_sql()
+
+    async def read(conn: psycopg.AsyncConnection):
+        cursor = conn.cursor(row_factory=namedtuple_row)
+        await cursor.execute(sql, params, prepare=True)
+        return await cursor.fetchone()
+
+    return await pool.run(read)
+
+
+async def connection_employee(runtime: Runtime, pool: ReadPool | None, principal: Principal,
+                              employee_id: uuid.UUID) -> dict[str, Any]:
+    """The employee as a connection's token may read it: 401 if the connection is not
+    live, 403 without `employee.info.read` in both token and consent, 404 outside reach."""
+    params = {"connection_id": principal.connection_id, "client_id": principal.client_id,
+              "employee_id": employee_id}
+    if pool is not None:
+        row = await _postgresql_row(pool, params)
+    else:
+        row = await _core_row(runtime.async_engine, params)
+    if (row is None or row.status != ConnectionStatus.ACTIVE
+            or row.environment_id != principal.environment_id
+            or row.debtor_id != principal.debtor_id):
+        raise InvalidToken("the access token's connection is not active")
+    if not (grants(frozenset(row.scopes), SCOPE) and principal.has_scope(SCOPE)):
+        raise InsufficientScope(SCOPE)
+    if row.id is None or row.covered is None:
+        raise NotFound("no such employee")
+    return employee_body(row)
+
+
+async def readable_employee(runtime: Runtime, pool: ReadPool | None, principal: Principal,
+                            employee_id: uuid.UUID) -> dict[str, Any]:
+    """The employee's document if the caller may read it (the rules of `access.reach`);
+    a connection's read runs on `pool` (deps.read_pool; None: the runtime's engine)."""
+    if principal.kind == "connection":
+        return await connection_employee(runtime, pool, principal, employee_id)
+    async with runtime.async_session() as session:
+        reach = await reach_of(session, principal)
+        if not reach.has_scope(SCOPE):
+            raise InsufficientScope(SCOPE)
+        return employee_body(await service.employee(session, reach, employee_id))
+

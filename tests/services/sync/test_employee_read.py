@@ -1,0 +1,110 @@
+"""GET /v1/employees/{id} for a connection's token (services/sync/resources/employee_read):
+one statement checks the connection, its consent and its reach on every read, so
+nothing a revoke, a narrowed consent or a dropped company changes is ever served stale."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session, delete
+
+from shared.config import Settings
+from shared.models import Connection, ConnectionCompany, ConnectionStatus
+from tests.fixtures import factories as f
+from tests.services.sync.conftest import Tokens
+from tests.services.sync.worlds import Data
+
+
+def _path(data: Data, index: int = 0) -> str:
+    return f"/v1/employees/{data.employees[index].id}"
+
+
+async def test_a_connection_suspended_in_the_database_is_refused_before_any_cache_knows(
+    sync_client: httpx.AsyncClient, tokens: Tokens, data: Data,
+    committing_sessions: sessionmaker[Session],
+) -> None:
+    auth = tokens.connection(data.connection, data.app)
+    assert (await sync_client.get(_path(data), headers=auth)).status_code == 200
+    # No status is published: the status cache still says "active".
+    with committing_sessions() as session, session.begin():
+        session.get(Connection, data.connection.id).status = ConnectionStatus.SUSPENDED
+    response = await sync_client.get(_path(data), headers=auth)
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+
+
+async def test_a_narrowed_consent_and_a_dropped_company_show_in_the_next_read(
+    sync_client: httpx.AsyncClient, tokens: Tokens, data: Data,
+    committing_sessions: sessionmaker[Session],
+) -> None:
+    auth = tokens.connection(data.connection, data.app, "employee.info.read")
+    first = await sync_client.get(_path(data), headers=auth)
+    assert first.status_code == 200
+    assert first.json()["id"] == str(data.employees[0].id)
+    assert first.headers["ratelimit-policy"] and first.headers["etag"]
+    with committing_sessions() as session, session.begin():
+        session.get(Connection, data.connection.id).scopes = ["company.info.read"]
+    narrowed = await sync_client.get(_path(data), headers=auth)
+    assert narrowed.status_code == 403
+    assert narrowed.json()["required_scope"] == "employee.info.read"
+    assert 'error="insufficient_scope"' in narrowed.headers["www-authenticate"]
+    with committing_sessions() as session, session.begin():
+        session.get(Connection, data.connection.id).scopes = ["employee.info"]
+        session.exec(delete(ConnectionCompany).where(
+            ConnectionCompany.connection_id == data.connection.id))
+    dropped = await sync_client.get(_path(data), headers=auth)
+    assert dropped.status_code == 404
+    assert dropped.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_token_lacking_the_scope_gets_403_and_unknown_ids_404(
+    sync_client: httpx.AsyncClient, tokens: Tokens, data: Data,
+) -> None:
+    company_only = tokens.connection(data.connection, data.app, "company.info.read")
+    response = await sync_client.get(_path(data), headers=company_only)
+    assert response.status_code == 403
+    assert response.json()["required_scope"] == "employee.info.read"
+    auth = tokens.connection(data.connection, data.app)
+    missing = await sync_client.get(f"/v1/employees/{uuid.uuid4()}", headers=auth)
+    assert missing.status_code == 404
+    assert (await sync_client.get("/v1/employees/not-a-uuid", headers=auth)).status_code == 422
+    app_token = await sync_client.get(_path(data), headers=tokens.app(data.app))
+    assert app_token.status_code == 403
+    assert (await sync_client.get(_path(data))).status_code == 401
+
+
+async def test_a_token_naming_another_app_for_the_connection_is_refused(
+    sync_client: httpx.AsyncClient, tokens: Tokens, data: Data,
+    committing_sessions: sessionmaker[Session],
+) -> None:
+    with committing_sessions() as session, session.begin():
+        other = f.make_app(session, scopes=["employee.info.read"])
+    forged_pairing = tokens.connection(data.connection, other, "employee.info.read")
+    response = await sync_client.get(_path(data), headers=forged_pairing)
+    assert response.status_code == 401
+
+
+@pytest.mark.postgres_only
+async def test_reads_survive_the_database_dropping_their_connections(
+    sync_client: httpx.AsyncClient, tokens: Tokens, data: Data, settings: Settings,
+) -> None:
+    """The read engine does not ping on checkout: a read on a dead connection retries
+    once on a fresh one."""
+    auth = tokens.connection(data.connection, data.app)
+    for _ in range(3):
+        assert (await sync_client.get(_path(data), headers=auth)).status_code == 200
+    url = make_url(settings.resolved_database_url).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as admin:
+        dropped = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()[0]
+    assert dropped >= 1
+    response = await sync_client.get(_path(data), headers=auth)
+    assert response.status_code == 200
+    assert response.json()["id"] == str(data.employees[0].id)
