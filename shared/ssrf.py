@@ -18,6 +18,7 @@ import asyncio
 import ipaddress
 import re
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -140,6 +141,33 @@ async def system_resolver(host: str) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+class ResolveCache:
+    """A resolver's answers, kept for `ttl` seconds (like any caching DNS resolver). Only
+    the answers are kept: `check_url` checks the addresses again on every call."""
+
+    def __init__(self, resolver: Resolver | None = None, ttl: float = 30.0,
+                 max_hosts: int = 10_000) -> None:
+        self.resolver = resolver or system_resolver
+        self.ttl, self.max_hosts = ttl, max_hosts
+        self._answers: dict[str, tuple[float, list[str]]] = {}
+
+    def expires(self, host: str, default: float) -> float:
+        """When the kept answer for `host` expires (`default` if none is kept)."""
+        hit = self._answers.get(host)
+        return min(hit[0], default) if hit is not None else default
+
+    async def __call__(self, host: str) -> list[str]:
+        now = time.monotonic()
+        hit = self._answers.get(host)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        names = list(await self.resolver(host))
+        if len(self._answers) >= self.max_hosts:
+            self._answers.clear()
+        self._answers[host] = (now + self.ttl, names)
+        return names
+
+
 async def check_url(
     url: str, *, allow_loopback: bool = False, resolver: Resolver | None = None
 ) -> Target:
@@ -196,6 +224,43 @@ class PinnedResolver(AbstractResolver):
 
     async def close(self) -> None:
         return None
+
+
+class CheckedResolver(AbstractResolver):
+    """An aiohttp resolver for a long-lived session: it answers only for hosts that
+    `check_url` has just checked (`pin` the Target before each request), with the
+    addresses that were checked, and refuses every other name."""
+
+    def __init__(self) -> None:
+        self._pins: dict[tuple[str, int], PinnedResolver] = {}
+
+    def pin(self, target: Target) -> None:
+        self._pins[(target.host, target.port)] = PinnedResolver(target)
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        pinned = self._pins.get((host.strip("[]").lower(), port))
+        if pinned is None:
+            raise OSError(f"the SSRF guard refuses to resolve {host!r}")
+        return await pinned.resolve(host, port, family)
+
+    async def close(self) -> None:
+        return None
+
+
+def shared_session(*, limit: int = 1000, limit_per_host: int = 100,
+                   keepalive_s: float = 30.0) -> tuple[aiohttp.ClientSession, CheckedResolver]:
+    """A long-lived aiohttp session (pooled keep-alive connections) that connects only to
+    addresses pinned in its CheckedResolver: `check_url`, `pin`, then request with
+    `allow_redirects=False`. A pooled connection was opened to a checked address."""
+    resolver = CheckedResolver()
+    connector = aiohttp.TCPConnector(
+        resolver=resolver, use_dns_cache=False, limit=limit, limit_per_host=limit_per_host,
+        keepalive_timeout=keepalive_s,
+    )
+    session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
+    return session, resolver
 
 
 def open_session(target: Target, *, timeout: float, **options) -> aiohttp.ClientSession:

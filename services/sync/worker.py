@@ -2,12 +2,19 @@
 
 Start it with `koppel worker`, which reads the settings and the Redis address at start
 (never at import) and hands them to arq.
+
+Every job runs with its name and id bound to its log lines, and the id of the request
+that caused it (the `request_id` argument of a job a request enqueued); each delivery
+attempt is logged with the request id stored on its event. With tracing on, every run
+is a span.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -15,9 +22,12 @@ from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
-from services.sync.events.relay import relay, sweep
+from services.sync.events.relay import sweep
 from services.sync.maintenance import purge_expired
+from services.sync.resilient_worker import ResilientWorker
 from services.sync.webhooks.delivery import deliver
+from services.sync.webhooks.dispatcher import Dispatcher
+from services.sync.webhooks.sender import Sender
 from shared.config import Settings
 from shared.jobs import (
     CONNECTIONS_RECORD_LAST_USED,
@@ -29,7 +39,14 @@ from shared.jobs import (
 from shared.last_used import flush_last_used
 from shared.logging import configure_logging
 from shared.redis_embedded import resolved_redis_url
+from shared.request_id import bind_request_id, current_request_id
 from shared.runtime import open_runtime
+from shared.tracing import (
+    REQUEST_ID_ATTRIBUTE,
+    job_span,
+    open_tracer_provider,
+    shutdown_tracing,
+)
 
 log = structlog.get_logger("koppel.worker")
 
@@ -37,10 +54,12 @@ log = structlog.get_logger("koppel.worker")
 MAX_JOBS = 200
 # arq's job timeout is final; a delivery's HTTP call times out well before it.
 DELIVER_TIMEOUT_S = 60
+# A dispatcher run stops taking new work after 10 s, then waits for its sends (10 s).
+RELAY_TIMEOUT_S = 60
 SWEEP_SECONDS = set(range(0, 60, 10))
-# arq sleeps this long between queue reads (its default, 0.5 s, adds up to that much per
-# hop: nudge -> relay -> delivery); a read is one cheap Redis call.
-POLL_DELAY_S = 0.05
+# arq sleeps this long between queue reads (its default, 0.5 s, adds up to that much to
+# the nudge -> dispatcher hop); a read is one cheap Redis call (about 50 a second idle).
+POLL_DELAY_S = 0.02
 LAST_USED_SECONDS = {0, 30}
 
 
@@ -50,13 +69,13 @@ async def _purge_expired(ctx: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
-async def _relay(ctx: dict[str, Any]) -> int:
-    return await relay(ctx["runtime"])
+async def _relay(ctx: dict[str, Any]) -> str:
+    return await ctx["dispatcher"].run()
 
 
 async def _deliver(ctx: dict[str, Any], delivery_id: str, attempt: int) -> str:
     return await deliver(ctx["runtime"], uuid.UUID(delivery_id), attempt,
-                         resolver=ctx.get("ssrf_resolver"))
+                         sender=ctx["sender"])
 
 
 async def _sweep(ctx: dict[str, Any]) -> dict[str, int]:
@@ -68,7 +87,35 @@ async def _record_last_used(ctx: dict[str, Any]) -> int:
     return await flush_last_used(runtime.redis, runtime.async_session)
 
 
-_purge_expired.__qualname__ = MAINTENANCE_PURGE_EXPIRED
+Job = Callable[..., Awaitable[Any]]
+
+
+def _job(name: str, job: Job) -> Job:
+    """`job` with its log context (job, job id, request id) and, if tracing, its span."""
+
+    @functools.wraps(job)
+    async def run(ctx: dict[str, Any], *args: Any, request_id: str | None = None,
+                  **kwargs: Any) -> Any:
+        tokens = structlog.contextvars.bind_contextvars(
+            job=name, job_id=ctx.get("job_id"), job_try=ctx.get("job_try"))
+        try:
+            bind_request_id(request_id)
+            provider = ctx.get("tracer_provider")
+            if provider is None:
+                return await job(ctx, *args, **kwargs)
+            attributes = {"job": name, "job_id": ctx.get("job_id"), "job_try": ctx.get("job_try")}
+            with job_span(provider, name, attributes) as span:
+                try:
+                    return await job(ctx, *args, **kwargs)
+                finally:
+                    if current_request_id():
+                        span.set_attribute(REQUEST_ID_ATTRIBUTE, current_request_id())
+        finally:
+            bind_request_id(None)
+            structlog.contextvars.reset_contextvars(**tokens)
+
+    run.__qualname__ = name  # arq names cron jobs after it
+    return run
 
 
 def build_worker(settings: Settings, *, burst: bool = False, **options: Any) -> Worker:
@@ -79,23 +126,36 @@ def build_worker(settings: Settings, *, burst: bool = False, **options: Any) -> 
         stack = contextlib.AsyncExitStack()
         ctx["stack"] = stack
         ctx["runtime"] = await stack.enter_async_context(open_runtime(settings))
+        # One pooled HTTP client per process; the SSRF guard still checks every send.
+        ctx["sender"] = Sender(allow_loopback=settings.webhooks_allow_loopback,
+                               resolver=ctx.get("ssrf_resolver"))
+        stack.push_async_callback(ctx["sender"].close)
+        ctx["dispatcher"] = Dispatcher(ctx["runtime"], ctx["sender"])
+        stack.push_async_callback(ctx["dispatcher"].close)
+        ctx["tracer_provider"] = open_tracer_provider(settings, "worker")
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         if "stack" in ctx:
             await ctx["stack"].aclose()
+        if ctx.get("tracer_provider") is not None:
+            await shutdown_tracing(ctx["tracer_provider"])
 
     crons = [
-        cron(_purge_expired, name=MAINTENANCE_PURGE_EXPIRED, minute={7, 37}, run_at_startup=True),
-        cron(_sweep, name=WEBHOOKS_SWEEP, second=SWEEP_SECONDS, run_at_startup=True, timeout=120),
-        cron(_record_last_used, name=CONNECTIONS_RECORD_LAST_USED, second=LAST_USED_SECONDS,
-             timeout=120),
+        cron(_job(MAINTENANCE_PURGE_EXPIRED, _purge_expired), name=MAINTENANCE_PURGE_EXPIRED,
+             minute={7, 37}, run_at_startup=True),
+        cron(_job(WEBHOOKS_SWEEP, _sweep), name=WEBHOOKS_SWEEP, second=SWEEP_SECONDS,
+             run_at_startup=True, timeout=120),
+        cron(_job(CONNECTIONS_RECORD_LAST_USED, _record_last_used),
+             name=CONNECTIONS_RECORD_LAST_USED, second=LAST_USED_SECONDS, timeout=120),
     ]
     options = {"handle_signals": True, "max_jobs": MAX_JOBS, "poll_delay": POLL_DELAY_S,
                "cron_jobs": crons, **options}
-    return Worker(
+    return ResilientWorker(
         functions=[
-            func(_relay, name=EVENTS_RELAY, keep_result=0, max_tries=1),
-            func(_deliver, name=WEBHOOKS_DELIVER, timeout=DELIVER_TIMEOUT_S, max_tries=3),
+            func(_job(EVENTS_RELAY, _relay), name=EVENTS_RELAY, keep_result=0, max_tries=1,
+                 timeout=RELAY_TIMEOUT_S),
+            func(_job(WEBHOOKS_DELIVER, _deliver), name=WEBHOOKS_DELIVER,
+                 timeout=DELIVER_TIMEOUT_S, max_tries=3),
         ],
         redis_settings=RedisSettings.from_dsn(resolved_redis_url(settings)),
         on_startup=on_startup,

@@ -57,3 +57,26 @@ async def still_visible(session: AsyncSession, event: Event, app_id: uuid.UUID) 
         return (event.app_id == app_id and connection is not None
                 and connection.status != ConnectionStatus.REVOKED)
     return app_id in await audience(session, event, {app_id})
+
+
+class Visibility:
+    """`still_visible` for many deliveries in one transaction: the audience of events
+    with the same type, debtor and company is computed once."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self._audiences: dict[tuple, set[uuid.UUID]] = {}
+
+    async def __call__(self, event: Event, app_id: uuid.UUID) -> bool:
+        if is_connection_event(event.type):
+            return await still_visible(self.session, event, app_id)
+        return app_id in await self.audience(event)
+
+    async def audience(self, event: Event) -> set[uuid.UUID]:
+        """`audience(session, event)`, cached for events that share its inputs."""
+        if is_connection_event(event.type):
+            return await audience(self.session, event)
+        key = (event.type, event.environment_id, event.debtor_id, event.company_id)
+        if key not in self._audiences:
+            self._audiences[key] = await audience(self.session, event)
+        return self._audiences[key]

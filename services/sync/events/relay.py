@@ -1,7 +1,8 @@
 """The outbox relay ("events.relay"): fans unrelayed events out to one delivery per
 event and endpoint of every app that may see them, and marks them relayed, in one
-transaction per batch. The sweeper ("webhooks.sweep") runs it again and re-enqueues due
-deliveries, so nothing is lost when a process dies or Redis is flushed."""
+transaction per bounded batch. The worker's dispatcher runs it when nudged and then sends
+what is due; the sweeper ("webhooks.sweep") nudges it every few seconds, so nothing is
+lost when a process dies or Redis is flushed."""
 
 from __future__ import annotations
 
@@ -9,14 +10,13 @@ import uuid
 from datetime import datetime
 
 import structlog
-from sqlalchemy import func
-from sqlmodel import col, select
+from sqlalchemy import func, insert
+from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.sync.events.audience import audience
-from services.sync.events.queue import enqueue_deliveries
+from services.sync.events.audience import Visibility
 from services.sync.webhooks.schedule import max_attempts
-from shared.db.types import utcnow
+from shared.db.types import utcnow, uuid7
 from shared.metrics import OUTBOX_DEPTH
 from shared.models import (
     DeliveryStatus,
@@ -25,12 +25,12 @@ from shared.models import (
     WebhookEndpoint,
     WebhookEndpointStatus,
 )
+from shared.outbox import nudge
 from shared.runtime import Runtime
 
 log = structlog.get_logger("koppel.relay")
-BATCH = 200
-MAX_BATCHES = 50  # per run; the next nudge or sweep carries on
-SWEEP_LIMIT = 1000
+BATCH = 200  # events per transaction
+MAX_BATCHES = 50  # per `relay` call; the next nudge or sweep carries on
 
 
 def rfc3339(value: datetime) -> str:
@@ -42,66 +42,98 @@ def message(event: Event) -> dict:
     return {"type": event.type, "timestamp": rfc3339(event.created_at), "data": event.data}
 
 
-async def fan_out(session: AsyncSession, event: Event) -> list[WebhookDelivery]:
-    apps = await audience(session, event)
-    if not apps:
-        return []
-    stmt = select(WebhookEndpoint).where(
-        col(WebhookEndpoint.app_id).in_(apps),
-        WebhookEndpoint.status == WebhookEndpointStatus.ACTIVE,
-    )
-    endpoints = [e for e in (await session.exec(stmt)).all() if event.type in e.events]
+class FanOut:
+    """The deliveries of a batch of events, with each audience and each set of endpoints
+    looked up once per batch."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.visibility = Visibility(session)
+        self.events: dict[uuid.UUID, Event] = {}
+        self.endpoints_by_id: dict[uuid.UUID, WebhookEndpoint] = {}
+        self._endpoints: dict[frozenset, list[WebhookEndpoint]] = {}
+
+    async def endpoints(self, apps: frozenset) -> list[WebhookEndpoint]:
+        if apps not in self._endpoints:
+            stmt = select(WebhookEndpoint).where(
+                col(WebhookEndpoint.app_id).in_(apps),
+                WebhookEndpoint.status == WebhookEndpointStatus.ACTIVE,
+            )
+            self._endpoints[apps] = list((await self.session.exec(stmt)).all())
+            self.endpoints_by_id.update((e.id, e) for e in self._endpoints[apps])
+        return self._endpoints[apps]
+
+    async def rows(self, event: Event, now: datetime) -> list[dict]:
+        apps = frozenset(await self.visibility.audience(event))
+        if not apps:
+            return []
+        body = message(event)
+        return [
+            {"id": uuid7(), "endpoint_id": endpoint.id, "app_id": endpoint.app_id,
+             "event_id": event.id, "type": event.type, "message_id": f"msg_{event.id.hex}",
+             "payload": body, "status": DeliveryStatus.PENDING, "attempts": 0,
+             "max_attempts": max_attempts(), "next_attempt_at": now, "created_at": now}
+            for endpoint in await self.endpoints(apps) if event.type in endpoint.events
+        ]
+
+
+async def relay_events(session: AsyncSession, limit: int | None = None
+                       ) -> tuple[int, bool, FanOut]:
+    """Relay up to `limit` unrelayed events in the session's transaction; returns how
+    many deliveries it made, whether more events may be waiting, and the fan-out (its
+    audiences, events and endpoints, for a claim in the same transaction)."""
+    limit = limit or BATCH
+    fan_out = FanOut(session)
+    stmt = select(Event).where(col(Event.relayed_at).is_(None))
+    stmt = stmt.order_by(col(Event.id)).limit(limit)
+    if session.bind.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    events = (await session.exec(stmt)).all()
+    if not events:
+        return 0, False, fan_out
     now = utcnow()
-    deliveries = [
-        WebhookDelivery(
-            endpoint_id=endpoint.id, app_id=endpoint.app_id, event_id=event.id,
-            type=event.type, message_id=f"msg_{event.id.hex}", payload=message(event),
-            max_attempts=max_attempts(), next_attempt_at=now,
-        )
-        for endpoint in endpoints
-    ]
-    session.add_all(deliveries)
-    return deliveries
+    rows = []
+    for event in events:
+        fan_out.events[event.id] = event
+        rows += await fan_out.rows(event, now)
+    if rows:
+        await session.exec(insert(WebhookDelivery), params=rows)  # one executemany
+    await session.exec(update(Event).where(col(Event.id).in_([e.id for e in events]))
+                       .values(relayed_at=now))
+    return len(rows), len(events) == limit, fan_out
 
 
-async def relay(runtime: Runtime) -> int:
-    """Relay every unrelayed event; returns how many deliveries it made."""
+async def relay_batch(runtime: Runtime, limit: int | None = None) -> tuple[int, bool]:
+    """`relay_events` in a transaction of its own."""
+    async with runtime.async_session() as session, session.begin():
+        made, more, _ = await relay_events(session, limit)
+    return made, more
+
+
+async def relay(runtime: Runtime, max_batches: int = MAX_BATCHES) -> int:
+    """Relay unrelayed events (at most `max_batches` batches, each committed); returns
+    how many deliveries it made. The dispatcher sends them."""
     made = 0
-    for _ in range(MAX_BATCHES):
-        new: list[uuid.UUID] = []
-        async with runtime.async_session() as session, session.begin():
-            stmt = select(Event).where(col(Event.relayed_at).is_(None))
-            stmt = stmt.order_by(col(Event.id)).limit(BATCH)
-            if session.bind.dialect.name == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            events = (await session.exec(stmt)).all()
-            now = utcnow()
-            for event in events:
-                new.extend(d.id for d in await fan_out(session, event))
-                event.relayed_at = now
-                session.add(event)
-        made += len(new)
-        await enqueue_deliveries(runtime.redis, [(i, 1, None) for i in new])
-        if len(events) < BATCH:
+    for _ in range(max_batches):
+        count, more = await relay_batch(runtime)
+        made += count
+        if not more:
             break
     if made:
-        log.info("relayed events", deliveries=made)
+        log.debug("relayed events", deliveries=made)
     return made
 
 
 async def sweep(runtime: Runtime) -> dict[str, int]:
-    """Relay what a lost nudge left, and re-enqueue every due delivery (arq refuses the
-    ones it still holds)."""
-    made = await relay(runtime)
+    """Report the outbox depth and nudge the dispatcher, which relays what a lost nudge
+    left and sends every due delivery (also those whose worker died: their lease ran
+    out), in short bounded batches: this job itself does two counts and one enqueue."""
     async with runtime.async_session() as session:
-        stmt = select(WebhookDelivery.id, WebhookDelivery.attempts).where(
-            WebhookDelivery.status == DeliveryStatus.PENDING,
-            col(WebhookDelivery.next_attempt_at) <= utcnow(),
-        ).order_by(col(WebhookDelivery.next_attempt_at)).limit(SWEEP_LIMIT)
-        due = (await session.exec(stmt)).all()
         pending = select(func.count()).where(WebhookDelivery.status == DeliveryStatus.PENDING)
         unrelayed = select(func.count()).where(col(Event.relayed_at).is_(None))
-        OUTBOX_DEPTH.labels("deliveries").set((await session.exec(pending)).one())
-        OUTBOX_DEPTH.labels("events").set((await session.exec(unrelayed)).one())
-    queued = await enqueue_deliveries(runtime.redis, [(i, n + 1, None) for i, n in due])
-    return {"relayed": made, "due": len(due), "enqueued": queued}
+        deliveries = (await session.exec(pending)).one()
+        events = (await session.exec(unrelayed)).one()
+    OUTBOX_DEPTH.labels("deliveries").set(deliveries)
+    OUTBOX_DEPTH.labels("events").set(events)
+    await nudge(runtime.redis)
+    return {"pending": deliveries, "unrelayed": events}

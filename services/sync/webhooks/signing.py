@@ -30,7 +30,13 @@ def signature(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
 def webhook_headers(message_id: str, timestamp: int, body: bytes, secrets_: list[str]
                     ) -> dict[str, str]:
     """The three Standard Webhooks headers; one signature per secret (rotation overlap)."""
-    signatures = " ".join(signature(secret_key(s), message_id, timestamp, body) for s in secrets_)
+    return signed_headers(message_id, timestamp, body, [secret_key(s) for s in secrets_])
+
+
+def signed_headers(message_id: str, timestamp: int, body: bytes, keys: list[bytes]
+                   ) -> dict[str, str]:
+    """`webhook_headers` with the secrets' HMAC keys already decoded."""
+    signatures = " ".join(signature(key, message_id, timestamp, body) for key in keys)
     return {
         "webhook-id": message_id,
         "webhook-timestamp": str(timestamp),

@@ -183,5 +183,10 @@ async def worker_running(settings: Settings, **options: Any) -> AsyncIterator[An
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(task, 10)
+        # Let running jobs end first: close() cancels them, and a job cancelled while it
+        # reports its result makes close() raise before on_shutdown has run.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                asyncio.gather(*worker.tasks.values(), return_exceptions=True), 10)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(worker.close(), 10)

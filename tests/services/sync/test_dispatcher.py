@@ -1,0 +1,78 @@
+"""The dispatcher drains a backlog in bounded batches, each committed, by repeated short
+jobs (no job runs into its timeout however large the backlog), and sends concurrently."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session, select
+from standardwebhooks.webhooks import Webhook
+
+from services.sync.events import relay as relay_module
+from services.sync.events.relay import relay_events
+from services.sync.webhooks import dispatcher as dispatcher_module
+from shared.models import DeliveryStatus, Event, WebhookAttempt
+from shared.outbox import nudge
+from shared.runtime import Runtime
+from tests.services.sync.conftest import Receiver, Tokens, wait_for, worker_running
+from tests.services.sync.test_webhook_delivery import (
+    deliveries,
+    emit_employee_event,
+    settled,
+    subscribe,
+)
+from tests.services.sync.worlds import World
+
+EVENTS = 7
+
+
+async def test_relay_takes_one_bounded_batch_per_transaction(
+    sync_client: httpx.AsyncClient, tokens: Tokens, world: World, receiver: Receiver,
+    runtime: Runtime, committing_sessions: sessionmaker[Session],
+) -> None:
+    await subscribe(sync_client, tokens, world.apps["info"], receiver.url("/ok"),
+                    ["employee.updated"])
+    for _ in range(EVENTS):
+        emit_employee_event(committing_sessions, world, "employee.updated")
+    async with runtime.async_session() as session, session.begin():
+        made, more, _ = await relay_events(session, limit=3)
+    assert (made, more) == (3, True)
+    with committing_sessions() as session:
+        relayed = session.exec(select(Event).where(Event.relayed_at.is_not(None))).all()
+    assert len(relayed) == 3  # committed; the rest waits for the next batch
+    assert len(await deliveries(runtime)) == 3
+
+
+async def test_a_backlog_is_drained_by_repeated_short_jobs(
+    sync_client: httpx.AsyncClient, tokens: Tokens, world: World, receiver: Receiver,
+    runtime: Runtime, settings, committing_sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every job may do one round of two events and two deliveries, then hands over.
+    monkeypatch.setattr(relay_module, "BATCH", 2)
+    monkeypatch.setattr(dispatcher_module, "CLAIM_BATCH", 2)
+    monkeypatch.setattr(dispatcher_module, "BUDGET_S", 0.0)
+    hooks = [await subscribe(sync_client, tokens, world.apps["info"], receiver.url(path),
+                             ["employee.updated"]) for path in ("/ok/1", "/ok/2")]
+    for _ in range(EVENTS):
+        emit_employee_event(committing_sessions, world, "employee.updated")
+    await nudge(runtime.redis)
+    async with worker_running(settings, cron_jobs=[]) as worker:
+        await wait_for(settled(runtime, 2 * EVENTS))
+        # 14 deliveries, at most 2 claimed per job: at least 7 jobs, each one round.
+        await wait_for(lambda: worker.jobs_complete >= EVENTS, timeout=10)
+    rows = await deliveries(runtime)
+    assert len(rows) == 2 * EVENTS
+    assert {r.status for r in rows} == {DeliveryStatus.SUCCEEDED}
+    assert {r.attempts for r in rows} == {1}
+    for hook, path in zip(hooks, ("/ok/1", "/ok/2"), strict=True):
+        got = receiver.to(path)
+        assert len({r.headers["webhook-id"] for r in got}) == EVENTS
+        for request in got:
+            assert Webhook(hook["secret"]).verify(request.body, request.headers)
+            assert json.loads(request.body)["type"] == "employee.updated"
+    with committing_sessions() as session:
+        assert len(session.exec(select(WebhookAttempt)).all()) == 2 * EVENTS
