@@ -1,4 +1,5 @@
-"""The common shape of every Koppel service: lifespan runtime, errors, health, metrics."""
+"""The common shape of every Koppel service: lifespan runtime, errors, health, metrics,
+request ids and (when enabled) tracing."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ from shared.logging import configure_logging
 from shared.metrics import install_metrics
 from shared.request_id import RequestIdMiddleware
 from shared.runtime import Runtime, open_runtime
+from shared.tracing import (
+    instrument_app,
+    open_tracer_provider,
+    shutdown_tracing,
+    tag_request_id,
+)
 
 
 def create_service_app(
@@ -23,14 +30,20 @@ def create_service_app(
 ) -> FastAPI:
     """A FastAPI app for `service` whose runtime opens and closes with its lifespan."""
 
+    tracer_provider = open_tracer_provider(settings, service)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings, service)
-        async with open_runtime(settings) as runtime:
-            app.state.runtime = runtime
-            if startup:
-                await startup(runtime)
-            yield
+        try:
+            async with open_runtime(settings) as runtime:
+                app.state.runtime = runtime
+                if startup:
+                    await startup(runtime)
+                yield
+        finally:
+            if tracer_provider is not None:
+                await shutdown_tracing(tracer_provider)
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
@@ -40,5 +53,9 @@ def create_service_app(
     if configure:
         configure(app)
     # Added last, so it runs first: every log line of the request carries its id.
-    app.add_middleware(RequestIdMiddleware, service=service)
+    app.add_middleware(RequestIdMiddleware, service=service,
+                       on_request_id=tag_request_id if tracer_provider else None)
+    if tracer_provider is not None:
+        # Outside every middleware: the request's span is current for all of them.
+        instrument_app(app, tracer_provider)
     return app

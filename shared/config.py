@@ -74,6 +74,17 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_json: bool = True
 
+    # Optional OpenTelemetry tracing (shared/tracing.py): spans over OTLP/HTTP protobuf.
+    otel_enabled: bool = False
+    otel_endpoint: str = Field(
+        default="http://127.0.0.1:4318",
+        description="OTLP/HTTP collector base URL; spans go to <endpoint>/v1/traces",
+    )
+    otel_service_name_prefix: str = Field(
+        default="koppel", description='service.name is "<prefix>-<service>", e.g. koppel-auth'
+    )
+    otel_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
     @field_validator("database_url", "redis_url", "login_ui_url", "consent_ui_url")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:

@@ -2,7 +2,8 @@
 
 The standard library's records (uvicorn's access and error logs, SQLAlchemy, arq) go
 through the same renderer, so every line is JSON and carries the bound context: the
-service and, during a request, its `request_id` (see shared/request_id.py).
+service and, during a request or a job it caused, its `request_id` (see
+shared/request_id.py); with tracing on, the current span's `trace_id` and `span_id`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,29 @@ class _Stderr:
 
 _STDERR = _Stderr()
 
+# structlog's loggers cache their processors on first use. One list object, changed in
+# place, and a level held here keep a second configuration (another service, a test's
+# settings, tracing turned on) in force for loggers already used.
+_PROCESSORS: list = []
+_LEVEL = [logging.INFO]
+_METHOD_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "msg": logging.INFO,
+                  "warning": logging.WARNING, "warn": logging.WARNING,
+                  "error": logging.ERROR, "exception": logging.ERROR,
+                  "critical": logging.CRITICAL, "fatal": logging.CRITICAL}
+
+
+def _drop_below_level(logger: object, method: str, event: dict) -> dict:
+    if _METHOD_LEVELS.get(method, logging.INFO) < _LEVEL[0]:
+        raise structlog.DropEvent
+    return event
+
+
+class _BoundLogger(structlog.make_filtering_bound_logger(logging.NOTSET)):
+    def debug(self, event: str | None = None, *args: object, **kw: object) -> object:
+        if _LEVEL[0] > logging.DEBUG:
+            return None  # the cheap way out of the commonest call below the level
+        return super().debug(event, *args, **kw)
+
 
 def configure_logging(settings: Settings, service: str) -> None:
     """Set up structlog and the standard library's root logger for one process."""
@@ -46,9 +70,16 @@ def configure_logging(settings: Settings, service: str) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if settings.otel_enabled:
+        from shared.tracing import trace_ids_processor
+
+        shared_processors.append(trace_ids_processor())
+    _LEVEL[0] = level
+    _PROCESSORS[:] = [_drop_below_level, *shared_processors,
+                      structlog.processors.format_exc_info, renderer]
     structlog.configure(
-        processors=[*shared_processors, structlog.processors.format_exc_info, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
+        processors=_PROCESSORS,
+        wrapper_class=_BoundLogger,
         logger_factory=structlog.PrintLoggerFactory(file=_STDERR),
         cache_logger_on_first_use=True,
     )

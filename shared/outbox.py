@@ -11,8 +11,9 @@ from typing import Any
 import structlog
 from sqlmodel import Session
 
-from shared.jobs import EVENTS_RELAY
+from shared.jobs import EVENTS_RELAY, request_context
 from shared.models import Connection, Event
+from shared.request_id import current_request_id
 
 log = structlog.get_logger("koppel.outbox")
 
@@ -28,7 +29,9 @@ def emit(
     app_id: uuid.UUID | None = None,
     **data: Any,
 ) -> Event:
-    """Add an event to the session's transaction. `data` holds ids and changed field names."""
+    """Add an event to the session's transaction. `data` holds ids and changed field names.
+    The current request's id goes on the row (not in the payload): the worker logs the
+    event's deliveries under it."""
     body = {"environment_id": str(environment_id)}
     if debtor_id:
         body["debtor_id"] = str(debtor_id)
@@ -43,6 +46,7 @@ def emit(
         connection_id=connection_id,
         app_id=app_id,
         data=body,
+        request_id=current_request_id(),
     )
     session.add(event)
     return event
@@ -67,6 +71,6 @@ async def nudge(redis: Any) -> None:
 
     try:
         arq = ArqRedis(connection_pool=redis.connection_pool)
-        await arq.enqueue_job(EVENTS_RELAY)
+        await arq.enqueue_job(EVENTS_RELAY, **request_context())
     except Exception as exc:  # noqa: BLE001 - a lost nudge only delays delivery
         log.warning("outbox nudge failed", error=type(exc).__name__)

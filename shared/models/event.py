@@ -35,3 +35,6 @@ class Event(SQLModel, table=True):
     created_at: datetime = timestamp_field()
     # Set once the relay has fanned the event out to deliveries.
     relayed_at: datetime | None = timestamp_field(nullable=True, now=False)
+    # The id of the API request whose change wrote it: the worker logs its deliveries
+    # under that id (never sent to receivers).
+    request_id: str | None = Field(default=None, max_length=128)
