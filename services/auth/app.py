@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.auth.challenges.endpoints import router as challenges_router
 from services.auth.consent.endpoints import router as consent_router
 from services.auth.login.endpoints import router as login_router
 from services.auth.oauth2.authorize import router as authorize_router
 from services.auth.oauth2.endpoints import router as oauth_router
+from services.auth.openapi_security import declare_security
 from services.auth.pages.logos import router as logos_router
 from shared.app_factory import create_service_app
 from shared.config import Settings, get_settings
@@ -29,6 +31,32 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
 }
+_RAW_SECURITY_HEADERS = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+
+class SecurityHeaders:
+    """Adds SECURITY_HEADERS to every response that does not set them itself.
+
+    Pure ASGI: `@app.middleware("http")` would stream each response through a queue and
+    an extra task, which costs more than many an endpoint."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in _RAW_SECURITY_HEADERS if h[0] not in present)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 async def _ensure_keys(runtime: Runtime) -> None:
@@ -41,18 +69,13 @@ async def _ensure_keys(runtime: Runtime) -> None:
 
 
 def _configure(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
-
+    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "pages" / "static"),
               name="static")
     for router in (authorize_router, login_router, consent_router, oauth_router,
                    challenges_router, logos_router):
         app.include_router(router)
+    declare_security(app)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -7,6 +7,8 @@ import binascii
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +25,7 @@ from shared.status import publish_async
 from shared.vault import digest_matches
 
 T = TypeVar("T")
+DEFAULT_DB_SLOTS = 5
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -36,6 +39,20 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "-"
 
 
+def _db_limiter(request: Request, runtime: Runtime) -> anyio.CapacityLimiter:
+    """At most as many transactions in threads as the pool keeps connections.
+
+    More would not run any sooner: they would wait in the pool's queue while holding a
+    thread (and the GIL's attention), or open overflow connections that the pool closes
+    again on return, so each such request paid for a new PostgreSQL connection."""
+    limiter = getattr(request.app.state, "db_limiter", None)
+    if limiter is None:
+        size = getattr(runtime.engine.pool, "size", None)
+        slots = size() if callable(size) else DEFAULT_DB_SLOTS
+        limiter = request.app.state.db_limiter = anyio.CapacityLimiter(max(slots, 1))
+    return limiter
+
+
 def _signer(request: Request, runtime: Runtime) -> Signer:
     signer = getattr(request.app.state, "signer", None)
     if signer is None:
@@ -43,18 +60,25 @@ def _signer(request: Request, runtime: Runtime) -> Signer:
     return signer
 
 
-async def run_authlib(request: Request, work: Callable[[AuthContext], T]) -> T:
+async def run_authlib(request: Request, work: Callable[[AuthContext], T], *,
+                      read_only: bool = False) -> T:
     """Run sync work (Authlib, sync queries) in the thread pool in one transaction.
 
     The transaction commits whatever the work did, also when it produced an OAuth error
     response (a replayed code must stay spent and its family revoked); an exception rolls
     back. Status changes are published to Redis after the commit.
+
+    `read_only` work (it only reads) runs without a transaction on PostgreSQL, which
+    saves the BEGIN and COMMIT round trips; SQLite keeps its BEGIN IMMEDIATE.
     """
     runtime = get_runtime(request)
     signer = _signer(request, runtime)
+    autocommit = read_only and runtime.engine.dialect.name == "postgresql"
 
     def _in_thread() -> tuple[T, AuthContext]:
         with runtime.session() as session:
+            if autocommit:
+                session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             ctx = AuthContext(session, runtime.settings, runtime.keyring, signer,
                               runtime.sync_redis, client_address(request))
             result = work(ctx)
@@ -63,7 +87,9 @@ async def run_authlib(request: Request, work: Callable[[AuthContext], T]) -> T:
                 record_use_sync(runtime.sync_redis, connection_id)
             return result, ctx
 
-    result, ctx = await run_in_threadpool(_in_thread)
+    result, ctx = await anyio.to_thread.run_sync(
+        _in_thread, limiter=_db_limiter(request, runtime)
+    )
     if ctx.status_changes:
         await publish_async(runtime.redis, ctx.status_changes)
     if ctx.events_written:

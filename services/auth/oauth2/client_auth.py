@@ -18,9 +18,13 @@ class PrivateKeyJwt(JWTBearerClientAssertion):
 
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
-    def __init__(self, ctx: AuthContext) -> None:
+    def __init__(self, server) -> None:
         super().__init__(validate_jti=True, leeway=30)
-        self.ctx = ctx
+        self._server = server
+
+    @property
+    def ctx(self) -> AuthContext:
+        return self._server.ctx
 
     def get_audiences(self) -> list[str]:
         issuer = self.ctx.settings.issuer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from authlib.oauth2.rfc6749 import ClientMixin
+from sqlalchemy import Row
 
 from shared.models import App, AppStatus
 from shared.scopes import APP_SCOPES, CONSENT_SCOPES, FIRST_PARTY_SCOPES, parse_scope
@@ -14,9 +15,11 @@ FIRST_PARTY_CLIENT_SCOPES = APP_SCOPES | {"directory.manage"}
 
 
 class OAuthClient(ClientMixin):
-    """An `App` row with the checks Authlib asks a client to make."""
+    """An `App` row with the checks Authlib asks a client to make.
 
-    def __init__(self, app: App, digest_key: bytes) -> None:
+    `app` is read only: an `App`, or a Core row of the `apps` table (same attributes)."""
+
+    def __init__(self, app: App | Row, digest_key: bytes) -> None:
         self.app = app
         self._digest_key = digest_key
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import redis
+from sqlalchemy import Connection as DbConnection
 from sqlmodel import Session
 
 from shared.config import Settings
@@ -32,3 +34,12 @@ class AuthContext:
     events_written: bool = False
     # Connections whose refresh token was redeemed: their last use is noted after commit.
     used_connections: list[uuid.UUID] = field(default_factory=list)
+    # Clients looked up in this request, by client id (None: no such client).
+    clients: dict[str, Any] = field(default_factory=dict)
+    _connection: DbConnection | None = None
+
+    def connection(self) -> DbConnection:
+        """The session's connection (its transaction), for prepared Core statements."""
+        if self._connection is None or self._connection.closed:
+            self._connection = self.session.connection()
+        return self._connection

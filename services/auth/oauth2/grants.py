@@ -20,16 +20,25 @@ from authlib.oauth2.rfc6749.models import AuthorizationCodeMixin
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.core.grants.util import is_openid_scope
-from sqlmodel import col, select, update
 
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.issue import issue_tokens, new_family, revoke_family
+from services.auth.oauth2.statements import (
+    CODE_LOOKUP,
+    REFRESH_LOOKUP,
+    ROTATE_REFRESH,
+    SPEND_CODE,
+    ConnectionRow,
+    FamilyRow,
+    UserRow,
+    connection_of,
+    family_of,
+    run,
+    user_of,
+)
 from shared.models import (
     AuthorizationCode,
-    Connection,
     ConnectionStatus,
-    RefreshToken,
-    TokenFamily,
     User,
 )
 from shared.scopes import parse_scope
@@ -43,8 +52,13 @@ REFRESH_RACE_GRACE = timedelta(seconds=2)
 
 
 class CodeRecord(AuthorizationCodeMixin):
-    def __init__(self, row: AuthorizationCode) -> None:
+    """A spent code, read with its family, user and connection in one statement."""
+
+    def __init__(self, row) -> None:
         self.row = row
+        self.family = family_of(row)
+        self.user = user_of(row)
+        self.connection = connection_of(row)
         self.code_challenge = row.code_challenge
         self.code_challenge_method = row.code_challenge_method
 
@@ -67,25 +81,23 @@ class CodeRecord(AuthorizationCodeMixin):
         return None
 
 
+def _live(connection: ConnectionRow | None) -> ConnectionRow | bool | None:
+    """The connection if it is active; None when there is none; False when it is not."""
+    if connection is None:
+        return None
+    return connection if connection.status == ConnectionStatus.ACTIVE else False
+
+
+def _active(user: UserRow | None) -> UserRow | None:
+    return user if user is not None and user.active else None
+
+
 class _KoppelGrant:
     server: object
 
     @property
     def ctx(self) -> AuthContext:
         return self.server.ctx  # type: ignore[attr-defined]
-
-    def _live_connection(self, connection_id) -> Connection | bool | None:
-        """The connection if it is active; None when there is none; False when it is not."""
-        if connection_id is None:
-            return None
-        connection = self.ctx.session.get(Connection, connection_id)
-        if connection is None or connection.status != ConnectionStatus.ACTIVE:
-            return False
-        return connection
-
-    def _active_user(self, user_id) -> User | None:
-        user = self.ctx.session.get(User, user_id)
-        return user if user is not None and user.active else None
 
 
 class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
@@ -118,21 +130,13 @@ class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
 
     def query_authorization_code(self, code: str, client) -> CodeRecord | None:
         ctx = self.ctx
-        row = ctx.session.exec(
-            select(AuthorizationCode).where(
-                AuthorizationCode.code_digest == token_digest(ctx.keyring.digest_key, code),
-                AuthorizationCode.app_id == client.app.id,
-            )
-        ).first()
+        conn = ctx.connection()
+        # One round trip reads the code with its family, user and connection.
+        row = run(conn, CODE_LOOKUP, digest=token_digest(ctx.keyring.digest_key, code),
+                  app_id=client.app.id).first()
         if row is None or row.expires_at <= ctx.now:
             return None
-        spent = ctx.session.exec(
-            update(AuthorizationCode)
-            .where(
-                col(AuthorizationCode.id) == row.id, col(AuthorizationCode.consumed_at).is_(None)
-            )
-            .values(consumed_at=ctx.now)
-        )
+        spent = run(conn, SPEND_CODE, code_id=row.id, now=ctx.now)
         if spent.rowcount != 1:
             # A second redemption: whatever the first one got stops working.
             revoke_family(ctx, row.family_id)
@@ -142,23 +146,21 @@ class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
     def delete_authorization_code(self, authorization_code: CodeRecord) -> None:
         """Nothing to do: the code was spent when it was looked up."""
 
-    def authenticate_user(self, authorization_code: CodeRecord) -> User | None:
-        row = authorization_code.row
-        if not self.request.client.active or self._live_connection(row.connection_id) is False:
+    def authenticate_user(self, authorization_code: CodeRecord) -> UserRow | None:
+        if not self.request.client.active or _live(authorization_code.connection) is False:
             return None
-        return self._active_user(row.user_id)
+        return _active(authorization_code.user)
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None,
                        include_refresh_token=True):
-        row = self.request.authorization_code.row
-        family = self.ctx.session.get(TokenFamily, row.family_id)
-        connection = self._live_connection(row.connection_id) or None
-        return issue_tokens(self.ctx, self.request.client, user, parse_scope(scope), family,
-                            connection)
+        record: CodeRecord = self.request.authorization_code
+        return issue_tokens(self.ctx, self.request.client, user, parse_scope(scope),
+                            record.family, _live(record.connection) or None)
 
 
 class RefreshRecord:
-    def __init__(self, family: TokenFamily, user: User, connection: Connection | None) -> None:
+    def __init__(self, family: FamilyRow, user: UserRow, connection: ConnectionRow | None,
+                 ) -> None:
         self.family = family
         self.user = user
         self.connection = connection
@@ -176,14 +178,13 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshRecord | None:
         ctx, client = self.ctx, self.request.client
-        found = ctx.session.exec(
-            select(RefreshToken, TokenFamily)
-            .join(TokenFamily, col(TokenFamily.id) == RefreshToken.family_id)
-            .where(RefreshToken.token_digest == token_digest(ctx.keyring.digest_key, refresh_token))
-        ).first()
-        if found is None:
+        conn = ctx.connection()
+        # One round trip for the token, its family, and the family's user and connection.
+        row = run(conn, REFRESH_LOOKUP,
+                  digest=token_digest(ctx.keyring.digest_key, refresh_token)).first()
+        if row is None:
             return None
-        row, family = found
+        family = family_of(row)
         if family.app_id != client.app.id or family.revoked_at is not None:
             return None
         if row.rotated_at is not None:
@@ -195,20 +196,16 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
         requested = parse_scope(self.request.payload.scope)
         if not set(requested) <= set(family.scopes):
             raise InvalidScopeError("a refresh cannot widen the granted scope")
-        user = self._active_user(family.user_id)
-        connection = self._live_connection(family.connection_id)
+        user = _active(user_of(row))
+        connection = _live(connection_of(row))
         if user is None or connection is False or not client.active:
             return None
-        rotated = ctx.session.exec(
-            update(RefreshToken)
-            .where(col(RefreshToken.id) == row.id, col(RefreshToken.rotated_at).is_(None))
-            .values(rotated_at=ctx.now)
-        )
+        rotated = run(conn, ROTATE_REFRESH, token_id=row.id, now=ctx.now)
         if rotated.rowcount != 1:
             return None  # another request with this token won the race
         return RefreshRecord(family, user, connection or None)
 
-    def authenticate_user(self, refresh_token: RefreshRecord) -> User:
+    def authenticate_user(self, refresh_token: RefreshRecord) -> UserRow:
         return refresh_token.user
 
     def revoke_old_credential(self, refresh_token: RefreshRecord) -> None:
@@ -273,9 +270,13 @@ class RequiredS256(CodeChallenge):
 class IdTokens(OpenIDCode):
     """OpenID Connect ID tokens (RS256) for code exchanges that include `openid`."""
 
-    def __init__(self, ctx: AuthContext) -> None:
+    def __init__(self, server) -> None:
         super().__init__(require_nonce=False)
-        self.ctx = ctx
+        self._server = server
+
+    @property
+    def ctx(self) -> AuthContext:
+        return self._server.ctx
 
     def __call__(self, grant) -> None:
         # Koppel handles prompt itself; only the token hook and nonce checks are needed.

@@ -16,7 +16,9 @@ from sqlmodel import col, update
 
 from services.auth.oauth2.clients import OAuthClient
 from services.auth.oauth2.context import AuthContext
-from shared.models import Connection, RefreshToken, TokenFamily, User
+from services.auth.oauth2.statements import INSERT_REFRESH, run
+from shared.db.types import uuid7
+from shared.models import Connection, TokenFamily, User
 from shared.signing import ACCESS_TOKEN_ALG
 from shared.status import Subject
 from shared.vault import TokenKind, new_token, token_digest
@@ -76,13 +78,11 @@ def _access_claims(
 def _new_refresh_token(ctx: AuthContext, family: TokenFamily) -> str:
     token = new_token(TokenKind.REFRESH_TOKEN)
     idle_end = ctx.now + timedelta(seconds=ctx.settings.refresh_token_idle_ttl)
-    ctx.session.add(
-        RefreshToken(
-            token_digest=token_digest(ctx.keyring.digest_key, token),
-            family_id=family.id,
-            expires_at=min(idle_end, family.expires_at),
-        )
-    )
+    # A plain INSERT: nothing reads the row back in this request, so the ORM's unit of
+    # work (tracking, flush ordering) would only cost time.
+    run(ctx.connection(), INSERT_REFRESH, id=uuid7(),
+        token_digest=token_digest(ctx.keyring.digest_key, token), family_id=family.id,
+        created_at=ctx.now, expires_at=min(idle_end, family.expires_at))
     return token
 
 

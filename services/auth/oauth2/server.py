@@ -1,13 +1,21 @@
-"""The authorization server: Authlib's, built per request around a sync session."""
+"""The authorization server: Authlib's, configured once per process.
+
+Its configuration (grants, endpoints, client authentication methods) is stateless, so
+the token endpoint shares one instance; the request's `AuthContext` (session, clock,
+status changes) is bound for the duration of one call (`serve`). The authorization
+endpoint still builds one around its context, as the call spans several steps.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from contextvars import ContextVar
+from functools import cache
+from typing import Any, TypeVar
 
 from authlib.oauth2.rfc6749 import AuthorizationServer
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-from sqlmodel import select
 
 from services.auth.oauth2.client_auth import PrivateKeyJwt
 from services.auth.oauth2.clients import OAuthClient
@@ -22,10 +30,14 @@ from services.auth.oauth2.grants import (
 from services.auth.oauth2.issue import revoke_family
 from services.auth.oauth2.lookup import FoundToken, find_token
 from services.auth.oauth2.requests import ParsedRequest
-from shared.models import App
+from services.auth.oauth2.statements import APP_BY_CLIENT_ID, CLIENT_BY_CLIENT_ID, run
 from shared.scopes import SCOPES
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+T = TypeVar("T")
+# The context of the call the shared server is serving (each worker thread runs its own
+# copy of the context, so concurrent requests never see each other's).
+_bound: ContextVar[AuthContext] = ContextVar("koppel_auth_context")
 
 
 class Revocation(RevocationEndpoint):
@@ -72,24 +84,32 @@ class Introspection(IntrospectionEndpoint):
 
 
 class KoppelAuthorizationServer(AuthorizationServer):
-    def __init__(self, ctx: AuthContext) -> None:
+    def __init__(self, ctx: AuthContext | None = None) -> None:
         super().__init__(scopes_supported=list(SCOPES))
-        self.ctx = ctx
-        self._clients: dict[str, OAuthClient | None] = {}
-        self.register_grant(CodeGrant, [RequiredS256(), IdTokens(ctx)])
+        self._ctx = ctx
+        # The authorization endpoint shows the app (name, publisher, links): the whole
+        # row. The shared server's endpoints need only the client's OAuth settings.
+        self._client_statement = APP_BY_CLIENT_ID if ctx is not None else CLIENT_BY_CLIENT_ID
+        self.register_grant(CodeGrant, [RequiredS256(), IdTokens(self)])
         self.register_grant(RefreshGrant)
         self.register_grant(AppCredentialsGrant)
         self.register_endpoint(Revocation)
         self.register_endpoint(Introspection)
-        self.register_client_auth_method(PrivateKeyJwt.CLIENT_AUTH_METHOD, PrivateKeyJwt(ctx))
+        self.register_client_auth_method(PrivateKeyJwt.CLIENT_AUTH_METHOD, PrivateKeyJwt(self))
+
+    @property
+    def ctx(self) -> AuthContext:
+        """The context given at construction, else the one bound to the current call."""
+        return self._ctx if self._ctx is not None else _bound.get()
 
     def query_client(self, client_id: str) -> OAuthClient | None:
-        if client_id not in self._clients:
-            app = self.ctx.session.exec(select(App).where(App.client_id == client_id)).first()
-            self._clients[client_id] = (
-                OAuthClient(app, self.ctx.keyring.digest_key) if app else None
-            )
-        return self._clients[client_id]
+        ctx = self.ctx
+        if client_id not in ctx.clients:
+            # The row as a plain (read-only) Core row: every reader only reads attributes,
+            # and loading it as an ORM object costs a third more than the query itself.
+            app = run(ctx.connection(), self._client_statement, client_id=client_id).first()
+            ctx.clients[client_id] = OAuthClient(app, ctx.keyring.digest_key) if app else None
+        return ctx.clients[client_id]
 
     def save_token(self, token: dict, request) -> None:
         """Nothing to do: access tokens are JWTs, refresh tokens were stored when issued."""
@@ -105,3 +125,18 @@ class KoppelAuthorizationServer(AuthorizationServer):
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         """Koppel uses no Authlib signals."""
+
+
+@cache
+def shared_server() -> KoppelAuthorizationServer:
+    """The process's authorization server for single-call endpoints (token, revoke, ...)."""
+    return KoppelAuthorizationServer()
+
+
+def serve(ctx: AuthContext, call: Callable[[KoppelAuthorizationServer], T]) -> T:
+    """Run `call` on the shared server with `ctx` bound to it."""
+    token = _bound.set(ctx)
+    try:
+        return call(shared_server())
+    finally:
+        _bound.reset(token)

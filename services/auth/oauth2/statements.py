@@ -1,0 +1,142 @@
+"""The token endpoint's SQL, built once, and the narrow rows it reads.
+
+A grant runs a handful of statements. Building a SQLAlchemy statement and loading whole
+ORM objects (a user row with its password hash, say) cost more CPU than the round trips
+themselves, so the hot statements are prepared here once, with bind parameters, and
+select only the columns the grants use. They run on the session's connection, inside
+the request's one transaction, exactly like the ORM statements they replace.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection as DbConnection
+from sqlalchemy import bindparam, insert, select, update
+
+from shared.models import App, AuthorizationCode, Connection, RefreshToken, TokenFamily, User
+
+APPS = App.__table__
+CODES = AuthorizationCode.__table__
+TOKENS = RefreshToken.__table__
+FAMILIES = TokenFamily.__table__
+USERS = User.__table__
+CONNECTIONS = Connection.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyRow:
+    id: uuid.UUID
+    app_id: uuid.UUID
+    user_id: uuid.UUID | None
+    connection_id: uuid.UUID | None
+    scopes: list[str]
+    expires_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    """What a grant reads of a user (claims, ID token, `active`)."""
+
+    id: uuid.UUID
+    environment_id: uuid.UUID
+    name: str
+    email: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRow:
+    id: uuid.UUID
+    debtor_id: uuid.UUID
+    status: str
+
+
+_FAMILY_COLUMNS = (
+    FAMILIES.c.id.label("f_id"), FAMILIES.c.app_id.label("f_app_id"),
+    FAMILIES.c.user_id.label("f_user_id"), FAMILIES.c.connection_id.label("f_connection_id"),
+    FAMILIES.c.scopes.label("f_scopes"), FAMILIES.c.expires_at.label("f_expires_at"),
+    FAMILIES.c.revoked_at.label("f_revoked_at"),
+)
+_USER_COLUMNS = (
+    USERS.c.id.label("u_id"), USERS.c.environment_id.label("u_environment_id"),
+    USERS.c.name.label("u_name"), USERS.c.email.label("u_email"),
+    USERS.c.active.label("u_active"),
+)
+_CONNECTION_COLUMNS = (
+    CONNECTIONS.c.id.label("c_id"), CONNECTIONS.c.debtor_id.label("c_debtor_id"),
+    CONNECTIONS.c.status.label("c_status"),
+)
+
+APP_BY_CLIENT_ID = select(APPS).where(APPS.c.client_id == bindparam("client_id"))
+# What the token, revocation and introspection endpoints read of an app (`OAuthClient`,
+# the grants, private_key_jwt): a third of the columns, and no free text.
+CLIENT_BY_CLIENT_ID = select(
+    APPS.c.id, APPS.c.client_id, APPS.c.first_party, APPS.c.status, APPS.c.redirect_uris,
+    APPS.c.scopes, APPS.c.grant_types, APPS.c.token_endpoint_auth_method,
+    APPS.c.client_secret_digest, APPS.c.jwks,
+).where(APPS.c.client_id == bindparam("client_id"))
+
+# A refresh token with its family, and the family's user and connection (if any).
+REFRESH_LOOKUP = (
+    select(TOKENS.c.id, TOKENS.c.expires_at, TOKENS.c.rotated_at,
+           *_FAMILY_COLUMNS, *_USER_COLUMNS, *_CONNECTION_COLUMNS)
+    .select_from(
+        TOKENS.join(FAMILIES, FAMILIES.c.id == TOKENS.c.family_id)
+        .outerjoin(USERS, USERS.c.id == FAMILIES.c.user_id)
+        .outerjoin(CONNECTIONS, CONNECTIONS.c.id == FAMILIES.c.connection_id)
+    )
+    .where(TOKENS.c.token_digest == bindparam("digest"))
+)
+
+# An authorization code of one app, with its family, user and connection.
+CODE_LOOKUP = (
+    select(CODES.c.id, CODES.c.user_id, CODES.c.connection_id, CODES.c.family_id,
+           CODES.c.redirect_uri, CODES.c.scopes, CODES.c.code_challenge,
+           CODES.c.code_challenge_method, CODES.c.nonce, CODES.c.auth_time, CODES.c.expires_at,
+           *_FAMILY_COLUMNS, *_USER_COLUMNS, *_CONNECTION_COLUMNS)
+    .select_from(
+        CODES.join(FAMILIES, FAMILIES.c.id == CODES.c.family_id)
+        .outerjoin(USERS, USERS.c.id == CODES.c.user_id)
+        .outerjoin(CONNECTIONS, CONNECTIONS.c.id == CODES.c.connection_id)
+    )
+    .where(CODES.c.code_digest == bindparam("digest"), CODES.c.app_id == bindparam("app_id"))
+)
+
+# Compare-and-swap spends: exactly one of two racing requests updates the row.
+SPEND_CODE = (
+    update(CODES)
+    .where(CODES.c.id == bindparam("code_id"), CODES.c.consumed_at.is_(None))
+    .values(consumed_at=bindparam("now"))
+)
+ROTATE_REFRESH = (
+    update(TOKENS)
+    .where(TOKENS.c.id == bindparam("token_id"), TOKENS.c.rotated_at.is_(None))
+    .values(rotated_at=bindparam("now"))
+)
+INSERT_REFRESH = insert(TOKENS)
+
+
+def family_of(row) -> FamilyRow:
+    return FamilyRow(row.f_id, row.f_app_id, row.f_user_id, row.f_connection_id, row.f_scopes,
+                     row.f_expires_at, row.f_revoked_at)
+
+
+def user_of(row) -> UserRow | None:
+    if row.u_id is None:
+        return None
+    return UserRow(row.u_id, row.u_environment_id, row.u_name, row.u_email, row.u_active)
+
+
+def connection_of(row) -> ConnectionRow | None:
+    if row.c_id is None:
+        return None
+    return ConnectionRow(row.c_id, row.c_debtor_id, row.c_status)
+
+
+def run(conn: DbConnection, statement, **params):
+    """Execute a prepared statement with its parameters on the transaction's connection."""
+    return conn.execute(statement, params)
