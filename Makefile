@@ -25,6 +25,19 @@ test: $(STAMP)
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
 
+# make bench: Koppel against its references in one run, one table, docs/benchmarks.md
+# (not CI; about 20 minutes, more on the first run, which seeds 1M connections).
+# SCENARIO=refresh,login runs some (soak: not in the default set; SOAK_SECONDS);
+# BENCH_CONNECTIONS=100000 shrinks the overview's database for a trial; BENCH_RUNS,
+# BENCH_SECONDS. Uses PostgreSQL and Redis on 127.0.0.1 (started if down).
+PEER := bench/peers/oidc-provider
+bench: $(STAMP) $(PEER)/node_modules/.package-lock.json
+	SCENARIO="$(SCENARIO)" SOAK_SECONDS="$(SOAK_SECONDS)" BENCH_CONNECTIONS="$(BENCH_CONNECTIONS)" \
+		$(BIN)/python -m bench.run
+
+$(PEER)/node_modules/.package-lock.json: $(PEER)/package-lock.json
+	cd $(PEER) && npm ci --no-audit --no-fund
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports

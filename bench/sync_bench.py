@@ -77,10 +77,11 @@ def env_for(url: str, var: Path) -> dict[str, str]:
 class Bench:
     """The seeded world and a token signer."""
 
-    def __init__(self, env: dict[str, str]) -> None:
-        subprocess.run([KOPPEL, "db", "upgrade"], env=env, check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([KOPPEL, "demo", "seed", "--json", "--name", "bench", "--employees", "50"],
-                       env=env, check=True, stdout=subprocess.DEVNULL)
+    def __init__(self, env: dict[str, str], employees: int = 50) -> None:
+        subprocess.run([KOPPEL, "db", "upgrade"], env=env, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        subprocess.run([KOPPEL, "demo", "seed", "--json", "--name", "bench", "--employees",
+                        str(employees)], env=env, check=True, stdout=subprocess.DEVNULL)
         self.settings = Settings(database_url=env["KOPPEL_DATABASE_URL"], redis_url=REDIS,
                                  var_dir=Path(env["KOPPEL_VAR_DIR"]))
         self.engine = create_sync_engine(self.settings.resolved_database_url)

@@ -1,0 +1,1 @@
+"""The `make bench` harness: set-up, load generation, references, scenarios, report."""

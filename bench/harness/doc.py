@@ -1,0 +1,80 @@
+"""The body of docs/benchmarks.md: the table, the machine, how each figure is measured,
+the commands and the run's notes."""
+
+from __future__ import annotations
+
+from bench.harness.report import markdown_table
+
+
+def document(table: list[list[str]], meta: dict, figures_notes: list[str]) -> str:
+    m = meta["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` ({meta['command']}) on {meta['date']}; "
+        f"{meta['runs']} runs of {meta['seconds']:g} s per scenario after a warm-up, "
+        "median with min and max. Each figure is compared with a reference measured in the "
+        "same run, on the same machine. `per CPU-s` is operations per CPU-second (user + "
+        "system) of the process under test: steadier than wall-clock rates when other "
+        "processes share the cores. Ratios and targets use the wall-clock medians.",
+        "",
+        markdown_table(table),
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {m['cpu']}, {m['cores']} cores, {m['memory']} memory, Linux {m['kernel']}",
+        f"- PostgreSQL {m['postgresql']}, Redis {m['redis']}, Python {m['python']}, "
+        f"Node.js {m['node']}",
+        f"- load average (1, 5, 15 min) before: {meta['load_before']}, after: "
+        f"{meta['load_after']}",
+        f"- pinning: {meta['pinning']}",
+        f"- duration: {meta['duration']}",
+        "",
+        "## How each figure is measured",
+        "",
+        "- Servers run as in production (`koppel serve auth|registry|sync`, `koppel worker`) "
+        "against PostgreSQL and Redis on this machine (those two are not pinned); the load "
+        "comes from an aiohttp generator (closed loop, 32 concurrent clients unless noted; "
+        "open loop at a fixed rate for latencies, timed from each request's due time).",
+        "- Grants: client credentials (ES256 JWT), refresh (rotation included) and code "
+        "exchange (PKCE S256) against `bench-app`, single-use codes and refresh tokens "
+        "minted into the database before each run; logins post the login form with pending "
+        "authorization requests minted into Redis (argon2id verification included).",
+        "- References: the bare FastAPI app is `bench/harness/bare_app.py` under the same "
+        "uvicorn settings as `koppel serve`; argon2id and raw ES256 run in one process "
+        "pinned to the server core (`bench/harness/cpu_probe.py`); `oidc-provider` "
+        "(bench/peers/oidc-provider, exact version in its package-lock.json) issues ES256 "
+        "JWT access tokens to one client-credentials client, pinned to the server core; the "
+        "raw signed send (`bench/harness/signed_send.py`) posts Standard Webhooks-signed "
+        "bodies to the same receiver the deliveries go to.",
+        "- Reads: GET /v1/employees/{id} with connection tokens through the full verifier "
+        "(rate-limit windows reset between runs, never raised); p99 from an open loop at "
+        "half the measured median rate.",
+        "- Deliveries: a backlog of events x 50 endpoints written while no worker runs, then "
+        "one `koppel worker` process drains it; rate from first to last receipt. Latency: "
+        "PATCH /v1/employees/{id} at a fixed rate with the worker running, from the event's "
+        "UUIDv7 (created in the API transaction) to the receiver.",
+        "- Overview: p95 of 100 sequential requests per run (limit 50): the first page, a "
+        "cursor 90 % in, the most popular app with status=active. CSV: the whole export "
+        "streamed, the registry's peak RSS sampled every 50 ms.",
+    ]
+    lines += [
+        "",
+        "## Commands",
+        "",
+        "```",
+        f"{meta['command']}    # = .venv/bin/python -m bench.run, from the checkout",
+        "# processes it starts, each pinned to core 0 (ports 18701-18705):",
+        "koppel serve auth|registry|sync --port PORT    # KOPPEL_DATABASE_URL=.../koppel_bench",
+        "koppel worker",
+        "python -m bench.harness.bare_app PORT",
+        "python -m bench.harness.cpu_probe argon2|verify SECONDS",
+        "python -m bench.harness.signed_send URL SECONDS 64",
+        "node bench/peers/oidc-provider/server.js PORT CLIENT_ID SECRET",
+        "koppel bench seed-connections --environment 'Bench 1M' --count N"
+        "    # koppel_bench_overview, when its seed marker does not match",
+        "```",
+    ]
+    if figures_notes:
+        lines += ["", "## Notes from this run", "", *figures_notes]
+    return "\n".join(lines) + "\n"
