@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlmodel import Session, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -84,6 +85,20 @@ def _head_query(environment_id: uuid.UUID, dialect: str):
     return stmt.with_for_update() if dialect == "postgresql" else stmt
 
 
+def _ensure_head(environment_id: uuid.UUID):
+    """PostgreSQL: make sure the head row exists before it is locked.
+
+    FOR UPDATE locks nothing while an environment has no head yet, so two first appends
+    would both insert one and the second would fail on the primary key. Inserting the
+    empty head with ON CONFLICT DO NOTHING makes the second wait for the first's commit.
+    """
+    return (
+        pg_insert(AuditHead)
+        .values(environment_id=environment_id, seq=0, hash=GENESIS)
+        .on_conflict_do_nothing(index_elements=["environment_id"])
+    )
+
+
 def append(
     session: Session,
     environment_id: uuid.UUID,
@@ -95,6 +110,8 @@ def append(
 ) -> AuditEvent:
     """Append an event in the session's transaction (sync code)."""
     dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(_ensure_head(environment_id))
     head = session.exec(_head_query(environment_id, dialect)).first()
     event, head = _link(head, environment_id, action, actor, subject_type, subject_id, details)
     session.add(head)
@@ -113,6 +130,8 @@ async def append_async(
 ) -> AuditEvent:
     """Append an event in the session's transaction (async code)."""
     dialect = session.bind.dialect.name
+    if dialect == "postgresql":
+        await session.execute(_ensure_head(environment_id))
     head = (await session.exec(_head_query(environment_id, dialect))).first()
     event, head = _link(head, environment_id, action, actor, subject_type, subject_id, details)
     session.add(head)
