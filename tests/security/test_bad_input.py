@@ -73,8 +73,7 @@ def _assert_problem(response: httpx.Response, what: str, path: str) -> str | Non
 
 
 def _body_operations(document: dict) -> list[tuple[str, str, str | None]]:
-    """(method, path, media type) of every operation that takes a body (registration
-    reads its JSON body itself, undocumented: see docs/security.md)."""
+    """(method, path, media type) of every operation that documents a request body."""
     result = []
     for method, path, operation in operations(document):
         content = operation.get("requestBody", {}).get("content", {})
