@@ -20,6 +20,9 @@ def document(table: list[list[str]], meta: dict, figures_notes: list[str]) -> st
         "",
         markdown_table(table),
         "",
+        "Profiles, what was optimised and what holds back each target marked NO: "
+        "[performance.md](performance.md).",
+        "",
         "## Machine",
         "",
         f"- CPU: {m['cpu']}, {m['cores']} cores, {m['memory']} memory, Linux {m['kernel']}",
