@@ -31,7 +31,7 @@ from tests.multi_instance.cluster import (
     Process,
     ThreadedReceiver,
     child_env,
-    free_port,
+    free_ports,
     koppel,
     serve,
     wait_ready,
@@ -131,8 +131,8 @@ class Stack:
         """Start services (and a worker) at once, all with the same environment; returns
         them, in that order, once every one is ready."""
         child = self.env(**env)
-        started = [serve(name or service, service, free_port(), child, self.logs)
-                   for service in services]
+        started = [serve(name or service, service, port, child, self.logs)
+                   for service, port in zip(services, free_ports(len(services)), strict=True)]
         if worker is not None:
             started.append(koppel(worker, ["worker"], child, self.logs))
         self.processes.extend(started)

@@ -28,7 +28,7 @@ from tests.multi_instance.cluster import (
     Process,
     ThreadedReceiver,
     child_env,
-    free_port,
+    free_ports,
     koppel,
     serve,
     stop,
@@ -75,9 +75,11 @@ def cluster(settings: Settings, subprocess_env: dict[str, str], keyring: KeyRing
                                 companies=[company])
                 user = User(str(row.id), row.email, DEFAULT_PASSWORD,
                             str(UserTemplate.HR_MANAGER))
-            ports = {f"{s}{i}": free_port() for s in ("auth", "registry", "sync") for i in (1, 2)}
+            names = [f"{s}{i}" for s in ("auth", "registry", "sync") for i in (1, 2)]
+            *service_ports, metrics1, metrics2 = free_ports(len(names) + 2)
+            ports = dict(zip(names, service_ports, strict=True))
             urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-            metrics_ports = [free_port(), free_port()]
+            metrics_ports = [metrics1, metrics2]
             for i, port in enumerate(metrics_ports, start=1):
                 urls[f"worker{i}"] = f"http://127.0.0.1:{port}"
             env = child_env({
