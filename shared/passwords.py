@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from functools import lru_cache
 
 from argon2 import PasswordHasher
@@ -10,15 +12,22 @@ from argon2.exceptions import InvalidHashError, VerificationError
 # argon2-cffi's defaults follow RFC 9106's second recommended profile (64 MiB, t=3, p=4).
 _hasher = PasswordHasher()
 
+# Each hash holds 64 MiB while it runs, and argon2 is bound by the CPU: more hashes at once
+# than cores only multiply the memory (a burst of logins on 40 worker threads would take
+# 2.5 GiB). Callers beyond the limit wait their turn.
+MAX_CONCURRENT_HASHES = max(1, os.cpu_count() or 1)
+_slots = threading.BoundedSemaphore(MAX_CONCURRENT_HASHES)
+
 
 def hash_password(password: str) -> str:
     """The argon2id hash to store."""
-    return _hasher.hash(password)
+    with _slots:
+        return _hasher.hash(password)
 
 
 @lru_cache(maxsize=1)
 def _dummy_hash() -> str:
-    return _hasher.hash("koppel-timing-equaliser")
+    return hash_password("koppel-timing-equaliser")
 
 
 def warm_up() -> None:
@@ -28,8 +37,10 @@ def warm_up() -> None:
 
 def verify_password(stored_hash: str | None, password: str) -> bool:
     """Whether `password` matches; with no user (`None`) it still spends the same time."""
+    candidate = stored_hash or _dummy_hash()
     try:
-        return _hasher.verify(stored_hash or _dummy_hash(), password) and stored_hash is not None
+        with _slots:
+            return _hasher.verify(candidate, password) and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 
