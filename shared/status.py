@@ -26,6 +26,10 @@ INACTIVE = b"0"
 # A published value is authoritative until the next change; the TTL only bounds how
 # long an entry loaded by a reader lives, in case a writer died before publishing.
 CACHE_TTL_S = 300
+# Redis sends the status mirrors' invalidations (shared/status_mirror.py) along with the
+# replies of the command that caused them, in no set order. Once a later command has
+# been answered, they have left Redis: a publisher that waits for one (a PING) knows
+# that the other processes' mirrors will see the change before any call it answers next.
 
 
 class Subject(StrEnum):
@@ -45,6 +49,7 @@ def publish(client: redis.Redis, changes: Iterable[tuple[Subject, str | uuid.UUI
     for subject, ident, active in changes:
         pipe.set(status_key(subject, ident), ACTIVE if active else INACTIVE, ex=CACHE_TTL_S)
     pipe.execute()
+    client.ping()  # the invalidations have been sent (see above)
 
 
 async def publish_async(
@@ -55,6 +60,7 @@ async def publish_async(
     for subject, ident, active in changes:
         pipe.set(status_key(subject, ident), ACTIVE if active else INACTIVE, ex=CACHE_TTL_S)
     await pipe.execute()
+    await client.ping()  # the invalidations have been sent (see above)
 
 
 async def _load(session: AsyncSession, subject: Subject, ident: str) -> bool:

@@ -233,22 +233,30 @@ class PublishedKeys:
         return None
 
     async def get(self, kid: str) -> ec.EllipticCurvePublicKey | None:
-        """The key for `kid`; an unknown kid reloads the keys, at most once per interval."""
+        """The key for `kid`; an unknown kid reloads the keys, at most once per interval.
+
+        An unknown kid that arrives within the interval waits for the next reload rather
+        than being refused, so a key created just after a reload (a rotation) is accepted
+        at most one interval later; concurrent callers share that one reload."""
         key = self._keys.get(kid)
         now = time.monotonic()
         if key is not None and now - self._loaded_at < KEY_MAX_AGE_S:
             return key
-        if now - self._attempted_at < self._refetch_interval:
+        if key is not None and now - self._attempted_at < self._refetch_interval:
             return key
         async with self._lock:
-            if self._attempted_at < now:  # nobody reloaded while this call waited
-                self._attempted_at = time.monotonic()
-                try:
-                    await self._load()
-                except (SQLAlchemyError, OSError):
-                    if key is None:
-                        raise
-                    log.warning("signing keys reload failed; using the cached ones")
+            if self._attempted_at >= now:  # reloaded while this call waited
+                return self._keys.get(kid) or key
+            wait = self._attempted_at + self._refetch_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._attempted_at = time.monotonic()
+            try:
+                await self._load()
+            except (SQLAlchemyError, OSError):
+                if key is None:
+                    raise
+                log.warning("signing keys reload failed; using the cached ones")
         return self._keys.get(kid)
 
     async def _load(self) -> None:

@@ -6,6 +6,7 @@ see are committed (`committing_sessions` empties every table after each test).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -439,6 +440,7 @@ async def test_a_flushed_redis_never_reads_as_active(
     change(committing_sessions, Connection, world.connection.id,
            status=ConnectionStatus.REVOKED)
     redis_client.flushdb()
+    redis_client.ping()  # the flush's invalidation has left Redis (shared/status.py)
     await rejected(verifier, token)
     # The answer loaded from the database is now cached as inactive.
     key = status_key(Subject.CONNECTION, world.connection.id)
@@ -567,10 +569,27 @@ async def test_an_unknown_kid_refetches_the_keys(
     assert await verifier.verify(newer.sign(world.app_claims()))
     assert verifier.keys.loads == 2
     # Garbage kids do not reach the database more than once per interval.
-    for _ in range(20):
-        await rejected(verifier, Key(f"junk-{secrets.token_hex(4)}", newer.private)
-                       .sign(world.app_claims()))
-    assert verifier.keys.loads <= 3
+    await asyncio.gather(*(
+        rejected(verifier, Key(f"junk-{secrets.token_hex(4)}", newer.private)
+                 .sign(world.app_claims()))
+        for _ in range(20)))
+    assert verifier.keys.loads <= 4
+
+
+async def test_a_key_created_right_after_a_reload_is_accepted(
+    runtime: Runtime, world: World, committing_sessions: sessionmaker[Session]
+) -> None:
+    """A rotation within the refetch interval: the new key's first tokens wait for the
+    next reload instead of being refused."""
+    verifier = TokenVerifier.from_runtime(runtime, mirror=False, key_refetch_interval=0.5)
+    assert await verifier.verify(world.key.sign(world.app_claims()))
+    newer = add_key(committing_sessions, runtime)
+    started = time.monotonic()
+    results = await asyncio.gather(*(verifier.verify(newer.sign(world.app_claims()))
+                                     for _ in range(10)))
+    assert all(results)
+    assert verifier.keys.loads == 2  # ten callers, one reload
+    assert time.monotonic() - started < 2
 
 
 async def test_a_retired_key_stays_until_its_publication_ends(
