@@ -62,13 +62,17 @@ async def get_leave_request(employee_id: uuid.UUID, leave_request_id: uuid.UUID,
 
 
 @router.patch("/{leave_request_id}", response_model=schemas.LeaveRequestOut,
-              responses={409: {"description": "The status cannot change that way"}})
+              responses={409: {"description": "The status cannot change that way, or the "
+                                               "leave balance cannot cover an approval"}})
 async def update_leave_request(employee_id: uuid.UUID, leave_request_id: uuid.UUID,
                                payload: schemas.LeaveRequestUpdate, reach: LeaveWriter,
                                session: SessionDep, response: Response):
     """Approve, reject or cancel a leave request (`employee.leave`): `requested` may
-    become any of them, `approved` only `cancelled`; the rest is final (409). Writes an
-    `employee.leave.changed` event; the same status again changes nothing."""
+    become any of them, `approved` only `cancelled`; the rest is final (409). Approving
+    takes the hours from the employee's balance of that type for the year the leave
+    starts in (409 if it cannot cover them; a type without a balance is not counted);
+    cancelling an approval gives them back. Writes `employee.leave.changed` events; the
+    same status again changes nothing."""
     row = await leave_service.change_status(session, reach, employee_id, leave_request_id,
                                             payload)
     return single(row, None, response, schemas.LeaveRequestOut)

@@ -1,10 +1,16 @@
 """Leave requests (`employee.leave`): who may file and decide them, and which status
-changes are allowed. Every change writes `employee.leave.changed` in its transaction."""
+changes are allowed. Every change writes `employee.leave.changed` in its transaction.
+
+Approving a request takes its hours from the employee's balance of that leave type for
+the year the leave starts in, and cancelling an approved one gives them back, in the
+same transaction. A type the employee has no balance row for (unpaid leave, say) is not
+counted; an approval that a balance cannot cover answers 409 and changes nothing."""
 
 from __future__ import annotations
 
 import uuid
 
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.resources import schemas
@@ -13,7 +19,7 @@ from services.sync.resources.repository import ResourceRepository
 from services.sync.resources.service import _child_common, _emit, employee
 from shared.db.types import utcnow
 from shared.errors import Conflict, Forbidden, NotFound
-from shared.models import Employee, LeaveRequest
+from shared.models import Employee, LeaveBalance, LeaveRequest
 from shared.models import LeaveRequestStatus as Status
 
 EVENT = "employee.leave.changed"
@@ -65,11 +71,46 @@ async def create(session: AsyncSession, reach: Reach, employee_id: uuid.UUID,
     return row
 
 
+async def _balance(session: AsyncSession, row: LeaveRequest) -> LeaveBalance | None:
+    """The balance the request counts against, locked (None: its type is not counted)."""
+    stmt = select(LeaveBalance).where(
+        LeaveBalance.employee_id == row.employee_id,
+        LeaveBalance.leave_type == str(row.leave_type),
+        LeaveBalance.year == row.start_date.year,
+    ).with_for_update()
+    return (await session.exec(stmt)).first()
+
+
+async def _settle_balance(session: AsyncSession, owner: Employee, row: LeaveRequest,
+                          target: Status) -> None:
+    """Take the hours on approval, give them back when an approval is cancelled."""
+    if target == Status.APPROVED:
+        change = -row.hours
+    elif row.status == Status.APPROVED:
+        change = row.hours
+    else:
+        return
+    balance = await _balance(session, row)
+    if balance is None:
+        return
+    if change < 0 and balance.balance_hours + change < 0:
+        raise Conflict(f"the {row.leave_type} balance of {row.start_date.year} has "
+                       f"{balance.balance_hours:g} hours; the request needs {row.hours:g}",
+                       field="status", leave_balance_id=str(balance.id),
+                       balance_hours=balance.balance_hours)
+    balance.balance_hours += change
+    balance.updated_at = utcnow()
+    session.add(balance)
+    _emit(session, EVENT, owner, leave_balance_id=balance.id, action="balance_changed",
+          changed_fields=["balance_hours"])
+
+
 async def change_status(session: AsyncSession, reach: Reach, employee_id: uuid.UUID,
                         request_id: uuid.UUID, payload: schemas.LeaveRequestUpdate
                         ) -> LeaveRequest:
-    """Approve, reject or cancel. The same status again changes nothing (no event); any
-    other move the TRANSITIONS do not allow answers 409. An employee's own login may
+    """Approve, reject or cancel (approving and cancelling an approval move the balance,
+    see above). The same status again changes nothing (no event); any other move the
+    TRANSITIONS do not allow answers 409. An employee's own login may
     cancel its requests but not decide them."""
     target = payload.status
     if reach.employee_id is not None and target in DECISIONS:
@@ -80,6 +121,7 @@ async def change_status(session: AsyncSession, reach: Reach, employee_id: uuid.U
     if target not in TRANSITIONS[Status(row.status)]:
         raise Conflict(f"a {row.status} leave request cannot become {target}",
                        field="status", current_status=str(row.status))
+    await _settle_balance(session, owner, row, target)
     row.status = target
     row.updated_at = utcnow()
     session.add(row)

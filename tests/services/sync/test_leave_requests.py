@@ -5,16 +5,17 @@ nothing written, and `employee.leave.changed` through the outbox to subscribed a
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import date, timedelta
 
 import httpx
 import pytest
 from sqlalchemy.orm import sessionmaker
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from services.sync.events import feed
 from shared.config import Settings
-from shared.models import Employee, LeaveRequest, LeaveRequestStatus
+from shared.models import Employee, LeaveBalance, LeaveRequest, LeaveRequestStatus
 from shared.runtime import Runtime
 from tests.fixtures import factories as f
 from tests.services.sync.conftest import Receiver, Tokens, wait_for, worker_running
@@ -222,6 +223,86 @@ async def test_status_changes_follow_the_allowed_transitions(
         **BODY, "start_date": "2026-03-02", "end_date": "2026-03-09", "hours": 16},
         headers=auth)
     assert refiled.status_code == 201, refiled.text
+
+
+def add_balance(sessions: sessionmaker[Session], employee: Employee, leave_type: str,
+                year: int, hours: float) -> str:
+    with sessions() as session, session.begin():
+        row = LeaveBalance(environment_id=employee.environment_id, debtor_id=employee.debtor_id,
+                           company_id=employee.company_id, employee_id=employee.id,
+                           leave_type=leave_type, year=year, balance_hours=hours)
+        session.add(row)
+        session.flush()
+        return str(row.id)
+
+
+def balance_hours(sessions: sessionmaker[Session], balance_id: str) -> float:
+    with sessions() as session:
+        return session.exec(select(LeaveBalance.balance_hours)
+                            .where(LeaveBalance.id == uuid.UUID(balance_id))).one()
+
+
+async def test_approving_takes_the_hours_from_the_balance_and_cancelling_returns_them(
+    sync_client: httpx.AsyncClient, tokens: Tokens, data: Data,
+    committing_sessions: sessionmaker[Session],
+) -> None:
+    grant(committing_sessions, data.connection, "employee.leave")
+    auth = tokens.connection(data.connection, data.app, "employee.leave")
+    worker, other = data.employees[0], data.employees[1]
+    statutory = add_balance(committing_sessions, worker, "statutory", 2026, 40)
+    next_year = add_balance(committing_sessions, worker, "statutory", 2027, 40)
+    extra = add_balance(committing_sessions, worker, "extra", 2026, 40)
+    foreign = add_balance(committing_sessions, other, "statutory", 2026, 40)
+    base = f"/v1/employees/{worker.id}/leave-requests"
+
+    async def filed(**fields) -> str:
+        created = await sync_client.post(base, json={**BODY, **fields}, headers=auth)
+        assert created.status_code == 201, created.text
+        return created.headers["location"]
+
+    summer = await filed(hours=24)
+    autumn = await filed(start_date="2026-10-05", end_date="2026-10-09", hours=24)
+    unpaid = await filed(leave_type="unpaid", start_date="2026-11-02", end_date="2026-11-02",
+                         hours=8)
+    before = len(events(committing_sessions))
+
+    approved = await sync_client.patch(summer, json={"status": "approved"}, headers=auth)
+    assert approved.status_code == 200, approved.text
+    assert balance_hours(committing_sessions, statutory) == 16
+    [moved, decided] = events(committing_sessions)[before:]
+    assert moved.data == {**moved.data, "leave_balance_id": statutory,
+                          "action": "balance_changed", "changed_fields": ["balance_hours"]}
+    assert decided.data["action"] == "status_changed"
+    balances = await sync_client.get(f"/v1/employees/{worker.id}/leave-balances", headers=auth)
+    assert {row["id"]: row["balance_hours"] for row in balances.json()["data"]}[statutory] == 16
+
+    # 24 more hours than the 16 left: 409, nothing changes (status, balance, events).
+    short = problem(await sync_client.patch(autumn, json={"status": "approved"},
+                                            headers=auth), 409)
+    assert short["leave_balance_id"] == statutory and short["balance_hours"] == 16
+    assert (await sync_client.get(autumn, headers=auth)).json()["status"] == "requested"
+    assert balance_hours(committing_sessions, statutory) == 16
+    assert len(events(committing_sessions)) == before + 2
+
+    # A type without a balance row is not counted; rejecting never touches a balance.
+    assert (await sync_client.patch(unpaid, json={"status": "approved"},
+                                    headers=auth)).status_code == 200
+    assert (await sync_client.patch(autumn, json={"status": "rejected"},
+                                    headers=auth)).status_code == 200
+    assert balance_hours(committing_sessions, statutory) == 16
+
+    # Cancelling the approved request gives its hours back, once.
+    for _ in range(2):
+        cancelled = await sync_client.patch(summer, json={"status": "cancelled"}, headers=auth)
+        assert cancelled.status_code == 200, cancelled.text
+    assert balance_hours(committing_sessions, statutory) == 40
+    # Other years, types and employees were never touched.
+    assert [balance_hours(committing_sessions, b) for b in (next_year, extra, foreign)] == [
+        40, 40, 40]
+    # Cancelling a request that was never approved gives nothing back.
+    pending = await filed(start_date="2026-12-07", end_date="2026-12-07", hours=8)
+    await sync_client.patch(pending, json={"status": "cancelled"}, headers=auth)
+    assert balance_hours(committing_sessions, statutory) == 40
 
 
 async def test_an_employee_login_files_and_cancels_but_cannot_decide(
