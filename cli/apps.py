@@ -24,6 +24,7 @@ from shared.db import utcnow
 from shared.db.engine import async_session_factory, create_async_db_engine
 from shared.models import App, AppStatus
 from shared.redis_embedded import resolved_redis_url
+from shared.runtime import redis_options
 from shared.status import Subject
 
 app = typer.Typer(help="Partner apps.", no_args_is_help=True)
@@ -52,7 +53,7 @@ async def set_app_status(settings: Settings, client_id: str, status: AppStatus) 
             await session.commit()
     finally:
         await engine.dispose()
-    client = aioredis.Redis.from_url(resolved_redis_url(settings))
+    client = aioredis.Redis.from_url(resolved_redis_url(settings), **redis_options(settings))
     try:
         await after_commit(session, client)
     except (OSError, aioredis.RedisError) as exc:

@@ -29,6 +29,7 @@ from shared.db.engine import async_session_factory, create_async_db_engine
 from shared.errors import KoppelError
 from shared.models import Company, Debtor, Environment, User, UserTemplate
 from shared.redis_embedded import resolved_redis_url
+from shared.runtime import redis_options
 
 app = typer.Typer(help="Environments, debtors, companies and users (provisioning).",
                   no_args_is_help=True)
@@ -66,7 +67,7 @@ async def _in_transaction(settings: Settings,
                                          for e in exc.errors())) from None
     finally:
         await engine.dispose()
-    client = aioredis.Redis.from_url(resolved_redis_url(settings))
+    client = aioredis.Redis.from_url(resolved_redis_url(settings), **redis_options(settings))
     try:
         await after_commit(session, client)
     except (OSError, aioredis.RedisError) as exc:

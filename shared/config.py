@@ -38,6 +38,18 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="redis:// or unix:// URL; default: the embedded Redis under var/"
     )
+    # A server that accepts connections and never answers (stopped, wedged, a stuck proxy)
+    # is bounded by these, on the client side (shared/db/engine.py, shared/runtime.py).
+    database_read_timeout: float = Field(
+        default=10.0, ge=0,
+        description="seconds a service waits for one answer of PostgreSQL (a statement's "
+        "result, a commit) before it drops the connection and answers 503; 0: no bound. "
+        "Never applied to the command line or migrations",
+    )
+    redis_timeout: float = Field(
+        default=2.0, gt=0,
+        description="seconds any process waits to connect to Redis or for one answer",
+    )
 
     keys: dict[str, str] | None = Field(
         default=None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -50,16 +51,42 @@ class Runtime:
         await self.redis.ping()
 
 
+def redis_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for every Redis client (sync or asyncio) a process makes.
+
+    A Redis that accepts connections and never answers must not hold a request: each
+    connect and each answer waits at most `KOPPEL_REDIS_TIMEOUT`, after which redis-py
+    drops that connection and raises its TimeoutError, which every caller already takes
+    for "Redis unreachable", as when Redis is down (a 503 with Retry-After where Redis
+    guards the answer, a skipped outbox nudge that the worker's sweeper makes up for).
+    No client here blocks on purpose (no BLPOP, no pub/sub; arq's worker polls with its
+    own pool, and the status mirror keeps its own non-blocking socket), so the bound
+    only ever cuts a wait for a Redis that stopped answering."""
+    return {"socket_timeout": settings.redis_timeout,
+            "socket_connect_timeout": settings.redis_timeout}
+
+
 @contextlib.asynccontextmanager
-async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    """Build the runtime, and close everything it opened when the block ends."""
+async def open_runtime(settings: Settings, *, bounded_database: bool = True,
+                       ) -> AsyncIterator[Runtime]:
+    """Build the runtime, and close everything it opened when the block ends.
+
+    `bounded_database`: every wait for PostgreSQL is bounded by
+    `KOPPEL_DATABASE_READ_TIMEOUT` (shared/db/engine.py), as API requests need; a
+    process whose work may wait long on one statement, and that has its own bounds (the
+    worker: arq's job timeouts), passes False and keeps only the TCP bounds."""
     settings.check_production()
     keyring = load_keyring(settings)
     started_redis = start_embedded(settings) if settings.uses_embedded_redis else False
-    engine = create_sync_engine(settings.resolved_database_url)
-    async_engine = create_async_db_engine(settings.resolved_database_url)
-    client = aioredis.Redis.from_url(resolved_redis_url(settings), decode_responses=False)
-    sync_client = redis.Redis.from_url(resolved_redis_url(settings), decode_responses=False)
+    answer_timeout = None
+    if bounded_database and settings.database_read_timeout:
+        answer_timeout = settings.database_read_timeout
+    engine = create_sync_engine(settings.resolved_database_url, answer_timeout=answer_timeout)
+    async_engine = create_async_db_engine(settings.resolved_database_url,
+                                          answer_timeout=answer_timeout)
+    url = resolved_redis_url(settings)
+    client = aioredis.Redis.from_url(url, decode_responses=False, **redis_options(settings))
+    sync_client = redis.Redis.from_url(url, decode_responses=False, **redis_options(settings))
     try:
         yield Runtime(
             settings=settings,

@@ -6,6 +6,13 @@ execution layer, whose per-call cost is larger than the query's. Connections are
 pinged on checkout (a round trip per read): a read that finds its connection dead
 drops every idle connection (a restart or failover took them all) and retries once on
 a fresh one. Errors of the driver reach the app's handlers (503 when unreachable).
+
+A server that stops answering is bounded like the engines' (shared/db/engine.py): the
+same TCP options, and each read waits at most `read_timeout` for its answer. A read is
+one single-row statement, as quick for a live server as the engines' checkout ping, so
+it gets the ping's bound by default; a reused connection that misses it counts as dead
+(closed, the idle ones dropped, one retry on a fresh connection, itself bounded by
+`connect_timeout`), exactly as a failed ping does.
 """
 
 from __future__ import annotations
@@ -18,16 +25,20 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from sqlalchemy.engine import make_url
 
+from shared.db.engine import PING_TIMEOUT_S, TCP_OPTIONS, BoundedAsyncConnection
+
 T = TypeVar("T")
 
 
 class ReadPool:
     """At most `size` connections, used one read at a time each; one per event loop."""
 
-    def __init__(self, database_url: str, *, size: int, connect_timeout: float) -> None:
+    def __init__(self, database_url: str, *, size: int, connect_timeout: float,
+                 read_timeout: float | None = PING_TIMEOUT_S) -> None:
         url = make_url(database_url).set(drivername="postgresql")
         self._conninfo = url.render_as_string(hide_password=False)
         self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         self._idle: list[psycopg.AsyncConnection] = []
         self._slots = asyncio.Semaphore(size)
         self._closed = False
@@ -38,8 +49,7 @@ class ReadPool:
         for attempt in (1, 2):
             async with self._slots:
                 reused = bool(self._idle)
-                conn = self._idle.pop() if reused else await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, connect_timeout=self._connect_timeout)
+                conn = self._idle.pop() if reused else await self._connect()
                 try:
                     return await read(conn)
                 except psycopg.OperationalError:
@@ -49,6 +59,13 @@ class ReadPool:
                 finally:
                     await self._put_back(conn)
         raise AssertionError("unreachable")
+
+    async def _connect(self) -> BoundedAsyncConnection:
+        conn = await BoundedAsyncConnection.connect(
+            self._conninfo, autocommit=True, connect_timeout=self._connect_timeout,
+            **TCP_OPTIONS)
+        conn.answer_timeout = self._read_timeout
+        return conn
 
     async def _put_back(self, conn: psycopg.AsyncConnection) -> None:
         if (self._closed or conn.closed

@@ -125,7 +125,10 @@ def build_worker(settings: Settings, *, burst: bool = False, **options: Any) -> 
         configure_logging(settings, "worker")
         stack = contextlib.AsyncExitStack()
         ctx["stack"] = stack
-        ctx["runtime"] = await stack.enter_async_context(open_runtime(settings))
+        # Jobs are bounded by arq's timeouts; a long statement (purging a large backlog)
+        # must not be cut at the API's per-answer bound. TCP bounds still apply.
+        ctx["runtime"] = await stack.enter_async_context(
+            open_runtime(settings, bounded_database=False))
         # One pooled HTTP client per process; the SSRF guard still checks every send.
         ctx["sender"] = Sender(allow_loopback=settings.webhooks_allow_loopback,
                                resolver=ctx.get("ssrf_resolver"))

@@ -7,6 +7,10 @@ otherwise:
   (nothing listens on the port); `up()` listens on the same port again.
 - `freeze_on(marker)`: a connection whose client sends `marker` stops moving from that
   moment, both ways, without being closed: a server that accepts and never answers.
+- `silence()`: the whole server stops answering, as a stopped (SIGSTOP) or wedged
+  process behind a live kernel would: open connections and new ones (still accepted)
+  take every byte and forward nothing, either way; `speak()` forwards what was held
+  and goes on, as the process resumed would.
 """
 
 from __future__ import annotations
@@ -39,10 +43,13 @@ class TcpProxy:
     port: int = 0
     connections: int = 0  # accepted so far
     frozen: int = 0  # connections frozen by `freeze_on` so far
+    held: int = 0  # times a connection's bytes were held by `silence` so far
     _marker: bytes | None = None
     _pairs: set[_Pair] = field(default_factory=set)
     _server: asyncio.AbstractServer | None = None
     _loop: asyncio.AbstractEventLoop | None = None
+    _speaking: asyncio.Event = field(default_factory=asyncio.Event)
+    _waiting: set[asyncio.StreamWriter] = field(default_factory=set)  # accepted, held
 
     # ---- control, from the test's thread --------------------------------------------
 
@@ -58,6 +65,15 @@ class TcpProxy:
         """Freeze each connection whose client sends `marker` (None: stop freezing)."""
         self._marker = marker
 
+    def silence(self) -> None:
+        """Stop answering: accept and hold every byte, on every connection, until
+        `speak()`."""
+        self._call(self._set_speaking(False))
+
+    def speak(self) -> None:
+        """Forward what `silence` held, and go on forwarding."""
+        self._call(self._set_speaking(True))
+
     @contextlib.contextmanager
     def running(self) -> Iterator[TcpProxy]:
         loop = asyncio.new_event_loop()
@@ -65,11 +81,12 @@ class TcpProxy:
         thread.start()
         self._loop = loop
         try:
+            self._call(self._set_speaking(True))
             self._call(self._listen())
             yield self
         finally:
             with contextlib.suppress(Exception):
-                self._call(self._down())
+                self._call(self._stop())
             loop.call_soon_threadsafe(loop.stop)
             thread.join(5)
             loop.close()
@@ -87,6 +104,26 @@ class TcpProxy:
             self._accept, "127.0.0.1", self.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
 
+    async def _stop(self) -> None:
+        """Down, and every connection's task ended before the loop stops."""
+        self._speaking.set()
+        await self._down()
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _set_speaking(self, speaking: bool) -> None:
+        if speaking:
+            self._speaking.set()
+        else:
+            self._speaking.clear()
+
+    async def _until_speaking(self) -> None:
+        if not self._speaking.is_set():
+            self.held += 1
+            await self._speaking.wait()
+
     async def _down(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -97,10 +134,20 @@ class TcpProxy:
             for writer in (pair.client, pair.server):
                 _reset(writer)
         self._pairs.clear()
+        for writer in list(self._waiting):
+            _reset(writer)
 
     async def _accept(self, client_reader: asyncio.StreamReader,
                       client_writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if not self._speaking.is_set():  # a silent server accepts, and says nothing
+            self._waiting.add(client_writer)
+            try:
+                await self._until_speaking()
+            finally:
+                self._waiting.discard(client_writer)
+            if client_writer.is_closing():
+                return
         try:
             server_reader, server_writer = await asyncio.open_connection(
                 self.target_host, self.target_port)
@@ -131,6 +178,7 @@ class TcpProxy:
                 if pair.frozen:
                     await pair.released.wait()  # hold the connection open, say nothing
                     return
+                await self._until_speaking()
                 writer.write(data)
                 await writer.drain()
                 if marker:
@@ -140,6 +188,7 @@ class TcpProxy:
         finally:
             if not pair.frozen:
                 with contextlib.suppress(Exception):
+                    await self._until_speaking()  # a silent server's close is held too
                     writer.write_eof()
 
 

@@ -20,7 +20,9 @@ ARQ_ENQUEUE = b"arq:job:"  # every enqueue first WATCHes the job's key
 
 def test_api_killed_between_commit_and_enqueue_loses_nothing(stack: Stack, report) -> None:
     with TcpProxy("127.0.0.1", stack.redis.port).running() as proxy:
-        sync = stack.serve("sync", redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+        # The frozen nudge must hold until the kill, not end at the Redis read bound.
+        sync = stack.serve("sync", redis_url=f"redis://127.0.0.1:{proxy.port}/0",
+                           KOPPEL_REDIS_TIMEOUT="120")
         stack.subscribe(sync.url, ["employee.updated"])
         proxy.freeze_on(ARQ_ENQUEUE)
         headers = stack.connection_headers()
