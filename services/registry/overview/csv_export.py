@@ -1,58 +1,27 @@
 """The overview as CSV, streamed in chunks of about 64 KiB (any size, constant memory).
 
-Rows come as plain tuples (services/registry/overview/service.py `export_batches`);
-what repeats across rows (an app's cells, a scope list's cells) is formatted once.
+Batches come from services/registry/overview/service.py `export_batches`: on SQLite
+plain tuples, formatted here (what repeats across rows, an app's cells, a scope list's
+cells, is formatted once); on PostgreSQL the lines themselves, made by the database
+(repository.py `export_text`, held to the same bytes by tests/services/registry/
+test_csv_export_sql.py).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
+from services.registry.overview.cells import LINE_END, safe, scope_cells
 from services.registry.overview.service import ExportBatch
-from shared.scopes import SCOPES, Sensitivity
 
 COLUMNS = [
     "id", "app_client_id", "app_name", "publisher", "user_id", "user_email", "user_template",
     "user_deactivated", "debtor_id", "company_ids", "scopes", "sensitive_scopes", "status",
     "stale", "created_at", "last_used_at", "revoked_at",
 ]
-# Cells a spreadsheet would run as a formula (CWE-1236) get a leading quote.
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-SENSITIVE = {Sensitivity.SENSITIVE, Sensitivity.SPECIAL_CATEGORY}
 CHUNK = 64 * 1024
-LINE_END = "\r\n"
-_SPECIAL = re.compile(r'[,"\r\n]')
 MAX_CACHED_SCOPE_LISTS = 10_000
-
-
-def _quoted(text: str) -> str:
-    """The cell as the csv module writes it (quoted when it holds `,`, `"` or a line
-    break)."""
-    if not _SPECIAL.search(text):
-        return text
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator=LINE_END).writerow([text])
-    return buffer.getvalue()[:-len(LINE_END)]
-
-
-def safe(text: str | None) -> str:
-    """Free text as a CSV cell: empty for None, a leading quote if it would start a
-    formula, CSV-quoted if need be."""
-    if text is None:
-        return ""
-    return _quoted(f"'{text}" if text.startswith(FORMULA_START) else text)
-
-
-def scope_cells(scopes_json: str | None) -> tuple[str, str]:
-    """The scopes and the sensitive ones among them, each space-separated."""
-    scopes = json.loads(scopes_json) if scopes_json else []
-    sensitive = [s for s in scopes if s in SCOPES and SCOPES[s].sensitivity in SENSITIVE]
-    return safe(" ".join(str(s) for s in scopes)), safe(" ".join(sensitive))
 
 
 def iso(value: datetime | str | None) -> str:
@@ -115,7 +84,7 @@ async def csv_stream(batches: AsyncIterator[ExportBatch]) -> AsyncIterator[str]:
     formatter = _Formatter()
     parts, size = [",".join(COLUMNS) + LINE_END], 0
     async for batch in batches:
-        for line in formatter.lines(batch):
+        for line in _texts(batch) if batch.text is not None else formatter.lines(batch):
             parts.append(line)
             size += len(line)
             if size >= CHUNK:
@@ -124,3 +93,10 @@ async def csv_stream(batches: AsyncIterator[ExportBatch]) -> AsyncIterator[str]:
         del batch  # before the next batch is read: one batch in memory at once
     if parts:
         yield "".join(parts)
+
+
+def _texts(batch: ExportBatch) -> Iterator[str]:
+    """A batch of lines made by PostgreSQL, in pieces of at most CHUNK characters."""
+    for text in batch.text.parts:
+        for start in range(0, len(text), CHUNK):
+            yield text[start:start + CHUNK]

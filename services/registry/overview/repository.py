@@ -7,6 +7,7 @@ keyset conditions on (sort value, id), never OFFSET.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,24 +15,32 @@ from sqlalchemy import (
     DateTime,
     String,
     and_,
+    bindparam,
     case,
     cast,
+    distinct,
     exists,
     func,
     literal,
+    literal_column,
     or_,
     tuple_,
     type_coerce,
 )
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.registry.overview.cells import FORMULA_START, LINE_END, QUOTE_TRIGGERS
 from services.registry.overview.schemas import OverviewFilter
 from shared.models import App, Connection, ConnectionCompany, ConnectionStatus, User
 from shared.scopes import SCOPES
 
 STALE_AFTER = timedelta(days=90)
+# Planner settings for the statements of an export batch (`export_text`), set for its
+# transaction only.
+EXPORT_PLAN = {"jit": "off", "enable_hashjoin": "off", "enable_mergejoin": "off",
+               "enable_seqscan": "off", "max_parallel_workers_per_gather": "0"}
 NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -115,6 +124,34 @@ def iso_text(column):
              else_=literal(ISO_MICROSECONDS)))
 
 
+def safe_text(column):
+    """`csv_export.safe` in SQL (PostgreSQL): empty for NULL, a leading quote before what
+    would start a formula, then quoted (inner quotes doubled) if it holds a comma, a quote
+    or a line break. tests/services/registry/test_csv_export_sql.py holds the two to the
+    same bytes. Most text needs neither, which one regular expression tells."""
+    guarded = case((func.left(column, 1).in_(FORMULA_START), literal("'", String) + column),
+                   else_=column)
+    quote = or_(*[func.strpos(guarded, literal(c, String)) > 0 for c in QUOTE_TRIGGERS])
+    quoted = case((quote, literal('"', String) + func.replace(guarded, '"', '""', type_=String)
+                   + literal('"', String)), else_=guarded)
+    plain = column.regexp_match(_NEEDS_CARE).is_not(True)
+    return func.coalesce(case((plain, column), else_=quoted), literal("", String))
+
+
+# What `safe_text` must look at twice: a formula start, or a character that needs quotes
+# (the characters themselves, not escapes; "-" first in its bracket).
+_NEEDS_CARE = "^[-" + "".join(c for c in FORMULA_START if c != "-") + "]|[" + "".join(
+    QUOTE_TRIGGERS) + "]"
+
+
+def _joined(*parts):
+    """The parts (SQL text expressions) with commas between them."""
+    text = parts[0]
+    for part in parts[1:]:
+        text = text + literal_column("','", String) + part
+    return text
+
+
 def keyset(stmt, sort: str, after: tuple[datetime, uuid.UUID] | None) -> list:
     """`stmt` in the sort order (id breaks ties) after the position, as one or two
     statements whose results, concatenated, are that order.
@@ -147,6 +184,31 @@ def keyset(stmt, sort: str, after: tuple[datetime, uuid.UUID] | None) -> list:
     if after is not None:
         never = never.where(ident > last_id)
     return [never.order_by(ident.asc()), used.order_by(used_at.asc(), ident.asc())]
+
+
+@dataclass
+class ExportCells:
+    """The CSV cells of the apps (id -> `client_id,name,publisher`) and scope lists
+    (JSON text -> `scopes,sensitive_scopes`) an export has met so far, made by
+    cells.py, and the export's statements."""
+
+    apps: dict[str, str] = field(default_factory=dict)
+    scopes: dict[str, str] = field(default_factory=dict)
+    # The export's statements, built once (`OverviewRepository.export_text`).
+    statements: dict[Any, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExportText:
+    """A batch of `OverviewRepository.export_text`: its lines, how many, the id and
+    last use (ISO text) of the last one, and the apps and scope lists it lacked cells for
+    (then the lines are incomplete)."""
+
+    parts: list[str] = field(default_factory=list)
+    count: int = 0
+    last: tuple[str, str | None] | None = None
+    missing_apps: list[str] = field(default_factory=list)
+    missing_scopes: list[str] = field(default_factory=list)
 
 
 class OverviewRepository:
@@ -213,6 +275,146 @@ class OverviewRepository:
             if len(rows) >= limit:
                 break
         return rows
+
+    def _company_text(self):
+        """The connection's company ids, sorted, space-separated (an ARRAY sub-select
+        reads them in index order, cheaper than an ordered string_agg)."""
+        company = col(ConnectionCompany.company_id)
+        ids = (select(company).where(ConnectionCompany.connection_id == Connection.id)
+               .order_by(company).scalar_subquery())
+        return func.array_to_string(func.array(ids), literal(" ", String), type_=String)
+
+    def _export_rows(self, environment_id: uuid.UUID, flt: OverviewFilter, sort: str,
+                     now: datetime):
+        """The rows of the export, each with its line but for the app's and the scope
+        list's cells (looked up in the `apps` and `scopes` parameters, JSON objects)."""
+        middle = _joined(
+            cast(col(Connection.user_id), String), safe_text(col(User.email)),
+            cast(col(User.template), String),
+            case((col(User.active), literal("false", String)), else_=literal("true", String)),
+            cast(col(Connection.debtor_id), String), self._company_text())
+        stale = case((stale_condition(now), literal("true", String)),
+                     else_=literal("false", String))
+        tail = _joined(
+            cast(col(Connection.status), String), stale, iso_text(col(Connection.created_at)),
+            func.coalesce(iso_text(col(Connection.last_used_at)), literal("", String)),
+            func.coalesce(iso_text(col(Connection.revoked_at)), literal("", String)))
+        app_key = cast(col(Connection.app_id), String)
+        scopes_key = cast(col(Connection.scopes), String)
+        app_cells = type_coerce(bindparam("apps", type_=JSONB), JSONB)[app_key].astext
+        scope_cells = type_coerce(bindparam("scopes", type_=JSONB), JSONB)[scopes_key].astext
+        by_last_use = sort.lstrip("-") == "last_used_at"
+        return (
+            select(cast(col(Connection.id), String).label("id"),
+                   col(Connection.app_id).label("app"), col(Connection.scopes).label("scopes"),
+                   app_cells.label("app_cells"), scope_cells.label("scope_cells"),
+                   middle.label("middle"), tail.label("tail"),
+                   col(Connection.last_used_at).label("last_used_at"),
+                   (iso_text(col(Connection.last_used_at)) if by_last_use
+                    else literal(None, String)).label("last_used"),
+                   col(Connection.id).label("key"))
+            .join(User, col(User.id) == Connection.user_id)
+            .where(Connection.environment_id == environment_id, *filter_conditions(flt, now))
+        )
+
+    @staticmethod
+    def _export_lines(part, sort: str):
+        """One row for the export rows of `part`: their lines joined in sort order, how
+        many, (last-used sort) the id and last use of the last one, and the apps and
+        scope lists without cells."""
+        descending, rows = sort.startswith("-"), part.subquery()
+        by_last_use = sort.lstrip("-") == "last_used_at"
+        order = [rows.c.last_used_at, rows.c.key] if by_last_use else [rows.c.key]
+        order = [o.desc() if descending else o.asc() for o in order]
+        line = _joined(rows.c.id, func.coalesce(rows.c.app_cells, ""), rows.c.middle,
+                       func.coalesce(rows.c.scope_cells, ""), rows.c.tail) + LINE_END
+        last = [literal(None, String), literal(None, String)]
+        if by_last_use:  # where the next batch starts
+            backwards = [o.element.asc() if descending else o.element.desc() for o in order]
+            last = [func.array_agg(aggregate_order_by(c, *backwards))[1]
+                    for c in (rows.c.id, rows.c.last_used)]
+        return select(
+            func.string_agg(line, aggregate_order_by(literal("", String), *order)),
+            func.count(), *last,
+            func.array_agg(distinct(cast(rows.c.app, String))).filter(
+                rows.c.app_cells.is_(None)),
+            func.array_agg(distinct(cast(rows.c.scopes, String))).filter(
+                rows.c.scope_cells.is_(None)),
+        )
+
+    async def export_text(self, environment_id: uuid.UUID, flt: OverviewFilter, sort: str,
+                          after: tuple[datetime, uuid.UUID] | None, limit: int | None,
+                          now: datetime, cells: ExportCells, *, upto: uuid.UUID | None = None,
+                          ) -> ExportText:
+        """One batch of the CSV export as its CSV lines, made by PostgreSQL: the matching
+        connections in sort order after the position, up to `limit` of them, or (id
+        order, no limit) up to the id `upto` (inclusive) if given. The cells of apps and
+        scope lists come from `cells` (made in Python, once per export); a batch that
+        meets one not there gives no text but what is missing, to be filled in and read
+        again. In id order the statement is built once per export (`cells.statements`)."""
+        descending = sort.startswith("-")
+        params: dict[str, Any] = {"apps": cells.apps, "scopes": cells.scopes}
+        built = sort.lstrip("-") != "last_used_at" and limit is None
+        if built:
+            variant = (after is not None, upto is not None)
+            statement = cells.statements.get(variant)
+            if statement is None:
+                stmt, ident = self._export_rows(environment_id, flt, sort, now), \
+                    col(Connection.id)
+                if after is not None:
+                    mark = bindparam("after", type_=ident.type)
+                    stmt = stmt.where(ident < mark if descending else ident > mark)
+                if upto is not None:
+                    mark = bindparam("upto", type_=ident.type)
+                    stmt = stmt.where(ident >= mark if descending else ident <= mark)
+                statement = cells.statements[variant] = self._export_lines(stmt, sort)
+            parts = [statement]
+            params.update(after=after[1] if after is not None else None, upto=upto)
+        else:
+            parts = keyset(self._export_rows(environment_id, flt, sort, now), sort, after)
+        result = ExportText()
+        db = await self.session.connection()
+        # A batch is a few thousand rows: joined by index look-ups (never by scanning whole
+        # tables, which the planner's estimate for a range of ids tends to choose), without
+        # parallel workers, and not worth compiling (JIT).
+        await db.execute(select(*[func.set_config(name, value, True)
+                                  for name, value in EXPORT_PLAN.items()]))
+        for part in parts:
+            statement = part if built else self._export_lines(
+                part.limit(limit - result.count) if limit is not None else part, sort)
+            found = (await db.execute(statement, params)).one()
+            text, count, last_id, last_used, missing_apps, missing_scopes = found
+            if not count:
+                continue
+            result.parts.append(text)
+            result.count += count
+            result.last = (last_id, last_used)
+            result.missing_apps += missing_apps or []
+            result.missing_scopes += missing_scopes or []
+            if limit is not None and result.count >= limit:
+                break
+        return result
+
+    async def export_boundaries(self, environment_id: uuid.UUID, flt: OverviewFilter,
+                                descending: bool, after: uuid.UUID | None, every: int,
+                                count: int, now: datetime) -> list[uuid.UUID]:
+        """In id order after `after`, the ids of the `every`-th, 2 x `every`-th ... up
+        to the `count`-th such matching connection: where the next batches of an export
+        end, found ahead of reading them (fewer when fewer rows match)."""
+        ident = col(Connection.id)
+        stmt = select(ident.label("id"),
+                      func.row_number().over(order_by=ident.desc() if descending else ident)
+                      .label("n"))
+        stmt = stmt.where(Connection.environment_id == environment_id,
+                          *filter_conditions(flt, now))
+        if flt.user_deactivated is not None:
+            stmt = stmt.join(User, col(User.id) == Connection.user_id)
+        if after is not None:
+            stmt = stmt.where(ident < after if descending else ident > after)
+        rows = stmt.order_by(ident.desc() if descending else ident.asc()).limit(
+            every * count).subquery()
+        found = select(rows.c.id).where(rows.c.n % every == 0).order_by(rows.c.n)
+        return list((await self.session.exec(found)).all())
 
     async def company_texts(self, connection_ids: list) -> dict[Any, str]:
         """Each connection's company ids, sorted, space-separated (SQLite; PostgreSQL
