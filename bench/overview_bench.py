@@ -36,10 +36,19 @@ sys.path.insert(0, str(ROOT))
 from services.registry.overview.repository import NEVER  # noqa: E402
 from shared.config import Settings  # noqa: E402
 from shared.db import create_sync_engine, sync_session_factory, utcnow  # noqa: E402
-from shared.models import App, Connection, Environment, TokenFamily, User  # noqa: E402
+from shared.models import (  # noqa: E402
+    App,
+    Connection,
+    Environment,
+    SigningKey,
+    TokenFamily,
+    User,
+)
 from shared.pagination import encode_cursor  # noqa: E402
 from shared.signing import Signer  # noqa: E402
 from shared.vault import SecretBox, load_keyring  # noqa: E402
+from shared.vault.columns import SIGNING_PRIVATE_KEY  # noqa: E402
+from shared.vault.errors import VaultError  # noqa: E402
 
 PORT = 18562
 BASE = f"http://127.0.0.1:{PORT}"
@@ -100,6 +109,7 @@ def prepare(settings: Settings, environment: str) -> dict:
         session.add(family)
         session.flush()
         now = int(time.time())
+        retire_foreign_keys(session, SecretBox(keyring))
         token = Signer(SecretBox(keyring)).sign(session, {
             "iss": settings.issuer, "aud": settings.api_audience, "iat": now,
             "exp": now + 3600, "sub": str(accountant.id), "client_id": first_party.client_id,
@@ -116,6 +126,20 @@ def prepare(settings: Settings, environment: str) -> dict:
     return {"token": token, "total": total, "cursor": cursor, "used_cursor": used_cursor,
             "app": popular.client_id,
             "app_count": popular_count, "size": size}
+
+
+def retire_foreign_keys(session, box: SecretBox) -> None:
+    """The kept database may hold signing keys that another checkout's bench made with
+    its own key ring (var/ is per checkout): retire those, so this run signs with a key
+    it can open (a new one is made if none is left)."""
+    for row in session.exec(select(SigningKey).where(col(SigningKey.active))).all():
+        try:
+            SIGNING_PRIVATE_KEY.open(box, row)
+        except VaultError:
+            row.active = False
+            row.publish_until = utcnow()
+            session.add(row)
+    session.flush()
 
 
 def start_server(env: dict[str, str]) -> subprocess.Popen:
