@@ -27,8 +27,10 @@ def create_service_app(
     service: str, settings: Settings, *, title: str, description: str,
     configure: Callable[[FastAPI], None] | None = None,
     startup: Callable[[Runtime], Awaitable[None]] | None = None,
+    shutdown: Callable[[FastAPI], Awaitable[None]] | None = None,
 ) -> FastAPI:
-    """A FastAPI app for `service` whose runtime opens and closes with its lifespan."""
+    """A FastAPI app for `service` whose runtime opens and closes with its lifespan;
+    `shutdown` runs before the runtime closes (what the app built on top of it)."""
 
     tracer_provider = open_tracer_provider(settings, service)
 
@@ -40,7 +42,11 @@ def create_service_app(
                 app.state.runtime = runtime
                 if startup:
                     await startup(runtime)
-                yield
+                try:
+                    yield
+                finally:
+                    if shutdown:
+                        await shutdown(app)
         finally:
             if tracer_provider is not None:
                 await shutdown_tracing(tracer_provider)

@@ -110,9 +110,10 @@ def append(
 ) -> AuditEvent:
     """Append an event in the session's transaction (sync code)."""
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        session.execute(_ensure_head(environment_id))
     head = session.exec(_head_query(environment_id, dialect)).first()
+    if head is None and dialect == "postgresql":  # the environment's first event
+        session.execute(_ensure_head(environment_id))
+        head = session.exec(_head_query(environment_id, dialect)).first()
     event, head = _link(head, environment_id, action, actor, subject_type, subject_id, details)
     session.add(head)
     session.add(event)
@@ -130,9 +131,10 @@ async def append_async(
 ) -> AuditEvent:
     """Append an event in the session's transaction (async code)."""
     dialect = session.bind.dialect.name
-    if dialect == "postgresql":
-        await session.execute(_ensure_head(environment_id))
     head = (await session.exec(_head_query(environment_id, dialect))).first()
+    if head is None and dialect == "postgresql":  # the environment's first event
+        await session.execute(_ensure_head(environment_id))
+        head = (await session.exec(_head_query(environment_id, dialect))).first()
     event, head = _link(head, environment_id, action, actor, subject_type, subject_id, details)
     session.add(head)
     session.add(event)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
@@ -38,18 +35,11 @@ def _routes(app: FastAPI) -> None:
     app.include_router(audit_router)
     app.include_router(registration_router)
     app.include_router(catalogue_router)
-    # The token verifier (and its status mirror) closes with the runtime.
-    inner = app.router.lifespan_context
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with inner(app):
-            try:
-                yield
-            finally:
-                close_verifier(app)
 
-    app.router.lifespan_context = lifespan
+async def _shutdown(app: FastAPI) -> None:
+    """The token verifier (and its status mirror) closes with the runtime."""
+    close_verifier(app)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -60,4 +50,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Koppel registry",
         description="The directory, partner apps, connections and the environment overview.",
         configure=_routes,
+        shutdown=_shutdown,
     )

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-
 from fastapi import FastAPI
 
 from services.sync.body_limit import BodyLimit
@@ -26,19 +23,12 @@ def _configure(app: FastAPI) -> None:
     app.include_router(payroll_router)
     app.include_router(changes_router)
     app.include_router(webhooks_router)
-    # The read pool and the token verifier (its status mirror) close with the runtime.
-    inner = app.router.lifespan_context
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with inner(app):
-            try:
-                yield
-            finally:
-                close_verifier(app)
-                await close_read_pool(app)
 
-    app.router.lifespan_context = lifespan
+async def _shutdown(app: FastAPI) -> None:
+    """The token verifier (its status mirror) and the read pool close with the runtime."""
+    close_verifier(app)
+    await close_read_pool(app)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,4 +39,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Koppel sync",
         description="The payroll data API, the change feed and webhook endpoints.",
         configure=_configure,
+        shutdown=_shutdown,
     )

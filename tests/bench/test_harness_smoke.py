@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,12 +16,7 @@ from bench.harness.context import Ctx
 from bench.harness.report import SOAK_BEGIN, rows, text_table, write_doc
 from bench.harness.world import World
 from tests.fixtures.backend import configured_database_url, configured_redis_url
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.multi_instance.cluster import free_ports
 
 
 @pytest.fixture
@@ -36,8 +30,8 @@ def harness(tmp_path, monkeypatch):
     monkeypatch.setattr(infra, "PG", configured_database_url().rsplit("/", 1)[0])
     monkeypatch.setattr(infra, "REDIS_SERVER", f"{redis_parts.scheme}://{redis_parts.netloc}")
     monkeypatch.setattr(repeat, "WARM_UP_S", 0.5)
-    for name in list(context.PORTS):
-        monkeypatch.setitem(context.PORTS, name, _free_port())
+    for name, port in zip(list(context.PORTS), free_ports(len(context.PORTS)), strict=True):
+        monkeypatch.setitem(context.PORTS, name, port)
     database = f"koppel_bench_smoke_{os.getpid()}"
     ctx = Ctx(runs=1, seconds=1, concurrency=4, var=tmp_path, redis=infra.RedisDb("bench-smoke"))
     env = ctx.env(infra.recreate_database(database), tmp_path / "world")

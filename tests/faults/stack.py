@@ -229,6 +229,27 @@ class Stack:
     def employee(self, index: int = 0) -> uuid.UUID:
         return self.seed.employees[index]
 
+    def database_calls(self, urls: dict[str, str], tag: str, timeout: float = 30.0,
+                       ) -> dict[str, Callable[[], httpx.Response]]:
+        """One read or write per service, each needing the database."""
+        client = self.seed.client
+        connection = self.connection_headers()
+        app = self.app_headers()
+        employee = self.employee()
+        return {
+            "auth token": lambda: httpx.post(
+                f"{urls['auth']}/token", auth=(client.client_id, client.secret),
+                data={"grant_type": "client_credentials", "scope": "webhooks.manage"},
+                timeout=timeout),
+            "registry list": lambda: httpx.get(
+                f"{urls['registry']}/v1/app/connections", headers=app, timeout=timeout),
+            "sync read": lambda: httpx.get(
+                f"{urls['sync']}/v1/employees/{employee}", headers=connection, timeout=timeout),
+            "sync write": lambda: httpx.patch(
+                f"{urls['sync']}/v1/employees/{employee}", headers=connection,
+                json={"last_name": f"{tag}-{time.monotonic_ns()}"}, timeout=timeout),
+        }
+
 
 def timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
     """The response and how long it took, in seconds."""
@@ -236,3 +257,11 @@ def timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
     response = call()
     return response, time.monotonic() - started
 
+
+def assert_problem_503(response: httpx.Response, took: float, what: str, prompt: float,
+                       ) -> None:
+    """A 503 problem+json with Retry-After, answered within `prompt` seconds."""
+    assert response.status_code == 503, (what, response.status_code, response.text[:300])
+    assert response.headers["content-type"] == "application/problem+json", what
+    assert response.headers.get("retry-after"), what
+    assert took < prompt, (what, took)

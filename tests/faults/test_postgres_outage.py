@@ -24,26 +24,6 @@ PROMPT_S = 10.0  # an answer during the outage comes within this, never a hang
 WRITES = 3
 
 
-def _calls(stack: Stack, urls: dict[str, str]) -> dict[str, object]:
-    """One read or write per service, each needing the database."""
-    client = stack.seed.client
-    connection = stack.connection_headers()
-    app = stack.app_headers()
-    employee = stack.employee()
-    return {
-        "auth token": lambda: httpx.post(
-            f"{urls['auth']}/token", auth=(client.client_id, client.secret),
-            data={"grant_type": "client_credentials", "scope": "webhooks.manage"}, timeout=30),
-        "registry list": lambda: httpx.get(
-            f"{urls['registry']}/v1/app/connections", headers=app, timeout=30),
-        "sync read": lambda: httpx.get(
-            f"{urls['sync']}/v1/employees/{employee}", headers=connection, timeout=30),
-        "sync write": lambda: httpx.patch(
-            f"{urls['sync']}/v1/employees/{employee}", headers=connection,
-            json={"last_name": f"Outage-{time.monotonic_ns()}"}, timeout=30),
-    }
-
-
 def _write(stack: Stack, sync_url: str, count: int, tag: str) -> None:
     headers = stack.connection_headers()
     for number in range(count):
@@ -64,7 +44,7 @@ def test_postgres_outage_answers_503_and_recovers_without_restart(
                                         database_url=proxied)
         urls = {service.name: service.url for service in services}
         stack.subscribe(urls["sync"], ["employee.updated"])
-        calls = _calls(stack, urls)
+        calls = stack.database_calls(urls, "Outage")
         for name, call in calls.items():
             response = call()
             assert response.status_code in (200, 201), (name, response.text)

@@ -21,24 +21,19 @@ What "degrades safely" means here, decided from SECURITY.md:
 
 from __future__ import annotations
 
+import functools
 import time
 from types import SimpleNamespace
 
 import httpx
 
-from tests.faults.stack import Stack, timed
+from tests.faults.stack import Stack, assert_problem_503, timed
 from tests.services.auth.support import AuthRequest, Browser
 
 PROMPT_S = 10.0
 LIMIT = 2  # failed logins per account before 429
 EVENTS = ["employee.updated", "connection.suspended", "connection.resumed"]
-
-
-def _problem_503(response: httpx.Response, took: float, what: str) -> None:
-    assert response.status_code == 503, (what, response.status_code, response.text[:300])
-    assert response.headers["content-type"] == "application/problem+json", what
-    assert response.headers.get("retry-after"), what
-    assert took < PROMPT_S, (what, took)
+_problem_503 = functools.partial(assert_problem_503, prompt=PROMPT_S)
 
 
 def _wrong_password(agent: Browser, request: AuthRequest, stack: Stack) -> httpx.Response:

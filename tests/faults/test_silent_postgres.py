@@ -15,7 +15,6 @@ SQLite has no server to fall silent: PostgreSQL only."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -37,25 +36,8 @@ CLIENT_TIMEOUT_S = 60.0  # the test's own client: far past any bound, never the 
 
 
 def _calls(stack: Stack, urls: dict[str, str]) -> dict[str, Callable[[], httpx.Response]]:
-    """One read or write per service, each needing the database."""
-    client = stack.seed.client
-    connection = stack.connection_headers()
-    app = stack.app_headers()
-    employee = stack.employee()
-    return {
-        "auth token": lambda: httpx.post(
-            f"{urls['auth']}/token", auth=(client.client_id, client.secret),
-            data={"grant_type": "client_credentials", "scope": "webhooks.manage"},
-            timeout=CLIENT_TIMEOUT_S),
-        "registry list": lambda: httpx.get(
-            f"{urls['registry']}/v1/app/connections", headers=app, timeout=CLIENT_TIMEOUT_S),
-        "sync read": lambda: httpx.get(
-            f"{urls['sync']}/v1/employees/{employee}", headers=connection,
-            timeout=CLIENT_TIMEOUT_S),
-        "sync write": lambda: httpx.patch(
-            f"{urls['sync']}/v1/employees/{employee}", headers=connection,
-            json={"last_name": f"Silent-{time.monotonic_ns()}"}, timeout=CLIENT_TIMEOUT_S),
-    } | {
+    """One read or write per service, each needing the database, and each readyz."""
+    return stack.database_calls(urls, "Silent", CLIENT_TIMEOUT_S) | {
         f"{name} readyz": lambda url=url: httpx.get(f"{url}/readyz", timeout=CLIENT_TIMEOUT_S)
         for name, url in urls.items()
     }

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import httpx
 
 from tests.faults.proxy import TcpProxy
-from tests.faults.stack import Stack, timed
+from tests.faults.stack import Stack, assert_problem_503, timed
 from tests.services.auth.support import AuthRequest, Browser
 
 REDIS_TIMEOUT_S = 2.0  # shared/config.py's default, which the processes run with
@@ -30,13 +30,6 @@ PROMPT_S = 3 * REDIS_TIMEOUT_S
 CLI_PROMPT_S = 30.0  # a whole `koppel` process: its start-up, then its bounded calls
 CLIENT_TIMEOUT_S = 60.0
 EVENTS = ["employee.updated", "connection.suspended", "connection.resumed"]
-
-
-def _problem_503(response: httpx.Response, took: float, what: str) -> None:
-    assert response.status_code == 503, (what, response.status_code, response.text[:300])
-    assert response.headers["content-type"] == "application/problem+json", what
-    assert response.headers.get("retry-after"), what
-    assert took < PROMPT_S, (what, took)
 
 
 def test_silent_redis_answers_as_when_down_promptly_and_recovers(
@@ -75,7 +68,7 @@ def test_silent_redis_answers_as_when_down_promptly_and_recovers(
 
             proxy.silence()
             for what, call in calls.items():
-                _problem_503(*timed(call), what)
+                assert_problem_503(*timed(call), what, PROMPT_S)
             for process in (auth, registry, sync):
                 response, took = timed(lambda p=process: httpx.get(
                     f"{p.url}/readyz", timeout=CLIENT_TIMEOUT_S))

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 
+from shared.passwords import MAX_CONCURRENT_HASHES
 from tests.fixtures.backend import REPO_ROOT
 
-BURST = 16
+# Enough threads that, unbounded, they would need far more than the bound allows.
+BURST = max(16, 4 * MAX_CONCURRENT_HASHES)
 SCRIPT = textwrap.dedent(f"""
     import resource, threading
     from shared.passwords import hash_password, verify_password
@@ -29,7 +30,7 @@ def test_concurrent_verifications_hold_at_most_one_buffer_per_core() -> None:
     out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, capture_output=True,
                          text=True, check=True, timeout=120).stdout.split()
     verified, growth_mib = (int(v) for v in out)
-    limit = max(1, os.cpu_count() or 1)  # shared.passwords.MAX_CONCURRENT_HASHES
+    limit = MAX_CONCURRENT_HASHES
     assert verified == BURST
-    # Unbounded, 16 threads would need about 16 x 64 MiB; bounded, the limit's worth.
+    # Unbounded, BURST threads would need about BURST x 64 MiB; bounded, the limit's worth.
     assert growth_mib <= 64 * limit + 32, (limit, growth_mib)

@@ -574,6 +574,12 @@ async def test_an_unknown_kid_refetches_the_keys(
                  .sign(world.app_claims()))
         for _ in range(20)))
     assert verifier.keys.loads <= 4
+    # One after another, each waits for the next allowed reload.
+    before, started = verifier.keys.loads, time.monotonic()
+    for _ in range(3):
+        await rejected(verifier, Key(f"junk-{secrets.token_hex(4)}", newer.private)
+                       .sign(world.app_claims()))
+    assert verifier.keys.loads - before <= (time.monotonic() - started) / 0.2 + 1
 
 
 async def test_a_key_created_right_after_a_reload_is_accepted(

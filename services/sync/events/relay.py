@@ -30,7 +30,6 @@ from shared.runtime import Runtime
 
 log = structlog.get_logger("koppel.relay")
 BATCH = 200  # events per transaction
-MAX_BATCHES = 50  # per `relay` call; the next nudge or sweep carries on
 
 
 def rfc3339(value: datetime) -> str:
@@ -101,27 +100,6 @@ async def relay_events(session: AsyncSession, limit: int | None = None
     await session.exec(update(Event).where(col(Event.id).in_([e.id for e in events]))
                        .values(relayed_at=now))
     return len(rows), len(events) == limit, fan_out
-
-
-async def relay_batch(runtime: Runtime, limit: int | None = None) -> tuple[int, bool]:
-    """`relay_events` in a transaction of its own."""
-    async with runtime.async_session() as session, session.begin():
-        made, more, _ = await relay_events(session, limit)
-    return made, more
-
-
-async def relay(runtime: Runtime, max_batches: int = MAX_BATCHES) -> int:
-    """Relay unrelayed events (at most `max_batches` batches, each committed); returns
-    how many deliveries it made. The dispatcher sends them."""
-    made = 0
-    for _ in range(max_batches):
-        count, more = await relay_batch(runtime)
-        made += count
-        if not more:
-            break
-    if made:
-        log.debug("relayed events", deliveries=made)
-    return made
 
 
 async def sweep(runtime: Runtime) -> dict[str, int]:

@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.sync.read_pool import ReadPool
-from services.sync.resources import service
+from services.sync.resources import schemas, service
 from services.sync.resources.access import reach as reach_of
 from shared.errors import InsufficientScope, NotFound
 from shared.models import App, Connection, ConnectionCompany, ConnectionStatus, Employee
@@ -34,7 +34,8 @@ from shared.scopes import grants
 from shared.tokens import InvalidToken, Principal
 
 SCOPE = "employee.info.read"
-FIELDS = ("id", "company_id", "number", "first_name", "last_name", "birth_date", "email")
+# The columns of `EmployeeOut`, read straight into its JSON document (`employee_body`).
+FIELDS = tuple(schemas.EmployeeOut.model_fields)
 
 _conn = Connection.__table__
 _app = App.__table__

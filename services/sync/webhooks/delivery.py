@@ -27,10 +27,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.sync.events.queue import enqueue_deliveries
 from services.sync.events.relay import FanOut
 from services.sync.webhooks import schedule
-from services.sync.webhooks.sender import Outcome, Sender
+from services.sync.webhooks.sender import MAX_ERROR, Outcome, Sender
 from services.sync.webhooks.service import set_status
 from services.sync.webhooks.signing import secret_key, signed_headers
-from shared import ssrf
 from shared.db.types import utcnow, uuid7
 from shared.metrics import WEBHOOK_DELIVERIES, WEBHOOK_LATENCY, delivery_outcome
 from shared.models import (
@@ -48,7 +47,6 @@ from shared.vault.columns import WEBHOOK_PREVIOUS_SECRET, WEBHOOK_SECRET
 
 log = structlog.get_logger("koppel.webhooks")
 SEND_TIMEOUT_S = 10.0
-MAX_ERROR = 1000
 D = WebhookDelivery
 
 _RETURNED = (D.id, D.endpoint_id, D.app_id, D.event_id, D.type, D.message_id, D.payload,
@@ -254,20 +252,12 @@ async def send_and_record(runtime: Runtime, sender: Sender, attempts: list[Attem
 
 
 async def deliver(runtime: Runtime, delivery_id: uuid.UUID, attempt: int, *,
-                  sender: Sender | None = None, resolver: ssrf.Resolver | None = None) -> str:
+                  sender: Sender) -> str:
     """Run attempt `attempt` of a delivery; returns what happened (for the job log)."""
     claimed = await claim_one(runtime, delivery_id, attempt)
     if not claimed:
         return "skipped"
     bind_request_id(claimed[0].request_id)
-    own = sender is None
-    if own:
-        sender = Sender(allow_loopback=runtime.settings.webhooks_allow_loopback,
-                        resolver=resolver)
-    try:
-        await send_and_record(runtime, sender, claimed)
-    finally:
-        if own:
-            await sender.close()
+    await send_and_record(runtime, sender, claimed)
     outcome = claimed[0].outcome
     return "succeeded" if outcome.succeeded else f"failed: {outcome.error}"

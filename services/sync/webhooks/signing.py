@@ -27,15 +27,10 @@ def signature(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-def webhook_headers(message_id: str, timestamp: int, body: bytes, secrets_: list[str]
-                    ) -> dict[str, str]:
-    """The three Standard Webhooks headers; one signature per secret (rotation overlap)."""
-    return signed_headers(message_id, timestamp, body, [secret_key(s) for s in secrets_])
-
-
 def signed_headers(message_id: str, timestamp: int, body: bytes, keys: list[bytes]
                    ) -> dict[str, str]:
-    """`webhook_headers` with the secrets' HMAC keys already decoded."""
+    """The three Standard Webhooks headers; one signature per HMAC key (the secrets'
+    decoded keys, two during a rotation's overlap)."""
     signatures = " ".join(signature(key, message_id, timestamp, body) for key in keys)
     return {
         "webhook-id": message_id,

@@ -78,7 +78,8 @@ async def test_csv_and_pages_agree_on_order_and_content(
     """Never used counts as the oldest use (first ascending, last descending); equal
     values go by id. The CSV, read in batches of 4, holds the rows of the pages in the
     same order with the same values."""
-    monkeypatch.setattr(overview_service, "EXPORT_BATCH", 4)
+    monkeypatch.setattr(overview_service, "EXPORT_BATCH", 4)  # SQLite's path
+    monkeypatch.setattr(overview_service, "EXPORT_TEXT_BATCH", 4)  # PostgreSQL's
     template, now = world.a.connections[0], utcnow()
     tie = now - timedelta(hours=5)
     uses = [None, tie, None, tie, now - timedelta(days=200), None, tie, now - timedelta(hours=1),

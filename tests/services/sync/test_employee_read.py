@@ -5,14 +5,19 @@ nothing a revoke, a narrowed consent or a dropped company changes is ever served
 from __future__ import annotations
 
 import uuid
+from datetime import date
+from types import SimpleNamespace
 
 import httpx
 import psycopg
 import pytest
+from fastapi.encoders import jsonable_encoder
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, delete
 
+from services.sync.resources.employee_read import employee_body
+from services.sync.resources.schemas import EmployeeOut
 from shared.config import Settings
 from shared.models import Connection, ConnectionCompany, ConnectionStatus
 from tests.fixtures import factories as f
@@ -108,3 +113,15 @@ async def test_reads_survive_the_database_dropping_their_connections(
     response = await sync_client.get(_path(data), headers=auth)
     assert response.status_code == 200
     assert response.json()["id"] == str(data.employees[0].id)
+
+
+def test_the_fast_body_is_the_employee_schema_document() -> None:
+    """The one-query read writes `EmployeeOut`'s JSON by hand: it must stay the same
+    document as the schema's, field for field (a field added to the schema included)."""
+    row = SimpleNamespace(id=uuid.uuid4(), company_id=uuid.uuid4(), number="0042",
+                          first_name="Anna", last_name="de Vries",
+                          birth_date=date(1990, 2, 28), email="anna@example.test")
+    expected = jsonable_encoder(EmployeeOut.model_validate(row, from_attributes=True))
+    assert employee_body(row) == expected
+    assert employee_body(SimpleNamespace(**{**vars(row), "birth_date": None, "email": None})
+                         ) == {**expected, "birth_date": None, "email": None}

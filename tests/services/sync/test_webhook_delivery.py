@@ -12,6 +12,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, select
 from standardwebhooks.webhooks import Webhook
 
+from services.sync.events.relay import relay_events
 from services.sync.webhooks import schedule
 from shared.config import Settings
 from shared.models import (
@@ -183,9 +184,9 @@ async def test_revoked_connection_drops_waiting_deliveries_but_sends_its_revocat
         connection = session.get(Connection, world.connections["info"].id)
         emit(session, **connection_event("connection.created", connection))
     # Relay (deliveries now wait in the queue), then revoke before the worker sends.
-    from services.sync.events.relay import relay
-
-    assert await relay(runtime) == 2
+    async with runtime.async_session() as session, session.begin():
+        made, _, _ = await relay_events(session)
+    assert made == 2
     with committing_sessions() as session, session.begin():
         connection = session.get(Connection, world.connections["info"].id)
         connection.status = ConnectionStatus.REVOKED

@@ -35,6 +35,8 @@ def test_consent_page_shows_the_logo_served_by_koppel(
     assert logo.status_code == 200 and logo.content == PNG
     assert logo.headers["content-type"] == "image/png"
     assert logo.headers["x-content-type-options"] == "nosniff"
+    # Its own policy, not the pages' one that the security headers add elsewhere.
+    assert logo.headers["content-security-policy"] == "default-src 'none'; sandbox"
 
 
 def test_an_app_without_logo_has_no_image(auth_server: AuthServer) -> None:
