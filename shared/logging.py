@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 
 import structlog
 
@@ -22,10 +23,16 @@ _HANDLER_NAME = "koppel-json"
 
 class _Stderr:
     """Standard error as it is when a line is written, not when logging was set up (a
-    test runner swaps and closes its captured streams)."""
+    test runner swaps and closes its captured streams). structlog and the standard
+    library's handler each write a line in one call; one lock keeps lines from threads
+    writing at once whole."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        with self._lock:
+            return sys.stderr.write(text)
 
     def flush(self) -> None:
         sys.stderr.flush()
@@ -80,7 +87,7 @@ def configure_logging(settings: Settings, service: str) -> None:
     structlog.configure(
         processors=_PROCESSORS,
         wrapper_class=_BoundLogger,
-        logger_factory=structlog.PrintLoggerFactory(file=_STDERR),
+        logger_factory=structlog.WriteLoggerFactory(file=_STDERR),  # one write a line
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)

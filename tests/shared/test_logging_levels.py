@@ -4,6 +4,8 @@ holds for loggers already used: structlog caches them on first use."""
 from __future__ import annotations
 
 import json
+import logging
+import threading
 
 import pytest
 import structlog
@@ -48,3 +50,30 @@ def test_binding_no_or_a_malformed_request_id_unbinds_it(value: str | None) -> N
         bind_request_id(value)
         assert current_request_id() is None
         assert "request_id" not in structlog.contextvars.get_contextvars()
+
+
+def test_lines_from_structlog_and_the_standard_library_never_share_a_line(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """Threads logging at once through both (the worker: structlog in the event loop, a
+    driver's logging in its thread) each write whole lines."""
+    configure_logging(Settings(log_json=True, log_level="info"), "mixed")
+    ours, theirs = structlog.get_logger("koppel.test.mixed"), logging.getLogger("driver")
+    count = 3000
+
+    def through_structlog() -> None:
+        for number in range(count):
+            ours.info("structlog line", number=number)
+
+    def through_logging() -> None:
+        for number in range(count):
+            theirs.warning("logging line %d", number)
+
+    threads = [threading.Thread(target=work) for work in (through_structlog, through_logging)
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    events = [line["event"] for line in lines(capsys)]  # each parses on its own
+    assert len(events) == 4 * count
