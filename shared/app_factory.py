@@ -13,6 +13,7 @@ from shared.errors import install_error_handlers
 from shared.health import health_router
 from shared.logging import configure_logging
 from shared.metrics import install_metrics
+from shared.policy.dependency import annotate_operations
 from shared.request_id import RequestIdMiddleware
 from shared.runtime import Runtime, open_runtime
 from shared.tracing import (
@@ -28,9 +29,11 @@ def create_service_app(
     configure: Callable[[FastAPI], None] | None = None,
     startup: Callable[[Runtime], Awaitable[None]] | None = None,
     shutdown: Callable[[FastAPI], Awaitable[None]] | None = None,
+    declared: bool = False,
 ) -> FastAPI:
     """A FastAPI app for `service` whose runtime opens and closes with its lifespan;
-    `shutdown` runs before the runtime closes (what the app built on top of it)."""
+    `shutdown` runs before the runtime closes (what the app built on top of it). With
+    `declared`, every route must name its operation in the policy (shared/policy)."""
 
     tracer_provider = open_tracer_provider(settings, service)
 
@@ -58,6 +61,8 @@ def create_service_app(
     app.include_router(health_router())
     if configure:
         configure(app)
+    if declared:
+        annotate_operations(app)
     # Added last, so it runs first: every log line of the request carries its id.
     app.add_middleware(RequestIdMiddleware, service=service,
                        on_request_id=tag_request_id if tracer_provider else None)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+
+from shared.policy.dependency import declare
 
 READY_TIMEOUT_S = 2.0
 
 
 def health_router() -> APIRouter:
-    router = APIRouter(tags=["health"])
+    router = APIRouter(tags=["health"], dependencies=[Depends(declare("health"))])
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     Counter,
@@ -18,6 +18,8 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
+
+from shared.policy.dependency import declare
 
 REQUESTS = Counter(
     "koppel_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
@@ -106,6 +108,6 @@ def install_metrics(app: FastAPI, service: str) -> None:
     """Count and time every request of `app` by its route template; serve `/metrics`."""
     app.add_middleware(_Measure, service=service)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(declare("metrics"))])
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

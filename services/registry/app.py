@@ -51,4 +51,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="The directory, partner apps, connections and the environment overview.",
         configure=_routes,
         shutdown=_shutdown,
+        declared=True,
     )

@@ -10,21 +10,17 @@ is sent, so resource servers refuse the tokens on the very next call.
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from redis.exceptions import RedisError
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.auth_deps import PrincipalDep, require_scope
-from shared.errors import Forbidden, InsufficientScope, Unavailable
-from shared.models import App, User, UserTemplate
+from shared.errors import Unavailable
 from shared.outbox import emit, nudge
+from shared.policy.dependency import AppCaller, Authorizer, UserCaller
 from shared.runtime import Runtime
 from shared.status import Subject, publish_async
-from shared.tokens import InvalidToken, Principal
 
 STATUS_CHANGES = "koppel_status_changes"
 NUDGE = "koppel_nudge_relay"
@@ -81,89 +77,18 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-@dataclass(frozen=True)
-class UserCaller:
-    """A user calling through a first-party app."""
-
-    principal: Principal
-    user: User
+# The declared policy (shared/policy) on this service's request session.
+allowed = Authorizer(get_session, with_reach=False)
 
 
-@dataclass(frozen=True)
-class AppCaller:
-    """An app calling on its own behalf (client credentials)."""
-
-    principal: Principal
-    app: App
+def user_can(operation: str) -> Any:
+    """The annotation of the user authorized for `operation` (a first-party user token)."""
+    return Annotated[UserCaller, Depends(allowed.user(operation))]
 
 
-async def _user(session: AsyncSession, principal: Principal) -> UserCaller:
-    if principal.kind != "user":
-        raise Forbidden("this call needs a user's token from a first-party app")
-    user = await session.get(User, principal.user_id)
-    if user is None or user.environment_id != principal.environment_id or not user.active:
-        raise InvalidToken("the access token's user is unknown or inactive")
-    return UserCaller(principal, user)
-
-
-def user_with_scope(scope: str):
-    """A dependency giving the calling user if the token grants `scope`."""
-    checked = require_scope(scope)
-
-    async def dependency(session: SessionDep,
-                         principal: Annotated[Principal, Depends(checked)]) -> UserCaller:
-        return await _user(session, principal)
-
-    dependency.__name__ = f"user_with_{scope.replace('.', '_')}"
-    return dependency
-
-
-def accountant_with_scope(scope: str):
-    """A dependency giving the calling accountant if the token grants `scope`."""
-    checked = user_with_scope(scope)
-
-    async def dependency(caller: Annotated[UserCaller, Depends(checked)]) -> UserCaller:
-        if caller.user.template != UserTemplate.ACCOUNTANT:
-            raise Forbidden("only accountant logins see the environment overview")
-        return caller
-
-    dependency.__name__ = f"accountant_with_{scope.replace('.', '_')}"
-    return dependency
-
-
-async def app_caller(session: SessionDep, principal: PrincipalDep) -> AppCaller:
-    """The app of a client-credentials token."""
-    if principal.kind != "app":
-        raise Forbidden("this call needs the app's own token (client credentials)")
-    app = (await session.exec(select(App).where(App.client_id == principal.client_id))).first()
-    if app is None:
-        raise InvalidToken("the access token's app is unknown")
-    return AppCaller(principal, app)
-
-
-def first_party_app_with_scope(scope: str):
-    """A dependency giving a first-party app calling with client credentials and `scope`."""
-
-    async def dependency(caller: Annotated[AppCaller, Depends(app_caller)]) -> AppCaller:
-        if not caller.app.first_party:
-            raise Forbidden("this call is for first-party apps only")
-        if not caller.principal.has_scope(scope):
-            raise InsufficientScope(scope)
-        return caller
-
-    dependency.__name__ = f"first_party_app_with_{scope.replace('.', '_')}"
-    return dependency
-
-
-ConnectionsReader = Annotated[UserCaller, Depends(user_with_scope("connections.read"))]
-ConnectionsManager = Annotated[UserCaller, Depends(user_with_scope("connections.manage"))]
-OverviewReader = Annotated[
-    UserCaller, Depends(accountant_with_scope("environment.connections.read"))
-]
-OverviewManager = Annotated[
-    UserCaller, Depends(accountant_with_scope("environment.connections.manage"))
-]
-AppCallerDep = Annotated[AppCaller, Depends(app_caller)]
+def app_can(operation: str) -> Any:
+    """The annotation of the app authorized for `operation` (client credentials)."""
+    return Annotated[AppCaller, Depends(allowed.app(operation))]
 
 
 def language(request: Request) -> str:

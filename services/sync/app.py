@@ -40,4 +40,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="The payroll data API, the change feed and webhook endpoints.",
         configure=_configure,
         shutdown=_shutdown,
+        declared=True,
     )

@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.events.queue import enqueue_deliveries
 from services.sync.read_pool import ReadPool
-from shared.auth_deps import PrincipalDep
 from shared.db.engine import CONNECT_TIMEOUT_S
-from shared.errors import Forbidden, InsufficientScope
-from shared.models import App
 from shared.outbox import nudge
+from shared.policy import Caller
+from shared.policy.dependency import AppCaller, Authorizer
 from shared.runtime import Runtime
-from shared.tokens import InvalidToken, Principal
 
 NUDGE = "koppel_nudge"
 DELIVERIES = "koppel_deliveries"
@@ -91,24 +87,15 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-@dataclass(frozen=True)
-class AppCaller:
-    """An app calling on its own behalf (client credentials)."""
-
-    principal: Principal
-    app: App
+# The declared policy (shared/policy) on this service's request session.
+allowed = Authorizer(get_session, with_reach=True)
 
 
-async def webhook_manager(session: SessionDep, principal: PrincipalDep) -> AppCaller:
-    """The app of a client-credentials token that grants `webhooks.manage`."""
-    if principal.kind != "app":
-        raise Forbidden("this call needs the app's own token (client credentials)")
-    if not principal.has_scope("webhooks.manage"):
-        raise InsufficientScope("webhooks.manage")
-    app = (await session.exec(select(App).where(App.client_id == principal.client_id))).first()
-    if app is None:
-        raise InvalidToken("the access token's app is unknown")
-    return AppCaller(principal, app)
+def can(operation: str) -> Any:
+    """The annotation of the caller authorized for `operation`, with its reach."""
+    return Annotated[Caller, Depends(allowed(operation))]
 
 
-WebhookManager = Annotated[AppCaller, Depends(webhook_manager)]
+def webhook_manager(operation: str) -> Any:
+    """The calling app's annotation for a `webhooks.*` operation (client credentials)."""
+    return Annotated[AppCaller, Depends(allowed.app(f"webhooks.{operation}"))]

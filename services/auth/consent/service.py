@@ -1,5 +1,5 @@
-"""The consent rules of SPEC section 3: who may link, what a link covers, and the
-connection it creates or widens.
+"""Consent (docs/product.md 5.2): who may link and what a link covers, as the policy
+(shared/policy) says, and the connection it creates or widens.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from sqlmodel import col, delete, select
 
 from services.auth.oauth2.context import AuthContext
+from shared import policy
 from shared.audit import Actor, append
 from shared.models import (
-    DEFAULT_CONSENT_TEMPLATES,
     Company,
     Connection,
     ConnectionCompany,
@@ -21,8 +21,6 @@ from shared.models import (
     Environment,
     EnvironmentAppPolicy,
     User,
-    UserCompany,
-    UserTemplate,
 )
 from shared.outbox import connection_event, emit
 from shared.scopes import CONSENT_SCOPES, implied
@@ -39,12 +37,8 @@ class ConsentRefused(Exception):
 
 
 def consent_templates(ctx: AuthContext, environment_id: uuid.UUID) -> list[str]:
-    """The templates that may link third-party apps in the environment."""
-    env = ctx.session.get(Environment, environment_id)
-    configured = env.consent_templates if env else None
-    if configured is None:
-        return [t.value for t in DEFAULT_CONSENT_TEMPLATES]
-    return list(configured)
+    """The templates that may link third-party apps in the environment (the policy's)."""
+    return sorted(policy.consent_templates(ctx.session.get(Environment, environment_id)))
 
 
 def app_blocked(ctx: AuthContext, environment_id: uuid.UUID, app_id: uuid.UUID) -> bool:
@@ -54,7 +48,8 @@ def app_blocked(ctx: AuthContext, environment_id: uuid.UUID, app_id: uuid.UUID) 
 
 
 def may_consent(ctx: AuthContext, user: User) -> bool:
-    return user.active and user.template in consent_templates(ctx, user.environment_id)
+    """Whether `user` may link a third-party app now (the policy's consent gate)."""
+    return policy.may_consent(user, ctx.session.get(Environment, user.environment_id))
 
 
 @dataclass
@@ -72,15 +67,8 @@ def reach(ctx: AuthContext, user: User) -> Reach:
     debtor = ctx.session.get(Debtor, user.debtor_id)
     if debtor is None or debtor.environment_id != user.environment_id:
         return Reach([], {})
-    if user.template == UserTemplate.MASTER_CLIENT:
-        stmt = select(Company).where(Company.debtor_id == debtor.id)
-    else:
-        stmt = (
-            select(Company)
-            .join(UserCompany, col(UserCompany.company_id) == Company.id)
-            .where(UserCompany.user_id == user.id, Company.debtor_id == debtor.id)
-        )
-    companies = list(ctx.session.exec(stmt.order_by(Company.name)).all())
+    stmt = policy.user_companies(user)
+    companies = list(ctx.session.exec(stmt).all()) if stmt is not None else []
     return Reach([debtor], {debtor.id: companies})
 
 

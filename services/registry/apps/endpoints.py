@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response, Security
+from fastapi import APIRouter, Depends, Request, Response, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -20,6 +20,7 @@ from services.registry.apps.schemas import (
     body,
 )
 from services.registry.deps import RuntimeDep, SessionDep
+from shared.policy.dependency import declare
 
 router = APIRouter(prefix="/oauth2/register", tags=["dynamic client registration"])
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -72,6 +73,7 @@ def _location(request: Request, runtime, client_id: str) -> str:
 
 
 @router.post("", status_code=201, openapi_extra=body(ClientMetadataIn),
+             dependencies=[Depends(declare("registration.create"))],
              responses={201: {"model": ClientInformation}, **ERRORS})
 async def register_client(request: Request, session: SessionDep, runtime: RuntimeDep,
                           token: InitialToken) -> Response:
@@ -96,7 +98,8 @@ async def register_client(request: Request, session: SessionDep, runtime: Runtim
     return JSONResponse(body, status_code=201, headers=NO_STORE)
 
 
-@router.get("/{client_id}", responses={200: {"model": ClientInformation}, 401: ERRORS[401]})
+@router.get("/{client_id}", responses={200: {"model": ClientInformation}, 401: ERRORS[401]},
+            dependencies=[Depends(declare("registration.read"))])
 async def read_client(client_id: str, request: Request, session: SessionDep,
                       runtime: RuntimeDep, token: RegistrationToken) -> Response:
     """The app's registered metadata (RFC 7592), with its registration access token."""
@@ -111,6 +114,7 @@ async def read_client(client_id: str, request: Request, session: SessionDep,
 
 
 @router.put("/{client_id}", openapi_extra=body(ClientUpdateIn),
+            dependencies=[Depends(declare("registration.update"))],
             responses={200: {"model": ClientInformation}, **ERRORS})
 async def update_client(client_id: str, request: Request, session: SessionDep,
                         runtime: RuntimeDep, token: RegistrationToken) -> Response:
@@ -137,7 +141,8 @@ async def update_client(client_id: str, request: Request, session: SessionDep,
     return JSONResponse(body, headers=NO_STORE)
 
 
-@router.delete("/{client_id}", status_code=204, responses={401: ERRORS[401]})
+@router.delete("/{client_id}", status_code=204, responses={401: ERRORS[401]},
+               dependencies=[Depends(declare("registration.delete"))])
 async def delete_client(client_id: str, session: SessionDep, runtime: RuntimeDep,
                         token: RegistrationToken) -> Response:
     """Delete the app (RFC 7592): it can no longer authenticate and every connection to

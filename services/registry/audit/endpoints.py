@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlmodel import col, select
 
-from services.registry.deps import OverviewReader, RuntimeDep, SessionDep
+from services.registry.deps import RuntimeDep, SessionDep, user_can
 from shared.models import AuditEvent
 from shared.pagination import (
     InvalidParameter,
@@ -22,6 +22,7 @@ from shared.pagination import (
 )
 
 router = APIRouter(prefix="/v1/environment", tags=["audit log"])
+EnvironmentAuditList = user_can("environment.audit.list")
 
 
 class AuditQuery(BaseModel):
@@ -67,7 +68,7 @@ def _out(event: AuditEvent) -> AuditEventOut:
 @router.get("/audit-events", response_model=AuditList)
 async def list_audit_events(
     request: Request, response: Response, session: SessionDep, runtime: RuntimeDep,
-    caller: OverviewReader, query: Annotated[AuditQuery, Query()],
+    caller: EnvironmentAuditList, query: Annotated[AuditQuery, Query()],
 ) -> dict:
     """The environment's audit events, filtered, newest first (`order=asc`: oldest
     first), with cursor pagination by sequence number."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from services.registry.deps import LanguageDep
+from shared.policy.dependency import declare
 from shared.scopes import SCOPES, ScopeKind, implied
 
 router = APIRouter(tags=["scope catalogue"])
@@ -26,7 +27,7 @@ class ScopeList(BaseModel):
     data: list[ScopeOut]
 
 
-@router.get("/v1/scopes", response_model=ScopeList)
+@router.get("/v1/scopes", response_model=ScopeList, dependencies=[Depends(declare("scopes.list"))])
 async def list_scopes(lang: LanguageDep) -> ScopeList:
     """Every scope a partner app can register or obtain: title and description (Dutch
     with `Accept-Language: nl`, else English), sensitivity and the events it unlocks.

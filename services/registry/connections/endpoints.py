@@ -17,12 +17,11 @@ from services.registry.connections.schemas import (
     connection_fields,
 )
 from services.registry.deps import (
-    AppCallerDep,
-    ConnectionsManager,
-    ConnectionsReader,
     LanguageDep,
     RuntimeDep,
     SessionDep,
+    app_can,
+    user_can,
 )
 from shared.audit import Actor
 from shared.models import ConnectionStatus
@@ -32,12 +31,18 @@ router = APIRouter(tags=["connections"])
 NOT_FOUND = {404: {"description": "no such connection (or not yours)"}}
 Cursor = Annotated[str | None, Query(max_length=512, description="from `next_cursor`")]
 Limit = Annotated[int, Query(description="page size, 1 to 500")]
+MeConnectionsList = user_can("me.connections.list")
+MeConnectionsRead = user_can("me.connections.read")
+MeConnectionsRevoke = user_can("me.connections.revoke")
+AppConnectionsList = app_can("app.connections.list")
+AppConnectionsRead = app_can("app.connections.read")
+AppConnectionsRevoke = app_can("app.connections.revoke")
 
 
 @router.get("/v1/me/connections", response_model=ConnectionList)
 async def list_my_connections(
     request: Request, response: Response, session: SessionDep, runtime: RuntimeDep,
-    caller: ConnectionsReader, lang: LanguageDep, cursor: Cursor = None,
+    caller: MeConnectionsList, lang: LanguageDep, cursor: Cursor = None,
     limit: Limit = DEFAULT_LIMIT,
 ) -> dict:
     """The connections the calling user made (Manage apps), oldest first."""
@@ -51,7 +56,7 @@ async def list_my_connections(
 @router.get("/v1/me/connections/{connection_id}", response_model=ConnectionOut,
             responses=NOT_FOUND)
 async def get_my_connection(
-    connection_id: uuid.UUID, session: SessionDep, caller: ConnectionsReader, lang: LanguageDep,
+    connection_id: uuid.UUID, session: SessionDep, caller: MeConnectionsRead, lang: LanguageDep,
 ) -> ConnectionOut:
     """One of the calling user's connections; another user's id answers 404."""
     connection, app, ids = await service.get_visible(
@@ -64,7 +69,7 @@ async def get_my_connection(
 @router.delete("/v1/me/connections/{connection_id}", status_code=status.HTTP_204_NO_CONTENT,
                responses=NOT_FOUND)
 async def revoke_my_connection(
-    connection_id: uuid.UUID, session: SessionDep, caller: ConnectionsManager,
+    connection_id: uuid.UUID, session: SessionDep, caller: MeConnectionsRevoke,
 ) -> Response:
     """Revoke one of the calling user's connections: at once, for good, audited, and the
     app gets a `connection.revoked` event. Another user's id answers 404."""
@@ -86,7 +91,7 @@ def _partner_view(row, lang: str) -> PartnerConnectionOut:
 @router.get("/v1/app/connections", response_model=PartnerConnectionList)
 async def list_app_connections(
     request: Request, response: Response, session: SessionDep, runtime: RuntimeDep,
-    caller: AppCallerDep, lang: LanguageDep, cursor: Cursor = None,
+    caller: AppConnectionsList, lang: LanguageDep, cursor: Cursor = None,
     limit: Limit = DEFAULT_LIMIT, status: ConnectionStatus | None = None,
 ) -> dict:
     """The calling app's connections in every environment (client credentials): where,
@@ -100,7 +105,7 @@ async def list_app_connections(
 @router.get("/v1/app/connections/{connection_id}", response_model=PartnerConnectionOut,
             responses=NOT_FOUND)
 async def get_app_connection(
-    connection_id: uuid.UUID, session: SessionDep, caller: AppCallerDep, lang: LanguageDep,
+    connection_id: uuid.UUID, session: SessionDep, caller: AppConnectionsRead, lang: LanguageDep,
 ) -> PartnerConnectionOut:
     """One of the calling app's connections; another app's id answers 404."""
     return _partner_view(await service.get_for_app(session, connection_id, caller), lang)
@@ -109,7 +114,7 @@ async def get_app_connection(
 @router.post("/v1/app/connections/{connection_id}/revoke", response_model=PartnerConnectionOut,
              responses=NOT_FOUND)
 async def revoke_app_connection(
-    connection_id: uuid.UUID, session: SessionDep, caller: AppCallerDep, lang: LanguageDep,
+    connection_id: uuid.UUID, session: SessionDep, caller: AppConnectionsRevoke, lang: LanguageDep,
     body: Annotated[RevokeBody | None, Body()] = None,
 ) -> PartnerConnectionOut:
     """Disconnect: the app revokes one of its own connections, like a user's revoke.

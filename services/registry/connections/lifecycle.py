@@ -1,7 +1,8 @@
-"""Suspension and resumption (SPEC section 3): a connection works only while its user
-is active and may consent in the environment, and its app is active and not blocked
-there. Whoever changes one of those causes calls `reconcile` in the same transaction;
-revoked connections are never touched (revoked is final).
+"""Suspension and resumption (docs/product.md section 3): a connection works only while
+its user is active and may consent in the environment, and its app is active and not
+blocked there (the reasons are the policy's: shared/policy/consent.py). Whoever changes
+one of those causes calls `reconcile` in the same transaction; revoked connections are
+never touched (revoked is final).
 """
 
 from __future__ import annotations
@@ -17,44 +18,20 @@ from services.registry.deps import emit_event, note_status
 from shared.audit import Actor, append_async
 from shared.db.types import utcnow
 from shared.models import (
-    DEFAULT_CONSENT_TEMPLATES,
     App,
-    AppStatus,
-    Company,
     Connection,
     ConnectionCompany,
     ConnectionStatus,
     Environment,
     EnvironmentAppPolicy,
     User,
-    UserCompany,
-    UserTemplate,
 )
 from shared.outbox import connection_event
+from shared.policy import suspension_reason, user_company_ids
+from shared.policy.consent import CONSENT_CAPABLE
 from shared.status import Subject
 
 BATCH = 500
-
-
-def consent_templates(environment: Environment) -> set[str]:
-    """The templates that may link third-party apps in the environment."""
-    if environment.consent_templates is None:
-        return {t.value for t in DEFAULT_CONSENT_TEMPLATES}
-    return set(environment.consent_templates)
-
-
-def suspension_reason(user: User, app: App, environment: Environment,
-                      blocked: bool | None) -> str | None:
-    """Why the connection may not work now, or None if it may."""
-    if not user.active:
-        return "user_deactivated"
-    if user.template not in consent_templates(environment):
-        return "user_may_not_consent"
-    if app.status != AppStatus.ACTIVE:
-        return "app_suspended"
-    if blocked:
-        return "app_blocked"
-    return None
 
 
 async def reconcile(session: AsyncSession, actor: Actor, *,
@@ -117,22 +94,18 @@ async def _apply(session: AsyncSession, connection: Connection, reason: str | No
 
 
 async def user_reach(session: AsyncSession, user: User) -> set[uuid.UUID]:
-    """The companies a connection of `user` may cover now (SPEC section 3)."""
-    if user.debtor_id is None:
-        return set()
-    if user.template == UserTemplate.MASTER_CLIENT:
-        stmt = select(Company.id).where(Company.debtor_id == user.debtor_id)
-    else:
-        stmt = (select(UserCompany.company_id)
-                .join(Company, col(Company.id) == UserCompany.company_id)
-                .where(UserCompany.user_id == user.id, Company.debtor_id == user.debtor_id))
-    return set((await session.exec(stmt)).all())
+    """The companies a connection of `user` may cover now (the policy's user companies;
+    none for an accountant, who consents for no debtor)."""
+    stmt = user_company_ids(user) if user.debtor_id is not None else None
+    return set((await session.exec(stmt)).all()) if stmt is not None else set()
 
 
 async def narrow_to_reach(session: AsyncSession, user: User, actor: Actor) -> int:
     """Keep the user's live connections within the user's reach: companies the user no
     longer reaches are dropped (`connection.updated`); a connection left with none is
     revoked. Returns how many connections changed."""
+    if user.template not in CONSENT_CAPABLE:
+        return 0  # its connections are suspended; they are narrowed once it may consent
     reach = await user_reach(session, user)
     stmt = select(Connection).where(Connection.user_id == user.id,
                                     col(Connection.status) != ConnectionStatus.REVOKED)

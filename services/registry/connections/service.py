@@ -12,7 +12,7 @@ import uuid
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.registry.connections.repository import ConnectionRepository
-from services.registry.deps import AppCaller, UserCaller, emit_event, note_status
+from services.registry.deps import emit_event, note_status
 from shared.audit import Actor, append_async
 from shared.db.types import utcnow
 from shared.errors import NotFound
@@ -26,6 +26,7 @@ from shared.pagination import (
     decode_cursor,
     encode_cursor,
 )
+from shared.policy.dependency import AppCaller, UserCaller
 from shared.status import Subject
 
 ID_ORDER = "id"

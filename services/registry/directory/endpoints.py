@@ -6,9 +6,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
-from services.registry.deps import AppCaller, RuntimeDep, SessionDep, first_party_app_with_scope
+from services.registry.deps import RuntimeDep, SessionDep, app_can
 from services.registry.directory import service
 from services.registry.directory.repository import DirectoryRepository
 from services.registry.directory.schemas import (
@@ -31,9 +31,22 @@ from services.registry.directory.schemas import (
 from shared.audit import Actor
 from shared.models import Company, Debtor, Environment, User, UserTemplate
 from shared.pagination import DEFAULT_LIMIT, page
+from shared.policy.dependency import AppCaller
 
 router = APIRouter(prefix="/v1/directory", tags=["directory"])
-Provisioner = Annotated[AppCaller, Depends(first_party_app_with_scope("directory.manage"))]
+CanEnvironmentsCreate = app_can("directory.environments.create")
+CanEnvironmentsRead = app_can("directory.environments.read")
+CanEnvironmentsUpdate = app_can("directory.environments.update")
+CanDebtorsCreate = app_can("directory.debtors.create")
+CanDebtorsUpdate = app_can("directory.debtors.update")
+CanCompaniesCreate = app_can("directory.companies.create")
+CanCompaniesUpdate = app_can("directory.companies.update")
+CanUsersCreate = app_can("directory.users.create")
+CanUsersRead = app_can("directory.users.read")
+CanUsersUpdate = app_can("directory.users.update")
+CanDebtorsRead = app_can("directory.debtors.read")
+CanCompaniesRead = app_can("directory.companies.read")
+CanUsersList = app_can("directory.users.list")
 NOT_FOUND = {404: {"description": "no such object"}}
 CREATED = status.HTTP_201_CREATED
 
@@ -53,7 +66,7 @@ async def _user_out(session, user: User) -> dict:
 
 
 @router.post("/environments", response_model=EnvironmentOut, status_code=CREATED)
-async def create_environment(body: EnvironmentIn, session: SessionDep, caller: Provisioner
+async def create_environment(body: EnvironmentIn, session: SessionDep, caller: CanEnvironmentsCreate
                              ) -> EnvironmentOut:
     """Create an environment (a tenant); `consent_templates` null means the default."""
     templates = [t.value for t in body.consent_templates] if body.consent_templates is not None \
@@ -64,8 +77,8 @@ async def create_environment(body: EnvironmentIn, session: SessionDep, caller: P
 
 @router.get("/environments/{environment_id}", response_model=EnvironmentOut,
             responses=NOT_FOUND)
-async def get_environment(environment_id: uuid.UUID, session: SessionDep, caller: Provisioner
-                          ) -> EnvironmentOut:
+async def get_environment(environment_id: uuid.UUID, session: SessionDep,
+                          caller: CanEnvironmentsRead) -> EnvironmentOut:
     """One environment."""
     return _environment_out(await service.get(session, Environment, environment_id))
 
@@ -73,7 +86,7 @@ async def get_environment(environment_id: uuid.UUID, session: SessionDep, caller
 @router.patch("/environments/{environment_id}", response_model=EnvironmentOut,
               responses=NOT_FOUND)
 async def update_environment(environment_id: uuid.UUID, body: EnvironmentPatch,
-                             session: SessionDep, caller: Provisioner) -> EnvironmentOut:
+                             session: SessionDep, caller: CanEnvironmentsUpdate) -> EnvironmentOut:
     """Rename an environment or change the templates that may consent (connections of
     users who no longer may are suspended; of users who may again, resumed)."""
     environment = await service.get(session, Environment, environment_id)
@@ -87,7 +100,7 @@ async def update_environment(environment_id: uuid.UUID, body: EnvironmentPatch,
 @router.post("/environments/{environment_id}/debtors", response_model=DebtorOut,
              status_code=CREATED, responses=NOT_FOUND)
 async def create_debtor(environment_id: uuid.UUID, body: DebtorIn, session: SessionDep,
-                        caller: Provisioner) -> Debtor:
+                        caller: CanDebtorsCreate) -> Debtor:
     """Add a debtor to an environment."""
     environment = await service.get(session, Environment, environment_id)
     return await service.create_debtor(session, _actor(caller), environment, body.model_dump())
@@ -95,7 +108,7 @@ async def create_debtor(environment_id: uuid.UUID, body: DebtorIn, session: Sess
 
 @router.patch("/debtors/{debtor_id}", response_model=DebtorOut, responses=NOT_FOUND)
 async def update_debtor(debtor_id: uuid.UUID, body: DebtorPatch, session: SessionDep,
-                        caller: Provisioner) -> Debtor:
+                        caller: CanDebtorsUpdate) -> Debtor:
     """Change a debtor's name or number."""
     debtor = await service.get(session, Debtor, debtor_id)
     return await service.update_debtor(session, _actor(caller), debtor,
@@ -105,7 +118,7 @@ async def update_debtor(debtor_id: uuid.UUID, body: DebtorPatch, session: Sessio
 @router.post("/debtors/{debtor_id}/companies", response_model=CompanyOut, status_code=CREATED,
              responses=NOT_FOUND)
 async def create_company(debtor_id: uuid.UUID, body: CompanyIn, session: SessionDep,
-                         caller: Provisioner) -> Company:
+                         caller: CanCompaniesCreate) -> Company:
     """Add a payroll company to a debtor."""
     debtor = await service.get(session, Debtor, debtor_id)
     return await service.create_company(session, _actor(caller), debtor, body.model_dump())
@@ -113,7 +126,7 @@ async def create_company(debtor_id: uuid.UUID, body: CompanyIn, session: Session
 
 @router.patch("/companies/{company_id}", response_model=CompanyOut, responses=NOT_FOUND)
 async def update_company(company_id: uuid.UUID, body: CompanyPatch, session: SessionDep,
-                         caller: Provisioner) -> Company:
+                         caller: CanCompaniesUpdate) -> Company:
     """Change a company's details."""
     company = await service.get(session, Company, company_id)
     return await service.update_company(session, _actor(caller), company,
@@ -123,7 +136,7 @@ async def update_company(company_id: uuid.UUID, body: CompanyPatch, session: Ses
 @router.post("/environments/{environment_id}/users", response_model=UserOut,
              status_code=CREATED, responses={**NOT_FOUND, 409: {"description": "email taken"}})
 async def create_user(environment_id: uuid.UUID, body: UserIn, session: SessionDep,
-                      caller: Provisioner) -> dict:
+                      caller: CanUsersCreate) -> dict:
     """Add a user (login) with a template, debtor and companies as the template needs."""
     environment = await service.get(session, Environment, environment_id)
     user = await service.create_user(session, _actor(caller), environment, body)
@@ -131,14 +144,14 @@ async def create_user(environment_id: uuid.UUID, body: UserIn, session: SessionD
 
 
 @router.get("/users/{user_id}", response_model=UserOut, responses=NOT_FOUND)
-async def get_user(user_id: uuid.UUID, session: SessionDep, caller: Provisioner) -> dict:
+async def get_user(user_id: uuid.UUID, session: SessionDep, caller: CanUsersRead) -> dict:
     """One user."""
     return await _user_out(session, await service.get(session, User, user_id))
 
 
 @router.patch("/users/{user_id}", response_model=UserChanged, responses=NOT_FOUND)
 async def update_user(user_id: uuid.UUID, body: UserPatch, session: SessionDep,
-                      caller: Provisioner) -> dict:
+                      caller: CanUsersUpdate) -> dict:
     """Change a user. Deactivating them, or a template that may not consent, suspends
     their connections at once; undoing it resumes them. Revoked stays revoked."""
     user = await service.get(session, User, user_id)
@@ -147,13 +160,13 @@ async def update_user(user_id: uuid.UUID, body: UserPatch, session: SessionDep,
 
 
 @router.get("/debtors/{debtor_id}", response_model=DebtorOut, responses=NOT_FOUND)
-async def get_debtor(debtor_id: uuid.UUID, session: SessionDep, caller: Provisioner) -> Debtor:
+async def get_debtor(debtor_id: uuid.UUID, session: SessionDep, caller: CanDebtorsRead) -> Debtor:
     """One debtor."""
     return await service.get(session, Debtor, debtor_id)
 
 
 @router.get("/companies/{company_id}", response_model=CompanyOut, responses=NOT_FOUND)
-async def get_company(company_id: uuid.UUID, session: SessionDep, caller: Provisioner
+async def get_company(company_id: uuid.UUID, session: SessionDep, caller: CanCompaniesRead
                       ) -> Company:
     """One company."""
     return await service.get(session, Company, company_id)
@@ -163,7 +176,7 @@ async def get_company(company_id: uuid.UUID, session: SessionDep, caller: Provis
             responses=NOT_FOUND)
 async def list_users(
     environment_id: uuid.UUID, request: Request, response: Response, session: SessionDep,
-    runtime: RuntimeDep, caller: Provisioner,
+    runtime: RuntimeDep, caller: CanUsersList,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: int = DEFAULT_LIMIT, template: UserTemplate | None = None,
     active: bool | None = None,

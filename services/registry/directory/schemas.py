@@ -8,6 +8,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.models import UserTemplate
+from shared.policy.consent import check_consent_templates
 
 Name = Field(min_length=1, max_length=200)
 Number = Field(min_length=1, max_length=40)
@@ -18,7 +19,7 @@ class Strict(BaseModel):
 
 
 def _unique_templates(value: list[UserTemplate] | None) -> list[UserTemplate] | None:
-    return None if value is None else sorted(set(value))
+    return check_consent_templates(value)
 
 
 class EnvironmentIn(Strict):

@@ -10,10 +10,9 @@ from fastapi.responses import StreamingResponse
 
 from services.registry.deps import (
     LanguageDep,
-    OverviewManager,
-    OverviewReader,
     RuntimeDep,
     SessionDep,
+    user_can,
 )
 from services.registry.overview import service
 from services.registry.overview.csv_export import csv_stream
@@ -30,6 +29,10 @@ from shared.pagination import check_limit, page
 
 router = APIRouter(prefix="/v1/environment", tags=["environment overview"])
 CSV = "text/csv"
+EnvironmentConnectionsList = user_can("environment.connections.list")
+EnvironmentConnectionsSummary = user_can("environment.connections.summary")
+EnvironmentConnectionsBulkRevoke = user_can("environment.connections.bulk_revoke")
+EnvironmentConnectionsRevoke = user_can("environment.connections.revoke")
 
 
 def _wants_csv(request: Request) -> bool:
@@ -44,7 +47,7 @@ def _wants_csv(request: Request) -> bool:
 )
 async def list_environment_connections(
     request: Request, response: Response, session: SessionDep, runtime: RuntimeDep,
-    caller: OverviewReader, lang: LanguageDep, query: Annotated[OverviewQuery, Query()],
+    caller: EnvironmentConnectionsList, lang: LanguageDep, query: Annotated[OverviewQuery, Query()],
 ):
     """Every connection of every user in the caller's environment, with the user and
     flags (deactivated user, stale = unused for 90 days, sensitive scopes); filters,
@@ -64,15 +67,17 @@ async def list_environment_connections(
 
 
 @router.get("/connections/summary", response_model=SummaryList)
-async def summarise_environment_connections(session: SessionDep, caller: OverviewReader
-                                            ) -> SummaryList:
+async def summarise_environment_connections(
+    session: SessionDep, caller: EnvironmentConnectionsSummary,
+) -> SummaryList:
     """Per app: connections by status, users, debtors, granted scopes and last use."""
     return SummaryList(data=await service.summary(session, caller))
 
 
 @router.post("/connections/bulk-revoke", response_model=BulkRevokeResult)
 async def bulk_revoke_environment_connections(
-    body: BulkRevoke, session: SessionDep, caller: OverviewManager, lang: LanguageDep,
+    body: BulkRevoke, session: SessionDep, caller: EnvironmentConnectionsBulkRevoke,
+    lang: LanguageDep,
 ) -> BulkRevokeResult:
     """Revoke every live connection matching the filter (at least one criterion), with a
     required reason; `dry_run` only counts them and shows a sample."""
@@ -85,7 +90,7 @@ async def bulk_revoke_environment_connections(
              responses={404: {"description": "no such connection in your environment"}})
 async def revoke_environment_connection(
     connection_id: uuid.UUID, body: RevokeWithReason, session: SessionDep,
-    caller: OverviewManager, lang: LanguageDep,
+    caller: EnvironmentConnectionsRevoke, lang: LanguageDep,
 ) -> OverviewRow:
     """Revoke one connection of the environment, with a required reason."""
     return await service.revoke_one(session, caller, connection_id, body.reason, lang)

@@ -17,7 +17,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.registry.connections import service as connections
 from services.registry.connections.repository import ConnectionRepository
 from services.registry.connections.schemas import connection_fields
-from services.registry.deps import UserCaller
 from services.registry.overview.cells import export_app_cells, export_scope_cells
 from services.registry.overview.repository import (
     NEVER,
@@ -43,6 +42,7 @@ from shared.pagination import (
     decode_cursor,
     encode_cursor,
 )
+from shared.policy.dependency import UserCaller
 from shared.scopes import SCOPES, Sensitivity
 
 SENSITIVE = {Sensitivity.SENSITIVE, Sensitivity.SPECIAL_CATEGORY}

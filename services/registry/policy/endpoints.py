@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Path
 
-from services.registry.deps import OverviewManager, OverviewReader, SessionDep
+from services.registry.deps import SessionDep, user_can
 from services.registry.policy import service
 from services.registry.policy.schemas import (
     AppDecisionIn,
@@ -14,17 +14,20 @@ from services.registry.policy.schemas import (
 )
 
 router = APIRouter(prefix="/v1/environment/policy", tags=["environment policy"])
+EnvironmentPolicyRead = user_can("environment.policy.read")
+EnvironmentPolicyAppsDecide = user_can("environment.policy.apps.decide")
+EnvironmentPolicyTemplatesSet = user_can("environment.policy.templates.set")
 
 
 @router.get("", response_model=PolicyOut)
-async def get_policy(session: SessionDep, caller: OverviewReader) -> PolicyOut:
+async def get_policy(session: SessionDep, caller: EnvironmentPolicyRead) -> PolicyOut:
     """The templates that may consent and the apps allowed or blocked in the environment."""
     return await service.read(session, caller)
 
 
 @router.put("/apps/{client_id}", response_model=PolicyChange,
             responses={404: {"description": "no such third-party app"}})
-async def decide_app(body: AppDecisionIn, session: SessionDep, caller: OverviewManager,
+async def decide_app(body: AppDecisionIn, session: SessionDep, caller: EnvironmentPolicyAppsDecide,
                      client_id: str = Path(max_length=80)) -> PolicyChange:
     """Block an app in the environment (its connections here are suspended at once) or
     allow it (they resume)."""
@@ -34,7 +37,7 @@ async def decide_app(body: AppDecisionIn, session: SessionDep, caller: OverviewM
 
 @router.put("/consent-templates", response_model=PolicyChange)
 async def set_consent_templates(body: ConsentTemplatesIn, session: SessionDep,
-                                caller: OverviewManager) -> PolicyChange:
+                                caller: EnvironmentPolicyTemplatesSet) -> PolicyChange:
     """Set the templates that may link third-party apps (null: the default); connections
     of users who no longer may are suspended, of users who may again resumed."""
     templates = None if body.consent_templates is None else [

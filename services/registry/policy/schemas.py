@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.registry.connections.schemas import AppRef
 from shared.models import UserTemplate
+from shared.policy.consent import check_consent_templates
 
 
 class AppDecision(BaseModel):
@@ -35,7 +36,10 @@ class ConsentTemplatesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     consent_templates: list[UserTemplate] | None = Field(
-        description="the templates that may link third-party apps; null: the default")
+        description="the templates that may link third-party apps (never accountant or "
+                    "employee); null: the default")
+
+    _capable = field_validator("consent_templates")(check_consent_templates)
 
 
 class PolicyChange(BaseModel):

@@ -8,14 +8,15 @@ from __future__ import annotations
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.registry.connections.lifecycle import consent_templates, reconcile
+from services.registry.connections.lifecycle import reconcile
 from services.registry.connections.schemas import AppRef
-from services.registry.deps import UserCaller
 from services.registry.policy.schemas import AppDecision, PolicyOut
 from shared.audit import Actor, append_async
 from shared.db.types import utcnow
 from shared.errors import NotFound
 from shared.models import App, Environment, EnvironmentAppPolicy
+from shared.policy import consent_templates
+from shared.policy.dependency import UserCaller
 
 
 async def read(session: AsyncSession, caller: UserCaller) -> PolicyOut:

@@ -1,7 +1,7 @@
 """`GET /v1/employees/{id}`, the busiest read of the data API, in one database round trip
 for a connection's token.
 
-One SELECT answers everything the general path (access.py, then the repository) asks in
+One SELECT answers everything the general path (the policy, then the repository) asks in
 four: the connection (live, of this app, environment and debtor), its granted scopes,
 and the employee if it lies within the connection's reach (same environment and debtor,
 a covered company). Nothing is cached: a revoked or narrowed connection shows in the
@@ -26,14 +26,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.sync.read_pool import ReadPool
 from services.sync.resources import schemas, service
-from services.sync.resources.access import reach as reach_of
 from shared.errors import InsufficientScope, NotFound
 from shared.models import App, Connection, ConnectionCompany, ConnectionStatus, Employee
+from shared.policy import RULES, CallerKind, authorize, resolve
 from shared.runtime import Runtime
 from shared.scopes import grants
 from shared.tokens import InvalidToken, Principal
 
-SCOPE = "employee.info.read"
+RULE = RULES["employees.read"]
+# A connection's read: the rule's one scope, in both the token and the current consent.
+assert CallerKind.CONNECTION in RULE.callers and len(RULE.scopes) == 1
+SCOPE = RULE.scopes[0]
 # The columns of `EmployeeOut`, read straight into its JSON document (`employee_body`).
 FIELDS = tuple(schemas.EmployeeOut.model_fields)
 
@@ -111,13 +114,11 @@ async def connection_employee(runtime: Runtime, pool: ReadPool | None, principal
 
 async def readable_employee(runtime: Runtime, pool: ReadPool | None, principal: Principal,
                             employee_id: uuid.UUID) -> dict[str, Any]:
-    """The employee's document if the caller may read it (the rules of `access.reach`);
+    """The employee's document if the caller may read it (the declared policy);
     a connection's read runs on `pool` (deps.read_pool; None: the runtime's engine)."""
     if principal.kind == "connection":
         return await connection_employee(runtime, pool, principal, employee_id)
     async with runtime.async_session() as session:
-        reach = await reach_of(session, principal)
-        if not reach.has_scope(SCOPE):
-            raise InsufficientScope(SCOPE)
-        return employee_body(await service.employee(session, reach, employee_id))
+        caller = authorize(await resolve(session, principal), RULE)
+        return employee_body(await service.employee(session, caller, employee_id))
 

@@ -7,25 +7,26 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
-from services.sync.deps import RuntimeDep, SessionDep
+from services.sync.deps import RuntimeDep, SessionDep, can
 from services.sync.resources import leave_service, schemas, service
-from services.sync.resources.access import Reach
-from services.sync.resources.endpoints import after, listing, scoped, single
+from services.sync.resources.endpoints import after, listing, single
 from services.sync.resources.repository import ResourceRepository
 from shared.models import LeaveRequest, LeaveRequestStatus
 from shared.pagination import DEFAULT_LIMIT
 
 router = APIRouter(prefix="/leave-requests")
 LimitQuery = Annotated[int, Query(ge=1, le=200)]
-LeaveReader = Annotated[Reach, Depends(scoped("employee.leave.read"))]
-LeaveWriter = Annotated[Reach, Depends(scoped("employee.leave"))]
+LeaveRequestsList = can("leave_requests.list")
+LeaveRequestsCreate = can("leave_requests.create")
+LeaveRequestsRead = can("leave_requests.read")
+LeaveRequestsUpdate = can("leave_requests.update")
 NOT_MODIFIED = {304: {"description": "Not modified (If-None-Match)"}}
 
 
 @router.get("", response_model=schemas.Page)
-async def list_leave_requests(employee_id: uuid.UUID, reach: LeaveReader, session: SessionDep,
+async def list_leave_requests(employee_id: uuid.UUID, reach: LeaveRequestsList, session: SessionDep,
                               runtime: RuntimeDep, request: Request, response: Response,
                               limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None,
                               status: LeaveRequestStatus | None = None):
@@ -43,7 +44,7 @@ async def list_leave_requests(employee_id: uuid.UUID, reach: LeaveReader, sessio
              responses={409: {"description": "Overlaps the employee's requested or "
                                              "approved leave"}})
 async def create_leave_request(employee_id: uuid.UUID, payload: schemas.LeaveRequestCreate,
-                               reach: LeaveWriter, session: SessionDep, response: Response):
+                               reach: LeaveRequestsCreate, session: SessionDep, response: Response):
     """File a leave request (`employee.leave`), status `requested`; writes an
     `employee.leave.changed` event naming the fields that were set."""
     row = await leave_service.create(session, reach, employee_id, payload)
@@ -54,7 +55,7 @@ async def create_leave_request(employee_id: uuid.UUID, payload: schemas.LeaveReq
 @router.get("/{leave_request_id}", response_model=schemas.LeaveRequestOut,
             responses=NOT_MODIFIED)
 async def get_leave_request(employee_id: uuid.UUID, leave_request_id: uuid.UUID,
-                            reach: LeaveReader, session: SessionDep, response: Response,
+                            reach: LeaveRequestsRead, session: SessionDep, response: Response,
                             if_none_match: Annotated[str | None, Header()] = None):
     """One leave request (`employee.leave.read`), with an ETag."""
     row = await leave_service.leave_request(session, reach, employee_id, leave_request_id)
@@ -65,7 +66,7 @@ async def get_leave_request(employee_id: uuid.UUID, leave_request_id: uuid.UUID,
               responses={409: {"description": "The status cannot change that way, or the "
                                                "leave balance cannot cover an approval"}})
 async def update_leave_request(employee_id: uuid.UUID, leave_request_id: uuid.UUID,
-                               payload: schemas.LeaveRequestUpdate, reach: LeaveWriter,
+                               payload: schemas.LeaveRequestUpdate, reach: LeaveRequestsUpdate,
                                session: SessionDep, response: Response):
     """Approve, reject or cancel a leave request (`employee.leave`): `requested` may
     become any of them, `approved` only `cancelled`; the rest is final (409). Approving

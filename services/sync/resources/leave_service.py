@@ -14,13 +14,13 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.resources import schemas
-from services.sync.resources.access import Reach
 from services.sync.resources.repository import ResourceRepository
 from services.sync.resources.service import _child_common, _emit, employee
 from shared.db.types import utcnow
-from shared.errors import Conflict, Forbidden, NotFound
+from shared.errors import Conflict, NotFound
 from shared.models import Employee, LeaveBalance, LeaveRequest
 from shared.models import LeaveRequestStatus as Status
+from shared.policy import Caller, refuse_values
 
 EVENT = "employee.leave.changed"
 # Where a request may go from each status; a decision is final, an approval can still
@@ -31,10 +31,9 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.REJECTED: frozenset(),
     Status.CANCELLED: frozenset(),
 }
-DECISIONS = frozenset({Status.APPROVED, Status.REJECTED})
 
 
-async def _owned(session: AsyncSession, reach: Reach, employee_id: uuid.UUID,
+async def _owned(session: AsyncSession, reach: Caller, employee_id: uuid.UUID,
                  request_id: uuid.UUID, *, for_update: bool) -> tuple[Employee, LeaveRequest]:
     owner = await employee(session, reach, employee_id, for_update=for_update)
     row = await ResourceRepository(session, reach).child(LeaveRequest, employee_id, request_id,
@@ -44,13 +43,13 @@ async def _owned(session: AsyncSession, reach: Reach, employee_id: uuid.UUID,
     return owner, row
 
 
-async def leave_request(session: AsyncSession, reach: Reach, employee_id: uuid.UUID,
+async def leave_request(session: AsyncSession, reach: Caller, employee_id: uuid.UUID,
                         request_id: uuid.UUID) -> LeaveRequest:
     """One leave request of an employee within reach (404 otherwise)."""
     return (await _owned(session, reach, employee_id, request_id, for_update=False))[1]
 
 
-async def create(session: AsyncSession, reach: Reach, employee_id: uuid.UUID,
+async def create(session: AsyncSession, reach: Caller, employee_id: uuid.UUID,
                  payload: schemas.LeaveRequestCreate) -> LeaveRequest:
     """File a request (status `requested`); one that shares a day with the employee's
     requested or approved leave answers 409."""
@@ -105,16 +104,15 @@ async def _settle_balance(session: AsyncSession, owner: Employee, row: LeaveRequ
           changed_fields=["balance_hours"])
 
 
-async def change_status(session: AsyncSession, reach: Reach, employee_id: uuid.UUID,
+async def change_status(session: AsyncSession, reach: Caller, employee_id: uuid.UUID,
                         request_id: uuid.UUID, payload: schemas.LeaveRequestUpdate
                         ) -> LeaveRequest:
     """Approve, reject or cancel (approving and cancelling an approval move the balance,
     see above). The same status again changes nothing (no event); any other move the
-    TRANSITIONS do not allow answers 409. An employee's own login may
-    cancel its requests but not decide them."""
+    TRANSITIONS do not allow answers 409. Who may set which status is the policy's
+    (an employee's own login may cancel its requests but not decide them)."""
     target = payload.status
-    if reach.employee_id is not None and target in DECISIONS:
-        raise Forbidden("an employee's own login cannot approve or reject leave")
+    refuse_values(reach, {"status": target})
     owner, row = await _owned(session, reach, employee_id, request_id, for_update=True)
     if row.status == target:
         return row

@@ -1,4 +1,4 @@
-"""Queries for the data API, each limited to a Reach."""
+"""Queries for the data API, each limited to the caller's reach (shared/policy/reach.py)."""
 
 from __future__ import annotations
 
@@ -8,37 +8,21 @@ from datetime import date
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.sync.resources.access import Reach
 from shared.models import Company, Debtor, Employee, LeaveRequest, LeaveRequestStatus
+from shared.policy import Caller, conditions
 
 ACTIVE_LEAVE = (LeaveRequestStatus.REQUESTED, LeaveRequestStatus.APPROVED)
 
 
 class ResourceRepository:
-    def __init__(self, session: AsyncSession, reach: Reach) -> None:
+    def __init__(self, session: AsyncSession, reach: Caller) -> None:
         self.session, self.reach = session, reach
 
     def _scoped(self, stmt, model):
-        reach = self.reach
-        stmt = stmt.where(model.environment_id == reach.environment_id)
-        if reach.debtor_ids is not None:
-            column = model.id if model is Debtor else model.debtor_id
-            stmt = stmt.where(col(column).in_(reach.debtor_ids))
-        if reach.company_ids is not None and model is not Debtor:
-            column = model.id if model is Company else model.company_id
-            stmt = stmt.where(col(column).in_(reach.company_ids))
-        if reach.employee_id is not None and model is Employee:
-            stmt = stmt.where(Employee.id == reach.employee_id)
-        return stmt
+        return stmt.where(*conditions(self.reach, model))
 
     async def debtors(self, after: uuid.UUID | None, limit: int) -> list[Debtor]:
         stmt = self._scoped(select(Debtor), Debtor)
-        if reach_companies := self.reach.company_ids:
-            # A company-level caller sees the debtors of its companies only.
-            stmt = stmt.where(col(Debtor.id).in_(
-                select(Company.debtor_id).where(col(Company.id).in_(reach_companies))))
-        elif self.reach.company_ids is not None:
-            return []
         if after is not None:
             stmt = stmt.where(col(Debtor.id) > after)
         return list((await self.session.exec(stmt.order_by(col(Debtor.id)).limit(limit))).all())

@@ -9,30 +9,30 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.deps import note_nudge
 from services.sync.resources import schemas
-from services.sync.resources.access import Reach
 from services.sync.resources.repository import ResourceRepository
 from shared.db.types import utcnow
-from shared.errors import Conflict, Forbidden, Invalid, NotFound
+from shared.errors import Conflict, Invalid, NotFound
 from shared.models import Employee, Employment, WageComponent
 from shared.outbox import emit
+from shared.policy import Caller
 
 NULLABLE = {"birth_date", "email"}
 
 
-async def company(session: AsyncSession, reach: Reach, company_id: uuid.UUID):
+async def company(session: AsyncSession, reach: Caller, company_id: uuid.UUID):
     row = await ResourceRepository(session, reach).company(company_id)
     if row is None:
         raise NotFound("no such company")
     return row
 
 
-async def employees(session: AsyncSession, reach: Reach, company_id: uuid.UUID,
+async def employees(session: AsyncSession, reach: Caller, company_id: uuid.UUID,
                     after: uuid.UUID | None, limit: int) -> list[Employee]:
     await company(session, reach, company_id)
     return await ResourceRepository(session, reach).employees(company_id, after, limit)
 
 
-async def employee(session: AsyncSession, reach: Reach, employee_id: uuid.UUID, *,
+async def employee(session: AsyncSession, reach: Caller, employee_id: uuid.UUID, *,
                    for_update: bool = False) -> Employee:
     row = await ResourceRepository(session, reach).employee(employee_id, for_update=for_update)
     if row is None:
@@ -40,7 +40,7 @@ async def employee(session: AsyncSession, reach: Reach, employee_id: uuid.UUID, 
     return row
 
 
-async def update_employee(session: AsyncSession, reach: Reach, employee_id: uuid.UUID,
+async def update_employee(session: AsyncSession, reach: Caller, employee_id: uuid.UUID,
                           payload: schemas.EmployeeUpdate) -> tuple[Employee, list[str]]:
     """Apply the changed fields and write `employee.updated` in the same transaction."""
     row = await employee(session, reach, employee_id, for_update=True)
@@ -77,11 +77,9 @@ def _emit(session: AsyncSession, type: str, employee: Employee, **data) -> None:
     note_nudge(session)
 
 
-async def create_employee(session: AsyncSession, reach: Reach, company_id: uuid.UUID,
+async def create_employee(session: AsyncSession, reach: Caller, company_id: uuid.UUID,
                           payload: schemas.EmployeeCreate) -> Employee:
     """Add an employee to a company within reach and write `employee.created`."""
-    if reach.employee_id is not None:
-        raise Forbidden("an employee's own login cannot create employees")
     row = await company(session, reach, company_id)
     repository = ResourceRepository(session, reach)
     if await repository.employee_number_taken(row.id, payload.number):
@@ -100,7 +98,7 @@ async def create_employee(session: AsyncSession, reach: Reach, company_id: uuid.
     return employee
 
 
-async def add_wage_component(session: AsyncSession, reach: Reach, employee_id: uuid.UUID,
+async def add_wage_component(session: AsyncSession, reach: Caller, employee_id: uuid.UUID,
                              payload: schemas.WageComponentCreate) -> WageComponent:
     """Add a wage component and write `employee.payment.changed`."""
     if payload.valid_to is not None and payload.valid_to < payload.valid_from:
@@ -116,7 +114,7 @@ async def add_wage_component(session: AsyncSession, reach: Reach, employee_id: u
     return row
 
 
-async def _end(session: AsyncSession, reach: Reach, model, employee_id: uuid.UUID,
+async def _end(session: AsyncSession, reach: Caller, model, employee_id: uuid.UUID,
                row_id: uuid.UUID, start: str, end: str, value, event_type: str, id_name: str,
                what: str):
     owner = await employee(session, reach, employee_id, for_update=True)
@@ -139,7 +137,7 @@ async def _end(session: AsyncSession, reach: Reach, model, employee_id: uuid.UUI
     return row
 
 
-async def end_wage_component(session: AsyncSession, reach: Reach, employee_id: uuid.UUID,
+async def end_wage_component(session: AsyncSession, reach: Caller, employee_id: uuid.UUID,
                              component_id: uuid.UUID, payload: schemas.WageComponentEnd
                              ) -> WageComponent:
     """Set the last day of a wage component (earlier only, never later once ended)."""
@@ -148,7 +146,7 @@ async def end_wage_component(session: AsyncSession, reach: Reach, employee_id: u
                       "wage_component_id", "wage component")
 
 
-async def end_employment(session: AsyncSession, reach: Reach, employee_id: uuid.UUID,
+async def end_employment(session: AsyncSession, reach: Caller, employee_id: uuid.UUID,
                          employment_id: uuid.UUID, payload: schemas.EmploymentEnd
                          ) -> Employment:
     """Set the last day of an employment and write `employee.employment.changed`."""

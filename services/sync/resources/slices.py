@@ -9,11 +9,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from services.sync.deps import RuntimeDep, SessionDep, note_nudge
+from services.sync.deps import RuntimeDep, SessionDep, allowed, can, note_nudge
 from services.sync.ratelimits import rate_limit
 from services.sync.resources import schemas, service
-from services.sync.resources.access import Reach
-from services.sync.resources.endpoints import after, listing, scoped
+from services.sync.resources.endpoints import after, listing
 from services.sync.resources.leave_endpoints import router as leave_router
 from services.sync.resources.repository import ResourceRepository
 from shared.db.types import utcnow
@@ -28,18 +27,21 @@ from shared.models import (
 )
 from shared.outbox import emit
 from shared.pagination import DEFAULT_LIMIT
+from shared.policy import RULES, Caller
 
 router = APIRouter(prefix="/v1/employees/{employee_id}", tags=["data"],
                    dependencies=[Depends(rate_limit)])
 LimitQuery = Annotated[int, Query(ge=1, le=200)]
-EmploymentReader = Annotated[Reach, Depends(scoped("employee.employment.read"))]
-BankReader = Annotated[Reach, Depends(scoped("employee.bankaccount.read"))]
-BankWriter = Annotated[Reach, Depends(scoped("employee.bankaccount"))]
-EmploymentWriter = Annotated[Reach, Depends(scoped("employee.employment"))]
-PaymentWriter = Annotated[Reach, Depends(scoped("employee.payment"))]
+EmploymentsList = can("employments.list")
+BankAccountsList = can("bank_accounts.list")
+BankAccountsUpdate = can("bank_accounts.update")
+EmploymentsEnd = can("employments.end")
+WageComponentsAdd = can("wage_components.add")
+WageComponentsEnd = can("wage_components.end")
+PayrollRunsList = can("payroll_runs.list")
 
 
-async def _rows(session, reach: Reach, runtime, model, employee_id: uuid.UUID, kind: str,
+async def _rows(session, reach: Caller, runtime, model, employee_id: uuid.UUID, kind: str,
                 cursor: str | None, limit: int) -> list:
     await service.employee(session, reach, employee_id)
     return await ResourceRepository(session, reach).children(
@@ -47,7 +49,7 @@ async def _rows(session, reach: Reach, runtime, model, employee_id: uuid.UUID, k
 
 
 @router.get("/employments", response_model=schemas.Page)
-async def list_employments(employee_id: uuid.UUID, reach: EmploymentReader, session: SessionDep,
+async def list_employments(employee_id: uuid.UUID, reach: EmploymentsList, session: SessionDep,
                            runtime: RuntimeDep, request: Request, response: Response,
                            limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None):
     """The employee's employments (`employee.employment.read`)."""
@@ -57,7 +59,7 @@ async def list_employments(employee_id: uuid.UUID, reach: EmploymentReader, sess
 
 
 @router.get("/bank-accounts", response_model=schemas.Page)
-async def list_bank_accounts(employee_id: uuid.UUID, reach: BankReader, session: SessionDep,
+async def list_bank_accounts(employee_id: uuid.UUID, reach: BankAccountsList, session: SessionDep,
                              runtime: RuntimeDep, request: Request, response: Response,
                              limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None):
     """The employee's bank accounts (`employee.bankaccount.read`)."""
@@ -68,7 +70,7 @@ async def list_bank_accounts(employee_id: uuid.UUID, reach: BankReader, session:
 
 @router.patch("/bank-accounts/{account_id}", response_model=schemas.BankAccountOut)
 async def update_bank_account(employee_id: uuid.UUID, account_id: uuid.UUID,
-                              payload: schemas.BankAccountUpdate, reach: BankWriter,
+                              payload: schemas.BankAccountUpdate, reach: BankAccountsUpdate,
                               session: SessionDep):
     """Change IBAN or account holder (`employee.bankaccount`); writes an
     `employee.bankaccount.changed` event naming the changed fields."""
@@ -93,7 +95,7 @@ async def update_bank_account(employee_id: uuid.UUID, account_id: uuid.UUID,
 
 @router.post("/employments/{employment_id}/end", response_model=schemas.EmploymentOut)
 async def end_employment(employee_id: uuid.UUID, employment_id: uuid.UUID,
-                         payload: schemas.EmploymentEnd, reach: EmploymentWriter,
+                         payload: schemas.EmploymentEnd, reach: EmploymentsEnd,
                          session: SessionDep):
     """End an employment on `end_date` (`employee.employment`); writes an
     `employee.employment.changed` event. Ending again on the same day changes nothing;
@@ -104,7 +106,7 @@ async def end_employment(employee_id: uuid.UUID, employment_id: uuid.UUID,
 
 @router.post("/wage-components", response_model=schemas.WageComponentOut, status_code=201)
 async def add_wage_component(employee_id: uuid.UUID, payload: schemas.WageComponentCreate,
-                             reach: PaymentWriter, session: SessionDep):
+                             reach: WageComponentsAdd, session: SessionDep):
     """Add a salary or wage component (`employee.payment`); writes an
     `employee.payment.changed` event naming the fields that were set."""
     row = await service.add_wage_component(session, reach, employee_id, payload)
@@ -113,7 +115,7 @@ async def add_wage_component(employee_id: uuid.UUID, payload: schemas.WageCompon
 
 @router.post("/wage-components/{component_id}/end", response_model=schemas.WageComponentOut)
 async def end_wage_component(employee_id: uuid.UUID, component_id: uuid.UUID,
-                             payload: schemas.WageComponentEnd, reach: PaymentWriter,
+                             payload: schemas.WageComponentEnd, reach: WageComponentsEnd,
                              session: SessionDep):
     """End a wage component on `valid_to` (`employee.payment`); writes an
     `employee.payment.changed` event. Ending again on the same day changes nothing;
@@ -122,14 +124,15 @@ async def end_wage_component(employee_id: uuid.UUID, component_id: uuid.UUID,
     return schemas.WageComponentOut.model_validate(row, from_attributes=True)
 
 
-def _read_only(path: str, model, schema, scope: str, summary: str) -> None:
+def _read_only(path: str, model, schema, operation: str, summary: str) -> None:
     """Register `GET /v1/employees/{employee_id}/<path>` for a read-only slice."""
-    checked = Depends(scoped(scope))
+    checked = Depends(allowed(operation))
+    scope = RULES[operation].scopes[0]
 
     async def endpoint(employee_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep,
                        request: Request, response: Response,
                        limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None,
-                       reach: Reach = checked):
+                       reach: Caller = checked):
         kind = f"{path}:{employee_id}"
         rows = await _rows(session, reach, runtime, model, employee_id, kind, cursor, limit)
         return listing(request, response, runtime, kind, rows, limit, schema)
@@ -139,11 +142,11 @@ def _read_only(path: str, model, schema, scope: str, summary: str) -> None:
     router.add_api_route(f"/{path}", endpoint, methods=["GET"], response_model=schemas.Page)
 
 
-_read_only("wage-components", WageComponent, schemas.WageComponentOut, "employee.payment.read",
+_read_only("wage-components", WageComponent, schemas.WageComponentOut, "wage_components.list",
            "The employee's salary and wage components")
-_read_only("leave-balances", LeaveBalance, schemas.LeaveBalanceOut, "employee.leave.read",
+_read_only("leave-balances", LeaveBalance, schemas.LeaveBalanceOut, "leave_balances.list",
            "The employee's leave balances")
-_read_only("absences", Absence, schemas.AbsenceOut, "employee.absence.read",
+_read_only("absences", Absence, schemas.AbsenceOut, "absences.list",
            "The employee's sickness absences")
 
 # Leave requests (read-write, with single resources) live in their own module.
@@ -151,11 +154,10 @@ router.include_router(leave_router)
 
 company_router = APIRouter(prefix="/v1/companies/{company_id}", tags=["data"],
                            dependencies=[Depends(rate_limit)])
-PayrollReader = Annotated[Reach, Depends(scoped("payroll.run.read"))]
 
 
 @company_router.get("/payroll-runs", response_model=schemas.Page)
-async def list_payroll_runs(company_id: uuid.UUID, reach: PayrollReader, session: SessionDep,
+async def list_payroll_runs(company_id: uuid.UUID, reach: PayrollRunsList, session: SessionDep,
                             runtime: RuntimeDep, request: Request, response: Response,
                             limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None):
     """The company's payroll runs with payslip totals (`payroll.run.read`)."""

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from services.sync.deps import RuntimeDep, SessionDep, WebhookManager
+from services.sync.deps import RuntimeDep, SessionDep, webhook_manager
 from services.sync.ratelimits import rate_limit
 from services.sync.webhooks import schemas, service
 from shared.pagination import (
@@ -22,6 +22,17 @@ from shared.ssrf import check_url
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], dependencies=[Depends(rate_limit)])
 LimitQuery = Annotated[int, Query(ge=1, le=200)]
+CanCreate = webhook_manager("create")
+CanList = webhook_manager("list")
+CanRead = webhook_manager("read")
+CanUpdate = webhook_manager("update")
+CanDelete = webhook_manager("delete")
+CanDisable = webhook_manager("disable")
+CanEnable = webhook_manager("enable")
+CanRotateSecret = webhook_manager("rotate_secret")
+CanDeliveriesList = webhook_manager("deliveries.list")
+CanRedeliver = webhook_manager("redeliver")
+CanTest = webhook_manager("test")
 
 
 def _checker(request: Request, runtime: RuntimeDep):
@@ -45,7 +56,7 @@ def _position(runtime: RuntimeDep, kind: str, cursor: str | None) -> uuid.UUID |
 
 
 @router.post("", status_code=201, response_model=schemas.EndpointCreated)
-async def create_endpoint(payload: schemas.EndpointCreate, caller: WebhookManager,
+async def create_endpoint(payload: schemas.EndpointCreate, caller: CanCreate,
                           session: SessionDep, runtime: RuntimeDep, request: Request):
     """Subscribe a URL to event types. The signing secret is in this answer only."""
     return await service.create(session, caller, payload, box=runtime.box,
@@ -53,7 +64,7 @@ async def create_endpoint(payload: schemas.EndpointCreate, caller: WebhookManage
 
 
 @router.get("", response_model=schemas.EndpointList)
-async def list_endpoints(caller: WebhookManager, session: SessionDep, runtime: RuntimeDep,
+async def list_endpoints(caller: CanList, session: SessionDep, runtime: RuntimeDep,
                          request: Request, response: Response,
                          limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None):
     """The calling app's endpoints, oldest first."""
@@ -67,14 +78,14 @@ async def list_endpoints(caller: WebhookManager, session: SessionDep, runtime: R
 
 
 @router.get("/{endpoint_id}", response_model=schemas.EndpointOut)
-async def get_endpoint(endpoint_id: uuid.UUID, caller: WebhookManager, session: SessionDep):
+async def get_endpoint(endpoint_id: uuid.UUID, caller: CanRead, session: SessionDep):
     """One endpoint of the calling app."""
     return service.out(await service.get(session, caller, endpoint_id))
 
 
 @router.patch("/{endpoint_id}", response_model=schemas.EndpointOut)
 async def update_endpoint(endpoint_id: uuid.UUID, payload: schemas.EndpointUpdate,
-                          caller: WebhookManager, session: SessionDep, runtime: RuntimeDep,
+                          caller: CanUpdate, session: SessionDep, runtime: RuntimeDep,
                           request: Request):
     """Change the URL, event types or description, or disable/enable (`status`)."""
     endpoint = await service.update(session, caller, endpoint_id, payload,
@@ -83,14 +94,14 @@ async def update_endpoint(endpoint_id: uuid.UUID, payload: schemas.EndpointUpdat
 
 
 @router.delete("/{endpoint_id}", status_code=204)
-async def delete_endpoint(endpoint_id: uuid.UUID, caller: WebhookManager, session: SessionDep):
+async def delete_endpoint(endpoint_id: uuid.UUID, caller: CanDelete, session: SessionDep):
     """Remove the endpoint and its delivery log."""
     await service.delete(session, caller, endpoint_id)
     return Response(status_code=204)
 
 
 @router.post("/{endpoint_id}/disable", response_model=schemas.EndpointOut)
-async def disable_endpoint(endpoint_id: uuid.UUID, caller: WebhookManager, session: SessionDep):
+async def disable_endpoint(endpoint_id: uuid.UUID, caller: CanDisable, session: SessionDep):
     """Stop deliveries to the endpoint."""
     update = schemas.EndpointUpdate(status="disabled")
     return service.out(await service.update(session, caller, endpoint_id, update,
@@ -98,7 +109,7 @@ async def disable_endpoint(endpoint_id: uuid.UUID, caller: WebhookManager, sessi
 
 
 @router.post("/{endpoint_id}/enable", response_model=schemas.EndpointOut)
-async def enable_endpoint(endpoint_id: uuid.UUID, caller: WebhookManager, session: SessionDep):
+async def enable_endpoint(endpoint_id: uuid.UUID, caller: CanEnable, session: SessionDep):
     """Resume deliveries to the endpoint (also after Koppel disabled it)."""
     update = schemas.EndpointUpdate(status="active")
     return service.out(await service.update(session, caller, endpoint_id, update,
@@ -110,7 +121,7 @@ async def _no_check(url: str) -> None:
 
 
 @router.post("/{endpoint_id}/rotate-secret", response_model=schemas.SecretOut)
-async def rotate_secret(endpoint_id: uuid.UUID, caller: WebhookManager, session: SessionDep,
+async def rotate_secret(endpoint_id: uuid.UUID, caller: CanRotateSecret, session: SessionDep,
                         runtime: RuntimeDep, payload: schemas.RotateSecret | None = None):
     """A new signing secret (shown once). The old one keeps signing beside it for
     `overlap_seconds` (default a day), so receivers can switch without losing messages."""
@@ -119,7 +130,7 @@ async def rotate_secret(endpoint_id: uuid.UUID, caller: WebhookManager, session:
 
 
 @router.get("/{endpoint_id}/deliveries", response_model=schemas.DeliveryList)
-async def list_deliveries(endpoint_id: uuid.UUID, caller: WebhookManager, session: SessionDep,
+async def list_deliveries(endpoint_id: uuid.UUID, caller: CanDeliveriesList, session: SessionDep,
                           runtime: RuntimeDep, request: Request, response: Response,
                           limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None):
     """The endpoint's deliveries, newest first, each with its attempts (status, latency,
@@ -135,7 +146,7 @@ async def list_deliveries(endpoint_id: uuid.UUID, caller: WebhookManager, sessio
 
 @router.post("/{endpoint_id}/deliveries/{delivery_id}/redeliver", status_code=202,
              response_model=schemas.Queued)
-async def redeliver(endpoint_id: uuid.UUID, delivery_id: uuid.UUID, caller: WebhookManager,
+async def redeliver(endpoint_id: uuid.UUID, delivery_id: uuid.UUID, caller: CanRedeliver,
                     session: SessionDep):
     """Send a delivery again now, with the same `webhook-id`."""
     delivery = await service.redeliver(session, caller, endpoint_id, delivery_id)
@@ -143,7 +154,7 @@ async def redeliver(endpoint_id: uuid.UUID, delivery_id: uuid.UUID, caller: Webh
 
 
 @router.post("/{endpoint_id}/test", status_code=202, response_model=schemas.Queued)
-async def send_test(endpoint_id: uuid.UUID, caller: WebhookManager, session: SessionDep):
+async def send_test(endpoint_id: uuid.UUID, caller: CanTest, session: SessionDep):
     """Queue a `webhook.test` message to the endpoint."""
     delivery = await service.send_test(session, caller, endpoint_id)
     return schemas.Queued(delivery_id=delivery.id)

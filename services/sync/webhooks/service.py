@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.sync.deps import AppCaller, note_delivery
+from services.sync.deps import note_delivery
 from services.sync.webhooks import schemas
 from services.sync.webhooks.catalogue import EVENT_TYPES, TEST_EVENT
 from services.sync.webhooks.repository import WebhookRepository
@@ -22,6 +22,7 @@ from shared.models import (
     WebhookEndpoint,
     WebhookEndpointStatus,
 )
+from shared.policy.dependency import AppCaller
 from shared.ssrf import UnsafeURL
 from shared.vault import SecretBox
 from shared.vault.columns import WEBHOOK_PREVIOUS_SECRET, WEBHOOK_SECRET

@@ -142,18 +142,26 @@ async def test_a_template_that_may_not_consent_suspends_and_revoked_stays_revoke
     assert changed.json()["connections"]["suspended"] == 1
     await client.delete(f"/v1/me/connections/{world.a.connections[0].id}",
                         headers=bearer(world.user_token(world.a.users["master_client"])))
-    # The environment now lets only master clients consent; then every default again.
-    narrowed = await client.patch(f"/v1/directory/environments/{world.a.environment.id}",
-                                  json={"consent_templates": ["master_client", "employee"]},
+    # The environment now lets only master clients consent: the employee's stays suspended.
+    environment = f"/v1/directory/environments/{world.a.environment.id}"
+    narrowed = await client.patch(environment, json={"consent_templates": ["master_client"]},
                                   headers=headers)
     assert narrowed.status_code == 200, narrowed.text
     with world.sessions() as session:
-        assert session.get(Connection, connection.id).status == "active"
-        assert session.get(Connection, world.a.connections[0].id).status == "revoked"
-    await client.patch(f"/v1/directory/environments/{world.a.environment.id}",
-                       json={"consent_templates": ["company"]}, headers=headers)
-    with world.sessions() as session:
         assert session.get(Connection, connection.id).status == "suspended"
+        assert session.get(Connection, world.a.connections[0].id).status == "revoked"
+    # An environment can never let self-service employees (or accountants) consent.
+    for never in (["master_client", "employee"], ["accountant"]):
+        refused = await client.patch(environment, json={"consent_templates": never},
+                                     headers=headers)
+        assert refused.status_code == 422, refused.text
+    # Back to a company login, in an environment where company logins may consent.
+    back = await client.patch(f"/v1/directory/users/{user.id}", json={"template": "company"},
+                              headers=headers)
+    assert back.status_code == 200, back.text
+    await client.patch(environment, json={"consent_templates": ["company"]}, headers=headers)
+    with world.sessions() as session:
+        assert session.get(Connection, connection.id).status == "active"
         assert session.get(Connection, world.a.connections[1].id).status == "suspended"
         assert session.get(Connection, world.a.connections[0].id).status == "revoked"
         assert all(session.get(Connection, c.id).status == "active" for c in world.b.connections)

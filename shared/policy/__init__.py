@@ -1,0 +1,22 @@
+"""The declared authorization model: who may do what, and how far each caller reaches.
+
+- `callers.py`: the caller kinds;
+- `rules.py`: every operation with the callers and scopes it allows (the table);
+- `reach.py`: the resolved `Caller`, its reach as SQL (`conditions`) and in Python
+  (`Caller.reaches`), and the one definition of a user's companies;
+- `resolve.py`: from a verified token to a `Caller`, and `authorize`;
+- `consent.py`: who may link apps, and why a connection is suspended;
+- `dependency.py`: the FastAPI dependencies that endpoints name their operation with.
+"""
+
+from shared.policy.callers import CallerKind
+from shared.policy.consent import consent_templates, may_consent, suspension_reason
+from shared.policy.reach import Caller, conditions, user_companies, user_company_ids
+from shared.policy.resolve import app_by_client_id, authorize, refuse_values, resolve
+from shared.policy.rules import REACH, RULES, Credential, Rule
+
+__all__ = [
+    "REACH", "RULES", "Caller", "CallerKind", "Credential", "Rule", "app_by_client_id",
+    "authorize", "conditions", "consent_templates", "may_consent", "refuse_values",
+    "resolve", "suspension_reason", "user_companies", "user_company_ids",
+]

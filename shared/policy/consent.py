@@ -1,0 +1,57 @@
+"""Who may link third-party apps, and when a connection must stop working
+(docs/product.md section 3). Auth (the consent gate), the registry (suspension and
+resumption) and the command line all ask these functions."""
+
+from __future__ import annotations
+
+from shared.models import (
+    DEFAULT_CONSENT_TEMPLATES,
+    App,
+    AppStatus,
+    Environment,
+    User,
+    UserTemplate,
+)
+
+# The templates an environment may let consent. Never an accountant (consent is given
+# per debtor, and an accountant belongs to none) nor a self-service employee (a connection
+# covers companies, and an employee reaches only its own record).
+CONSENT_CAPABLE = frozenset(DEFAULT_CONSENT_TEMPLATES)
+
+
+def check_consent_templates(templates: list[UserTemplate] | None) -> list[UserTemplate] | None:
+    """The templates, sorted and unique, if an environment may let them consent;
+    ValueError naming those it may not (for the API's validation)."""
+    if templates is None:
+        return None
+    refused = sorted(set(templates) - CONSENT_CAPABLE)
+    if refused:
+        raise ValueError(f"these templates can never consent: {', '.join(refused)}")
+    return sorted(set(templates))
+
+
+def consent_templates(environment: Environment | None) -> set[str]:
+    """The templates that may link third-party apps in the environment (its consent
+    policy; the default when it has none)."""
+    if environment is None or environment.consent_templates is None:
+        return {t.value for t in DEFAULT_CONSENT_TEMPLATES}
+    return set(environment.consent_templates) & {t.value for t in CONSENT_CAPABLE}
+
+
+def may_consent(user: User, environment: Environment | None) -> bool:
+    """Whether `user` may link a third-party app now."""
+    return user.active and user.template in consent_templates(environment)
+
+
+def suspension_reason(user: User, app: App, environment: Environment,
+                      blocked: bool | None) -> str | None:
+    """Why a connection of `user` to `app` may not work now, or None if it may."""
+    if not user.active:
+        return "user_deactivated"
+    if user.template not in consent_templates(environment):
+        return "user_may_not_consent"
+    if app.status != AppStatus.ACTIVE:
+        return "app_suspended"
+    if blocked:
+        return "app_blocked"
+    return None

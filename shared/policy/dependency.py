@@ -1,0 +1,148 @@
+"""FastAPI glue: an endpoint names its operation, and the declared policy answers.
+
+    allowed = Authorizer(get_session)              # once per service (deps.py)
+    Reader = Annotated[Caller, Depends(allowed("employees.read"))]
+
+    @router.get("/v1/employees")
+    async def list_employees(caller: Reader): ...
+
+Routes that take another credential (or none), or that ask the policy in their body on
+a fast path, name their operation with `declare`. `annotate_operations` copies each
+route's operation into its OpenAPI operation (`x-koppel-operation`) and refuses to build
+an app with a route that names none, so no route can escape the policy unnoticed.
+"""
+# No `from __future__ import annotations`: FastAPI must resolve the annotations of the
+# dependencies defined inside the functions below.
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.auth_deps import PrincipalDep
+from shared.models import App, User
+from shared.policy.callers import APPS, USERS
+from shared.policy.reach import Caller
+from shared.policy.resolve import authorize, resolve
+from shared.policy.rules import RULES
+from shared.tokens import Principal
+
+OPERATION_KEY = "x-koppel-operation"
+_ATTRIBUTE = "koppel_operation"
+
+
+def _named(dependency: Callable, operation: str) -> Callable:
+    setattr(dependency, _ATTRIBUTE, operation)
+    dependency.__name__ = "policy_" + operation.replace(".", "_")
+    return dependency
+
+
+def declare(operation: str) -> Callable[[], Any]:
+    """A dependency that only names the route's operation (it must be in the table)."""
+    if operation not in RULES:
+        raise KeyError(f"{operation!r} is not declared in shared/policy/rules.py")
+
+    async def dependency() -> None:
+        return None
+
+    return _named(dependency, operation)
+
+
+@dataclass(frozen=True)
+class UserCaller:
+    """A user calling through a first-party app, authorized for one operation."""
+
+    principal: Principal
+    user: User
+    caller: Caller
+
+
+@dataclass(frozen=True)
+class AppCaller:
+    """An app calling on its own behalf (client credentials), authorized for one
+    operation."""
+
+    principal: Principal
+    app: App
+    caller: Caller
+
+
+class Authorizer:
+    """Makes, per operation, the dependency that resolves the caller on the service's
+    request session and authorizes it by the declared rule (403 if not allowed)."""
+
+    def __init__(self, session_dependency: Callable[..., Any], *, with_reach: bool) -> None:
+        self.session_dependency = session_dependency
+        self.with_reach = with_reach
+
+    def __call__(self, operation: str) -> Callable[..., Any]:
+        rule = RULES[operation]
+        with_reach = self.with_reach
+        Session = Annotated[AsyncSession, Depends(self.session_dependency, scope="function")]
+
+        async def dependency(principal: PrincipalDep, session: Session) -> Caller:
+            return authorize(await resolve(session, principal, with_reach=with_reach), rule)
+
+        return _named(dependency, operation)
+
+    def user(self, operation: str) -> Callable[..., Any]:
+        """Like calling the authorizer, for an operation that only users may perform;
+        gives the caller with its user row."""
+        if not RULES[operation].callers <= USERS:
+            raise ValueError(f"{operation} is not for users only")
+        checked = self(operation)
+
+        async def dependency(caller: Annotated[Caller, Depends(checked)]) -> UserCaller:
+            assert caller.user is not None  # resolve() sets it for every user kind
+            return UserCaller(caller.principal, caller.user, caller)
+
+        return dependency
+
+    def app(self, operation: str) -> Callable[..., Any]:
+        """Like calling the authorizer, for an operation that only apps acting for
+        themselves may perform; gives the caller with its app row."""
+        if not RULES[operation].callers <= APPS:
+            raise ValueError(f"{operation} is not for apps only")
+        checked = self(operation)
+
+        async def dependency(caller: Annotated[Caller, Depends(checked)]) -> AppCaller:
+            assert caller.app is not None  # resolve() sets it for every app kind
+            return AppCaller(caller.principal, caller.app, caller)
+
+        return dependency
+
+
+def _operations(dependant: Dependant) -> Iterator[str]:
+    operation = getattr(dependant.call, _ATTRIBUTE, None)
+    if operation is not None:
+        yield operation
+    for sub in dependant.dependencies:
+        yield from _operations(sub)
+
+
+def route_operation(route: APIRoute) -> str | None:
+    """The one operation a route names (ValueError if it names several)."""
+    found = set(_operations(route.dependant))
+    if len(found) > 1:
+        raise ValueError(f"{route.path} names several operations: {sorted(found)}")
+    return found.pop() if found else None
+
+
+def annotate_operations(app: FastAPI) -> None:
+    """Write each route's operation into the OpenAPI document; refuse a route without."""
+    missing = []
+    for route in app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        operation = route_operation(route)
+        if operation is None:
+            missing.append(f"{sorted(route.methods)} {route.path}")
+            continue
+        route.openapi_extra = {**(route.openapi_extra or {}), OPERATION_KEY: operation}
+    if missing:
+        raise RuntimeError("routes without a declared operation (shared/policy): "
+                           + ", ".join(missing))
