@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.auth_deps import PrincipalDep
@@ -132,17 +132,36 @@ def route_operation(route: APIRoute) -> str | None:
     return found.pop() if found else None
 
 
-def annotate_operations(app: FastAPI) -> None:
-    """Write each route's operation into the OpenAPI document; refuse a route without."""
-    missing = []
-    for route in app.routes:
+def _route_operations(app: FastAPI) -> dict[tuple[str, str], str | None]:
+    """(method, path) -> the operation each API route of the app names (or None)."""
+    found: dict[tuple[str, str], str | None] = {}
+    for context in iter_route_contexts(app.routes):
+        route = context.route if isinstance(context.route, APIRoute) else context.original_route
         if not isinstance(route, APIRoute):
             continue
         operation = route_operation(route)
-        if operation is None:
-            missing.append(f"{sorted(route.methods)} {route.path}")
-            continue
-        route.openapi_extra = {**(route.openapi_extra or {}), OPERATION_KEY: operation}
+        for method in context.methods or ():
+            found[(method.lower(), context.path_format)] = operation
+    return found
+
+
+def annotate_operations(app: FastAPI) -> None:
+    """Publish each route's operation in the OpenAPI document (`x-koppel-operation`);
+    refuse to build an app with a route that names none."""
+    operations = _route_operations(app)
+    missing = sorted(f"{method.upper()} {path}" for (method, path), op in operations.items()
+                     if op is None)
     if missing:
         raise RuntimeError("routes without a declared operation (shared/policy): "
                            + ", ".join(missing))
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            for path, items in document.get("paths", {}).items():
+                for method, operation in items.items():
+                    operation[OPERATION_KEY] = operations[(method, path)]
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
