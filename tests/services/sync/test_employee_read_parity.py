@@ -1,0 +1,109 @@
+"""The fast read of one employee for a connection (resources/employee_read.py: one hand-built
+SELECT) answers exactly like the declared policy's general path (resolve, authorize, then
+the repository's reach conditions), on generated connections, consents and employees.
+
+Hypothesis draws the consents (app, debtor, covered companies, scopes, status) and the
+tokens (their client and scopes); every connection is then asked for every employee,
+including one of another environment, along both paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session
+
+from services.sync.resources import service
+from services.sync.resources.employee_read import connection_employee, employee_body
+from shared.config import Settings
+from shared.errors import KoppelError
+from shared.models import ConnectionStatus
+from shared.models import UserTemplate as T
+from shared.policy import RULES, authorize, resolve
+from shared.runtime import open_runtime
+from shared.tokens import Principal
+from tests.fixtures import factories as f
+
+SCOPES = ["employee.info.read", "employee.info", "company.info.read", "employee.payment.read"]
+
+consents = st.lists(st.fixed_dictionaries({
+    "app": st.sampled_from([0, 1]),
+    "debtor": st.sampled_from([0, 1]),
+    "companies": st.sets(st.sampled_from([0, 1])),
+    "scopes": st.sets(st.sampled_from(SCOPES)),
+    "status": st.sampled_from(list(ConnectionStatus)),
+    "token_app": st.sampled_from([0, 0, 1]),  # mostly the connection's own app
+    "token_scopes": st.sets(st.sampled_from(SCOPES)),
+}), min_size=1, max_size=4)
+
+
+def _world(session: Session, drawn: list[dict[str, Any]]) -> tuple[list, list[Principal]]:
+    env, other = f.make_environment(session), f.make_environment(session)
+    debtors = [f.make_debtor(session, env) for _ in range(2)]
+    companies = [[f.make_company(session, d) for _ in range(2)] for d in debtors]
+    employees = [f.make_employee(session, c) for row in companies for c in row]
+    employees.append(f.make_employee(session, f.make_company(session,
+                                                             f.make_debtor(session, other))))
+    apps = [f.make_app(session, scopes=SCOPES) for _ in range(2)]
+    principals = []
+    for spec in drawn:
+        # One user each: a user has one live connection per app and debtor.
+        user = f.make_user(session, env, template=T.MASTER_CLIENT, debtor=debtors[0])
+        connection = f.make_connection(
+            session, user, apps[spec["app"]], debtor=debtors[spec["debtor"]],
+            companies=[companies[spec["debtor"]][i] for i in sorted(spec["companies"])],
+            scopes=sorted(spec["scopes"]), status=spec["status"])
+        principals.append(Principal(
+            kind="connection", user_id=user.id, client_id=apps[spec["token_app"]].client_id,
+            scopes=frozenset(spec["token_scopes"]), environment_id=env.id,
+            connection_id=connection.id, debtor_id=debtors[spec["debtor"]].id,
+            family_id=uuid.uuid4(), jti="x", claims={}))
+    session.commit()
+    return [e.id for e in employees], principals
+
+
+async def _outcome(call) -> tuple[str, Any]:
+    try:
+        return "ok", await call
+    except KoppelError as exc:
+        return type(exc).__name__, exc.status
+
+
+async def _compare(app_settings: Settings, employees: list, principals: list[Principal]
+                   ) -> list[str]:
+    rule = RULES["employees.read"]
+    differences = []
+    async with open_runtime(app_settings) as runtime:
+        for principal in principals:
+            for employee_id in employees:
+                fast = await _outcome(connection_employee(runtime, None, principal, employee_id))
+
+                async def general(principal=principal, employee_id=employee_id):
+                    async with runtime.async_session() as session:
+                        caller = authorize(await resolve(session, principal), rule)
+                        return employee_body(await service.employee(session, caller,
+                                                                    employee_id))
+
+                slow = await _outcome(general())
+                if fast != slow:
+                    differences.append(f"{principal.connection_id} x {employee_id}: "
+                                       f"fast {fast} != policy {slow}")
+    return differences
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drawn=consents)
+def test_the_fast_read_answers_like_the_policy(
+    drawn: list[dict[str, Any]], committing_sessions: sessionmaker[Session],
+    settings: Settings,
+) -> None:
+    with committing_sessions() as session:
+        employees, principals = _world(session, drawn)
+    differences = asyncio.run(_compare(settings, employees, principals))
+    assert not differences, "\n".join(differences)
