@@ -10,22 +10,19 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-import redis.asyncio as aioredis
 import typer
 from sqlmodel import select
 
-from cli.context import ensure_sqlite_dir, load_settings
-from cli.output import CliError, emit_json, handle_errors, stderr, stdout
+from cli.context import ensure_sqlite_dir, flush_after_commit, load_settings
+from cli.output import CliError, emit_json, handle_errors, stdout
 from services.registry.connections.lifecycle import reconcile
-from services.registry.deps import after_commit, note_status
 from shared.audit import Actor
 from shared.config import Settings
 from shared.db import utcnow
 from shared.db.engine import async_session_factory, create_async_db_engine
 from shared.models import App, AppStatus
-from shared.redis_embedded import resolved_redis_url
-from shared.runtime import redis_options
 from shared.status import Subject
+from shared.unit_of_work import UnitOfWork, unit_of_work
 
 app = typer.Typer(help="Partner apps.", no_args_is_help=True)
 
@@ -49,18 +46,12 @@ async def set_app_status(settings: Settings, client_id: str, status: AppStatus) 
             session.add(row)
             await session.flush()
             counts = await reconcile(session, Actor("operator"), app_id=row.id)
-            note_status(session, Subject.APP, client_id, status == AppStatus.ACTIVE)
+            unit_of_work(session).publish_status(Subject.APP, client_id,
+                                                 status == AppStatus.ACTIVE)
             await session.commit()
     finally:
         await engine.dispose()
-    client = aioredis.Redis.from_url(resolved_redis_url(settings), **redis_options(settings))
-    try:
-        await after_commit(session, client)
-    except (OSError, aioredis.RedisError) as exc:
-        # Without Redis no service can have cached the old status either.
-        stderr().print(f"note: the status cache was not updated ({exc})")
-    finally:
-        await client.aclose()
+    await flush_after_commit(settings, UnitOfWork.detach(session))
     return {"client_id": client_id, "status": status.value, "previous": str(previous),
             "connections": counts}
 

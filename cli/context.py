@@ -1,4 +1,5 @@
-"""What a command needs from its surroundings: the settings and a database session.
+"""What a command needs from its surroundings: the settings, a database session, and
+Redis for the work that follows a commit.
 
 Everything here is built when a command starts, never at import.
 """
@@ -9,12 +10,17 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import redis.asyncio as aioredis
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
+from cli.output import stderr
 from shared.config import Settings, get_settings
 from shared.db import create_sync_engine, sync_session_factory
+from shared.redis_embedded import resolved_redis_url
+from shared.runtime import redis_options
+from shared.unit_of_work import UnitOfWork
 
 
 def load_settings() -> Settings:
@@ -54,6 +60,19 @@ def transaction(settings: Settings) -> Iterator[Session]:
         factory = sync_session_factory(engine)
         with factory() as session, session.begin():
             yield session
+
+
+async def flush_after_commit(settings: Settings, work: UnitOfWork) -> None:
+    """Flush a committed transaction's unit of work (shared/unit_of_work.py) through a
+    Redis client of its own. An unreachable Redis is only reported: without it no
+    service can have cached the old status either."""
+    client = aioredis.Redis.from_url(resolved_redis_url(settings), **redis_options(settings))
+    try:
+        await work.flush(client)
+    except (OSError, aioredis.RedisError) as exc:
+        stderr().print(f"note: the status cache was not updated ({exc})")
+    finally:
+        await client.aclose()
 
 
 def check_database(engine: Engine) -> None:

@@ -11,15 +11,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
-import redis.asyncio as aioredis
 import typer
 from pydantic import ValidationError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from cli.context import ensure_sqlite_dir, load_settings
-from cli.output import CliError, emit_json, handle_errors, stderr, stdout
-from services.registry.deps import after_commit
+from cli.context import ensure_sqlite_dir, flush_after_commit, load_settings
+from cli.output import CliError, emit_json, handle_errors, stdout
 from services.registry.directory import service
 from services.registry.directory.repository import DirectoryRepository
 from services.registry.directory.schemas import UserIn, UserPatch
@@ -28,8 +26,7 @@ from shared.config import Settings
 from shared.db.engine import async_session_factory, create_async_db_engine
 from shared.errors import KoppelError
 from shared.models import Company, Debtor, Environment, User, UserTemplate
-from shared.redis_embedded import resolved_redis_url
-from shared.runtime import redis_options
+from shared.unit_of_work import UnitOfWork
 
 app = typer.Typer(help="Environments, debtors, companies and users (provisioning).",
                   no_args_is_help=True)
@@ -67,14 +64,7 @@ async def _in_transaction(settings: Settings,
                                          for e in exc.errors())) from None
     finally:
         await engine.dispose()
-    client = aioredis.Redis.from_url(resolved_redis_url(settings), **redis_options(settings))
-    try:
-        await after_commit(session, client)
-    except (OSError, aioredis.RedisError) as exc:
-        # Without Redis no service can have cached the old status either.
-        stderr().print(f"note: the status cache was not updated ({exc})")
-    finally:
-        await client.aclose()
+    await flush_after_commit(settings, UnitOfWork.detach(session))
     return result
 
 

@@ -1,4 +1,5 @@
-"""Job names and payloads: the contract between the services and the worker.
+"""Job names and payloads: the contract between the services and the worker, and the
+two enqueues that follow a commit (a nudge of the outbox relay, delivery attempts).
 
 Names are "<domain>.<verb>"; jobs take ids, never objects, and open their own session.
 A job enqueued while a request is handled also takes that request's id as the keyword
@@ -7,7 +8,17 @@ A job enqueued while a request is handled also takes that request's id as the ke
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import structlog
+from arq.connections import ArqRedis
+
 from shared.request_id import current_request_id
+
+log = structlog.get_logger("koppel.jobs")
 
 MAINTENANCE_PURGE_EXPIRED = "maintenance.purge_expired"
 
@@ -31,3 +42,38 @@ def request_context() -> dict[str, str]:
     outside a request)."""
     request_id = current_request_id()
     return {"request_id": request_id} if request_id else {}
+
+
+def arq_client(redis: Any) -> ArqRedis:
+    """An ArqRedis on the connection pool of a redis.asyncio client."""
+    return redis if isinstance(redis, ArqRedis) else ArqRedis(redis.connection_pool)
+
+
+async def nudge(redis: Any) -> None:
+    """After the commit: ask the worker to relay new events now. Never raises; if Redis
+    is down or the process dies first, the worker's sweeper relays them anyway."""
+    try:
+        await arq_client(redis).enqueue_job(EVENTS_RELAY, **request_context())
+    except Exception as exc:  # noqa: BLE001 - a lost nudge only delays delivery
+        log.warning("outbox nudge failed", error=type(exc).__name__)
+
+
+async def enqueue_deliveries(
+    redis: Any, due: Iterable[tuple[uuid.UUID, int, datetime | None]]
+) -> int:
+    """Enqueue attempt `n` of each delivery (deferred until its time, if given). arq
+    refuses a job id it already holds, so enqueueing twice is harmless. Never raises:
+    the sweeper enqueues whatever this could not."""
+    client = arq_client(redis)
+    count = 0
+    for delivery_id, attempt, defer_until in due:
+        try:
+            job = await client.enqueue_job(
+                WEBHOOKS_DELIVER, str(delivery_id), attempt,
+                _job_id=delivery_job_id(delivery_id, attempt), _defer_until=defer_until,
+            )
+        except Exception as exc:  # noqa: BLE001 - the sweeper catches up
+            log.warning("enqueue failed", delivery_id=str(delivery_id), error=type(exc).__name__)
+            return count
+        count += job is not None
+    return count

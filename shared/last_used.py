@@ -15,7 +15,6 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-import redis
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
@@ -97,14 +96,15 @@ class UsageRecorder:
             return False
 
 
-def record_use_sync(client: redis.Redis, connection_id: uuid.UUID | str,
-                    at: float | None = None) -> bool:
-    """Note a use from sync code (the auth service, after a refresh token is redeemed);
-    True if it was recorded, False within the minute or when Redis fails. Never raises."""
+async def record_use(client: aioredis.Redis, connection_id: uuid.UUID | str,
+                     at: float | None = None) -> bool:
+    """Note a use without the process's memory (the auth service, after a refresh token
+    is redeemed); True if it was recorded, False within the minute or when Redis fails.
+    Never raises."""
     ident = str(connection_id)
     try:
-        return bool(client.eval(_NOTE, 2, marker_key(ident), PENDING_KEY, WINDOW_S, ident,
-                                at or time.time()))
+        return bool(await client.eval(_NOTE, 2, marker_key(ident), PENDING_KEY, WINDOW_S,
+                                      ident, at or time.time()))
     except (RedisError, OSError):
         log.warning("last use not recorded: Redis unavailable", connection_id=ident)
         return False

@@ -1,6 +1,8 @@
 """The transactional outbox: changes write their events in the same transaction.
 
-The sync worker relays them to webhook deliveries; the change feed reads them.
+The sync worker relays them to webhook deliveries; the change feed reads them. Writing
+an event notes a nudge of the relay on the transaction's unit of work, sent after the
+commit (shared/unit_of_work.py).
 """
 
 from __future__ import annotations
@@ -8,18 +10,16 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import structlog
-from sqlmodel import Session
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
-from shared.jobs import EVENTS_RELAY, request_context
 from shared.models import Connection, Event
 from shared.request_id import current_request_id
-
-log = structlog.get_logger("koppel.outbox")
+from shared.unit_of_work import unit_of_work
 
 
 def emit(
-    session: Session,
+    session: Session | AsyncSession,
     type: str,
     environment_id: uuid.UUID,
     *,
@@ -29,9 +29,9 @@ def emit(
     app_id: uuid.UUID | None = None,
     **data: Any,
 ) -> Event:
-    """Add an event to the session's transaction. `data` holds ids and changed field names.
-    The current request's id goes on the row (not in the payload): the worker logs the
-    event's deliveries under it."""
+    """Add an event to the session's transaction; the relay is nudged after the commit.
+    `data` holds ids and changed field names. The current request's id goes on the row
+    (not in the payload): the worker logs the event's deliveries under it."""
     body = {"environment_id": str(environment_id)}
     if debtor_id:
         body["debtor_id"] = str(debtor_id)
@@ -49,6 +49,7 @@ def emit(
         request_id=current_request_id(),
     )
     session.add(event)
+    unit_of_work(session).nudge_relay()
     return event
 
 
@@ -62,15 +63,3 @@ def connection_event(type: str, connection: Connection, **data: Any) -> dict[str
         "app_id": connection.app_id,
         **data,
     }
-
-
-async def nudge(redis: Any) -> None:
-    """After the commit: ask the worker to relay new events now. Never raises; if Redis
-    is down or the process dies first, the worker's sweeper relays them anyway."""
-    from arq.connections import ArqRedis
-
-    try:
-        arq = ArqRedis(connection_pool=redis.connection_pool)
-        await arq.enqueue_job(EVENTS_RELAY, **request_context())
-    except Exception as exc:  # noqa: BLE001 - a lost nudge only delays delivery
-        log.warning("outbox nudge failed", error=type(exc).__name__)

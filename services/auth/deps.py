@@ -16,12 +16,10 @@ from starlette.concurrency import run_in_threadpool
 from services.auth.oauth2.context import AuthContext
 from shared import ratelimit
 from shared.errors import RateLimited, Unauthorized
-from shared.last_used import record_use_sync
 from shared.models import App, AppStatus
-from shared.outbox import nudge
 from shared.runtime import Runtime
 from shared.signing import Signer
-from shared.status import publish_async
+from shared.unit_of_work import UnitOfWork
 from shared.vault import digest_matches
 
 T = TypeVar("T")
@@ -66,7 +64,8 @@ async def run_authlib(request: Request, work: Callable[[AuthContext], T], *,
 
     The transaction commits whatever the work did, also when it produced an OAuth error
     response (a replayed code must stay spent and its family revoked); an exception rolls
-    back. Status changes are published to Redis after the commit.
+    back. The session's unit of work (statuses, the relay's nudge, uses of connections)
+    is flushed after the commit.
 
     `read_only` work (it only reads) runs without a transaction on PostgreSQL, which
     saves the BEGIN and COMMIT round trips; SQLite keeps its BEGIN IMMEDIATE.
@@ -75,7 +74,7 @@ async def run_authlib(request: Request, work: Callable[[AuthContext], T], *,
     signer = _signer(request, runtime)
     autocommit = read_only and runtime.engine.dialect.name == "postgresql"
 
-    def _in_thread() -> tuple[T, AuthContext]:
+    def _in_thread() -> tuple[T, UnitOfWork]:
         with runtime.session() as session:
             if autocommit:
                 session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
@@ -83,17 +82,12 @@ async def run_authlib(request: Request, work: Callable[[AuthContext], T], *,
                               runtime.sync_redis, client_address(request))
             result = work(ctx)
             session.commit()
-            for connection_id in ctx.used_connections:
-                record_use_sync(runtime.sync_redis, connection_id)
-            return result, ctx
+            return result, UnitOfWork.detach(session)
 
-    result, ctx = await anyio.to_thread.run_sync(
+    result, after_commit = await anyio.to_thread.run_sync(
         _in_thread, limiter=_db_limiter(request, runtime)
     )
-    if ctx.status_changes:
-        await publish_async(runtime.redis, ctx.status_changes)
-    if ctx.events_written:
-        await nudge(runtime.redis)
+    await after_commit.flush(runtime.redis)
     return result
 
 

@@ -1,14 +1,14 @@
 """Dependencies of the registry's endpoints: the runtime, the request's session (one
 transaction, committed by this dependency), and the kinds of caller.
 
-Status changes (a revoked connection, a suspended user) are noted on the session while
-the transaction runs and published to Redis right after the commit, before the response
-is sent, so resource servers refuse the tokens on the very next call.
+Status changes (a revoked connection, a suspended user) are noted on the session's unit
+of work (shared/unit_of_work.py) while the transaction runs and published to Redis right
+after the commit, before the response is sent, so resource servers refuse the tokens on
+the very next call.
 """
 # No `from __future__ import annotations` here: FastAPI must resolve the annotations of
 # the dependencies that the factories below define inside functions.
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -17,13 +17,9 @@ from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.errors import Unavailable
-from shared.outbox import emit, nudge
 from shared.policy.dependency import AppCaller, Authorizer, UserCaller
 from shared.runtime import Runtime
-from shared.status import Subject, publish_async
-
-STATUS_CHANGES = "koppel_status_changes"
-NUDGE = "koppel_nudge_relay"
+from shared.unit_of_work import UnitOfWork
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -33,31 +29,10 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def note_status(session: AsyncSession, subject: Subject, ident: str | uuid.UUID,
-                active: bool) -> None:
-    """Publish this status once the session's transaction has committed."""
-    session.info.setdefault(STATUS_CHANGES, []).append((subject, ident, active))
-
-
-def emit_event(session: AsyncSession, *args: Any, **event: Any) -> None:
-    """Write an outbox event in the session's transaction; the worker is nudged after
-    the commit."""
-    emit(session, *args, **event)
-    session.info[NUDGE] = True
-
-
-async def after_commit(session: AsyncSession, client: Any) -> None:
-    """Publish the noted status changes and nudge the outbox relay (after the commit)."""
-    changes = session.info.pop(STATUS_CHANGES, [])
-    if changes:
-        await publish_async(client, changes)
-    if session.info.pop(NUDGE, False):
-        await nudge(client)
-
-
 async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
     """One session in one transaction: committed when the endpoint succeeds, else
-    rolled back; noted status changes are published after the commit."""
+    rolled back; the unit of work (status changes, the relay's nudge) is flushed after
+    the commit."""
     async with runtime.async_session() as session:
         try:
             yield session
@@ -66,7 +41,7 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
             await session.rollback()
             raise
         try:
-            await after_commit(session, runtime.redis)
+            await UnitOfWork.detach(session).flush(runtime.redis)
         except (RedisError, OSError) as exc:
             # Saved, but not yet published: a retry of the same call publishes again.
             raise Unavailable("the change is saved but could not be published yet; "

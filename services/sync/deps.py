@@ -1,29 +1,25 @@
 """Dependencies of the sync service's endpoints: the runtime, the request's session (one
 transaction, committed by this dependency before the response is sent) and the callers.
 
-A service that emits outbox events marks the session (`note_nudge`); the worker is
-nudged right after the commit, so deliveries start at once.
+Outbox events and delivery attempts are noted on the session's unit of work
+(shared/unit_of_work.py); the worker is nudged and the attempts enqueued right after the
+commit, so deliveries start at once.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.sync.events.queue import enqueue_deliveries
 from services.sync.read_pool import ReadPool
 from shared.db.engine import CONNECT_TIMEOUT_S
-from shared.outbox import nudge
 from shared.policy import Caller
 from shared.policy.dependency import AppCaller, Authorizer
 from shared.runtime import Runtime
-
-NUDGE = "koppel_nudge"
-DELIVERIES = "koppel_deliveries"
+from shared.unit_of_work import UnitOfWork
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -56,19 +52,10 @@ async def close_read_pool(app: FastAPI) -> None:
         await pool.close()
 
 
-def note_nudge(session: AsyncSession) -> None:
-    """Nudge the worker once this session's transaction has committed."""
-    session.info[NUDGE] = True
-
-
-def note_delivery(session: AsyncSession, delivery_id: uuid.UUID, attempt: int) -> None:
-    """Enqueue this delivery attempt once the session's transaction has committed."""
-    session.info.setdefault(DELIVERIES, []).append((delivery_id, attempt, None))
-
-
 async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
     """One session in one transaction: committed when the endpoint succeeds, else
-    rolled back; a noted nudge is sent after the commit."""
+    rolled back; the unit of work (the relay's nudge, delivery attempts) is flushed after
+    the commit."""
     async with runtime.async_session() as session:
         try:
             yield session
@@ -76,12 +63,8 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
         except BaseException:
             await session.rollback()
             raise
-        wanted = session.info.pop(NUDGE, False)
-        deliveries = session.info.pop(DELIVERIES, [])
-    if wanted:
-        await nudge(runtime.redis)
-    if deliveries:
-        await enqueue_deliveries(runtime.redis, deliveries)
+        work = UnitOfWork.detach(session)
+    await work.flush(runtime.redis)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

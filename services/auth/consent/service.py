@@ -25,6 +25,7 @@ from shared.models import (
 from shared.outbox import connection_event, emit
 from shared.scopes import CONSENT_SCOPES, implied
 from shared.status import Subject
+from shared.unit_of_work import unit_of_work
 
 
 class ConsentRefused(Exception):
@@ -135,7 +136,7 @@ def grant(
     )
     for company_id in sorted(chosen):
         ctx.session.add(ConnectionCompany(connection_id=connection.id, company_id=company_id))
-    ctx.status_changes.append((Subject.CONNECTION, connection.id, True))
+    unit_of_work(ctx.session).publish_status(Subject.CONNECTION, connection.id, True)
     _record(ctx, user, connection, created, added, sorted(chosen))
     return connection, created
 
@@ -166,7 +167,6 @@ def _record(
         company_ids=companies,
     )
     changed = ["scopes", "company_ids"] if created else ["scopes"]
-    ctx.events_written = True
     emit(
         ctx.session,
         **connection_event(

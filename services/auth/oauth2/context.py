@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,13 +13,14 @@ from sqlmodel import Session
 from shared.config import Settings
 from shared.db.types import utcnow
 from shared.signing import Signer
-from shared.status import Subject
 from shared.vault import KeyRing
 
 
 @dataclass
 class AuthContext:
-    """A sync session plus what the grants need; statuses to publish after the commit."""
+    """A sync session plus what the grants need. What must follow the commit (statuses,
+    the relay's nudge, uses of connections) goes on the session's unit of work
+    (shared/unit_of_work.py)."""
 
     session: Session
     settings: Settings
@@ -29,11 +29,6 @@ class AuthContext:
     redis: redis.Redis
     client_address: str = "-"
     now: datetime = field(default_factory=utcnow)
-    status_changes: list[tuple[Subject, str | uuid.UUID, bool]] = field(default_factory=list)
-    # Set when the work wrote outbox events: the worker is nudged after the commit.
-    events_written: bool = False
-    # Connections whose refresh token was redeemed: their last use is noted after commit.
-    used_connections: list[uuid.UUID] = field(default_factory=list)
     # Clients looked up in this request, by client id (None: no such client).
     clients: dict[str, Any] = field(default_factory=dict)
     _connection: DbConnection | None = None

@@ -43,6 +43,7 @@ from shared.models import (
 )
 from shared.scopes import parse_scope
 from shared.signing import ID_TOKEN_ALG
+from shared.unit_of_work import unit_of_work
 from shared.vault import TokenKind, new_token, token_digest
 
 USER_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
@@ -215,7 +216,7 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
                        include_refresh_token=True):
         record: RefreshRecord = self.request.refresh_token
         if record.connection is not None:
-            self.ctx.used_connections.append(record.connection.id)
+            unit_of_work(self.ctx.session).record_use(record.connection.id)
         return issue_tokens(self.ctx, self.request.client, user, parse_scope(scope),
                             record.family, record.connection)
 

@@ -21,6 +21,7 @@ from shared.db.types import uuid7
 from shared.models import Connection, TokenFamily, User
 from shared.signing import ACCESS_TOKEN_ALG
 from shared.status import Subject
+from shared.unit_of_work import unit_of_work
 from shared.vault import TokenKind, new_token, token_digest
 
 
@@ -48,7 +49,7 @@ def revoke_family(ctx: AuthContext, family_id: uuid.UUID) -> None:
         .where(col(TokenFamily.id) == family_id, col(TokenFamily.revoked_at).is_(None))
         .values(revoked_at=ctx.now)
     )
-    ctx.status_changes.append((Subject.FAMILY, family_id, False))
+    unit_of_work(ctx.session).publish_status(Subject.FAMILY, family_id, False)
 
 
 def _access_claims(

@@ -15,12 +15,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.registry.apps.metadata import ClientMetadata, RegistrationError
 from services.registry.connections import service as connections
-from services.registry.deps import note_status
 from shared.audit import Actor
 from shared.db.types import utcnow
 from shared.logos import LogoError, fetch_logo
 from shared.models import App, AppLogo, AppStatus, Connection, ConnectionStatus, Partner
 from shared.status import Subject
+from shared.unit_of_work import unit_of_work
 from shared.vault import TokenKind, new_token, token_digest
 
 
@@ -159,5 +159,5 @@ async def delete(session: AsyncSession, app: App) -> None:
     app.redirect_uris = []
     app.updated_at = utcnow()
     session.add(app)
-    note_status(session, Subject.APP, app.client_id, False)
+    unit_of_work(session).publish_status(Subject.APP, app.client_id, False)
     await session.flush()

@@ -14,7 +14,6 @@ from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.registry.connections.service import revoke
-from services.registry.deps import emit_event, note_status
 from shared.audit import Actor, append_async
 from shared.db.types import utcnow
 from shared.models import (
@@ -26,10 +25,11 @@ from shared.models import (
     EnvironmentAppPolicy,
     User,
 )
-from shared.outbox import connection_event
+from shared.outbox import connection_event, emit
 from shared.policy import suspension_reason, user_company_ids
 from shared.policy.consent import CONSENT_CAPABLE
 from shared.status import Subject
+from shared.unit_of_work import unit_of_work
 
 BATCH = 500
 
@@ -87,8 +87,9 @@ async def _apply(session: AsyncSession, connection: Connection, reason: str | No
     await append_async(session, connection.environment_id, action, actor, "connection",
                        connection.id, app_id=str(connection.app_id),
                        user_id=str(connection.user_id), reason=reason)
-    emit_event(session, **connection_event(action, connection, changed_fields=["status"]))
-    note_status(session, Subject.CONNECTION, connection.id, status == ConnectionStatus.ACTIVE)
+    emit(session, **connection_event(action, connection, changed_fields=["status"]))
+    unit_of_work(session).publish_status(Subject.CONNECTION, connection.id,
+                                         status == ConnectionStatus.ACTIVE)
     await session.flush()
     return change
 
@@ -129,7 +130,7 @@ async def narrow_to_reach(session: AsyncSession, user: User, actor: Actor) -> in
         await append_async(session, connection.environment_id, "connection.narrowed", actor,
                            "connection", connection.id,
                            removed_company_ids=sorted(str(c) for c in covered - keep))
-        emit_event(session, **connection_event("connection.updated", connection,
-                                                changed_fields=["company_ids"]))
+        emit(session, **connection_event("connection.updated", connection,
+                                          changed_fields=["company_ids"]))
         await session.flush()
     return changed

@@ -2,7 +2,7 @@
 
 A revoke is final: the connection turns `revoked`, its token families are revoked, the
 audit log and the outbox get their events in the same transaction, and the statuses are
-published after the commit (see deps.note_status).
+published after the commit (see shared/unit_of_work.py).
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ import uuid
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.registry.connections.repository import ConnectionRepository
-from services.registry.deps import emit_event, note_status
 from shared.audit import Actor, append_async
 from shared.db.types import utcnow
 from shared.errors import NotFound
 from shared.metrics import REVOCATIONS
 from shared.models import App, Connection, ConnectionStatus
-from shared.outbox import connection_event
+from shared.outbox import connection_event, emit
 from shared.pagination import (
     DEFAULT_LIMIT,
     InvalidParameter,
@@ -28,6 +27,7 @@ from shared.pagination import (
 )
 from shared.policy.dependency import AppCaller, UserCaller
 from shared.status import Subject
+from shared.unit_of_work import unit_of_work
 
 ID_ORDER = "id"
 Page = tuple[list[tuple[Connection, App, list[uuid.UUID]]], str | None]
@@ -106,7 +106,7 @@ async def revoke(session: AsyncSession, connection: Connection, actor: Actor, re
     """Revoke the connection (final); False if it already was revoked."""
     if connection.status == ConnectionStatus.REVOKED:
         # Publish again: a retry after a failed publish must heal the status cache.
-        note_status(session, Subject.CONNECTION, connection.id, False)
+        unit_of_work(session).publish_status(Subject.CONNECTION, connection.id, False)
         return False
     now = utcnow()
     REVOCATIONS.labels(actor.type).inc()
@@ -122,10 +122,10 @@ async def revoke(session: AsyncSession, connection: Connection, actor: Actor, re
         connection.id, app_id=str(connection.app_id), debtor_id=str(connection.debtor_id),
         user_id=str(connection.user_id), reason=reason, token_families=len(families),
     )
-    emit_event(session, **connection_event("connection.revoked", connection,
+    emit(session, **connection_event("connection.revoked", connection,
                                      changed_fields=["status"]))
-    note_status(session, Subject.CONNECTION, connection.id, False)
+    unit_of_work(session).publish_status(Subject.CONNECTION, connection.id, False)
     for family_id in families:
-        note_status(session, Subject.FAMILY, family_id, False)
+        unit_of_work(session).publish_status(Subject.FAMILY, family_id, False)
     await session.flush()
     return True

@@ -13,13 +13,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
 from services.registry.connections.lifecycle import narrow_to_reach, reconcile
-from services.registry.deps import emit_event, note_status
 from services.registry.directory.repository import DirectoryRepository
 from services.registry.directory.schemas import UserIn, UserPatch
 from shared.audit import Actor, append_async
 from shared.db.types import utcnow
 from shared.errors import Conflict, Invalid, NotFound
 from shared.models import Company, Debtor, Environment, User, UserTemplate
+from shared.outbox import emit
 from shared.pagination import (
     InvalidParameter,
     check_limit,
@@ -28,6 +28,7 @@ from shared.pagination import (
 )
 from shared.passwords import hash_password
 from shared.status import Subject
+from shared.unit_of_work import unit_of_work
 
 T = TypeVar("T")
 COMPANY_TEMPLATES = {UserTemplate.COMPANY, UserTemplate.HR_MANAGER,
@@ -96,7 +97,7 @@ async def update_debtor(session: AsyncSession, actor: Actor, debtor: Debtor,
     if changed:
         await audit(session, actor, debtor.environment_id, "debtor.updated", debtor,
                     changed_fields=changed)
-        emit_event(session, "company.updated", debtor.environment_id, debtor_id=debtor.id,
+        emit(session, "company.updated", debtor.environment_id, debtor_id=debtor.id,
              changed_fields=changed)
     await session.flush()
     return debtor
@@ -119,7 +120,7 @@ async def update_company(session: AsyncSession, actor: Actor, company: Company,
     if changed:
         await audit(session, actor, company.environment_id, "company.updated", company,
                     changed_fields=changed)
-        emit_event(session, "company.updated", company.environment_id, debtor_id=company.debtor_id,
+        emit(session, "company.updated", company.environment_id, debtor_id=company.debtor_id,
              company_id=company.id, changed_fields=changed)
     await session.flush()
     return company
@@ -214,7 +215,7 @@ async def update_user(session: AsyncSession, actor: Actor, user: User, patch: Us
         await audit(session, actor, user.environment_id, "user.updated", user,
                     changed_fields=changed)
     if "active" in changed:
-        note_status(session, Subject.USER, user.id, user.active)
+        unit_of_work(session).publish_status(Subject.USER, user.id, user.active)
     counts = await reconcile(session, actor, user_id=user.id)
     if {"company_ids", "debtor_id", "template"} & set(changed):
         counts["narrowed"] = await narrow_to_reach(session, user, actor)

@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.sync.events.audience import Visibility
 from services.sync.webhooks.schedule import max_attempts
 from shared.db.types import utcnow, uuid7
+from shared.jobs import nudge
 from shared.metrics import OUTBOX_DEPTH
 from shared.models import (
     DeliveryStatus,
@@ -25,7 +26,6 @@ from shared.models import (
     WebhookEndpoint,
     WebhookEndpointStatus,
 )
-from shared.outbox import nudge
 from shared.runtime import Runtime
 
 log = structlog.get_logger("koppel.relay")

@@ -7,7 +7,6 @@ import uuid
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.sync.deps import note_nudge
 from services.sync.resources import schemas
 from services.sync.resources.repository import ResourceRepository
 from shared.db.types import utcnow
@@ -59,7 +58,6 @@ async def update_employee(session: AsyncSession, reach: Caller, employee_id: uui
          debtor_id=row.debtor_id, company_id=row.company_id, employee_id=row.id,
          changed_fields=changed)
     await session.flush()
-    note_nudge(session)
     return row, changed
 
 
@@ -69,12 +67,11 @@ def _child_common(row: Employee) -> dict:
 
 
 def _emit(session: AsyncSession, type: str, employee: Employee, **data) -> None:
-    """Write the thin event (ids and changed field names) in this transaction; nudge the
-    worker after the commit."""
+    """Write the thin event (ids and changed field names) in this transaction; the worker
+    is nudged after the commit."""
     emit(session, type, employee.environment_id,  # type: ignore[arg-type]
          debtor_id=employee.debtor_id, company_id=employee.company_id,
          employee_id=employee.id, **data)
-    note_nudge(session)
 
 
 async def create_employee(session: AsyncSession, reach: Caller, company_id: uuid.UUID,

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from services.sync.deps import RuntimeDep, SessionDep, allowed, can, note_nudge
+from services.sync.deps import RuntimeDep, SessionDep, allowed, can
 from services.sync.ratelimits import rate_limit
 from services.sync.resources import schemas, service
 from services.sync.resources.endpoints import after, listing
@@ -89,7 +89,6 @@ async def update_bank_account(employee_id: uuid.UUID, account_id: uuid.UUID,
              debtor_id=employee.debtor_id, company_id=employee.company_id,
              employee_id=employee.id, bank_account_id=row.id, changed_fields=changed)
         await session.flush()
-        note_nudge(session)
     return schemas.BankAccountOut.model_validate(row, from_attributes=True)
 
 

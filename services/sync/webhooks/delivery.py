@@ -24,7 +24,6 @@ from sqlalchemy import insert
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.sync.events.queue import enqueue_deliveries
 from services.sync.events.relay import FanOut
 from services.sync.webhooks import schedule
 from services.sync.webhooks.sender import MAX_ERROR, Outcome, Sender
@@ -42,6 +41,7 @@ from shared.models import (
 )
 from shared.request_id import bind_request_id
 from shared.runtime import Runtime
+from shared.unit_of_work import UnitOfWork, unit_of_work
 from shared.vault import VaultError
 from shared.vault.columns import WEBHOOK_PREVIOUS_SECRET, WEBHOOK_SECRET
 
@@ -213,10 +213,8 @@ async def _record_failure(session: AsyncSession, attempt: Attempt
     return delivery.id, attempt.attempt + 1, delivery.next_attempt_at
 
 
-async def record(runtime: Runtime, attempts: list[Attempt]
-                 ) -> list[tuple[uuid.UUID, int, datetime]]:
-    """Write the attempts' results in one transaction; returns the retries to enqueue."""
-    retries = []
+async def record(runtime: Runtime, attempts: list[Attempt]) -> None:
+    """Write the attempts' results in one transaction, then enqueue the retries."""
     async with runtime.async_session() as session, session.begin():
         await session.exec(insert(WebhookAttempt), params=[{
             "id": uuid7(), "delivery_id": a.delivery_id, "attempt": a.attempt,
@@ -236,17 +234,15 @@ async def record(runtime: Runtime, attempts: list[Attempt]
             if not a.outcome.succeeded:
                 retry = await _record_failure(session, a)
                 if retry is not None:
-                    retries.append(retry)
-    return retries
+                    unit_of_work(session).enqueue_delivery(*retry)
+    await UnitOfWork.detach(session).flush(runtime.redis)
 
 
 async def send_and_record(runtime: Runtime, sender: Sender, attempts: list[Attempt]
                           ) -> dict[str, int]:
     """Send claimed attempts concurrently, record them, enqueue the retries."""
     await asyncio.gather(*(_send(sender, a) for a in attempts))
-    retries = await record(runtime, attempts)
-    if retries:
-        await enqueue_deliveries(runtime.redis, retries)
+    await record(runtime, attempts)
     ok = sum(a.outcome.succeeded for a in attempts)
     return {"sent": len(attempts), "succeeded": ok, "failed": len(attempts) - ok}
 

@@ -22,7 +22,7 @@ import structlog
 from services.sync.events.relay import relay_events
 from services.sync.webhooks.delivery import claim_due, send_and_record
 from services.sync.webhooks.sender import Sender
-from shared.outbox import nudge
+from shared.jobs import nudge
 from shared.runtime import Runtime
 
 log = structlog.get_logger("koppel.webhooks")

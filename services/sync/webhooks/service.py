@@ -8,7 +8,6 @@ from datetime import timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.sync.deps import note_delivery
 from services.sync.webhooks import schemas
 from services.sync.webhooks.catalogue import EVENT_TYPES, TEST_EVENT
 from services.sync.webhooks.repository import WebhookRepository
@@ -24,6 +23,7 @@ from shared.models import (
 )
 from shared.policy.dependency import AppCaller
 from shared.ssrf import UnsafeURL
+from shared.unit_of_work import unit_of_work
 from shared.vault import SecretBox
 from shared.vault.columns import WEBHOOK_PREVIOUS_SECRET, WEBHOOK_SECRET
 
@@ -172,7 +172,7 @@ async def redeliver(session: AsyncSession, caller: AppCaller, endpoint_id: uuid.
     delivery.finished_at = None
     session.add(delivery)
     await session.flush()
-    note_delivery(session, delivery.id, delivery.attempts + 1)
+    unit_of_work(session).enqueue_delivery(delivery.id, delivery.attempts + 1)
     return delivery
 
 
@@ -190,5 +190,5 @@ async def send_test(session: AsyncSession, caller: AppCaller, endpoint_id: uuid.
     )
     session.add(delivery)
     await session.flush()
-    note_delivery(session, delivery.id, 1)
+    unit_of_work(session).enqueue_delivery(delivery.id, 1)
     return delivery

@@ -22,7 +22,7 @@ from shared.last_used import (
     UsageRecorder,
     flush_last_used,
     marker_key,
-    record_use_sync,
+    record_use,
 )
 from shared.models import Connection
 from shared.runtime import Runtime
@@ -121,16 +121,15 @@ async def test_redis_failure_never_reaches_the_caller() -> None:
     dead = redis.asyncio.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     try:
         assert await UsageRecorder(dead).used(uuid.uuid4()) is False
+        assert await record_use(dead, uuid.uuid4()) is False
     finally:
         await dead.aclose()
-    sync_dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
-    assert record_use_sync(sync_dead, uuid.uuid4()) is False
 
 
-async def test_refresh_grants_use_the_sync_call(world: World, runtime: Runtime) -> None:
+async def test_refresh_grants_note_once_a_minute(world: World, runtime: Runtime) -> None:
     connection = world.b.connections[0]
-    assert record_use_sync(runtime.sync_redis, connection.id) is True
-    assert record_use_sync(runtime.sync_redis, connection.id) is False
+    assert await record_use(runtime.redis, connection.id) is True
+    assert await record_use(runtime.redis, connection.id) is False
     assert await flush_last_used(runtime.redis, runtime.async_session) == 1
     with world.sessions() as session:
         assert session.get(Connection, connection.id).last_used_at is not None
@@ -140,7 +139,7 @@ async def test_an_older_note_never_moves_last_used_back(world: World, runtime: R
     connection = world.a.connections[0]
     now = utcnow()
     _set(world, Connection, connection.id, last_used_at=now)
-    record_use_sync(runtime.sync_redis, connection.id, at=(now - timedelta(hours=1)).timestamp())
+    await record_use(runtime.redis, connection.id, at=(now - timedelta(hours=1)).timestamp())
     assert await flush_last_used(runtime.redis, runtime.async_session) == 0
     with world.sessions() as session:
         assert session.get(Connection, connection.id).last_used_at == now
@@ -149,7 +148,7 @@ async def test_an_older_note_never_moves_last_used_back(world: World, runtime: R
 async def test_a_failed_flush_gives_the_notes_back(world: World, runtime: Runtime,
                                                    redis_client: redis.Redis) -> None:
     connection = world.a.connections[0]
-    record_use_sync(runtime.sync_redis, connection.id)
+    await record_use(runtime.redis, connection.id)
 
     def broken():
         raise RedisConnectionError("database gone")

@@ -14,8 +14,8 @@ from standardwebhooks.webhooks import Webhook
 from services.sync.events import relay as relay_module
 from services.sync.events.relay import relay_events
 from services.sync.webhooks import dispatcher as dispatcher_module
+from shared.jobs import nudge
 from shared.models import DeliveryStatus, Event, WebhookAttempt
-from shared.outbox import nudge
 from shared.runtime import Runtime
 from tests.services.sync.conftest import Receiver, Tokens, wait_for, worker_running
 from tests.services.sync.test_webhook_delivery import (

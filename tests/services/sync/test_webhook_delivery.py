@@ -15,6 +15,7 @@ from standardwebhooks.webhooks import Webhook
 from services.sync.events.relay import relay_events
 from services.sync.webhooks import schedule
 from shared.config import Settings
+from shared.jobs import nudge
 from shared.models import (
     App,
     Connection,
@@ -24,7 +25,7 @@ from shared.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from shared.outbox import connection_event, emit, nudge
+from shared.outbox import connection_event, emit
 from shared.runtime import Runtime
 from tests.fixtures import factories as f
 from tests.services.sync.conftest import Receiver, Tokens, wait_for, worker_running

@@ -1,0 +1,82 @@
+"""What a transaction asks to happen once it has committed: one unit of work per session.
+
+While a transaction runs, code notes on its session what must follow a successful commit:
+a status to publish (shared/status.py), a nudge of the outbox relay (every outbox event,
+shared/outbox.py), a webhook delivery attempt to enqueue, a use of a connection
+(shared/last_used.py). The session's owner (a request's session dependency, a job, a
+command) commits, then takes the unit off the session and flushes it. A rolled-back
+transaction's notes go with its session, never flushed.
+
+The notes live in `session.info`, which a sync `Session` and an `AsyncSession` share, so
+the same calls serve the auth service's thread-pool work and async code alike.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from shared.jobs import enqueue_deliveries, nudge
+from shared.last_used import record_use
+from shared.status import Subject, publish_async
+
+KEY = "koppel_unit_of_work"
+
+
+@dataclass
+class UnitOfWork:
+    """The after-commit work one transaction has noted so far."""
+
+    statuses: list[tuple[Subject, str | uuid.UUID, bool]] = field(default_factory=list)
+    wants_nudge: bool = False
+    deliveries: list[tuple[uuid.UUID, int, datetime | None]] = field(default_factory=list)
+    used_connections: list[uuid.UUID] = field(default_factory=list)
+
+    def publish_status(self, subject: Subject, ident: str | uuid.UUID, active: bool) -> None:
+        """Publish this status of a connection, user, token family or app."""
+        self.statuses.append((subject, ident, active))
+
+    def nudge_relay(self) -> None:
+        """Ask the worker to relay the transaction's outbox events now."""
+        self.wants_nudge = True
+
+    def enqueue_delivery(self, delivery_id: uuid.UUID, attempt: int,
+                         defer_until: datetime | None = None) -> None:
+        """Enqueue attempt `attempt` of a webhook delivery (deferred until a time, if given)."""
+        self.deliveries.append((delivery_id, attempt, defer_until))
+
+    def record_use(self, connection_id: uuid.UUID) -> None:
+        """Note that the connection was used (its refresh token redeemed)."""
+        self.used_connections.append(connection_id)
+
+    async def flush(self, client: aioredis.Redis) -> None:
+        """Do the noted work; call it once, after the commit.
+
+        Uses are noted, the relay nudged and the deliveries enqueued without raising:
+        the sweeper catches up what is lost. Publishing the statuses raises Redis's
+        errors or OSError, which the owner answers (a 503, a note on the command line),
+        and then neither the nudge nor the deliveries are sent."""
+        for connection_id in self.used_connections:
+            await record_use(client, connection_id)
+        if self.statuses:
+            await publish_async(client, self.statuses)
+        if self.wants_nudge:
+            await nudge(client)
+        if self.deliveries:
+            await enqueue_deliveries(client, self.deliveries)
+
+    @classmethod
+    def detach(cls, session: Session | AsyncSession) -> UnitOfWork:
+        """The session's unit of work, taken off it (an empty one if nothing was noted):
+        what the session's owner flushes after the commit."""
+        return session.info.pop(KEY, None) or cls()
+
+
+def unit_of_work(session: Session | AsyncSession) -> UnitOfWork:
+    """The unit of work of the session's transaction, on which to note after-commit work."""
+    return session.info.setdefault(KEY, UnitOfWork())
