@@ -115,7 +115,7 @@ def worker(
     On SIGTERM arq stops taking jobs and waits for the running ones; a delivery it cannot
     finish stays leased in the database and is sent again by the next sweep."""
     settings = _checked_settings()
-    from services.sync.worker import build_worker
+    from worker.main import build_worker
 
     with redis_running(settings):
         check_redis(settings)

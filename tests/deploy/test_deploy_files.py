@@ -4,6 +4,7 @@ Kubernetes JSON schemas, the compose file's shape, and the Dockerfile's hygiene.
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import kubernetes_validate
@@ -155,3 +156,12 @@ def test_dockerfile_is_multi_stage_non_root_and_holds_no_secret() -> None:
     ignored = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
     assert {".env", "var", ".git"} <= set(ignored)
     assert re.search(r"pip install[^\n]*/app", text)
+
+
+def test_the_image_holds_every_package_of_the_project() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    packages = [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert "worker" in packages
+    for package in packages:
+        assert re.search(rf"^COPY {package} \./{package}$", text, re.MULTILINE), package

@@ -174,7 +174,7 @@ def test_off_by_default_nothing_is_loaded() -> None:
     script = """
 import sys
 from services.sync.app import create_app
-from services.sync.worker import build_worker
+from worker.main import build_worker
 from shared.config import Settings
 settings = Settings(var_dir="/nonexistent")
 assert settings.otel_enabled is False

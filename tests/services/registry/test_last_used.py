@@ -12,23 +12,18 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import event
 
+from services.registry.jobs import flush_last_used
 from services.sync.app import create_app as create_sync
-from services.sync.worker import build_worker
 from shared.config import Settings
 from shared.db.types import utcnow
 from shared.jobs import CONNECTIONS_RECORD_LAST_USED
-from shared.last_used import (
-    PENDING_KEY,
-    UsageRecorder,
-    flush_last_used,
-    marker_key,
-    record_use,
-)
+from shared.last_used import PENDING_KEY, UsageRecorder, marker_key, record_use
 from shared.models import Connection
 from shared.runtime import Runtime
 from tests.services.conftest import running
 from tests.services.registry.conftest import World, bearer
 from tests.services.registry.test_overview import _set, accountant
+from worker.main import build_worker
 
 
 async def _overview_row(client: httpx.AsyncClient, world: World, connection_id) -> dict:

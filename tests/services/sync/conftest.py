@@ -20,7 +20,6 @@ from sqlmodel import Session
 from services.sync.app import create_app
 from services.sync.webhooks import delivery as delivery_module
 from services.sync.webhooks import schedule
-from services.sync.worker import build_worker
 from shared.config import Settings
 from shared.models import App, Connection, User
 from shared.runtime import Runtime
@@ -28,6 +27,7 @@ from shared.signing import Signer
 from tests.fixtures import factories as f
 from tests.services.conftest import running
 from tests.services.sync.worlds import Data, World, data, world  # noqa: F401 - fixtures
+from worker.main import build_worker
 
 WAIT_S = 30.0
 

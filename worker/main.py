@@ -1,7 +1,8 @@
 """The arq worker: outbox relay, webhook delivery and scheduled jobs.
 
 Start it with `koppel worker`, which reads the settings and the Redis address at start
-(never at import) and hands them to arq.
+(never at import) and hands them to arq. The jobs live with the service that owns their
+data, in its `jobs` module; this module only schedules them.
 
 Every job runs with its name and id bound to its log lines, and the id of the request
 that caused it (the `request_id` argument of a job a request enqueued); each delivery
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,12 +22,9 @@ from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
-from services.sync.events.relay import sweep
-from services.sync.maintenance import purge_expired
-from services.sync.resilient_worker import ResilientWorker
-from services.sync.webhooks.delivery import deliver
-from services.sync.webhooks.dispatcher import Dispatcher
-from services.sync.webhooks.sender import Sender
+from services.auth import jobs as auth_jobs
+from services.registry import jobs as registry_jobs
+from services.sync import jobs as sync_jobs
 from shared.config import Settings
 from shared.jobs import (
     CONNECTIONS_RECORD_LAST_USED,
@@ -36,7 +33,6 @@ from shared.jobs import (
     WEBHOOKS_DELIVER,
     WEBHOOKS_SWEEP,
 )
-from shared.last_used import flush_last_used
 from shared.logging import configure_logging
 from shared.redis_embedded import resolved_redis_url
 from shared.request_id import bind_request_id, current_request_id
@@ -47,8 +43,7 @@ from shared.tracing import (
     open_tracer_provider,
     shutdown_tracing,
 )
-
-log = structlog.get_logger("koppel.worker")
+from worker.resilient import ResilientWorker
 
 # Deliveries mostly wait on receivers: many run at once.
 MAX_JOBS = 200
@@ -61,30 +56,6 @@ SWEEP_SECONDS = set(range(0, 60, 10))
 # the nudge -> dispatcher hop); a read is one cheap Redis call (about 50 a second idle).
 POLL_DELAY_S = 0.02
 LAST_USED_SECONDS = {0, 30}
-
-
-async def _purge_expired(ctx: dict[str, Any]) -> dict[str, int]:
-    counts = await purge_expired(ctx["runtime"])
-    log.info("purged expired tokens", **counts)
-    return counts
-
-
-async def _relay(ctx: dict[str, Any]) -> str:
-    return await ctx["dispatcher"].run()
-
-
-async def _deliver(ctx: dict[str, Any], delivery_id: str, attempt: int) -> str:
-    return await deliver(ctx["runtime"], uuid.UUID(delivery_id), attempt,
-                         sender=ctx["sender"])
-
-
-async def _sweep(ctx: dict[str, Any]) -> dict[str, int]:
-    return await sweep(ctx["runtime"])
-
-
-async def _record_last_used(ctx: dict[str, Any]) -> int:
-    runtime = ctx["runtime"]
-    return await flush_last_used(runtime.redis, runtime.async_session)
 
 
 Job = Callable[..., Awaitable[Any]]
@@ -129,12 +100,7 @@ def build_worker(settings: Settings, *, burst: bool = False, **options: Any) -> 
         # must not be cut at the API's per-answer bound. TCP bounds still apply.
         ctx["runtime"] = await stack.enter_async_context(
             open_runtime(settings, bounded_database=False))
-        # One pooled HTTP client per process; the SSRF guard still checks every send.
-        ctx["sender"] = Sender(allow_loopback=settings.webhooks_allow_loopback,
-                               resolver=ctx.get("ssrf_resolver"))
-        stack.push_async_callback(ctx["sender"].close)
-        ctx["dispatcher"] = Dispatcher(ctx["runtime"], ctx["sender"])
-        stack.push_async_callback(ctx["dispatcher"].close)
+        await sync_jobs.start(ctx, settings, stack)
         ctx["tracer_provider"] = open_tracer_provider(settings, "worker")
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -144,20 +110,20 @@ def build_worker(settings: Settings, *, burst: bool = False, **options: Any) -> 
             await shutdown_tracing(ctx["tracer_provider"])
 
     crons = [
-        cron(_job(MAINTENANCE_PURGE_EXPIRED, _purge_expired), name=MAINTENANCE_PURGE_EXPIRED,
-             minute={7, 37}, run_at_startup=True),
-        cron(_job(WEBHOOKS_SWEEP, _sweep), name=WEBHOOKS_SWEEP, second=SWEEP_SECONDS,
+        cron(_job(MAINTENANCE_PURGE_EXPIRED, auth_jobs.purge_expired),
+             name=MAINTENANCE_PURGE_EXPIRED, minute={7, 37}, run_at_startup=True),
+        cron(_job(WEBHOOKS_SWEEP, sync_jobs.sweep), name=WEBHOOKS_SWEEP, second=SWEEP_SECONDS,
              run_at_startup=True, timeout=120),
-        cron(_job(CONNECTIONS_RECORD_LAST_USED, _record_last_used),
+        cron(_job(CONNECTIONS_RECORD_LAST_USED, registry_jobs.record_last_used),
              name=CONNECTIONS_RECORD_LAST_USED, second=LAST_USED_SECONDS, timeout=120),
     ]
     options = {"handle_signals": True, "max_jobs": MAX_JOBS, "poll_delay": POLL_DELAY_S,
                "cron_jobs": crons, **options}
     return ResilientWorker(
         functions=[
-            func(_job(EVENTS_RELAY, _relay), name=EVENTS_RELAY, keep_result=0, max_tries=1,
-                 timeout=RELAY_TIMEOUT_S),
-            func(_job(WEBHOOKS_DELIVER, _deliver), name=WEBHOOKS_DELIVER,
+            func(_job(EVENTS_RELAY, sync_jobs.relay), name=EVENTS_RELAY, keep_result=0,
+                 max_tries=1, timeout=RELAY_TIMEOUT_S),
+            func(_job(WEBHOOKS_DELIVER, sync_jobs.deliver), name=WEBHOOKS_DELIVER,
                  timeout=DELIVER_TIMEOUT_S, max_tries=3),
         ],
         redis_settings=RedisSettings.from_dsn(resolved_redis_url(settings)),

@@ -1,21 +1,25 @@
-"""Scheduled clean-up: expired authorization codes, refresh tokens and token families."""
+"""The auth service's job in the worker (worker/main.py schedules it): purging expired
+authorization codes, refresh tokens and token families."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
+import structlog
 from sqlmodel import col, delete, select
 
 from shared.db.types import utcnow
 from shared.jobs import PURGE_GRACE_SECONDS
 from shared.models import AuthorizationCode, RefreshToken, TokenFamily
-from shared.runtime import Runtime
+
+log = structlog.get_logger("koppel.worker")
 
 
-async def purge_expired(runtime: Runtime) -> dict[str, int]:
+async def purge_expired(ctx: dict[str, Any]) -> dict[str, int]:
     """Delete what expired longer ago than the grace period; returns the counts."""
     cutoff = utcnow() - timedelta(seconds=PURGE_GRACE_SECONDS)
-    async with runtime.async_session() as session, session.begin():
+    async with ctx["runtime"].async_session() as session, session.begin():
         codes = await session.exec(
             delete(AuthorizationCode).where(col(AuthorizationCode.expires_at) < cutoff)
         )
@@ -28,8 +32,10 @@ async def purge_expired(runtime: Runtime) -> dict[str, int]:
                 col(TokenFamily.expires_at) < cutoff, col(TokenFamily.id).not_in(live)
             )
         )
-    return {
+    counts = {
         "authorization_codes": codes.rowcount,
         "refresh_tokens": tokens.rowcount,
         "token_families": families.rowcount,
     }
+    log.info("purged expired tokens", **counts)
+    return counts

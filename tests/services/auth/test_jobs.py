@@ -1,11 +1,11 @@
-"""The worker's clean-up: only what expired longer ago than the grace period goes."""
+"""The auth service's clean-up job: only what expired longer ago than the grace period goes."""
 
 from datetime import timedelta
 
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, select
 
-from services.sync.maintenance import purge_expired
+from services.auth.jobs import purge_expired
 from shared.db.types import utcnow
 from shared.jobs import PURGE_GRACE_SECONDS
 from shared.models import AuthorizationCode, RefreshToken, TokenFamily, UserTemplate
@@ -49,7 +49,7 @@ async def test_purge_removes_only_what_expired_past_the_grace_period(
             live_family.id,
         }
 
-    counts = await purge_expired(runtime)
+    counts = await purge_expired({"runtime": runtime})
 
     assert counts == {"authorization_codes": 1, "refresh_tokens": 1, "token_families": 1}
     with committing_sessions() as session:
@@ -60,6 +60,6 @@ async def test_purge_removes_only_what_expired_past_the_grace_period(
         }
     assert remaining == kept
     assert not remaining & gone
-    assert await purge_expired(runtime) == {
+    assert await purge_expired({"runtime": runtime}) == {
         "authorization_codes": 0, "refresh_tokens": 0, "token_families": 0
     }

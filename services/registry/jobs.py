@@ -1,0 +1,86 @@
+"""The registry's job in the worker (worker/main.py schedules it): writing the uses of
+connections that services noted in Redis (shared/last_used.py) to `last_used_at`, which
+Manage apps and the environment overview show.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from sqlalchemy import case, literal, or_, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col
+
+from shared.db.types import UTCDateTime
+from shared.last_used import PENDING_KEY
+from shared.models import Connection
+
+FLUSH_BATCH = 1000
+
+# Take the whole pending hash atomically: a use noted meanwhile lands in a new one.
+_TAKE = """
+local items = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return items
+"""
+# Put back what a failed flush took, without overwriting newer notes.
+_GIVE_BACK = """
+for i = 1, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 0
+"""
+
+
+async def record_last_used(ctx: dict[str, Any]) -> int:
+    """The job `connections.record_last_used`."""
+    runtime = ctx["runtime"]
+    return await flush_last_used(runtime.redis, runtime.async_session)
+
+
+def _parse(items: list) -> dict[uuid.UUID, datetime]:
+    pending: dict[uuid.UUID, datetime] = {}
+    for raw_id, raw_at in zip(items[::2], items[1::2], strict=True):
+        try:
+            ident = uuid.UUID(raw_id.decode() if isinstance(raw_id, bytes) else raw_id)
+            at = datetime.fromtimestamp(float(raw_at), UTC)
+        except (ValueError, TypeError, OverflowError):
+            continue
+        pending[ident] = at
+    return pending
+
+
+async def _update(session_factory: async_sessionmaker, batch: dict[uuid.UUID, datetime]) -> int:
+    """One UPDATE: each connection's last_used_at moves forward, never back."""
+    new = case({ident: literal(at, UTCDateTime()) for ident, at in batch.items()},
+               value=col(Connection.id))
+    stmt = (
+        update(Connection)
+        .where(col(Connection.id).in_(list(batch)),
+               or_(col(Connection.last_used_at).is_(None), col(Connection.last_used_at) < new))
+        .values(last_used_at=new)
+        .execution_options(synchronize_session=False)
+    )
+    async with session_factory() as session:
+        result = await session.exec(stmt)
+        await session.commit()
+    return result.rowcount or 0
+
+
+async def flush_last_used(client: aioredis.Redis, session_factory: async_sessionmaker,
+                          batch_size: int = FLUSH_BATCH) -> int:
+    """Write the noted uses to the database; returns how many connections were updated."""
+    pending = _parse(await client.eval(_TAKE, 1, PENDING_KEY))
+    items = list(pending.items())
+    written = 0
+    for start in range(0, len(items), batch_size):
+        batch = dict(items[start:start + batch_size])
+        try:
+            written += await _update(session_factory, batch)
+        except Exception:
+            rest = [v for ident, at in items[start:]
+                    for v in (str(ident), at.timestamp())]
+            await client.eval(_GIVE_BACK, 1, PENDING_KEY, *rest)
+            raise
+    return written

@@ -1,0 +1,45 @@
+"""The sync service's jobs in the worker (worker/main.py schedules them): the outbox
+relay, the sweeper and webhook delivery attempts.
+
+Each takes arq's context, in which the worker keeps its runtime; `start` adds the
+process's webhook sender and dispatcher (one each per worker process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from typing import Any
+
+from services.sync.events import relay as outbox
+from services.sync.webhooks import delivery
+from services.sync.webhooks.dispatcher import Dispatcher
+from services.sync.webhooks.sender import Sender
+from shared.config import Settings
+
+
+async def start(ctx: dict[str, Any], settings: Settings, stack: contextlib.AsyncExitStack
+                ) -> None:
+    """Open the webhook sender and the dispatcher; `stack` closes them at shutdown."""
+    # One pooled HTTP client per process; the SSRF guard still checks every send.
+    ctx["sender"] = Sender(allow_loopback=settings.webhooks_allow_loopback,
+                           resolver=ctx.get("ssrf_resolver"))
+    stack.push_async_callback(ctx["sender"].close)
+    ctx["dispatcher"] = Dispatcher(ctx["runtime"], ctx["sender"])
+    stack.push_async_callback(ctx["dispatcher"].close)
+
+
+async def relay(ctx: dict[str, Any]) -> str:
+    """The job `events.relay`: relay new outbox events and send what is due."""
+    return await ctx["dispatcher"].run()
+
+
+async def deliver(ctx: dict[str, Any], delivery_id: str, attempt: int) -> str:
+    """The job `webhooks.deliver`: one attempt of one delivery."""
+    return await delivery.deliver(ctx["runtime"], uuid.UUID(delivery_id), attempt,
+                                  sender=ctx["sender"])
+
+
+async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
+    """The job `webhooks.sweep`: report the outbox depth and nudge the dispatcher."""
+    return await outbox.sweep(ctx["runtime"])

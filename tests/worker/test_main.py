@@ -1,0 +1,22 @@
+"""The worker runs every job named in shared/jobs.py, each from its owner's `jobs` module."""
+
+from __future__ import annotations
+
+from shared import jobs
+from shared.config import Settings
+from worker.main import build_worker
+
+OWNERS = {
+    jobs.EVENTS_RELAY: "services.sync.jobs",
+    jobs.WEBHOOKS_DELIVER: "services.sync.jobs",
+    jobs.WEBHOOKS_SWEEP: "services.sync.jobs",
+    jobs.MAINTENANCE_PURGE_EXPIRED: "services.auth.jobs",
+    jobs.CONNECTIONS_RECORD_LAST_USED: "services.registry.jobs",
+}
+
+
+def test_every_job_runs_from_its_owners_jobs_module(settings: Settings) -> None:
+    worker = build_worker(settings, burst=True)
+    owners = {name: function.coroutine.__wrapped__.__module__
+              for name, function in worker.functions.items()}
+    assert owners == OWNERS
