@@ -2,7 +2,8 @@
 
 A cursor carries the sort key and the position (the last row's sort value and id),
 signed with the digest key, so a forged, edited or foreign cursor is refused with 400
-instead of silently moving the window.
+instead of silently moving the window. Most lists go in id order: `after_id` and
+`id_cursor` are their cursors; `LimitQuery` is the data API's `limit` parameter.
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ import binascii
 import hashlib
 import hmac
 import json
-from typing import Any
+import uuid
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import Request, Response
+from fastapi import Query, Request, Response
 
 from shared.errors import KoppelError
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_CURSOR_LENGTH = 512
+# The sync service's lists (data API, webhooks): outside 1..200 is a 422.
+LimitQuery = Annotated[int, Query(ge=1, le=200)]
 
 
 class InvalidParameter(KoppelError):
@@ -68,6 +72,23 @@ def decode_cursor(key: bytes, kind: str, cursor: str) -> list[Any]:
     if not isinstance(data, dict) or data.get("k") != kind or not isinstance(data.get("p"), list):
         raise invalid
     return data["p"]
+
+
+def after_id(key: bytes, kind: str, cursor: str | None) -> uuid.UUID | None:
+    """The id after which a list in id order resumes (None without a cursor); 400 for a
+    cursor not made by `id_cursor` for `kind`."""
+    if cursor is None:
+        return None
+    try:
+        return uuid.UUID(str(decode_cursor(key, kind, cursor)[0]))
+    except (IndexError, ValueError):
+        raise InvalidParameter("the cursor is not valid for this list",
+                               parameter="cursor") from None
+
+
+def id_cursor(key: bytes, kind: str, last_id: uuid.UUID) -> str:
+    """The cursor of the page after the row `last_id`, in a list in id order."""
+    return encode_cursor(key, kind, [str(last_id)])
 
 
 def page(request: Request, response: Response, data: list[Any],

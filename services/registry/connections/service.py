@@ -18,13 +18,7 @@ from shared.errors import NotFound
 from shared.metrics import REVOCATIONS
 from shared.models import App, Connection, ConnectionStatus
 from shared.outbox import connection_event, emit
-from shared.pagination import (
-    DEFAULT_LIMIT,
-    InvalidParameter,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
-)
+from shared.pagination import DEFAULT_LIMIT, after_id, check_limit, id_cursor
 from shared.policy.dependency import AppCaller, UserCaller
 from shared.status import Subject
 from shared.unit_of_work import unit_of_work
@@ -33,22 +27,12 @@ ID_ORDER = "id"
 Page = tuple[list[tuple[Connection, App, list[uuid.UUID]]], str | None]
 
 
-def _after(key: bytes, cursor: str | None) -> uuid.UUID | None:
-    if cursor is None:
-        return None
-    position = decode_cursor(key, ID_ORDER, cursor)
-    try:
-        return uuid.UUID(str(position[0]))
-    except (ValueError, IndexError):
-        raise InvalidParameter("the cursor is not valid for this list") from None
-
-
 async def _page(repo: ConnectionRepository, key: bytes, rows: list[tuple[Connection, App]],
                 limit: int) -> Page:
     more = len(rows) > limit
     rows = rows[:limit]
     companies = await repo.company_ids([c.id for c, _ in rows])
-    next_cursor = encode_cursor(key, ID_ORDER, [str(rows[-1][0].id)]) if more else None
+    next_cursor = id_cursor(key, ID_ORDER, rows[-1][0].id) if more else None
     return [(c, a, companies.get(c.id, [])) for c, a in rows], next_cursor
 
 
@@ -57,7 +41,7 @@ async def list_for_user(session: AsyncSession, key: bytes, caller: UserCaller,
     """A page of the caller's own connections (every status)."""
     check_limit(limit)
     repo = ConnectionRepository(session)
-    rows = await repo.of_user(caller.user.id, _after(key, cursor), limit + 1)
+    rows = await repo.of_user(caller.user.id, after_id(key, ID_ORDER, cursor), limit + 1)
     return await _page(repo, key, rows, limit)
 
 
@@ -67,7 +51,7 @@ async def list_for_app(session: AsyncSession, key: bytes, caller: AppCaller,
     """A page of the calling app's connections, in every environment."""
     check_limit(limit)
     repo = ConnectionRepository(session)
-    rows = await repo.of_app(caller.app.id, _after(key, cursor), limit + 1, status)
+    rows = await repo.of_app(caller.app.id, after_id(key, ID_ORDER, cursor), limit + 1, status)
     return await _page(repo, key, rows, limit)
 
 

@@ -20,12 +20,7 @@ from shared.db.types import utcnow
 from shared.errors import Conflict, Invalid, NotFound
 from shared.models import Company, Debtor, Environment, User, UserTemplate
 from shared.outbox import emit
-from shared.pagination import (
-    InvalidParameter,
-    check_limit,
-    decode_cursor,
-    encode_cursor,
-)
+from shared.pagination import after_id, check_limit, id_cursor
 from shared.passwords import hash_password
 from shared.status import Subject
 from shared.unit_of_work import unit_of_work
@@ -227,15 +222,9 @@ async def list_users(session: AsyncSession, key: bytes, environment: Environment
                      active: bool | None) -> tuple[list[User], str | None]:
     """A page of the environment's users, in id (creation) order."""
     check_limit(limit)
-    after = None
-    if cursor is not None:
-        position = decode_cursor(key, "users", cursor)
-        try:
-            after = uuid.UUID(str(position[0]))
-        except (ValueError, IndexError):
-            raise InvalidParameter("the cursor is not valid for this list") from None
+    after = after_id(key, "users", cursor)
     users = await DirectoryRepository(session).users(environment.id, after, limit + 1,
                                                      template, active)
     more = len(users) > limit
     users = users[:limit]
-    return users, encode_cursor(key, "users", [str(users[-1].id)]) if more else None
+    return users, id_cursor(key, "users", users[-1].id) if more else None

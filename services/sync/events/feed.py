@@ -17,7 +17,7 @@ from services.sync.resources import schemas
 from services.sync.webhooks.catalogue import DATA_EVENTS
 from shared.db.types import utcnow
 from shared.models import Event
-from shared.pagination import InvalidParameter, decode_cursor, encode_cursor, page
+from shared.pagination import MAX_LIMIT, after_id, id_cursor, page
 from shared.policy import Caller
 from shared.scopes import event_scopes
 
@@ -62,23 +62,16 @@ async def changes(session: AsyncSession, reach: Caller, after: uuid.UUID | None,
 @router.get("/changes", response_model=schemas.ChangesPage)
 async def list_changes(reach: ChangesList, session: SessionDep, runtime: RuntimeDep,
                        request: Request, response: Response,
-                       limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                       limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
                        cursor: str | None = None):
     """Events the token may see (any data scope; a connection also gets its own
     `connection.*` events), oldest first. `next_cursor` resumes after the last one and is
     returned even at the end, so a poller keeps it; `has_more` says whether to go on now."""
     key = runtime.keyring.digest_key
-    position = None
-    if cursor is not None:
-        try:
-            position = uuid.UUID(str(decode_cursor(key, KIND, cursor)[0]))
-        except (IndexError, ValueError):
-            raise InvalidParameter("the cursor is not valid for this list",
-                                   parameter="cursor") from None
-    rows = await changes(session, reach, position, limit + 1)
+    rows = await changes(session, reach, after_id(key, KIND, cursor), limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = encode_cursor(key, KIND, [str(rows[-1].id)]) if rows else cursor
+    next_cursor = id_cursor(key, KIND, rows[-1].id) if rows else cursor
     data = [schemas.ChangeOut(id=e.id, type=e.type, timestamp=e.created_at, data=e.data)
             for e in rows]
     body = page(request, response, data, next_cursor if more else None)

@@ -7,7 +7,7 @@ import json
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel
 
@@ -17,17 +17,10 @@ from services.sync.resources import employee_read, schemas, service
 from services.sync.resources.repository import ResourceRepository
 from shared.auth_deps import PrincipalDep
 from shared.errors import KoppelError
-from shared.pagination import (
-    DEFAULT_LIMIT,
-    InvalidParameter,
-    decode_cursor,
-    encode_cursor,
-    page,
-)
+from shared.pagination import DEFAULT_LIMIT, LimitQuery, after_id, id_cursor, page
 from shared.policy.dependency import declare
 
 router = APIRouter(prefix="/v1", tags=["data"], dependencies=[Depends(rate_limit)])
-LimitQuery = Annotated[int, Query(ge=1, le=200)]
 # The busiest read asks the policy itself (employee_read.py), on its fast path.
 READ_EMPLOYEE = declare("employees.read")
 DebtorsList = can("debtors.list")
@@ -42,21 +35,11 @@ class PreconditionFailed(KoppelError):
     status, slug, title = 412, "precondition-failed", "Precondition failed"
 
 
-def after(runtime: RuntimeDep, kind: str, cursor: str | None) -> uuid.UUID | None:
-    if cursor is None:
-        return None
-    try:
-        return uuid.UUID(str(decode_cursor(runtime.keyring.digest_key, kind, cursor)[0]))
-    except (IndexError, ValueError):
-        raise InvalidParameter("the cursor is not valid for this list",
-                               parameter="cursor") from None
-
-
 def listing(request: Request, response: Response, runtime: RuntimeDep, kind: str, rows: list,
             limit: int, schema) -> dict:
     more = len(rows) > limit
     rows = rows[:limit]
-    cursor = encode_cursor(runtime.keyring.digest_key, kind, [str(rows[-1].id)]) if more else None
+    cursor = id_cursor(runtime.keyring.digest_key, kind, rows[-1].id) if more else None
     data = [schema.model_validate(row, from_attributes=True) for row in rows]
     return page(request, response, data, cursor)
 
@@ -98,7 +81,7 @@ async def list_debtors(reach: DebtorsList, session: SessionDep, runtime: Runtime
                        limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None):
     """The debtors the token reaches (`company.info.read`)."""
     rows = await ResourceRepository(session, reach).debtors(
-        after(runtime, "debtors", cursor), limit + 1)
+        after_id(runtime.keyring.digest_key, "debtors", cursor), limit + 1)
     return listing(request, response, runtime, "debtors", rows, limit, schemas.DebtorOut)
 
 
@@ -109,7 +92,7 @@ async def list_companies(reach: CompaniesList, session: SessionDep, runtime: Run
                          debtor_id: uuid.UUID | None = None):
     """The companies the token reaches (`company.info.read`), optionally of one debtor."""
     rows = await ResourceRepository(session, reach).companies(
-        after(runtime, "companies", cursor), limit + 1, debtor_id)
+        after_id(runtime.keyring.digest_key, "companies", cursor), limit + 1, debtor_id)
     return listing(request, response, runtime, "companies", rows, limit, schemas.CompanyOut)
 
 
@@ -125,10 +108,10 @@ async def list_employees(company_id: uuid.UUID, reach: EmployeesList, session: S
                          runtime: RuntimeDep, request: Request, response: Response,
                          limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None):
     """The company's employees (`employee.info.read`)."""
+    kind = f"employees:{company_id}"
     rows = await service.employees(session, reach, company_id,
-                                   after(runtime, f"employees:{company_id}", cursor), limit + 1)
-    return listing(request, response, runtime, f"employees:{company_id}", rows, limit,
-                   schemas.EmployeeOut)
+                                   after_id(runtime.keyring.digest_key, kind, cursor), limit + 1)
+    return listing(request, response, runtime, kind, rows, limit, schemas.EmployeeOut)
 
 
 @router.post("/companies/{company_id}/employees", response_model=schemas.EmployeeOut,

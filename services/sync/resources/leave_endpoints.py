@@ -7,17 +7,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 
 from services.sync.deps import RuntimeDep, SessionDep, can
 from services.sync.resources import leave_service, schemas, service
-from services.sync.resources.endpoints import after, listing, single
+from services.sync.resources.endpoints import listing, single
 from services.sync.resources.repository import ResourceRepository
 from shared.models import LeaveRequest, LeaveRequestStatus
-from shared.pagination import DEFAULT_LIMIT
+from shared.pagination import DEFAULT_LIMIT, LimitQuery, after_id
 
 router = APIRouter(prefix="/leave-requests")
-LimitQuery = Annotated[int, Query(ge=1, le=200)]
 LeaveRequestsList = can("leave_requests.list")
 LeaveRequestsCreate = can("leave_requests.create")
 LeaveRequestsRead = can("leave_requests.read")
@@ -36,7 +35,8 @@ async def list_leave_requests(employee_id: uuid.UUID, reach: LeaveRequestsList, 
     kind = f"leave-requests:{employee_id}:{status or ''}"
     equal = {"status": status} if status is not None else {}
     rows = await ResourceRepository(session, reach).children(
-        LeaveRequest, employee_id, after(runtime, kind, cursor), limit + 1, **equal)
+        LeaveRequest, employee_id, after_id(runtime.keyring.digest_key, kind, cursor), limit + 1,
+        **equal)
     return listing(request, response, runtime, kind, rows, limit, schemas.LeaveRequestOut)
 
 

@@ -5,14 +5,13 @@ company must be within reach (else 404)."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from services.sync.deps import RuntimeDep, SessionDep, allowed, can
 from services.sync.ratelimits import rate_limit
 from services.sync.resources import schemas, service
-from services.sync.resources.endpoints import after, listing
+from services.sync.resources.endpoints import listing
 from services.sync.resources.leave_endpoints import router as leave_router
 from services.sync.resources.repository import ResourceRepository
 from shared.db.types import utcnow
@@ -26,12 +25,11 @@ from shared.models import (
     WageComponent,
 )
 from shared.outbox import emit
-from shared.pagination import DEFAULT_LIMIT
+from shared.pagination import DEFAULT_LIMIT, LimitQuery, after_id
 from shared.policy import RULES, Caller
 
 router = APIRouter(prefix="/v1/employees/{employee_id}", tags=["data"],
                    dependencies=[Depends(rate_limit)])
-LimitQuery = Annotated[int, Query(ge=1, le=200)]
 EmploymentsList = can("employments.list")
 BankAccountsList = can("bank_accounts.list")
 BankAccountsUpdate = can("bank_accounts.update")
@@ -45,7 +43,7 @@ async def _rows(session, reach: Caller, runtime, model, employee_id: uuid.UUID, 
                 cursor: str | None, limit: int) -> list:
     await service.employee(session, reach, employee_id)
     return await ResourceRepository(session, reach).children(
-        model, employee_id, after(runtime, kind, cursor), limit + 1)
+        model, employee_id, after_id(runtime.keyring.digest_key, kind, cursor), limit + 1)
 
 
 @router.get("/employments", response_model=schemas.Page)
@@ -163,5 +161,6 @@ async def list_payroll_runs(company_id: uuid.UUID, reach: PayrollRunsList, sessi
     await service.company(session, reach, company_id)
     kind = f"payroll-runs:{company_id}"
     rows = await ResourceRepository(session, reach).children(
-        PayrollRun, company_id, after(runtime, kind, cursor), limit + 1, parent="company_id")
+        PayrollRun, company_id, after_id(runtime.keyring.digest_key, kind, cursor), limit + 1,
+        parent="company_id")
     return listing(request, response, runtime, kind, rows, limit, schemas.PayrollRunOut)

@@ -4,24 +4,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from services.sync.deps import RuntimeDep, SessionDep, webhook_manager
 from services.sync.ratelimits import rate_limit
 from services.sync.webhooks import schemas, service
-from shared.pagination import (
-    DEFAULT_LIMIT,
-    InvalidParameter,
-    decode_cursor,
-    encode_cursor,
-    page,
-)
+from shared.pagination import DEFAULT_LIMIT, LimitQuery, after_id, id_cursor, page
 from shared.ssrf import check_url
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], dependencies=[Depends(rate_limit)])
-LimitQuery = Annotated[int, Query(ge=1, le=200)]
 CanCreate = webhook_manager("create")
 CanList = webhook_manager("list")
 CanRead = webhook_manager("read")
@@ -45,16 +37,6 @@ def _checker(request: Request, runtime: RuntimeDep):
     return check
 
 
-def _position(runtime: RuntimeDep, kind: str, cursor: str | None) -> uuid.UUID | None:
-    if cursor is None:
-        return None
-    try:
-        return uuid.UUID(str(decode_cursor(runtime.keyring.digest_key, kind, cursor)[0]))
-    except (IndexError, ValueError):
-        raise InvalidParameter("the cursor is not valid for this list", parameter="cursor"
-                               ) from None
-
-
 @router.post("", status_code=201, response_model=schemas.EndpointCreated)
 async def create_endpoint(payload: schemas.EndpointCreate, caller: CanCreate,
                           session: SessionDep, runtime: RuntimeDep, request: Request):
@@ -68,12 +50,11 @@ async def list_endpoints(caller: CanList, session: SessionDep, runtime: RuntimeD
                          request: Request, response: Response,
                          limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None):
     """The calling app's endpoints, oldest first."""
-    after = _position(runtime, "webhooks", cursor)
+    after = after_id(runtime.keyring.digest_key, "webhooks", cursor)
     rows = await service.list_endpoints(session, caller, after, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = (encode_cursor(runtime.keyring.digest_key, "webhooks", [str(rows[-1].id)])
-                   if more else None)
+    next_cursor = id_cursor(runtime.keyring.digest_key, "webhooks", rows[-1].id) if more else None
     return page(request, response, [service.out(r) for r in rows], next_cursor)
 
 
@@ -135,11 +116,11 @@ async def list_deliveries(endpoint_id: uuid.UUID, caller: CanDeliveriesList, ses
                           limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None):
     """The endpoint's deliveries, newest first, each with its attempts (status, latency,
     response code, error)."""
-    before = _position(runtime, "deliveries", cursor)
+    before = after_id(runtime.keyring.digest_key, "deliveries", cursor)
     rows = await service.deliveries(session, caller, endpoint_id, before, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = (encode_cursor(runtime.keyring.digest_key, "deliveries", [str(rows[-1].id)])
+    next_cursor = (id_cursor(runtime.keyring.digest_key, "deliveries", rows[-1].id)
                    if more else None)
     return page(request, response, rows, next_cursor)
 
