@@ -30,12 +30,14 @@ def check_consent_templates(templates: list[UserTemplate] | None) -> list[UserTe
     return sorted(set(templates))
 
 
-def consent_templates(environment: Environment | None) -> set[str]:
+def consent_templates(environment: Environment | None) -> list[str]:
     """The templates that may link third-party apps in the environment (its consent
-    policy; the default when it has none)."""
+    policy; the default when it has none), in the order of `UserTemplate`."""
     if environment is None or environment.consent_templates is None:
-        return {t.value for t in DEFAULT_CONSENT_TEMPLATES}
-    return set(environment.consent_templates) & {t.value for t in CONSENT_CAPABLE}
+        allowed = set(DEFAULT_CONSENT_TEMPLATES)
+    else:
+        allowed = set(environment.consent_templates) & CONSENT_CAPABLE
+    return [t.value for t in UserTemplate if t in allowed]
 
 
 def may_consent(user: User, environment: Environment | None) -> bool:

@@ -39,7 +39,7 @@ class ConsentRefused(Exception):
 
 def consent_templates(ctx: AuthContext, environment_id: uuid.UUID) -> list[str]:
     """The templates that may link third-party apps in the environment (the policy's)."""
-    return sorted(policy.consent_templates(ctx.session.get(Environment, environment_id)))
+    return policy.consent_templates(ctx.session.get(Environment, environment_id))
 
 
 def app_blocked(ctx: AuthContext, environment_id: uuid.UUID, app_id: uuid.UUID) -> bool:
