@@ -41,6 +41,7 @@ $(PEER)/node_modules/.package-lock.json: $(PEER)/package-lock.json
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .import_linter_cache .mypy_cache

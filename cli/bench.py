@@ -24,10 +24,12 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import Connection as DbConnection
 from sqlalchemy import Table, select
+from sqlmodel import col
 
 from cli.context import engine_for, load_settings
 from cli.db import check_migrated
 from cli.output import CliError, emit_json, handle_errors, stderr
+from shared.db.base import table_of
 from shared.models import (
     App,
     Company,
@@ -95,6 +97,8 @@ class Writer:
             buffer.write("\t".join(_copy_cell(row[c]) for c in columns))
             buffer.write("\n")
         raw = self.conn.connection.driver_connection
+        if raw is None:
+            raise CliError("the database connection was closed")
         with raw.cursor() as cursor, cursor.copy(
             f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
         ) as copy:
@@ -129,7 +133,7 @@ def _chunks(count: int) -> Iterator[int]:
 
 def seed(conn: DbConnection, name: str, count: int, rng: random.Random) -> Seeded:
     """Create the environment `name` with `count` connections (in the caller's transaction)."""
-    if conn.execute(select(Environment.id).where(Environment.name == name)).first():
+    if conn.execute(select(col(Environment.id)).where(col(Environment.name) == name)).first():
         raise CliError(f"an environment named {name!r} exists: choose another name")
     writer = Writer(conn)
     now = datetime.now(UTC)
@@ -140,10 +144,12 @@ def seed(conn: DbConnection, name: str, count: int, rng: random.Random) -> Seede
         return start + (now - start) * fraction
 
     env_id = uuid7_at(start, rng)
-    writer.write(Environment.__table__, [{"id": env_id, "name": name, "created_at": start,
+    writer.write(table_of(Environment), [{"id": env_id, "name": name, "created_at": start,
                                           "updated_at": start}])
     n_debtors = max(2, count // 400)
-    debtors, companies_of = [], {}
+    debtors: list[dict[str, Any]] = []
+    companies_of: dict[uuid.UUID, list[uuid.UUID]] = {}
+    debtor_id: uuid.UUID | None
     company_rows = []
     for i in range(n_debtors):
         created = at(rng.random() * 0.2)
@@ -158,13 +164,13 @@ def seed(conn: DbConnection, name: str, count: int, rng: random.Random) -> Seede
                                  "debtor_id": debtor_id, "name": f"Company {i}-{j}",
                                  "number": f"C{i:06d}{j}", "created_at": created,
                                  "updated_at": created})
-    writer.write(Debtor.__table__, debtors)
-    writer.write(Company.__table__, company_rows)
+    writer.write(table_of(Debtor), debtors)
+    writer.write(table_of(Company), company_rows)
 
     n_apps = max(10, count // 3300)
     partners = [{"id": uuid7_at(start, rng), "name": f"Bench partner {tag}-{i}",
                  "created_at": start, "updated_at": start} for i in range(max(1, n_apps // 3))]
-    writer.write(Partner.__table__, partners)
+    writer.write(table_of(Partner), partners)
     first_party = f"bench-first-party-{tag}"
     apps = [{"id": uuid7_at(start, rng), "client_id": first_party, "partner_id": None,
              "first_party": True, "name": "Bench SaaS", "scopes": [], "contacts": [],
@@ -178,14 +184,15 @@ def seed(conn: DbConnection, name: str, count: int, rng: random.Random) -> Seede
                      "grant_types": ["authorization_code", "refresh_token"],
                      "response_types": ["code"], "status": "active", "created_at": start,
                      "updated_at": start})
-    writer.write(App.__table__, [{**a, "publisher": None, "token_endpoint_auth_method":
+    writer.write(table_of(App), [{**a, "publisher": None, "token_endpoint_auth_method":
                                   "client_secret_basic"} for a in apps])
     partner_apps = apps[1:]
 
     # Users: accountants, a master client per debtor, company-level logins.
     # Enough users that the user x app pairs are at most about a third taken.
     n_users = max(count // 8, 3 * count // n_apps + n_debtors + 3)
-    users, user_reach, user_rows, user_companies = [], [], [], []
+    users, user_reach, user_companies = [], [], []
+    user_rows: list[dict[str, Any]] = []
     templates = ["company", "hr_manager", "payroll_hr_manager"]
     for i in range(n_users):
         created = at(rng.random() * 0.5)
@@ -211,8 +218,8 @@ def seed(conn: DbConnection, name: str, count: int, rng: random.Random) -> Seede
             users.append((user_id, debtor_id, active, created))
             user_reach.append(reach)
     for rows in (user_rows[i:i + CHUNK] for i in range(0, len(user_rows), CHUNK)):
-        writer.write(User.__table__, rows)
-    writer.write(UserCompany.__table__, user_companies)
+        writer.write(table_of(User), rows)
+    writer.write(table_of(UserCompany), user_companies)
 
     # Connections: a user picks apps by popularity, never the same app twice.
     app_cumulative = _zipf_cumulative(len(partner_apps))
@@ -252,8 +259,8 @@ def seed(conn: DbConnection, name: str, count: int, rng: random.Random) -> Seede
             for company_id in rng.sample(reach, min(len(reach), 1 + rng.randrange(2))):
                 link_rows.append({"connection_id": connection_id, "company_id": company_id})
         rows.sort(key=lambda r: r["id"])
-        writer.write(Connection.__table__, rows)
-        writer.write(ConnectionCompany.__table__, link_rows)
+        writer.write(table_of(Connection), rows)
+        writer.write(table_of(ConnectionCompany), link_rows)
         made += len(rows)
         links += len(link_rows)
         stderr().print(f"connections: {made}/{count}")

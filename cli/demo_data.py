@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, timedelta
+from typing import Any
 
 from cli.output import CliError
 from shared.models import UserTemplate
@@ -56,7 +57,7 @@ def company_number(debtor_index: int, company_index: int) -> str:
     return f"{debtor_index + 1}{company_index + 1:02d}"
 
 
-def company_details(debtor_index: int, company_index: int) -> dict[str, str]:
+def company_details(debtor_index: int, company_index: int) -> dict[str, Any]:
     """Chamber of commerce number and address of a demo company."""
     n = debtor_index * 2 + company_index
     return {
@@ -69,7 +70,7 @@ def employee_number(index: int) -> str:
     return f"{index + 1:04d}"
 
 
-def employee_details(slug: str, company_no: str, index: int) -> dict[str, object]:
+def employee_details(slug: str, company_no: str, index: int) -> dict[str, Any]:
     """Name, birth date and email of the `index`-th demo employee of a company."""
     seed = int(company_no) + index
     first = FIRST_NAMES[(index * 3 + seed) % len(FIRST_NAMES)]
@@ -106,7 +107,7 @@ def employment_details(company_no: str, index: int) -> dict[str, object]:
     }
 
 
-def wage_components(company_no: str, index: int) -> list[dict[str, object]]:
+def wage_components(company_no: str, index: int) -> list[dict[str, Any]]:
     """A monthly salary and a travel allowance, amounts in cents."""
     seed = _seed(company_no, index)
     start = date(2026, 1, 1)
@@ -158,7 +159,7 @@ def absences(company_no: str, index: int) -> list[dict[str, object]]:
              "percentage": 100 if seed % 2 else 50}]
 
 
-def payroll_run(period: str, employees: list[int]) -> dict[str, object]:
+def payroll_run(period: str, employees: list[int]) -> dict[str, Any]:
     """A finalized payroll run's totals for the salaries of `employees` (amounts in cents)."""
     gross = sum(employees)
     return {"period": period, "status": "finalized", "employee_count": len(employees),

@@ -119,7 +119,7 @@ def _wait_ready(children: list[Child], stop: threading.Event) -> None:
                 raise CliError(f"{names} did not answer /healthz within {READY_TIMEOUT_S:.0f} s")
             for child in list(pending):
                 try:
-                    if client.get(child.health_url).status_code == 200:
+                    if child.health_url and client.get(child.health_url).status_code == 200:
                         pending.remove(child)
                 except httpx.HTTPError:
                     pass

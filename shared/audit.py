@@ -130,7 +130,7 @@ async def append_async(
     **details: Any,
 ) -> AuditEvent:
     """Append an event in the session's transaction (async code)."""
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     head = (await session.exec(_head_query(environment_id, dialect))).first()
     if head is None and dialect == "postgresql":  # the environment's first event
         await session.execute(_ensure_head(environment_id))

@@ -37,7 +37,7 @@ def delivery_job_id(delivery_id: object, attempt: int) -> str:
     return f"delivery:{delivery_id}:{attempt}"
 
 
-def request_context() -> dict[str, str]:
+def request_context() -> dict[str, Any]:
     """The keyword arguments that carry the current request's id into a job (none
     outside a request)."""
     request_id = current_request_id()

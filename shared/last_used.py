@@ -85,8 +85,10 @@ async def record_use(client: aioredis.Redis, connection_id: uuid.UUID | str,
     Never raises."""
     ident = str(connection_id)
     try:
-        return bool(await client.eval(_NOTE, 2, marker_key(ident), PENDING_KEY, WINDOW_S,
-                                      ident, at or time.time()))
+        # redis-py encodes numbers as arguments, though its types accept only strings, and
+        # types a command of its async client as "awaitable or result".
+        return bool(await client.eval(_NOTE, 2, marker_key(ident), PENDING_KEY, WINDOW_S,  # type: ignore[misc, arg-type]
+                                      ident, at or time.time()))  # type: ignore[arg-type]
     except (RedisError, OSError):
         log.warning("last use not recorded: Redis unavailable", connection_id=ident)
         return False

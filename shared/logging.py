@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from typing import TextIO, cast
 
 import structlog
+from structlog.typing import Processor
 
 from shared.config import Settings
 
@@ -57,7 +59,8 @@ def _drop_below_level(logger: object, method: str, event: dict) -> dict:
     return event
 
 
-class _BoundLogger(structlog.make_filtering_bound_logger(logging.NOTSET)):
+# structlog makes its filtering logger classes at run time, which mypy cannot follow.
+class _BoundLogger(structlog.make_filtering_bound_logger(logging.NOTSET)):  # type: ignore[misc]
     def debug(self, event: str | None = None, *args: object, **kw: object) -> object:
         if _LEVEL[0] > logging.DEBUG:
             return None  # the cheap way out of the commonest call below the level
@@ -72,7 +75,7 @@ def configure_logging(settings: Settings, service: str) -> None:
         if settings.log_json
         else structlog.dev.ConsoleRenderer(colors=False)
     )
-    shared_processors = [
+    shared_processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -87,7 +90,8 @@ def configure_logging(settings: Settings, service: str) -> None:
     structlog.configure(
         processors=_PROCESSORS,
         wrapper_class=_BoundLogger,
-        logger_factory=structlog.WriteLoggerFactory(file=_STDERR),  # one write a line
+        # structlog only writes and flushes; its types ask for a whole TextIO.
+        logger_factory=structlog.WriteLoggerFactory(file=cast(TextIO, _STDERR)),  # one write a line
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)

@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis import Redis as SyncRedis
 from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import sessionmaker
@@ -41,7 +42,7 @@ class Runtime:
     async_session: async_sessionmaker[AsyncSession]
     redis: aioredis.Redis
     # For sync code (Authlib runs in the thread pool).
-    sync_redis: redis.Redis
+    sync_redis: SyncRedis
 
     async def check_database(self) -> None:
         async with self.async_engine.connect() as conn:

@@ -44,6 +44,8 @@ def _generate(alg: str) -> SigningKeyObject:
 def create_signing_key(session: Session, box: SecretBox, alg: str) -> SigningKey:
     """Generate a key pair, seal the private half and add it as an active key."""
     key = _generate(alg)
+    if key.kid is None:
+        raise ValueError("the generated signing key has no kid")
     public = {**key.as_dict(private=False), "alg": alg, "use": "sig"}
     row = SigningKey(
         kid=key.kid,

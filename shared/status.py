@@ -13,11 +13,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from enum import StrEnum
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from shared.models import App, AppStatus, Connection, ConnectionStatus, TokenFamily, User
 
@@ -65,18 +67,19 @@ async def publish_async(
 
 async def _load(session: AsyncSession, subject: Subject, ident: str) -> bool:
     """The authoritative answer from the database."""
+    stmt: Select[Any]
     if subject is Subject.CONNECTION:
-        stmt = select(Connection.status).where(Connection.id == uuid.UUID(ident))
+        stmt = select(col(Connection.status)).where(col(Connection.id) == uuid.UUID(ident))
         value = (await session.execute(stmt)).scalar_one_or_none()
         return value == ConnectionStatus.ACTIVE
     if subject is Subject.USER:
-        stmt = select(User.active).where(User.id == uuid.UUID(ident))
+        stmt = select(col(User.active)).where(col(User.id) == uuid.UUID(ident))
         return bool((await session.execute(stmt)).scalar_one_or_none())
     if subject is Subject.FAMILY:
-        stmt = select(TokenFamily.revoked_at).where(TokenFamily.id == uuid.UUID(ident))
+        stmt = select(col(TokenFamily.revoked_at)).where(col(TokenFamily.id) == uuid.UUID(ident))
         row = (await session.execute(stmt)).first()
         return row is not None and row[0] is None
-    stmt = select(App.status).where(App.client_id == ident)
+    stmt = select(col(App.status)).where(col(App.client_id) == ident)
     return (await session.execute(stmt)).scalar_one_or_none() == AppStatus.ACTIVE
 
 

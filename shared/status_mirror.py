@@ -55,7 +55,7 @@ def _open_tracking_socket(url: str) -> socket.socket:
         raise ValueError("the status mirror supports redis:// and unix:// URLs only")
     if "path" in options:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        address: object = options["path"]
+        address: str | tuple[str, int] = options["path"]
     else:
         sock = socket.socket(socket.AF_INET6 if ":" in options["host"] else socket.AF_INET)
         _keepalive(sock)

@@ -139,7 +139,7 @@ def _uuid(claims: dict[str, Any], name: str, value: Any = None) -> uuid.UUID:
 
 
 def _time(claims: dict[str, Any], name: str) -> float:
-    value = claims.get(name)
+    value: Any = claims.get(name)
     if type(value) not in (int, float):
         raise InvalidToken(f"the access token lacks a valid {name!r} claim")
     return value

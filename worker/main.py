@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 from arq import cron
 from arq.connections import RedisSettings
+from arq.typing import WorkerCoroutine
 from arq.worker import Worker, func
 
 from services.auth import jobs as auth_jobs
@@ -61,7 +62,7 @@ LAST_USED_SECONDS = {0, 30}
 Job = Callable[..., Awaitable[Any]]
 
 
-def _job(name: str, job: Job) -> Job:
+def _job(name: str, job: Job) -> WorkerCoroutine:
     """`job` with its log context (job, job id, request id) and, if tracing, its span."""
 
     @functools.wraps(job)

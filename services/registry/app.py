@@ -19,7 +19,7 @@ from shared.config import Settings, get_settings
 from shared.errors import problem
 
 
-async def _data_error(_request: Request, exc: DataError) -> JSONResponse:
+async def _data_error(_request: Request, exc: Exception) -> JSONResponse:
     # Input the database cannot hold (a NUL character on PostgreSQL, a number out of
     # range): the transaction was rolled back, so nothing was written.
     return problem(400, "bad-request", "Bad request",

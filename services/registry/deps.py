@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.errors import Unavailable
-from shared.policy.dependency import AppCaller, Authorizer, UserCaller
+from shared.policy.dependency import Authorizer
 from shared.runtime import Runtime
 from shared.unit_of_work import UnitOfWork
 
@@ -57,13 +57,15 @@ allowed = Authorizer(get_session, with_reach=False)
 
 
 def user_can(operation: str) -> Any:
-    """The annotation of the user authorized for `operation` (a first-party user token)."""
-    return Annotated[UserCaller, Depends(allowed.user(operation))]
+    """The dependency of the user authorized for `operation` (a first-party user token):
+    `Annotated[UserCaller, user_can("area.verb")]`."""
+    return Depends(allowed.user(operation))
 
 
 def app_can(operation: str) -> Any:
-    """The annotation of the app authorized for `operation` (client credentials)."""
-    return Annotated[AppCaller, Depends(allowed.app(operation))]
+    """The dependency of the app authorized for `operation` (client credentials):
+    `Annotated[AppCaller, app_can("area.verb")]`."""
+    return Depends(allowed.app(operation))
 
 
 def language(request: Request) -> str:

@@ -71,7 +71,8 @@ async def _update(session_factory: async_sessionmaker, batch: dict[uuid.UUID, da
 async def flush_last_used(client: aioredis.Redis, session_factory: async_sessionmaker,
                           batch_size: int = FLUSH_BATCH) -> int:
     """Write the noted uses to the database; returns how many connections were updated."""
-    pending = _parse(await client.eval(_TAKE, 1, PENDING_KEY))
+    # redis-py types a command of its async client as "awaitable or result".
+    pending = _parse(await client.eval(_TAKE, 1, PENDING_KEY))  # type: ignore[misc]
     items = list(pending.items())
     written = 0
     for start in range(0, len(items), batch_size):
@@ -81,6 +82,6 @@ async def flush_last_used(client: aioredis.Redis, session_factory: async_session
         except Exception:
             rest = [v for ident, at in items[start:]
                     for v in (str(ident), at.timestamp())]
-            await client.eval(_GIVE_BACK, 1, PENDING_KEY, *rest)
+            await client.eval(_GIVE_BACK, 1, PENDING_KEY, *rest)  # type: ignore[misc, arg-type]
             raise
     return written

@@ -16,8 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.read_pool import ReadPool
 from shared.db.engine import CONNECT_TIMEOUT_S
-from shared.policy import Caller
-from shared.policy.dependency import AppCaller, Authorizer
+from shared.policy.dependency import Authorizer
 from shared.runtime import Runtime
 from shared.unit_of_work import UnitOfWork
 
@@ -75,10 +74,12 @@ allowed = Authorizer(get_session, with_reach=True)
 
 
 def can(operation: str) -> Any:
-    """The annotation of the caller authorized for `operation`, with its reach."""
-    return Annotated[Caller, Depends(allowed(operation))]
+    """The dependency of the caller authorized for `operation`, with its reach:
+    `Annotated[Caller, can("area.verb")]`."""
+    return Depends(allowed(operation))
 
 
 def webhook_manager(operation: str) -> Any:
-    """The calling app's annotation for a `webhooks.*` operation (client credentials)."""
-    return Annotated[AppCaller, Depends(allowed.app(f"webhooks.{operation}"))]
+    """The dependency of the calling app for a `webhooks.*` operation (client
+    credentials): `Annotated[AppCaller, webhook_manager("verb")]`."""
+    return Depends(allowed.app(f"webhooks.{operation}"))

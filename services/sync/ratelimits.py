@@ -61,6 +61,8 @@ async def rate_limit(request: Request, response: Response, principal: PrincipalD
         remaining = max(limit - count, 0)
         if worst is None or remaining < worst[1]:
             worst = (limit, remaining, ttl, count > limit)
+    if worst is None:
+        raise RuntimeError("every caller has an app budget")
     limit, remaining, reset, exceeded = worst
     headers = {
         "RateLimit-Policy": f'"default";q={limit};w={WINDOW_S}',

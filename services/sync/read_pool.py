@@ -61,9 +61,11 @@ class ReadPool:
         raise AssertionError("unreachable")
 
     async def _connect(self) -> BoundedAsyncConnection:
+        # psycopg hands these on as libpq parameters; its types want str or int and cannot
+        # tell them from its own keyword arguments.
         conn = await BoundedAsyncConnection.connect(
-            self._conninfo, autocommit=True, connect_timeout=self._connect_timeout,
-            **TCP_OPTIONS)
+            self._conninfo, autocommit=True, connect_timeout=self._connect_timeout,  # type: ignore[arg-type]
+            **TCP_OPTIONS)  # type: ignore[arg-type]
         conn.answer_timeout = self._read_timeout
         return conn
 

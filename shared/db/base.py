@@ -1,5 +1,6 @@
 """The model base: one metadata with a naming convention, so migrations name constraints."""
 
+from sqlalchemy import Table
 from sqlmodel import SQLModel
 
 NAMING_CONVENTION = {
@@ -12,3 +13,9 @@ NAMING_CONVENTION = {
 
 SQLModel.metadata.naming_convention = NAMING_CONVENTION
 metadata = SQLModel.metadata
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a table model."""
+    # SQLModel's metaclass sets __table__, but its types do not declare it.
+    return model.__table__  # type: ignore[attr-defined]

@@ -96,7 +96,7 @@ class _BoundedWaits:
 class BoundedConnection(_BoundedWaits, psycopg.Connection):
     """A sync psycopg connection whose waits for the server are bounded."""
 
-    def wait(self, gen, *args, **kwargs):  # type: ignore[override]
+    def wait(self, gen, *args, **kwargs):
         bound = self._bound(args, kwargs)
         if bound is None:
             return super().wait(gen, *args, **kwargs)
@@ -110,7 +110,7 @@ class BoundedAsyncConnection(_BoundedWaits, psycopg.AsyncConnection):
     """An async psycopg connection whose waits for the server are bounded, and whose
     cancelled waits end at once."""
 
-    async def wait(self, gen, *args, **kwargs):  # type: ignore[override]
+    async def wait(self, gen, *args, **kwargs):
         bound = self._bound(args, kwargs)
         if bound is None:
             return await super().wait(gen, *args, **kwargs)

@@ -41,11 +41,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-_RAND_BITS = 74  # rand_a (12 bits) and rand_b (62 bits)
-_uuid7_lock = threading.Lock()
-_uuid7_last = (0, 0)  # (milliseconds, random part) of this process's last id
-
-
 _uuid7_lock = threading.Lock()
 _uuid7_last = [0, 0]  # the last millisecond and the counter within it
 

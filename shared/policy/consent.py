@@ -33,6 +33,7 @@ def check_consent_templates(templates: list[UserTemplate] | None) -> list[UserTe
 def consent_templates(environment: Environment | None) -> list[str]:
     """The templates that may link third-party apps in the environment (its consent
     policy; the default when it has none), in the order of `UserTemplate`."""
+    allowed: set[str]
     if environment is None or environment.consent_templates is None:
         allowed = set(DEFAULT_CONSENT_TEMPLATES)
     else:

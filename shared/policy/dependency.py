@@ -137,7 +137,7 @@ def _route_operations(app: FastAPI) -> dict[tuple[str, str], str | None]:
     found: dict[tuple[str, str], str | None] = {}
     for context in iter_route_contexts(app.routes):
         route = context.route if isinstance(context.route, APIRoute) else context.original_route
-        if not isinstance(route, APIRoute):
+        if not isinstance(route, APIRoute) or context.path_format is None:
             continue
         operation = route_operation(route)
         for method in context.methods or ():

@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select
+from sqlalchemy import ColumnElement
 from sqlmodel import col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from shared.models import App, Company, Debtor, Employee, User, UserCompany, UserTemplate
 from shared.policy.callers import CallerKind
@@ -99,7 +100,7 @@ def conditions(caller: Caller, model: Any) -> list[ColumnElement[bool]]:
     return clauses
 
 
-def user_company_ids(user: User) -> Select | None:
+def user_company_ids(user: User) -> SelectOfScalar[uuid.UUID] | None:
     """The ids of the companies `user` reaches (docs/product.md section 3), as a query;
     None for an accountant, who reaches the whole environment. A master client reaches
     every company of its debtor; company, HR and payroll logins the companies assigned to
@@ -119,7 +120,7 @@ def user_company_ids(user: User) -> Select | None:
                    Company.environment_id == user.environment_id))
 
 
-def user_companies(user: User) -> Select | None:
+def user_companies(user: User) -> SelectOfScalar[Company] | None:
     """The companies `user` reaches (rows, by name), as `user_company_ids` defines them."""
     ids = user_company_ids(user)
     if ids is None:

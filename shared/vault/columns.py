@@ -8,6 +8,7 @@ identity is derived the same way everywhere, and `koppel keys rotate` finds them
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from sqlmodel import SQLModel
 
@@ -26,7 +27,8 @@ class EncryptedColumn:
 
     @property
     def table(self) -> str:
-        return self.model.__tablename__  # type: ignore[attr-defined]
+        # Every table model names its table with a string; SQLModel's types allow a function.
+        return cast(str, self.model.__tablename__)
 
     def identity(self, row: SQLModel) -> RowIdentity:
         env = getattr(row, self.environment_attr) if self.environment_attr else None

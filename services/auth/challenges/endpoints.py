@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -40,7 +41,7 @@ from shared.runtime import Runtime
 from shared.scopes import parse_scope
 
 router = APIRouter(prefix="/oauth2", tags=["challenges"])
-PROBLEMS = {
+PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"description": "not a first-party client"},
     404: {"description": "unknown or used challenge"},
 }
@@ -130,6 +131,8 @@ async def reject_login(
 def _consent_request(
     ctx: AuthContext, challenge: str, pending: Pending, lang: str
 ) -> ConsentRequest:
+    if pending.user_id is None or pending.auth_time is None:
+        raise NotFound("no such challenge (it may have been used or have expired)")
     outcome, _ = decide(
         ctx, pending.query, pending.user_id, pending.auth_time, lang, issue=False
     )
@@ -141,6 +144,8 @@ def _consent_request(
             f"/consent?{urlencode({'consent_challenge': challenge})}"
         )
     user = ctx.session.get(User, uuid.UUID(pending.user_id))
+    if user is None:
+        raise NotFound("no such challenge (it may have been used or have expired)")
     context = outcome.context
     return ConsentRequest(
         challenge=challenge,

@@ -102,10 +102,6 @@ def _decide(
     *,
     issue: bool,
 ) -> tuple[Outcome, Checked | None]:
-
-    def answer(connection):
-        return Redirect(issue_code(ctx, query, user, connection, when) if issue else "")
-
     issuer = ctx.settings.issuer
     checked = check_request(ctx, query)
     if isinstance(checked, Failure):
@@ -118,6 +114,10 @@ def _decide(
     if user is None or not user.active:
         return NeedLogin(), checked
     when = datetime.fromtimestamp(auth_time, UTC)
+
+    def answer(connection):
+        return Redirect(issue_code(ctx, query, user, connection, when) if issue else "")
+
     if checked.first_party:
         return answer(None), checked
     if app_blocked(ctx, user.environment_id, uuid.UUID(checked.app_id)):
@@ -209,6 +209,8 @@ def record_decision(
             "message.html", 400, {"title_key": "error_title", "lines": [("error_intro", {})]}
         )
     user = ctx.session.get(User, uuid.UUID(pending.user_id))
+    if user is None:
+        return NeedLogin()
     try:
         connection, _ = grant(
             ctx, user, uuid.UUID(checked.app_id), debtor[0], companies, checked.scopes

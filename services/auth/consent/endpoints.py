@@ -85,11 +85,12 @@ async def consent_page(
     new is asked (remembered consent) or the app is first-party."""
     lang = pick_language(request, request.query_params.get("ui_locales"))
     pending = await _pending_for_user(runtime, request, consent_challenge)
-    if pending is None:
+    if pending is None or pending.user_id is None or pending.auth_time is None:
         return _bad_request(lang)
+    user_id, auth_time = pending.user_id, pending.auth_time
     lang = pick_language(request, dict(pending.query).get("ui_locales"))
     outcome, _ = await run_authlib(
-        request, lambda ctx: decide(ctx, pending.query, pending.user_id, pending.auth_time, lang)
+        request, lambda ctx: decide(ctx, pending.query, user_id, auth_time, lang)
     )
     return await _render(runtime, outcome, consent_challenge, pending, lang)
 

@@ -97,7 +97,7 @@ async def login(
         return _bad_request(lang)
     result = await authenticate(runtime, username, password, client_address(request))
     if isinstance(result, TooManyFailures):
-        response = _login_form(
+        response: Response = _login_form(
             lang,
             login_challenge,
             pending,

@@ -88,7 +88,9 @@ def check_request(ctx: AuthContext, query: list[tuple[str, str]]) -> Checked | F
     try:
         _, request, _ = _grant(ctx, query)
     except OAuth2Error as exc:
-        return Failure(exc.error, exc.description or "", exc.redirect_uri, data.get("state"))
+        return Failure(
+            exc.error or "server_error", exc.description or "", exc.redirect_uri, data.get("state")
+        )
     except ValueError:
         # Authlib refuses to quote characters that RFC 6749 bans from error descriptions
         # (a redirect_uri or response_type with `"`, `\` or non-ASCII): malformed, no redirect.
@@ -131,7 +133,9 @@ def issue_code(
         server, request, grant = _grant(ctx, query)
     except OAuth2Error as exc:
         data = dict(query)
-        failure = Failure(exc.error, exc.description or "", exc.redirect_uri, data.get("state"))
+        failure = Failure(
+            exc.error or "server_error", exc.description or "", exc.redirect_uri, data.get("state")
+        )
         return error_location(failure, ctx.settings.issuer) if failure.redirect_uri else ""
     request.koppel.update(connection=connection, auth_time=auth_time)
     _, _, headers = server.create_authorization_response(

@@ -76,7 +76,7 @@ async def authorize(request: Request, runtime: RuntimeDep) -> Response:
         browser=ensure_browser_cookie(runtime, request, response),
         force_login=needs_login,
     )
-    if not needs_login:
+    if not needs_login and session is not None:
         pending.user_id, pending.auth_time = session["user_id"], session["auth_time"]
     challenge = await save_pending(runtime, pending)
     target = login_url(runtime, challenge) if needs_login else consent_url(challenge)

@@ -16,7 +16,8 @@ MAX_ASSERTION_LIFETIME_S = 300
 class PrivateKeyJwt(JWTBearerClientAssertion):
     """A client signs a short-lived JWT with a key from the JWKS it registered."""
 
-    CLIENT_AUTH_METHOD = "private_key_jwt"
+    # Authlib's subclasses name their method here; its stubs mark the attribute Final.
+    CLIENT_AUTH_METHOD = "private_key_jwt"  # type: ignore[misc]
 
     def __init__(self, server) -> None:
         super().__init__(validate_jti=True, leeway=30)

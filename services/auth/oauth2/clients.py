@@ -38,7 +38,8 @@ class OAuthClient(ClientMixin):
     def get_client_id(self) -> str:
         return self.app.client_id
 
-    def get_default_redirect_uri(self) -> str | None:
+    # Authlib answers invalid_request to None; its stubs say str.
+    def get_default_redirect_uri(self) -> str | None:  # type: ignore[override]
         # Only an app with exactly one registered URI may leave it out of the request.
         uris = self.app.redirect_uris
         return uris[0] if len(uris) == 1 else None
@@ -48,7 +49,9 @@ class OAuthClient(ClientMixin):
         allowed = CONSENT_SCOPES | (FIRST_PARTY_SCOPES if self.app.first_party else set())
         return set(self.app.scopes) & allowed
 
-    def get_allowed_scope(self, scope: str | None) -> str | None:
+    # Authlib passes the request's scope parameter (absent: None) and answers invalid_scope
+    # to None; its stubs say the scope is always given and the answer always a string.
+    def get_allowed_scope(self, scope: str | None) -> str | None:  # type: ignore[override]
         requested = parse_scope(scope)
         if not requested:
             return " ".join(s for s in self.app.scopes if s in self.authorize_scopes())
@@ -56,7 +59,7 @@ class OAuthClient(ClientMixin):
             return None
         return " ".join(requested)
 
-    def client_credentials_scopes(self) -> set[str]:
+    def client_credentials_scopes(self) -> frozenset[str] | set[str]:
         if self.app.first_party:
             return FIRST_PARTY_CLIENT_SCOPES
         return set(PARTNER_CLIENT_SCOPES)

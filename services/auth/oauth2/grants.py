@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from typing import Literal, cast
 
-from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749 import OAuth2Request, grants
 from authlib.oauth2.rfc6749.errors import (
     InvalidGrantError,
     InvalidRequestError,
@@ -21,8 +22,10 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.core.grants.util import is_openid_scope
 
+from services.auth.oauth2.clients import OAuthClient
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.issue import issue_tokens, new_family, revoke_family
+from services.auth.oauth2.requests import ParsedRequest
 from services.auth.oauth2.statements import (
     CODE_LOOKUP,
     REFRESH_LOOKUP,
@@ -63,7 +66,8 @@ class CodeRecord(AuthorizationCodeMixin):
         self.code_challenge = row.code_challenge
         self.code_challenge_method = row.code_challenge_method
 
-    def get_redirect_uri(self) -> str | None:
+    # Authlib checks the redirect URI only when one was stored; its stubs say str.
+    def get_redirect_uri(self) -> str | None:  # type: ignore[override]
         return self.row.redirect_uri or None
 
     def get_scope(self) -> str:
@@ -82,7 +86,7 @@ class CodeRecord(AuthorizationCodeMixin):
         return None
 
 
-def _live(connection: ConnectionRow | None) -> ConnectionRow | bool | None:
+def _live(connection: ConnectionRow | None) -> ConnectionRow | Literal[False] | None:
     """The connection if it is active; None when there is none; False when it is not."""
     if connection is None:
         return None
@@ -95,10 +99,16 @@ def _active(user: UserRow | None) -> UserRow | None:
 
 class _KoppelGrant:
     server: object
+    request: OAuth2Request
 
     @property
     def ctx(self) -> AuthContext:
         return self.server.ctx  # type: ignore[attr-defined]
+
+    @property
+    def client(self) -> OAuthClient:
+        """The client Authlib authenticated before it called any storage hook."""
+        return cast(OAuthClient, self.request.client)
 
 
 class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
@@ -148,14 +158,15 @@ class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
         """Nothing to do: the code was spent when it was looked up."""
 
     def authenticate_user(self, authorization_code: CodeRecord) -> UserRow | None:
-        if not self.request.client.active or _live(authorization_code.connection) is False:
+        if not self.client.active or _live(authorization_code.connection) is False:
             return None
         return _active(authorization_code.user)
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None,
                        include_refresh_token=True):
-        record: CodeRecord = self.request.authorization_code
-        return issue_tokens(self.ctx, self.request.client, user, parse_scope(scope),
+        # Authlib stored the code it validated (query_authorization_code's answer).
+        record = cast(CodeRecord, self.request.authorization_code)
+        return issue_tokens(self.ctx, self.client, user, parse_scope(scope),
                             record.family, _live(record.connection) or None)
 
 
@@ -175,10 +186,13 @@ class RefreshRecord:
 
 class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = USER_AUTH_METHODS
+    request: ParsedRequest
     INCLUDE_NEW_REFRESH_TOKEN = True
 
-    def authenticate_refresh_token(self, refresh_token: str) -> RefreshRecord | None:
-        ctx, client = self.ctx, self.request.client
+    # Authlib answers invalid_grant to None and only calls check_client and get_scope on
+    # the record; its stubs want a TokenMixin.
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshRecord | None:  # type: ignore[override]
+        ctx, client = self.ctx, self.client
         conn = ctx.connection()
         # One round trip for the token, its family, and the family's user and connection.
         row = run(conn, REFRESH_LOOKUP,
@@ -209,15 +223,16 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
     def authenticate_user(self, refresh_token: RefreshRecord) -> UserRow:
         return refresh_token.user
 
-    def revoke_old_credential(self, refresh_token: RefreshRecord) -> None:
+    def revoke_old_credential(self, refresh_token: object) -> None:
         """Nothing to do: the token was rotated when it was looked up."""
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None,
                        include_refresh_token=True):
-        record: RefreshRecord = self.request.refresh_token
+        # Authlib stored the token it validated (authenticate_refresh_token's answer).
+        record = cast(RefreshRecord, self.request.refresh_token)
         if record.connection is not None:
             unit_of_work(self.ctx.session).record_use(record.connection.id)
-        return issue_tokens(self.ctx, self.request.client, user, parse_scope(scope),
+        return issue_tokens(self.ctx, self.client, user, parse_scope(scope),
                             record.family, record.connection)
 
 
@@ -225,9 +240,10 @@ class AppCredentialsGrant(_KoppelGrant, grants.ClientCredentialsGrant):
     """Client credentials for app-level scopes (`webhooks.manage`), never user data."""
 
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+    request: ParsedRequest
 
     def validate_token_request(self) -> None:
-        client = self.authenticate_token_endpoint_client()
+        client = cast(OAuthClient, self.authenticate_token_endpoint_client())
         if not client.check_grant_type(self.GRANT_TYPE):
             raise UnauthorizedClientError("this client may not use client_credentials")
         if not client.active:
@@ -240,7 +256,7 @@ class AppCredentialsGrant(_KoppelGrant, grants.ClientCredentialsGrant):
         self.request.koppel["scopes"] = requested
 
     def create_token_response(self):
-        token = issue_tokens(self.ctx, self.request.client, None, self.request.koppel["scopes"])
+        token = issue_tokens(self.ctx, self.client, None, self.request.koppel["scopes"])
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
 
@@ -310,7 +326,8 @@ class IdTokens(OpenIDCode):
             "exp": now + self.ctx.settings.id_token_ttl,
         }
 
-    def generate_user_info(self, user: User, scope: str) -> dict[str, str]:
+    # Authlib only merges these claims into the ID token; its stubs want a UserInfo.
+    def generate_user_info(self, user: User, scope: str) -> dict[str, str]:  # type: ignore[override]
         scopes = set(parse_scope(scope))
         info = {"sub": str(user.id)}
         if "profile" in scopes:

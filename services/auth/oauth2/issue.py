@@ -16,7 +16,7 @@ from sqlmodel import col, update
 
 from services.auth.oauth2.clients import OAuthClient
 from services.auth.oauth2.context import AuthContext
-from services.auth.oauth2.statements import INSERT_REFRESH, run
+from services.auth.oauth2.statements import INSERT_REFRESH, ConnectionRow, FamilyRow, run
 from shared.db.types import uuid7
 from shared.models import Connection, TokenFamily, User
 from shared.signing import ACCESS_TOKEN_ALG
@@ -54,7 +54,7 @@ def revoke_family(ctx: AuthContext, family_id: uuid.UUID) -> None:
 
 def _access_claims(
     ctx: AuthContext, client: OAuthClient, user: User | None, scopes: list[str],
-    family: TokenFamily | None, connection: Connection | None,
+    family: TokenFamily | FamilyRow | None, connection: Connection | ConnectionRow | None,
 ) -> dict[str, Any]:
     now = int(ctx.now.timestamp())
     random_part = secrets.token_urlsafe(12)
@@ -76,7 +76,7 @@ def _access_claims(
     return claims
 
 
-def _new_refresh_token(ctx: AuthContext, family: TokenFamily) -> str:
+def _new_refresh_token(ctx: AuthContext, family: TokenFamily | FamilyRow) -> str:
     token = new_token(TokenKind.REFRESH_TOKEN)
     idle_end = ctx.now + timedelta(seconds=ctx.settings.refresh_token_idle_ttl)
     # A plain INSERT: nothing reads the row back in this request, so the ORM's unit of
@@ -89,7 +89,8 @@ def _new_refresh_token(ctx: AuthContext, family: TokenFamily) -> str:
 
 def issue_tokens(
     ctx: AuthContext, client: OAuthClient, user: User | None, scopes: list[str],
-    family: TokenFamily | None = None, connection: Connection | None = None,
+    family: TokenFamily | FamilyRow | None = None,
+    connection: Connection | ConnectionRow | None = None,
 ) -> dict[str, Any]:
     """The token response: an access token, and a refresh token with `offline_access`."""
     claims = _access_claims(ctx, client, user, scopes, family, connection)

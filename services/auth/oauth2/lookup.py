@@ -12,7 +12,7 @@ from typing import Any
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlmodel import select
+from sqlmodel import col, select
 
 from services.auth.oauth2.context import AuthContext
 from shared.models import (
@@ -56,8 +56,8 @@ def find_refresh_token(ctx: AuthContext, token: str) -> FoundToken | None:
     digest = token_digest(ctx.keyring.digest_key, token)
     found = ctx.session.exec(
         select(RefreshToken, TokenFamily, App)
-        .join(TokenFamily, TokenFamily.id == RefreshToken.family_id)
-        .join(App, App.id == TokenFamily.app_id)
+        .join(TokenFamily, col(TokenFamily.id) == RefreshToken.family_id)
+        .join(App, col(App.id) == TokenFamily.app_id)
         .where(RefreshToken.token_digest == digest)
     ).first()
     if found is None:

@@ -7,7 +7,7 @@ Authlib's server side is synchronous, so the endpoint reads the query and form f
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request
 
@@ -32,8 +32,11 @@ class ParsedPayload(OAuth2Payload):
 class ParsedRequest(OAuth2Request):
     """An OAuth2Request over parsed query and form parameters (form wins on overlap)."""
 
+    headers: Mapping[str, str]
+    payload: ParsedPayload
+
     def __init__(
-        self, method: str, uri: str, headers: dict[str, str],
+        self, method: str, uri: str, headers: Mapping[str, str],
         query: Iterable[tuple[str, str]] = (), form: Iterable[tuple[str, str]] = (),
     ) -> None:
         super().__init__(method=method, uri=uri, headers=headers)
@@ -44,7 +47,7 @@ class ParsedRequest(OAuth2Request):
         self.koppel: dict = {}
 
     @property
-    def args(self) -> dict[str, str]:
+    def args(self) -> dict[str, str | None]:
         return dict(self._query)
 
     @property

@@ -16,14 +16,15 @@ from datetime import datetime
 from sqlalchemy import Connection as DbConnection
 from sqlalchemy import bindparam, insert, select, update
 
+from shared.db.base import table_of
 from shared.models import App, AuthorizationCode, Connection, RefreshToken, TokenFamily, User
 
-APPS = App.__table__
-CODES = AuthorizationCode.__table__
-TOKENS = RefreshToken.__table__
-FAMILIES = TokenFamily.__table__
-USERS = User.__table__
-CONNECTIONS = Connection.__table__
+APPS = table_of(App)
+CODES = table_of(AuthorizationCode)
+TOKENS = table_of(RefreshToken)
+FAMILIES = table_of(TokenFamily)
+USERS = table_of(User)
+CONNECTIONS = table_of(Connection)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlmodel import select
+from sqlmodel import col, select
 
 from services.auth.deps import run_authlib
 from shared.errors import NotFound
@@ -19,7 +19,8 @@ async def app_logo(client_id: str, request: Request) -> Response:
     """The logo an app registered, as fetched once at registration."""
     def load(ctx):
         return ctx.session.exec(
-            select(AppLogo).join(App, App.id == AppLogo.app_id).where(App.client_id == client_id)
+            select(AppLogo).join(App, col(App.id) == AppLogo.app_id)
+            .where(App.client_id == client_id)
         ).first()
 
     logo = await run_authlib(request, load) if len(client_id) <= 80 else None

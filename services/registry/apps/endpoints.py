@@ -47,7 +47,7 @@ Credentials = HTTPAuthorizationCredentials | None
 InitialToken = Annotated[Credentials, Security(_initial)]
 RegistrationToken = Annotated[Credentials, Security(_registration)]
 ERROR = {"model": RegistrationErrorOut}
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {**ERROR, "description": "invalid_redirect_uri or invalid_client_metadata"},
     401: {**ERROR, "description": "the bearer token is missing, wrong or revoked"},
 }

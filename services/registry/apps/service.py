@@ -89,7 +89,7 @@ async def _store_logo(session: AsyncSession, app: App, uri: str | None,
     content_type, data, digest = logo
     row = existing or AppLogo(app_id=app.id, content_type=content_type, data=data,
                               sha256=digest, source_uri=uri or "")
-    row.content_type, row.data, row.sha256, row.source_uri = content_type, data, digest, uri
+    row.content_type, row.data, row.sha256, row.source_uri = content_type, data, digest, uri or ""
     row.fetched_at = utcnow()
     session.add(row)
 
@@ -120,7 +120,7 @@ async def update(session: AsyncSession, key: bytes, app: App, body: dict[str, An
         raise RegistrationError("invalid_client_metadata", "client_id must match the client")
     had_secret = app.client_secret_digest is not None
     if "client_secret" in body and not (
-        had_secret and isinstance(body["client_secret"], str)
+        app.client_secret_digest is not None and isinstance(body["client_secret"], str)
         and secrets.compare_digest(token_digest(key, body["client_secret"]),
                                    app.client_secret_digest)
     ):

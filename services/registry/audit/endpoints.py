@@ -20,9 +20,10 @@ from shared.pagination import (
     encode_cursor,
     page,
 )
+from shared.policy.dependency import UserCaller
 
 router = APIRouter(prefix="/v1/environment", tags=["audit log"])
-EnvironmentAuditList = user_can("environment.audit.list")
+EnvironmentAuditList = Annotated[UserCaller, user_can("environment.audit.list")]
 
 
 class AuditQuery(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response, status
 
@@ -26,17 +26,20 @@ from services.registry.deps import (
 from shared.audit import Actor
 from shared.models import ConnectionStatus
 from shared.pagination import DEFAULT_LIMIT, page
+from shared.policy.dependency import AppCaller, UserCaller
 
 router = APIRouter(tags=["connections"])
-NOT_FOUND = {404: {"description": "no such connection (or not yours)"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such connection (or not yours)"}
+}
 Cursor = Annotated[str | None, Query(max_length=512, description="from `next_cursor`")]
 Limit = Annotated[int, Query(description="page size, 1 to 500")]
-MeConnectionsList = user_can("me.connections.list")
-MeConnectionsRead = user_can("me.connections.read")
-MeConnectionsRevoke = user_can("me.connections.revoke")
-AppConnectionsList = app_can("app.connections.list")
-AppConnectionsRead = app_can("app.connections.read")
-AppConnectionsRevoke = app_can("app.connections.revoke")
+MeConnectionsList = Annotated[UserCaller, user_can("me.connections.list")]
+MeConnectionsRead = Annotated[UserCaller, user_can("me.connections.read")]
+MeConnectionsRevoke = Annotated[UserCaller, user_can("me.connections.revoke")]
+AppConnectionsList = Annotated[AppCaller, app_can("app.connections.list")]
+AppConnectionsRead = Annotated[AppCaller, app_can("app.connections.read")]
+AppConnectionsRevoke = Annotated[AppCaller, app_can("app.connections.revoke")]
 
 
 @router.get("/v1/me/connections", response_model=ConnectionList)

@@ -41,7 +41,8 @@ async def reconcile(session: AsyncSession, actor: Actor, *,
     many were suspended and resumed. Each change is audited, evented and published."""
     counts = {"suspended": 0, "resumed": 0}
     stmt = (
-        select(Connection, User, App, Environment, EnvironmentAppPolicy.blocked)
+        # sqlmodel's select() is typed for up to four columns.
+        select(Connection, User, App, Environment, EnvironmentAppPolicy.blocked)  # type: ignore[call-overload]
         .join(User, col(User.id) == Connection.user_id)
         .join(App, col(App.id) == Connection.app_id)
         .join(Environment, col(Environment.id) == Connection.environment_id)

@@ -59,7 +59,7 @@ class ConnectionRepository:
             select(Connection, App).join(App, col(App.id) == Connection.app_id)
             .where(Connection.id == connection_id)
         )
-        if for_update and self.session.bind.dialect.name == "postgresql":
+        if for_update and self.session.get_bind().dialect.name == "postgresql":
             stmt = stmt.with_for_update(of=Connection)
         return (await self.session.exec(stmt)).first()
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 
@@ -34,20 +34,20 @@ from shared.pagination import DEFAULT_LIMIT, page
 from shared.policy.dependency import AppCaller
 
 router = APIRouter(prefix="/v1/directory", tags=["directory"])
-CanEnvironmentsCreate = app_can("directory.environments.create")
-CanEnvironmentsRead = app_can("directory.environments.read")
-CanEnvironmentsUpdate = app_can("directory.environments.update")
-CanDebtorsCreate = app_can("directory.debtors.create")
-CanDebtorsUpdate = app_can("directory.debtors.update")
-CanCompaniesCreate = app_can("directory.companies.create")
-CanCompaniesUpdate = app_can("directory.companies.update")
-CanUsersCreate = app_can("directory.users.create")
-CanUsersRead = app_can("directory.users.read")
-CanUsersUpdate = app_can("directory.users.update")
-CanDebtorsRead = app_can("directory.debtors.read")
-CanCompaniesRead = app_can("directory.companies.read")
-CanUsersList = app_can("directory.users.list")
-NOT_FOUND = {404: {"description": "no such object"}}
+CanEnvironmentsCreate = Annotated[AppCaller, app_can("directory.environments.create")]
+CanEnvironmentsRead = Annotated[AppCaller, app_can("directory.environments.read")]
+CanEnvironmentsUpdate = Annotated[AppCaller, app_can("directory.environments.update")]
+CanDebtorsCreate = Annotated[AppCaller, app_can("directory.debtors.create")]
+CanDebtorsUpdate = Annotated[AppCaller, app_can("directory.debtors.update")]
+CanCompaniesCreate = Annotated[AppCaller, app_can("directory.companies.create")]
+CanCompaniesUpdate = Annotated[AppCaller, app_can("directory.companies.update")]
+CanUsersCreate = Annotated[AppCaller, app_can("directory.users.create")]
+CanUsersRead = Annotated[AppCaller, app_can("directory.users.read")]
+CanUsersUpdate = Annotated[AppCaller, app_can("directory.users.update")]
+CanDebtorsRead = Annotated[AppCaller, app_can("directory.debtors.read")]
+CanCompaniesRead = Annotated[AppCaller, app_can("directory.companies.read")]
+CanUsersList = Annotated[AppCaller, app_can("directory.users.list")]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such object"}}
 CREATED = status.HTTP_201_CREATED
 
 

@@ -9,6 +9,7 @@ import secrets
 import uuid
 from typing import Any, TypeVar
 
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
@@ -16,6 +17,7 @@ from services.registry.connections.lifecycle import narrow_to_reach, reconcile
 from services.registry.directory.repository import DirectoryRepository
 from services.registry.directory.schemas import UserIn, UserPatch
 from shared.audit import Actor, append_async
+from shared.db.base import table_of
 from shared.db.types import utcnow
 from shared.errors import Conflict, Invalid, NotFound
 from shared.models import Company, Debtor, Environment, User, UserTemplate
@@ -25,7 +27,7 @@ from shared.passwords import hash_password
 from shared.status import Subject
 from shared.unit_of_work import unit_of_work
 
-T = TypeVar("T")
+T = TypeVar("T", bound=SQLModel)
 COMPANY_TEMPLATES = {UserTemplate.COMPANY, UserTemplate.HR_MANAGER,
                      UserTemplate.PAYROLL_HR_MANAGER}
 
@@ -33,7 +35,7 @@ COMPANY_TEMPLATES = {UserTemplate.COMPANY, UserTemplate.HR_MANAGER,
 async def get(session: AsyncSession, model: type[T], ident: uuid.UUID) -> T:
     row = await session.get(model, ident)
     if row is None:
-        raise NotFound(f"no such {model.__tablename__[:-1]}")
+        raise NotFound(f"no such {table_of(model).name[:-1]}")
     return row
 
 

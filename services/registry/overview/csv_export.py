@@ -29,7 +29,7 @@ def iso(value: datetime | str | None) -> str:
     (a naive one, from SQLite, is UTC)."""
     if value is None:
         return ""
-    if value.__class__ is str:  # PostgreSQL formats them (repository.iso_text)
+    if isinstance(value, str):  # PostgreSQL formats them (repository.iso_text)
         return value
     text = value.isoformat()
     if text.endswith("+00:00"):
@@ -97,6 +97,8 @@ async def csv_stream(batches: AsyncIterator[ExportBatch]) -> AsyncIterator[str]:
 
 def _texts(batch: ExportBatch) -> Iterator[str]:
     """A batch of lines made by PostgreSQL, in pieces of at most CHUNK characters."""
+    if batch.text is None:
+        raise ValueError("the batch has no lines made by PostgreSQL")
     for text in batch.text.parts:
         for start in range(0, len(text), CHUNK):
             yield text[start:start + CHUNK]

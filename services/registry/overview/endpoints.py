@@ -26,13 +26,16 @@ from services.registry.overview.schemas import (
     SummaryList,
 )
 from shared.pagination import check_limit, page
+from shared.policy.dependency import UserCaller
 
 router = APIRouter(prefix="/v1/environment", tags=["environment overview"])
 CSV = "text/csv"
-EnvironmentConnectionsList = user_can("environment.connections.list")
-EnvironmentConnectionsSummary = user_can("environment.connections.summary")
-EnvironmentConnectionsBulkRevoke = user_can("environment.connections.bulk_revoke")
-EnvironmentConnectionsRevoke = user_can("environment.connections.revoke")
+EnvironmentConnectionsList = Annotated[UserCaller, user_can("environment.connections.list")]
+EnvironmentConnectionsSummary = Annotated[UserCaller, user_can("environment.connections.summary")]
+EnvironmentConnectionsBulkRevoke = Annotated[
+    UserCaller, user_can("environment.connections.bulk_revoke")
+]
+EnvironmentConnectionsRevoke = Annotated[UserCaller, user_can("environment.connections.revoke")]
 
 
 def _wants_csv(request: Request) -> bool:

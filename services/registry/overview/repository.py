@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     DateTime,
     String,
     and_,
@@ -30,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import Select
 
 from services.registry.overview.cells import FORMULA_START, LINE_END, QUOTE_TRIGGERS
 from services.registry.overview.schemas import OverviewFilter
@@ -73,8 +75,8 @@ def filter_conditions(flt: OverviewFilter, now: datetime) -> list[Any]:
         conditions.append(Connection.debtor_id == flt.debtor)
     if flt.company is not None:
         conditions.append(exists().where(
-            ConnectionCompany.connection_id == Connection.id,
-            ConnectionCompany.company_id == flt.company,
+            col(ConnectionCompany.connection_id) == Connection.id,
+            col(ConnectionCompany.company_id) == flt.company,
         ))
     if flt.scope is not None:
         # A write scope grants its read scope: `x.read` also finds connections with `x`.
@@ -305,7 +307,8 @@ class OverviewRepository:
         scope_cells = type_coerce(bindparam("scopes", type_=JSONB), JSONB)[scopes_key].astext
         by_last_use = sort.lstrip("-") == "last_used_at"
         return (
-            select(cast(col(Connection.id), String).label("id"),
+            # sqlmodel's select() is typed for up to four columns.
+            select(cast(col(Connection.id), String).label("id"),  # type: ignore[call-overload]
                    col(Connection.app_id).label("app"), col(Connection.scopes).label("scopes"),
                    app_cells.label("app_cells"), scope_cells.label("scope_cells"),
                    middle.label("middle"), tail.label("tail"),
@@ -328,12 +331,12 @@ class OverviewRepository:
         order = [o.desc() if descending else o.asc() for o in order]
         line = _joined(rows.c.id, func.coalesce(rows.c.app_cells, ""), rows.c.middle,
                        func.coalesce(rows.c.scope_cells, ""), rows.c.tail) + LINE_END
-        last = [literal(None, String), literal(None, String)]
+        last: list[ColumnElement[Any]] = [literal(None, String), literal(None, String)]
         if by_last_use:  # where the next batch starts
             backwards = [o.element.asc() if descending else o.element.desc() for o in order]
             last = [func.array_agg(aggregate_order_by(c, *backwards))[1]
                     for c in (rows.c.id, rows.c.last_used)]
-        return select(
+        return select(  # type: ignore[call-overload]
             func.string_agg(line, aggregate_order_by(literal("", String), *order)),
             func.count(), *last,
             func.array_agg(distinct(cast(rows.c.app, String))).filter(
@@ -362,10 +365,11 @@ class OverviewRepository:
                 stmt, ident = self._export_rows(environment_id, flt, sort, now), \
                     col(Connection.id)
                 if after is not None:
-                    mark = bindparam("after", type_=ident.type)
+                    # col() is typed Mapped; the attribute has its column's type.
+                    mark = bindparam("after", type_=ident.type)  # type: ignore[attr-defined]
                     stmt = stmt.where(ident < mark if descending else ident > mark)
                 if upto is not None:
-                    mark = bindparam("upto", type_=ident.type)
+                    mark = bindparam("upto", type_=ident.type)  # type: ignore[attr-defined]
                     stmt = stmt.where(ident >= mark if descending else ident <= mark)
                 statement = cells.statements[variant] = self._export_lines(stmt, sort)
             parts = [statement]
@@ -402,6 +406,7 @@ class OverviewRepository:
         to the `count`-th such matching connection: where the next batches of an export
         end, found ahead of reading them (fewer when fewer rows match)."""
         ident = col(Connection.id)
+        stmt: Select[uuid.UUID, int]
         stmt = select(ident.label("id"),
                       func.row_number().over(order_by=ident.desc() if descending else ident)
                       .label("n"))
@@ -437,7 +442,7 @@ class OverviewRepository:
 
     @property
     def _postgres(self) -> bool:
-        return self.session.bind.dialect.name == "postgresql"
+        return self.session.get_bind().dialect.name == "postgresql"
 
     async def count(self, environment_id: uuid.UUID, flt: OverviewFilter, now: datetime,
                     *, live_only: bool = False) -> int:
@@ -471,7 +476,7 @@ class OverviewRepository:
             return func.sum(case((col(Connection.status) == value, 1), else_=0))
 
         stmt = (
-            select(App, func.count(), by_status(ConnectionStatus.ACTIVE),
+            select(App, func.count(), by_status(ConnectionStatus.ACTIVE),  # type: ignore[call-overload]
                    by_status(ConnectionStatus.SUSPENDED), by_status(ConnectionStatus.REVOKED),
                    func.count(func.distinct(Connection.user_id)),
                    func.count(func.distinct(Connection.debtor_id)),

@@ -237,8 +237,12 @@ async def _postgres_batches(session_factory, environment_id: uuid.UUID, query: O
                 pending = asyncio.ensure_future(read(position, batch))
                 yield lambda pending=pending: pending
                 found = (await pending).text
+                if found is None:
+                    raise RuntimeError("a PostgreSQL export batch has no text")
                 if found.count < batch:
                     return
+                if found.last is None:
+                    raise RuntimeError("a full export batch has no last row")
                 last_id, last_used = found.last
                 position = (datetime.fromisoformat(last_used) if last_used else NEVER,
                             uuid.UUID(last_id))
@@ -296,6 +300,8 @@ async def revoke_one(session: AsyncSession, caller: UserCaller, connection_id: u
     await connections.revoke(session, connection, Actor("user", str(caller.user.id)),
                              f"accountant:{caller.user.id}", reason)
     user = await session.get(User, connection.user_id)
+    if user is None:
+        raise RuntimeError(f"the user of connection {connection.id} is missing")
     return overview_row(connection, app, user, company_ids, lang, utcnow())
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Path
 
 from services.registry.deps import SessionDep, user_can
@@ -12,11 +14,12 @@ from services.registry.policy.schemas import (
     PolicyChange,
     PolicyOut,
 )
+from shared.policy.dependency import UserCaller
 
 router = APIRouter(prefix="/v1/environment/policy", tags=["environment policy"])
-EnvironmentPolicyRead = user_can("environment.policy.read")
-EnvironmentPolicyAppsDecide = user_can("environment.policy.apps.decide")
-EnvironmentPolicyTemplatesSet = user_can("environment.policy.templates.set")
+EnvironmentPolicyRead = Annotated[UserCaller, user_can("environment.policy.read")]
+EnvironmentPolicyAppsDecide = Annotated[UserCaller, user_can("environment.policy.apps.decide")]
+EnvironmentPolicyTemplatesSet = Annotated[UserCaller, user_can("environment.policy.templates.set")]
 
 
 @router.get("", response_model=PolicyOut)

@@ -21,6 +21,8 @@ from shared.policy.dependency import UserCaller
 
 async def read(session: AsyncSession, caller: UserCaller) -> PolicyOut:
     environment = await session.get(Environment, caller.user.environment_id)
+    if environment is None:
+        raise RuntimeError(f"the environment of user {caller.user.id} is missing")
     stmt = (
         select(EnvironmentAppPolicy, App)
         .join(App, col(App.id) == EnvironmentAppPolicy.app_id)
@@ -64,6 +66,8 @@ async def decide_app(session: AsyncSession, caller: UserCaller, client_id: str, 
 async def set_consent_templates(session: AsyncSession, caller: UserCaller,
                                 templates: list[str] | None) -> dict[str, int]:
     environment = await session.get(Environment, caller.user.environment_id)
+    if environment is None:
+        raise RuntimeError(f"the environment of user {caller.user.id} is missing")
     templates = sorted(set(templates)) if templates is not None else None
     actor = Actor("user", str(caller.user.id))
     if environment.consent_templates != templates:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from sqlalchemy import and_, or_
+from sqlalchemy import ColumnElement, and_, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -28,7 +28,7 @@ SETTLE_S = 5.0
 
 router = APIRouter(prefix="/v1", tags=["changes"], dependencies=[Depends(rate_limit)])
 KIND = "changes"
-ChangesList = can("changes.list")
+ChangesList = Annotated[Caller, can("changes.list")]
 
 
 def visible_types(reach: Caller) -> list[str]:
@@ -39,7 +39,7 @@ async def changes(session: AsyncSession, reach: Caller, after: uuid.UUID | None,
                   ) -> list[Event]:
     """Events after `after` that the caller may see, oldest first."""
     types = visible_types(reach)
-    data = [col(Event.type).in_(types)]
+    data: list[ColumnElement[bool]] = [col(Event.type).in_(types)]
     if reach.debtor_ids is not None:
         data.append(col(Event.debtor_id).in_(reach.debtor_ids))
     if reach.company_ids is not None:

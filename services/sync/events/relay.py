@@ -85,7 +85,7 @@ async def relay_events(session: AsyncSession, limit: int | None = None
     fan_out = FanOut(session)
     stmt = select(Event).where(col(Event.relayed_at).is_(None))
     stmt = stmt.order_by(col(Event.id)).limit(limit)
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     events = (await session.exec(stmt)).all()
     if not events:

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.sync.read_pool import ReadPool
 from services.sync.resources import schemas, service
+from shared.db.base import table_of
 from shared.errors import InsufficientScope, NotFound
 from shared.models import App, Connection, ConnectionCompany, ConnectionStatus, Employee
 from shared.policy import RULES, CallerKind, authorize, resolve
@@ -40,10 +41,10 @@ SCOPE = RULE.scopes[0]
 # The columns of `EmployeeOut`, read straight into its JSON document (`employee_body`).
 FIELDS = tuple(schemas.EmployeeOut.model_fields)
 
-_conn = Connection.__table__
-_app = App.__table__
-_emp = Employee.__table__
-_cover = ConnectionCompany.__table__
+_conn = table_of(Connection)
+_app = table_of(App)
+_emp = table_of(Employee)
+_cover = table_of(ConnectionCompany)
 
 CONNECTION_EMPLOYEE = (
     select(_conn.c.status, _conn.c.environment_id, _conn.c.debtor_id, _conn.c.scopes,

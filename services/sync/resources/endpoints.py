@@ -18,17 +18,18 @@ from services.sync.resources.repository import ResourceRepository
 from shared.auth_deps import PrincipalDep
 from shared.errors import KoppelError
 from shared.pagination import DEFAULT_LIMIT, LimitQuery, after_id, id_cursor, page
+from shared.policy import Caller
 from shared.policy.dependency import declare
 
 router = APIRouter(prefix="/v1", tags=["data"], dependencies=[Depends(rate_limit)])
 # The busiest read asks the policy itself (employee_read.py), on its fast path.
 READ_EMPLOYEE = declare("employees.read")
-DebtorsList = can("debtors.list")
-CompaniesList = can("companies.list")
-CompaniesRead = can("companies.read")
-EmployeesList = can("employees.list")
-EmployeesCreate = can("employees.create")
-EmployeesUpdate = can("employees.update")
+DebtorsList = Annotated[Caller, can("debtors.list")]
+CompaniesList = Annotated[Caller, can("companies.list")]
+CompaniesRead = Annotated[Caller, can("companies.read")]
+EmployeesList = Annotated[Caller, can("employees.list")]
+EmployeesCreate = Annotated[Caller, can("employees.create")]
+EmployeesUpdate = Annotated[Caller, can("employees.update")]
 
 
 class PreconditionFailed(KoppelError):

@@ -5,7 +5,7 @@ ETag, file a request, approve / reject / cancel it. Mounted under
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 
@@ -15,13 +15,16 @@ from services.sync.resources.endpoints import listing, single
 from services.sync.resources.repository import ResourceRepository
 from shared.models import LeaveRequest, LeaveRequestStatus
 from shared.pagination import DEFAULT_LIMIT, LimitQuery, after_id
+from shared.policy import Caller
 
 router = APIRouter(prefix="/leave-requests")
-LeaveRequestsList = can("leave_requests.list")
-LeaveRequestsCreate = can("leave_requests.create")
-LeaveRequestsRead = can("leave_requests.read")
-LeaveRequestsUpdate = can("leave_requests.update")
-NOT_MODIFIED = {304: {"description": "Not modified (If-None-Match)"}}
+LeaveRequestsList = Annotated[Caller, can("leave_requests.list")]
+LeaveRequestsCreate = Annotated[Caller, can("leave_requests.create")]
+LeaveRequestsRead = Annotated[Caller, can("leave_requests.read")]
+LeaveRequestsUpdate = Annotated[Caller, can("leave_requests.update")]
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not modified (If-None-Match)"}
+}
 
 
 @router.get("", response_model=schemas.Page)

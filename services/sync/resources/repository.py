@@ -51,7 +51,7 @@ class ResourceRepository:
     async def employee(self, employee_id: uuid.UUID, *, for_update: bool = False
                        ) -> Employee | None:
         stmt = self._scoped(select(Employee), Employee).where(Employee.id == employee_id)
-        if for_update and self.session.bind.dialect.name == "postgresql":
+        if for_update and self.session.get_bind().dialect.name == "postgresql":
             stmt = stmt.with_for_update()
         return (await self.session.exec(stmt)).first()
 
@@ -75,7 +75,7 @@ class ResourceRepository:
                     for_update: bool = True):
         stmt = select(model).where(model.id == row_id, model.employee_id == employee_id,
                                    model.environment_id == self.reach.environment_id)
-        if for_update and self.session.bind.dialect.name == "postgresql":
+        if for_update and self.session.get_bind().dialect.name == "postgresql":
             stmt = stmt.with_for_update()
         return (await self.session.exec(stmt)).first()
 

@@ -54,7 +54,7 @@ async def update_employee(session: AsyncSession, reach: Caller, employee_id: uui
         setattr(row, name, changes[name])
     row.updated_at = utcnow()
     session.add(row)
-    emit(session, "employee.updated", row.environment_id,  # type: ignore[arg-type]
+    emit(session, "employee.updated", row.environment_id,
          debtor_id=row.debtor_id, company_id=row.company_id, employee_id=row.id,
          changed_fields=changed)
     await session.flush()
@@ -69,7 +69,7 @@ def _child_common(row: Employee) -> dict:
 def _emit(session: AsyncSession, type: str, employee: Employee, **data) -> None:
     """Write the thin event (ids and changed field names) in this transaction; the worker
     is nudged after the commit."""
-    emit(session, type, employee.environment_id,  # type: ignore[arg-type]
+    emit(session, type, employee.environment_id,
          debtor_id=employee.debtor_id, company_id=employee.company_id,
          employee_id=employee.id, **data)
 

@@ -5,6 +5,7 @@ company must be within reach (else 404)."""
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
@@ -30,13 +31,13 @@ from shared.policy import RULES, Caller
 
 router = APIRouter(prefix="/v1/employees/{employee_id}", tags=["data"],
                    dependencies=[Depends(rate_limit)])
-EmploymentsList = can("employments.list")
-BankAccountsList = can("bank_accounts.list")
-BankAccountsUpdate = can("bank_accounts.update")
-EmploymentsEnd = can("employments.end")
-WageComponentsAdd = can("wage_components.add")
-WageComponentsEnd = can("wage_components.end")
-PayrollRunsList = can("payroll_runs.list")
+EmploymentsList = Annotated[Caller, can("employments.list")]
+BankAccountsList = Annotated[Caller, can("bank_accounts.list")]
+BankAccountsUpdate = Annotated[Caller, can("bank_accounts.update")]
+EmploymentsEnd = Annotated[Caller, can("employments.end")]
+WageComponentsAdd = Annotated[Caller, can("wage_components.add")]
+WageComponentsEnd = Annotated[Caller, can("wage_components.end")]
+PayrollRunsList = Annotated[Caller, can("payroll_runs.list")]
 
 
 async def _rows(session, reach: Caller, runtime, model, employee_id: uuid.UUID, kind: str,
@@ -83,7 +84,7 @@ async def update_bank_account(employee_id: uuid.UUID, account_id: uuid.UUID,
             setattr(row, name, changes[name])
         row.updated_at = utcnow()
         session.add(row)
-        emit(session, "employee.bankaccount.changed", employee.environment_id,  # type: ignore[arg-type]
+        emit(session, "employee.bankaccount.changed", employee.environment_id,
              debtor_id=employee.debtor_id, company_id=employee.company_id,
              employee_id=employee.id, bank_account_id=row.id, changed_fields=changed)
         await session.flush()

@@ -49,8 +49,8 @@ log = structlog.get_logger("koppel.webhooks")
 SEND_TIMEOUT_S = 10.0
 D = WebhookDelivery
 
-_RETURNED = (D.id, D.endpoint_id, D.app_id, D.event_id, D.type, D.message_id, D.payload,
-             D.attempts)
+_RETURNED = (col(D.id), col(D.endpoint_id), col(D.app_id), col(D.event_id), col(D.type),
+             col(D.message_id), col(D.payload), col(D.attempts))
 
 
 @dataclass
@@ -66,6 +66,13 @@ class Attempt:
     request_id: str | None = None  # of the API request that wrote the event (for logs)
     started: datetime | None = None
     outcome: Outcome | None = None
+
+    @property
+    def result(self) -> Outcome:
+        """The outcome of an attempt that was sent."""
+        if self.outcome is None:
+            raise RuntimeError(f"delivery {self.delivery_id} attempt {self.attempt} was not sent")
+        return self.outcome
 
 
 def _finished(status: DeliveryStatus, error: str | None) -> dict:
@@ -89,7 +96,7 @@ async def _claim(runtime: Runtime, session: AsyncSession, conditions: list, limi
     what a relay in this same transaction has read already (audiences, rows)."""
     now = utcnow()
     due = select(D.id).where(*conditions).order_by(col(D.next_attempt_at)).limit(limit)
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
     # Two statements: PostgreSQL may rescan a LIMIT ... SKIP LOCKED subquery inside an
     # UPDATE's IN (...) and so claim more than `limit` rows.
@@ -134,14 +141,15 @@ async def _claim(runtime: Runtime, session: AsyncSession, conditions: list, limi
                 except VaultError:
                     log.error("webhook secret does not open", endpoint_id=str(endpoint.id))
                     keys[endpoint.id] = None
-            if keys[endpoint.id] is None:
+            signing = keys[endpoint.id]
+            if signing is None:
                 settle[row.id] = _finished(DeliveryStatus.FAILED,
                                            "the endpoint's secret cannot be read")
                 settle[row.id]["attempts"] = row.attempts  # as before: counted
                 continue
             body = json.dumps(row.payload, separators=(",", ":")).encode()
             ready.append(Attempt(row.id, row.attempts, row.message_id, endpoint.url, body,
-                                 keys[endpoint.id], getattr(event, "request_id", None)))
+                                 signing, getattr(event, "request_id", None)))
             continue
         settle[row.id].setdefault("attempts", row.attempts - 1)  # not an attempt after all
     for delivery_id, values in settle.items():
@@ -187,12 +195,14 @@ async def _send(sender: Sender, attempt: Attempt) -> None:
 async def _record_failure(session: AsyncSession, attempt: Attempt
                           ) -> tuple[uuid.UUID, int, datetime] | None:
     """Settle or reschedule a failed attempt; returns the next attempt to enqueue."""
-    outcome = attempt.outcome
+    outcome = attempt.result
     delivery = await session.get(WebhookDelivery, attempt.delivery_id)
     if delivery is None or delivery.attempts != attempt.attempt:
         return None  # a later attempt took over (this one outlived its lease)
     delivery.last_status_code = outcome.status_code
     endpoint = await session.get(WebhookEndpoint, delivery.endpoint_id)
+    if endpoint is None:  # deleting an endpoint deletes its deliveries
+        raise RuntimeError(f"the endpoint of delivery {delivery.id} is missing")
     done = _finished(DeliveryStatus.FAILED, outcome.error)
     if outcome.gone:
         for k, v in done.items():
@@ -218,20 +228,20 @@ async def record(runtime: Runtime, attempts: list[Attempt]) -> None:
     async with runtime.async_session() as session, session.begin():
         await session.exec(insert(WebhookAttempt), params=[{
             "id": uuid7(), "delivery_id": a.delivery_id, "attempt": a.attempt,
-            "started_at": a.started, "duration_ms": a.outcome.duration_ms,
-            "status_code": a.outcome.status_code, "succeeded": a.outcome.succeeded,
-            "error": a.outcome.error} for a in attempts])
+            "started_at": a.started, "duration_ms": a.result.duration_ms,
+            "status_code": a.result.status_code, "succeeded": a.result.succeeded,
+            "error": a.result.error} for a in attempts])
         succeeded: dict[tuple[int, int | None], list[uuid.UUID]] = defaultdict(list)
         for a in attempts:
-            if a.outcome.succeeded:
-                succeeded[(a.attempt, a.outcome.status_code)].append(a.delivery_id)
+            if a.result.succeeded:
+                succeeded[(a.attempt, a.result.status_code)].append(a.delivery_id)
         for (number, code), ids in succeeded.items():
             # Only where this attempt is still the latest (it did not outlive its lease).
             await session.exec(update(D).where(col(D.id).in_(ids), col(D.attempts) == number)
                                .values(last_status_code=code,
                                        **_finished(DeliveryStatus.SUCCEEDED, None)))
         for a in attempts:
-            if not a.outcome.succeeded:
+            if not a.result.succeeded:
                 retry = await _record_failure(session, a)
                 if retry is not None:
                     unit_of_work(session).enqueue_delivery(*retry)
@@ -243,7 +253,7 @@ async def send_and_record(runtime: Runtime, sender: Sender, attempts: list[Attem
     """Send claimed attempts concurrently, record them, enqueue the retries."""
     await asyncio.gather(*(_send(sender, a) for a in attempts))
     await record(runtime, attempts)
-    ok = sum(a.outcome.succeeded for a in attempts)
+    ok = sum(a.result.succeeded for a in attempts)
     return {"sent": len(attempts), "succeeded": ok, "failed": len(attempts) - ok}
 
 
@@ -255,5 +265,5 @@ async def deliver(runtime: Runtime, delivery_id: uuid.UUID, attempt: int, *,
         return "skipped"
     bind_request_id(claimed[0].request_id)
     await send_and_record(runtime, sender, claimed)
-    outcome = claimed[0].outcome
+    outcome = claimed[0].result
     return "succeeded" if outcome.succeeded else f"failed: {outcome.error}"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
@@ -11,20 +12,21 @@ from services.sync.deps import RuntimeDep, SessionDep, webhook_manager
 from services.sync.ratelimits import rate_limit
 from services.sync.webhooks import schemas, service
 from shared.pagination import DEFAULT_LIMIT, LimitQuery, after_id, id_cursor, page
+from shared.policy.dependency import AppCaller
 from shared.ssrf import check_url
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], dependencies=[Depends(rate_limit)])
-CanCreate = webhook_manager("create")
-CanList = webhook_manager("list")
-CanRead = webhook_manager("read")
-CanUpdate = webhook_manager("update")
-CanDelete = webhook_manager("delete")
-CanDisable = webhook_manager("disable")
-CanEnable = webhook_manager("enable")
-CanRotateSecret = webhook_manager("rotate_secret")
-CanDeliveriesList = webhook_manager("deliveries.list")
-CanRedeliver = webhook_manager("redeliver")
-CanTest = webhook_manager("test")
+CanCreate = Annotated[AppCaller, webhook_manager("create")]
+CanList = Annotated[AppCaller, webhook_manager("list")]
+CanRead = Annotated[AppCaller, webhook_manager("read")]
+CanUpdate = Annotated[AppCaller, webhook_manager("update")]
+CanDelete = Annotated[AppCaller, webhook_manager("delete")]
+CanDisable = Annotated[AppCaller, webhook_manager("disable")]
+CanEnable = Annotated[AppCaller, webhook_manager("enable")]
+CanRotateSecret = Annotated[AppCaller, webhook_manager("rotate_secret")]
+CanDeliveriesList = Annotated[AppCaller, webhook_manager("deliveries.list")]
+CanRedeliver = Annotated[AppCaller, webhook_manager("redeliver")]
+CanTest = Annotated[AppCaller, webhook_manager("test")]
 
 
 def _checker(request: Request, runtime: RuntimeDep):

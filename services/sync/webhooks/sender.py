@@ -78,7 +78,7 @@ class Sender:
         self._pins: ssrf.CheckedResolver | None = None
 
     def _open(self) -> tuple[aiohttp.ClientSession, ssrf.CheckedResolver]:
-        if self._session is None or self._session.closed:
+        if self._session is None or self._session.closed or self._pins is None:
             self._session, self._pins = ssrf.shared_session(
                 limit=self.limit, limit_per_host=self.limit_per_host)
         return self._session, self._pins
