@@ -173,12 +173,14 @@ def seed(conn: DbConnection, name: str, count: int, rng: random.Random) -> Seede
     writer.write(table_of(Partner), partners)
     first_party = f"bench-first-party-{tag}"
     apps = [{"id": uuid7_at(start, rng), "client_id": first_party, "partner_id": None,
-             "first_party": True, "name": "Bench SaaS", "scopes": [], "contacts": [],
+             "first_party": True, "environment_id": env_id, "name": "Bench SaaS",
+             "scopes": [], "contacts": [],
              "redirect_uris": ["http://127.0.0.1:9/cb"], "grant_types": ["client_credentials"],
              "response_types": [], "status": "active", "created_at": start, "updated_at": start}]
     for i in range(n_apps):
         apps.append({"id": uuid7_at(start, rng), "client_id": f"bench-{tag}-app-{i}",
                      "partner_id": partners[i % len(partners)]["id"], "first_party": False,
+                     "environment_id": None,
                      "name": f"Bench app {i}", "scopes": SCOPE_SETS[i % len(SCOPE_SETS)],
                      "contacts": [], "redirect_uris": ["https://partner.example/cb"],
                      "grant_types": ["authorization_code", "refresh_token"],

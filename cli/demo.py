@@ -1,5 +1,5 @@
 """The demo environment (SPEC section 8): one user per template, two debtors with two
-companies each, employees, and a first-party client.
+companies each, employees, and a first-party client bound to the environment.
 
 Seeding is idempotent: rows are found by their derived emails, numbers and client id,
 so running it again adds nothing twice; it resets the passwords and the client secret
@@ -39,7 +39,7 @@ from shared.models import (
     WageComponent,
 )
 from shared.passwords import hash_password
-from shared.scopes import APP_SCOPES, SCOPES
+from shared.scopes import FIRST_PARTY_APP_SCOPES
 from shared.vault import KeyRing, TokenKind, new_token, token_digest
 
 DEFAULT_EMPLOYEES = 5
@@ -89,7 +89,7 @@ def seed_demo(
             for debtor, companies in tree.debtors
         ],
         "users": users,
-        "first_party_client": _first_party_client(session, keyring, slug, name),
+        "first_party_client": _first_party_client(session, keyring, slug, tree.environment),
     }
 
 
@@ -261,8 +261,9 @@ def _set_companies(session: Session, user_id: uuid.UUID, wanted: set[uuid.UUID])
 
 
 def _first_party_client(
-    session: Session, keyring: KeyRing, slug: str, name: str
+    session: Session, keyring: KeyRing, slug: str, environment: Environment
 ) -> dict[str, str]:
+    """The demo environment's own frontend: a first-party client bound to it."""
     client_id = data.client_id_for(slug)
     app = session.exec(select(App).where(App.client_id == client_id)).first()
     if app is None:
@@ -270,11 +271,15 @@ def _first_party_client(
         session.add(app)
     elif not app.first_party:
         raise CliError(f"client id {client_id} belongs to a third-party app")
+    elif app.platform or app.environment_id not in (None, environment.id):
+        raise CliError(f"client id {client_id} is not bound to this demo environment "
+                       "(an operator placed it elsewhere)")
     secret = new_token(TokenKind.CLIENT_SECRET)
-    app.name = f"Koppel web ({name})"
+    app.environment_id, app.platform = environment.id, False
+    app.name = f"Koppel web ({environment.name})"
     app.publisher = "Koppel"
     app.redirect_uris = [REDIRECT_URI]
-    app.scopes = [scope for scope in SCOPES if scope not in APP_SCOPES]
+    app.scopes = list(FIRST_PARTY_APP_SCOPES)
     app.grant_types = list(GRANT_TYPES)
     app.response_types = ["code"]
     app.token_endpoint_auth_method = AUTH_METHOD

@@ -185,6 +185,10 @@ APP_SCOPES: frozenset[str] = frozenset(s.name for s in _CATALOGUE if s.kind is S
 FIRST_PARTY_SCOPES: frozenset[str] = frozenset(
     s.name for s in _CATALOGUE if s.kind is ScopeKind.FIRST_PARTY
 )
+# What the SaaS's own apps register: every scope but the partner apps' own.
+FIRST_PARTY_APP_SCOPES: tuple[str, ...] = tuple(
+    s.name for s in _CATALOGUE if s.kind is not ScopeKind.APP
+)
 # Consent scopes that say who the user is or keep access; they reach no payroll data.
 IDENTITY_SCOPES: frozenset[str] = frozenset({"openid", "profile", "email", "offline_access",
                                               "user.info.read"})

@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import String
+from sqlalchemy import CheckConstraint, String
 from sqlmodel import Field, SQLModel
 
 from shared.models._fields import id_field, json_field, timestamp_field
@@ -16,15 +16,34 @@ class AppStatus(StrEnum):
     SUSPENDED = "suspended"
 
 
+# Where an app's first-party rights reach (shared/app_reach.py asks these columns):
+# a first-party app is bound to one environment (a tenant's own frontend or
+# integration) or platform-wide (the SaaS's own backend, made by an operator); one
+# that is neither stays suspended until an operator decides. A third-party app has
+# neither: its reach comes from its connections.
+REACH_CONSTRAINTS = (
+    CheckConstraint("NOT (platform AND environment_id IS NOT NULL)", name="bound_or_platform"),
+    CheckConstraint("first_party OR (NOT platform AND environment_id IS NULL)",
+                    name="reach_is_first_party"),
+    CheckConstraint("NOT first_party OR platform OR environment_id IS NOT NULL "
+                    "OR status = 'suspended'", name="unplaced_is_suspended"),
+)
+
+
 class App(SQLModel, table=True):
     """An OAuth client: a partner's third-party app, or one of the SaaS's first-party apps."""
 
     __tablename__ = "apps"
+    __table_args__ = REACH_CONSTRAINTS
 
     id: uuid.UUID = id_field()
     client_id: str = Field(max_length=80, unique=True)
     partner_id: uuid.UUID | None = Field(default=None, foreign_key="partners.id", index=True)
     first_party: bool = False
+    # A first-party app's environment (bound), or None (platform-wide or third-party).
+    environment_id: uuid.UUID | None = Field(default=None, foreign_key="environments.id",
+                                             index=True)
+    platform: bool = False
     name: str = Field(max_length=200)
     publisher: str | None = Field(default=None, max_length=200)
     client_uri: str | None = Field(default=None, max_length=2000)

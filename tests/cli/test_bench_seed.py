@@ -32,7 +32,7 @@ def test_seeds_n_consistent_connections(invoke: Invoke,
         accountant = session.get(User, uuid.UUID(document["accountant_id"]))
         assert session.exec(select(func.count()).select_from(App).where(
             App.client_id == document["first_party_client_id"],
-            col(App.first_party))).one() == 1
+            col(App.first_party), App.environment_id == env_id)).one() == 1
     assert len(rows) == 3000 and accountant.template == "accountant"
     assert len({(c.user_id, c.app_id) for c in rows}) == 3000
     # Id order is creation order (to the millisecond, as UUIDv7 has it).

@@ -121,7 +121,9 @@ def test_each_login_sits_where_the_spec_places_it(db_session: Session, keyring: 
     assert {u.template for u in users.values()} == set(UserTemplate)
 
     app = db_session.exec(select(App).where(App.client_id == "koppel-web-placement")).one()
-    assert app.first_party
+    # The demo's own frontend: bound to the demo environment, never platform-wide.
+    assert app.first_party and not app.platform
+    assert app.environment_id == _uuid(document["environment"]["id"])
     assert app.token_endpoint_auth_method == "client_secret_basic"
     assert set(app.scopes) == set(SCOPES) - APP_SCOPES
     assert set(app.grant_types) >= {"authorization_code", "refresh_token"}

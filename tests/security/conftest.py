@@ -181,9 +181,11 @@ def pair(committing_sessions: sessionmaker[Session], keyring: KeyRing, settings:
     and tokens for every kind of caller of environment A."""
     box = SecretBox(keyring)
     with committing_sessions() as session:
-        first_party = f.make_app(session, first_party=True, grant_types=[
-            "authorization_code", "refresh_token", "client_credentials"])
         a, b = _side(session, box, "Alpha"), _side(session, box, "Beta")
+        # Environment A's own frontend: its user tokens are A's callers.
+        first_party = f.make_app(session, first_party=True, environment=a.tenant.environment,
+                                 grant_types=["authorization_code", "refresh_token",
+                                              "client_credentials"])
         session.commit()
     world = World(committing_sessions, Signer(box), settings, first_party, [a.app, b.app],
                   a.tenant, b.tenant)

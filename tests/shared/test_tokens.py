@@ -145,7 +145,7 @@ def world(committing_sessions: sessionmaker[Session], runtime: Runtime,
         connection = f.make_connection(session, user, third_party)
         connection_family = f.make_token_family(session, third_party, user,
                                                 connection_id=connection.id)
-        first_party = f.make_app(session, first_party=True)
+        first_party = f.make_app(session, first_party=True, environment=environment)
         user_family = f.make_token_family(session, first_party, user)
         service_app = f.make_app(session, grant_types=["client_credentials"])
         session.commit()

@@ -136,7 +136,8 @@ def world(committing_sessions: sessionmaker[Session], keyring: KeyRing, settings
     """Two environments, A and B, each with two debtors, five users and connections of
     the master client to both partner apps and of the company login to the first."""
     with committing_sessions() as session:
-        first_party = f.make_app(session, first_party=True, grant_types=[
+        # The platform's own backend: it provisions environments and logs in users of both.
+        first_party = f.make_app(session, first_party=True, platform=True, grant_types=[
             "authorization_code", "refresh_token", "client_credentials"])
         apps = [f.make_app(session, name=name, publisher=f"{name} B.V.",
                            grant_types=["authorization_code", "client_credentials"])

@@ -67,7 +67,7 @@ def data(committing_sessions: sessionmaker[Session]) -> Data:
         other_user = f.make_user(session, env, companies=companies[:1])
         app = f.make_app(session, scopes=["company.info.read", "employee.info"])
         readonly_app = f.make_app(session, scopes=["company.info.read"])
-        first_party = f.make_app(session, first_party=True)
+        first_party = f.make_app(session, first_party=True, environment=env)
         connection = f.make_connection(session, user, app, companies=companies[:1])
         readonly = f.make_connection(session, other_user, readonly_app, companies=companies[:1])
         users = {
