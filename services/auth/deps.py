@@ -108,8 +108,8 @@ def _basic_challenge(detail: str) -> Unauthorized:
     return error
 
 
-async def first_party_client(request: Request) -> str:
-    """The client id of a first-party app authenticated with HTTP Basic, or 401."""
+async def first_party_client(request: Request) -> App:
+    """The first-party app authenticated with HTTP Basic, or 401."""
     runtime = get_runtime(request)
     credentials = basic_credentials(request.headers.get("authorization", ""))
     if credentials is None:
@@ -130,10 +130,10 @@ async def first_party_client(request: Request) -> str:
         app is not None and app.first_party and app.status == AppStatus.ACTIVE
         and digest_matches(runtime.keyring.digest_key, secret, app.client_secret_digest)
     )
-    if not ok:
+    if app is None or not ok:
         await ratelimit.record(runtime.redis, limit_key, runtime.settings.failed_attempt_window)
         raise _basic_challenge("unknown client, wrong secret, or not a first-party app")
-    return client_id
+    return app
 
 
-FirstPartyClient = Annotated[str, Depends(first_party_client)]
+FirstPartyClient = Annotated[App, Depends(first_party_client)]

@@ -16,6 +16,7 @@ from dataclasses import replace
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared.app_reach import is_platform
 from shared.errors import Forbidden, InsufficientScope
 from shared.models import App, Connection, ConnectionCompany, ConnectionStatus, Employee, User
 from shared.policy.callers import CallerKind, user_kind
@@ -30,10 +31,11 @@ def app_by_client_id(client_id: str):
 
 
 def app_kind(app: App) -> CallerKind:
-    """The kind of an app calling for itself (client credentials)."""
+    """The kind of an app calling for itself (client credentials): a partner's app, a
+    first-party app bound to one environment, or the platform's own (shared/app_reach.py)."""
     if not app.first_party:
         return CallerKind.PARTNER_APP
-    return CallerKind.PLATFORM_APP
+    return CallerKind.PLATFORM_APP if is_platform(app) else CallerKind.FIRST_PARTY_APP
 
 
 async def _ids(session: AsyncSession, stmt) -> frozenset[uuid.UUID]:
@@ -83,7 +85,11 @@ async def _app_caller(session: AsyncSession, principal: Principal) -> Caller:
     if app is None:
         raise InvalidToken("the access token's app is unknown")
     kind = app_kind(app)
-    return Caller(principal, kind, None, app=app)
+    # A bound app reaches its environment; one placed nowhere (suspended until an
+    # operator places it) reaches nothing.
+    environment_id = (app.environment_id or NOBODY) if kind == CallerKind.FIRST_PARTY_APP \
+        else None
+    return Caller(principal, kind, environment_id, app=app)
 
 
 async def resolve(session: AsyncSession, principal: Principal, *, with_reach: bool = True

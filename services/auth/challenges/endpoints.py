@@ -3,6 +3,12 @@
 With KOPPEL_LOGIN_UI_URL / KOPPEL_CONSENT_UI_URL set, the browser is sent to the
 frontend with a one-time challenge; the frontend's backend (a first-party client, HTTP
 Basic) reads it here and accepts or rejects it, then sends the browser to `redirect_to`.
+
+A platform-wide backend handles every challenge. A backend bound to an environment
+handles only its own authorization requests and those of third-party apps, and only for
+users of its environment: a login it accepts must be of such a user (anyone else gets
+the answer of a wrong password), and a consent challenge of another environment's user
+answers 404 and stays as it was (shared/app_reach.py).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from services.auth.login.service import TooManyFailures, authenticate
 from services.auth.oauth2.authorization import Failure, check_request, error_location
 from services.auth.oauth2.context import AuthContext
 from services.auth.pages.i18n import pick_language
+from shared.app_reach import is_platform, may_handle_challenge, reaches_environment
 from shared.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
 from shared.models import App, User
 from shared.runtime import Runtime
@@ -47,9 +54,26 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _pending(runtime: Runtime, challenge: str, *, logged_in: bool) -> Pending:
+def _caller_reaches(ctx: AuthContext, caller: App, pending: Pending) -> bool:
+    """Whether the calling backend may read and answer this challenge."""
+    if is_platform(caller):
+        return True
+    app = ctx.session.exec(select(App).where(App.client_id == pending.client_id)).first()
+    if app is None or not may_handle_challenge(caller, caller.client_id, app, app.client_id):
+        return False
+    if pending.user_id is None:
+        return True
+    user = ctx.session.get(User, uuid.UUID(pending.user_id))
+    return user is not None and reaches_environment(caller, user.environment_id)
+
+
+async def _pending(request: Request, runtime: Runtime, caller: App, challenge: str, *,
+                   logged_in: bool) -> Pending:
+    """The challenge, if it exists in this state and the caller may handle it; else 404
+    (the same answer whether it does not exist or is out of the caller's reach)."""
     pending = await load_pending(runtime, challenge)
-    if pending is None or (pending.user_id is not None) != logged_in:
+    if pending is None or (pending.user_id is not None) != logged_in or not await run_authlib(
+            request, lambda ctx: _caller_reaches(ctx, caller, pending), read_only=True):
         raise NotFound("no such challenge (it may have been used or have expired)")
     return pending
 
@@ -80,10 +104,10 @@ def _rejection(ctx: AuthContext, pending: Pending, body: Reject) -> str:
 
 @router.get("/login-requests/{challenge}", response_model=LoginRequest, responses=PROBLEMS)
 async def get_login_request(
-    challenge: str, request: Request, runtime: RuntimeDep, _client: FirstPartyClient
+    challenge: str, request: Request, runtime: RuntimeDep, caller: FirstPartyClient
 ) -> LoginRequest:
     """What a login challenge is about: the app and the scopes it asks for."""
-    pending = await _pending(runtime, challenge, logged_in=False)
+    pending = await _pending(request, runtime, caller, challenge, logged_in=False)
     client = await run_authlib(request, lambda ctx: _client_info(ctx, pending.client_id))
     data = dict(pending.query)
     return LoginRequest(
@@ -101,11 +125,15 @@ async def get_login_request(
     responses={**PROBLEMS, 429: {"description": "too many failed attempts"}},
 )
 async def accept_login(
-    challenge: str, body: AcceptLogin, runtime: RuntimeDep, _client: FirstPartyClient
+    challenge: str, body: AcceptLogin, request: Request, runtime: RuntimeDep,
+    caller: FirstPartyClient,
 ) -> Redirect:
-    """Log the user in with their credentials; the browser goes on to `redirect_to`."""
-    pending = await _pending(runtime, challenge, logged_in=False)
-    result = await authenticate(runtime, body.username, body.password, body.remote_address)
+    """Log the user in with their credentials; the browser goes on to `redirect_to`.
+    A user that the request's app or the calling backend does not admit (another
+    environment's, for a bound app) gets the answer of a wrong password."""
+    pending = await _pending(request, runtime, caller, challenge, logged_in=False)
+    result = await authenticate(runtime, body.username, body.password, body.remote_address,
+                                [pending.client_id, caller.client_id])
     if isinstance(result, TooManyFailures):
         raise RateLimited(result.retry_after, "too many failed attempts for this login")
     if result is None:
@@ -119,10 +147,11 @@ async def accept_login(
 
 @router.post("/login-requests/{challenge}/reject", response_model=Redirect, responses=PROBLEMS)
 async def reject_login(
-    challenge: str, body: Reject, request: Request, runtime: RuntimeDep, _client: FirstPartyClient
+    challenge: str, body: Reject, request: Request, runtime: RuntimeDep,
+    caller: FirstPartyClient,
 ) -> Redirect:
     """End the request without a login; `redirect_to` sends the error to the app."""
-    pending = await _pending(runtime, challenge, logged_in=False)
+    pending = await _pending(request, runtime, caller, challenge, logged_in=False)
     location = await run_authlib(request, lambda ctx: _rejection(ctx, pending, body))
     await drop_pending(runtime, challenge)
     return Redirect(redirect_to=location)
@@ -167,10 +196,10 @@ def _consent_request(
     },
 )
 async def get_consent_request(
-    challenge: str, request: Request, runtime: RuntimeDep, _client: FirstPartyClient
+    challenge: str, request: Request, runtime: RuntimeDep, caller: FirstPartyClient
 ) -> ConsentRequest:
     """What to ask the user: the app, the new scopes, the debtor and its companies."""
-    pending = await _pending(runtime, challenge, logged_in=True)
+    pending = await _pending(request, runtime, caller, challenge, logged_in=True)
     lang = pick_language(request, dict(pending.query).get("ui_locales"))
     return await run_authlib(request, lambda ctx: _consent_request(ctx, challenge, pending, lang))
 
@@ -178,12 +207,13 @@ async def get_consent_request(
 async def _decide_consent(
     request: Request,
     runtime: Runtime,
+    caller: App,
     challenge: str,
     allow: bool,
     debtor_id: str,
     company_ids: list[str],
 ) -> Redirect:
-    pending = await _pending(runtime, challenge, logged_in=True)
+    pending = await _pending(request, runtime, caller, challenge, logged_in=True)
     lang = pick_language(request, dict(pending.query).get("ui_locales"))
     outcome = await run_authlib(
         request, lambda ctx: record_decision(ctx, pending, allow, debtor_id, company_ids, lang)
@@ -205,17 +235,16 @@ async def accept_consent(
     body: AcceptConsent,
     request: Request,
     runtime: RuntimeDep,
-    _client: FirstPartyClient,
+    caller: FirstPartyClient,
 ) -> Redirect:
     """Grant the requested scopes for the debtor and companies; `redirect_to` carries the code."""
-    return await _decide_consent(
-        request, runtime, challenge, True, str(body.debtor_id), [str(c) for c in body.company_ids]
-    )
+    return await _decide_consent(request, runtime, caller, challenge, True,
+                                 str(body.debtor_id), [str(c) for c in body.company_ids])
 
 
 @router.post("/consent-requests/{challenge}/reject", response_model=Redirect, responses=PROBLEMS)
 async def reject_consent(
-    challenge: str, request: Request, runtime: RuntimeDep, _client: FirstPartyClient
+    challenge: str, request: Request, runtime: RuntimeDep, caller: FirstPartyClient
 ) -> Redirect:
     """Deny: `redirect_to` sends access_denied to the app."""
-    return await _decide_consent(request, runtime, challenge, False, "", [])
+    return await _decide_consent(request, runtime, caller, challenge, False, "", [])

@@ -25,6 +25,7 @@ from services.auth.oauth2.authorization import (
 )
 from services.auth.oauth2.context import AuthContext
 from services.auth.pages.i18n import TEMPLATE_NAMES
+from shared.app_reach import admits_user
 from shared.models import ConnectionStatus, User
 from shared.scopes import SCOPES
 
@@ -111,7 +112,8 @@ def _decide(
     if not checked.active:
         return refuse(checked, "access_denied", "this app is suspended", issuer), checked
     user = ctx.session.get(User, uuid.UUID(user_id))
-    if user is None or not user.active:
+    if user is None or not user.active or not admits_user(checked, user.environment_id):
+        # A session of another environment's user does not sign in to a bound app.
         return NeedLogin(), checked
     when = datetime.fromtimestamp(auth_time, UTC)
 

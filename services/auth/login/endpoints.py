@@ -95,7 +95,8 @@ async def login(
     lang = pick_language(request, dict(pending.query).get("ui_locales") if pending else None)
     if pending is None or not hmac.compare_digest(csrf_token, pending.csrf):
         return _bad_request(lang)
-    result = await authenticate(runtime, username, password, client_address(request))
+    result = await authenticate(runtime, username, password, client_address(request),
+                                [pending.client_id])
     if isinstance(result, TooManyFailures):
         response: Response = _login_form(
             lang,

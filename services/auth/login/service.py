@@ -1,14 +1,22 @@
-"""Checking a login: failure-only rate limits and an equal-time password check."""
+"""Checking a login: failure-only rate limits and an equal-time password check.
+
+A login is always for some app: the client of the authorization request, and the
+first-party backend that collected the credentials (challenge API). A first-party app
+bound to an environment admits only that environment's users; anyone else gets the
+answer of a wrong password, and the attempt counts as a failure.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlmodel import select
+from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
 from shared import ratelimit
-from shared.models import User
+from shared.app_reach import admits_user
+from shared.models import App, User
 from shared.passwords import verify_password
 from shared.runtime import Runtime
 
@@ -18,18 +26,24 @@ class TooManyFailures:
     retry_after: int
 
 
-def _check_password(runtime: Runtime, email: str, password: str) -> User | None:
+def _check_password(runtime: Runtime, email: str, password: str,
+                    client_ids: Sequence[str]) -> User | None:
     with runtime.session() as session:
         user = session.exec(select(User).where(User.email == email)).first()
+        apps = session.exec(select(App).where(col(App.client_id).in_(client_ids))).all()
     # The hash is verified even for an unknown user, so both take the same time.
     ok = verify_password(user.password_hash if user else None, password)
-    return user if ok and user is not None and user.active else None
+    if not ok or user is None or not user.active or len(apps) != len(set(client_ids)):
+        return None
+    return user if all(admits_user(app, user.environment_id) for app in apps) else None
 
 
 async def authenticate(
-    runtime: Runtime, username: str, password: str, address: str | None
+    runtime: Runtime, username: str, password: str, address: str | None,
+    client_ids: Sequence[str],
 ) -> User | TooManyFailures | None:
-    """The active user with these credentials; None if they are wrong.
+    """The active user with these credentials whom every app of `client_ids` admits;
+    None if the credentials are wrong or an app does not admit the user.
 
     Only failed attempts count, per account and per address; once either has used up
     its budget, attempts are refused (without checking the password) until the window ends.
@@ -43,7 +57,7 @@ async def authenticate(
         wait = await ratelimit.retry_after(runtime.redis, name, limit)
         if wait is not None:
             return TooManyFailures(wait)
-    user = await run_in_threadpool(_check_password, runtime, email, password)
+    user = await run_in_threadpool(_check_password, runtime, email, password, client_ids)
     if user is None:
         for name, _ in limits:
             await ratelimit.record(runtime.redis, name, settings.failed_attempt_window)

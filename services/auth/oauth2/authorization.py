@@ -7,6 +7,7 @@ otherwise the user sees an error page and the app hears nothing.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode
 
@@ -41,6 +42,9 @@ class Checked:
     app: dict
     first_party: bool
     active: bool
+    # Where a first-party app reaches (shared/app_reach.py): its environment, or all.
+    platform: bool
+    environment_id: uuid.UUID | None
     redirect_uri: str
     scopes: list[str]
     state: str | None
@@ -114,6 +118,8 @@ def check_request(ctx: AuthContext, query: list[tuple[str, str]]) -> Checked | F
              "tos_uri": app.tos_uri, "logo_url": _logo_url(ctx, app)},
         first_party=app.first_party,
         active=client.active,
+        platform=app.platform,
+        environment_id=app.environment_id,
         redirect_uri=redirect_uri,
         scopes=parse_scope(request.scope),
         state=data.get("state"),

@@ -39,6 +39,7 @@ from services.auth.oauth2.statements import (
     run,
     user_of,
 )
+from shared.app_reach import admits_user
 from shared.models import (
     AuthorizationCode,
     ConnectionStatus,
@@ -93,8 +94,13 @@ def _live(connection: ConnectionRow | None) -> ConnectionRow | Literal[False] | 
     return connection if connection.status == ConnectionStatus.ACTIVE else False
 
 
-def _active(user: UserRow | None) -> UserRow | None:
-    return user if user is not None and user.active else None
+def _admitted(user: UserRow | None, client) -> UserRow | None:
+    """The user if active and one the client may hold tokens for: a first-party app
+    bound to an environment never gets a token for another environment's user (its
+    logins already refuse them; this holds even if a code or family says otherwise)."""
+    if user is None or not user.active or not admits_user(client.app, user.environment_id):
+        return None
+    return user
 
 
 class _KoppelGrant:
@@ -158,9 +164,12 @@ class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
         """Nothing to do: the code was spent when it was looked up."""
 
     def authenticate_user(self, authorization_code: CodeRecord) -> UserRow | None:
-        if not self.client.active or _live(authorization_code.connection) is False:
+        client = self.client
+        if not client.active or _live(authorization_code.connection) is False:
             return None
-        return _active(authorization_code.user)
+        if authorization_code.family.revoked_at is not None:
+            return None  # e.g. the user's password changed after the code was issued
+        return _admitted(authorization_code.user, client)
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None,
                        include_refresh_token=True):
@@ -211,7 +220,7 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
         requested = parse_scope(self.request.payload.scope)
         if not set(requested) <= set(family.scopes):
             raise InvalidScopeError("a refresh cannot widen the granted scope")
-        user = _active(user_of(row))
+        user = _admitted(user_of(row), client)
         connection = _live(connection_of(row))
         if user is None or connection is False or not client.active:
             return None

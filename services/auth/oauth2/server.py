@@ -31,6 +31,7 @@ from services.auth.oauth2.issue import revoke_family
 from services.auth.oauth2.lookup import FoundToken, find_token
 from services.auth.oauth2.requests import ParsedRequest
 from services.auth.oauth2.statements import APP_BY_CLIENT_ID, CLIENT_BY_CLIENT_ID, run
+from shared.app_reach import may_introspect
 from shared.scopes import SCOPES
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
@@ -54,7 +55,8 @@ class Revocation(RevocationEndpoint):
 
 
 class Introspection(IntrospectionEndpoint):
-    """RFC 7662, for the token's own client (and the SaaS's first-party apps)."""
+    """RFC 7662, for the token's own client (and the platform's own backend): any other
+    client learns only `active: false` (section 4)."""
 
     CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
 
@@ -62,7 +64,7 @@ class Introspection(IntrospectionEndpoint):
         return find_token(self.server.ctx, token_string, token_type_hint)
 
     def check_permission(self, token: FoundToken, client: OAuthClient, request) -> bool:
-        return token.client_id == client.client_id or client.app.first_party
+        return may_introspect(client.app, client.client_id, token.client_id)
 
     def introspect_token(self, token: FoundToken) -> dict[str, Any]:
         if not token.active:

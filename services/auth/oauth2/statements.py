@@ -76,7 +76,8 @@ APP_BY_CLIENT_ID = select(APPS).where(APPS.c.client_id == bindparam("client_id")
 # What the token, revocation and introspection endpoints read of an app (`OAuthClient`,
 # the grants, private_key_jwt): a third of the columns, and no free text.
 CLIENT_BY_CLIENT_ID = select(
-    APPS.c.id, APPS.c.client_id, APPS.c.first_party, APPS.c.status, APPS.c.redirect_uris,
+    APPS.c.id, APPS.c.client_id, APPS.c.first_party, APPS.c.platform, APPS.c.environment_id,
+    APPS.c.status, APPS.c.redirect_uris,
     APPS.c.scopes, APPS.c.grant_types, APPS.c.token_endpoint_auth_method,
     APPS.c.client_secret_digest, APPS.c.jwks,
 ).where(APPS.c.client_id == bindparam("client_id"))

@@ -1,12 +1,19 @@
 """The provisioning API for the SaaS backend (first-party client credentials with
-`directory.manage`)."""
+`directory.manage`).
+
+A platform-wide app provisions every environment; an app bound to an environment reads
+and changes that environment only (its debtors, companies and users): another
+environment's objects answer 404, as if they did not exist (the caller's reach,
+shared/policy/reach.py).
+"""
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response, status
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.registry.deps import RuntimeDep, SessionDep, app_can
 from services.registry.directory import service
@@ -29,6 +36,7 @@ from services.registry.directory.schemas import (
     UserPatch,
 )
 from shared.audit import Actor
+from shared.errors import NotFound
 from shared.models import Company, Debtor, Environment, User, UserTemplate
 from shared.pagination import DEFAULT_LIMIT, page
 from shared.policy.dependency import AppCaller
@@ -55,6 +63,20 @@ def _actor(caller: AppCaller) -> Actor:
     return Actor("app", caller.app.client_id)
 
 
+Row = TypeVar("Row", Environment, Debtor, Company, User)
+
+
+async def _in_reach(session: AsyncSession, caller: AppCaller, model: type[Row],
+                   ident: uuid.UUID) -> Row:
+    """The row if the caller reaches its environment (a bound app: its own only); else
+    404, like a missing row."""
+    row = await service.get(session, model, ident)
+    environment_id = row.id if isinstance(row, Environment) else row.environment_id
+    if not caller.caller.reaches(environment_id):
+        raise NotFound(f"no such {model.__tablename__[:-1]}")
+    return row
+
+
 def _environment_out(environment: Environment) -> EnvironmentOut:
     return EnvironmentOut.model_validate(environment, from_attributes=True)
 
@@ -65,10 +87,12 @@ async def _user_out(session, user: User) -> dict:
                                      ).model_dump()}
 
 
-@router.post("/environments", response_model=EnvironmentOut, status_code=CREATED)
-async def create_environment(body: EnvironmentIn, session: SessionDep, caller: CanEnvironmentsCreate
-                             ) -> EnvironmentOut:
-    """Create an environment (a tenant); `consent_templates` null means the default."""
+@router.post("/environments", response_model=EnvironmentOut, status_code=CREATED,
+             responses={403: {"description": "the app is bound to one environment"}})
+async def create_environment(body: EnvironmentIn, session: SessionDep,
+                             caller: CanEnvironmentsCreate) -> EnvironmentOut:
+    """Create an environment (a tenant); `consent_templates` null means the default.
+    Only a platform-wide app creates environments (the policy refuses a bound one)."""
     templates = [t.value for t in body.consent_templates] if body.consent_templates is not None \
         else None
     environment = await service.create_environment(session, _actor(caller), body.name, templates)
@@ -80,7 +104,7 @@ async def create_environment(body: EnvironmentIn, session: SessionDep, caller: C
 async def get_environment(environment_id: uuid.UUID, session: SessionDep,
                           caller: CanEnvironmentsRead) -> EnvironmentOut:
     """One environment."""
-    return _environment_out(await service.get(session, Environment, environment_id))
+    return _environment_out(await _in_reach(session, caller, Environment, environment_id))
 
 
 @router.patch("/environments/{environment_id}", response_model=EnvironmentOut,
@@ -89,7 +113,7 @@ async def update_environment(environment_id: uuid.UUID, body: EnvironmentPatch,
                              session: SessionDep, caller: CanEnvironmentsUpdate) -> EnvironmentOut:
     """Rename an environment or change the templates that may consent (connections of
     users who no longer may are suspended; of users who may again, resumed)."""
-    environment = await service.get(session, Environment, environment_id)
+    environment = await _in_reach(session, caller, Environment, environment_id)
     changes = body.model_dump(exclude_unset=True, mode="json")
     if changes.get("name") is None:
         changes.pop("name", None)
@@ -102,7 +126,7 @@ async def update_environment(environment_id: uuid.UUID, body: EnvironmentPatch,
 async def create_debtor(environment_id: uuid.UUID, body: DebtorIn, session: SessionDep,
                         caller: CanDebtorsCreate) -> Debtor:
     """Add a debtor to an environment."""
-    environment = await service.get(session, Environment, environment_id)
+    environment = await _in_reach(session, caller, Environment, environment_id)
     return await service.create_debtor(session, _actor(caller), environment, body.model_dump())
 
 
@@ -110,7 +134,7 @@ async def create_debtor(environment_id: uuid.UUID, body: DebtorIn, session: Sess
 async def update_debtor(debtor_id: uuid.UUID, body: DebtorPatch, session: SessionDep,
                         caller: CanDebtorsUpdate) -> Debtor:
     """Change a debtor's name or number."""
-    debtor = await service.get(session, Debtor, debtor_id)
+    debtor = await _in_reach(session, caller, Debtor, debtor_id)
     return await service.update_debtor(session, _actor(caller), debtor,
                                        body.model_dump(exclude_none=True))
 
@@ -120,7 +144,7 @@ async def update_debtor(debtor_id: uuid.UUID, body: DebtorPatch, session: Sessio
 async def create_company(debtor_id: uuid.UUID, body: CompanyIn, session: SessionDep,
                          caller: CanCompaniesCreate) -> Company:
     """Add a payroll company to a debtor."""
-    debtor = await service.get(session, Debtor, debtor_id)
+    debtor = await _in_reach(session, caller, Debtor, debtor_id)
     return await service.create_company(session, _actor(caller), debtor, body.model_dump())
 
 
@@ -128,7 +152,7 @@ async def create_company(debtor_id: uuid.UUID, body: CompanyIn, session: Session
 async def update_company(company_id: uuid.UUID, body: CompanyPatch, session: SessionDep,
                          caller: CanCompaniesUpdate) -> Company:
     """Change a company's details."""
-    company = await service.get(session, Company, company_id)
+    company = await _in_reach(session, caller, Company, company_id)
     return await service.update_company(session, _actor(caller), company,
                                         body.model_dump(exclude_unset=True))
 
@@ -138,7 +162,7 @@ async def update_company(company_id: uuid.UUID, body: CompanyPatch, session: Ses
 async def create_user(environment_id: uuid.UUID, body: UserIn, session: SessionDep,
                       caller: CanUsersCreate) -> dict:
     """Add a user (login) with a template, debtor and companies as the template needs."""
-    environment = await service.get(session, Environment, environment_id)
+    environment = await _in_reach(session, caller, Environment, environment_id)
     user = await service.create_user(session, _actor(caller), environment, body)
     return await _user_out(session, user)
 
@@ -146,7 +170,7 @@ async def create_user(environment_id: uuid.UUID, body: UserIn, session: SessionD
 @router.get("/users/{user_id}", response_model=UserOut, responses=NOT_FOUND)
 async def get_user(user_id: uuid.UUID, session: SessionDep, caller: CanUsersRead) -> dict:
     """One user."""
-    return await _user_out(session, await service.get(session, User, user_id))
+    return await _user_out(session, await _in_reach(session, caller, User, user_id))
 
 
 @router.patch("/users/{user_id}", response_model=UserChanged, responses=NOT_FOUND)
@@ -154,7 +178,7 @@ async def update_user(user_id: uuid.UUID, body: UserPatch, session: SessionDep,
                       caller: CanUsersUpdate) -> dict:
     """Change a user. Deactivating them, or a template that may not consent, suspends
     their connections at once; undoing it resumes them. Revoked stays revoked."""
-    user = await service.get(session, User, user_id)
+    user = await _in_reach(session, caller, User, user_id)
     counts = await service.update_user(session, _actor(caller), user, body)
     return {**await _user_out(session, user), "connections": ReconcileCounts(**counts)}
 
@@ -162,14 +186,14 @@ async def update_user(user_id: uuid.UUID, body: UserPatch, session: SessionDep,
 @router.get("/debtors/{debtor_id}", response_model=DebtorOut, responses=NOT_FOUND)
 async def get_debtor(debtor_id: uuid.UUID, session: SessionDep, caller: CanDebtorsRead) -> Debtor:
     """One debtor."""
-    return await service.get(session, Debtor, debtor_id)
+    return await _in_reach(session, caller, Debtor, debtor_id)
 
 
 @router.get("/companies/{company_id}", response_model=CompanyOut, responses=NOT_FOUND)
 async def get_company(company_id: uuid.UUID, session: SessionDep, caller: CanCompaniesRead
                       ) -> Company:
     """One company."""
-    return await service.get(session, Company, company_id)
+    return await _in_reach(session, caller, Company, company_id)
 
 
 @router.get("/environments/{environment_id}/users", response_model=UserList,
@@ -182,7 +206,7 @@ async def list_users(
     active: bool | None = None,
 ) -> dict:
     """The environment's users in creation order, optionally by template or activity."""
-    environment = await service.get(session, Environment, environment_id)
+    environment = await _in_reach(session, caller, Environment, environment_id)
     users, next_cursor = await service.list_users(
         session, runtime.keyring.digest_key, environment, cursor, limit, template, active)
     return page(request, response, [await _user_out(session, u) for u in users], next_cursor)

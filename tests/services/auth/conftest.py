@@ -110,6 +110,21 @@ def new_app(auth_server: AuthServer) -> Callable[..., Client]:
 
 
 @pytest.fixture
+def new_first_party(auth_server: AuthServer) -> Callable[..., Client]:
+    """A new first-party app: bound to the environment of `tree`, else platform-wide."""
+
+    def make(tree: Tree | None = None, **fields) -> Client:
+        with auth_server.sessions() as session, session.begin():
+            environment = (session.get(Environment, uuid.UUID(tree.environment_id))
+                           if tree is not None else None)
+            return new_client(session, auth_server.keyring, first_party=True,
+                              environment=environment, platform=tree is None,
+                              **{"publisher": "Koppel", **fields})
+
+    return make
+
+
+@pytest.fixture
 def browser(
     auth_server: AuthServer, signed_in_user: tuple[User, str]
 ) -> Iterator[Callable[..., Browser]]:
