@@ -1,7 +1,9 @@
 """`koppel directory ...`: provisioning for operators (SPEC 5.7), the same rules as the
 registry's directory API (it runs the same service functions): a deactivated user, or a
 template that may not consent, suspends their connections at once and publishes the new
-status after the commit; undoing it resumes them. Every change is audited as `operator`.
+status after the commit; undoing it resumes them. A new password or a deactivation ends
+the user's login sessions and first-party token families after the commit. Every change
+is audited as `operator`.
 """
 
 from __future__ import annotations
@@ -227,17 +229,25 @@ def set_user(
     companies: Annotated[list[str] | None, typer.Option(
         "--company", help="The companies the user reaches from now on (repeat it).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="A new display name.")] = None,
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Set a new password, read from the first line of "
+        "standard input (never from the command line).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Change a user. Deactivating them, or a template that may not consent, suspends their
-    connections at once; undoing it resumes them. Revoked connections stay revoked."""
+    connections at once; undoing it resumes them. Revoked connections stay revoked. A new
+    password or a deactivation also ends the user's login sessions and first-party tokens."""
     given: dict[str, Any] = {"template": template, "active": active, "name": name,
                              "debtor_id": _uuid(debtor, "--debtor") if debtor else None,
                              "company_ids": _company_ids(companies) if companies else None}
+    if password_stdin:
+        given["password"] = typer.get_text_stream("stdin").readline().rstrip("\r\n")
+        if not given["password"]:
+            raise CliError("--password-stdin read no password")
     given = {k: v for k, v in given.items() if v is not None}
     if not given:
         raise CliError("nothing to change: give --template, --active/--inactive, --debtor, "
-                       "--company or --name")
+                       "--company, --name or --password-stdin")
 
     async def work(session: AsyncSession) -> dict:
         row = await _find_user(session, user)

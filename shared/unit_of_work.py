@@ -3,9 +3,10 @@
 While a transaction runs, code notes on its session what must follow a successful commit:
 a status to publish (shared/status.py), a nudge of the outbox relay (every outbox event,
 shared/outbox.py), a webhook delivery attempt to enqueue, a use of a connection
-(shared/last_used.py). The session's owner (a request's session dependency, a job, a
-command) commits, then takes the unit off the session and flushes it. A rolled-back
-transaction's notes go with its session, never flushed.
+(shared/last_used.py), a user whose login sessions end (shared/sessions.py). The
+session's owner (a request's session dependency, a job, a command) commits, then takes
+the unit off the session and flushes it. A rolled-back transaction's notes go with its
+session, never flushed.
 
 The notes live in `session.info`, which a sync `Session` and an `AsyncSession` share, so
 the same calls serve the auth service's thread-pool work and async code alike.
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from shared.jobs import enqueue_deliveries, nudge
 from shared.last_used import record_use
+from shared.sessions import end_user_sessions
 from shared.status import Subject, publish_async
 
 KEY = "koppel_unit_of_work"
@@ -36,6 +38,7 @@ class UnitOfWork:
     wants_nudge: bool = False
     deliveries: list[tuple[uuid.UUID, int, datetime | None]] = field(default_factory=list)
     used_connections: list[uuid.UUID] = field(default_factory=list)
+    signed_out: set[str] = field(default_factory=set)
 
     def publish_status(self, subject: Subject, ident: str | uuid.UUID, active: bool) -> None:
         """Publish this status of a connection, user, token family or app."""
@@ -50,6 +53,10 @@ class UnitOfWork:
         """Enqueue attempt `attempt` of a webhook delivery (deferred until a time, if given)."""
         self.deliveries.append((delivery_id, attempt, defer_until))
 
+    def sign_out(self, user_id: uuid.UUID) -> None:
+        """End every login session of the user (shared/sessions.py)."""
+        self.signed_out.add(str(user_id))
+
     def record_use(self, connection_id: uuid.UUID) -> None:
         """Note that the connection was used (its refresh token redeemed)."""
         self.used_connections.append(connection_id)
@@ -60,11 +67,14 @@ class UnitOfWork:
         Uses are noted, the relay nudged and the deliveries enqueued without raising:
         the sweeper catches up what is lost. Publishing the statuses raises Redis's
         errors or OSError, which the owner answers (a 503, a note on the command line),
-        and then neither the nudge nor the deliveries are sent."""
+        and then neither the nudge nor the deliveries are sent; nor are sessions ended,
+        which raises the same way."""
         for connection_id in self.used_connections:
             await record_use(client, connection_id)
         if self.statuses:
             await publish_async(client, self.statuses)
+        if self.signed_out:
+            await end_user_sessions(client, sorted(self.signed_out))
         if self.wants_nudge:
             await nudge(client)
         if self.deliveries:

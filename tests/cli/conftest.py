@@ -60,9 +60,9 @@ def invoke(
     get_settings.cache_clear()
     runner = CliRunner()
 
-    def run(*args: str) -> Result:
+    def run(*args: str, input: str | None = None) -> Result:
         get_settings.cache_clear()  # the test may have changed the environment
-        return runner.invoke(app, list(args))
+        return runner.invoke(app, list(args), input=input)
 
     yield run
     get_settings.cache_clear()

@@ -1,7 +1,8 @@
 """Provisioning (SPEC 5.7): the SaaS backend creates and changes environments, debtors,
 companies and users. A change that affects who may use a connection (a deactivated
 user, a template that may not consent, the environment's consent templates) suspends
-or resumes the connections concerned in the same transaction."""
+or resumes the connections concerned in the same transaction. A new password or a
+deactivation also signs the user out everywhere (`sign_out_everywhere`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from shared.models import Company, Debtor, Environment, User, UserTemplate
 from shared.outbox import emit
 from shared.pagination import after_id, check_limit, id_cursor
 from shared.passwords import hash_password
+from shared.sessions import revoke_first_party_families
 from shared.status import Subject
 from shared.unit_of_work import unit_of_work
 
@@ -213,10 +215,22 @@ async def update_user(session: AsyncSession, actor: Actor, user: User, patch: Us
                     changed_fields=changed)
     if "active" in changed:
         unit_of_work(session).publish_status(Subject.USER, user.id, user.active)
+    if patch.password is not None or given.get("active") is False:
+        await sign_out_everywhere(session, user)
     counts = await reconcile(session, actor, user_id=user.id)
     if {"company_ids", "debtor_id", "template"} & set(changed):
         counts["narrowed"] = await narrow_to_reach(session, user, actor)
     return counts
+
+
+async def sign_out_everywhere(session: AsyncSession, user: User) -> None:
+    """A new password or a deactivation ends what the user was logged in to: their
+    login sessions and their first-party token families (after the commit). Their
+    third-party connections follow the connection rules instead (`reconcile`)."""
+    work = unit_of_work(session)
+    for family_id in await revoke_first_party_families(session, user.id):
+        work.publish_status(Subject.FAMILY, family_id, False)
+    work.sign_out(user.id)
 
 
 async def list_users(session: AsyncSession, key: bytes, environment: Environment,
