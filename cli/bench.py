@@ -186,8 +186,9 @@ def seed(conn: DbConnection, name: str, count: int, rng: random.Random) -> Seede
                      "grant_types": ["authorization_code", "refresh_token"],
                      "response_types": ["code"], "status": "active", "created_at": start,
                      "updated_at": start})
-    writer.write(table_of(App), [{**a, "publisher": None, "token_endpoint_auth_method":
-                                  "client_secret_basic"} for a in apps])
+    writer.write(table_of(App), [{**a, "publisher": None, "platform": False,
+                                  "token_endpoint_auth_method": "client_secret_basic"}
+                                 for a in apps])
     partner_apps = apps[1:]
 
     # Users: accountants, a master client per debtor, company-level logins.
