@@ -6,7 +6,7 @@ audited per environment) and its tokens fail on the very next call; resuming res
 the connections that nothing else holds suspended. Revoked connections stay revoked.
 
 A first-party app is bound to one environment (a tenant's own frontend or integration)
-or platform-wide (the SaaS's own backend, `create-platform`); see shared/app_reach.py.
+or platform-wide (the SaaS's own backend, `create-platform`); see shared/policy/apps.py.
 One that is neither (an app older than the binding) stays suspended until `bind` or
 `make-platform` places it.
 """

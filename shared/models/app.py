@@ -16,7 +16,7 @@ class AppStatus(StrEnum):
     SUSPENDED = "suspended"
 
 
-# Where an app's first-party rights reach (shared/app_reach.py asks these columns):
+# Where an app's first-party rights reach (shared/policy/apps.py asks these columns):
 # a first-party app is bound to one environment (a tenant's own frontend or
 # integration) or platform-wide (the SaaS's own backend, made by an operator); one
 # that is neither stays suspended until an operator decides. A third-party app has

@@ -16,9 +16,9 @@ from dataclasses import replace
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.app_reach import is_platform
 from shared.errors import Forbidden, InsufficientScope
 from shared.models import App, Connection, ConnectionCompany, ConnectionStatus, Employee, User
+from shared.policy.apps import is_platform
 from shared.policy.callers import CallerKind, user_kind
 from shared.policy.reach import NOBODY, Caller, user_company_ids
 from shared.policy.rules import Rule
@@ -32,7 +32,7 @@ def app_by_client_id(client_id: str):
 
 def app_kind(app: App) -> CallerKind:
     """The kind of an app calling for itself (client credentials): a partner's app, a
-    first-party app bound to one environment, or the platform's own (shared/app_reach.py)."""
+    first-party app bound to one environment, or the platform's own (shared/policy/apps.py)."""
     if not app.first_party:
         return CallerKind.PARTNER_APP
     return CallerKind.PLATFORM_APP if is_platform(app) else CallerKind.FIRST_PARTY_APP

@@ -8,7 +8,7 @@ A platform-wide backend handles every challenge. A backend bound to an environme
 handles only its own authorization requests and those of third-party apps, and only for
 users of its environment: a login it accepts must be of such a user (anyone else gets
 the answer of a wrong password), and a consent challenge of another environment's user
-answers 404 and stays as it was (shared/app_reach.py).
+answers 404 and stays as it was (shared/policy/apps.py).
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from services.auth.login.service import TooManyFailures, authenticate
 from services.auth.oauth2.authorization import Failure, check_request, error_location
 from services.auth.oauth2.context import AuthContext
 from services.auth.pages.i18n import pick_language
-from shared.app_reach import is_platform, may_handle_challenge, reaches_environment
 from shared.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
 from shared.models import App, User
+from shared.policy.apps import is_platform, may_handle_challenge, reaches_environment
 from shared.runtime import Runtime
 from shared.scopes import parse_scope
 

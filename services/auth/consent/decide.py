@@ -25,8 +25,8 @@ from services.auth.oauth2.authorization import (
 )
 from services.auth.oauth2.context import AuthContext
 from services.auth.pages.i18n import TEMPLATE_NAMES
-from shared.app_reach import admits_user
 from shared.models import ConnectionStatus, User
+from shared.policy.apps import admits_user
 from shared.scopes import SCOPES
 
 

@@ -15,9 +15,9 @@ from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
 from shared import ratelimit
-from shared.app_reach import admits_user
 from shared.models import App, User
 from shared.passwords import verify_password
+from shared.policy.apps import admits_user
 from shared.runtime import Runtime
 
 

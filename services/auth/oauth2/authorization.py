@@ -42,7 +42,7 @@ class Checked:
     app: dict
     first_party: bool
     active: bool
-    # Where a first-party app reaches (shared/app_reach.py): its environment, or all.
+    # Where a first-party app reaches (shared/policy/apps.py): its environment, or all.
     platform: bool
     environment_id: uuid.UUID | None
     redirect_uri: str

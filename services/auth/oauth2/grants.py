@@ -39,12 +39,12 @@ from services.auth.oauth2.statements import (
     run,
     user_of,
 )
-from shared.app_reach import admits_user
 from shared.models import (
     AuthorizationCode,
     ConnectionStatus,
     User,
 )
+from shared.policy.apps import admits_user
 from shared.scopes import parse_scope
 from shared.signing import ID_TOKEN_ALG
 from shared.unit_of_work import unit_of_work

@@ -31,7 +31,7 @@ from services.auth.oauth2.issue import revoke_family
 from services.auth.oauth2.lookup import FoundToken, find_token
 from services.auth.oauth2.requests import ParsedRequest
 from services.auth.oauth2.statements import APP_BY_CLIENT_ID, CLIENT_BY_CLIENT_ID, run
-from shared.app_reach import may_introspect
+from shared.policy.apps import may_introspect
 from shared.scopes import SCOPES
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
