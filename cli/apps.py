@@ -1,5 +1,5 @@
-"""`koppel app ...`: suspend or resume a partner app everywhere (SPEC 3, 8), and place
-the SaaS's own first-party apps.
+"""`koppel app ...`: suspend or resume a partner app everywhere (docs/product.md sections
+3 and 8), and place the SaaS's own first-party apps.
 
 A suspension suspends every live connection of the app (event `connection.suspended`,
 audited per environment) and its tokens fail on the very next call; resuming restores

@@ -1,4 +1,4 @@
-"""The demo environment (SPEC section 8): one user per template, two debtors with two
+"""The demo environment (docs/product.md section 8): one user per template, two debtors with two
 companies each, employees, and a first-party client bound to the environment.
 
 Seeding is idempotent: rows are found by their derived emails, numbers and client id,
@@ -209,7 +209,7 @@ def _first_employee(session: Session, company: Company) -> Employee:
 def _users(session: Session, tree: _Tree, slug: str) -> dict[str, dict[str, str]]:
     debtor, (company, second_company) = tree.debtors[0]
     employee = _first_employee(session, company)
-    # template -> (debtor, companies, employee) as SPEC section 8 places each login
+    # template -> (debtor, companies, employee) as docs/product.md section 8 places each login
     placement: dict[UserTemplate, tuple[Debtor | None, list[Company], Employee | None]] = {
         UserTemplate.ACCOUNTANT: (None, [], None),
         UserTemplate.MASTER_CLIENT: (debtor, [company, second_company], None),

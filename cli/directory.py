@@ -1,4 +1,4 @@
-"""`koppel directory ...`: provisioning for operators (SPEC 5.7), the same rules as the
+"""`koppel directory ...`: provisioning for operators (docs/product.md 5.7), the same rules as the
 registry's directory API (it runs the same service functions): a deactivated user, or a
 template that may not consent, suspends their connections at once and publishes the new
 status after the commit; undoing it resumes them. A new password or a deactivation ends
@@ -127,7 +127,7 @@ def create_environment(
     name: Annotated[str, typer.Argument(help="The environment's name.")],
     consent_templates: Annotated[list[UserTemplate] | None, typer.Option(
         "--consent-template", help="A template that may consent (repeat it); default: "
-        "the templates of SPEC section 3.")] = None,
+        "the templates of docs/product.md section 3.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create an environment (a tenant)."""

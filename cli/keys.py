@@ -1,4 +1,5 @@
-"""`koppel keys rotate`: a new active encryption key and re-encryption (SPEC section 6)."""
+"""`koppel keys rotate`: a new active encryption key and re-encryption
+(docs/product.md section 6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`koppel partner`: partners and their initial access tokens (SPEC section 5.1)."""
+"""`koppel partner`: partners and their initial access tokens (docs/product.md section 5.1)."""
 
 from __future__ import annotations
 

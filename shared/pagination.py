@@ -1,4 +1,4 @@
-"""Cursor pagination (SPEC 7): opaque, tamper-evident cursors for keyset queries.
+"""Cursor pagination (docs/product.md section 7): opaque, tamper-evident cursors for keyset queries.
 
 A cursor carries the sort key and the position (the last row's sort value and id),
 signed with the digest key, so a forged, edited or foreign cursor is refused with 400

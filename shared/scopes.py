@@ -1,4 +1,4 @@
-"""The scope catalogue (SPEC section 4): one source for consent pages, the public
+"""The scope catalogue (docs/product.md section 4): one source for consent pages, the public
 catalogue, registration checks and resource servers.
 
 `<area>.<slice>` reads and writes, `<area>.<slice>.read` only reads; a write scope

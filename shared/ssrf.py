@@ -1,5 +1,5 @@
 """Server-side request forgery guard for outgoing calls to URLs that partners give us
-(webhook endpoints, logos, jwks_uri): SPEC 5.8, SECURITY line 25.
+(webhook endpoints, logos, jwks_uri): docs/product.md 5.8, SECURITY line 25.
 
 `check_url` parses the URL, resolves its host once and refuses it unless every address
 is global unicast and the scheme is https. `open_session` gives an aiohttp session that

@@ -1,6 +1,6 @@
 """Whether a connection, user, token family or app may still use its tokens.
 
-Resource servers check this on every call (SPEC 5.3). Redis holds the answer; a
+Resource servers check this on every call (docs/product.md 5.3). Redis holds the answer; a
 missing entry (expired, or Redis flushed) is looked up in the database and never read
 as "active". Whoever changes a status writes the database first and publishes the new
 value here right after the commit, so the very next call sees it on any instance.

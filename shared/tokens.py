@@ -1,4 +1,4 @@
-"""Access-token verification for resource servers (SPEC 5.3, RFC 9068).
+"""Access-token verification for resource servers (docs/product.md 5.3, RFC 9068).
 
 A token is accepted only if it is a compact JWS signed with ES256 by a published key,
 typed `at+jwt`, issued by us for the API audience and unexpired, and if everything it

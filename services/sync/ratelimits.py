@@ -1,4 +1,4 @@
-"""Per-app and per-connection request budgets for the sync API (SPEC 5.8): fixed windows
+"""Per-app and per-connection request budgets for the sync API (docs/product.md 5.8): fixed windows
 in Redis, counted by one Lua call per request; over budget answers 429 with
 `Retry-After`, and every answer carries `RateLimit` / `RateLimit-Policy` headers
 (draft-ietf-httpapi-ratelimit-headers)."""

@@ -16,7 +16,7 @@ class Environment(SQLModel, table=True):
     id: uuid.UUID = id_field()
     name: str = Field(max_length=200)
     # User templates that may consent to third-party apps; None means the default of
-    # SPEC section 3.
+    # docs/product.md section 3.
     consent_templates: list[str] | None = json_field(default_factory=lambda: None, nullable=True)
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()

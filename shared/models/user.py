@@ -11,7 +11,7 @@ from shared.models._fields import id_field, timestamp_field
 
 
 class UserTemplate(StrEnum):
-    """The role of a user (SPEC section 3)."""
+    """The role of a user (docs/product.md section 3)."""
 
     ACCOUNTANT = "accountant"
     MASTER_CLIENT = "master_client"

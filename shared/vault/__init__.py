@@ -1,4 +1,4 @@
-"""The shared encrypted token storage (SPEC section 6)."""
+"""The shared encrypted token storage (docs/product.md section 6)."""
 
 from shared.vault.errors import DecryptionError, UnknownKeyError, VaultError
 from shared.vault.keyring import KeyRing, add_key_to_file, load_keyring

@@ -2,7 +2,7 @@
 
 A token family holds everything that descends from one authorization. The access
 token's `jti` starts with the family id, so resource servers can refuse the access
-tokens of a revoked family without any claim beyond those of SPEC 5.3.
+tokens of a revoked family without any claim beyond those of docs/product.md 5.3.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Client metadata validation for dynamic registration (RFC 7591 section 2, SPEC 5.1).
+"""Client metadata validation for dynamic registration (RFC 7591 section 2, docs/product.md 5.1).
 
 Errors carry the RFC 7591 error codes: `invalid_redirect_uri` for a bad redirect URI,
 `invalid_client_metadata` for anything else.

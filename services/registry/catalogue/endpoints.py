@@ -1,4 +1,4 @@
-"""The public scope catalogue (SPEC section 4), from shared.scopes."""
+"""The public scope catalogue (docs/product.md section 4), from shared.scopes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The connection document of SPEC 5.9, and the views built on it."""
+"""The connection document of docs/product.md 5.9, and the views built on it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Provisioning (SPEC 5.7): the SaaS backend creates and changes environments, debtors,
+"""Provisioning (docs/product.md 5.7): the SaaS backend creates and changes environments, debtors,
 companies and users. A change that affects who may use a connection (a deactivated
 user, a template that may not consent, the environment's consent templates) suspends
 or resumes the connections concerned in the same transaction. A new password or a

@@ -1,4 +1,4 @@
-"""The environment overview for accountant logins (SPEC 5.5)."""
+"""The environment overview for accountant logins (docs/product.md 5.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The environment overview (SPEC 5.5): list, summarise, revoke and bulk-revoke the
+"""The environment overview (docs/product.md 5.5): list, summarise, revoke and bulk-revoke the
 connections of the accountant's own environment."""
 
 from __future__ import annotations

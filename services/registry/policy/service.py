@@ -1,4 +1,4 @@
-"""The environment's app policy (SPEC 5.5): apps allowed or blocked, and the templates
+"""The environment's app policy (docs/product.md 5.5): apps allowed or blocked, and the templates
 that may consent. Blocking suspends the app's connections in the environment and
 allowing resumes them; narrowing the templates suspends the connections of users who
 may no longer consent."""

@@ -1,4 +1,4 @@
-"""Which apps may see an event (SPEC 5.8): `connection.*` events go to the connection's
+"""Which apps may see an event (docs/product.md 5.8): `connection.*` events go to the connection's
 own app in any state; data events to every app with an ACTIVE connection that covers
 the event's debtor, company and one of the scopes that carry the event type."""
 

@@ -1,4 +1,5 @@
-"""The data API (SPEC 5.9): debtors, companies and employees within the caller's reach."""
+"""The data API (docs/product.md 5.9): debtors, companies and employees within the
+caller's reach."""
 
 from __future__ import annotations
 

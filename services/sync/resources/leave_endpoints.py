@@ -1,4 +1,4 @@
-"""Leave requests of an employee (SPEC section 4, `employee.leave`): list, one with its
+"""Leave requests of an employee (docs/product.md section 4, `employee.leave`): list, one with its
 ETag, file a request, approve / reject / cancel it. Mounted under
 `/v1/employees/{employee_id}` by the slices router (which adds the rate limits)."""
 

@@ -1,4 +1,4 @@
-"""Data slices beyond personal info (SPEC section 4): employments, bank accounts, wage
+"""Data slices beyond personal info (docs/product.md section 4): employments, bank accounts, wage
 components, leave, absence and payroll runs. Each needs its own scope; the employee or
 company must be within reach (else 404)."""
 
