@@ -85,10 +85,14 @@ async def _app_caller(session: AsyncSession, principal: Principal) -> Caller:
     if app is None:
         raise InvalidToken("the access token's app is unknown")
     kind = app_kind(app)
-    # A bound app reaches its environment; one placed nowhere (suspended until an
-    # operator places it) reaches nothing.
-    environment_id = (app.environment_id or NOBODY) if kind == CallerKind.FIRST_PARTY_APP \
-        else None
+    # The platform's app reaches every environment; a bound app its own; a partner app
+    # and a first-party app placed nowhere (suspended until an operator places it) none:
+    # a partner's own objects are matched by its app id, never by reach.
+    environment_id: uuid.UUID | None = NOBODY
+    if kind == CallerKind.PLATFORM_APP:
+        environment_id = None
+    elif kind == CallerKind.FIRST_PARTY_APP and app.environment_id is not None:
+        environment_id = app.environment_id
     return Caller(principal, kind, environment_id, app=app)
 
 

@@ -3,9 +3,9 @@ OpenAPI documents and the declared policy (shared/policy).
 
 Every operation of the registry and the sync service is called by every kind of caller
 of one environment (each template's first-party token, connection tokens with a wide and
-a narrow consent, the partner app's own token, the first-party app's own token) with
-every id of the environment that fits its path: ids inside and outside each caller's
-reach. Each answer must be what the policy says:
+a narrow consent, the partner app's own token, the environment's bound first-party app
+and the platform's own app) with every id of the environment that fits its path: ids
+inside and outside each caller's reach. Each answer must be what the policy says:
 
 - the rule does not allow the caller kind, or its token (and consent) lacks the scope:
   403;
@@ -158,6 +158,11 @@ async def matrix(pair: Pair, settings: Settings) -> Matrix:
     tokens["partner_app"] = pair.world.app_token(a.app, "webhooks.manage")
     tokens["first_party_app"] = pair.world.app_token(pair.world.first_party,
                                                      "directory.manage")
+    with pair.world.sessions() as session:
+        platform = f.make_app(session, first_party=True, platform=True,
+                              grant_types=["client_credentials"])
+        session.commit()
+    tokens["platform_app"] = pair.world.app_token(platform, "directory.manage")
     engine = create_async_db_engine(settings.resolved_database_url)
     try:
         async with async_session_factory(engine)() as session:
@@ -243,10 +248,6 @@ async def test_every_caller_gets_what_the_policy_says(
                 failures.append(f"refused calls changed {touched}")
     assert not failures, f"{operation}:\n" + "\n".join(failures[:30])
     outcomes = {frozenset(e) for _, _, e in calls}
-    assert frozenset(ALLOWED) in outcomes or operation in NEVER_ALLOWED_HERE, (
-        f"{operation}: no caller of the environment may perform it; the walk tests nothing")
-
-
-# Operations that no caller of one environment may perform (platform-level).
-NEVER_ALLOWED_HERE = {"directory.environments.create"}
+    assert frozenset(ALLOWED) in outcomes, (
+        f"{operation}: no caller may perform it; the walk tests nothing")
 
