@@ -70,7 +70,11 @@ def _user(server: AuthServer) -> User:
         return User(str(user.id), user.email, password, str(UserTemplate.HR_MANAGER))
 
 
-def test_a_full_flow_logs_json_with_request_ids_and_no_secret(auth_server: AuthServer) -> None:
+def test_a_full_flow_logs_json_with_request_ids_and_no_secret(
+    auth_server_process: AuthServer,
+) -> None:
+    # The child process: its log is the server's alone, JSON as in production.
+    auth_server = auth_server_process
     client = auth_server.clients["post"]
     user = _user(auth_server)
     agent = Browser(auth_server)

@@ -20,10 +20,12 @@ from shared.models import User as UserRow
 from shared.vault import TokenKind, new_token
 from tests.fixtures.auth_server import CALLBACK, SECOND_CALLBACK, AuthServer, Client
 from tests.fixtures.factories import make_authorization_code, make_token_family
+from tests.services.auth.conftest import create_user
 from tests.services.auth.support import (
     AuthRequest,
     Browser,
     Pkce,
+    Tree,
     User,
     authorization_code,
     exchange,
@@ -235,16 +237,24 @@ def test_line18_token_responses_are_no_store(
 
 
 def test_line18_no_tokens_in_urls_or_server_log(
-    auth_server: AuthServer, browser: Callable[..., Browser], new_user: Callable[..., User],
+    auth_server_process: AuthServer, fresh_address: Callable[[], str],
 ) -> None:
+    # The child process: its log is the server's alone, as written in production.
+    auth_server = auth_server_process
+    demo = auth_server.demo
+    tree = Tree(demo["environment"]["id"],
+                [(d["id"], [c["id"] for c in d["companies"]]) for d in demo["debtors"]])
     client = auth_server.clients["basic"]
-    user = new_user()
-    agent = browser()
+    user = create_user(auth_server, tree)
+    agent = Browser(auth_server, fresh_address())
     request = AuthRequest(client, scope="employee.info.read offline_access openid")
-    # A failed login first: the password typed must not be logged either.
-    login_page = agent.follow(agent.authorize(request))
-    assert agent.login(login_page, user, password="typo-Pa55word!").status_code == 401
-    linked = agent.link(request, user)
+    try:
+        # A failed login first: the password typed must not be logged either.
+        login_page = agent.follow(agent.authorize(request))
+        assert agent.login(login_page, user, password="typo-Pa55word!").status_code == 401
+        linked = agent.link(request, user)
+    finally:
+        agent.close()
     # The only thing the app gets through the browser is the code (no token).
     assert set(linked.params) == {"code", "state", "iss"}
     tokens = exchange(auth_server, request, linked.params["code"]).json()
