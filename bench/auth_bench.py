@@ -117,7 +117,7 @@ async def mint_login_challenges(settings: Settings, n: int) -> tuple[list[tuple[
     """Pending authorization requests bound to one browser cookie, for the login scenario."""
     import redis.asyncio as aioredis
 
-    from services.auth.flow import Pending, _pending_key
+    from services.auth.oauth2.pending import Pending, _pending_key
     from shared.vault import load_keyring as ring_of
 
     ring = ring_of(settings)

@@ -1,6 +1,6 @@
 """Login sessions in Redis, and signing a user out everywhere.
 
-The auth service starts, reads and ends one browser's session (services/auth/flow.py).
+The auth service starts, reads and ends one browser's session (services/auth/login/sessions.py).
 The registry and the command line end every session of a user, and revoke the user's
 first-party token families, when the password is set or the user is deactivated: what
 was logged in with the old password, or by someone who may no longer log in, stops at

@@ -101,7 +101,7 @@ class World(Bench):
     def mint_login_challenges(self, n: int) -> tuple[list[tuple[str, str]], str]:
         """Pending authorization requests bound to one browser cookie: (challenge, csrf)
         pairs, for the login scenario (as /authorize would leave them in Redis)."""
-        from services.auth.flow import Pending, _pending_key
+        from services.auth.oauth2.pending import Pending, _pending_key
 
         cookie = secrets.token_urlsafe(32)
         client = redis.Redis.from_url(self.redis_url)

@@ -36,10 +36,10 @@ from services.auth.challenges.schemas import (
 from services.auth.consent.decide import Redirect as Go
 from services.auth.consent.decide import ShowPage, decide, record_decision
 from services.auth.deps import FirstPartyClient, RuntimeDep, run_authlib
-from services.auth.flow import Pending, drop_pending, load_pending, save_pending
 from services.auth.login.service import TooManyFailures, authenticate
 from services.auth.oauth2.authorization import Failure, check_request, error_location
 from services.auth.oauth2.context import AuthContext
+from services.auth.oauth2.pending import Pending, drop_pending, load_pending, save_pending
 from services.auth.pages.i18n import pick_language
 from shared.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
 from shared.models import App, User

@@ -11,15 +11,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.auth.consent.decide import NeedLogin, Redirect, ShowPage, decide, record_decision
 from services.auth.deps import RuntimeDep, run_authlib
-from services.auth.flow import (
+from services.auth.login.sessions import current_session
+from services.auth.oauth2.authorize import login_url
+from services.auth.oauth2.pending import (
     Pending,
-    current_session,
     drop_pending,
     load_pending,
     same_browser,
     save_pending,
 )
-from services.auth.oauth2.authorize import login_url
 from services.auth.pages.i18n import pick_language
 from services.auth.pages.render import page
 from shared.metrics import CONSENT_DECISIONS

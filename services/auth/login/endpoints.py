@@ -10,17 +10,16 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.auth.deps import RuntimeDep, client_address
-from services.auth.flow import (
+from services.auth.login.service import TooManyFailures, authenticate
+from services.auth.login.sessions import end_session, start_session
+from services.auth.oauth2.authorize import consent_url
+from services.auth.oauth2.pending import (
     Pending,
     drop_pending,
-    end_session,
     load_pending,
     same_browser,
     save_pending,
-    start_session,
 )
-from services.auth.login.service import TooManyFailures, authenticate
-from services.auth.oauth2.authorize import consent_url
 from services.auth.pages.i18n import TEXT, pick_language
 from services.auth.pages.render import page
 from shared.runtime import Runtime

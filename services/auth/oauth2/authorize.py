@@ -10,8 +10,9 @@ from fastapi.responses import RedirectResponse, Response
 
 from services.auth.consent.decide import error_page
 from services.auth.deps import RuntimeDep, run_authlib
-from services.auth.flow import Pending, current_session, ensure_browser_cookie, save_pending
+from services.auth.login.sessions import current_session
 from services.auth.oauth2.authorization import Checked, Failure, check_request, error_location
+from services.auth.oauth2.pending import Pending, ensure_browser_cookie, save_pending
 from services.auth.pages.i18n import pick_language
 from services.auth.pages.render import page
 

@@ -1,4 +1,4 @@
-"""Pending authorization requests, login sessions and the browser they belong to.
+"""Pending authorization requests and the browser they belong to.
 
 An authorization request waits in Redis (under the keyed digest of its challenge) while
 the user logs in and consents. It is bound to the browser that started it, so a
@@ -10,21 +10,16 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
-import uuid
 from dataclasses import asdict, dataclass, field
 
 from fastapi import Request, Response
-from sqlmodel import select
-from starlette.concurrency import run_in_threadpool
 
-from shared.models import User
+from services.auth.cookies import set_cookie
 from shared.runtime import Runtime
-from shared.sessions import drop_session, load_session, save_session
 from shared.vault import TokenKind, new_token, token_digest
 
 PENDING_TTL_S = 15 * 60
 BROWSER_COOKIE = "koppel_browser"
-SESSION_COOKIE = "koppel_session"
 
 
 @dataclass
@@ -87,58 +82,3 @@ def ensure_browser_cookie(runtime: Runtime, request: Request, response: Response
 def same_browser(runtime: Runtime, request: Request, pending: Pending) -> bool:
     digest = browser_digest(runtime, request)
     return digest is not None and hmac.compare_digest(digest, pending.browser)
-
-
-def set_cookie(
-    runtime: Runtime, response: Response, name: str, value: str, *, max_age: int
-) -> None:
-    response.set_cookie(
-        name,
-        value,
-        max_age=max_age,
-        httponly=True,
-        samesite="lax",
-        path="/",
-        secure=runtime.settings.issuer.startswith("https://"),
-    )
-
-
-# Login sessions: the cookie holds a random token, Redis its digest's session record
-# (shared/sessions.py, where the registry and the command line end all of a user's).
-
-
-def _user_active(runtime: Runtime, user_id: str) -> bool:
-    with runtime.session() as session:
-        try:
-            return bool(session.exec(select(User.active).where(
-                User.id == uuid.UUID(user_id))).first())
-        except ValueError:
-            return False
-
-
-async def start_session(
-    runtime: Runtime, response: Response, user_id: str, auth_time: float
-) -> None:
-    token = new_token(TokenKind.LOGIN_SESSION)
-    ttl = runtime.settings.login_session_ttl
-    await save_session(runtime.redis, runtime.keyring.digest_key, token, user_id, auth_time, ttl)
-    set_cookie(runtime, response, SESSION_COOKIE, token, max_age=ttl)
-
-
-async def current_session(runtime: Runtime, request: Request) -> dict | None:
-    """The login session of the request's cookie: {"user_id", "auth_time"}, or None
-    (also when its user was signed out everywhere, or is no longer active)."""
-    token = request.cookies.get(SESSION_COOKIE)
-    if not token or len(token) > 200:
-        return None
-    record = await load_session(runtime.redis, runtime.keyring.digest_key, token)
-    if record is None or not await run_in_threadpool(_user_active, runtime, record["user_id"]):
-        return None
-    return record
-
-
-async def end_session(runtime: Runtime, request: Request, response: Response) -> None:
-    token = request.cookies.get(SESSION_COOKIE)
-    if token and len(token) <= 200:
-        await drop_session(runtime.redis, runtime.keyring.digest_key, token)
-    response.delete_cookie(SESSION_COOKIE, path="/")
