@@ -18,6 +18,7 @@ from services.auth.oauth2.server import serve
 from shared import ratelimit
 from shared.metrics import TOKENS_ISSUED
 from shared.models import User
+from shared.oauth import CLIENT_AUTH_METHODS
 from shared.scopes import SCOPES, parse_scope
 from shared.signing import ID_TOKEN_ALG, jwks_document, published_keys
 
@@ -26,7 +27,6 @@ router = APIRouter(tags=["oauth2"])
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_FIELDS = 50
-TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 FORM_BODY = {
     "requestBody": {
         "required": True,
@@ -185,9 +185,9 @@ def metadata(settings) -> dict[str, Any]:
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "token_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
-        "revocation_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
-        "introspection_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
+        "token_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
+        "revocation_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
+        "introspection_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
         "subject_types_supported": ["public"],

@@ -44,13 +44,13 @@ from shared.models import (
     ConnectionStatus,
     User,
 )
+from shared.oauth import CLIENT_AUTH_METHODS, CONFIDENTIAL_CLIENT_AUTH_METHODS
 from shared.policy.apps import admits_user
 from shared.scopes import parse_scope
 from shared.signing import ID_TOKEN_ALG
 from shared.unit_of_work import unit_of_work
 from shared.vault import TokenKind, new_token, token_digest
 
-USER_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 # Two refreshes with one token within this many seconds are one client racing itself:
 # the loser gets invalid_grant and the family lives on. A later reuse revokes the family.
 REFRESH_RACE_GRACE = timedelta(seconds=2)
@@ -118,7 +118,7 @@ class _KoppelGrant:
 
 
 class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = USER_AUTH_METHODS
+    TOKEN_ENDPOINT_AUTH_METHODS = list(CLIENT_AUTH_METHODS)
 
     def generate_authorization_code(self) -> str:
         return new_token(TokenKind.AUTHORIZATION_CODE)
@@ -194,7 +194,7 @@ class RefreshRecord:
 
 
 class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS = USER_AUTH_METHODS
+    TOKEN_ENDPOINT_AUTH_METHODS = list(CLIENT_AUTH_METHODS)
     request: ParsedRequest
     INCLUDE_NEW_REFRESH_TOKEN = True
 
@@ -248,7 +248,7 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
 class AppCredentialsGrant(_KoppelGrant, grants.ClientCredentialsGrant):
     """Client credentials for app-level scopes (`webhooks.manage`), never user data."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+    TOKEN_ENDPOINT_AUTH_METHODS = list(CONFIDENTIAL_CLIENT_AUTH_METHODS)
     request: ParsedRequest
 
     def validate_token_request(self) -> None:

@@ -31,10 +31,10 @@ from services.auth.oauth2.issue import revoke_family
 from services.auth.oauth2.lookup import FoundToken, find_token
 from services.auth.oauth2.requests import ParsedRequest
 from services.auth.oauth2.statements import APP_BY_CLIENT_ID, CLIENT_BY_CLIENT_ID, run
+from shared.oauth import CLIENT_AUTH_METHODS
 from shared.policy.apps import may_introspect
 from shared.scopes import SCOPES
 
-CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 T = TypeVar("T")
 # The context of the call the shared server is serving (each worker thread runs its own
 # copy of the context, so concurrent requests never see each other's).
@@ -44,7 +44,7 @@ _bound: ContextVar[AuthContext] = ContextVar("koppel_auth_context")
 class Revocation(RevocationEndpoint):
     """RFC 7009. Revoking a token ends its token family, never the consent behind it."""
 
-    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    CLIENT_AUTH_METHODS = list(CLIENT_AUTH_METHODS)
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> FoundToken | None:
         return find_token(self.server.ctx, token_string, token_type_hint)
@@ -58,7 +58,7 @@ class Introspection(IntrospectionEndpoint):
     """RFC 7662, for the token's own client (and the platform's own backend): any other
     client learns only `active: false` (section 4)."""
 
-    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    CLIENT_AUTH_METHODS = list(CLIENT_AUTH_METHODS)
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> FoundToken | None:
         return find_token(self.server.ctx, token_string, token_type_hint)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.oauth import CLIENT_AUTH_METHODS
 from shared.scopes import APP_SCOPES, CONSENT_SCOPES, parse_scope
 
-AUTH_METHODS = {"client_secret_basic", "client_secret_post", "private_key_jwt", "none"}
 GRANT_TYPES = {"authorization_code", "refresh_token", "client_credentials"}
 URI_FIELDS = ("client_uri", "logo_uri", "policy_uri", "tos_uri", "jwks_uri")
 MAX_URIS = 10
@@ -115,8 +115,8 @@ def validate(body: Any) -> ClientMetadata:
     for uri in redirect_uris:
         check_uri(uri, "redirect_uri", redirect=True)
     method = body.get("token_endpoint_auth_method", "client_secret_basic")
-    if method not in AUTH_METHODS:
-        raise _bad(f"token_endpoint_auth_method must be one of {sorted(AUTH_METHODS)}")
+    if method not in CLIENT_AUTH_METHODS:
+        raise _bad(f"token_endpoint_auth_method must be one of {sorted(CLIENT_AUTH_METHODS)}")
     if method == "none" and "client_credentials" in grant_types:
         raise _bad("a public client (auth method none) cannot use client_credentials")
     scope = body.get("scope", "")

@@ -11,9 +11,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.registry.apps.metadata import MAX_JWKS_KEYS, MAX_URI_LENGTH, MAX_URIS
+from shared.oauth import ClientAuthMethod
 
 GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
-AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 
 
 def _uri() -> Any:
@@ -33,7 +33,7 @@ class ClientMetadataIn(BaseModel):
     grant_types: list[GrantType] = Field(default=["authorization_code"], min_length=1)
     response_types: list[Literal["code"]] | None = Field(
         default=None, description='["code"] with authorization_code, else empty')
-    token_endpoint_auth_method: AuthMethod = "client_secret_basic"
+    token_endpoint_auth_method: ClientAuthMethod = "client_secret_basic"
     scope: str = Field(default="", max_length=2000,
                        description="space-separated scopes from the consent catalogue")
     contacts: list[str] = Field(default_factory=list, max_length=MAX_URIS)

@@ -1,0 +1,12 @@
+"""OAuth 2.0 vocabulary the services share: the client authentication methods Koppel
+accepts at its token, revocation and introspection endpoints, and apps may register."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+CLIENT_AUTH_METHODS: tuple[str, ...] = get_args(ClientAuthMethod)
+# A confidential client proves who it is; "none" is for public clients only.
+CONFIDENTIAL_CLIENT_AUTH_METHODS: tuple[str, ...] = tuple(
+    method for method in CLIENT_AUTH_METHODS if method != "none")
