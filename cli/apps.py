@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import typer
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from cli.context import ensure_sqlite_dir, flush_after_commit, load_settings
@@ -32,6 +31,7 @@ from shared.config import Settings
 from shared.db import utcnow
 from shared.db.engine import async_session_factory, create_async_db_engine
 from shared.models import App, AppStatus, Environment
+from shared.policy.resolve import app_by_client_id
 from shared.scopes import FIRST_PARTY_APP_SCOPES
 from shared.status import Subject
 from shared.unit_of_work import UnitOfWork, unit_of_work
@@ -54,7 +54,7 @@ async def change_app(settings: Settings, client_id: str, change: Change) -> dict
     engine = create_async_db_engine(settings.resolved_database_url, pool_size=1)
     try:
         async with async_session_factory(engine)() as session:
-            row = (await session.exec(select(App).where(App.client_id == client_id))).first()
+            row = (await session.exec(app_by_client_id(client_id))).first()
             if row is None:
                 raise CliError(f"no app with client_id {client_id!r}")
             result = await change(session, row)
@@ -190,7 +190,7 @@ async def create_platform_app(settings: Settings, name: str, redirect_uris: list
     engine = create_async_db_engine(settings.resolved_database_url, pool_size=1)
     try:
         async with async_session_factory(engine)() as session:
-            if (await session.exec(select(App).where(App.client_id == client_id))).first():
+            if (await session.exec(app_by_client_id(client_id))).first():
                 raise CliError(f"an app with client_id {client_id} exists: choose another name")
             row = App(client_id=client_id, name=name, publisher="Koppel", first_party=True,
                       platform=True, redirect_uris=redirect_uris,

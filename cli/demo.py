@@ -39,6 +39,7 @@ from shared.models import (
     WageComponent,
 )
 from shared.passwords import hash_password
+from shared.policy.resolve import app_by_client_id
 from shared.scopes import FIRST_PARTY_APP_SCOPES
 from shared.vault import KeyRing, TokenKind, new_token, token_digest
 
@@ -265,7 +266,7 @@ def _first_party_client(
 ) -> dict[str, str]:
     """The demo environment's own frontend: a first-party client bound to it."""
     client_id = data.client_id_for(slug)
-    app = session.exec(select(App).where(App.client_id == client_id)).first()
+    app = session.exec(app_by_client_id(client_id)).first()
     if app is None:
         app = App(client_id=client_id, name="", first_party=True)
         session.add(app)

@@ -10,13 +10,13 @@ from typing import Annotated, TypeVar
 import anyio
 import anyio.to_thread
 from fastapi import Depends, Request
-from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from services.auth.oauth2.context import AuthContext
 from shared import ratelimit
 from shared.errors import RateLimited, Unauthorized
 from shared.models import App, AppStatus
+from shared.policy.resolve import app_by_client_id
 from shared.runtime import Runtime
 from shared.signing import Signer
 from shared.unit_of_work import UnitOfWork
@@ -123,7 +123,7 @@ async def first_party_client(request: Request) -> App:
 
     def lookup() -> App | None:
         with runtime.session() as session:
-            return session.exec(select(App).where(App.client_id == client_id)).first()
+            return session.exec(app_by_client_id(client_id)).first()
 
     app = await run_in_threadpool(lookup)
     ok = (

@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from sqlmodel import select
 
 from services.auth.challenges.schemas import (
     AcceptConsent,
@@ -44,6 +43,7 @@ from services.auth.pages.i18n import pick_language
 from shared.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
 from shared.models import App, User
 from shared.policy.apps import is_platform, may_handle_challenge, reaches_environment
+from shared.policy.resolve import app_by_client_id
 from shared.runtime import Runtime
 from shared.scopes import parse_scope
 
@@ -58,7 +58,7 @@ def _caller_reaches(ctx: AuthContext, caller: App, pending: Pending) -> bool:
     """Whether the calling backend may read and answer this challenge."""
     if is_platform(caller):
         return True
-    app = ctx.session.exec(select(App).where(App.client_id == pending.client_id)).first()
+    app = ctx.session.exec(app_by_client_id(pending.client_id)).first()
     if app is None or not may_handle_challenge(caller, caller.client_id, app, app.client_id):
         return False
     if pending.user_id is None:
@@ -79,7 +79,7 @@ async def _pending(request: Request, runtime: Runtime, caller: App, challenge: s
 
 
 def _client_info(ctx: AuthContext, client_id: str) -> ClientInfo:
-    app = ctx.session.exec(select(App).where(App.client_id == client_id)).first()
+    app = ctx.session.exec(app_by_client_id(client_id)).first()
     if app is None:
         raise NotFound("the app of this challenge no longer exists")
     return ClientInfo(
