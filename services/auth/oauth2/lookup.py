@@ -24,6 +24,7 @@ from shared.models import (
     TokenFamily,
     User,
 )
+from shared.policy.resolve import app_by_client_id
 from shared.signing import ACCESS_TOKEN_ALG, published_keys
 from shared.vault import token_digest
 
@@ -93,7 +94,7 @@ def find_access_token(ctx: AuthContext, token: str) -> FoundToken | None:
         except ValueError:
             return None
     active = int(claims.get("exp", 0)) > ctx.now.timestamp()
-    app = ctx.session.exec(select(App).where(App.client_id == claims["client_id"])).first()
+    app = ctx.session.exec(app_by_client_id(claims["client_id"])).first()
     active = active and app is not None and app.status == AppStatus.ACTIVE
     if family_id is not None:
         active = active and _family_live(ctx, ctx.session.get(TokenFamily, family_id))

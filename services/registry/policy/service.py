@@ -15,7 +15,7 @@ from shared.audit import Actor, append_async
 from shared.db.types import utcnow
 from shared.errors import NotFound
 from shared.models import App, Environment, EnvironmentAppPolicy
-from shared.policy import consent_templates
+from shared.policy import app_by_client_id, consent_templates
 from shared.policy.dependency import UserCaller
 
 
@@ -43,7 +43,7 @@ async def read(session: AsyncSession, caller: UserCaller) -> PolicyOut:
 async def decide_app(session: AsyncSession, caller: UserCaller, client_id: str, blocked: bool,
                      reason: str | None) -> dict[str, int]:
     """Block or allow a third-party app in the caller's environment."""
-    app = (await session.exec(select(App).where(App.client_id == client_id))).first()
+    app = (await session.exec(app_by_client_id(client_id))).first()
     if app is None or app.first_party:
         raise NotFound("no such third-party app")
     environment_id = caller.user.environment_id
