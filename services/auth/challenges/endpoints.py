@@ -14,36 +14,28 @@ answers 404 and stays as it was (shared/policy/apps.py).
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 
+from services.auth.challenges import service
 from services.auth.challenges.schemas import (
     AcceptConsent,
     AcceptLogin,
-    ClientInfo,
     ConsentRequest,
-    DebtorInfo,
     LoginRequest,
     Redirect,
     Reject,
-    ScopeInfo,
-    UserInfo,
 )
 from services.auth.consent.decide import Redirect as Go
-from services.auth.consent.decide import ShowPage, decide, record_decision
+from services.auth.consent.decide import ShowPage, record_decision
 from services.auth.deps import FirstPartyClient, RuntimeDep, run_authlib
 from services.auth.login.service import TooManyFailures, authenticate
-from services.auth.oauth2.authorization import Failure, check_request, error_location
-from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.pending import Pending, drop_pending, load_pending, save_pending
 from services.auth.pages.i18n import pick_language
-from shared.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
-from shared.models import App, User
-from shared.policy.apps import is_platform, may_handle_challenge, reaches_environment
-from shared.policy.resolve import app_by_client_id
+from shared.errors import Invalid, NotFound, RateLimited, Unauthorized
+from shared.models import App
 from shared.runtime import Runtime
 from shared.scopes import parse_scope
 
@@ -54,52 +46,15 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _caller_reaches(ctx: AuthContext, caller: App, pending: Pending) -> bool:
-    """Whether the calling backend may read and answer this challenge."""
-    if is_platform(caller):
-        return True
-    app = ctx.session.exec(app_by_client_id(pending.client_id)).first()
-    if app is None or not may_handle_challenge(caller, caller.client_id, app, app.client_id):
-        return False
-    if pending.user_id is None:
-        return True
-    user = ctx.session.get(User, uuid.UUID(pending.user_id))
-    return user is not None and reaches_environment(caller, user.environment_id)
-
-
 async def _pending(request: Request, runtime: Runtime, caller: App, challenge: str, *,
                    logged_in: bool) -> Pending:
     """The challenge, if it exists in this state and the caller may handle it; else 404
     (the same answer whether it does not exist or is out of the caller's reach)."""
     pending = await load_pending(runtime, challenge)
     if pending is None or (pending.user_id is not None) != logged_in or not await run_authlib(
-            request, lambda ctx: _caller_reaches(ctx, caller, pending), read_only=True):
+            request, lambda ctx: service.caller_reaches(ctx, caller, pending), read_only=True):
         raise NotFound("no such challenge (it may have been used or have expired)")
     return pending
-
-
-def _client_info(ctx: AuthContext, client_id: str) -> ClientInfo:
-    app = ctx.session.exec(app_by_client_id(client_id)).first()
-    if app is None:
-        raise NotFound("the app of this challenge no longer exists")
-    return ClientInfo(
-        client_id=app.client_id,
-        name=app.name,
-        publisher=app.publisher,
-        client_uri=app.client_uri,
-        policy_uri=app.policy_uri,
-        tos_uri=app.tos_uri,
-    )
-
-
-def _rejection(ctx: AuthContext, pending: Pending, body: Reject) -> str:
-    checked = check_request(ctx, pending.query)
-    if isinstance(checked, Failure):
-        if not checked.redirect_uri:
-            raise Invalid(checked.description or "the authorization request is not valid")
-        return error_location(checked, ctx.settings.issuer)
-    failure = Failure(body.error, body.error_description, checked.redirect_uri, checked.state)
-    return error_location(failure, ctx.settings.issuer)
 
 
 @router.get("/login-requests/{challenge}", response_model=LoginRequest, responses=PROBLEMS)
@@ -108,7 +63,7 @@ async def get_login_request(
 ) -> LoginRequest:
     """What a login challenge is about: the app and the scopes it asks for."""
     pending = await _pending(request, runtime, caller, challenge, logged_in=False)
-    client = await run_authlib(request, lambda ctx: _client_info(ctx, pending.client_id))
+    client = await run_authlib(request, lambda ctx: service.client_info(ctx, pending.client_id))
     data = dict(pending.query)
     return LoginRequest(
         challenge=challenge,
@@ -152,38 +107,9 @@ async def reject_login(
 ) -> Redirect:
     """End the request without a login; `redirect_to` sends the error to the app."""
     pending = await _pending(request, runtime, caller, challenge, logged_in=False)
-    location = await run_authlib(request, lambda ctx: _rejection(ctx, pending, body))
+    location = await run_authlib(request, lambda ctx: service.rejection(ctx, pending, body))
     await drop_pending(runtime, challenge)
     return Redirect(redirect_to=location)
-
-
-def _consent_request(
-    ctx: AuthContext, challenge: str, pending: Pending, lang: str
-) -> ConsentRequest:
-    if pending.user_id is None or pending.auth_time is None:
-        raise NotFound("no such challenge (it may have been used or have expired)")
-    outcome, _ = decide(
-        ctx, pending.query, pending.user_id, pending.auth_time, lang, issue=False
-    )
-    if not (isinstance(outcome, ShowPage) and outcome.template == "consent.html"):
-        if isinstance(outcome, ShowPage) and outcome.status == 403:
-            raise Forbidden("this user may not link this app")
-        raise Conflict(
-            "this request needs no consent page: send the browser to "
-            f"/consent?{urlencode({'consent_challenge': challenge})}"
-        )
-    user = ctx.session.get(User, uuid.UUID(pending.user_id))
-    if user is None:
-        raise NotFound("no such challenge (it may have been used or have expired)")
-    context = outcome.context
-    return ConsentRequest(
-        challenge=challenge,
-        client=_client_info(ctx, pending.client_id),
-        user=UserInfo(id=str(user.id), email=user.email, name=user.name, template=user.template),
-        previously_linked=context["previously_linked"],
-        scopes=[ScopeInfo(**s) for s in context["scopes"]],
-        debtors=[DebtorInfo(**d, companies=context["companies"]) for d in context["debtors"]],
-    )
 
 
 @router.get(
@@ -201,7 +127,9 @@ async def get_consent_request(
     """What to ask the user: the app, the new scopes, the debtor and its companies."""
     pending = await _pending(request, runtime, caller, challenge, logged_in=True)
     lang = pick_language(request, dict(pending.query).get("ui_locales"))
-    return await run_authlib(request, lambda ctx: _consent_request(ctx, challenge, pending, lang))
+    return await run_authlib(
+        request, lambda ctx: service.consent_request(ctx, challenge, pending, lang)
+    )
 
 
 async def _decide_consent(

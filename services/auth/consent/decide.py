@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from services.auth.consent import repository
 from services.auth.consent.service import (
     ConsentRefused,
     app_blocked,
@@ -25,7 +26,7 @@ from services.auth.oauth2.authorization import (
 )
 from services.auth.oauth2.context import AuthContext
 from services.auth.pages.i18n import TEMPLATE_NAMES
-from shared.models import ConnectionStatus, User
+from shared.models import ConnectionStatus
 from shared.policy.apps import admits_user
 from shared.scopes import SCOPES
 
@@ -111,7 +112,7 @@ def _decide(
         return error_page(checked, issuer, lang), None
     if not checked.active:
         return refuse(checked, "access_denied", "this app is suspended", issuer), checked
-    user = ctx.session.get(User, uuid.UUID(user_id))
+    user = repository.user(ctx.session, user_id)
     if user is None or not user.active or not admits_user(checked, user.environment_id):
         # A session of another environment's user does not sign in to a bound app.
         return NeedLogin(), checked
@@ -210,7 +211,7 @@ def record_decision(
         return ShowPage(
             "message.html", 400, {"title_key": "error_title", "lines": [("error_intro", {})]}
         )
-    user = ctx.session.get(User, uuid.UUID(pending.user_id))
+    user = repository.user(ctx.session, pending.user_id)
     if user is None:
         return NeedLogin()
     try:

@@ -7,21 +7,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlmodel import col, delete, select
-
+from services.auth.consent import repository
 from services.auth.oauth2.context import AuthContext
 from shared import policy
 from shared.audit import Actor, append
-from shared.models import (
-    Company,
-    Connection,
-    ConnectionCompany,
-    ConnectionStatus,
-    Debtor,
-    Environment,
-    EnvironmentAppPolicy,
-    User,
-)
+from shared.models import Company, Connection, ConnectionStatus, Debtor, User
 from shared.outbox import connection_event, emit
 from shared.scopes import CONSENT_SCOPES, implied
 from shared.status import Subject
@@ -39,18 +29,18 @@ class ConsentRefused(Exception):
 
 def consent_templates(ctx: AuthContext, environment_id: uuid.UUID) -> list[str]:
     """The templates that may link third-party apps in the environment (the policy's)."""
-    return policy.consent_templates(ctx.session.get(Environment, environment_id))
+    return policy.consent_templates(repository.environment(ctx.session, environment_id))
 
 
 def app_blocked(ctx: AuthContext, environment_id: uuid.UUID, app_id: uuid.UUID) -> bool:
     """Whether the environment's app policy blocks the app."""
-    policy = ctx.session.get(EnvironmentAppPolicy, (environment_id, app_id))
-    return policy is not None and policy.blocked
+    row = repository.app_policy(ctx.session, environment_id, app_id)
+    return row is not None and row.blocked
 
 
 def may_consent(ctx: AuthContext, user: User) -> bool:
     """Whether `user` may link a third-party app now (the policy's consent gate)."""
-    return policy.may_consent(user, ctx.session.get(Environment, user.environment_id))
+    return policy.may_consent(user, repository.environment(ctx.session, user.environment_id))
 
 
 @dataclass
@@ -65,26 +55,17 @@ def reach(ctx: AuthContext, user: User) -> Reach:
     """What a link by `user` can cover: never more than the user's own reach."""
     if user.debtor_id is None:
         return Reach([], {})
-    debtor = ctx.session.get(Debtor, user.debtor_id)
+    debtor = repository.debtor(ctx.session, user.debtor_id)
     if debtor is None or debtor.environment_id != user.environment_id:
         return Reach([], {})
-    stmt = policy.user_companies(user)
-    companies = list(ctx.session.exec(stmt).all()) if stmt is not None else []
-    return Reach([debtor], {debtor.id: companies})
+    return Reach([debtor], {debtor.id: repository.user_companies(ctx.session, user)})
 
 
 def live_connection(
     ctx: AuthContext, user_id: uuid.UUID, app_id: uuid.UUID, debtor_id: uuid.UUID
 ) -> Connection | None:
     """The user's connection to the app for the debtor, unless it was revoked."""
-    return ctx.session.exec(
-        select(Connection).where(
-            Connection.user_id == user_id,
-            Connection.app_id == app_id,
-            Connection.debtor_id == debtor_id,
-            col(Connection.status) != ConnectionStatus.REVOKED,
-        )
-    ).first()
+    return repository.live_connection(ctx.session, user_id, app_id, debtor_id)
 
 
 def new_scopes(connection: Connection | None, requested: list[str]) -> list[str]:
@@ -129,13 +110,7 @@ def grant(
     added = [s for s in consent if s not in connection.scopes]
     connection.scopes = list(dict.fromkeys([*connection.scopes, *consent]))
     connection.updated_at = ctx.now
-    ctx.session.add(connection)
-    ctx.session.flush()
-    ctx.session.exec(
-        delete(ConnectionCompany).where(col(ConnectionCompany.connection_id) == connection.id)
-    )
-    for company_id in sorted(chosen):
-        ctx.session.add(ConnectionCompany(connection_id=connection.id, company_id=company_id))
+    repository.save_connection(ctx.session, connection, sorted(chosen))
     unit_of_work(ctx.session).publish_status(Subject.CONNECTION, connection.id, True)
     _record(ctx, user, connection, created, added, sorted(chosen))
     return connection, created

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
+from services.auth.login import repository
 from shared import ratelimit
-from shared.models import App, User
+from shared.models import User
 from shared.passwords import verify_password
 from shared.policy.apps import admits_user
 from shared.runtime import Runtime
@@ -29,8 +29,8 @@ class TooManyFailures:
 def _check_password(runtime: Runtime, email: str, password: str,
                     client_ids: Sequence[str]) -> User | None:
     with runtime.session() as session:
-        user = session.exec(select(User).where(User.email == email)).first()
-        apps = session.exec(select(App).where(col(App.client_id).in_(client_ids))).all()
+        user = repository.user_by_email(session, email)
+        apps = repository.apps(session, client_ids)
     # The hash is verified even for an unknown user, so both take the same time.
     ok = verify_password(user.password_hash if user else None, password)
     if not ok or user is None or not user.active or len(apps) != len(set(client_ids)):

@@ -3,14 +3,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 from fastapi import Request, Response
-from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from services.auth.cookies import set_cookie
-from shared.models import User
+from services.auth.login import repository
 from shared.runtime import Runtime
 from shared.sessions import drop_session, load_session, save_session
 from shared.vault import TokenKind, new_token
@@ -20,11 +17,7 @@ SESSION_COOKIE = "koppel_session"
 
 def _user_active(runtime: Runtime, user_id: str) -> bool:
     with runtime.session() as session:
-        try:
-            return bool(session.exec(select(User.active).where(
-                User.id == uuid.UUID(user_id))).first())
-        except ValueError:
-            return False
+        return repository.user_active(session, user_id)
 
 
 async def start_session(

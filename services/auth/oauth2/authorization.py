@@ -17,7 +17,8 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.requests import ParsedRequest
 from services.auth.oauth2.server import KoppelAuthorizationServer
-from shared.models import App, AppLogo, Connection, User
+from services.auth.pages.repository import has_logo
+from shared.models import App, Connection, User
 from shared.scopes import parse_scope
 
 PROMPTS = {"none", "login", "consent", "select_account"}
@@ -70,7 +71,7 @@ def error_location(failure: Failure, issuer: str) -> str:
 
 def _logo_url(ctx: AuthContext, app: App) -> str | None:
     """Koppel's own address of the app's logo, if it registered one."""
-    if ctx.session.get(AppLogo, app.id) is None:
+    if not has_logo(ctx.session, app.id):
         return None
     return f"/apps/{quote(app.client_id, safe='')}/logo"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -12,12 +11,11 @@ from starlette.requests import ClientDisconnect
 
 from services.auth.deps import basic_credentials, client_address, get_runtime, run_authlib
 from services.auth.oauth2.context import AuthContext
-from services.auth.oauth2.lookup import find_access_token
+from services.auth.oauth2.lookup import find_access_token, token_user
 from services.auth.oauth2.requests import ParsedRequest
 from services.auth.oauth2.server import serve
 from shared import ratelimit
 from shared.metrics import TOKENS_ISSUED
-from shared.models import User
 from shared.oauth import CLIENT_AUTH_METHODS
 from shared.scopes import SCOPES, parse_scope
 from shared.signing import ID_TOKEN_ALG, jwks_document, published_keys
@@ -137,10 +135,7 @@ def _userinfo(ctx: AuthContext, token: str) -> dict[str, Any] | None:
     found = find_access_token(ctx, token)
     if found is None or not found.active or "openid" not in parse_scope(found.claims.get("scope")):
         return None
-    try:
-        user = ctx.session.get(User, uuid.UUID(found.claims["sub"]))
-    except (KeyError, ValueError):
-        return None
+    user = token_user(ctx, found)
     if user is None:
         return None
     scopes = set(parse_scope(found.claims["scope"]))

@@ -25,8 +25,7 @@ from authlib.oidc.core.grants.util import is_openid_scope
 from services.auth.oauth2.clients import OAuthClient
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.issue import issue_tokens, new_family, revoke_family
-from services.auth.oauth2.requests import ParsedRequest
-from services.auth.oauth2.statements import (
+from services.auth.oauth2.repository import (
     CODE_LOOKUP,
     REFRESH_LOOKUP,
     ROTATE_REFRESH,
@@ -39,6 +38,7 @@ from services.auth.oauth2.statements import (
     run,
     user_of,
 )
+from services.auth.oauth2.requests import ParsedRequest
 from shared.models import (
     AuthorizationCode,
     ConnectionStatus,

@@ -16,7 +16,7 @@ from sqlmodel import col, update
 
 from services.auth.oauth2.clients import OAuthClient
 from services.auth.oauth2.context import AuthContext
-from services.auth.oauth2.statements import INSERT_REFRESH, ConnectionRow, FamilyRow, run
+from services.auth.oauth2.repository import INSERT_REFRESH, ConnectionRow, FamilyRow, run
 from shared.db.types import uuid7
 from shared.models import Connection, TokenFamily, User
 from shared.signing import ACCESS_TOKEN_ALG

@@ -112,3 +112,11 @@ def find_token(ctx: AuthContext, token: str, hint: str | None) -> FoundToken | N
         if found is not None:
             return found
     return None
+
+
+def token_user(ctx: AuthContext, found: FoundToken) -> User | None:
+    """The user a found token's `sub` names, if it is one."""
+    try:
+        return ctx.session.get(User, uuid.UUID(found.claims["sub"]))
+    except (KeyError, ValueError):
+        return None

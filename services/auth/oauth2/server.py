@@ -29,8 +29,8 @@ from services.auth.oauth2.grants import (
 )
 from services.auth.oauth2.issue import revoke_family
 from services.auth.oauth2.lookup import FoundToken, find_token
+from services.auth.oauth2.repository import APP_BY_CLIENT_ID, CLIENT_BY_CLIENT_ID, run
 from services.auth.oauth2.requests import ParsedRequest
-from services.auth.oauth2.statements import APP_BY_CLIENT_ID, CLIENT_BY_CLIENT_ID, run
 from shared.oauth import CLIENT_AUTH_METHODS
 from shared.policy.apps import may_introspect
 from shared.scopes import SCOPES

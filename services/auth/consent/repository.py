@@ -1,0 +1,72 @@
+"""Every query of consent: the user, their environment and reach, the app policy, and
+the connection a consent creates or widens."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlmodel import Session, col, delete, select
+
+from shared import policy
+from shared.models import (
+    Company,
+    Connection,
+    ConnectionCompany,
+    ConnectionStatus,
+    Debtor,
+    Environment,
+    EnvironmentAppPolicy,
+    User,
+)
+
+
+def user(session: Session, user_id: str | uuid.UUID) -> User | None:
+    return session.get(User, uuid.UUID(str(user_id)))
+
+
+def environment(session: Session, environment_id: uuid.UUID) -> Environment | None:
+    return session.get(Environment, environment_id)
+
+
+def app_policy(
+    session: Session, environment_id: uuid.UUID, app_id: uuid.UUID
+) -> EnvironmentAppPolicy | None:
+    """The environment's policy row for the app, if it has one."""
+    return session.get(EnvironmentAppPolicy, (environment_id, app_id))
+
+
+def debtor(session: Session, debtor_id: uuid.UUID) -> Debtor | None:
+    return session.get(Debtor, debtor_id)
+
+
+def user_companies(session: Session, of: User) -> list[Company]:
+    """The companies `of` reaches, by the policy's one definition of them."""
+    stmt = policy.user_companies(of)
+    return list(session.exec(stmt).all()) if stmt is not None else []
+
+
+def live_connection(
+    session: Session, user_id: uuid.UUID, app_id: uuid.UUID, debtor_id: uuid.UUID
+) -> Connection | None:
+    """The user's connection to the app for the debtor, unless it was revoked."""
+    return session.exec(
+        select(Connection).where(
+            Connection.user_id == user_id,
+            Connection.app_id == app_id,
+            Connection.debtor_id == debtor_id,
+            col(Connection.status) != ConnectionStatus.REVOKED,
+        )
+    ).first()
+
+
+def save_connection(
+    session: Session, connection: Connection, company_ids: list[uuid.UUID]
+) -> None:
+    """Write the connection and make `company_ids` its companies, exactly."""
+    session.add(connection)
+    session.flush()
+    session.exec(
+        delete(ConnectionCompany).where(col(ConnectionCompany.connection_id) == connection.id)
+    )
+    for company_id in sorted(company_ids):
+        session.add(ConnectionCompany(connection_id=connection.id, company_id=company_id))
