@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     failed_login_limit_per_address: int = Field(default=100, gt=0)
     failed_client_auth_limit: int = Field(default=20, gt=0)
     failed_attempt_window: int = Field(default=15 * 60, gt=0)
+    # An account over its limit is not locked: one attempt per this many seconds is still
+    # checked, so the owner's right password gets in and guessing slows to a crawl.
+    failed_login_account_interval: int = Field(default=5, gt=0)
 
     login_ui_url: str | None = None
     consent_ui_url: str | None = None

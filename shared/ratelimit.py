@@ -34,3 +34,25 @@ async def record(client: aioredis.Redis, name: str, window_s: int) -> int:
 
 async def reset(client: aioredis.Redis, name: str) -> None:
     await client.delete(_key(name))
+
+
+async def take_turn(client: aioredis.Redis, name: str, interval_s: int) -> int | None:
+    """Take `name`'s one turn of the next `interval_s` seconds: None if taken now,
+    else the seconds until the running turn ends."""
+    key = _key(f"turn:{name}")
+    pipe = client.pipeline(transaction=True)
+    pipe.set(key, 1, ex=interval_s, nx=True)
+    pipe.ttl(key)
+    taken, ttl = await pipe.execute()
+    return None if taken else max(int(ttl), 1)
+
+
+async def hold_turn(client: aioredis.Redis, name: str, interval_s: int) -> None:
+    """Start a new turn of `name` now: nobody takes one for `interval_s` seconds."""
+    await client.set(_key(f"turn:{name}"), 1, ex=interval_s)
+
+
+async def count(client: aioredis.Redis, name: str) -> int:
+    """The events counted for `name` in its current window."""
+    value = await client.get(_key(name))
+    return int(value) if value is not None else 0

@@ -109,3 +109,13 @@ def test_the_env_file_is_read(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None
     settings = Settings(_env_file=env_file)
     assert settings.api_audience == "from-dot-env"
     assert settings.database_url is None
+
+
+def test_login_throttle_defaults_are_the_documented_ones() -> None:
+    """README and docs/security.md promise these numbers: 10 failures per account per
+    15 minutes, then one checked attempt per 5 seconds; 100 failures per address."""
+    settings = Settings(_env_file=None)
+    assert settings.failed_login_limit_per_account == 10
+    assert settings.failed_attempt_window == 15 * 60
+    assert settings.failed_login_account_interval == 5
+    assert settings.failed_login_limit_per_address == 100

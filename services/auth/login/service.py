@@ -45,22 +45,33 @@ async def authenticate(
     """The active user with these credentials whom every app of `client_ids` admits;
     None if the credentials are wrong or an app does not admit the user.
 
-    Only failed attempts count, per account and per address; once either has used up
-    its budget, attempts are refused (without checking the password) until the window ends.
+    Only failed attempts count, per account and per address. An address that has used
+    up its budget is refused (without checking the password) until the window ends. An
+    account that has is throttled, not locked: one attempt per
+    `failed_login_account_interval` seconds is checked, and a right password then gets
+    in, so a stranger guessing an email cannot keep its owner out.
     """
-    settings = runtime.settings
+    settings, redis = runtime.settings, runtime.redis
     email = username.strip().lower()
-    limits = [(f"login:account:{email}", settings.failed_login_limit_per_account)]
-    if address:
-        limits.append((f"login:address:{address}", settings.failed_login_limit_per_address))
-    for name, limit in limits:
-        wait = await ratelimit.retry_after(runtime.redis, name, limit)
+    account = f"login:account:{email}"
+    by_address = f"login:address:{address}" if address else None
+    if by_address is not None:
+        wait = await ratelimit.retry_after(redis, by_address,
+                                           settings.failed_login_limit_per_address)
+        if wait is not None:
+            return TooManyFailures(wait)
+    interval = settings.failed_login_account_interval
+    if await ratelimit.count(redis, account) >= settings.failed_login_limit_per_account:
+        wait = await ratelimit.take_turn(redis, account, interval)
         if wait is not None:
             return TooManyFailures(wait)
     user = await run_in_threadpool(_check_password, runtime, email, password, client_ids)
     if user is None:
-        for name, _ in limits:
-            await ratelimit.record(runtime.redis, name, settings.failed_attempt_window)
+        failures = await ratelimit.record(redis, account, settings.failed_attempt_window)
+        if by_address is not None:
+            await ratelimit.record(redis, by_address, settings.failed_attempt_window)
+        if failures >= settings.failed_login_limit_per_account:
+            await ratelimit.hold_turn(redis, account, interval)
         return None
-    await ratelimit.reset(runtime.redis, limits[0][0])
+    await ratelimit.reset(redis, account)
     return user

@@ -12,6 +12,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import httpx
@@ -103,28 +104,69 @@ def test_login_post_from_another_browser_is_refused(
 # ---- Line 17 -----------------------------------------------------------------------------
 
 
-def test_line17_wrong_passwords_for_one_account_are_rate_limited(
+def test_line17_wrong_passwords_for_one_account_are_throttled_not_locked(
     auth_server: AuthServer, browser: Callable[..., Browser], new_user: Callable[..., User],
     fresh_address: Callable[[], str],
 ) -> None:
-    """From a new address each time: the count is the account's."""
+    """From a new address each time: the count is the account's. Over the limit the
+    account is throttled, not locked: the owner's right password gets in on its turn."""
     user = new_user()
+    interval = auth_server.limits["account_interval"]
     for _ in range(auth_server.limits["per_account"]):
         response, _ = login_attempt(browser, auth_server, fresh_address(), user.email, "nope")
         assert response.status_code == 401
-    # Even the right password is refused now, from yet another address.
-    response, _ = login_attempt(browser, auth_server, fresh_address(), user.email,
-                                user.password)
-    assert_throttled(response, auth_server)
-    # The email is compared as typed by a user: case and spaces do not dodge the count.
-    response, _ = login_attempt(browser, auth_server, fresh_address(),
-                                f"  {user.email.upper()} ", user.password)
-    assert_throttled(response, auth_server)
+    # Right after the failure that used up the budget, nothing is checked for a while,
+    # whatever the password, and however the email is typed.
+    for email, password in ((user.email, user.password),
+                            (f"  {user.email.upper()} ", user.password)):
+        response, _ = login_attempt(browser, auth_server, fresh_address(), email, password)
+        assert_throttled(response, auth_server)
+        assert int(response.headers["retry-after"]) <= interval
     # Another account is not affected.
     other = new_user()
     response, _ = login_attempt(browser, auth_server, fresh_address(), other.email,
                                 other.password)
     assert response.status_code == 303
+    # Once the turn has passed, the owner's right password is checked and succeeds...
+    time.sleep(interval + 0.2)
+    response, _ = login_attempt(browser, auth_server, fresh_address(), user.email,
+                                user.password)
+    assert response.status_code == 303
+    # ... and clears the count: the next typo is a plain failure, not a throttled one.
+    response, _ = login_attempt(browser, auth_server, fresh_address(), user.email, "typo")
+    assert response.status_code == 401
+
+
+def test_line17_an_account_over_its_limit_gets_one_checked_attempt_per_interval(
+    auth_server: AuthServer, browser: Callable[..., Browser], new_user: Callable[..., User],
+    fresh_address: Callable[[], str],
+) -> None:
+    """A guesser over the account's limit gets one checked guess per interval, even when
+    it sends many at once; the others answer 429 without a password check."""
+    user = new_user()
+    interval = auth_server.limits["account_interval"]
+    for _ in range(auth_server.limits["per_account"]):
+        response, _ = login_attempt(browser, auth_server, fresh_address(), user.email, "nope")
+        assert response.status_code == 401
+    time.sleep(interval + 0.2)
+    forms = []
+    for _ in range(4):
+        agent = browser(fresh_address())
+        page = agent.follow(agent.authorize(AuthRequest(auth_server.clients["first_party"],
+                                                        scope="openid")))
+        forms.append((agent, page))
+    with ThreadPoolExecutor(len(forms)) as pool:
+        answers = list(pool.map(lambda f: f[0].submit(f[1], username=user.email,
+                                                      password="guess"), forms))
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [401, 429, 429, 429], statuses
+    for response in answers:
+        if response.status_code == 429:
+            assert_throttled(response, auth_server)
+    # The checked guess started a new interval: the right password waits for it too.
+    response, _ = login_attempt(browser, auth_server, fresh_address(), user.email,
+                                user.password)
+    assert_throttled(response, auth_server)
 
 
 def test_line17_wrong_passwords_from_one_address_are_rate_limited(
