@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from shared.events import check_data
 from shared.models import Connection, Event
 from shared.request_id import current_request_id
 from shared.unit_of_work import unit_of_work
@@ -30,14 +31,18 @@ def emit(
     **data: Any,
 ) -> Event:
     """Add an event to the session's transaction; the relay is nudged after the commit.
-    `data` holds ids and changed field names. The current request's id goes on the row
+    `data` holds ids and changed field names; the body must be what the event catalogue
+    (shared/events.py) says of its type. The current request's id goes on the row
     (not in the payload): the worker logs the event's deliveries under it."""
     body = {"environment_id": str(environment_id)}
     if debtor_id:
         body["debtor_id"] = str(debtor_id)
+    if company_id:
+        body["company_id"] = str(company_id)
     if connection_id:
         body["connection_id"] = str(connection_id)
     body.update({k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in data.items()})
+    check_data(type, body)
     event = Event(
         type=type,
         environment_id=environment_id,

@@ -7,6 +7,8 @@ from fastapi import FastAPI
 from services.sync.body_limit import BodyLimit
 from services.sync.deps import close_read_pool
 from services.sync.events.feed import router as changes_router
+from services.sync.events.types import add_webhooks
+from services.sync.events.types import router as event_types_router
 from services.sync.resources.endpoints import router as data_router
 from services.sync.resources.slices import company_router as payroll_router
 from services.sync.resources.slices import router as slices_router
@@ -23,6 +25,8 @@ def _configure(app: FastAPI) -> None:
     app.include_router(payroll_router)
     app.include_router(changes_router)
     app.include_router(webhooks_router)
+    app.include_router(event_types_router)
+    add_webhooks(app)
 
 
 async def _shutdown(app: FastAPI) -> None:

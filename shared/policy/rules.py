@@ -101,6 +101,7 @@ _RULES = (
     _credential("health", Credential.NONE),
     _credential("metrics", Credential.NONE),  # Prometheus; keep it off the public network
     _credential("scopes.list", Credential.NONE),
+    _credential("event_types.list", Credential.NONE),
     _credential("registration.create", Credential.INITIAL_ACCESS_TOKEN),
     _credential("registration.read", Credential.REGISTRATION_ACCESS_TOKEN),
     _credential("registration.update", Credential.REGISTRATION_ACCESS_TOKEN),

@@ -24,7 +24,8 @@ async def test_notes_on_a_session_are_flushed_once(runtime: Runtime,
     connection_id, delivery_id, family_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     async with runtime.async_session() as session:
         unit_of_work(session).publish_status(Subject.CONNECTION, connection_id, False)
-        emit(session, "connection.revoked", uuid.uuid4(), connection_id=connection_id)
+        emit(session, "connection.revoked", uuid.uuid4(), debtor_id=uuid.uuid4(),
+             connection_id=connection_id, changed_fields=["status"])
         unit_of_work(session).enqueue_delivery(delivery_id, 2, utcnow())
         unit_of_work(session).record_use(connection_id)
         work = UnitOfWork.detach(session)

@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.sync.events.audience import Visibility
 from services.sync.webhooks.schedule import max_attempts
 from shared.db.types import utcnow, uuid7
+from shared.events import rfc3339
 from shared.jobs import nudge
 from shared.metrics import OUTBOX_DEPTH
 from shared.models import (
@@ -30,10 +31,6 @@ from shared.runtime import Runtime
 
 log = structlog.get_logger("koppel.relay")
 BATCH = 200  # events per transaction
-
-
-def rfc3339(value: datetime) -> str:
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def message(event: Event) -> dict:

@@ -1,13 +1,11 @@
-"""The event types an endpoint may subscribe to: the catalogue's and `connection.*`."""
+"""The event types an endpoint may subscribe to, and those of the change feed: the event
+catalogue's (shared/events.py)."""
 
 from __future__ import annotations
 
-from shared.scopes import SCOPES
+from shared.events import CATALOGUE, SUBSCRIBABLE, TEST_EVENT
 
-CONNECTION_EVENTS = frozenset({
-    "connection.created", "connection.updated", "connection.suspended", "connection.resumed",
-    "connection.revoked",
-})
-DATA_EVENTS = frozenset(event for scope in SCOPES.values() for event in scope.events)
-EVENT_TYPES = CONNECTION_EVENTS | DATA_EVENTS
-TEST_EVENT = "webhook.test"
+CONNECTION_EVENTS = frozenset(name for name in SUBSCRIBABLE if name.startswith("connection."))
+DATA_EVENTS = SUBSCRIBABLE - CONNECTION_EVENTS
+EVENT_TYPES = SUBSCRIBABLE
+__all__ = ["CATALOGUE", "CONNECTION_EVENTS", "DATA_EVENTS", "EVENT_TYPES", "TEST_EVENT"]

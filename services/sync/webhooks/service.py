@@ -15,6 +15,7 @@ from services.sync.webhooks.schedule import max_attempts
 from services.sync.webhooks.signing import new_secret
 from shared.db.types import utcnow
 from shared.errors import Conflict, Invalid, KoppelError, NotFound
+from shared.events import rfc3339
 from shared.models import (
     DeliveryStatus,
     WebhookDelivery,
@@ -184,7 +185,7 @@ async def send_test(session: AsyncSession, caller: AppCaller, endpoint_id: uuid.
     message_id = f"msg_{uuid.uuid4().hex}"
     delivery = WebhookDelivery(
         endpoint_id=endpoint.id, app_id=caller.app.id, type=TEST_EVENT, message_id=message_id,
-        payload={"type": TEST_EVENT, "timestamp": now.isoformat().replace("+00:00", "Z"),
+        payload={"type": TEST_EVENT, "timestamp": rfc3339(now),
                  "data": {"endpoint_id": str(endpoint.id)}},
         max_attempts=max_attempts(), next_attempt_at=now,
     )

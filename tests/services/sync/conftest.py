@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
+from jsonschema import Draft202012Validator
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
@@ -21,6 +23,7 @@ from services.sync.app import create_app
 from services.sync.webhooks import delivery as delivery_module
 from services.sync.webhooks import schedule
 from shared.config import Settings
+from shared.events import CATALOGUE
 from shared.models import App, Connection, User
 from shared.runtime import Runtime
 from shared.signing import Signer
@@ -155,6 +158,19 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield rec
     finally:
         await runner.cleanup()
+    assert_catalogued(rec.requests)
+
+
+def assert_catalogued(requests: list[Received]) -> None:
+    """Every body Koppel delivered is what the event catalogue says of its type: checked
+    with an independent JSON Schema validator against the schema `GET /v1/event-types`
+    publishes."""
+    for request in requests:
+        body = json.loads(request.body)
+        validator = Draft202012Validator(CATALOGUE[body["type"]].schema(),
+                                         format_checker=Draft202012Validator.FORMAT_CHECKER)
+        errors = [e.message for e in validator.iter_errors(body)]
+        assert not errors, (body, errors)
 
 
 async def wait_for(check: Callable[[], Any], timeout: float = WAIT_S, interval: float = 0.05

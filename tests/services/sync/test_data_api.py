@@ -3,6 +3,8 @@ debtor, companies and scopes; writes emit their event in the same transaction.""
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
 from sqlalchemy.orm import sessionmaker
@@ -125,20 +127,24 @@ async def test_change_feed_shows_what_the_connection_may_see_and_resumes(
     monkeypatch.setattr(feed, "SETTLE_S", 0.0)
     with committing_sessions() as session, session.begin():
         c1, c2, _, c4 = data.companies
+        changed = {"employee_id": data.employees[0].id, "changed_fields": ["last_name"]}
         seen = [emit(session, "employee.updated", c1.environment_id, debtor_id=c1.debtor_id,
-                     company_id=c1.id, employee_id=data.employees[0].id).id]
+                     company_id=c1.id, **changed).id]
         emit(session, "employee.updated", c2.environment_id, debtor_id=c2.debtor_id,
-             company_id=c2.id)  # company not covered
+             company_id=c2.id, **changed)  # company not covered
         emit(session, "employee.payment.changed", c1.environment_id, debtor_id=c1.debtor_id,
-             company_id=c1.id)  # scope not granted
+             company_id=c1.id, **changed, wage_component_id=uuid.uuid4(),
+             action="added")  # scope not granted
         emit(session, "employee.updated", c4.environment_id, debtor_id=c4.debtor_id,
-             company_id=c4.id)  # another environment
+             company_id=c4.id, **changed)  # another environment
         connection = session.get(Connection, data.connection.id)
-        seen.append(emit(session, **connection_event("connection.created", connection)).id)
+        seen.append(emit(session, **connection_event("connection.created", connection,
+                                                     changed_fields=["scopes"])).id)
         seen.append(emit(session, "company.updated", c1.environment_id, debtor_id=c1.debtor_id,
-                         company_id=c1.id).id)
+                         company_id=c1.id, changed_fields=["name"]).id)
         other = session.get(Connection, data.readonly.id)
-        emit(session, **connection_event("connection.created", other))  # another app's
+        emit(session, **connection_event("connection.created", other,
+                                         changed_fields=["scopes"]))  # another app's
     auth = tokens.connection(data.connection, data.app)
     everything = await sync_client.get("/v1/changes", headers=auth)
     # Ordered by event id (time-ordered; events of one millisecond in id order).
@@ -278,7 +284,8 @@ async def test_change_feed_withholds_events_until_they_settle(
     with committing_sessions() as session, session.begin():
         c1 = data.companies[0]
         event_id = emit(session, "employee.updated", c1.environment_id, debtor_id=c1.debtor_id,
-                        company_id=c1.id).id
+                        company_id=c1.id, employee_id=data.employees[0].id,
+                        changed_fields=["last_name"]).id
     assert ids(await sync_client.get("/v1/changes", headers=auth)) == []
     await asyncio.sleep(3.1)
     assert ids(await sync_client.get("/v1/changes", headers=auth)) == [str(event_id)]

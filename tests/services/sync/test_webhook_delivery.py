@@ -4,6 +4,7 @@ signatures, who receives what, retries, 3xx, 410, timeouts, revocation, SSRF at 
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import httpx
@@ -44,9 +45,11 @@ def emit_employee_event(sessions: sessionmaker[Session], world: World, type: str
                         company: int = 0) -> str:
     with sessions() as session, session.begin():
         company_row = world.companies[company]
+        extra = ({"wage_component_id": uuid.uuid4(), "action": "added"}
+                 if type == "employee.payment.changed" else {})
         event = emit(session, type, world.env.id, debtor_id=company_row.debtor_id,
                      company_id=company_row.id, employee_id=company_row.id,
-                     changed_fields=["last_name"])
+                     changed_fields=["last_name"], **extra)
         return str(event.id)
 
 
@@ -183,7 +186,8 @@ async def test_revoked_connection_drops_waiting_deliveries_but_sends_its_revocat
     emit_employee_event(committing_sessions, world, "employee.updated")
     with committing_sessions() as session, session.begin():
         connection = session.get(Connection, world.connections["info"].id)
-        emit(session, **connection_event("connection.created", connection))
+        emit(session, **connection_event("connection.created", connection,
+                                         changed_fields=["scopes"]))
     # Relay (deliveries now wait in the queue), then revoke before the worker sends.
     async with runtime.async_session() as session, session.begin():
         made, _, _ = await relay_events(session)
@@ -191,7 +195,8 @@ async def test_revoked_connection_drops_waiting_deliveries_but_sends_its_revocat
     with committing_sessions() as session, session.begin():
         connection = session.get(Connection, world.connections["info"].id)
         connection.status = ConnectionStatus.REVOKED
-        emit(session, **connection_event("connection.revoked", connection))
+        emit(session, **connection_event("connection.revoked", connection,
+                                         changed_fields=["status"]))
     await nudge(runtime.redis)
     async with worker_running(settings):
         await wait_for(settled(runtime, 3))
