@@ -14,6 +14,7 @@ from shared.health import health_router
 from shared.logging import configure_logging
 from shared.metrics import install_metrics
 from shared.policy.dependency import annotate_operations
+from shared.proxies import trust_forwarded_headers
 from shared.request_id import RequestIdMiddleware
 from shared.runtime import Runtime, open_runtime
 from shared.tracing import (
@@ -66,6 +67,8 @@ def create_service_app(
     # Added last, so it runs first: every log line of the request carries its id.
     app.add_middleware(RequestIdMiddleware, service=service,
                        on_request_id=tag_request_id if tracer_provider else None)
+    # Before everything else reads the client's address (per-address limits, logs).
+    trust_forwarded_headers(app, settings)
     if tracer_provider is not None:
         # Outside every middleware: the request's span is current for all of them.
         instrument_app(app, tracer_provider)

@@ -109,3 +109,17 @@ def test_the_env_file_is_read(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None
     settings = Settings(_env_file=env_file)
     assert settings.api_audience == "from-dot-env"
     assert settings.database_url is None
+
+
+def test_trusted_proxies_are_empty_by_default_and_parsed_from_a_comma_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KOPPEL_TRUSTED_PROXIES", raising=False)
+    assert Settings(_env_file=None).trusted_proxies == []
+    monkeypatch.setenv("KOPPEL_TRUSTED_PROXIES", " 10.1.2.3, 10.0.0.0/8 ,fd00::/8")
+    assert [str(n) for n in Settings(_env_file=None).trusted_proxies] == [
+        "10.1.2.3/32", "10.0.0.0/8", "fd00::/8"]
+    for wrong in ("*", "proxy.internal", "10.0.0.1/8"):
+        monkeypatch.setenv("KOPPEL_TRUSTED_PROXIES", wrong)
+        with pytest.raises(ValueError):
+            Settings(_env_file=None)
