@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI
 
+from shared.cache_control import NoStoreForCredentials
 from shared.config import Settings
 from shared.errors import install_error_handlers
 from shared.health import health_router
@@ -64,6 +65,8 @@ def create_service_app(
         configure(app)
     if declared:
         annotate_operations(app)
+    # Answers to callers with credentials are never stored by a cache.
+    app.add_middleware(NoStoreForCredentials)
     # Added last, so it runs first: every log line of the request carries its id.
     app.add_middleware(RequestIdMiddleware, service=service,
                        on_request_id=tag_request_id if tracer_provider else None)
