@@ -24,13 +24,13 @@ from datetime import timedelta
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
     encode_dss_signature,
 )
 from sqlmodel import Session, delete
 
 from shared.config import Settings
 from shared.db.types import utcnow
+from shared.es256 import jws_signature
 from shared.models import (
     App,
     Connection,
@@ -118,8 +118,9 @@ def make_tokens(settings: Settings, private: ec.EllipticCurvePrivateKey, ids: di
             "jti": f"{ids['family']}.{secrets.token_urlsafe(16)}",
         }
         signing_input = f"{header}.{b64(json.dumps(claims).encode())}"
-        r, s = decode_dss_signature(private.sign(signing_input.encode(), ECDSA))
-        tokens.append(f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}")
+        # Low-S, as Koppel's signer writes and its verifier requires (shared/es256.py).
+        signature = jws_signature(private.sign(signing_input.encode(), ECDSA))
+        tokens.append(f"{signing_input}.{b64(signature)}")
     return tokens
 
 

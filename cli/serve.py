@@ -80,12 +80,11 @@ def serve(
     port: Annotated[
         int | None, typer.Option(help="Port; default: the one in the service's URL setting.")
     ] = None,
-    forwarded_allow_ips: Annotated[
-        str | None,
-        typer.Option(help="Proxies whose X-Forwarded-* headers are trusted (uvicorn's default)."),
-    ] = None,
 ) -> None:
-    """Run one service (auth, registry or sync) with uvicorn."""
+    """Run one service (auth, registry or sync) with uvicorn.
+
+    X-Forwarded-For and X-Forwarded-Proto are trusted only from KOPPEL_TRUSTED_PROXIES
+    (the app applies them, shared/proxies.py); uvicorn's own handling is off."""
     settings = _checked_settings()
     import uvicorn
 
@@ -94,8 +93,7 @@ def serve(
         factory=True,
         host=host,
         port=port or default_port(settings, service),
-        proxy_headers=True,
-        forwarded_allow_ips=forwarded_allow_ips,
+        proxy_headers=False,  # uvicorn would trust 127.0.0.1 (FORWARDED_ALLOW_IPS)
         log_level=settings.log_level.lower(),
         server_header=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,

@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI
 
+from shared.cache_control import NoStoreForCredentials
 from shared.config import Settings
 from shared.errors import install_error_handlers
 from shared.health import health_router
 from shared.logging import configure_logging
 from shared.metrics import install_metrics
 from shared.policy.dependency import annotate_operations
+from shared.proxies import trust_forwarded_headers
 from shared.request_id import RequestIdMiddleware
 from shared.runtime import Runtime, open_runtime
 from shared.tracing import (
@@ -63,9 +65,13 @@ def create_service_app(
         configure(app)
     if declared:
         annotate_operations(app)
+    # Answers to callers with credentials are never stored by a cache.
+    app.add_middleware(NoStoreForCredentials)
     # Added last, so it runs first: every log line of the request carries its id.
     app.add_middleware(RequestIdMiddleware, service=service,
                        on_request_id=tag_request_id if tracer_provider else None)
+    # Before everything else reads the client's address (per-address limits, logs).
+    trust_forwarded_headers(app, settings)
     if tracer_provider is not None:
         # Outside every middleware: the request's span is current for all of them.
         instrument_app(app, tracer_provider)

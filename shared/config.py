@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, IPvAnyNetwork, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ConfigError(Exception):
@@ -82,6 +82,15 @@ class Settings(BaseSettings):
     # checked, so the owner's right password gets in and guessing slows to a crawl.
     failed_login_account_interval: int = Field(default=5, gt=0)
 
+    # Forwarded headers (X-Forwarded-For, X-Forwarded-Proto) are believed only from these
+    # peers: the TLS proxy or load balancer in front. Empty: from nobody, so the address
+    # that the per-address limits count is always the connecting peer's.
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated addresses or networks (CIDR) of the proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto are trusted; empty: none",
+    )
+
     login_ui_url: str | None = None
     consent_ui_url: str | None = None
     webhooks_allow_loopback: bool = False
@@ -104,6 +113,13 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
     @property
     def is_production(self) -> bool:

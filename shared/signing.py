@@ -18,6 +18,7 @@ from sqlmodel import Session, col, or_, select
 
 from shared.config import Settings
 from shared.db.types import utcnow
+from shared.es256 import normalised_compact
 from shared.models import SigningKey
 from shared.vault import SecretBox
 from shared.vault.columns import SIGNING_PRIVATE_KEY
@@ -153,9 +154,11 @@ class Signer:
             return self._active[alg]
 
     def sign(self, session: Session, claims: dict[str, Any], *, alg: str, typ: str = "JWT") -> str:
-        """A compact JWS of `claims` signed with the active `alg` key."""
+        """A compact JWS of `claims` signed with the active `alg` key (ES256: low-S)."""
         kid, key = self._key(session, alg)
-        return jwt.encode({"alg": alg, "typ": typ, "kid": kid}, claims, key, algorithms=[alg])
+        token = jwt.encode({"alg": alg, "typ": typ, "kid": kid}, claims, key, algorithms=[alg])
+        # One spelling per token: resource servers accept only the low-S form (es256.py).
+        return normalised_compact(token) if alg == "ES256" else token
 
     def private_key(self, session: Session, alg: str) -> tuple[str, SigningKeyObject]:
         """The active key of `alg` with its kid (for Authlib's ID token generation)."""

@@ -1,6 +1,7 @@
 """Access-token verification for resource servers (docs/product.md 5.3, RFC 9068).
 
-A token is accepted only if it is a compact JWS signed with ES256 by a published key,
+A token is accepted only if it is a compact JWS signed with ES256 by a published key
+(its signature in the low-S form that Koppel's signer writes, shared/es256.py),
 typed `at+jwt`, issued by us for the API audience and unexpired, and if everything it
 depends on (connection, user, token family, app) is still active in the status cache.
 Runs on every API call: the signature is checked with `cryptography` directly, public
@@ -33,6 +34,7 @@ from sqlmodel import col, or_, select
 
 from shared.db.types import utcnow
 from shared.errors import Unauthorized, Unavailable
+from shared.es256 import is_low_s
 from shared.models import SigningKey
 from shared.redis_embedded import resolved_redis_url
 from shared.runtime import Runtime
@@ -324,7 +326,8 @@ class TokenVerifier:
             canonical = base64.urlsafe_b64encode(signature)[:SIGNATURE_B64_LENGTH]
             der = encode_dss_signature(int.from_bytes(signature[:32], "big"),
                                        int.from_bytes(signature[32:], "big"))
-            if canonical != signature_b64.encode():
+            # Nor its second ECDSA spelling (r, n - s): Koppel signs in low-S form only.
+            if canonical != signature_b64.encode() or not is_low_s(signature):
                 raise InvalidSignature
             key.verify(der, f"{header_b64}.{payload_b64}".encode(), _ECDSA_SHA256)
         except (InvalidSignature, ValueError):

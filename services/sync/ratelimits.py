@@ -1,7 +1,11 @@
-"""Per-app and per-connection request budgets for the sync API (docs/product.md 5.8): fixed windows
-in Redis, counted by one Lua call per request; over budget answers 429 with
-`Retry-After`, and every answer carries `RateLimit` / `RateLimit-Policy` headers
-(draft-ietf-httpapi-ratelimit-headers)."""
+"""Request budgets for the sync API (docs/product.md 5.8): fixed windows in Redis, counted by
+one Lua call per request; over budget answers 429 with `Retry-After`, and every answer
+carries `RateLimit` / `RateLimit-Policy` headers (draft-ietf-httpapi-ratelimit-headers).
+
+An app's budget is counted per environment, so the end users of one customer cannot
+spend it for another's; beside it each connection, or each user of a first-party app,
+has its own. `RateLimit-Policy` lists the policies that apply to the caller and
+`RateLimit` names the one closest to exhaustion (the one that refused, on a 429)."""
 
 from __future__ import annotations
 
@@ -9,19 +13,22 @@ from fastapi import Request, Response
 
 from shared.auth_deps import PrincipalDep
 from shared.errors import RateLimited
+from shared.tokens import Principal
 
 WINDOW_S = 60
-PER_APP = 6000  # requests per window for all of an app's tokens together
+PER_APP = 6000  # requests per window for all of an app's tokens in one environment
 PER_CALLER = 600  # per connection, per first-party user and app, or per app token
 
 
-def _callers(principal) -> list[tuple[str, int]]:
-    app = (f"app:{principal.client_id}", PER_APP)
+def _budgets(principal: Principal) -> list[tuple[str, str, int]]:
+    """(policy name, counter key, limit) of each budget the caller's request counts against."""
+    client = principal.client_id
+    if principal.kind == "app":  # the app's own token (its webhook endpoints): one budget
+        return [("app", f"app:{client}", PER_CALLER)]
+    tenant = ("app-environment", f"app:{client}:env:{principal.environment_id}", PER_APP)
     if principal.kind == "connection":
-        return [app, (f"conn:{principal.connection_id}", PER_CALLER)]
-    if principal.kind == "user":
-        return [app, (f"user:{principal.client_id}:{principal.user_id}", PER_CALLER)]
-    return [app]
+        return [tenant, ("connection", f"conn:{principal.connection_id}", PER_CALLER)]
+    return [tenant, ("user", f"user:{client}:{principal.user_id}", PER_CALLER)]
 
 
 # Counts one request against each budget (KEYS) in one round trip; a window starts with
@@ -52,21 +59,24 @@ def _counter(request: Request):
 
 async def rate_limit(request: Request, response: Response, principal: PrincipalDep) -> None:
     """Count this request against the caller's budgets; 429 once one is spent."""
-    budgets = _callers(principal)
-    results = await _counter(request)(keys=[f"koppel:rl:sync:{name}" for name, _ in budgets],
+    budgets = _budgets(principal)
+    results = await _counter(request)(keys=[f"koppel:rl:sync:{key}" for _, key, _ in budgets],
                                       args=[WINDOW_S])
     worst = None
-    for index, (_, limit) in enumerate(budgets):
+    for index, (policy, _, limit) in enumerate(budgets):
         count, ttl = int(results[index * 2]), max(int(results[index * 2 + 1]), 1)
         remaining = max(limit - count, 0)
-        if worst is None or remaining < worst[1]:
-            worst = (limit, remaining, ttl, count > limit)
+        exceeded = count > limit
+        # The refusing budget wins, then the one with the fewest requests left.
+        if worst is None or (exceeded, -remaining) > (worst[3], -worst[1]):
+            worst = (policy, remaining, ttl, exceeded)
     if worst is None:
-        raise RuntimeError("every caller has an app budget")
-    limit, remaining, reset, exceeded = worst
+        raise RuntimeError("every caller has a budget")
+    policy, remaining, reset, exceeded = worst
     headers = {
-        "RateLimit-Policy": f'"default";q={limit};w={WINDOW_S}',
-        "RateLimit": f'"default";r={remaining};t={reset}',
+        "RateLimit-Policy": ", ".join(f'"{name}";q={limit};w={WINDOW_S}'
+                                      for name, _, limit in budgets),
+        "RateLimit": f'"{policy}";r={remaining};t={reset}',
     }
     if exceeded:
         error = RateLimited(reset)

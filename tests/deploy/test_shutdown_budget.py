@@ -27,8 +27,7 @@ def test_serve_gives_uvicorn_a_graceful_shutdown(monkeypatch: pytest.MonkeyPatch
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(serve_module, "_checked_settings", lambda: Settings(_env_file=None))
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
-    serve_module.serve(serve_module.Service.SYNC, host="127.0.0.1", port=9999,
-                       forwarded_allow_ips=None)
+    serve_module.serve(serve_module.Service.SYNC, host="127.0.0.1", port=9999)
     [kwargs] = calls
     assert kwargs["timeout_graceful_shutdown"] == serve_module.GRACEFUL_SHUTDOWN_S
     for name in ("auth", "registry", "sync"):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from sqlalchemy import Engine, select
@@ -205,6 +206,13 @@ def pair(committing_sessions: sessionmaker[Session], keyring: KeyRing, settings:
 
 
 CALLERS = (*USER_CALLERS, "partner_app", "connection", "registration")
+
+
+def private(response: httpx.Response) -> bool:
+    """Whether an answer forbids caches to keep it (SECURITY 39): `Cache-Control:
+    no-store`, and `Vary: Authorization` so no cache keys it on the URL alone."""
+    vary = {v.strip().lower() for v in response.headers.get("vary", "").split(",")}
+    return response.headers.get("cache-control") == "no-store" and "authorization" in vary
 
 
 def fingerprint(engine: Engine) -> dict[str, tuple[int, str]]:

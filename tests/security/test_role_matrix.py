@@ -15,7 +15,8 @@ inside and outside each caller's reach. Each answer must be what the policy says
 
 The refused calls of an operation run first, and the database fingerprint must be the
 same after them. The operations walked must be exactly those of the documents, and each
-names an operation of the table.
+names an operation of the table. Every answer, whatever its status, carries
+`Cache-Control: no-store` and `Vary: Authorization` (SECURITY 39).
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ from shared.policy import RULES, Caller, Credential, resolve
 from shared.policy.dependency import OPERATION_KEY
 from shared.tokens import check_claims
 from tests.fixtures import factories as f
-from tests.security.conftest import ALL_USER_SCOPES, Pair, changed_tables, fingerprint
+from tests.security.conftest import (
+    ALL_USER_SCOPES,
+    Pair,
+    changed_tables,
+    fingerprint,
+    private,
+)
 from tests.security.test_isolation_matrix import (
     NOT_APPLICABLE,
     example_body,
@@ -242,6 +249,10 @@ async def test_every_caller_gets_what_the_policy_says(
             if response.status_code not in expected:
                 failures.append(f"{name}: {method} {url} -> {response.status_code}, "
                                 f"expected {sorted(expected)}: {response.text[:160]}")
+            if not private(response):  # SECURITY 39: personal data is never cached
+                failures.append(f"{name}: {method} {url} -> {response.status_code} with "
+                                f"Cache-Control {response.headers.get('cache-control')!r}, "
+                                f"Vary {response.headers.get('vary')!r}")
         if not checked:
             touched = changed_tables(before, fingerprint(engine))
             if touched:

@@ -119,3 +119,17 @@ def test_login_throttle_defaults_are_the_documented_ones() -> None:
     assert settings.failed_attempt_window == 15 * 60
     assert settings.failed_login_account_interval == 5
     assert settings.failed_login_limit_per_address == 100
+
+
+def test_trusted_proxies_are_empty_by_default_and_parsed_from_a_comma_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KOPPEL_TRUSTED_PROXIES", raising=False)
+    assert Settings(_env_file=None).trusted_proxies == []
+    monkeypatch.setenv("KOPPEL_TRUSTED_PROXIES", " 10.1.2.3, 10.0.0.0/8 ,fd00::/8")
+    assert [str(n) for n in Settings(_env_file=None).trusted_proxies] == [
+        "10.1.2.3/32", "10.0.0.0/8", "fd00::/8"]
+    for wrong in ("*", "proxy.internal", "10.0.0.1/8"):
+        monkeypatch.setenv("KOPPEL_TRUSTED_PROXIES", wrong)
+        with pytest.raises(ValueError):
+            Settings(_env_file=None)

@@ -24,13 +24,13 @@ import redis
 import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from fastapi import Depends, FastAPI
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
 from shared.auth_deps import PrincipalDep, close_verifier, require_scope
 from shared.errors import Unavailable, install_error_handlers
+from shared.es256 import jws_signature
 from shared.models import (
     App,
     AppStatus,
@@ -68,9 +68,9 @@ class Key:
         """A compact ES256 JWS (header defaults: ES256, at+jwt, this kid)."""
         head = {"alg": "ES256", "typ": "at+jwt", "kid": self.kid, **header}
         signing_input = f"{b64json(head)}.{b64json(claims)}"
-        r, s = decode_dss_signature(self.private.sign(signing_input.encode(),
-                                                      ec.ECDSA(hashes.SHA256())))
-        return f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        # Low-S, as Koppel's signer writes (shared/es256.py).
+        der = self.private.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+        return f"{signing_input}.{b64(jws_signature(der))}"
 
 
 def public_jwk(key: ec.EllipticCurvePrivateKey, kid: str) -> dict[str, Any]:
@@ -291,8 +291,7 @@ async def test_other_algorithms_are_rejected(verifier: TokenVerifier, world: Wor
         header = {"typ": "at+jwt", "kid": world.key.kid} | ({"alg": alg} if alg else {})
         signing_input = f"{b64json(header)}.{b64json(world.app_claims())}"
         der = world.key.private.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
-        r, s = decode_dss_signature(der)
-        sig = b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+        sig = b64(jws_signature(der))
         await rejected(verifier, f"{signing_input}.{sig}")
 
 
@@ -407,9 +406,8 @@ async def test_a_payload_that_is_not_an_object_is_rejected(verifier: TokenVerifi
                                                            world: World) -> None:
     header = {"alg": "ES256", "typ": "at+jwt", "kid": world.key.kid}
     signing_input = f"{b64json(header)}.{b64json([1, 2])}"
-    r, s = decode_dss_signature(world.key.private.sign(signing_input.encode(),
-                                                       ec.ECDSA(hashes.SHA256())))
-    signature = b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+    signature = b64(jws_signature(world.key.private.sign(signing_input.encode(),
+                                                         ec.ECDSA(hashes.SHA256()))))
     await rejected(verifier, f"{signing_input}.{signature}")
 
 

@@ -6,7 +6,7 @@ from authlib.oauth2.rfc6749 import ClientMixin
 from sqlalchemy import Row
 
 from shared.models import App, AppStatus
-from shared.scopes import APP_SCOPES, CONSENT_SCOPES, FIRST_PARTY_SCOPES, parse_scope
+from shared.scopes import APP_SCOPES, CONSENT_SCOPES, FIRST_PARTY_SCOPES, implied, parse_scope
 from shared.vault import digest_matches
 
 # What an app may ask for with the client credentials grant.
@@ -45,9 +45,11 @@ class OAuthClient(ClientMixin):
         return uris[0] if len(uris) == 1 else None
 
     def authorize_scopes(self) -> set[str]:
-        """The scopes this app may request at the authorization endpoint."""
+        """The scopes this app may request at the authorization endpoint: those it
+        registered, and the read scope of each write scope it registered (docs/product.md
+        section 4: a write scope implies its read scope, so asking for less is fine)."""
         allowed = CONSENT_SCOPES | (FIRST_PARTY_SCOPES if self.app.first_party else set())
-        return set(self.app.scopes) & allowed
+        return implied(self.app.scopes) & allowed
 
     # Authlib passes the request's scope parameter (absent: None) and answers invalid_scope
     # to None; its stubs say the scope is always given and the answer always a string.

@@ -46,7 +46,7 @@ from shared.models import (
 )
 from shared.oauth import CLIENT_AUTH_METHODS, CONFIDENTIAL_CLIENT_AUTH_METHODS
 from shared.policy.apps import admits_user
-from shared.scopes import parse_scope
+from shared.scopes import implied, parse_scope
 from shared.signing import ID_TOKEN_ALG
 from shared.unit_of_work import unit_of_work
 from shared.vault import TokenKind, new_token, token_digest
@@ -218,7 +218,7 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
         if row.expires_at <= ctx.now or family.expires_at <= ctx.now:
             return None
         requested = parse_scope(self.request.payload.scope)
-        if not set(requested) <= set(family.scopes):
+        if not set(requested) <= implied(family.scopes):  # narrower is fine, wider is not
             raise InvalidScopeError("a refresh cannot widen the granted scope")
         user = _admitted(user_of(row), client)
         connection = _live(connection_of(row))
@@ -228,6 +228,10 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
         if rotated.rowcount != 1:
             return None  # another request with this token won the race
         return RefreshRecord(family, user, connection or None)
+
+    def _validate_token_scope(self, token: RefreshRecord) -> None:
+        """Done in authenticate_refresh_token, before the token is rotated: a write scope
+        of the grant covers its read scope there (Authlib's check takes names literally)."""
 
     def authenticate_user(self, refresh_token: RefreshRecord) -> UserRow:
         return refresh_token.user

@@ -15,6 +15,7 @@ from joserfc.jwk import KeySet
 from sqlmodel import col, select
 
 from services.auth.oauth2.context import AuthContext
+from shared.es256 import is_canonical
 from shared.models import (
     App,
     AppStatus,
@@ -76,6 +77,8 @@ def find_refresh_token(ctx: AuthContext, token: str) -> FoundToken | None:
 
 
 def find_access_token(ctx: AuthContext, token: str) -> FoundToken | None:
+    if not is_canonical(token.rpartition(".")[2]):
+        return None  # not a spelling Koppel issues (shared/es256.py)
     keys = KeySet.import_key_set({"keys": [k.public_jwk for k in published_keys(ctx.session)]})
     try:
         decoded = jwt.decode(token, keys, algorithms=[ACCESS_TOKEN_ALG])

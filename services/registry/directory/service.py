@@ -32,6 +32,8 @@ from shared.unit_of_work import unit_of_work
 T = TypeVar("T", bound=SQLModel)
 COMPANY_TEMPLATES = {UserTemplate.COMPANY, UserTemplate.HR_MANAGER,
                      UserTemplate.PAYROLL_HR_MANAGER}
+WHOLE_DEBTOR_TEMPLATES = {UserTemplate.ACCOUNTANT, UserTemplate.MASTER_CLIENT}
+PLACEMENT = {"template", "debtor_id", "company_ids"}  # the fields that say where a user sits
 
 
 async def get(session: AsyncSession, model: type[T], ident: uuid.UUID) -> T:
@@ -187,17 +189,24 @@ async def update_user(session: AsyncSession, actor: Actor, user: User, patch: Us
     """Change a user; suspends or resumes their connections as the rules say."""
     repo = DirectoryRepository(session)
     given = patch.model_dump(exclude_unset=True)
-    template = given.get("template") or user.template
     old_companies = await repo.user_company_ids(user.id)
-    company_ids = given.get("company_ids", old_companies)
-    if template == UserTemplate.ACCOUNTANT and "company_ids" not in given:
-        company_ids = []
-    debtor_id = given.get("debtor_id", user.debtor_id if template != UserTemplate.ACCOUNTANT
-                          else None)
-    if template in COMPANY_TEMPLATES and "debtor_id" not in given:
-        debtor_id = None
-    debtor_id = await _placement(session, user.environment_id, template, debtor_id, company_ids)
-    changes: dict[str, Any] = {"template": template, "debtor_id": debtor_id}
+    changes: dict[str, Any] = {}
+    company_ids = old_companies
+    # Where the user sits is checked only when the patch moves them: a deactivation or a
+    # new password must work for every user, also one whose stored rows an older
+    # version or a seed left in another shape (a master client with company rows).
+    if PLACEMENT & given.keys():
+        template = given.get("template") or user.template
+        company_ids = given.get("company_ids", old_companies)
+        if template in WHOLE_DEBTOR_TEMPLATES and "company_ids" not in given:
+            company_ids = []  # they reach by debtor or environment, never by company rows
+        debtor_id = given.get("debtor_id", user.debtor_id
+                              if template != UserTemplate.ACCOUNTANT else None)
+        if template in COMPANY_TEMPLATES and "debtor_id" not in given:
+            debtor_id = None
+        debtor_id = await _placement(session, user.environment_id, template, debtor_id,
+                                     company_ids)
+        changes.update(template=template, debtor_id=debtor_id)
     for name in ("name", "active"):
         if given.get(name) is not None:
             changes[name] = given[name]

@@ -60,9 +60,10 @@ def _matches(header: str | None, etag: str) -> bool:
 
 def single_body(body: dict, if_none_match: str | None, response: Response) -> Response:
     """A JSON document with its ETag (304 if `If-None-Match` matches), keeping the headers
-    that dependencies set (rate limits)."""
+    that dependencies set (rate limits); `Cache-Control: no-store` comes from the app's
+    rule for callers with credentials (shared/cache_control.py)."""
     etag = etag_of(body)
-    headers = {**response.headers, "ETag": etag, "Cache-Control": "private, no-cache"}
+    headers = {**response.headers, "ETag": etag}
     headers.pop("content-length", None)
     if _matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)

@@ -9,7 +9,7 @@ import pytest
 from sqlmodel import select
 
 from shared.audit import verify_environment
-from shared.models import AuditEvent, Connection, Event, User
+from shared.models import AuditEvent, Connection, Event, User, UserCompany
 from shared.runtime import Runtime
 from shared.tokens import InvalidToken, TokenVerifier
 from tests.services.registry.conftest import World, bearer
@@ -220,3 +220,33 @@ async def test_reads_and_lists(client: httpx.AsyncClient, world: World) -> None:
     bad = await client.get(f"/v1/directory/environments/{a.environment.id}/users",
                            params={"cursor": "x"}, headers=headers)
     assert bad.status_code == 400
+
+
+async def test_a_master_client_with_company_rows_can_still_be_changed(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    """`koppel demo seed` gives its master client company rows, which the directory never
+    writes for one (issue 14, finding 11): a patch that does not move the user leaves
+    them alone, one that does drops them; a login promoted to master client loses its
+    company rows without having to say so."""
+    user = world.a.users["master_client"]
+    with world.sessions() as session, session.begin():
+        for company in world.a.companies[:2]:
+            session.add(UserCompany(user_id=user.id, company_id=company.id))
+    path, headers = f"/v1/directory/users/{user.id}", provisioner(world)
+    renamed = await client.patch(path, json={"name": "Renamed"}, headers=headers)
+    assert renamed.status_code == 200, renamed.text
+    assert len(renamed.json()["company_ids"]) == 2
+    moved = await client.patch(path, json={"debtor_id": str(world.a.debtors[0].id)},
+                               headers=headers)
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["company_ids"] == []
+    company_login = world.a.users["company"]
+    promoted = await client.patch(f"/v1/directory/users/{company_login.id}",
+                                  json={"template": "master_client",
+                                        "debtor_id": str(world.a.debtors[0].id)},
+                                  headers=headers)
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["company_ids"] == []
+    with world.sessions() as session:
+        assert verify_environment(session, world.a.environment.id) == []

@@ -22,7 +22,7 @@ from sqlmodel import select
 from services.registry.app import create_app as create_registry
 from services.sync.app import create_app as create_sync
 from shared.config import Settings
-from shared.models import Connection, TokenFamily, UserTemplate
+from shared.models import Connection, TokenFamily, UserCompany, UserTemplate
 from shared.sessions import session_key
 from tests.cli.conftest import Invoke, cli_env, invoke  # noqa: F401 - fixtures
 from tests.fixtures.auth_server import AuthServer, new_client
@@ -77,16 +77,30 @@ def _provisioner_token(server: AuthServer) -> str:
     return token.json()["access_token"]
 
 
+def _as_seeded(server: AuthServer, user_id: str, company_ids: list[str]) -> None:
+    """Give a master client the company rows that `koppel demo seed` gives its own (the
+    directory itself never writes them: a master client reaches its debtor's companies)."""
+    with server.sessions() as session, session.begin():
+        for company_id in company_ids:
+            session.add(UserCompany(user_id=uuid.UUID(user_id),
+                                    company_id=uuid.UUID(company_id)))
+
+
+@pytest.mark.parametrize("seeded", [False, True], ids=["directory_made", "seeded"])
 @pytest.mark.parametrize("change", ["password", "deactivate"])
 @pytest.mark.parametrize("via", ["api", "cli"])
 async def test_line37_a_new_password_or_deactivation_signs_the_user_out(
     settings: Settings, auth_server: AuthServer, invoke: Invoke,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch, change: str, via: str,
+    monkeypatch: pytest.MonkeyPatch, change: str, via: str, seeded: bool,
 ) -> None:
+    """Also for a master client shaped as `koppel demo seed` leaves it, with company rows
+    (issue 14, finding 11: every PATCH of it answered 422)."""
     demo = auth_server.demo
     tree = Tree(demo["environment"]["id"],
                 [(d["id"], [c["id"] for c in d["companies"]]) for d in demo["debtors"]])
     user = create_user(auth_server, tree, UserTemplate.MASTER_CLIENT)
+    if seeded:
+        _as_seeded(auth_server, user.id, tree.debtors[0][1])
     with auth_server.sessions() as session, session.begin():
         partner_app = new_client(session, auth_server.keyring, name="Sign-out Planner")
     first_party = auth_server.clients["first_party"]
@@ -112,6 +126,8 @@ async def test_line37_a_new_password_or_deactivation_signs_the_user_out(
                         f"/v1/directory/users/{user.id}", json=body,
                         headers={"Authorization": f"Bearer {token}"})
                     assert changed.status_code == 200, changed.text
+                    counts = changed.json()["connections"]
+                    assert counts["suspended"] == (1 if change == "deactivate" else 0), counts
                 else:
                     monkeypatch.setenv("KOPPEL_DATABASE_URL",
                                        auth_server.engine.url.render_as_string(

@@ -23,7 +23,10 @@ from tests.services.auth.support import (
     Browser,
     User,
     callback_params,
+    exchange,
+    introspect,
     parse_page,
+    refresh,
 )
 
 
@@ -190,6 +193,41 @@ def test_line03_scope_outside_registered_redirects_invalid_scope(
 ) -> None:
     request = AuthRequest(auth_server.clients["basic"], scope=scope)
     assert app_error(browser().authorize(request), request, auth_server) == "invalid_scope"
+
+
+def test_line03_a_registered_write_scope_covers_its_read_scope(
+    auth_server: AuthServer, browser: Callable[..., Browser],
+    new_app: Callable[..., Client], new_user: Callable[..., User],
+) -> None:
+    """docs/product.md section 4: a write scope implies its read scope, so an app that
+    registered `employee.info` may ask for only `employee.info.read` (issue 14, finding
+    10), through the whole code flow and on refresh; never for more than it registered."""
+    client = new_app(scopes=("company.info", "employee.info", "offline_access"))
+    user = new_user()
+    request = AuthRequest(client, scope="employee.info.read company.info.read offline_access")
+    agent = browser()
+    linked = agent.link(request, user)
+    assert "code" in linked.params, linked.location
+    assert set(linked.scopes_shown) == {"employee.info.read", "company.info.read",
+                                        "offline_access"}
+    response = exchange(auth_server, request, linked.params["code"])
+    assert response.status_code == 200, response.text
+    tokens = response.json()
+    assert set(tokens["scope"].split()) == set(request.scope.split())
+    assert set(introspect(auth_server, client, tokens["access_token"])["scope"].split()) == (
+        set(request.scope.split()))
+
+    # A grant of write scopes narrows to their reads on refresh too, and widens to nothing.
+    wide = AuthRequest(client, scope="employee.info offline_access")
+    granted = exchange(auth_server, wide, agent.link(wide, user).params["code"]).json()
+    narrowed = refresh(auth_server, client, granted["refresh_token"], scope="employee.info.read")
+    assert narrowed.status_code == 200, narrowed.text
+    assert narrowed.json()["scope"] == "employee.info.read"
+    wider = refresh(auth_server, client, narrowed.json()["refresh_token"],
+                    scope="employee.payment.read")
+    assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope"
+    unregistered = AuthRequest(client, scope="employee.payment.read")
+    assert app_error(agent.authorize(unregistered), unregistered, auth_server) == "invalid_scope"
 
 
 def test_line03_invalid_scope_with_unregistered_uri_gets_error_page(
