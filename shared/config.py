@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     failed_client_auth_limit: int = Field(default=20, gt=0)
     failed_attempt_window: int = Field(default=15 * 60, gt=0)
 
+    # How often the worker signs a checkpoint of each audit chain that moved
+    # (shared/audit_checkpoints.py); a new chain gets its first one within a minute.
+    audit_checkpoint_interval: int = Field(default=3600, ge=60)
+
     login_ui_url: str | None = None
     consent_ui_url: str | None = None
     webhooks_allow_loopback: bool = False
