@@ -14,6 +14,7 @@ from cli.output import CliError, emit_json, handle_errors, stdout
 from shared.audit_checkpoints import HeadNotSound, make_checkpoint
 from shared.audit_mac import current_keyring
 from shared.audit_verify import parse_checkpoint_file, verify_audit_log
+from shared.logging import configure_logging
 from shared.models import AuditHead
 
 app = typer.Typer(help="The audit log.", no_args_is_help=True)
@@ -90,6 +91,8 @@ def checkpoint(
     """Sign each chain's current head now (a compact JWS under the attestation key),
     store it and print it; keep the output outside Koppel for `verify --checkpoints`."""
     settings = load_settings()
+    # The structured log (stderr) gets each checkpoint too; stdout carries only the JWSs.
+    configure_logging(settings, "cli")
     environment_id = _environment_id(environment)
     with transaction(settings) as session:
         if environment_id is not None:
