@@ -12,7 +12,7 @@ later). `koppel keys rotate --attestation` makes a new active key.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from joserfc import jws
 from joserfc.errors import JoseError
@@ -104,7 +104,7 @@ def verify_attestation(token: str, jwks: dict[str, Any], typ: str) -> tuple[str,
     """The kid and claims of a statement signed by one of `jwks`'s keys with header typ
     `typ`; AttestationError otherwise."""
     try:
-        key_set = KeySet.import_key_set(jwks)
+        key_set = KeySet.import_key_set(cast(Any, jwks))  # joserfc types it as a TypedDict
         obj = jws.deserialize_compact(token.strip(), key_set, algorithms=[ATTESTATION_ALG])
         claims = json.loads(obj.payload)
     except (JoseError, ValueError, TypeError, KeyError) as exc:

@@ -58,9 +58,10 @@ def parse_checkpoint_file(text: str) -> list[str]:
         if not isinstance(items, list):
             raise ValueError("the checkpoint file's JSON has no list of checkpoints")
         tokens = [item.get("jws") if isinstance(item, dict) else item for item in items]
-        if not all(isinstance(t, str) for t in tokens):
+        strings = [t for t in tokens if isinstance(t, str)]
+        if len(strings) != len(tokens):
             raise ValueError("a checkpoint in the file has no jws")
-        return tokens
+        return strings
     return [line.strip() for line in stripped.splitlines()
             if line.strip() and not line.lstrip().startswith("#")]
 
