@@ -7,10 +7,11 @@ names its key, so old events verify as long as their key stays in the ring (rota
 never removes one).
 
 The chain is written from many places (services, worker, command line) that all share
-one process-wide key ring: the runtime (shared/runtime.py) registers its ring with
-`use_keyring`, the command line registers its settings with `use_settings` (the ring
-is then loaded on first use). Appending without either raises instead of writing an
-unkeyed link.
+one process-wide key ring: the runtime (shared/runtime.py) registers its SecretBox with
+`use_keyring` (so after a `koppel keys rotate` by another process, once the box has
+re-read the key file, new events use the new active key), the command line registers
+its settings with `use_settings` (the ring is then loaded on first use). Appending
+without either raises instead of writing an unkeyed link.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from shared.config import Settings
-from shared.vault import KeyRing, UnknownKeyError, load_keyring
+from shared.vault import KeyRing, SecretBox, UnknownKeyError, load_keyring
 from shared.vault.keyring import reload_keyring
 
 MAC_INFO = b"koppel.audit-chain.v1"
@@ -35,38 +36,41 @@ class NoAuditKeyRing(RuntimeError):
 
 
 _lock = threading.Lock()
-_ring: KeyRing | None = None
+# What the chain's key ring comes from: a SecretBox (a runtime's: it follows the key file
+# when another process rotates it), a fixed ring, or settings to load a ring from.
+_box: SecretBox | None = None
 _settings: Settings | None = None
 
 
-def use_keyring(ring: KeyRing) -> None:
-    """Chain (and verify) with this key ring from now on."""
-    global _ring, _settings
+def use_keyring(keys: KeyRing | SecretBox) -> None:
+    """Chain (and verify) with this key ring, or with the ring of this SecretBox as it
+    changes, from now on."""
+    global _box, _settings
     with _lock:
-        _ring, _settings = ring, None
+        _box = keys if isinstance(keys, SecretBox) else SecretBox(keys)
+        _settings = None
 
 
 def use_settings(settings: Settings) -> None:
     """Chain with the key ring of these settings, loaded when first needed."""
-    global _ring, _settings
+    global _box, _settings
     with _lock:
-        _ring, _settings = None, settings
+        _box, _settings = None, settings
 
 
 def current_keyring() -> KeyRing:
     """The registered key ring (loading it from the registered settings if need be)."""
-    global _ring
+    global _box
     with _lock:
-        if _ring is None and _settings is not None:
-            _ring = load_keyring(_settings)
-        if _ring is None:
+        if _box is None and _settings is not None:
+            _box = SecretBox(load_keyring(_settings))
+        if _box is None:
             raise NoAuditKeyRing("no key ring is registered for the audit chain")
-        return _ring
+        return _box.ring
 
 
 def _ring_with(key_id: str) -> KeyRing:
     """The registered ring, re-read from its key file if another process added `key_id`."""
-    global _ring
     ring = current_keyring()
     if key_id in ring.keys:
         return ring
@@ -74,7 +78,8 @@ def _ring_with(key_id: str) -> KeyRing:
     if fresh is None or key_id not in fresh.keys:
         raise UnknownKeyError(f"the audit chain's key {key_id!r} is not in the key ring")
     with _lock:
-        _ring = fresh
+        if _box is not None:
+            _box.ring = fresh  # from now on new events use its active key too
     return fresh
 
 

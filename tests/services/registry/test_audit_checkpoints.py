@@ -15,6 +15,7 @@ from joserfc.jwk import KeySet
 from sqlmodel import select
 
 from services.auth.app import create_app as create_auth
+from services.registry.jobs import audit_checkpoint
 from services.sync.app import create_app as create_sync
 from shared.attestation import sign_attestation
 from shared.audit import Actor, append
@@ -26,6 +27,7 @@ from shared.audit_checkpoints import (
 )
 from shared.db.types import utcnow
 from shared.models import AuditCheckpoint, AuditHead
+from shared.runtime import Runtime
 from shared.vault import KeyRing, SecretBox
 from tests.services.conftest import running
 from tests.services.registry.conftest import ALL_FIRST_PARTY, World, bearer
@@ -143,13 +145,13 @@ async def test_an_access_token_signed_with_the_attestation_key_is_refused(
         assert (await sync.get("/v1/companies", headers=bearer(forged))).status_code == 401
 
 
-def test_the_periodic_job_checkpoints_new_and_moved_chains_once_per_interval(
-    world: World, keyring: KeyRing
+async def test_the_periodic_job_checkpoints_new_and_moved_chains_once_per_interval(
+    world: World, keyring: KeyRing, runtime: Runtime
 ) -> None:
-    interval = timedelta(hours=1)
+    interval = timedelta(seconds=runtime.settings.audit_checkpoint_interval)
     a, b = world.a.environment.id, world.b.environment.id
     _append(world, a)
-    assert checkpoint_due(world.sessions, keyring, interval) == 1  # a new chain: at once
+    assert await audit_checkpoint({"runtime": runtime}) == 1  # a new chain: at once
     assert checkpoint_due(world.sessions, keyring, interval) == 0  # nothing moved
     _append(world, a)
     _append(world, b)
