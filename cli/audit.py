@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import structlog
 import typer
 from sqlmodel import select
 
@@ -14,7 +16,6 @@ from cli.output import CliError, emit_json, handle_errors, stdout
 from shared.audit_checkpoints import HeadNotSound, make_checkpoint
 from shared.audit_mac import current_keyring
 from shared.audit_verify import parse_checkpoint_file, verify_audit_log
-from shared.logging import configure_logging
 from shared.models import AuditHead
 
 app = typer.Typer(help="The audit log.", no_args_is_help=True)
@@ -38,6 +39,17 @@ def _file_tokens(path: Path | None) -> list[str]:
         return parse_checkpoint_file(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise CliError(f"cannot read the checkpoints in {path}: {exc}") from None
+
+
+def _stderr_log() -> Any:
+    """A structured (JSON) logger on standard error, as the services log: stdout carries
+    only the JWSs. Local to the command; the process's logging is left as it is."""
+    return structlog.wrap_logger(
+        structlog.PrintLogger(sys.stderr),
+        processors=[structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True),
+                    structlog.processors.JSONRenderer()],
+    ).bind(service="cli")
 
 
 @app.command("verify")
@@ -91,8 +103,6 @@ def checkpoint(
     """Sign each chain's current head now (a compact JWS under the attestation key),
     store it and print it; keep the output outside Koppel for `verify --checkpoints`."""
     settings = load_settings()
-    # The structured log (stderr) gets each checkpoint too; stdout carries only the JWSs.
-    configure_logging(settings, "cli")
     environment_id = _environment_id(environment)
     with transaction(settings) as session:
         if environment_id is not None:
@@ -104,7 +114,7 @@ def checkpoint(
         made = []
         for env in environment_ids:
             try:
-                row = make_checkpoint(session, ring, env)
+                row = make_checkpoint(session, ring, env, logger=_stderr_log())
             except HeadNotSound as exc:
                 raise CliError(f"{exc}: run `koppel audit verify`") from None
             if row is not None:

@@ -208,16 +208,6 @@ def walk_chain(environment_id: uuid.UUID, events: Iterable[AuditEvent],
     return ChainState(faults, count, expected_seq - 1, hashes)
 
 
-def verify_chain(events: Iterable[AuditEvent], head: AuditHead | None,
-                 ring: KeyRing | None = None) -> list[ChainFault]:
-    """Faults in one environment's chain (events in seq order)."""
-    listed = list(events)
-    env = listed[0].environment_id if listed else (head.environment_id if head else None)
-    if env is None:
-        return []
-    return walk_chain(env, listed, head, ring).faults
-
-
 def chain_events(session: Session, environment_id: uuid.UUID):
     """One environment's events in seq order, streamed."""
     return session.exec(

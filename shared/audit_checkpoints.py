@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from joserfc import jws
@@ -49,9 +50,10 @@ def _check_head(session: Session, head: AuditHead, box: SecretBox) -> None:
                            f"{head.seq} is not backed by a verifying event")
 
 
-def make_checkpoint(session: Session, keys: KeyRing | SecretBox,
-                    environment_id: uuid.UUID) -> AuditCheckpoint | None:
-    """Sign the environment's current chain head (None: it has no chain yet)."""
+def make_checkpoint(session: Session, keys: KeyRing | SecretBox, environment_id: uuid.UUID,
+                    *, logger: Any = None) -> AuditCheckpoint | None:
+    """Sign the environment's current chain head (None: it has no chain yet), store it
+    and write it to the structured log (`logger`, default the process's own)."""
     box = keys if isinstance(keys, SecretBox) else SecretBox(keys)
     head = session.get(AuditHead, environment_id)
     if head is None or head.seq == 0:
@@ -65,7 +67,7 @@ def make_checkpoint(session: Session, keys: KeyRing | SecretBox,
                           kid=kid, jws=token)
     session.add(row)
     session.flush()
-    log.info("audit checkpoint", environment_id=str(environment_id), seq=head.seq,
+    (logger or log).info("audit checkpoint", environment_id=str(environment_id), seq=head.seq,
              hash=head.hash, kid=kid, jws=token)
     return row
 
@@ -76,10 +78,12 @@ def _kid(token: str) -> str:
 
 def latest_checkpoints(session: Session) -> dict[uuid.UUID, AuditCheckpoint]:
     """Each environment's newest checkpoint (ids are time-ordered)."""
-    newest = (select(AuditCheckpoint.environment_id, func.max(AuditCheckpoint.id).label("id"))
-              .group_by(col(AuditCheckpoint.environment_id)).subquery())
-    rows = session.exec(select(AuditCheckpoint).join(
-        newest, col(AuditCheckpoint.id) == newest.c.id)).all()
+    # PostgreSQL has no max() over uuid: rank each environment's checkpoints instead.
+    rank = func.row_number().over(partition_by=col(AuditCheckpoint.environment_id),
+                                  order_by=col(AuditCheckpoint.id).desc()).label("rank")
+    ranked = select(col(AuditCheckpoint.id), rank).subquery()
+    rows = session.exec(select(AuditCheckpoint).join(ranked, col(AuditCheckpoint.id) == ranked.c.id)
+                        .where(ranked.c.rank == 1)).all()
     return {row.environment_id: row for row in rows}
 
 

@@ -17,7 +17,6 @@ from services.auth.oauth2.endpoints import router as oauth_router
 from services.auth.openapi_security import declare_security
 from services.auth.pages.logos import router as logos_router
 from shared.app_factory import create_service_app
-from shared.attestation import active_attestation_key
 from shared.config import Settings, get_settings
 from shared.passwords import warm_up
 from shared.runtime import Runtime
@@ -64,7 +63,6 @@ async def _ensure_keys(runtime: Runtime) -> None:
     def work() -> None:
         with runtime.session() as session, session.begin():
             ensure_signing_keys(session, runtime.box)
-            active_attestation_key(session, runtime.box)  # the attestation JWKS is never empty
 
     await run_in_threadpool(work)
     await run_in_threadpool(warm_up)

@@ -66,8 +66,15 @@ def test_a_clean_log_verifies_and_says_what_it_checked(
 ) -> None:
     _append(world, world.a.environment.id)
     _append(world, world.b.environment.id, 2)
-    kept = _checkpoint_file(invoke, tmp_path / "checkpoints.txt")
+    result = invoke("audit", "checkpoint")
+    assert result.exit_code == 0, result.output
+    kept = tmp_path / "checkpoints.txt"
+    kept.write_text(result.stdout)
     assert len(kept.read_text().split()) == 2
+    # Each checkpoint is also a structured log line (stderr), JWS included.
+    logged = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [entry["event"] for entry in logged] == ["audit checkpoint"] * 2
+    assert {entry["jws"] for entry in logged} == set(kept.read_text().split())
 
     code, report = _verify(invoke, "--checkpoints", str(kept))
     assert code == 0, report
