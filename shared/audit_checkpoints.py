@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -67,8 +68,8 @@ def make_checkpoint(session: Session, keys: KeyRing | SecretBox, environment_id:
                           kid=kid, jws=token)
     session.add(row)
     session.flush()
-    (logger or log).info("audit checkpoint", environment_id=str(environment_id), seq=head.seq,
-             hash=head.hash, kid=kid, jws=token)
+    (logger or log).info("audit checkpoint", environment_id=str(environment_id),
+                         seq=head.seq, hash=head.hash, kid=kid, jws=token)
     return row
 
 
@@ -103,7 +104,8 @@ def due_environments(session: Session, interval: timedelta,
     return sorted(due)
 
 
-def checkpoint_due(session_factory, keys: KeyRing | SecretBox, interval: timedelta) -> int:
+def checkpoint_due(session_factory: Callable[[], Session], keys: KeyRing | SecretBox,
+                   interval: timedelta) -> int:
     """The periodic job's work: a checkpoint for every due chain, each in its own
     transaction; a chain whose head is not sound is logged and skipped. Returns how many
     were made."""
