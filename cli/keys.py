@@ -1,5 +1,6 @@
 """`koppel keys rotate`: a new active encryption key and re-encryption
-(docs/product.md section 6)."""
+(docs/product.md section 6); `--signing` and `--attestation` rotate the JWT signing
+keys and the attestation key instead."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cli.context import engine_for, load_settings
-from cli.output import emit_json, handle_errors, stderr, stdout
+from cli.output import CliError, emit_json, handle_errors, stderr, stdout
 from shared.config import Settings
 from shared.db import sync_session_factory
 from shared.vault import KeyRing, SecretBox, add_key_to_file, load_keyring
@@ -57,11 +58,22 @@ def rotate_signing(settings: Settings) -> list[str]:
     return list(rotate_signing_keys(settings))
 
 
+def rotate_attestation(settings: Settings) -> str:
+    """Add a new active attestation key (shared.attestation); returns its kid."""
+    from shared.attestation import rotate_attestation_key
+
+    return rotate_attestation_key(settings)
+
+
 @app.command("rotate")
 @handle_errors
 def rotate(
     signing: Annotated[
         bool, typer.Option("--signing", help="Rotate the JWT signing keys instead.")
+    ] = False,
+    attestation: Annotated[
+        bool, typer.Option("--attestation",
+                           help="Rotate the attestation key (audit checkpoints) instead."),
     ] = False,
     resume: Annotated[
         bool,
@@ -72,6 +84,16 @@ def rotate(
 ) -> None:
     """Make the newest encryption key active and re-encrypt stored secrets; resumable."""
     settings = load_settings()
+    if signing and attestation:
+        raise CliError("--signing and --attestation rotate different keys: pick one")
+    if attestation:
+        kid = rotate_attestation(settings)
+        if as_json:
+            emit_json({"new_attestation_key": kid})
+        else:
+            stdout().print(f"new attestation key: {kid}; the old public keys stay published "
+                           "at the attestation JWKS for good")
+        return
     if signing:
         new_kids = rotate_signing(settings)
         if as_json:

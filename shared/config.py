@@ -91,6 +91,10 @@ class Settings(BaseSettings):
         "X-Forwarded-For and X-Forwarded-Proto are trusted; empty: none",
     )
 
+    # How often the worker signs a checkpoint of each audit chain that moved
+    # (shared/audit_checkpoints.py); a new chain gets its first one within a minute.
+    audit_checkpoint_interval: int = Field(default=3600, ge=60)
+
     login_ui_url: str | None = None
     consent_ui_url: str | None = None
     webhooks_allow_loopback: bool = False

@@ -30,6 +30,7 @@ EVENTS_RELAY = "events.relay"
 WEBHOOKS_DELIVER = "webhooks.deliver"
 WEBHOOKS_SWEEP = "webhooks.sweep"
 CONNECTIONS_RECORD_LAST_USED = "connections.record_last_used"
+AUDIT_CHECKPOINT = "audit.checkpoint"
 
 
 def delivery_job_id(delivery_id: object, attempt: int) -> str:

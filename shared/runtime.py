@@ -20,6 +20,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared.audit_mac import use_keyring
 from shared.config import Settings
 from shared.db.engine import (
     async_session_factory,
@@ -78,6 +79,8 @@ async def open_runtime(settings: Settings, *, bounded_database: bool = True,
     worker: arq's job timeouts), passes False and keeps only the TCP bounds."""
     settings.check_production()
     keyring = load_keyring(settings)
+    box = SecretBox(keyring)
+    use_keyring(box)  # the audit chain's MAC keys (shared/audit_mac.py)
     started_redis = start_embedded(settings) if settings.uses_embedded_redis else False
     answer_timeout = None
     if bounded_database and settings.database_read_timeout:
@@ -92,7 +95,7 @@ async def open_runtime(settings: Settings, *, bounded_database: bool = True,
         yield Runtime(
             settings=settings,
             keyring=keyring,
-            box=SecretBox(keyring),
+            box=box,
             engine=engine,
             async_engine=async_engine,
             session=sync_session_factory(engine),

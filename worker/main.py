@@ -28,6 +28,7 @@ from services.registry import jobs as registry_jobs
 from services.sync import jobs as sync_jobs
 from shared.config import Settings
 from shared.jobs import (
+    AUDIT_CHECKPOINT,
     CONNECTIONS_RECORD_LAST_USED,
     EVENTS_RELAY,
     MAINTENANCE_PURGE_EXPIRED,
@@ -57,6 +58,9 @@ SWEEP_SECONDS = set(range(0, 60, 10))
 # the nudge -> dispatcher hop); a read is one cheap Redis call (about 50 a second idle).
 POLL_DELAY_S = 0.02
 LAST_USED_SECONDS = {0, 30}
+# Once a minute: the job itself picks the chains whose checkpoint is due (the interval
+# is a setting, KOPPEL_AUDIT_CHECKPOINT_INTERVAL).
+AUDIT_CHECKPOINT_SECOND = 45
 
 
 Job = Callable[..., Awaitable[Any]]
@@ -115,6 +119,8 @@ def build_worker(settings: Settings, *, burst: bool = False, **options: Any) -> 
              name=MAINTENANCE_PURGE_EXPIRED, minute={7, 37}, run_at_startup=True),
         cron(_job(WEBHOOKS_SWEEP, sync_jobs.sweep), name=WEBHOOKS_SWEEP, second=SWEEP_SECONDS,
              run_at_startup=True, timeout=120),
+        cron(_job(AUDIT_CHECKPOINT, registry_jobs.audit_checkpoint), name=AUDIT_CHECKPOINT,
+             second=AUDIT_CHECKPOINT_SECOND, run_at_startup=True, timeout=300),
         cron(_job(CONNECTIONS_RECORD_LAST_USED, registry_jobs.record_last_used),
              name=CONNECTIONS_RECORD_LAST_USED, second=LAST_USED_SECONDS, timeout=120),
     ]

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
 from services.registry.apps.endpoints import router as registration_router
+from services.registry.audit.checkpoints import router as audit_checkpoints_router
 from services.registry.audit.endpoints import router as audit_router
 from services.registry.catalogue.endpoints import router as catalogue_router
 from services.registry.connections.endpoints import router as connections_router
@@ -33,6 +34,7 @@ def _routes(app: FastAPI) -> None:
     app.include_router(directory_router)
     app.include_router(policy_router)
     app.include_router(audit_router)
+    app.include_router(audit_checkpoints_router)
     app.include_router(registration_router)
     app.include_router(catalogue_router)
 

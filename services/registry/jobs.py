@@ -1,12 +1,14 @@
-"""The registry's job in the worker (worker/main.py schedules it): writing the uses of
+"""The registry's jobs in the worker (worker/main.py schedules them): writing the uses of
 connections that services noted in Redis (shared/last_used.py) to `last_used_at`, which
-Manage apps and the environment overview show.
+Manage apps and the environment overview show; and signing checkpoints of the audit
+chains (shared/audit_checkpoints.py) every `KOPPEL_AUDIT_CHECKPOINT_INTERVAL` seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -14,6 +16,7 @@ from sqlalchemy import case, literal, or_, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col
 
+from shared.audit_checkpoints import checkpoint_due
 from shared.db.types import UTCDateTime
 from shared.last_used import PENDING_KEY
 from shared.models import Connection
@@ -37,6 +40,14 @@ async def record_last_used(ctx: dict[str, Any]) -> int:
     """The job `connections.record_last_used`."""
     runtime = ctx["runtime"]
     return await flush_last_used(runtime.redis, runtime.async_session)
+
+
+async def audit_checkpoint(ctx: dict[str, Any]) -> int:
+    """The job `audit.checkpoint` (every minute): a signed checkpoint for each audit chain
+    that moved and whose newest checkpoint is older than the interval, or has none."""
+    runtime = ctx["runtime"]
+    interval = timedelta(seconds=runtime.settings.audit_checkpoint_interval)
+    return await asyncio.to_thread(checkpoint_due, runtime.session, runtime.box, interval)
 
 
 def _parse(items: list) -> dict[uuid.UUID, datetime]:

@@ -4,7 +4,8 @@ from shared.models.absence import Absence
 from shared.models.app import App, AppStatus
 from shared.models.app_logo import AppLogo
 from shared.models.app_policy import EnvironmentAppPolicy
-from shared.models.audit import AuditEvent, AuditHead
+from shared.models.attestation_key import AttestationKey
+from shared.models.audit import AuditCheckpoint, AuditEvent, AuditHead
 from shared.models.bank_account import BankAccount
 from shared.models.company import Company
 from shared.models.connection import Connection, ConnectionCompany, ConnectionStatus
@@ -31,6 +32,8 @@ __all__ = [
     "App",
     "AppLogo",
     "AppStatus",
+    "AttestationKey",
+    "AuditCheckpoint",
     "AuditEvent",
     "AuditHead",
     "AuthorizationCode",

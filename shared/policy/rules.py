@@ -124,6 +124,7 @@ _RULES = (
     _rule("environment.policy.apps.decide", ACCOUNTANT, "environment.connections.manage"),
     _rule("environment.policy.templates.set", ACCOUNTANT, "environment.connections.manage"),
     _rule("environment.audit.list", ACCOUNTANT, "environment.connections.read"),
+    _rule("environment.audit.checkpoints.list", ACCOUNTANT, "environment.connections.read"),
     # Provisioning: a bound first-party app inside its environment; only the platform's
     # own backend makes new environments.
     _rule("directory.environments.create", PLATFORM, "directory.manage"),

@@ -12,7 +12,7 @@ from typing import cast
 
 from sqlmodel import SQLModel
 
-from shared.models import SigningKey, WebhookEndpoint
+from shared.models import AttestationKey, SigningKey, WebhookEndpoint
 from shared.vault.secretbox import RowIdentity, SecretBox
 
 
@@ -73,3 +73,9 @@ WEBHOOK_PREVIOUS_SECRET = EncryptedColumn(
 )
 register_encrypted_column(WEBHOOK_SECRET)
 register_encrypted_column(WEBHOOK_PREVIOUS_SECRET)
+
+# Attestation keys (shared/attestation.py): sealed like the token signing keys.
+ATTESTATION_PRIVATE_KEY = EncryptedColumn(
+    AttestationKey, "private_key", "private_key_ciphertext", "private_key_key_id", "kid"
+)
+register_encrypted_column(ATTESTATION_PRIVATE_KEY)

@@ -14,7 +14,8 @@ from sqlmodel import Session
 from typer.testing import CliRunner
 
 from cli.main import app
-from shared.config import get_settings
+from shared.audit_mac import use_settings
+from shared.config import Settings, get_settings
 
 Koppel = Callable[..., subprocess.CompletedProcess[str]]
 Invoke = Callable[..., Result]
@@ -51,6 +52,7 @@ def invoke(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     committing_sessions: sessionmaker[Session],
+    settings: Settings,
 ) -> Iterator[Invoke]:
     """Run the command line in this process with the run's settings."""
     monkeypatch.chdir(tmp_path)
@@ -66,3 +68,4 @@ def invoke(
 
     yield run
     get_settings.cache_clear()
+    use_settings(settings)  # a command registered its own key ring for the audit chain

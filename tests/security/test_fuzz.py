@@ -195,6 +195,7 @@ OAUTH_ENDPOINTS = {
              ("GET", "/userinfo"), ("GET", "/authorize"),
              ("GET", "/.well-known/openid-configuration"),
              ("GET", "/.well-known/oauth-authorization-server"), ("GET", "/.well-known/jwks.json"),
+             ("GET", "/.well-known/attestation-jwks.json"),
              ("GET", "/oauth2/login-requests/{challenge}"),
              ("POST", "/oauth2/login-requests/{challenge}/accept"),
              ("POST", "/oauth2/login-requests/{challenge}/reject"),

@@ -15,6 +15,7 @@ from services.auth.oauth2.lookup import find_access_token, token_user
 from services.auth.oauth2.requests import ParsedRequest
 from services.auth.oauth2.server import serve
 from shared import ratelimit
+from shared.attestation import attestation_jwks
 from shared.metrics import TOKENS_ISSUED
 from shared.oauth import CLIENT_AUTH_METHODS
 from shared.scopes import SCOPES, parse_scope
@@ -172,6 +173,8 @@ def metadata(settings) -> dict[str, Any]:
         "authorization_endpoint": f"{issuer}/authorize",
         "token_endpoint": f"{issuer}/token",
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        # Koppel's own statements (audit checkpoints), never tokens: shared/attestation.py.
+        "attestation_jwks_uri": f"{issuer}/.well-known/attestation-jwks.json",
         "userinfo_endpoint": f"{issuer}/userinfo",
         "revocation_endpoint": f"{issuer}/revoke",
         "introspection_endpoint": f"{issuer}/introspect",
@@ -204,6 +207,15 @@ async def openid_configuration(request: Request) -> JSONResponse:
 async def authorization_server_metadata(request: Request) -> JSONResponse:
     """RFC 8414 authorization server metadata."""
     return JSONResponse(metadata(request.app.state.settings))
+
+
+@router.get("/.well-known/attestation-jwks.json")
+async def attestation_keys(request: Request) -> JSONResponse:
+    """Every attestation public key ever made (they sign audit checkpoints, never
+    tokens); none is ever withdrawn, so an old statement stays verifiable."""
+    keys = await run_authlib(request, lambda ctx: attestation_jwks(ctx.session),
+                             read_only=True)
+    return JSONResponse(keys, headers={"Cache-Control": "public, max-age=300"})
 
 
 @router.get("/.well-known/jwks.json")
