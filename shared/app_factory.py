@@ -24,7 +24,6 @@ from shared.tracing import (
     tag_request_id,
 )
 
-
 # Bytes of a request body, unless the service or the route says otherwise.
 DEFAULT_MAX_BODY = 16 * 1024
 
@@ -66,12 +65,12 @@ def create_service_app(
     install_error_handlers(app)
     # The innermost middleware: every other one (metrics, request id, the auth service's
     # security headers) also wraps its 413 and 400 answers.
-    app.add_middleware(BodyLimits, router=app.router, default=max_body)
+    app.add_middleware(BodyLimits, service=app, default=max_body)
     install_metrics(app, service)
     app.include_router(health_router())
     if configure:
         configure(app)
-    declare_body_limits(app.router.routes, max_body)
+    declare_body_limits(app, max_body)
     if declared:
         annotate_operations(app)
     # Added last, so it runs first: every log line of the request carries its id.

@@ -17,11 +17,14 @@ the OpenAPI document carries its limit as `x-koppel-body-limit`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from typing import Any
 
-from starlette.routing import BaseRoute, Match
+from fastapi import FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import PROBLEM_JSON, problem_type
@@ -40,13 +43,36 @@ def body_limit(max_bytes: int, *, oauth: bool = False) -> dict[str, Any]:
     return {LIMIT_KEY: max_bytes, **({OAUTH_KEY: True} if oauth else {})}
 
 
-def declare_body_limits(routes: list[BaseRoute], default: int) -> None:
-    """Give every route without a declared limit the service's default (so the OpenAPI
-    document states each operation's limit)."""
-    for route in routes:
-        if hasattr(route, "openapi_extra"):
-            # A new dict: one `openapi_extra` may be shared by several routes.
-            route.openapi_extra = {LIMIT_KEY: default, **(route.openapi_extra or {})}
+def declare_body_limits(app: FastAPI, default: int) -> None:
+    """State every operation's limit in the OpenAPI document (`x-koppel-body-limit`):
+    a route's own (from its `openapi_extra`), else the service's default."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            for items in document.get("paths", {}).values():
+                for operation in items.values():
+                    operation.setdefault(LIMIT_KEY, default)
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _declared_limits(app: FastAPI, default: int) -> list[tuple[set[str], re.Pattern, int, bool]]:
+    """(methods, path pattern, limit, OAuth errors) of every route that declares a limit
+    other than the default or OAuth errors."""
+    found = []
+    for context in iter_route_contexts(app.routes):
+        route = context.route if isinstance(context.route, APIRoute) else context.original_route
+        if not isinstance(route, APIRoute) or context.path_format is None:
+            continue
+        extra = route.openapi_extra or {}
+        limit, oauth = extra.get(LIMIT_KEY, default), bool(extra.get(OAUTH_KEY))
+        if limit != default or oauth:
+            pattern = compile_path(context.path_format)[0]
+            found.append(({m.upper() for m in context.methods or ()}, pattern, limit, oauth))
+    return found
 
 
 class BodyTooLarge(Exception):
@@ -68,6 +94,7 @@ class UnsafeJson(_Refusal, ValueError):
 
 
 def _answer(status: int, detail: str, oauth: bool) -> tuple[Message, Message]:
+    content: dict[str, Any]
     if oauth:
         content = {"error": "invalid_request", "error_description": detail}
         kind = b"application/json"
@@ -141,23 +168,22 @@ def _is_json(scope: Scope) -> bool:
 
 
 class BodyLimits:
-    """The middleware (see the module's docstring). `router` is the app's router, read
-    at the first request (routes are added after the middleware)."""
+    """The middleware (see the module's docstring). `service` is the FastAPI app whose
+    routes declare their limits, read at its first request (routes are added after the
+    middleware)."""
 
-    def __init__(self, app: ASGIApp, router: Any, default: int) -> None:
-        self.app, self.router, self.default = app, router, default
-        self._special: list[tuple[BaseRoute, int, bool]] | None = None
+    def __init__(self, app: ASGIApp, service: FastAPI, default: int) -> None:
+        self.app, self.service, self.default = app, service, default
+        self._declared: list[tuple[set[str], re.Pattern, int, bool]] | None = None
 
     def _limit(self, scope: Scope) -> tuple[int, bool]:
-        if self._special is None:
-            self._special = [
-                (route, extra.get(LIMIT_KEY, self.default), bool(extra.get(OAUTH_KEY)))
-                for route in self.router.routes
-                if (extra := getattr(route, "openapi_extra", None))
-                and (extra.get(LIMIT_KEY, self.default) != self.default or OAUTH_KEY in extra)
-            ]
-        for route, limit, oauth in self._special:
-            if route.matches(scope)[0] == Match.FULL:
+        if self._declared is None:
+            self._declared = _declared_limits(self.service, self.default)
+        path, root = scope.get("path", ""), scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        for methods, pattern, limit, oauth in self._declared:
+            if scope["method"] in methods and pattern.match(path):
                 return limit, oauth
         return self.default, False
 
@@ -208,10 +234,8 @@ class BodyLimits:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
+        with contextlib.suppress(BodyTooLarge):  # the endpoint stopped reading: answered below
             await self.app(scope, limited_receive, guarded_send)
-        except BodyTooLarge:
-            pass
         if too_large and not started:
             for message in _answer(413, f"the request body exceeds {limit} bytes", oauth):
                 await send(message)

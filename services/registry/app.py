@@ -14,8 +14,8 @@ from services.registry.directory.endpoints import router as directory_router
 from services.registry.overview.endpoints import router as overview_router
 from services.registry.policy.endpoints import router as policy_router
 from shared.app_factory import create_service_app
-from shared.body_limits import KiB
 from shared.auth_deps import close_verifier
+from shared.body_limits import KiB
 from shared.config import Settings, get_settings
 from shared.errors import problem
 

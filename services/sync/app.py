@@ -11,10 +11,9 @@ from services.sync.resources.slices import company_router as payroll_router
 from services.sync.resources.slices import router as slices_router
 from services.sync.webhooks.endpoints import router as webhooks_router
 from shared.app_factory import create_service_app
-from shared.body_limits import KiB
 from shared.auth_deps import close_verifier
+from shared.body_limits import KiB
 from shared.config import Settings, get_settings
-
 
 # Data API writes and webhook endpoints: far below this; a bulk write may come near it.
 MAX_BODY_BYTES = 256 * KiB
