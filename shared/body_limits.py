@@ -105,9 +105,13 @@ def _answer(status: int, detail: str, oauth: bool) -> tuple[Message, Message]:
                    "detail": detail}
         kind = PROBLEM_JSON.encode()
     body = json.dumps(content).encode()
-    start = {"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode()),
-                         (b"cache-control", b"no-store")]}
+    headers = [(b"content-type", kind), (b"content-length", str(len(body)).encode()),
+               (b"cache-control", b"no-store")]
+    if status == 413:
+        # The rest of the body stays unread: the server closes the connection instead of
+        # draining it for the next request (RFC 9110 section 15.5.14).
+        headers.append((b"connection", b"close"))
+    start = {"type": "http.response.start", "status": status, "headers": headers}
     return start, {"type": "http.response.body", "body": body}
 
 
