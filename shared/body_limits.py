@@ -203,7 +203,9 @@ class BodyLimits:
             return
         limit, oauth = self._limit(scope)
         try:
-            if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            if declared is not None and not declared.isdigit():
+                raise _Refusal(400, "the Content-Length header is not a number")
+            if declared is not None and int(declared) > limit:
                 raise _Refusal(413, f"the request body exceeds {limit} bytes")
             if _is_json(scope):
                 body = await _read(receive, limit)
