@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI
 
+from shared.body_limits import BodyLimits, declare_body_limits
 from shared.cache_control import NoStoreForCredentials
 from shared.config import Settings
 from shared.errors import install_error_handlers
@@ -25,17 +26,22 @@ from shared.tracing import (
     tag_request_id,
 )
 
+# Bytes of a request body, unless the service or the route says otherwise.
+DEFAULT_MAX_BODY = 16 * 1024
+
 
 def create_service_app(
     service: str, settings: Settings, *, title: str, description: str,
     configure: Callable[[FastAPI], None] | None = None,
     startup: Callable[[Runtime], Awaitable[None]] | None = None,
     shutdown: Callable[[FastAPI], Awaitable[None]] | None = None,
-    declared: bool = False,
+    declared: bool = False, max_body: int = DEFAULT_MAX_BODY,
 ) -> FastAPI:
     """A FastAPI app for `service` whose runtime opens and closes with its lifespan;
     `shutdown` runs before the runtime closes (what the app built on top of it). With
-    `declared`, every route must name its operation in the policy (shared/policy)."""
+    `declared`, every route must name its operation in the policy (shared/policy).
+    Request bodies are limited to `max_body` bytes unless a route declares its own limit
+    (`shared.body_limits.body_limit`)."""
 
     tracer_provider = open_tracer_provider(settings, service)
 
@@ -59,10 +65,14 @@ def create_service_app(
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
+    # The innermost middleware: every other one (metrics, request id, the auth service's
+    # security headers) also wraps its 413 and 400 answers.
+    app.add_middleware(BodyLimits, service=app, default=max_body)
     install_metrics(app, service)
     app.include_router(health_router())
     if configure:
         configure(app)
+    declare_body_limits(app, max_body)
     if declared:
         annotate_operations(app)
     # Answers to callers with credentials are never stored by a cache.

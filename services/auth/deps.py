@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
@@ -12,6 +10,7 @@ import anyio.to_thread
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from services.auth.client_credentials import basic_credentials, failure_key
 from services.auth.oauth2.context import AuthContext
 from shared import ratelimit
 from shared.errors import RateLimited, Unauthorized
@@ -91,17 +90,6 @@ async def run_authlib(request: Request, work: Callable[[AuthContext], T], *,
     return result
 
 
-def basic_credentials(header: str) -> tuple[str, str] | None:
-    """Client id and secret from an HTTP Basic `Authorization` header, if it is one."""
-    if not header.lower().startswith("basic "):
-        return None
-    try:
-        client_id, secret = base64.b64decode(header[6:], validate=True).decode().split(":", 1)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        return None
-    return (client_id, secret) if client_id else None
-
-
 def _basic_challenge(detail: str) -> Unauthorized:
     error = Unauthorized(detail)
     error.headers["WWW-Authenticate"] = 'Basic realm="koppel"'
@@ -115,7 +103,7 @@ async def first_party_client(request: Request) -> App:
     if credentials is None:
         raise _basic_challenge("authenticate as a first-party client with HTTP Basic")
     client_id, secret = credentials
-    limit_key = f"client-auth:{client_id[:100]}:{client_address(request)}"
+    limit_key = failure_key(client_id, client_address(request))
     wait = await ratelimit.retry_after(runtime.redis, limit_key,
                                        runtime.settings.failed_client_auth_limit)
     if wait is not None:

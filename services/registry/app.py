@@ -16,6 +16,7 @@ from services.registry.overview.endpoints import router as overview_router
 from services.registry.policy.endpoints import router as policy_router
 from shared.app_factory import create_service_app
 from shared.auth_deps import close_verifier
+from shared.body_limits import KiB
 from shared.config import Settings, get_settings
 from shared.errors import problem
 
@@ -54,4 +55,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure=_routes,
         shutdown=_shutdown,
         declared=True,
+        # A directory user with the most companies (1000 ids) fits.
+        max_body=64 * KiB,
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.sync.body_limit import BodyLimit
 from services.sync.deps import close_read_pool
 from services.sync.events.feed import router as changes_router
 from services.sync.events.types import add_webhooks
@@ -15,11 +14,14 @@ from services.sync.resources.slices import router as slices_router
 from services.sync.webhooks.endpoints import router as webhooks_router
 from shared.app_factory import create_service_app
 from shared.auth_deps import close_verifier
+from shared.body_limits import KiB
 from shared.config import Settings, get_settings
+
+# Data API writes and webhook endpoints: far below this; a bulk write may come near it.
+MAX_BODY_BYTES = 256 * KiB
 
 
 def _configure(app: FastAPI) -> None:
-    app.add_middleware(BodyLimit)
     app.include_router(data_router)
     app.include_router(slices_router)
     app.include_router(payroll_router)
@@ -45,4 +47,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure=_configure,
         shutdown=_shutdown,
         declared=True,
+        max_body=MAX_BODY_BYTES,
     )

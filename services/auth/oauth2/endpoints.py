@@ -9,13 +9,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
-from services.auth.deps import basic_credentials, client_address, get_runtime, run_authlib
+from services.auth.client_credentials import claimed_client_id, failure_key
+from services.auth.deps import client_address, get_runtime, run_authlib
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.lookup import find_access_token, token_user
 from services.auth.oauth2.requests import ParsedRequest
 from services.auth.oauth2.server import serve
 from shared import ratelimit
 from shared.attestation import attestation_jwks
+from shared.body_limits import KiB, body_limit
 from shared.metrics import TOKENS_ISSUED
 from shared.oauth import CLIENT_AUTH_METHODS
 from shared.scopes import SCOPES, parse_scope
@@ -32,7 +34,10 @@ FORM_BODY = {
         "content": {
             FORM_TYPE: {"schema": {"type": "object", "additionalProperties": {"type": "string"}}}
         },
-    }
+    },
+    # A token request is a few hundred bytes; a client assertion or a long refresh token
+    # fits many times over. Oversized: 413 with an OAuth error.
+    **body_limit(16 * KiB, oauth=True),
 }
 
 
@@ -55,14 +60,6 @@ async def _form_request(request: Request) -> ParsedRequest | JSONResponse:
     return ParsedRequest("POST", uri, request.headers, form=items)
 
 
-def _client_of(request: ParsedRequest) -> str:
-    """The client id the request claims, for counting failed authentications."""
-    credentials = basic_credentials(request.headers.get("authorization", ""))
-    if credentials is not None:
-        return credentials[0][:100]
-    return request.form.get("client_id", "-")[:100]
-
-
 async def _run_endpoint(request: Request, work, parsed=None, *,
                         read_only: bool = False) -> Response:
     """Run a client-authenticated endpoint, rate limiting failed client authentication.
@@ -80,7 +77,8 @@ async def _run_endpoint(request: Request, work, parsed=None, *,
     ):
         # RFC 6749 section 2.3: a client uses one authentication method per request.
         return _oauth_error(400, "invalid_request", "use one client authentication method")
-    limit_key = f"client-auth:{_client_of(parsed)}:{client_address(request)}"
+    limit_key = failure_key(claimed_client_id(parsed.headers, parsed.form),
+                            client_address(request))
     settings = runtime.settings
     wait = await ratelimit.retry_after(runtime.redis, limit_key, settings.failed_client_auth_limit)
     if wait is not None:

@@ -14,9 +14,11 @@ from functools import cache
 from typing import Any, TypeVar
 
 from authlib.oauth2.rfc6749 import AuthorizationServer
+from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
+from services.auth.client_credentials import basic_credentials
 from services.auth.oauth2.client_auth import PrivateKeyJwt
 from services.auth.oauth2.clients import OAuthClient
 from services.auth.oauth2.context import AuthContext
@@ -85,6 +87,18 @@ class Introspection(IntrospectionEndpoint):
         return self.introspect_token(token)
 
 
+def client_secret_basic(query_client, request) -> OAuthClient | None:
+    """`client_secret_basic` with Koppel's one reading of the Basic header (Authlib's own
+    raises on a header that is not UTF-8, and the limiter must count the same id)."""
+    credentials = basic_credentials(request.headers.get("authorization", ""))
+    if credentials is None or not credentials[1]:
+        return None
+    client = query_client(credentials[0])
+    if client is None:
+        raise InvalidClientError(status_code=401, description="unknown client")
+    return client if client.check_client_secret(credentials[1]) else None
+
+
 class KoppelAuthorizationServer(AuthorizationServer):
     def __init__(self, ctx: AuthContext | None = None) -> None:
         super().__init__(scopes_supported=list(SCOPES))
@@ -97,6 +111,7 @@ class KoppelAuthorizationServer(AuthorizationServer):
         self.register_grant(AppCredentialsGrant)
         self.register_endpoint(Revocation)
         self.register_endpoint(Introspection)
+        self.register_client_auth_method("client_secret_basic", client_secret_basic)
         self.register_client_auth_method(PrivateKeyJwt.CLIENT_AUTH_METHOD, PrivateKeyJwt(self))
 
     @property

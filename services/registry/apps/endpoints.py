@@ -20,11 +20,13 @@ from services.registry.apps.schemas import (
     body,
 )
 from services.registry.deps import RuntimeDep, SessionDep
+from shared.body_limits import KiB, body_limit, check_json
 from shared.policy.dependency import declare
 
 router = APIRouter(prefix="/oauth2/register", tags=["dynamic client registration"])
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-MAX_BODY = 64 * 1024
+# RFC 7591 metadata with an inline `jwks` (a few RSA keys with certificate chains).
+MAX_BODY = body_limit(64 * KiB)
 
 
 def _error(status: int, error: str, description: str, headers: dict | None = None
@@ -59,9 +61,8 @@ def _token(credentials: Credentials) -> str | None:
 
 async def _body(request: Request) -> Any:
     raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise meta.RegistrationError("invalid_client_metadata", "the request is too large")
     try:
+        check_json(raw)  # also when the media type does not say JSON
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise meta.RegistrationError("invalid_client_metadata",
@@ -72,7 +73,7 @@ def _location(request: Request, runtime, client_id: str) -> str:
     return f"{runtime.settings.registry_url.rstrip('/')}/oauth2/register/{client_id}"
 
 
-@router.post("", status_code=201, openapi_extra=body(ClientMetadataIn),
+@router.post("", status_code=201, openapi_extra={**body(ClientMetadataIn), **MAX_BODY},
              dependencies=[Depends(declare("registration.create"))],
              responses={201: {"model": ClientInformation}, **ERRORS})
 async def register_client(request: Request, session: SessionDep, runtime: RuntimeDep,
@@ -113,7 +114,7 @@ async def read_client(client_id: str, request: Request, session: SessionDep,
     return JSONResponse(body, headers=NO_STORE)
 
 
-@router.put("/{client_id}", openapi_extra=body(ClientUpdateIn),
+@router.put("/{client_id}", openapi_extra={**body(ClientUpdateIn), **MAX_BODY},
             dependencies=[Depends(declare("registration.update"))],
             responses={200: {"model": ClientInformation}, **ERRORS})
 async def update_client(client_id: str, request: Request, session: SessionDep,

@@ -230,7 +230,7 @@ async def test_hostile_bodies_get_a_4xx_problem_and_write_nothing(
     sync_client: httpx.AsyncClient, tokens: Tokens, data: Data,
     committing_sessions: sessionmaker[Session],
 ) -> None:
-    from services.sync.body_limit import MAX_BODY_BYTES
+    from services.sync.app import MAX_BODY_BYTES
 
     auth = {**tokens.connection(data.connection, data.app), "content-type": "application/json"}
     path = f"/v1/employees/{data.employees[0].id}"
