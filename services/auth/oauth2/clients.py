@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from authlib.oauth2.rfc6749 import ClientMixin
+from authlib.oauth2.rfc6749.errors import InvalidScopeError
 from sqlalchemy import Row
 
 from shared.models import App, AppStatus
@@ -51,14 +52,16 @@ class OAuthClient(ClientMixin):
         allowed = CONSENT_SCOPES | (FIRST_PARTY_SCOPES if self.app.first_party else set())
         return implied(self.app.scopes) & allowed
 
-    # Authlib passes the request's scope parameter (absent: None) and answers invalid_scope
-    # to None; its stubs say the scope is always given and the answer always a string.
-    def get_allowed_scope(self, scope: str | None) -> str | None:  # type: ignore[override]
+    # Authlib passes the request's scope parameter (absent: None); its stubs say the scope
+    # is always given.
+    def get_allowed_scope(self, scope: str | None) -> str:  # type: ignore[override]
         requested = parse_scope(scope)
         if not requested:
             return " ".join(s for s in self.app.scopes if s in self.authorize_scopes())
-        if not set(requested) <= self.authorize_scopes():
-            return None
+        refused = [s for s in requested if s not in self.authorize_scopes()]
+        if refused:
+            raise InvalidScopeError(
+                description=f"this app did not register these scopes: {' '.join(refused)}")
         return " ".join(requested)
 
     def client_credentials_scopes(self) -> frozenset[str] | set[str]:

@@ -19,8 +19,8 @@ from shared import ratelimit
 from shared.attestation import attestation_jwks
 from shared.body_limits import KiB, body_limit
 from shared.metrics import TOKENS_ISSUED
-from shared.oauth import CLIENT_AUTH_METHODS
-from shared.scopes import SCOPES, parse_scope
+from shared.oauth import CLIENT_AUTH_METHODS, CONFIDENTIAL_CLIENT_AUTH_METHODS
+from shared.scopes import CONSENT_SCOPES, parse_scope
 from shared.signing import ID_TOKEN_ALG, jwks_document, published_keys
 
 router = APIRouter(tags=["oauth2"])
@@ -177,13 +177,15 @@ def metadata(settings) -> dict[str, Any]:
         "revocation_endpoint": f"{issuer}/revoke",
         "introspection_endpoint": f"{issuer}/introspect",
         "registration_endpoint": f"{settings.registry_url}/oauth2/register",
-        "scopes_supported": sorted(SCOPES),
+        # What a partner can ask for at authorize: the consent catalogue. App-level scopes
+        # (webhooks.manage, client credentials) and first-party ones are not listed.
+        "scopes_supported": sorted(CONSENT_SCOPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "token_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
         "revocation_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
-        "introspection_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
+        "introspection_endpoint_auth_methods_supported": list(CONFIDENTIAL_CLIENT_AUTH_METHODS),
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
         "subject_types_supported": ["public"],

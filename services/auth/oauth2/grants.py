@@ -198,35 +198,44 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
     request: ParsedRequest
     INCLUDE_NEW_REFRESH_TOKEN = True
 
-    # Authlib answers invalid_grant to None and only calls check_client and get_scope on
-    # the record; its stubs want a TokenMixin.
-    def authenticate_refresh_token(self, refresh_token: str) -> RefreshRecord | None:  # type: ignore[override]
+    # Every refusal says why (invalid_grant with a description). Authlib only calls
+    # check_client and get_scope on the record; its stubs want a TokenMixin.
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshRecord:  # type: ignore[override]
         ctx, client = self.ctx, self.client
         conn = ctx.connection()
         # One round trip for the token, its family, and the family's user and connection.
         row = run(conn, REFRESH_LOOKUP,
                   digest=token_digest(ctx.keyring.digest_key, refresh_token)).first()
         if row is None:
-            return None
+            raise InvalidGrantError("unknown refresh token")
         family = family_of(row)
-        if family.app_id != client.app.id or family.revoked_at is not None:
-            return None
+        if family.app_id != client.app.id:
+            raise InvalidGrantError("this refresh token was not issued to this client")
+        if family.revoked_at is not None:
+            raise InvalidGrantError("this refresh token was revoked")
         if row.rotated_at is not None:
             if ctx.now - row.rotated_at > REFRESH_RACE_GRACE:
                 revoke_family(ctx, family.id)  # an old refresh token came back: stolen
-            return None
+                raise InvalidGrantError("this refresh token was used before: every token "
+                                        "of its grant is revoked now")
+            raise InvalidGrantError("this refresh token was just used by another request")
         if row.expires_at <= ctx.now or family.expires_at <= ctx.now:
-            return None
+            raise InvalidGrantError("this refresh token expired")
         requested = parse_scope(self.request.payload.scope)
         if not set(requested) <= implied(family.scopes):  # narrower is fine, wider is not
             raise InvalidScopeError("a refresh cannot widen the granted scope")
         user = _admitted(user_of(row), client)
         connection = _live(connection_of(row))
-        if user is None or connection is False or not client.active:
-            return None
+        if user is None:
+            raise InvalidGrantError("the user of this grant can no longer sign in")
+        if connection is False:
+            raise InvalidGrantError("the connection of this grant is suspended or revoked")
+        if not client.active:
+            raise InvalidGrantError("this client is suspended")
         rotated = run(conn, ROTATE_REFRESH, token_id=row.id, now=ctx.now)
         if rotated.rowcount != 1:
-            return None  # another request with this token won the race
+            # Another request with this token won the race.
+            raise InvalidGrantError("this refresh token was just used by another request")
         return RefreshRecord(family, user, connection or None)
 
     def _validate_token_scope(self, token: RefreshRecord) -> None:

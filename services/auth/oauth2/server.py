@@ -14,12 +14,13 @@ from functools import cache
 from typing import Any, TypeVar
 
 from authlib.oauth2.rfc6749 import AuthorizationServer
-from authlib.oauth2.rfc6749.errors import InvalidClientError
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidScopeError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
 from services.auth.client_credentials import basic_credentials
 from services.auth.oauth2.client_auth import PrivateKeyJwt
+from services.auth.oauth2.client_errors import explain
 from services.auth.oauth2.clients import OAuthClient
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.grants import (
@@ -33,9 +34,9 @@ from services.auth.oauth2.issue import revoke_family
 from services.auth.oauth2.lookup import FoundToken, find_token
 from services.auth.oauth2.repository import APP_BY_CLIENT_ID, CLIENT_BY_CLIENT_ID, run
 from services.auth.oauth2.requests import ParsedRequest
-from shared.oauth import CLIENT_AUTH_METHODS
+from shared.oauth import CLIENT_AUTH_METHODS, CONFIDENTIAL_CLIENT_AUTH_METHODS
 from shared.policy.apps import may_introspect
-from shared.scopes import SCOPES
+from shared.scopes import SCOPES, parse_scope
 
 T = TypeVar("T")
 # The context of the call the shared server is serving (each worker thread runs its own
@@ -60,7 +61,9 @@ class Introspection(IntrospectionEndpoint):
     """RFC 7662, for the token's own client (and the platform's own backend): any other
     client learns only `active: false` (section 4)."""
 
-    CLIENT_AUTH_METHODS = list(CLIENT_AUTH_METHODS)
+    # Introspection tells about tokens: only an authenticated client may ask (RFC 7662
+    # section 2.1), never a public one.
+    CLIENT_AUTH_METHODS = list(CONFIDENTIAL_CLIENT_AUTH_METHODS)
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> FoundToken | None:
         return find_token(self.server.ctx, token_string, token_type_hint)
@@ -113,6 +116,20 @@ class KoppelAuthorizationServer(AuthorizationServer):
         self.register_endpoint(Introspection)
         self.register_client_auth_method("client_secret_basic", client_secret_basic)
         self.register_client_auth_method(PrivateKeyJwt.CLIENT_AUTH_METHOD, PrivateKeyJwt(self))
+
+    def authenticate_client(self, request, methods, endpoint="token"):
+        """Authlib's client authentication, with a failure said in words
+        (client_errors.py)."""
+        try:
+            return super().authenticate_client(request, methods, endpoint)
+        except InvalidClientError as error:
+            raise explain(error, request, self.query_client) from None
+
+    def validate_requested_scope(self, scope: str | None) -> None:
+        """Refuse scopes Koppel does not know, naming them."""
+        unknown = sorted(set(parse_scope(scope)) - set(SCOPES))
+        if unknown:
+            raise InvalidScopeError(description=f"unknown scope: {' '.join(unknown)}")
 
     @property
     def ctx(self) -> AuthContext:

@@ -40,8 +40,9 @@ def test_private_key_jwt(auth_server: AuthServer, new_app: Callable[..., Client]
     assert first.json()["scope"] == "webhooks.manage"
 
     replay = _token(auth_server, _assertion(key, app.client_id, audience, jti="once"))
-    # RFC 6749 section 5.2: 401 is for credentials sent in the Authorization header.
-    assert replay.status_code == 400 and replay.json()["error"] == "invalid_client"
+    # RFC 6749 section 5.2: 401; the Basic challenge only for credentials sent with Basic.
+    assert replay.status_code == 401 and replay.json()["error"] == "invalid_client"
+    assert "www-authenticate" not in replay.headers
 
     stranger = ECKey.generate_key("P-256", auto_kid=True)
     foreign = _token(auth_server, _assertion(stranger, app.client_id, audience))

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from authlib.common.security import generate_token
 from authlib.deprecate import AuthlibDeprecationWarning
+from authlib.integrations.base_client.errors import OAuthError
 from joserfc import jwt
 from requests_oauthlib import OAuth2Session
 from sqlmodel import select
@@ -138,19 +139,29 @@ def test_whole_flow_with_authlib_httpx_client(
     assert check_access_token(auth_server, metadata, refreshed["access_token"], client,
                               user.id)["connection_id"] == claims["connection_id"]
 
-    seen = oauth.introspect_token(metadata["introspection_endpoint"],
-                                  token=refreshed["access_token"]).json()
-    assert seen["active"] is True
-    assert seen["client_id"] == client.client_id and seen["sub"] == user.id
-    assert seen["scope"].split() == SCOPES
+    answer = oauth.introspect_token(metadata["introspection_endpoint"],
+                                    token=refreshed["access_token"])
+    if auth_method == "none":
+        # Introspection needs an authenticated client (RFC 7662 section 2.1).
+        assert answer.status_code == 401 and answer.json()["error"] == "invalid_client"
+        assert "none" not in metadata["introspection_endpoint_auth_methods_supported"]
+    else:
+        seen = answer.json()
+        assert seen["active"] is True
+        assert seen["client_id"] == client.client_id and seen["sub"] == user.id
+        assert seen["scope"].split() == SCOPES
 
     revoked = oauth.revoke_token(metadata["revocation_endpoint"],
                                  token=refreshed["refresh_token"],
                                  token_type_hint="refresh_token")
     assert revoked.status_code == 200
-    for old in (refreshed["refresh_token"], refreshed["access_token"]):
-        assert oauth.introspect_token(metadata["introspection_endpoint"], token=old
-                                      ).json() == {"active": False}
+    if auth_method != "none":
+        for old in (refreshed["refresh_token"], refreshed["access_token"]):
+            assert oauth.introspect_token(metadata["introspection_endpoint"], token=old
+                                          ).json() == {"active": False}
+    # The refusal says why, through the client library's own error.
+    with pytest.raises(OAuthError, match="invalid_grant: this refresh token was revoked"):
+        oauth.refresh_token(metadata["token_endpoint"], refresh_token=refreshed["refresh_token"])
     # Revoking a token does not remove the consent.
     assert connection_status(auth_server, client) == [ConnectionStatus.ACTIVE]
     again, _ = oauth.create_authorization_url(metadata["authorization_endpoint"],

@@ -89,7 +89,7 @@ def linked(
 def test_refresh_rotates_and_keeps_scope(
     auth_server: AuthServer, linked: Callable[..., tuple[Client, dict]],
 ) -> None:
-    client, first = linked("none")
+    client, first = linked("client_secret_post")
     second = refreshed(auth_server, client, first["refresh_token"])
     assert second["refresh_token"] != first["refresh_token"]
     assert second["scope"] == first["scope"]
