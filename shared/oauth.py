@@ -1,5 +1,6 @@
 """OAuth 2.0 vocabulary the services share: the client authentication methods Koppel
-accepts at its token, revocation and introspection endpoints, and apps may register."""
+accepts at its token, revocation and introspection endpoints, and apps may register, and
+the algorithms it accepts for client assertions (`private_key_jwt`)."""
 
 from __future__ import annotations
 
@@ -10,3 +11,7 @@ CLIENT_AUTH_METHODS: tuple[str, ...] = get_args(ClientAuthMethod)
 # A confidential client proves who it is; "none" is for public clients only.
 CONFIDENTIAL_CLIENT_AUTH_METHODS: tuple[str, ...] = tuple(
     method for method in CLIENT_AUTH_METHODS if method != "none")
+
+# Signature algorithms of client assertions: what discovery advertises is exactly what the
+# token endpoint verifies (`EdDSA` and its fully-specified name `Ed25519` are one thing).
+CLIENT_ASSERTION_ALGS: tuple[str, ...] = ("ES256", "RS256", "PS256", "EdDSA", "Ed25519")

@@ -81,6 +81,9 @@ def _request(ctx: AuthContext, query: list[tuple[str, str]]) -> ParsedRequest:
     return ParsedRequest("GET", uri, {}, query=query)
 
 
+UNSUPPORTED_PARAMETERS = ("request", "request_uri")
+
+
 def _grant(ctx: AuthContext, query: list[tuple[str, str]]):
     server = KoppelAuthorizationServer(ctx)
     request = _request(ctx, query)
@@ -106,6 +109,13 @@ def check_request(ctx: AuthContext, query: list[tuple[str, str]]) -> Checked | F
     if not prompt <= PROMPTS or ("none" in prompt and len(prompt) > 1):
         return Failure("invalid_request", "unsupported prompt value", redirect_uri,
                        data.get("state"))
+    # Request objects (RFC 9101) are not supported, and discovery says so: answered, never
+    # silently ignored (the app would think its signed parameters were honoured).
+    for parameter in UNSUPPORTED_PARAMETERS:
+        if parameter in data:
+            return Failure(f"{parameter}_not_supported",
+                           f"the {parameter} parameter is not supported", redirect_uri,
+                           data.get("state"))
     max_age = data.get("max_age")
     if max_age is not None and (not max_age.isdigit() or len(max_age) > 9):
         return Failure("invalid_request", "max_age must be a whole number of seconds",

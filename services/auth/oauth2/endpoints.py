@@ -19,7 +19,11 @@ from shared import ratelimit
 from shared.attestation import attestation_jwks
 from shared.body_limits import KiB, body_limit
 from shared.metrics import TOKENS_ISSUED
-from shared.oauth import CLIENT_AUTH_METHODS, CONFIDENTIAL_CLIENT_AUTH_METHODS
+from shared.oauth import (
+    CLIENT_ASSERTION_ALGS,
+    CLIENT_AUTH_METHODS,
+    CONFIDENTIAL_CLIENT_AUTH_METHODS,
+)
 from shared.scopes import CONSENT_SCOPES, parse_scope
 from shared.signing import ID_TOKEN_ALG, jwks_document, published_keys
 
@@ -190,10 +194,13 @@ def metadata(settings) -> dict[str, Any]:
         "authorization_response_iss_parameter_supported": True,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [ID_TOKEN_ALG],
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "PS256", "EdDSA"],
+        "token_endpoint_auth_signing_alg_values_supported": list(CLIENT_ASSERTION_ALGS),
         "claims_supported": ["sub", "name", "email", "email_verified", "auth_time", "nonce"],
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "ui_locales_supported": ["nl", "en"],
+        # Request objects (RFC 9101) are not supported: /authorize refuses them by name.
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
     }
 
 

@@ -79,7 +79,7 @@ CLIENT_BY_CLIENT_ID = select(
     APPS.c.id, APPS.c.client_id, APPS.c.first_party, APPS.c.platform, APPS.c.environment_id,
     APPS.c.status, APPS.c.redirect_uris,
     APPS.c.scopes, APPS.c.grant_types, APPS.c.token_endpoint_auth_method,
-    APPS.c.client_secret_digest, APPS.c.jwks,
+    APPS.c.client_secret_digest, APPS.c.jwks, APPS.c.jwks_uri,
 ).where(APPS.c.client_id == bindparam("client_id"))
 
 # A refresh token with its family, and the family's user and connection (if any).

@@ -131,3 +131,16 @@ def test_invalid_scope_at_authorize_names_the_scope(
     assert app_error(response, request, auth_server) == "invalid_scope"
     params = callback_params(response.headers["location"], request.target)
     assert named in params["error_description"], params
+
+
+@pytest.mark.parametrize("parameter", ["request", "request_uri"])
+def test_request_objects_are_refused_by_name_not_ignored(
+    auth_server: AuthServer, browser: Callable[..., Browser], parameter: str,
+) -> None:
+    metadata = httpx.get(f"{auth_server.url}/.well-known/openid-configuration").json()
+    assert metadata[f"{parameter}_parameter_supported"] is False
+    request = AuthRequest(auth_server.clients["basic"])
+    value = "eyJhbGciOiJub25lIn0.e30." if parameter == "request" else "https://app.example/r"
+    agent = browser()
+    response = agent.http.get("/authorize", params={**request.params(), parameter: value})
+    assert app_error(response, request, auth_server) == f"{parameter}_not_supported"
