@@ -26,6 +26,8 @@ from shared.vault.columns import SIGNING_PRIVATE_KEY
 ACCESS_TOKEN_ALG = "ES256"
 ID_TOKEN_ALG = "RS256"
 SUPPORTED_ALGS = (ACCESS_TOKEN_ALG, ID_TOKEN_ALG)
+# What a client may register as `id_token_signed_response_alg`: the default, or ES256.
+ID_TOKEN_ALGS = (ID_TOKEN_ALG, ACCESS_TOKEN_ALG)
 # How long a signer trusts its cached view of the active keys before asking the database
 # again, so a rotation made by another instance is picked up.
 ACTIVE_KEY_CACHE_S = 30.0

@@ -60,6 +60,9 @@ class App(SQLModel, table=True):
     client_secret_digest: str | None = Field(default=None, max_length=64)
     jwks: dict[str, Any] | None = json_field(default_factory=lambda: None, nullable=True)
     jwks_uri: str | None = Field(default=None, max_length=2000)
+    # The ID token algorithm the client registered (shared.signing.ID_TOKEN_ALGS); None:
+    # the server's default.
+    id_token_signed_response_alg: str | None = Field(default=None, max_length=10)
     registration_access_token_digest: str | None = Field(default=None, max_length=64, unique=True)
     status: AppStatus = Field(default=AppStatus.ACTIVE, sa_type=String(16))
     created_at: datetime = timestamp_field()

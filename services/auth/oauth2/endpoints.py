@@ -25,7 +25,7 @@ from shared.oauth import (
     CONFIDENTIAL_CLIENT_AUTH_METHODS,
 )
 from shared.scopes import CONSENT_SCOPES, parse_scope
-from shared.signing import ID_TOKEN_ALG, jwks_document, published_keys
+from shared.signing import ID_TOKEN_ALGS, jwks_document, published_keys
 
 router = APIRouter(tags=["oauth2"])
 
@@ -193,7 +193,7 @@ def metadata(settings) -> dict[str, Any]:
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [ID_TOKEN_ALG],
+        "id_token_signing_alg_values_supported": list(ID_TOKEN_ALGS),
         "token_endpoint_auth_signing_alg_values_supported": list(CLIENT_ASSERTION_ALGS),
         "claims_supported": ["sub", "name", "email", "email_verified", "auth_time", "nonce"],
         "prompt_values_supported": ["none", "login", "consent", "select_account"],

@@ -307,7 +307,8 @@ class RequiredS256(CodeChallenge):
 
 
 class IdTokens(OpenIDCode):
-    """OpenID Connect ID tokens (RS256) for code exchanges that include `openid`."""
+    """OpenID Connect ID tokens (RS256, or ES256 for a client that registered it) for code
+    exchanges that include `openid`."""
 
     def __init__(self, server) -> None:
         super().__init__(require_nonce=False)
@@ -330,14 +331,17 @@ class IdTokens(OpenIDCode):
         return False
 
     def get_client_algorithm(self, client) -> str:
-        return ID_TOKEN_ALG
+        """RS256, or what the client registered (`id_token_signed_response_alg`)."""
+        return client.app.id_token_signed_response_alg or ID_TOKEN_ALG
 
     def resolve_client_private_key(self, client):
-        return self.ctx.signer.private_key(self.ctx.session, ID_TOKEN_ALG)[1]
+        alg = self.get_client_algorithm(client)
+        return self.ctx.signer.private_key(self.ctx.session, alg)[1]
 
     def get_encode_header(self, client) -> dict[str, str]:
-        kid, _ = self.ctx.signer.private_key(self.ctx.session, ID_TOKEN_ALG)
-        return {"alg": ID_TOKEN_ALG, "kid": kid, "typ": "JWT"}
+        alg = self.get_client_algorithm(client)
+        kid, _ = self.ctx.signer.private_key(self.ctx.session, alg)
+        return {"alg": alg, "kid": kid, "typ": "JWT"}
 
     def get_compatible_claims(self, request) -> dict:
         now = int(time.time())

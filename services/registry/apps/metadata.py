@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from shared.oauth import CLIENT_AUTH_METHODS
 from shared.scopes import APP_SCOPES, CONSENT_SCOPES, parse_scope
+from shared.signing import ID_TOKEN_ALGS
 
 GRANT_TYPES = {"authorization_code", "refresh_token", "client_credentials"}
 URI_FIELDS = ("client_uri", "logo_uri", "policy_uri", "tos_uri", "jwks_uri")
@@ -143,6 +144,10 @@ def validate(body: Any) -> ClientMetadata:
         raise _bad("private_key_jwt needs exactly one of jwks and jwks_uri")
     if method != "private_key_jwt" and (fields["jwks"] or fields["jwks_uri"]):
         raise _bad("jwks and jwks_uri are for private_key_jwt only")
+    alg = body.get("id_token_signed_response_alg")
+    if alg is not None and alg not in ID_TOKEN_ALGS:
+        raise _bad(f"id_token_signed_response_alg must be one of {', '.join(ID_TOKEN_ALGS)}")
+    fields["id_token_signed_response_alg"] = alg
     return ClientMetadata(fields)
 
 
@@ -170,7 +175,7 @@ def document(app: Any) -> dict[str, Any]:
         "scope": " ".join(app.scopes),
         "contacts": app.contacts,
     }
-    for name in URI_FIELDS:
+    for name in (*URI_FIELDS, "id_token_signed_response_alg"):
         if getattr(app, name) is not None:
             out[name] = getattr(app, name)
     if app.jwks is not None:

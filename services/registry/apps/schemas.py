@@ -45,6 +45,8 @@ class ClientMetadataIn(BaseModel):
                                  description="for private_key_jwt (or jwks)")
     jwks: dict[str, Any] | None = Field(
         default=None, description=f"for private_key_jwt: 1 to {MAX_JWKS_KEYS} public keys")
+    id_token_signed_response_alg: Literal["RS256", "ES256"] | None = Field(
+        default=None, description="the algorithm of the client's ID tokens; default RS256")
 
 
 class ClientUpdateIn(ClientMetadataIn):
@@ -75,6 +77,7 @@ class ClientInformation(BaseModel):
     tos_uri: str | None = None
     jwks_uri: str | None = None
     jwks: dict[str, Any] | None = None
+    id_token_signed_response_alg: str | None = None
     client_secret: str | None = Field(
         default=None, description="shown once: at registration, or when the client turns "
                                   "confidential")

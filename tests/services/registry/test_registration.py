@@ -90,6 +90,8 @@ async def test_register_read_update_delete(client: httpx.AsyncClient, world: Wor
     ({"logo_uri": "http://cdn.example/logo.png"}, "invalid_client_metadata"),
     ({"jwks": {"keys": [{"kty": "EC", "d": "secret"}]},
       "token_endpoint_auth_method": "private_key_jwt"}, "invalid_client_metadata"),
+    ({"id_token_signed_response_alg": "HS256"}, "invalid_client_metadata"),
+    ({"id_token_signed_response_alg": "none"}, "invalid_client_metadata"),
 ])
 async def test_bad_metadata_answers_rfc7591_errors(client: httpx.AsyncClient, world: World,
                                                    initial_token: str, change: dict,
@@ -113,6 +115,18 @@ async def test_public_and_private_key_jwt_clients_get_no_secret(
         **GOOD, "token_endpoint_auth_method": "private_key_jwt", "jwks": jwks})
     assert signed.status_code == 201, signed.text
     assert "client_secret" not in signed.json() and signed.json()["jwks"] == jwks
+
+
+async def test_a_registered_id_token_algorithm_is_kept_not_dropped(
+    client: httpx.AsyncClient, world: World, initial_token: str
+) -> None:
+    made = await client.post("/oauth2/register", headers=bearer(initial_token),
+                             json={**GOOD, "id_token_signed_response_alg": "ES256"})
+    assert made.status_code == 201, made.text
+    assert made.json()["id_token_signed_response_alg"] == "ES256"
+    with world.sessions() as session:
+        app = session.exec(select(App).where(App.client_id == made.json()["client_id"])).one()
+        assert app.id_token_signed_response_alg == "ES256"
 
 
 async def test_without_a_valid_initial_access_token_nothing_registers(

@@ -190,3 +190,21 @@ def test_seeded_suspended_app_is_access_denied(
 ) -> None:
     request = AuthRequest(auth_server.clients["suspended"])
     assert silent_error(browser(signed_in=True), request, auth_server) == "access_denied"
+
+
+@pytest.mark.parametrize("alg", [None, "RS256", "ES256"])
+def test_id_tokens_are_signed_with_the_registered_algorithm(
+    auth_server: AuthServer, browser: Callable[..., Browser], new_app: Callable[..., Client],
+    signed_in_user: tuple[User, str], alg: str | None,
+) -> None:
+    """`id_token_signed_response_alg` was silently dropped; ES256 is honoured now, and
+    discovery lists both."""
+    metadata = httpx.get(f"{auth_server.url}/.well-known/openid-configuration").json()
+    assert set(metadata["id_token_signing_alg_values_supported"]) == {"RS256", "ES256"}
+    client = new_app(id_token_signed_response_alg=alg)
+    request = AuthRequest(client, scope="openid employee.info.read")
+    linked = browser(signed_in=True).link(request, signed_in_user[0])
+    id_token = exchange(auth_server, request, linked.params["code"]).json()["id_token"]
+    header, claims = verified_jwt(auth_server, id_token, alg or "RS256")
+    assert header["alg"] == (alg or "RS256")
+    assert claims["aud"] == client.client_id
