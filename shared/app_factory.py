@@ -12,6 +12,7 @@ from shared.cache_control import NoStoreForCredentials
 from shared.config import Settings
 from shared.errors import install_error_handlers
 from shared.health import health_router
+from shared.idempotency import IdempotencyMiddleware, document_idempotency_key
 from shared.logging import configure_logging
 from shared.metrics import install_metrics
 from shared.policy.dependency import annotate_operations
@@ -35,7 +36,8 @@ def create_service_app(
 ) -> FastAPI:
     """A FastAPI app for `service` whose runtime opens and closes with its lifespan;
     `shutdown` runs before the runtime closes (what the app built on top of it). With
-    `declared`, every route must name its operation in the policy (shared/policy)."""
+    `declared`, every route must name its operation in the policy (shared/policy), and
+    every POST and PATCH accepts an `Idempotency-Key` (shared/idempotency)."""
 
     tracer_provider = open_tracer_provider(settings, service)
 
@@ -61,6 +63,11 @@ def create_service_app(
     install_error_handlers(app)
     install_metrics(app, service)
     app.include_router(health_router())
+    if declared:
+        # Added first, so it runs innermost: the routes' problem answers reach it as
+        # answers, and every other middleware sees a replay like any answer.
+        app.add_middleware(IdempotencyMiddleware)
+        document_idempotency_key(app)
     if configure:
         configure(app)
     if declared:

@@ -12,7 +12,7 @@ from typing import cast
 
 from sqlmodel import SQLModel
 
-from shared.models import SigningKey, WebhookEndpoint
+from shared.models import IdempotencyKey, SigningKey, WebhookEndpoint
 from shared.vault.secretbox import RowIdentity, SecretBox
 
 
@@ -73,3 +73,10 @@ WEBHOOK_PREVIOUS_SECRET = EncryptedColumn(
 )
 register_encrypted_column(WEBHOOK_SECRET)
 register_encrypted_column(WEBHOOK_PREVIOUS_SECRET)
+
+# Stored answers of idempotent requests (they may carry a secret shown once), bound to
+# their row and owner.
+IDEMPOTENT_ANSWER = EncryptedColumn(
+    IdempotencyKey, "answer", "answer_ciphertext", "answer_key_id", "id", "owner"
+)
+register_encrypted_column(IDEMPOTENT_ANSWER)
