@@ -30,6 +30,7 @@ EVENTS_RELAY = "events.relay"
 WEBHOOKS_DELIVER = "webhooks.deliver"
 WEBHOOKS_SWEEP = "webhooks.sweep"
 CONNECTIONS_RECORD_LAST_USED = "connections.record_last_used"
+IDEMPOTENCY_PURGE_EXPIRED = "idempotency.purge_expired"
 
 
 def delivery_job_id(delivery_id: object, attempt: int) -> str:

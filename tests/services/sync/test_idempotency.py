@@ -15,7 +15,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, func, select
 
 from shared.db.types import utcnow
-from shared.idempotency import purge_expired
+from services.registry.jobs import purge_idempotency_keys
 from shared.idempotency.store import open_answer
 from shared.models import Employee, Event, IdempotencyKey, WebhookEndpoint
 from shared.runtime import Runtime
@@ -168,7 +168,7 @@ async def test_answers_expire_after_24_hours(
     with committing_sessions() as session:
         row = session.exec(select(IdempotencyKey)).one()
         assert row.expires_at - row.created_at == timedelta(hours=24)
-    assert await purge_expired(runtime.async_session) == 0
+    assert await purge_idempotency_keys({"runtime": runtime}) == 0
 
     def age(hours: float) -> None:
         with committing_sessions() as session, session.begin():
@@ -186,7 +186,7 @@ async def test_answers_expire_after_24_hours(
     assert count(committing_sessions, WebhookEndpoint) == 2
     assert count(committing_sessions, IdempotencyKey) == 1  # the old answer made way
     age(24.1)
-    assert await purge_expired(runtime.async_session) == 1
+    assert await purge_idempotency_keys({"runtime": runtime}) == 1
     assert count(committing_sessions, IdempotencyKey) == 0
 
 
