@@ -18,7 +18,7 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 METHODS = frozenset({"POST", "PATCH"})
 MAX_KEY_LENGTH = 255
 # Printable ASCII, spaces included (HTTP already strips them at both ends).
-KEY_PATTERN = re.compile(r"[\x20-\x7e]{1,%d}" % MAX_KEY_LENGTH)
+KEY_PATTERN = re.compile(rf"[\x20-\x7e]{{1,{MAX_KEY_LENGTH}}}")
 # How long an answer is kept and replayed.
 RETENTION = timedelta(hours=24)
 

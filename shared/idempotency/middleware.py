@@ -30,15 +30,21 @@ from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import KoppelError, problem
 from shared.idempotency import store
-from shared.idempotency.keys import HEADER, METHODS, REPLAYED_HEADER, fingerprint, owner_of, \
-    valid_key
+from shared.idempotency.keys import (
+    HEADER,
+    METHODS,
+    REPLAYED_HEADER,
+    fingerprint,
+    owner_of,
+    valid_key,
+)
 from shared.unit_of_work import UnitOfWork
 
 log = structlog.get_logger("koppel.idempotency")
@@ -197,7 +203,11 @@ class _Request:
 
     async def _claimed(self, app: ASGIApp, scope: Scope, receive: Receive, runtime: Any
                        ) -> Any:
-        stored = await store.find(runtime.async_session, self.owner, self.key)
+        try:
+            stored = await store.find(runtime.async_session, self.owner, self.key)
+        except (OperationalError, InterfaceError):
+            return _problem(503, "unavailable", "Service unavailable",
+                            "the database is unavailable; try again", {"Retry-After": "1"})
         if stored is not None:
             if stored.fingerprint != self.fingerprint:
                 return _problem(422, "idempotency-key-reused", "Idempotency key reused",

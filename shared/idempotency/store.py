@@ -55,7 +55,7 @@ async def keep(session: AsyncSession, box: SecretBox, *, owner: str, key: str,
     """Add the answer to the request's transaction (an expired one of the same key makes
     way); it is committed with the work or not at all."""
     now = utcnow()
-    await session.exec(delete(IdempotencyKey).where(  # type: ignore[call-overload]
+    await session.exec(delete(IdempotencyKey).where(
         col(IdempotencyKey.owner) == owner, col(IdempotencyKey.key) == key,
         col(IdempotencyKey.expires_at) <= now))
     row = IdempotencyKey(owner=owner, key=key, fingerprint=fingerprint,
@@ -72,13 +72,13 @@ async def forget(sessions: async_sessionmaker[AsyncSession], owner: str, key: st
     """Drop a stored answer (its work's follow-up could not be published: a retry must
     run the call again)."""
     async with sessions() as session, session.begin():
-        await session.exec(delete(IdempotencyKey).where(  # type: ignore[call-overload]
+        await session.exec(delete(IdempotencyKey).where(
             col(IdempotencyKey.owner) == owner, col(IdempotencyKey.key) == key))
 
 
 async def purge_expired(sessions: async_sessionmaker[AsyncSession]) -> int:
     """Delete the expired answers; returns how many."""
     async with sessions() as session, session.begin():
-        result = await session.exec(delete(IdempotencyKey).where(  # type: ignore[call-overload]
+        result = await session.exec(delete(IdempotencyKey).where(
             col(IdempotencyKey.expires_at) <= utcnow()))
     return result.rowcount or 0

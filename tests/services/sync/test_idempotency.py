@@ -14,8 +14,8 @@ from sqlalchemy import text, update
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, func, select
 
-from shared.db.types import utcnow
 from services.registry.jobs import purge_idempotency_keys
+from shared.db.types import utcnow
 from shared.idempotency.store import open_answer
 from shared.models import Employee, Event, IdempotencyKey, WebhookEndpoint
 from shared.runtime import Runtime
@@ -173,7 +173,7 @@ async def test_answers_expire_after_24_hours(
     def age(hours: float) -> None:
         with committing_sessions() as session, session.begin():
             then = utcnow() - timedelta(hours=hours)
-            session.exec(update(IdempotencyKey).values(  # type: ignore[call-overload]
+            session.exec(update(IdempotencyKey).values(
                 created_at=then, expires_at=then + timedelta(hours=24)))
 
     age(23.9)
@@ -271,3 +271,44 @@ async def test_a_request_still_running_holds_its_key(
     third = await sync_client.patch(path, json={"last_name": "Slow"}, headers=headers)
     assert third.headers["idempotent-replayed"] == "true" and third.content == done.content
     assert count(committing_sessions, Event) == events + 1
+
+
+@pytest.mark.skipif(not on_postgres(), reason="holds a row lock of PostgreSQL")
+async def test_the_answer_commits_with_the_work_even_when_the_lock_ran_out(
+    sync_client: httpx.AsyncClient, tokens: Tokens, data: Data, runtime: Runtime,
+    committing_sessions: sessionmaker[Session],
+) -> None:
+    """Two identical requests both run (their Redis lock is taken away, as if it had run
+    out): the table's unique key lets one commit; the other's work rolls back."""
+    employee = data.employees[0]
+    path = f"/v1/employees/{employee.id}"
+    headers = keyed(tokens.connection(data.connection, data.app), "lost-lock")
+    events = count(committing_sessions, Event)
+
+    async def waiting_locks(blocker: Session, n: int) -> None:
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if blocker.exec(text(  # type: ignore[call-overload]
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted")).one()[0] >= n:
+                return
+        raise AssertionError("the requests did not reach the row lock")
+
+    with committing_sessions() as blocker:
+        blocker.exec(text("SELECT 1 FROM employees WHERE id = :id FOR UPDATE"),  # type: ignore[call-overload]
+                     params={"id": employee.id})
+        tasks = []
+        for n in (1, 2):
+            tasks.append(asyncio.create_task(sync_client.patch(
+                path, json={"last_name": "Twice"}, headers=headers)))
+            await waiting_locks(blocker, n)
+            for lock in await runtime.redis.keys("koppel:idempotency:*"):
+                await runtime.redis.delete(lock)
+        blocker.rollback()
+    answers = sorted([await t for t in tasks], key=lambda a: a.status_code)
+    assert [a.status_code for a in answers] == [200, 409], [a.text for a in answers]
+    assert "was answered" in answers[1].json()["detail"]  # refused at the commit
+    assert count(committing_sessions, Event) == events + 1
+    assert count(committing_sessions, IdempotencyKey) == 1
+    replay = await sync_client.patch(path, json={"last_name": "Twice"}, headers=headers)
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.content == answers[0].content
