@@ -19,8 +19,9 @@ from shared.db.types import utcnow
 from shared.idempotency.store import open_answer
 from shared.models import Employee, Event, IdempotencyKey, WebhookEndpoint
 from shared.runtime import Runtime
-from shared.vault import DecryptionError
+from shared.vault import DecryptionError, KeyRing, SecretBox
 from shared.vault.columns import IDEMPOTENT_ANSWER
+from shared.vault.rotate import reencrypt
 from tests.fixtures import factories as f
 from tests.fixtures.backend import on_postgres
 from tests.services.sync.conftest import Tokens
@@ -156,6 +157,16 @@ async def test_a_secret_shown_once_is_stored_sealed(
                                     headers=keyed(tokens.app(app), "rotate"))
     assert replay.json()["secret"] == rotated.json()["secret"]
     assert replay.headers["idempotent-replayed"] == "true"
+
+    # `koppel keys rotate` re-seals kept answers like every sealed column.
+    ring = runtime.keyring
+    box = SecretBox(KeyRing({**ring.keys, "k-new": b"\x01" * 32}, "k-new", ring.digest_key))
+    batches = list(reencrypt(committing_sessions, box))
+    assert sum(b.rows for b in batches if b.column is IDEMPOTENT_ANSWER) == 2
+    with committing_sessions() as session:
+        for row in session.exec(select(IdempotencyKey)).all():
+            assert row.answer_key_id == "k-new"
+            assert open_answer(box, row).status in (200, 201)
 
 
 async def test_answers_expire_after_24_hours(
