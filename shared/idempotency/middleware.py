@@ -3,9 +3,9 @@
 A POST or PATCH with the header flows like this:
 
 1. The key is checked (1 to 255 printable ASCII, else 400) and the body read; the
-   fingerprint is the SHA-256 of method, path and body; the owner is who calls
-   (`keys.owner_of`). Without a bearer credential the key is ignored: the route answers
-   401 anyway.
+   fingerprint is the SHA-256 of method, path (with its query) and body; the owner is
+   who calls (`keys.owner_of`). Without a bearer credential the key is ignored: the
+   route answers 401 anyway.
 2. A lock in Redis on (owner, key) marks the request as running: a second request with
    the same key meanwhile answers 409.
 3. A committed answer of the owner for the key (younger than 24 hours) is replayed with
@@ -168,7 +168,10 @@ class IdempotencyMiddleware:
         if owner is None:
             await self.app(scope, replay_body, send)
             return
-        request_key = _Request(owner, key, fingerprint(scope["method"], scope["path"], body))
+        target = scope["path"]
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        request_key = _Request(owner, key, fingerprint(scope["method"], target, body))
         answer = await request_key.run(self.app, scope, replay_body, runtime)
         await answer(scope, receive, send)
 
