@@ -13,6 +13,7 @@ from shared.cache_control import NoStoreForCredentials
 from shared.config import Settings
 from shared.errors import install_error_handlers
 from shared.health import health_router
+from shared.idempotency import IdempotencyMiddleware, document_idempotency_key
 from shared.logging import configure_logging
 from shared.metrics import install_metrics
 from shared.policy.dependency import annotate_operations
@@ -39,8 +40,9 @@ def create_service_app(
 ) -> FastAPI:
     """A FastAPI app for `service` whose runtime opens and closes with its lifespan;
     `shutdown` runs before the runtime closes (what the app built on top of it). With
-    `declared`, every route must name its operation in the policy (shared/policy).
-    Request bodies are limited to `max_body` bytes unless a route declares its own limit
+    `declared`, every route must name its operation in the policy (shared/policy), and
+    every POST and PATCH accepts an `Idempotency-Key` (shared/idempotency). Request
+    bodies are limited to `max_body` bytes unless a route declares its own limit
     (`shared.body_limits.body_limit`)."""
 
     tracer_provider = open_tracer_provider(settings, service)
@@ -65,8 +67,14 @@ def create_service_app(
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
-    # The innermost middleware: every other one (metrics, request id, the auth service's
-    # security headers) also wraps its 413 and 400 answers.
+    if declared:
+        # Added first, so it runs innermost: the routes' problem answers reach it as
+        # answers, every other middleware sees a replay like any answer, and the body it
+        # fingerprints has passed the body limits already.
+        app.add_middleware(IdempotencyMiddleware)
+        document_idempotency_key(app)
+    # Outside the routes (and idempotency): every other middleware (metrics, request id,
+    # the auth service's security headers) also wraps its 413 and 400 answers.
     app.add_middleware(BodyLimits, service=app, default=max_body)
     install_metrics(app, service)
     app.include_router(health_router())

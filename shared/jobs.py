@@ -31,6 +31,7 @@ WEBHOOKS_DELIVER = "webhooks.deliver"
 WEBHOOKS_SWEEP = "webhooks.sweep"
 CONNECTIONS_RECORD_LAST_USED = "connections.record_last_used"
 AUDIT_CHECKPOINT = "audit.checkpoint"
+IDEMPOTENCY_PURGE_EXPIRED = "idempotency.purge_expired"
 
 
 def delivery_job_id(delivery_id: object, attempt: int) -> str:

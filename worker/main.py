@@ -31,6 +31,7 @@ from shared.jobs import (
     AUDIT_CHECKPOINT,
     CONNECTIONS_RECORD_LAST_USED,
     EVENTS_RELAY,
+    IDEMPOTENCY_PURGE_EXPIRED,
     MAINTENANCE_PURGE_EXPIRED,
     WEBHOOKS_DELIVER,
     WEBHOOKS_SWEEP,
@@ -123,6 +124,8 @@ def build_worker(settings: Settings, *, burst: bool = False, **options: Any) -> 
              second=AUDIT_CHECKPOINT_SECOND, run_at_startup=True, timeout=300),
         cron(_job(CONNECTIONS_RECORD_LAST_USED, registry_jobs.record_last_used),
              name=CONNECTIONS_RECORD_LAST_USED, second=LAST_USED_SECONDS, timeout=120),
+        cron(_job(IDEMPOTENCY_PURGE_EXPIRED, registry_jobs.purge_idempotency_keys),
+             name=IDEMPOTENCY_PURGE_EXPIRED, minute={17, 47}, timeout=300),
     ]
     options = {"handle_signals": True, "max_jobs": MAX_JOBS, "poll_delay": POLL_DELAY_S,
                "cron_jobs": crons, **options}

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.errors import Unavailable
+from shared.idempotency import held_transaction
 from shared.policy.dependency import Authorizer
 from shared.runtime import Runtime
 from shared.unit_of_work import UnitOfWork
@@ -29,10 +30,15 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
     """One session in one transaction: committed when the endpoint succeeds, else
     rolled back; the unit of work (status changes, the relay's nudge) is flushed after
     the commit."""
+    held = held_transaction(request)
+    if held is not None:  # an idempotent request: the middleware commits with its answer
+        async with held.lend() as session:
+            yield session
+        return
     async with runtime.async_session() as session:
         try:
             yield session

@@ -1,7 +1,9 @@
 """The registry's jobs in the worker (worker/main.py schedules them): writing the uses of
 connections that services noted in Redis (shared/last_used.py) to `last_used_at`, which
-Manage apps and the environment overview show; and signing checkpoints of the audit
-chains (shared/audit_checkpoints.py) every `KOPPEL_AUDIT_CHECKPOINT_INTERVAL` seconds.
+Manage apps and the environment overview show; signing checkpoints of the audit
+chains (shared/audit_checkpoints.py) every `KOPPEL_AUDIT_CHECKPOINT_INTERVAL` seconds; and
+purging the stored answers of idempotent requests (shared/idempotency) once their 24
+hours are over.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlmodel import col
 
 from shared.audit_checkpoints import checkpoint_due
 from shared.db.types import UTCDateTime
+from shared.idempotency import purge_expired
 from shared.last_used import PENDING_KEY
 from shared.models import Connection
 
@@ -34,6 +37,11 @@ _GIVE_BACK = """
 for i = 1, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 0
 """
+
+
+async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:
+    """The job `idempotency.purge_expired`: returns how many answers were deleted."""
+    return await purge_expired(ctx["runtime"].async_session)
 
 
 async def record_last_used(ctx: dict[str, Any]) -> int:

@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.read_pool import ReadPool
 from shared.db.engine import CONNECT_TIMEOUT_S
+from shared.idempotency import held_transaction
 from shared.policy.dependency import Authorizer
 from shared.runtime import Runtime
 from shared.unit_of_work import UnitOfWork
@@ -51,10 +52,15 @@ async def close_read_pool(app: FastAPI) -> None:
         await pool.close()
 
 
-async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
     """One session in one transaction: committed when the endpoint succeeds, else
     rolled back; the unit of work (the relay's nudge, delivery attempts) is flushed after
     the commit."""
+    held = held_transaction(request)
+    if held is not None:  # an idempotent request: the middleware commits with its answer
+        async with held.lend() as session:
+            yield session
+        return
     async with runtime.async_session() as session:
         try:
             yield session

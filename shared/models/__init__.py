@@ -14,6 +14,7 @@ from shared.models.employee import Employee
 from shared.models.employment import Employment
 from shared.models.environment import Environment
 from shared.models.event import Event
+from shared.models.idempotency_key import IdempotencyKey
 from shared.models.leave_balance import LeaveBalance
 from shared.models.leave_request import LeaveRequest, LeaveRequestStatus, LeaveType
 from shared.models.partner import Partner
@@ -49,6 +50,7 @@ __all__ = [
     "Environment",
     "EnvironmentAppPolicy",
     "Event",
+    "IdempotencyKey",
     "LeaveBalance",
     "LeaveRequest",
     "LeaveRequestStatus",

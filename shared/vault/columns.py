@@ -12,7 +12,7 @@ from typing import cast
 
 from sqlmodel import SQLModel
 
-from shared.models import AttestationKey, SigningKey, WebhookEndpoint
+from shared.models import AttestationKey, IdempotencyKey, SigningKey, WebhookEndpoint
 from shared.vault.secretbox import RowIdentity, SecretBox
 
 
@@ -79,3 +79,10 @@ ATTESTATION_PRIVATE_KEY = EncryptedColumn(
     AttestationKey, "private_key", "private_key_ciphertext", "private_key_key_id", "kid"
 )
 register_encrypted_column(ATTESTATION_PRIVATE_KEY)
+
+# Stored answers of idempotent requests (they may carry a secret shown once), bound to
+# their row and owner.
+IDEMPOTENT_ANSWER = EncryptedColumn(
+    IdempotencyKey, "answer", "answer_ciphertext", "answer_key_id", "id", "owner"
+)
+register_encrypted_column(IDEMPOTENT_ANSWER)

@@ -1,17 +1,21 @@
 """A dump of the database holds no usable token or secret (SECURITY.md line 30)."""
 
 import base64
+import json
 import shutil
 import subprocess
 import sys
+from datetime import timedelta
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
 from shared.config import Settings
-from shared.models import UserTemplate
+from shared.db.types import utcnow
+from shared.models import IdempotencyKey, UserTemplate
 from shared.vault import KeyRing, SecretBox, TokenKind, new_token, token_digest
+from shared.vault.columns import IDEMPOTENT_ANSWER
 from tests.fixtures.factories import (
     make_app,
     make_environment,
@@ -78,11 +82,20 @@ def test_a_database_dump_holds_no_token_or_secret(
         family = make_token_family(session, app, user)
         make_refresh_token(session, family, token_digest=digests[TokenKind.REFRESH_TOKEN])
         make_signing_key(session, SecretBox(keyring), private_key=SECRET)
+        # The kept answer of an idempotent registration, which shows the client secret.
+        answer = IdempotencyKey(owner="o" * 64, key="dump-test", fingerprint="f" * 64,
+                                status_code=201, answer_ciphertext=b"", answer_key_id="",
+                                expires_at=utcnow() + timedelta(hours=24))
+        shown = {"client_secret": tokens[TokenKind.CLIENT_SECRET]}
+        IDEMPOTENT_ANSWER.seal(SecretBox(keyring), answer, json.dumps(
+            {"headers": [], "body": json.dumps(shown)}).encode())
+        session.add(answer)
 
     dump = _dump(settings)
 
     # The dump is real: what is stored in the clear is in it.
     assert b"dump-test-environment" in dump
+    assert b"dump-test" in dump and b"f" * 64 in dump
     assert digests[TokenKind.REFRESH_TOKEN].encode() in dump
     for token in tokens.values():
         assert all(form not in dump for form in _forms(token.encode())), token[:6]
