@@ -63,6 +63,8 @@ class App(SQLModel, table=True):
     # The ID token algorithm the client registered (shared.signing.ID_TOKEN_ALGS); None:
     # the server's default.
     id_token_signed_response_alg: str | None = Field(default=None, max_length=10)
+    # Where the browser may go after an RP-initiated logout (OpenID Connect).
+    post_logout_redirect_uris: list[str] = json_field()
     registration_access_token_digest: str | None = Field(default=None, max_length=64, unique=True)
     status: AppStatus = Field(default=AppStatus.ACTIVE, sa_type=String(16))
     created_at: datetime = timestamp_field()

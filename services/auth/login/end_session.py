@@ -50,6 +50,7 @@ def read(ctx: AuthContext, params: dict[str, str]) -> Logout:
     claims = _hint_claims(ctx, params["id_token_hint"]) if params.get("id_token_hint") else {}
     audience = claims.get("aud")
     hinted = audience[0] if isinstance(audience, list) and audience else audience
+    hinted = str(hinted) if hinted else None
     client_id = params.get("client_id") or hinted
     if hinted and client_id != hinted:
         raise BadLogout("client_id is not the audience of the id_token_hint")

@@ -9,9 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from services.auth.deps import RuntimeDep, client_address
+from services.auth.deps import RuntimeDep, client_address, run_authlib
+from services.auth.login.end_session import BadLogout
+from services.auth.login.end_session import read as read_logout
 from services.auth.login.service import TooManyFailures, authenticate
-from services.auth.login.sessions import end_session, start_session
+from services.auth.login.sessions import current_session, end_session, start_session
 from services.auth.oauth2.authorize import consent_url
 from services.auth.oauth2.pending import (
     Pending,
@@ -129,6 +131,37 @@ async def login(
 async def logout(request: Request, runtime: RuntimeDep) -> Response:
     """End the login session of this browser."""
     response = page("message.html", lang=pick_language(request), title_key="logged_out")
+    await end_session(runtime, request, response)
+    return response
+
+
+@router.get("/end-session", response_class=HTMLResponse, operation_id="end_session_get",
+            responses={303: {"description": "logged out: back to the app"}})
+@router.post("/end-session", response_class=HTMLResponse, operation_id="end_session_post",
+             responses={303: {"description": "logged out: back to the app"}})
+async def end_session_endpoint(request: Request, runtime: RuntimeDep) -> Response:
+    """OpenID Connect RP-initiated logout: `id_token_hint`, `post_logout_redirect_uri`
+    (one the app registered), `state`, `client_id` (login/end_session.py)."""
+    params = (dict(request.query_params) if request.method == "GET"
+              else {k: v for k, v in (await request.form()).items() if isinstance(v, str)})
+    lang = pick_language(request, params.get("ui_locales"))
+    try:
+        logout = await run_authlib(request, lambda ctx: read_logout(ctx, params),
+                                   read_only=True)
+    except BadLogout as error:
+        return page("message.html", lang=lang, status=400, title_key="error_title",
+                    detail=str(error), error_code="invalid_request")
+    session = await current_session(runtime, request)
+    confirmed = request.method == "POST" and params.get("confirm") == "yes"
+    if session is not None and not confirmed and logout.subject != session["user_id"]:
+        # Not proven to come from an app of this session's user: ask first.
+        return page("message.html", lang=lang, title_key="logout_title",
+                    lines=[("logout_question", {})], end_session={
+                        "client_id": logout.client_id, "state": params.get("state"),
+                        "post_logout_redirect_uri": params.get("post_logout_redirect_uri")})
+    response: Response = (
+        RedirectResponse(logout.return_to, status_code=303) if logout.return_to
+        else page("message.html", lang=lang, title_key="logged_out"))
     await end_session(runtime, request, response)
     return response
 

@@ -180,6 +180,7 @@ def metadata(settings) -> dict[str, Any]:
         "userinfo_endpoint": f"{issuer}/userinfo",
         "revocation_endpoint": f"{issuer}/revoke",
         "introspection_endpoint": f"{issuer}/introspect",
+        "end_session_endpoint": f"{issuer}/end-session",
         "registration_endpoint": f"{settings.registry_url}/oauth2/register",
         # What a partner can ask for at authorize: the consent catalogue. App-level scopes
         # (webhooks.manage, client credentials) and first-party ones are not listed.

@@ -39,6 +39,9 @@ TEXT: dict[str, dict[str, str]] = {
         "error_intro": "The request to log in or link an app is not valid.",
         "logged_in": "You are logged in as {email}.",
         "logged_out": "You are logged out.",
+        "logout_title": "Log out?",
+        "logout_question": "An app asks to log you out of Koppel. You stay logged in until "
+                           "you confirm.",
         "logout": "Log out",
         "no_companies": "You reach no companies in this client, so there is nothing to link.",
     },
@@ -74,6 +77,9 @@ TEXT: dict[str, dict[str, str]] = {
         "error_intro": "Het verzoek om in te loggen of een app te koppelen is niet geldig.",
         "logged_in": "Je bent ingelogd als {email}.",
         "logged_out": "Je bent uitgelogd.",
+        "logout_title": "Uitloggen?",
+        "logout_question": "Een app vraagt je uit te loggen bij Koppel. Je blijft ingelogd "
+                           "tot je dat bevestigt.",
         "logout": "Uitloggen",
         "no_companies": "Je hebt bij deze debiteur geen bedrijven, dus er valt niets te koppelen.",
     },

@@ -148,6 +148,13 @@ def validate(body: Any) -> ClientMetadata:
     if alg is not None and alg not in ID_TOKEN_ALGS:
         raise _bad(f"id_token_signed_response_alg must be one of {', '.join(ID_TOKEN_ALGS)}")
     fields["id_token_signed_response_alg"] = alg
+    logout_uris = _string_list(body.get("post_logout_redirect_uris"),
+                               "post_logout_redirect_uris", [])
+    if len(logout_uris) > MAX_URIS:
+        raise _bad(f"at most {MAX_URIS} post_logout_redirect_uris")
+    for uri in logout_uris:
+        check_uri(uri, "post_logout_redirect_uri", redirect=True)
+    fields["post_logout_redirect_uris"] = logout_uris
     return ClientMetadata(fields)
 
 
@@ -174,6 +181,7 @@ def document(app: Any) -> dict[str, Any]:
         "token_endpoint_auth_method": app.token_endpoint_auth_method,
         "scope": " ".join(app.scopes),
         "contacts": app.contacts,
+        "post_logout_redirect_uris": app.post_logout_redirect_uris,
     }
     for name in (*URI_FIELDS, "id_token_signed_response_alg"):
         if getattr(app, name) is not None:

@@ -47,6 +47,9 @@ class ClientMetadataIn(BaseModel):
         default=None, description=f"for private_key_jwt: 1 to {MAX_JWKS_KEYS} public keys")
     id_token_signed_response_alg: Literal["RS256", "ES256"] | None = Field(
         default=None, description="the algorithm of the client's ID tokens; default RS256")
+    post_logout_redirect_uris: list[str] = Field(
+        default_factory=list, max_length=MAX_URIS,
+        description="where the browser may go after an RP-initiated logout")
 
 
 class ClientUpdateIn(ClientMetadataIn):
@@ -78,6 +81,7 @@ class ClientInformation(BaseModel):
     jwks_uri: str | None = None
     jwks: dict[str, Any] | None = None
     id_token_signed_response_alg: str | None = None
+    post_logout_redirect_uris: list[str] = []
     client_secret: str | None = Field(
         default=None, description="shown once: at registration, or when the client turns "
                                   "confidential")

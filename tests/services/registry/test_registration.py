@@ -92,6 +92,8 @@ async def test_register_read_update_delete(client: httpx.AsyncClient, world: Wor
       "token_endpoint_auth_method": "private_key_jwt"}, "invalid_client_metadata"),
     ({"id_token_signed_response_alg": "HS256"}, "invalid_client_metadata"),
     ({"id_token_signed_response_alg": "none"}, "invalid_client_metadata"),
+    ({"post_logout_redirect_uris": ["http://partner.example/bye"]}, "invalid_redirect_uri"),
+    ({"post_logout_redirect_uris": "https://partner.example/bye"}, "invalid_client_metadata"),
 ])
 async def test_bad_metadata_answers_rfc7591_errors(client: httpx.AsyncClient, world: World,
                                                    initial_token: str, change: dict,
@@ -117,13 +119,15 @@ async def test_public_and_private_key_jwt_clients_get_no_secret(
     assert "client_secret" not in signed.json() and signed.json()["jwks"] == jwks
 
 
-async def test_a_registered_id_token_algorithm_is_kept_not_dropped(
+async def test_the_id_token_algorithm_and_logout_uris_are_kept_not_dropped(
     client: httpx.AsyncClient, world: World, initial_token: str
 ) -> None:
-    made = await client.post("/oauth2/register", headers=bearer(initial_token),
-                             json={**GOOD, "id_token_signed_response_alg": "ES256"})
+    made = await client.post("/oauth2/register", headers=bearer(initial_token), json={
+        **GOOD, "id_token_signed_response_alg": "ES256",
+        "post_logout_redirect_uris": ["https://planner.example/bye"]})
     assert made.status_code == 201, made.text
     assert made.json()["id_token_signed_response_alg"] == "ES256"
+    assert made.json()["post_logout_redirect_uris"] == ["https://planner.example/bye"]
     with world.sessions() as session:
         app = session.exec(select(App).where(App.client_id == made.json()["client_id"])).one()
         assert app.id_token_signed_response_alg == "ES256"
