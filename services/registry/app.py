@@ -17,6 +17,7 @@ from shared.app_factory import create_service_app
 from shared.auth_deps import close_verifier
 from shared.config import Settings, get_settings
 from shared.errors import problem
+from shared.etag import document_preconditions
 
 
 async def _data_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -35,6 +36,7 @@ def _routes(app: FastAPI) -> None:
     app.include_router(audit_router)
     app.include_router(registration_router)
     app.include_router(catalogue_router)
+    document_preconditions(app)
 
 
 async def _shutdown(app: FastAPI) -> None:

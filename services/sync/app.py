@@ -16,6 +16,7 @@ from services.sync.webhooks.endpoints import router as webhooks_router
 from shared.app_factory import create_service_app
 from shared.auth_deps import close_verifier
 from shared.config import Settings, get_settings
+from shared.etag import document_preconditions
 
 
 def _configure(app: FastAPI) -> None:
@@ -27,6 +28,7 @@ def _configure(app: FastAPI) -> None:
     app.include_router(webhooks_router)
     app.include_router(event_types_router)
     add_webhooks(app)
+    document_preconditions(app)
 
 
 async def _shutdown(app: FastAPI) -> None:
