@@ -108,6 +108,7 @@ async def versioned(response: Response) -> Version:
 async def guarded(
     response: Response,
     if_match: Annotated[str | None, Header(
+        alias="If-Match",
         description="Change the record only if its current ETag is one of these (or `*`: "
                     "if it exists); 412 otherwise. Optional.")] = None,
 ) -> Version:
