@@ -4,6 +4,8 @@ changed meanwhile)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -52,3 +54,19 @@ async def test_creates_answer_the_etag_their_get_gives(client: httpx.AsyncClient
         assert created.status_code == 201, created.text
         got = await client.get(f"/v1/directory/{kind}/{created.json()['id']}", headers=headers)
         assert got.headers["etag"] == created.headers["etag"], kind
+
+
+async def test_two_writes_with_one_etag_at_once_one_wins(client: httpx.AsyncClient,
+                                                         world: World) -> None:
+    """The check and the write see the same row (locked for the write): of two changes
+    sent at once with the same `If-Match`, one is done and the other answers 412."""
+    headers = provisioner(world)
+    url = f"/v1/directory/debtors/{world.a.debtors[0].id}"
+    etag = (await client.get(url, headers=headers)).headers["etag"]
+    answers = await asyncio.gather(*(
+        client.patch(url, json={"name": name}, headers={**headers, "If-Match": etag})
+        for name in ("First writer", "Second writer")))
+    assert sorted(a.status_code for a in answers) == [200, 412], [a.text for a in answers]
+    [winner] = [a for a in answers if a.status_code == 200]
+    with world.sessions() as session:
+        assert session.get(Debtor, world.a.debtors[0].id).name == winner.json()["name"]
