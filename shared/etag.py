@@ -20,7 +20,6 @@ from fastapi import Depends, FastAPI, Header, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.encoders import jsonable_encoder
 from fastapi.routing import APIRoute, iter_route_contexts
-from pydantic import BaseModel
 
 from shared.errors import PROBLEM_JSON, KoppelError
 
@@ -158,7 +157,3 @@ def document_preconditions(app: FastAPI) -> None:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-
-def representation(schema: type[BaseModel], row: Any) -> BaseModel:
-    """The row as `schema` (the body an answer carries, and what its ETag digests)."""
-    return schema.model_validate(row, from_attributes=True)
