@@ -19,6 +19,7 @@ from shared.auth_deps import close_verifier
 from shared.body_limits import KiB
 from shared.config import Settings, get_settings
 from shared.errors import problem
+from shared.etag import document_preconditions
 
 
 async def _data_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -38,6 +39,7 @@ def _routes(app: FastAPI) -> None:
     app.include_router(audit_checkpoints_router)
     app.include_router(registration_router)
     app.include_router(catalogue_router)
+    document_preconditions(app)
 
 
 async def _shutdown(app: FastAPI) -> None:

@@ -16,6 +16,7 @@ from shared.app_factory import create_service_app
 from shared.auth_deps import close_verifier
 from shared.body_limits import KiB
 from shared.config import Settings, get_settings
+from shared.etag import document_preconditions
 
 # Data API writes and webhook endpoints: far below this; a bulk write may come near it.
 MAX_BODY_BYTES = 256 * KiB
@@ -29,6 +30,7 @@ def _configure(app: FastAPI) -> None:
     app.include_router(webhooks_router)
     app.include_router(event_types_router)
     add_webhooks(app)
+    document_preconditions(app)
 
 
 async def _shutdown(app: FastAPI) -> None:

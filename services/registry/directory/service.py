@@ -36,8 +36,11 @@ WHOLE_DEBTOR_TEMPLATES = {UserTemplate.ACCOUNTANT, UserTemplate.MASTER_CLIENT}
 PLACEMENT = {"template", "debtor_id", "company_ids"}  # the fields that say where a user sits
 
 
-async def get(session: AsyncSession, model: type[T], ident: uuid.UUID) -> T:
-    row = await session.get(model, ident)
+async def get(session: AsyncSession, model: type[T], ident: uuid.UUID, *,
+              for_update: bool = False) -> T:
+    """The row (locked until the transaction ends with `for_update`, where the database
+    locks rows); 404 if there is none."""
+    row = await session.get(model, ident, with_for_update=for_update or None)
     if row is None:
         raise NotFound(f"no such {table_of(model).name[:-1]}")
     return row

@@ -3,7 +3,6 @@ caller's reach."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from typing import Annotated
@@ -17,7 +16,7 @@ from services.sync.ratelimits import rate_limit
 from services.sync.resources import employee_read, schemas, service
 from services.sync.resources.repository import ResourceRepository
 from shared.auth_deps import PrincipalDep
-from shared.errors import KoppelError
+from shared.etag import Guarded, Versioned, etag_of, if_none_match_hits
 from shared.pagination import DEFAULT_LIMIT, LimitQuery, after_id, id_cursor, page
 from shared.policy import Caller
 from shared.policy.dependency import declare
@@ -33,10 +32,6 @@ EmployeesCreate = Annotated[Caller, can("employees.create")]
 EmployeesUpdate = Annotated[Caller, can("employees.update")]
 
 
-class PreconditionFailed(KoppelError):
-    status, slug, title = 412, "precondition-failed", "Precondition failed"
-
-
 def listing(request: Request, response: Response, runtime: RuntimeDep, kind: str, rows: list,
             limit: int, schema) -> dict:
     more = len(rows) > limit
@@ -46,18 +41,6 @@ def listing(request: Request, response: Response, runtime: RuntimeDep, kind: str
     return page(request, response, data, cursor)
 
 
-def etag_of(body: dict) -> str:
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-    return f'"{digest[:32]}"'
-
-
-def _matches(header: str | None, etag: str) -> bool:
-    if not header:
-        return False
-    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
-    return "*" in tags or etag in tags
-
-
 def single_body(body: dict, if_none_match: str | None, response: Response) -> Response:
     """A JSON document with its ETag (304 if `If-None-Match` matches), keeping the headers
     that dependencies set (rate limits); `Cache-Control: no-store` comes from the app's
@@ -65,7 +48,7 @@ def single_body(body: dict, if_none_match: str | None, response: Response) -> Re
     etag = etag_of(body)
     headers = {**response.headers, "ETag": etag}
     headers.pop("content-length", None)
-    if _matches(if_none_match, etag):
+    if if_none_match_hits(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     return Response(json.dumps(body), media_type="application/json", headers=headers)
 
@@ -100,10 +83,11 @@ async def list_companies(reach: CompaniesList, session: SessionDep, runtime: Run
 
 
 @router.get("/companies/{company_id}", response_model=schemas.CompanyOut)
-async def get_company(company_id: uuid.UUID, reach: CompaniesRead, session: SessionDep):
-    """One company the token reaches."""
-    return schemas.CompanyOut.model_validate(await service.company(session, reach, company_id),
-                                             from_attributes=True)
+async def get_company(company_id: uuid.UUID, reach: CompaniesRead, session: SessionDep,
+                      version: Versioned):
+    """One company the token reaches, with an ETag."""
+    return version.tag(schemas.CompanyOut.model_validate(
+        await service.company(session, reach, company_id), from_attributes=True))
 
 
 @router.get("/companies/{company_id}/employees", response_model=schemas.Page)
@@ -120,19 +104,20 @@ async def list_employees(company_id: uuid.UUID, reach: EmployeesList, session: S
 @router.post("/companies/{company_id}/employees", response_model=schemas.EmployeeOut,
              status_code=201, responses={409: {"description": "The number is taken"}})
 async def create_employee(company_id: uuid.UUID, payload: schemas.EmployeeCreate,
-                          reach: EmployeesCreate, session: SessionDep, response: Response):
+                          reach: EmployeesCreate, session: SessionDep, response: Response,
+                          version: Versioned):
     """Add an employee to the company (`employee.info`); writes an `employee.created`
     event naming the fields that were set."""
     employee = await service.create_employee(session, reach, company_id, payload)
     response.headers["Location"] = f"/v1/employees/{employee.id}"
-    return schemas.EmployeeOut.model_validate(employee, from_attributes=True)
+    return version.tag(schemas.EmployeeOut.model_validate(employee, from_attributes=True))
 
 
 @router.get("/employees/{employee_id}", response_model=schemas.EmployeeOut,
             responses={304: {"description": "Not modified (If-None-Match)"}})
 async def get_employee(employee_id: uuid.UUID, caller: PrincipalDep, request: Request,
                        response: Response, _: Annotated[None, Depends(READ_EMPLOYEE)],
-                       if_none_match: Annotated[str | None, Header()] = None):
+                       _tagged: Versioned, if_none_match: Annotated[str | None, Header()] = None):
     """One employee (`employee.info.read`), with an ETag."""
     # The busiest read: as few dependencies as possible (each costs time to resolve).
     body = await employee_read.readable_employee(request.app.state.runtime,
@@ -140,17 +125,13 @@ async def get_employee(employee_id: uuid.UUID, caller: PrincipalDep, request: Re
     return single_body(body, if_none_match, response)
 
 
-@router.patch("/employees/{employee_id}", response_model=schemas.EmployeeOut,
-              responses={412: {"description": "If-Match does not match"}})
+@router.patch("/employees/{employee_id}", response_model=schemas.EmployeeOut)
 async def update_employee(employee_id: uuid.UUID, payload: schemas.EmployeeUpdate,
                           reach: EmployeesUpdate, session: SessionDep, response: Response,
-                          if_match: Annotated[str | None, Header()] = None):
+                          version: Guarded):
     """Change personal fields (`employee.info`); writes an `employee.updated` event naming
     the changed fields. With `If-Match`, only if the employee is unchanged since."""
-    if if_match is not None:
-        current = await service.employee(session, reach, employee_id, for_update=True)
-        body = jsonable_encoder(schemas.EmployeeOut.model_validate(current, from_attributes=True))
-        if not _matches(if_match, etag_of(body)):
-            raise PreconditionFailed("the employee changed since that ETag")
+    current = await service.employee(session, reach, employee_id, for_update=True)
+    version.check(schemas.EmployeeOut.model_validate(current, from_attributes=True), "employee")
     employee, _ = await service.update_employee(session, reach, employee_id, payload)
     return single(employee, None, response)

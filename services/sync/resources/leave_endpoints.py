@@ -13,6 +13,7 @@ from services.sync.deps import RuntimeDep, SessionDep, can
 from services.sync.resources import leave_service, schemas, service
 from services.sync.resources.endpoints import listing, single
 from services.sync.resources.repository import ResourceRepository
+from shared.etag import Guarded, Versioned
 from shared.models import LeaveRequest, LeaveRequestStatus
 from shared.pagination import DEFAULT_LIMIT, LimitQuery, after_id
 from shared.policy import Caller
@@ -47,18 +48,20 @@ async def list_leave_requests(employee_id: uuid.UUID, reach: LeaveRequestsList, 
              responses={409: {"description": "Overlaps the employee's requested or "
                                              "approved leave"}})
 async def create_leave_request(employee_id: uuid.UUID, payload: schemas.LeaveRequestCreate,
-                               reach: LeaveRequestsCreate, session: SessionDep, response: Response):
+                               reach: LeaveRequestsCreate, session: SessionDep, response: Response,
+                               version: Versioned):
     """File a leave request (`employee.leave`), status `requested`; writes an
     `employee.leave.changed` event naming the fields that were set."""
     row = await leave_service.create(session, reach, employee_id, payload)
     response.headers["Location"] = f"/v1/employees/{employee_id}/leave-requests/{row.id}"
-    return schemas.LeaveRequestOut.model_validate(row, from_attributes=True)
+    return version.tag(schemas.LeaveRequestOut.model_validate(row, from_attributes=True))
 
 
 @router.get("/{leave_request_id}", response_model=schemas.LeaveRequestOut,
             responses=NOT_MODIFIED)
 async def get_leave_request(employee_id: uuid.UUID, leave_request_id: uuid.UUID,
                             reach: LeaveRequestsRead, session: SessionDep, response: Response,
+                            _tagged: Versioned,
                             if_none_match: Annotated[str | None, Header()] = None):
     """One leave request (`employee.leave.read`), with an ETag."""
     row = await leave_service.leave_request(session, reach, employee_id, leave_request_id)
@@ -70,13 +73,18 @@ async def get_leave_request(employee_id: uuid.UUID, leave_request_id: uuid.UUID,
                                                "leave balance cannot cover an approval"}})
 async def update_leave_request(employee_id: uuid.UUID, leave_request_id: uuid.UUID,
                                payload: schemas.LeaveRequestUpdate, reach: LeaveRequestsUpdate,
-                               session: SessionDep, response: Response):
+                               session: SessionDep, response: Response, version: Guarded):
     """Approve, reject or cancel a leave request (`employee.leave`): `requested` may
     become any of them, `approved` only `cancelled`; the rest is final (409). Approving
     takes the hours from the employee's balance of that type for the year the leave
     starts in (409 if it cannot cover them; a type without a balance is not counted);
     cancelling an approval gives them back. Writes `employee.leave.changed` events; the
-    same status again changes nothing."""
+    same status again changes nothing. With `If-Match`, only if the request is unchanged
+    since."""
+    current = await leave_service.leave_request(session, reach, employee_id, leave_request_id,
+                                                for_update=True)
+    version.check(schemas.LeaveRequestOut.model_validate(current, from_attributes=True),
+                  "leave request")
     row = await leave_service.change_status(session, reach, employee_id, leave_request_id,
                                             payload)
     return single(row, None, response, schemas.LeaveRequestOut)

@@ -44,9 +44,10 @@ async def _owned(session: AsyncSession, reach: Caller, employee_id: uuid.UUID,
 
 
 async def leave_request(session: AsyncSession, reach: Caller, employee_id: uuid.UUID,
-                        request_id: uuid.UUID) -> LeaveRequest:
-    """One leave request of an employee within reach (404 otherwise)."""
-    return (await _owned(session, reach, employee_id, request_id, for_update=False))[1]
+                        request_id: uuid.UUID, *, for_update: bool = False) -> LeaveRequest:
+    """One leave request of an employee within reach (404 otherwise); with `for_update`,
+    the employee and the request locked for a write."""
+    return (await _owned(session, reach, employee_id, request_id, for_update=for_update))[1]
 
 
 async def create(session: AsyncSession, reach: Caller, employee_id: uuid.UUID,

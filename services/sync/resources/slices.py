@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 
 from services.sync.deps import RuntimeDep, SessionDep, allowed, can
 from services.sync.ratelimits import rate_limit
@@ -17,6 +17,7 @@ from services.sync.resources.leave_endpoints import router as leave_router
 from services.sync.resources.repository import ResourceRepository
 from shared.db.types import utcnow
 from shared.errors import NotFound
+from shared.etag import Guarded, Versioned
 from shared.models import (
     Absence,
     BankAccount,
@@ -47,6 +48,26 @@ async def _rows(session, reach: Caller, runtime, model, employee_id: uuid.UUID, 
         model, employee_id, after_id(runtime.keyring.digest_key, kind, cursor), limit + 1)
 
 
+async def _child(session, reach: Caller, model, employee_id: uuid.UUID, row_id: uuid.UUID,
+                 what: str, *, for_update: bool = False):
+    """One row of the employee's slice (the employee locked first for a write); 404 if the
+    employee is out of reach or the row is not theirs."""
+    await service.employee(session, reach, employee_id, for_update=for_update)
+    row = await ResourceRepository(session, reach).child(model, employee_id, row_id,
+                                                         for_update=for_update)
+    if row is None:
+        raise NotFound(f"no such {what}")
+    return row
+
+
+async def _check(session, reach: Caller, version, model, schema, employee_id: uuid.UUID,
+                 row_id: uuid.UUID, what: str) -> None:
+    """412 unless `If-Match` names the row as it is now (with the employee locked, so the
+    check and the write see the same row)."""
+    row = await _child(session, reach, model, employee_id, row_id, what, for_update=True)
+    version.check(schema.model_validate(row, from_attributes=True), what)
+
+
 @router.get("/employments", response_model=schemas.Page)
 async def list_employments(employee_id: uuid.UUID, reach: EmploymentsList, session: SessionDep,
                            runtime: RuntimeDep, request: Request, response: Response,
@@ -70,13 +91,13 @@ async def list_bank_accounts(employee_id: uuid.UUID, reach: BankAccountsList, se
 @router.patch("/bank-accounts/{account_id}", response_model=schemas.BankAccountOut)
 async def update_bank_account(employee_id: uuid.UUID, account_id: uuid.UUID,
                               payload: schemas.BankAccountUpdate, reach: BankAccountsUpdate,
-                              session: SessionDep):
+                              session: SessionDep, version: Guarded):
     """Change IBAN or account holder (`employee.bankaccount`); writes an
     `employee.bankaccount.changed` event naming the changed fields."""
     employee = await service.employee(session, reach, employee_id, for_update=True)
-    row = await ResourceRepository(session, reach).child(BankAccount, employee_id, account_id)
-    if row is None:
-        raise NotFound("no such bank account")
+    row = await _child(session, reach, BankAccount, employee_id, account_id, "bank account")
+    version.check(schemas.BankAccountOut.model_validate(row, from_attributes=True),
+                  "bank account")
     changes = {k: v for k, v in payload.model_dump(exclude_unset=True).items() if v is not None}
     changed = sorted(k for k, v in changes.items() if getattr(row, k) != v)
     if changed:
@@ -88,38 +109,42 @@ async def update_bank_account(employee_id: uuid.UUID, account_id: uuid.UUID,
              debtor_id=employee.debtor_id, company_id=employee.company_id,
              employee_id=employee.id, bank_account_id=row.id, changed_fields=changed)
         await session.flush()
-    return schemas.BankAccountOut.model_validate(row, from_attributes=True)
+    return version.tag(schemas.BankAccountOut.model_validate(row, from_attributes=True))
 
 
 @router.post("/employments/{employment_id}/end", response_model=schemas.EmploymentOut)
 async def end_employment(employee_id: uuid.UUID, employment_id: uuid.UUID,
                          payload: schemas.EmploymentEnd, reach: EmploymentsEnd,
-                         session: SessionDep):
+                         session: SessionDep, version: Guarded):
     """End an employment on `end_date` (`employee.employment`); writes an
     `employee.employment.changed` event. Ending again on the same day changes nothing;
     moving an end date later answers 409."""
+    await _check(session, reach, version, Employment, schemas.EmploymentOut, employee_id,
+                 employment_id, "employment")
     row = await service.end_employment(session, reach, employee_id, employment_id, payload)
-    return schemas.EmploymentOut.model_validate(row, from_attributes=True)
+    return version.tag(schemas.EmploymentOut.model_validate(row, from_attributes=True))
 
 
 @router.post("/wage-components", response_model=schemas.WageComponentOut, status_code=201)
 async def add_wage_component(employee_id: uuid.UUID, payload: schemas.WageComponentCreate,
-                             reach: WageComponentsAdd, session: SessionDep):
+                             reach: WageComponentsAdd, session: SessionDep, version: Versioned):
     """Add a salary or wage component (`employee.payment`); writes an
     `employee.payment.changed` event naming the fields that were set."""
     row = await service.add_wage_component(session, reach, employee_id, payload)
-    return schemas.WageComponentOut.model_validate(row, from_attributes=True)
+    return version.tag(schemas.WageComponentOut.model_validate(row, from_attributes=True))
 
 
 @router.post("/wage-components/{component_id}/end", response_model=schemas.WageComponentOut)
 async def end_wage_component(employee_id: uuid.UUID, component_id: uuid.UUID,
                              payload: schemas.WageComponentEnd, reach: WageComponentsEnd,
-                             session: SessionDep):
+                             session: SessionDep, version: Guarded):
     """End a wage component on `valid_to` (`employee.payment`); writes an
     `employee.payment.changed` event. Ending again on the same day changes nothing;
     moving an end date later answers 409."""
+    await _check(session, reach, version, WageComponent, schemas.WageComponentOut, employee_id,
+                 component_id, "wage component")
     row = await service.end_wage_component(session, reach, employee_id, component_id, payload)
-    return schemas.WageComponentOut.model_validate(row, from_attributes=True)
+    return version.tag(schemas.WageComponentOut.model_validate(row, from_attributes=True))
 
 
 def _read_only(path: str, model, schema, operation: str, summary: str) -> None:
@@ -146,6 +171,32 @@ _read_only("leave-balances", LeaveBalance, schemas.LeaveBalanceOut, "leave_balan
            "The employee's leave balances")
 _read_only("absences", Absence, schemas.AbsenceOut, "absences.list",
            "The employee's sickness absences")
+
+def _single(path: str, param: str, model, schema, operation: str, what: str) -> None:
+    """Register `GET /v1/employees/{employee_id}/<path>/{<param>}`: one row, with its ETag."""
+    checked = Depends(allowed(operation))
+    scope = RULES[operation].scopes[0]
+
+    async def endpoint(employee_id: uuid.UUID, row_id: uuid.UUID, session: SessionDep,
+                       version: Versioned, reach: Caller = checked):
+        row = await _child(session, reach, model, employee_id, row_id, what)
+        return version.tag(schema.model_validate(row, from_attributes=True))
+
+    # The path parameter keeps the name the write routes give it (`account_id`, ...).
+    endpoint.__annotations__["row_id"] = Annotated[uuid.UUID, Path(alias=param)]
+
+    endpoint.__name__ = f"get_{what.replace(' ', '_')}"
+    endpoint.__doc__ = f"One {what} of the employee (`{scope}`), with an ETag."
+    router.add_api_route(f"/{path}/{{{param}}}", endpoint, methods=["GET"], response_model=schema)
+
+
+_single("employments", "employment_id", Employment, schemas.EmploymentOut, "employments.read",
+        "employment")
+_single("bank-accounts", "account_id", BankAccount, schemas.BankAccountOut, "bank_accounts.read",
+        "bank account")
+_single("wage-components", "component_id", WageComponent, schemas.WageComponentOut,
+        "wage_components.read", "wage component")
+
 
 # Leave requests (read-write, with single resources) live in their own module.
 router.include_router(leave_router)

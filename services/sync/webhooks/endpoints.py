@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from services.sync.deps import RuntimeDep, SessionDep, webhook_manager
 from services.sync.ratelimits import rate_limit
 from services.sync.webhooks import schemas, service
+from shared.etag import Guarded, Version, Versioned
 from shared.pagination import DEFAULT_LIMIT, LimitQuery, after_id, id_cursor, page
 from shared.policy.dependency import AppCaller
 from shared.ssrf import check_url
@@ -41,10 +42,14 @@ def _checker(request: Request, runtime: RuntimeDep):
 
 @router.post("", status_code=201, response_model=schemas.EndpointCreated)
 async def create_endpoint(payload: schemas.EndpointCreate, caller: CanCreate,
-                          session: SessionDep, runtime: RuntimeDep, request: Request):
-    """Subscribe a URL to event types. The signing secret is in this answer only."""
-    return await service.create(session, caller, payload, box=runtime.box,
-                                check=_checker(request, runtime))
+                          session: SessionDep, runtime: RuntimeDep, request: Request,
+                          version: Versioned):
+    """Subscribe a URL to event types. The signing secret is in this answer only; the
+    ETag is the endpoint's (as `GET` shows it)."""
+    created = await service.create(session, caller, payload, box=runtime.box,
+                                   check=_checker(request, runtime))
+    version.tag(schemas.EndpointOut(**created.model_dump(exclude={"secret"})))
+    return created
 
 
 @router.get("", response_model=schemas.EndpointList)
@@ -61,42 +66,56 @@ async def list_endpoints(caller: CanList, session: SessionDep, runtime: RuntimeD
 
 
 @router.get("/{endpoint_id}", response_model=schemas.EndpointOut)
-async def get_endpoint(endpoint_id: uuid.UUID, caller: CanRead, session: SessionDep):
-    """One endpoint of the calling app."""
-    return service.out(await service.get(session, caller, endpoint_id))
+async def get_endpoint(endpoint_id: uuid.UUID, caller: CanRead, session: SessionDep,
+                       version: Versioned):
+    """One endpoint of the calling app, with an ETag."""
+    return version.tag(service.out(await service.get(session, caller, endpoint_id)))
+
+
+async def _check(session, caller: AppCaller, endpoint_id: uuid.UUID, version: Version) -> None:
+    """412 unless `If-Match` names the endpoint as it is now (locked for the write)."""
+    endpoint = await service.get(session, caller, endpoint_id, for_update=True)
+    version.check(service.out(endpoint), "webhook endpoint")
 
 
 @router.patch("/{endpoint_id}", response_model=schemas.EndpointOut)
 async def update_endpoint(endpoint_id: uuid.UUID, payload: schemas.EndpointUpdate,
                           caller: CanUpdate, session: SessionDep, runtime: RuntimeDep,
-                          request: Request):
+                          request: Request, version: Guarded):
     """Change the URL, event types or description, or disable/enable (`status`)."""
+    await _check(session, caller, endpoint_id, version)
     endpoint = await service.update(session, caller, endpoint_id, payload,
                                     check=_checker(request, runtime))
-    return service.out(endpoint)
+    return version.tag(service.out(endpoint))
 
 
 @router.delete("/{endpoint_id}", status_code=204)
-async def delete_endpoint(endpoint_id: uuid.UUID, caller: CanDelete, session: SessionDep):
+async def delete_endpoint(endpoint_id: uuid.UUID, caller: CanDelete, session: SessionDep,
+                          version: Guarded):
     """Remove the endpoint and its delivery log."""
+    await _check(session, caller, endpoint_id, version)
     await service.delete(session, caller, endpoint_id)
     return Response(status_code=204)
 
 
 @router.post("/{endpoint_id}/disable", response_model=schemas.EndpointOut)
-async def disable_endpoint(endpoint_id: uuid.UUID, caller: CanDisable, session: SessionDep):
+async def disable_endpoint(endpoint_id: uuid.UUID, caller: CanDisable, session: SessionDep,
+                           version: Guarded):
     """Stop deliveries to the endpoint."""
+    await _check(session, caller, endpoint_id, version)
     update = schemas.EndpointUpdate(status="disabled")
-    return service.out(await service.update(session, caller, endpoint_id, update,
-                                            check=_no_check))
+    return version.tag(service.out(await service.update(session, caller, endpoint_id, update,
+                                                        check=_no_check)))
 
 
 @router.post("/{endpoint_id}/enable", response_model=schemas.EndpointOut)
-async def enable_endpoint(endpoint_id: uuid.UUID, caller: CanEnable, session: SessionDep):
+async def enable_endpoint(endpoint_id: uuid.UUID, caller: CanEnable, session: SessionDep,
+                          version: Guarded):
     """Resume deliveries to the endpoint (also after Koppel disabled it)."""
+    await _check(session, caller, endpoint_id, version)
     update = schemas.EndpointUpdate(status="active")
-    return service.out(await service.update(session, caller, endpoint_id, update,
-                                            check=_no_check))
+    return version.tag(service.out(await service.update(session, caller, endpoint_id, update,
+                                                        check=_no_check)))
 
 
 async def _no_check(url: str) -> None:
@@ -105,11 +124,16 @@ async def _no_check(url: str) -> None:
 
 @router.post("/{endpoint_id}/rotate-secret", response_model=schemas.SecretOut)
 async def rotate_secret(endpoint_id: uuid.UUID, caller: CanRotateSecret, session: SessionDep,
-                        runtime: RuntimeDep, payload: schemas.RotateSecret | None = None):
+                        runtime: RuntimeDep, version: Guarded,
+                        payload: schemas.RotateSecret | None = None):
     """A new signing secret (shown once). The old one keeps signing beside it for
-    `overlap_seconds` (default a day), so receivers can switch without losing messages."""
-    return await service.rotate_secret(session, caller, endpoint_id,
-                                       payload or schemas.RotateSecret(), box=runtime.box)
+    `overlap_seconds` (default a day), so receivers can switch without losing messages.
+    The ETag is the endpoint's after the rotation."""
+    await _check(session, caller, endpoint_id, version)
+    rotated = await service.rotate_secret(session, caller, endpoint_id,
+                                          payload or schemas.RotateSecret(), box=runtime.box)
+    version.tag(service.out(await service.get(session, caller, endpoint_id)))
+    return rotated
 
 
 @router.get("/{endpoint_id}/deliveries", response_model=schemas.DeliveryList)

@@ -16,11 +16,15 @@ class WebhookRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def endpoint(self, app_id: uuid.UUID, endpoint_id: uuid.UUID) -> WebhookEndpoint | None:
-        """The app's endpoint with this id; None for another app's or an unknown id."""
+    async def endpoint(self, app_id: uuid.UUID, endpoint_id: uuid.UUID, *,
+                       for_update: bool = False) -> WebhookEndpoint | None:
+        """The app's endpoint with this id; None for another app's or an unknown id. With
+        `for_update`, locked until the transaction ends (PostgreSQL)."""
         stmt = select(WebhookEndpoint).where(
             WebhookEndpoint.id == endpoint_id, WebhookEndpoint.app_id == app_id
         )
+        if for_update and self.session.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
         return (await self.session.exec(stmt)).first()
 
     async def count(self, app_id: uuid.UUID) -> int:

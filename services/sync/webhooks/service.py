@@ -77,9 +77,10 @@ async def list_endpoints(session: AsyncSession, caller: AppCaller, after: uuid.U
     return await WebhookRepository(session).endpoints(caller.app.id, after, limit)
 
 
-async def get(session: AsyncSession, caller: AppCaller, endpoint_id: uuid.UUID
-              ) -> WebhookEndpoint:
-    endpoint = await WebhookRepository(session).endpoint(caller.app.id, endpoint_id)
+async def get(session: AsyncSession, caller: AppCaller, endpoint_id: uuid.UUID, *,
+              for_update: bool = False) -> WebhookEndpoint:
+    endpoint = await WebhookRepository(session).endpoint(caller.app.id, endpoint_id,
+                                                         for_update=for_update)
     if endpoint is None:
         raise NotFound("no such webhook endpoint")
     return endpoint
