@@ -160,6 +160,8 @@ CATALOGUE: dict[str, EventType] = _types(
 )
 TEST_EVENT = "webhook.test"
 SUBSCRIBABLE = frozenset(CATALOGUE) - {TEST_EVENT}
+# What the change feed shows: the data events (connection events go to webhooks only).
+DATA_EVENTS = frozenset(name for name in SUBSCRIBABLE if not name.startswith("connection."))
 
 
 def check_data(type: str, data: dict[str, Any]) -> None:

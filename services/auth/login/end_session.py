@@ -18,8 +18,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from services.auth.login import repository
 from services.auth.oauth2.context import AuthContext
-from shared.policy.resolve import app_by_client_id
 from shared.signing import ID_TOKEN_ALGS, jwks_document, published_keys
 
 
@@ -59,7 +59,7 @@ def read(ctx: AuthContext, params: dict[str, str]) -> Logout:
         return Logout(client_id, claims.get("sub"), None)
     if not client_id:
         raise BadLogout("post_logout_redirect_uri needs id_token_hint or client_id")
-    app = ctx.session.exec(app_by_client_id(client_id)).first()
+    app = repository.app(ctx.session, client_id)
     if app is None or uri not in app.post_logout_redirect_uris:
         raise BadLogout("post_logout_redirect_uri is not registered for this client")
     state = params.get("state")

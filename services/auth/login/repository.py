@@ -1,4 +1,4 @@
-"""Every query of login: users by email or id, and the apps a login is for."""
+"""Every query of login: users by email or id, and the apps a login or logout is for."""
 
 from __future__ import annotations
 
@@ -8,10 +8,15 @@ from collections.abc import Sequence
 from sqlmodel import Session, col, select
 
 from shared.models import App, User
+from shared.policy.resolve import app_by_client_id
 
 
 def user_by_email(session: Session, email: str) -> User | None:
     return session.exec(select(User).where(User.email == email)).first()
+
+
+def app(session: Session, client_id: str) -> App | None:
+    return session.exec(app_by_client_id(client_id)).first()
 
 
 def apps(session: Session, client_ids: Sequence[str]) -> Sequence[App]:

@@ -14,8 +14,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.sync.deps import RuntimeDep, SessionDep, can
 from services.sync.ratelimits import rate_limit
 from services.sync.resources import schemas
-from services.sync.webhooks.catalogue import DATA_EVENTS
 from shared.db.types import utcnow
+from shared.events import DATA_EVENTS
 from shared.models import Event
 from shared.pagination import MAX_LIMIT, after_id, id_cursor, page
 from shared.policy import Caller

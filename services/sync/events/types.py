@@ -3,6 +3,7 @@ OpenAPI document, both from shared/events.py."""
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -33,7 +34,10 @@ def _out(event: EventType) -> EventTypeOut:
                         subscribable=event.name in SUBSCRIBABLE, schema=event.schema())
 
 
-_LIST = EventTypeList(data=[_out(event) for event in CATALOGUE.values()])
+@cache
+def _event_types() -> EventTypeList:
+    """Built on the first call (the schemas are generated once), not at import."""
+    return EventTypeList(data=[_out(event) for event in CATALOGUE.values()])
 
 
 @router.get("/v1/event-types", response_model=EventTypeList,
@@ -41,7 +45,7 @@ _LIST = EventTypeList(data=[_out(event) for event in CATALOGUE.values()])
 async def list_event_types() -> EventTypeList:
     """Every event type Koppel sends to webhooks: what it means, the scope an app needs to
     receive it and the JSON Schema of its body. Public: no token needed."""
-    return _LIST
+    return _event_types()
 
 
 def add_webhooks(app: FastAPI) -> None:

@@ -9,13 +9,12 @@ from datetime import timedelta
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.webhooks import schemas
-from services.sync.webhooks.catalogue import EVENT_TYPES, TEST_EVENT
 from services.sync.webhooks.repository import WebhookRepository
 from services.sync.webhooks.schedule import max_attempts
 from services.sync.webhooks.signing import new_secret
 from shared.db.types import utcnow
 from shared.errors import Conflict, Invalid, KoppelError, NotFound
-from shared.events import rfc3339
+from shared.events import SUBSCRIBABLE, TEST_EVENT, rfc3339
 from shared.models import (
     DeliveryStatus,
     WebhookDelivery,
@@ -37,7 +36,7 @@ class InvalidWebhookUrl(KoppelError):
 
 
 def _events(events: list[str]) -> list[str]:
-    unknown = sorted(set(events) - EVENT_TYPES)
+    unknown = sorted(set(events) - SUBSCRIBABLE)
     if unknown:
         raise Invalid(f"unknown event types: {', '.join(unknown)}", unknown_events=unknown)
     return list(dict.fromkeys(events))
