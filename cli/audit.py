@@ -110,11 +110,11 @@ def checkpoint(
         else:
             environment_ids = sorted(session.exec(
                 select(AuditHead.environment_id).where(AuditHead.seq > 0)).all())
-        ring = current_keyring()
+        ring, log = current_keyring(), _stderr_log()
         made = []
         for env in environment_ids:
             try:
-                row = make_checkpoint(session, ring, env, logger=_stderr_log())
+                row = make_checkpoint(session, ring, env, logger=log)
             except HeadNotSound as exc:
                 raise CliError(f"{exc}: run `koppel audit verify`") from None
             if row is not None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cli.context import engine_for, load_settings
+from cli.context import engine_for, load_settings, transaction
 from cli.output import CliError, emit_json, handle_errors, stderr, stdout
 from shared.config import Settings
 from shared.db import sync_session_factory
@@ -60,9 +60,10 @@ def rotate_signing(settings: Settings) -> list[str]:
 
 def rotate_attestation(settings: Settings) -> str:
     """Add a new active attestation key (shared.attestation); returns its kid."""
-    from shared.attestation import rotate_attestation_key
+    from shared.attestation import rotate_attestation_key_in
 
-    return rotate_attestation_key(settings)
+    with transaction(settings) as session:
+        return rotate_attestation_key_in(session, SecretBox(load_keyring(settings)))
 
 
 @app.command("rotate")

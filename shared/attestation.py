@@ -19,9 +19,10 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 from sqlmodel import Session, col, select
 
-from shared.config import Settings
 from shared.db.types import utcnow
+from shared.es256 import normalised_compact
 from shared.models import AttestationKey
+from shared.signing import jwks_document
 from shared.vault import KeyRing, SecretBox
 from shared.vault.columns import ATTESTATION_PRIVATE_KEY
 
@@ -66,23 +67,10 @@ def rotate_attestation_key_in(session: Session, box: SecretBox) -> str:
     return new.kid
 
 
-def rotate_attestation_key(settings: Settings) -> str:
-    """`koppel keys rotate --attestation` on the configured database."""
-    from shared.db.engine import create_sync_engine, sync_session_factory
-    from shared.vault import load_keyring
-
-    engine = create_sync_engine(settings.resolved_database_url)
-    try:
-        with sync_session_factory(engine)() as session, session.begin():
-            return rotate_attestation_key_in(session, SecretBox(load_keyring(settings)))
-    finally:
-        engine.dispose()
-
-
 def attestation_jwks(session: Session) -> dict[str, Any]:
     """The JWKS of every attestation key ever made, newest first (never pruned)."""
     stmt = select(AttestationKey).order_by(col(AttestationKey.created_at).desc())
-    return {"keys": [row.public_jwk for row in session.exec(stmt).all()]}
+    return jwks_document(list(session.exec(stmt).all()))
 
 
 def sign_attestation(session: Session, keys: KeyRing | SecretBox, typ: str,
@@ -93,7 +81,9 @@ def sign_attestation(session: Session, keys: KeyRing | SecretBox, typ: str,
     row = active_attestation_key(session, box)
     private = ECKey.import_key(ATTESTATION_PRIVATE_KEY.open(box, row))
     header = {"alg": ATTESTATION_ALG, "typ": typ, "kid": row.kid}
-    return jws.serialize_compact(header, _payload(claims), private, algorithms=[ATTESTATION_ALG])
+    # One spelling per statement, like Koppel's tokens (shared/es256.py).
+    return normalised_compact(
+        jws.serialize_compact(header, _payload(claims), private, algorithms=[ATTESTATION_ALG]))
 
 
 def _payload(claims: dict[str, Any]) -> bytes:

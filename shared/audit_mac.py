@@ -103,8 +103,3 @@ def active_mac_key(ring: KeyRing | None = None) -> tuple[str, bytes]:
 def chain_mac(key: bytes, prev_hash: str, canonical: str) -> str:
     """HMAC-SHA256 (hex) over the previous link and an event's canonical JSON."""
     return hmac.new(key, (prev_hash + canonical).encode(), hashlib.sha256).hexdigest()
-
-
-def legacy_hash(prev_hash: str, canonical: str) -> str:
-    """The unkeyed SHA-256 link of the rows written before the MAC (migration 0011)."""
-    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()

@@ -37,10 +37,14 @@ def jws_signature(der: bytes) -> bytes:
     return low_s(r.to_bytes(SIZE, "big") + s.to_bytes(SIZE, "big"))
 
 
+def _b64url_decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
 def normalised_compact(token: str) -> str:
     """A compact ES256 JWS with its signature in low-S form."""
     signing_input, _, signature_b64 = token.rpartition(".")
-    signature = base64.urlsafe_b64decode(signature_b64 + "=" * (-len(signature_b64) % 4))
+    signature = _b64url_decode(signature_b64)
     if is_low_s(signature):
         return token
     encoded = base64.urlsafe_b64encode(low_s(signature)).rstrip(b"=").decode()
@@ -51,7 +55,7 @@ def is_canonical(signature_b64: str) -> bool:
     """Whether the signature segment of a compact ES256 JWS is its one accepted spelling:
     unpadded base64url that encodes back to itself, of a low-S signature."""
     try:
-        signature = base64.urlsafe_b64decode(signature_b64 + "=" * (-len(signature_b64) % 4))
+        signature = _b64url_decode(signature_b64)
     except ValueError:
         return False
     encoded = base64.urlsafe_b64encode(signature).rstrip(b"=").decode()

@@ -42,8 +42,12 @@ class PreconditionFailed(KoppelError):
 
 
 def etag_of(body: Any) -> str:
-    """The strong ETag of a representation (a pydantic model or its JSON-ready dict)."""
-    data = jsonable_encoder(body)
+    """The strong ETag of a representation (a pydantic model or a dict)."""
+    return etag_of_json(jsonable_encoder(body))
+
+
+def etag_of_json(data: Any) -> str:
+    """The strong ETag of a representation that is JSON-ready already (the hot reads)."""
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
     return f'"{digest[:32]}"'
 
@@ -88,6 +92,12 @@ class Version:
         self.response = response
         self.if_match = if_match
 
+    @property
+    def wanted(self) -> bool:
+        """Whether the request sent `If-Match`: without it there is nothing to check, and
+        a write need not read the record before its own (locked) read."""
+        return self.if_match is not None
+
     def tag(self, body: Any) -> Any:
         """Put the ETag of `body` on the answer; returns `body` unchanged."""
         self.response.headers["ETag"] = etag_of(body)
@@ -123,7 +133,8 @@ def _uses(dependant: Dependant, call: Any) -> bool:
 
 
 def _kinds(app: FastAPI) -> dict[tuple[str, str], bool]:
-    """(method, path) -> True for a guarded write, False for a versioned answer."""
+    """(method, path) -> True for a guarded write, False for a versioned answer (a route
+    that sets its ETag itself says so with `responses={200: {"headers": ETAG_HEADER}}`)."""
     found: dict[tuple[str, str], bool] = {}
     for context in iter_route_contexts(app.routes):
         route = context.route if isinstance(context.route, APIRoute) else context.original_route

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlmodel import Session, col, or_, select
 from shared.config import Settings
 from shared.db.types import utcnow
 from shared.es256 import normalised_compact
-from shared.models import SigningKey
+from shared.models import AttestationKey, SigningKey
 from shared.vault import SecretBox
 from shared.vault.columns import SIGNING_PRIVATE_KEY
 
@@ -115,7 +116,7 @@ def published_keys(session: Session) -> list[SigningKey]:
     return list(session.exec(stmt).all())
 
 
-def jwks_document(keys: list[SigningKey]) -> dict[str, Any]:
+def jwks_document(keys: Sequence[SigningKey | AttestationKey]) -> dict[str, Any]:
     """The JWKS (RFC 7517) for the given keys."""
     return {"keys": [key.public_jwk for key in keys]}
 

@@ -17,13 +17,18 @@ MAX_CLIENT_ID = 100
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
+def uses_basic(header: str) -> bool:
+    """Whether an `Authorization` header is of the HTTP Basic scheme (well formed or not)."""
+    return header.strip().partition(" ")[0].lower() == "basic"
+
+
 def basic_credentials(header: str) -> tuple[str, str] | None:
     """(client id, secret) from an HTTP Basic `Authorization` header: base64, then UTF-8,
     then each half form-urlencoded (RFC 6749 section 2.3.1). None if it is not Basic
     or not well formed (bad base64, not UTF-8, no colon, an empty id); never raises."""
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != "basic":
+    if not uses_basic(header):
         return None
+    value = header.strip().partition(" ")[2]
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         raw_id, separator, raw_secret = decoded.partition(":")

@@ -239,6 +239,10 @@ class _Request:
                 return _problem(409, "idempotency-key-in-use", "Request in progress",
                                 f"another request with this {HEADER} was answered; "
                                 "retry to get its answer")
+            except (OperationalError, InterfaceError):
+                # Outside the app's handlers: the same 503 a request without a key gets.
+                return _problem(503, "unavailable", "Service unavailable",
+                                "the database is unavailable; try again", {"Retry-After": "1"})
             work = UnitOfWork.detach(session)
         try:
             await work.flush(runtime.redis)

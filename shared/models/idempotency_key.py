@@ -11,7 +11,7 @@ from shared.models._fields import id_field, timestamp_field
 
 class IdempotencyKey(SQLModel, table=True):
     """The stored answer to a POST or PATCH sent with an `Idempotency-Key`
-    (shared/idempotency.py): written in the same transaction as the request's work, so a
+    (shared/idempotency/middleware.py): written in the same transaction as the request's work, so a
     retry finds either the work and its answer, or neither.
 
     `owner` is a digest of who called (the token's client and subject, or the credential

@@ -15,12 +15,12 @@ from alembic import command
 from sqlmodel import Session
 
 from shared.audit import GENESIS, canonical_content, verify_environment
-from shared.audit_mac import legacy_hash
 from shared.db.engine import create_sync_engine
 from shared.db.types import UTCDateTime
 from shared.models import AuditEvent
 from shared.vault import KeyRing
 from tests.fixtures.database import alembic_config, fresh_database, migrate
+from tests.fixtures.legacy_audit import legacy_hash
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 EVENTS = sa.table(

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from authlib.oauth2.rfc6749.errors import InvalidClientError
 
-from services.auth.client_credentials import ASSERTION_TYPE, claimed_client_id
+from services.auth.client_credentials import ASSERTION_TYPE, claimed_client_id, uses_basic
 from services.auth.oauth2.requests import ParsedRequest
 
 # What Authlib itself says (no method matched; an unknown client_id in the form); anything
@@ -37,7 +37,7 @@ class ClientAuthFailed(InvalidClientError):
 
 def used_method(request: ParsedRequest) -> str:
     """The client authentication method the request tried."""
-    if request.headers.get("authorization", "").strip().lower().startswith("basic"):
+    if uses_basic(request.headers.get("authorization", "")):
         return "client_secret_basic"
     form = request.form
     if form.get("client_assertion_type") == ASSERTION_TYPE or "client_assertion" in form:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
-from services.auth.client_credentials import claimed_client_id, failure_key
+from services.auth.client_credentials import claimed_client_id, failure_key, uses_basic
 from services.auth.deps import client_address, get_runtime, run_authlib
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.lookup import find_access_token, token_user
@@ -76,7 +76,7 @@ async def _run_endpoint(request: Request, work, parsed=None, *,
         parsed = await _form_request(request)
     if isinstance(parsed, JSONResponse):
         return parsed
-    if parsed.headers.get("authorization", "").lower().startswith("basic ") and (
+    if uses_basic(parsed.headers.get("authorization", "")) and (
         "client_secret" in parsed.form or "client_assertion" in parsed.form
     ):
         # RFC 6749 section 2.3: a client uses one authentication method per request.

@@ -127,7 +127,7 @@ class KoppelAuthorizationServer(AuthorizationServer):
 
     def validate_requested_scope(self, scope: str | None) -> None:
         """Refuse scopes Koppel does not know, naming them."""
-        unknown = sorted(set(parse_scope(scope)) - set(SCOPES))
+        unknown = sorted(set(parse_scope(scope)) - set(self.scopes_supported or ()))
         if unknown:
             raise InvalidScopeError(description=f"unknown scope: {' '.join(unknown)}")
 

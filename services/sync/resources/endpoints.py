@@ -16,7 +16,7 @@ from services.sync.ratelimits import rate_limit
 from services.sync.resources import employee_read, schemas, service
 from services.sync.resources.repository import ResourceRepository
 from shared.auth_deps import PrincipalDep
-from shared.etag import Guarded, Versioned, etag_of, if_none_match_hits
+from shared.etag import ETAG_HEADER, Guarded, Versioned, etag_of_json, if_none_match_hits
 from shared.pagination import DEFAULT_LIMIT, LimitQuery, after_id, id_cursor, page
 from shared.policy import Caller
 from shared.policy.dependency import declare
@@ -45,7 +45,7 @@ def single_body(body: dict, if_none_match: str | None, response: Response) -> Re
     """A JSON document with its ETag (304 if `If-None-Match` matches), keeping the headers
     that dependencies set (rate limits); `Cache-Control: no-store` comes from the app's
     rule for callers with credentials (shared/cache_control.py)."""
-    etag = etag_of(body)
+    etag = etag_of_json(body)
     headers = {**response.headers, "ETag": etag}
     headers.pop("content-length", None)
     if if_none_match_hits(if_none_match, etag):
@@ -114,10 +114,11 @@ async def create_employee(company_id: uuid.UUID, payload: schemas.EmployeeCreate
 
 
 @router.get("/employees/{employee_id}", response_model=schemas.EmployeeOut,
-            responses={304: {"description": "Not modified (If-None-Match)"}})
+            responses={200: {"headers": ETAG_HEADER},
+                       304: {"description": "Not modified (If-None-Match)"}})
 async def get_employee(employee_id: uuid.UUID, caller: PrincipalDep, request: Request,
                        response: Response, _: Annotated[None, Depends(READ_EMPLOYEE)],
-                       _tagged: Versioned, if_none_match: Annotated[str | None, Header()] = None):
+                       if_none_match: Annotated[str | None, Header()] = None):
     """One employee (`employee.info.read`), with an ETag."""
     # The busiest read: as few dependencies as possible (each costs time to resolve).
     body = await employee_read.readable_employee(request.app.state.runtime,
@@ -131,7 +132,9 @@ async def update_employee(employee_id: uuid.UUID, payload: schemas.EmployeeUpdat
                           version: Guarded):
     """Change personal fields (`employee.info`); writes an `employee.updated` event naming
     the changed fields. With `If-Match`, only if the employee is unchanged since."""
-    current = await service.employee(session, reach, employee_id, for_update=True)
-    version.check(schemas.EmployeeOut.model_validate(current, from_attributes=True), "employee")
+    if version.wanted:
+        current = await service.employee(session, reach, employee_id, for_update=True)
+        version.check(schemas.EmployeeOut.model_validate(current, from_attributes=True),
+                      "employee")
     employee, _ = await service.update_employee(session, reach, employee_id, payload)
     return single(employee, None, response)

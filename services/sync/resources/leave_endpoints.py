@@ -13,7 +13,7 @@ from services.sync.deps import RuntimeDep, SessionDep, can
 from services.sync.resources import leave_service, schemas, service
 from services.sync.resources.endpoints import listing, single
 from services.sync.resources.repository import ResourceRepository
-from shared.etag import Guarded, Versioned
+from shared.etag import ETAG_HEADER, Guarded, Versioned
 from shared.models import LeaveRequest, LeaveRequestStatus
 from shared.pagination import DEFAULT_LIMIT, LimitQuery, after_id
 from shared.policy import Caller
@@ -23,8 +23,10 @@ LeaveRequestsList = Annotated[Caller, can("leave_requests.list")]
 LeaveRequestsCreate = Annotated[Caller, can("leave_requests.create")]
 LeaveRequestsRead = Annotated[Caller, can("leave_requests.read")]
 LeaveRequestsUpdate = Annotated[Caller, can("leave_requests.update")]
+# The single read sets its ETag itself (endpoints.single), and says so here.
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
-    304: {"description": "Not modified (If-None-Match)"}
+    200: {"headers": ETAG_HEADER},
+    304: {"description": "Not modified (If-None-Match)"},
 }
 
 
@@ -61,7 +63,6 @@ async def create_leave_request(employee_id: uuid.UUID, payload: schemas.LeaveReq
             responses=NOT_MODIFIED)
 async def get_leave_request(employee_id: uuid.UUID, leave_request_id: uuid.UUID,
                             reach: LeaveRequestsRead, session: SessionDep, response: Response,
-                            _tagged: Versioned,
                             if_none_match: Annotated[str | None, Header()] = None):
     """One leave request (`employee.leave.read`), with an ETag."""
     row = await leave_service.leave_request(session, reach, employee_id, leave_request_id)
@@ -81,10 +82,11 @@ async def update_leave_request(employee_id: uuid.UUID, leave_request_id: uuid.UU
     cancelling an approval gives them back. Writes `employee.leave.changed` events; the
     same status again changes nothing. With `If-Match`, only if the request is unchanged
     since."""
-    current = await leave_service.leave_request(session, reach, employee_id, leave_request_id,
-                                                for_update=True)
-    version.check(schemas.LeaveRequestOut.model_validate(current, from_attributes=True),
-                  "leave request")
+    if version.wanted:
+        current = await leave_service.leave_request(session, reach, employee_id,
+                                                    leave_request_id, for_update=True)
+        version.check(schemas.LeaveRequestOut.model_validate(current, from_attributes=True),
+                      "leave request")
     row = await leave_service.change_status(session, reach, employee_id, leave_request_id,
                                             payload)
     return single(row, None, response, schemas.LeaveRequestOut)

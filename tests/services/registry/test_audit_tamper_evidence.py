@@ -20,9 +20,9 @@ from joserfc import jws
 from sqlmodel import Session, col, delete, select
 
 from shared.audit import Actor, append, canonical_content
-from shared.audit_mac import legacy_hash
 from shared.models import AuditCheckpoint, AuditEvent, AuditHead
 from tests.cli.conftest import Invoke, cli_env, invoke  # noqa: F401 - fixtures
+from tests.fixtures.legacy_audit import legacy_hash
 from tests.services.registry.conftest import World
 from tests.services.registry.test_overview import accountant
 
