@@ -65,6 +65,10 @@ class App(SQLModel, table=True):
     id_token_signed_response_alg: str | None = Field(default=None, max_length=10)
     # Where the browser may go after an RP-initiated logout (OpenID Connect).
     post_logout_redirect_uris: list[str] = json_field()
+    # FAPI 2.0 metadata: authorization requests only through PAR (RFC 9126 section 6), and
+    # access tokens always DPoP-bound (RFC 9449 section 5.2). See shared.oauth.is_fapi.
+    require_pushed_authorization_requests: bool = False
+    dpop_bound_access_tokens: bool = False
     registration_access_token_digest: str | None = Field(default=None, max_length=64, unique=True)
     status: AppStatus = Field(default=AppStatus.ACTIVE, sa_type=String(16))
     created_at: datetime = timestamp_field()

@@ -17,6 +17,8 @@ from shared.signing import ID_TOKEN_ALGS
 
 GRANT_TYPES = {"authorization_code", "refresh_token", "client_credentials"}
 URI_FIELDS = ("client_uri", "logo_uri", "policy_uri", "tos_uri", "jwks_uri")
+# Boolean metadata: RFC 9126 section 6 and RFC 9449 section 5.2 (false when left out).
+FLAG_FIELDS = ("require_pushed_authorization_requests", "dpop_bound_access_tokens")
 MAX_URIS = 10
 MAX_URI_LENGTH = 2000
 MAX_JWKS_KEYS = 10
@@ -155,6 +157,11 @@ def validate(body: Any) -> ClientMetadata:
     for uri in logout_uris:
         check_uri(uri, "post_logout_redirect_uri", redirect=True)
     fields["post_logout_redirect_uris"] = logout_uris
+    for flag in FLAG_FIELDS:
+        value = body.get(flag, False)
+        if not isinstance(value, bool):
+            raise _bad(f"{flag} must be true or false")
+        fields[flag] = value
     return ClientMetadata(fields)
 
 
@@ -182,6 +189,7 @@ def document(app: Any) -> dict[str, Any]:
         "scope": " ".join(app.scopes),
         "contacts": app.contacts,
         "post_logout_redirect_uris": app.post_logout_redirect_uris,
+        **{flag: getattr(app, flag) for flag in FLAG_FIELDS},
     }
     for name in (*URI_FIELDS, "id_token_signed_response_alg"):
         if getattr(app, name) is not None:

@@ -50,6 +50,10 @@ class ClientMetadataIn(BaseModel):
     post_logout_redirect_uris: list[str] = Field(
         default_factory=list, max_length=MAX_URIS,
         description="where the browser may go after an RP-initiated logout")
+    require_pushed_authorization_requests: bool = Field(
+        default=False, description="authorization requests only through PAR (RFC 9126)")
+    dpop_bound_access_tokens: bool = Field(
+        default=False, description="access tokens always DPoP-bound (RFC 9449)")
 
 
 class ClientUpdateIn(ClientMetadataIn):
@@ -82,6 +86,8 @@ class ClientInformation(BaseModel):
     jwks: dict[str, Any] | None = None
     id_token_signed_response_alg: str | None = None
     post_logout_redirect_uris: list[str] = []
+    require_pushed_authorization_requests: bool = False
+    dpop_bound_access_tokens: bool = False
     client_secret: str | None = Field(
         default=None, description="shown once: at registration, or when the client turns "
                                   "confidential")

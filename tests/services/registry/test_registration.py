@@ -94,6 +94,8 @@ async def test_register_read_update_delete(client: httpx.AsyncClient, world: Wor
     ({"id_token_signed_response_alg": "none"}, "invalid_client_metadata"),
     ({"post_logout_redirect_uris": ["http://partner.example/bye"]}, "invalid_redirect_uri"),
     ({"post_logout_redirect_uris": "https://partner.example/bye"}, "invalid_client_metadata"),
+    ({"require_pushed_authorization_requests": "yes"}, "invalid_client_metadata"),
+    ({"dpop_bound_access_tokens": 1}, "invalid_client_metadata"),
 ])
 async def test_bad_metadata_answers_rfc7591_errors(client: httpx.AsyncClient, world: World,
                                                    initial_token: str, change: dict,
@@ -131,6 +133,23 @@ async def test_the_id_token_algorithm_and_logout_uris_are_kept_not_dropped(
     with world.sessions() as session:
         app = session.exec(select(App).where(App.client_id == made.json()["client_id"])).one()
         assert app.id_token_signed_response_alg == "ES256"
+
+
+async def test_the_fapi_metadata_is_kept_and_defaults_to_false(
+    client: httpx.AsyncClient, world: World, initial_token: str
+) -> None:
+    plain = await client.post("/oauth2/register", headers=bearer(initial_token), json=GOOD)
+    assert plain.json()["require_pushed_authorization_requests"] is False
+    assert plain.json()["dpop_bound_access_tokens"] is False
+    made = await client.post("/oauth2/register", headers=bearer(initial_token), json={
+        **GOOD, "require_pushed_authorization_requests": True,
+        "dpop_bound_access_tokens": True})
+    assert made.status_code == 201, made.text
+    assert made.json()["require_pushed_authorization_requests"] is True
+    assert made.json()["dpop_bound_access_tokens"] is True
+    with world.sessions() as session:
+        app = session.exec(select(App).where(App.client_id == made.json()["client_id"])).one()
+        assert app.require_pushed_authorization_requests and app.dpop_bound_access_tokens
 
 
 async def test_without_a_valid_initial_access_token_nothing_registers(
