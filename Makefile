@@ -20,7 +20,8 @@ run: $(STAMP)
 # PYTEST_ARGS: more pytest arguments, e.g. PYTEST_ARGS="-n 2" or PYTEST_ARGS="-k vault".
 # KOPPEL_TEST_DATABASE_URL and KOPPEL_TEST_REDIS_URL set: PostgreSQL and Redis; else SQLite.
 # pytest's status 5 (no tests collected) is a failure, never a pass.
-test: $(STAMP)
+CLIENTS := tests/clients/node
+test: $(STAMP) $(CLIENTS)/node_modules/.package-lock.json
 	@status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
@@ -37,6 +38,10 @@ bench: $(STAMP) $(PEER)/node_modules/.package-lock.json
 
 $(PEER)/node_modules/.package-lock.json: $(PEER)/package-lock.json
 	cd $(PEER) && npm ci --no-audit --no-fund
+
+# The certified OpenID client libraries that tests/clients drives (pinned in the lockfile).
+$(CLIENTS)/node_modules/.package-lock.json: $(CLIENTS)/package-lock.json
+	cd $(CLIENTS) && npm ci --no-audit --no-fund
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -18,7 +18,7 @@ from shared.config import Settings
 from shared.db.engine import create_sync_engine, sync_session_factory
 from shared.models import Environment, UserTemplate
 from shared.vault import KeyRing
-from tests.fixtures.auth_server import _own_redis, _seed
+from tests.fixtures.auth_server import own_redis, seed
 from tests.fixtures.database import fresh_database, migrate
 from tests.fixtures.factories import DEFAULT_PASSWORD, make_user
 from tests.multi_instance.cluster import child_env, free_port, serve, stop, wait_ready
@@ -32,12 +32,12 @@ def _auth_service(subprocess_env: dict[str, str], settings: Settings, keyring: K
                   tmp_path: Path, extra: dict[str, str]) -> Iterator[tuple[str, str, str]]:
     """`koppel serve auth` on a seeded database of its own; yields its URL, the first-party
     client's id and the email of a user who may log in with DEFAULT_PASSWORD."""
-    with fresh_database(tmp_path) as database_url, _own_redis(settings, 3) as redis_url:
+    with fresh_database(tmp_path) as database_url, own_redis(settings, 3) as redis_url:
         migrate(database_url)
         engine = create_sync_engine(database_url)
         try:
             sessions = sync_session_factory(engine)
-            demo, clients = _seed(sessions, keyring)
+            demo, clients = seed(sessions, keyring)
             with sessions() as session, session.begin():
                 environment = session.get(Environment, uuid.UUID(demo["environment"]["id"]))
                 email = make_user(session, environment, template=UserTemplate.ACCOUNTANT).email

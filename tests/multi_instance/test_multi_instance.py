@@ -21,7 +21,7 @@ from shared.config import Settings
 from shared.db.engine import create_sync_engine, sync_session_factory
 from shared.models import Company, Employee, Environment, Event, UserTemplate
 from shared.vault import KeyRing
-from tests.fixtures.auth_server import CALLBACK, Client, _own_redis, new_client
+from tests.fixtures.auth_server import CALLBACK, Client, new_client, own_redis
 from tests.fixtures.database import fresh_database, migrate
 from tests.fixtures.factories import DEFAULT_PASSWORD, make_user
 from tests.multi_instance.cluster import (
@@ -60,7 +60,7 @@ class Cluster:
 @pytest.fixture
 def cluster(settings: Settings, subprocess_env: dict[str, str], keyring: KeyRing,
             tmp_path: Path) -> Iterator[Cluster]:
-    with fresh_database(tmp_path) as database_url, _own_redis(settings) as redis_url:
+    with fresh_database(tmp_path) as database_url, own_redis(settings) as redis_url:
         migrate(database_url)
         engine = create_sync_engine(database_url)
         sessions = sync_session_factory(engine)
