@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.fixtures.settings",
     # Last: it imports the fixture modules above, which must be registered first.
     "tests.fixtures.auth_server",
+    "tests.fixtures.stack",
 ]
 
 

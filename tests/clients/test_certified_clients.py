@@ -14,9 +14,9 @@ import pytest
 
 from shared.models import Partner
 from shared.vault import TokenKind, new_token, token_digest
-from tests.clients.conftest import Stack
 from tests.clients.harness import NodeApp, NodeAppError
 from tests.fixtures.auth_server import CALLBACK, Client, new_client
+from tests.fixtures.stack import Stack
 from tests.services.auth.conftest import Tree, create_user
 from tests.services.auth.support import Browser, User
 

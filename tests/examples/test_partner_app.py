@@ -1,0 +1,119 @@
+"""The example partner app (examples/partner_app) against the real Koppel services and
+worker: a user links it through the consent page, it syncs the employees it may read,
+follows a change through the webhook and the change feed, keeps its tokens encrypted,
+and forgets everything of the connection once the user revokes it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from examples.partner_app.app import create_app
+from examples.partner_app.settings import Settings as PartnerSettings
+from shared.models import Employee
+from tests.fixtures.auth_server import listening_socket, new_client, serve_in_process
+from tests.fixtures.stack import Stack
+from tests.services.auth.conftest import Tree, create_user
+from tests.services.auth.support import AuthRequest, Browser, User, obtain_tokens
+
+WAIT_S = 60.0
+
+
+def wait_for(check: Callable[[], Any], what: str) -> Any:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {WAIT_S} s")
+
+
+@pytest.fixture
+def partner_app(stack: Stack, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The example app on a real socket, registered at Koppel; yields its URL and data dir."""
+    sock = listening_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with stack.auth.sessions() as session, session.begin():
+        client = new_client(
+            session, stack.auth.keyring, redirect_uris=(f"{url}/callback",),
+            scopes=("company.info.read", "employee.info.read", "offline_access"),
+            grant_types=["authorization_code", "refresh_token", "client_credentials"],
+            name="Example Partner App")
+    assert client.secret is not None
+    settings = PartnerSettings(issuer=stack.auth.url, api_url=stack.sync_url,
+                               client_id=client.client_id, client_secret=client.secret,
+                               base_url=url, data_dir=tmp_path / "partner", poll_seconds=1.0)
+    with serve_in_process(create_app(settings), sock, "warning"):
+        yield url, settings.data_dir
+
+
+def first_party_token(stack: Stack, agent: Browser, user: User, scope: str) -> str:
+    """What the SaaS's own frontend holds for `user` (the user is logged in already)."""
+    request = AuthRequest(stack.auth.clients["first_party"], scope=scope)
+    return str(obtain_tokens(stack.auth, agent, request, user)["access_token"])
+
+
+def test_the_example_partner_app_links_syncs_follows_changes_and_stops_on_revoke(
+    stack: Stack, partner_app: tuple[str, Path],
+) -> None:
+    url, data_dir = partner_app
+    demo = stack.auth.demo
+    tree = Tree(demo["environment"]["id"],
+                [(d["id"], [c["id"] for c in d["companies"]]) for d in demo["debtors"]])
+    company_id = tree.debtors[0][1][0]
+    user = create_user(stack.auth, tree)  # an HR manager of that company
+    with stack.auth.sessions() as session:
+        expected = {str(e.id) for e in session.exec(
+            select(Employee).where(Employee.company_id == uuid.UUID(company_id)))}
+    assert expected
+
+    agent = Browser(stack.auth)
+    try:
+        # Link: the app sends the browser to Koppel; the user logs in and consents.
+        start = agent.http.get(f"{url}/link")
+        assert start.status_code == 303
+        linked = agent.walk(agent.http.get(start.headers["location"]), f"{url}/callback", user)
+        assert linked.pages == ["login", "consent"]
+        done = agent.http.get(linked.location)
+        assert done.status_code == 200 and done.text.startswith("Linked: connection "), done.text
+        connection_id = done.text.removeprefix("Linked: connection ")
+
+        def state() -> dict[str, Any]:
+            return httpx.get(f"{url}/").json()
+
+        synced = wait_for(lambda: state()["employees"], "the first sync")
+        assert {e["id"] for e in synced} == expected
+        assert state()["connections"] == [connection_id]
+
+        # Tokens are kept encrypted: nothing of them is in the app's files in the clear.
+        stored = b"".join(p.read_bytes() for p in data_dir.iterdir() if p.is_file())
+        assert b"refresh_token" not in stored and b"eyJ" not in stored
+
+        # An HR manager renames an employee in the SaaS: the webhook wakes the app and
+        # the change feed brings the new name.
+        employee_id = sorted(expected)[0]
+        hr_token = first_party_token(stack, agent, user, "employee.info")
+        renamed = httpx.patch(f"{stack.sync_url}/v1/employees/{employee_id}",
+                              json={"last_name": "Jansen-Example"},
+                              headers={"Authorization": f"Bearer {hr_token}"})
+        assert renamed.status_code == 200, renamed.text
+        wait_for(lambda: any(e["last_name"] == "Jansen-Example" for e in state()["employees"]),
+                 "the change to arrive through webhook and feed")
+
+        # The user revokes the app in Manage apps: the app forgets the connection at once.
+        manage = first_party_token(stack, agent, user, "connections.manage")
+        revoked = httpx.delete(f"{stack.registry_url}/v1/me/connections/{connection_id}",
+                               headers={"Authorization": f"Bearer {manage}"})
+        assert revoked.status_code in (200, 204), revoked.text
+        wait_for(lambda: state() == {"connections": [], "employees": []},
+                 "the app to stop on connection.revoked")
+    finally:
+        agent.close()
