@@ -45,6 +45,9 @@ def push_request(ctx: AuthContext, parsed: ParsedRequest) -> Answer:
         (name, value) for name, value in parsed.form_items
         if name != "client_id" and name not in CLIENT_AUTH_PARAMETERS
     ]
+    # The token endpoint's narrow client row is cached in ctx; /authorize's checks read
+    # the whole app (name, links for the consent page).
+    ctx.clients.clear()
     checked = check_request(ctx, query)
     if isinstance(checked, Failure):
         return _refused(checked.error, checked.description)
