@@ -191,7 +191,7 @@ async def test_line32_auth_is_never_ignored(service: str, pair: Pair) -> None:
 
 
 OAUTH_ENDPOINTS = {
-    "auth": [("POST", "/token"), ("POST", "/revoke"), ("POST", "/introspect"),
+    "auth": [("POST", "/token"), ("POST", "/par"), ("POST", "/revoke"), ("POST", "/introspect"),
              ("GET", "/userinfo"), ("GET", "/authorize"),
              ("GET", "/.well-known/openid-configuration"),
              ("GET", "/.well-known/oauth-authorization-server"), ("GET", "/.well-known/jwks.json"),
