@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     access_token_ttl: int = Field(default=15 * 60, gt=0)
     id_token_ttl: int = Field(default=60 * 60, gt=0)
     authorization_code_ttl: int = Field(default=5 * 60, gt=0)
+    # Pushed authorization requests (RFC 9126): how long a `request_uri` stays usable
+    # (60 to 600 seconds: RFC 9126 section 2.2 calls 5 to 600 typical), and
+    # whether every client must push its authorization requests (section 5).
+    pushed_authorization_request_ttl: int = Field(default=90, ge=60, le=600)
+    require_pushed_authorization_requests: bool = False
     refresh_token_idle_ttl: int = Field(default=30 * 24 * 3600, gt=0)
     refresh_token_absolute_ttl: int = Field(default=365 * 24 * 3600, gt=0)
     login_session_ttl: int = Field(default=12 * 3600, gt=0)

@@ -17,6 +17,12 @@ CONFIDENTIAL_CLIENT_AUTH_METHODS: tuple[str, ...] = tuple(
 # token endpoint verifies (`EdDSA` and its fully-specified name `Ed25519` are one thing).
 CLIENT_ASSERTION_ALGS: tuple[str, ...] = ("ES256", "RS256", "PS256", "EdDSA", "Ed25519")
 
+# FAPI 2.0 Security Profile section 5.4.1: what a FAPI 2.0 client may sign with (no RS256,
+# no RSA PKCS#1 v1.5), and the longest an authorization code of such a client lives
+# (section 5.3.2.1: at most 60 seconds).
+FAPI_SIGNING_ALGS: tuple[str, ...] = ("PS256", "ES256", "EdDSA", "Ed25519")
+FAPI_MAX_CODE_TTL_S = 60
+
 
 def is_fapi(client: Any) -> bool:
     """A FAPI 2.0 client (Security Profile, section 5): it registered PAR as required,

@@ -1,6 +1,6 @@
 """Declares in the OpenAPI document how the auth service's callers authenticate.
 
-The token, revocation and introspection endpoints read client credentials themselves
+The token, PAR, revocation and introspection endpoints read client credentials themselves
 (RFC 6749 section 2.3: HTTP Basic, or in the form for client_secret_post,
 private_key_jwt and public clients), and the challenge API reads a first-party client's
 HTTP Basic credentials in a dependency; neither goes through a FastAPI security class,
@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-CLIENT_AUTHENTICATED = frozenset({"/token", "/revoke", "/introspect"})
+CLIENT_AUTHENTICATED = frozenset({"/token", "/par", "/revoke", "/introspect"})
 FIRST_PARTY_PREFIXES = ("/oauth2/login-requests/", "/oauth2/consent-requests/")
 
 SCHEMES = {

@@ -50,7 +50,7 @@ LIMITS = ["1000000000000000000000", "-1", "0", "abc", "1e3", "99999", "", "1.5"]
 CURSORS = ["-1", "0", "garbage", "A" * 5000, "%00", "..",
            base64.urlsafe_b64encode(b'{"id": "00000000-0000-0000-0000-000000000000"}').decode(),
            base64.urlsafe_b64encode(b"[\"'; DROP TABLE users; --\"]").decode() + ".AAAA"]
-OAUTH_PATHS = {"/token", "/revoke", "/introspect", "/login", "/consent", "/logout",
+OAUTH_PATHS = {"/token", "/par", "/revoke", "/introspect", "/login", "/consent", "/logout",
                "/userinfo"}
 
 

@@ -191,7 +191,7 @@ async def test_line32_auth_is_never_ignored(service: str, pair: Pair) -> None:
 
 
 OAUTH_ENDPOINTS = {
-    "auth": [("POST", "/token"), ("POST", "/revoke"), ("POST", "/introspect"),
+    "auth": [("POST", "/token"), ("POST", "/par"), ("POST", "/revoke"), ("POST", "/introspect"),
              ("GET", "/userinfo"), ("GET", "/authorize"),
              ("GET", "/.well-known/openid-configuration"),
              ("GET", "/.well-known/oauth-authorization-server"), ("GET", "/.well-known/jwks.json"),
@@ -232,7 +232,7 @@ CHALLENGE_API = [("GET", "/oauth2/login-requests/x"), ("POST", "/oauth2/login-re
 async def test_line32_client_authenticated_oauth_endpoints_refuse_anonymous_callers(
     pair: Pair,
 ) -> None:
-    """The challenge API and introspection need a client's credentials (HTTP Basic);
+    """The challenge API, introspection and PAR need a client's credentials (HTTP Basic);
     the registration management API its registration access token."""
     async with running(create_auth(pair.world.settings)) as auth:
         for method, path in CHALLENGE_API:
@@ -242,6 +242,11 @@ async def test_line32_client_authenticated_oauth_endpoints_refuse_anonymous_call
                 assert response.status_code == 401, (method, path, headers, response.text)
         response = await auth.post("/introspect", data={"token": pair.tokens["accountant"]})
         assert response.status_code == 401, response.text
+        # PAR (RFC 9126): no client authentication, no pushed request.
+        response = await auth.post("/par", data={"response_type": "code",
+                                                 "client_id": pair.a.app.client_id})
+        assert response.status_code == 401, response.text
+        assert response.json()["error"] == "invalid_client"
     async with running(create_registry(pair.world.settings)) as registry:
         client_id = pair.a.app.client_id
         for method in ("GET", "PUT", "DELETE"):

@@ -19,6 +19,7 @@ from services.auth.oauth2.requests import ParsedRequest
 from services.auth.oauth2.server import KoppelAuthorizationServer
 from services.auth.pages.repository import has_logo
 from shared.models import App, Connection, User
+from shared.oauth import is_fapi
 from shared.scopes import parse_scope
 
 PROMPTS = {"none", "login", "consent", "select_account"}
@@ -53,6 +54,10 @@ class Checked:
     max_age: int | None = None
     login_hint: str = ""
     ui_locales: str | None = None
+    # The client registered `require_pushed_authorization_requests` (RFC 9126 section 6),
+    # and whether it is a FAPI 2.0 client (shared.oauth.is_fapi).
+    pushed_only: bool = False
+    fapi: bool = False
 
 
 def with_iss(location: str, issuer: str) -> str:
@@ -110,7 +115,9 @@ def check_request(ctx: AuthContext, query: list[tuple[str, str]]) -> Checked | F
         return Failure("invalid_request", "unsupported prompt value", redirect_uri,
                        data.get("state"))
     # Request objects (RFC 9101) are not supported, and discovery says so: answered, never
-    # silently ignored (the app would think its signed parameters were honoured).
+    # silently ignored (the app would think its signed parameters were honoured). A pushed
+    # request's `request_uri` never gets here: /authorize swaps it for the pushed
+    # parameters (services/auth/oauth2/pushed.py), and PAR refuses one in its body.
     for parameter in UNSUPPORTED_PARAMETERS:
         if parameter in data:
             return Failure(f"{parameter}_not_supported",
@@ -138,6 +145,8 @@ def check_request(ctx: AuthContext, query: list[tuple[str, str]]) -> Checked | F
         max_age=int(max_age) if max_age is not None else None,
         login_hint=data.get("login_hint", "")[:320],
         ui_locales=data.get("ui_locales"),
+        pushed_only=bool(app.require_pushed_authorization_requests),
+        fapi=is_fapi(app),
     )
 
 

@@ -13,6 +13,7 @@ from services.auth.client_credentials import claimed_client_id, failure_key, use
 from services.auth.deps import client_address, get_runtime, run_authlib
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.lookup import find_access_token, token_user
+from services.auth.oauth2.par import push_request
 from services.auth.oauth2.requests import ParsedRequest
 from services.auth.oauth2.server import serve
 from shared import ratelimit
@@ -112,6 +113,20 @@ async def token(request: Request) -> Response:
     return response
 
 
+@router.post(
+    "/par", openapi_extra=FORM_BODY, status_code=201,
+    responses={201: {"description": "the request_uri to send to /authorize, and how long it "
+                                    "lasts"},
+               400: {"description": "an OAuth error: the request is not valid"},
+               401: {"description": "invalid_client"}},
+)
+async def pushed_authorization_request(request: Request) -> Response:
+    """RFC 9126 pushed authorization request: the client authenticates as at the token
+    endpoint and sends the parameters of its authorization request; /authorize then takes
+    only `client_id` and the `request_uri` answered here (usable once)."""
+    return await _run_endpoint(request, push_request, read_only=True)
+
+
 @router.post("/revoke", openapi_extra=FORM_BODY)
 async def revoke(request: Request) -> Response:
     """RFC 7009 token revocation; the consent behind the token stays."""
@@ -174,6 +189,10 @@ def metadata(settings) -> dict[str, Any]:
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/authorize",
         "token_endpoint": f"{issuer}/token",
+        "pushed_authorization_request_endpoint": f"{issuer}/par",
+        # True when every client must use PAR; a client can also require it for itself
+        # (its `require_pushed_authorization_requests` metadata, RFC 9126 section 6).
+        "require_pushed_authorization_requests": settings.require_pushed_authorization_requests,
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
         # Koppel's own statements (audit checkpoints), never tokens: shared/attestation.py.
         "attestation_jwks_uri": f"{issuer}/.well-known/attestation-jwks.json",
@@ -199,7 +218,9 @@ def metadata(settings) -> dict[str, Any]:
         "claims_supported": ["sub", "name", "email", "email_verified", "auth_time", "nonce"],
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "ui_locales_supported": ["nl", "en"],
-        # Request objects (RFC 9101) are not supported: /authorize refuses them by name.
+        # Request objects (RFC 9101) are not supported: /authorize refuses them by name, and
+        # a `request_uri` other than one the PAR endpoint issued. A PAR `request_uri` works
+        # whatever these say (RFC 9126 section 5).
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
     }

@@ -27,6 +27,7 @@ from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.issue import issue_tokens, new_family, revoke_family
 from services.auth.oauth2.repository import (
     CODE_LOOKUP,
+    EXTEND_REFRESH,
     REFRESH_LOOKUP,
     ROTATE_REFRESH,
     SPEND_CODE,
@@ -44,7 +45,12 @@ from shared.models import (
     ConnectionStatus,
     User,
 )
-from shared.oauth import CLIENT_AUTH_METHODS, CONFIDENTIAL_CLIENT_AUTH_METHODS
+from shared.oauth import (
+    CLIENT_AUTH_METHODS,
+    CONFIDENTIAL_CLIENT_AUTH_METHODS,
+    FAPI_MAX_CODE_TTL_S,
+    is_fapi,
+)
 from shared.policy.apps import admits_user
 from shared.scopes import implied, parse_scope
 from shared.signing import ID_TOKEN_ALG
@@ -128,6 +134,9 @@ class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
         connection = request.koppel.get("connection")
         scopes = parse_scope(request.scope)
         family = new_family(ctx, request.client, request.user, connection, scopes)
+        ttl = ctx.settings.authorization_code_ttl
+        if is_fapi(request.client.app):
+            ttl = min(ttl, FAPI_MAX_CODE_TTL_S)  # FAPI 2.0 section 5.3.2.1
         ctx.session.add(
             AuthorizationCode(
                 code_digest=token_digest(ctx.keyring.digest_key, code),
@@ -141,7 +150,7 @@ class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
                 code_challenge_method="S256",
                 nonce=request.payload.data.get("nonce"),
                 auth_time=request.koppel["auth_time"],
-                expires_at=ctx.now + timedelta(seconds=ctx.settings.authorization_code_ttl),
+                expires_at=ctx.now + timedelta(seconds=ttl),
             )
         )
 
@@ -181,10 +190,11 @@ class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
 
 class RefreshRecord:
     def __init__(self, family: FamilyRow, user: UserRow, connection: ConnectionRow | None,
-                 ) -> None:
+                 *, rotate: bool = True) -> None:
         self.family = family
         self.user = user
         self.connection = connection
+        self.rotate = rotate  # False: the token stays valid and no new one is issued
 
     def check_client(self, client) -> bool:
         return self.family.app_id == client.app.id
@@ -232,6 +242,13 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
             raise InvalidGrantError("the connection of this grant is suspended or revoked")
         if not client.active:
             raise InvalidGrantError("this client is suspended")
+        if is_fapi(client.app):
+            # FAPI 2.0 section 5.3.2.1: no rotation. The token stays the same (only a
+            # client holding its private key can use it); each use moves its idle end.
+            idle_end = min(ctx.now + timedelta(seconds=ctx.settings.refresh_token_idle_ttl),
+                           family.expires_at)
+            run(conn, EXTEND_REFRESH, token_id=row.id, idle_end=idle_end)
+            return RefreshRecord(family, user, connection or None, rotate=False)
         rotated = run(conn, ROTATE_REFRESH, token_id=row.id, now=ctx.now)
         if rotated.rowcount != 1:
             # Another request with this token won the race.
@@ -255,7 +272,7 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
         if record.connection is not None:
             unit_of_work(self.ctx.session).record_use(record.connection.id)
         return issue_tokens(self.ctx, self.client, user, parse_scope(scope),
-                            record.family, record.connection)
+                            record.family, record.connection, new_refresh_token=record.rotate)
 
 
 class AppCredentialsGrant(_KoppelGrant, grants.ClientCredentialsGrant):

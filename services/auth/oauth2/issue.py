@@ -90,9 +90,10 @@ def _new_refresh_token(ctx: AuthContext, family: TokenFamily | FamilyRow) -> str
 def issue_tokens(
     ctx: AuthContext, client: OAuthClient, user: User | None, scopes: list[str],
     family: TokenFamily | FamilyRow | None = None,
-    connection: Connection | ConnectionRow | None = None,
+    connection: Connection | ConnectionRow | None = None, *, new_refresh_token: bool = True,
 ) -> dict[str, Any]:
-    """The token response: an access token, and a refresh token with `offline_access`."""
+    """The token response: an access token, and a refresh token with `offline_access`
+    (none with `new_refresh_token=False`: the client keeps the one it has)."""
     claims = _access_claims(ctx, client, user, scopes, family, connection)
     response: dict[str, Any] = {
         "access_token": ctx.signer.sign(ctx.session, claims, alg=ACCESS_TOKEN_ALG, typ="at+jwt"),
@@ -104,6 +105,6 @@ def issue_tokens(
     # section 6), or a narrowed refresh would spend the old one and leave the app none.
     granted = family.scopes if family is not None else scopes
     offline = "offline_access" in granted and "refresh_token" in client.app.grant_types
-    if family is not None and offline:
+    if family is not None and offline and new_refresh_token:
         response["refresh_token"] = _new_refresh_token(ctx, family)
     return response

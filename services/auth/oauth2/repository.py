@@ -121,6 +121,12 @@ ROTATE_REFRESH = (
     .where(TOKENS.c.id == bindparam("token_id"), TOKENS.c.rotated_at.is_(None))
     .values(rotated_at=bindparam("now"))
 )
+# A FAPI 2.0 client's refresh token is not rotated: each use moves its idle end instead.
+EXTEND_REFRESH = (
+    update(TOKENS)
+    .where(TOKENS.c.id == bindparam("token_id"), TOKENS.c.rotated_at.is_(None))
+    .values(expires_at=bindparam("idle_end"))
+)
 INSERT_REFRESH = insert(TOKENS)
 
 

@@ -53,3 +53,8 @@ class ParsedRequest(OAuth2Request):
     @property
     def form(self) -> dict[str, str]:
         return dict(self._form)
+
+    @property
+    def form_items(self) -> list[tuple[str, str]]:
+        """The form's parameters in order, repeated ones included."""
+        return list(self._form)

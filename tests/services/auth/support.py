@@ -299,6 +299,20 @@ def exchange(server: AuthServer, request: AuthRequest, code: str,
     return post_form(server, "/token", client or request.client, form)
 
 
+def push(server: AuthServer, request: AuthRequest, /, **overrides: str | None
+         ) -> httpx.Response:
+    """The pushed authorization request (RFC 9126) of `request`, authenticated as its
+    client authenticates at the token endpoint; overrides change the form."""
+    return post_form(server, "/par", request.client, request.params(**overrides))
+
+
+def pushed_authorize(agent: Browser, client_id: str, request_uri: str, **extra: str
+                     ) -> httpx.Response:
+    """/authorize with a pushed request's `request_uri` (RFC 9126 section 4)."""
+    return agent.http.get("/authorize", params={"client_id": client_id,
+                                                "request_uri": request_uri, **extra})
+
+
 def refresh(server: AuthServer, client: Client, refresh_token: str, **extra: str
             ) -> httpx.Response:
     return post_form(server, "/token", client,

@@ -50,8 +50,9 @@ def assert_error_page(response: httpx.Response) -> None:
 
 
 def app_error(response: httpx.Response, request: AuthRequest, server: AuthServer) -> str:
-    """The error of a redirect to the app, after checking that it carries state and iss."""
-    assert response.status_code == 302, (response.status_code, response.text[:300])
+    """The error of a redirect to the app, after checking that it carries state and iss
+    and comes as 303 See Other (FAPI 2.0 section 5.3.2.2)."""
+    assert response.status_code == 303, (response.status_code, response.text[:300])
     params = callback_params(response.headers["location"], request.target)
     assert params["state"] == request.state
     assert params["iss"] == server.url
@@ -110,8 +111,8 @@ def test_line08_odd_response_type_is_refused_without_error(
 ) -> None:
     request = AuthRequest(auth_server.clients["basic"])
     response = browser().authorize(request, response_type=response_type)
-    assert response.status_code in (302, 400), response.text[:300]
-    if response.status_code == 302:
+    assert response.status_code in (303, 400), response.text[:300]
+    if response.status_code == 303:
         assert app_error(response, request, auth_server) in (
             "unsupported_response_type", "invalid_request")
     else:

@@ -42,7 +42,7 @@ def _answer_to_headers_only(server: AuthServer, path: str, declared: int) -> htt
     return httpx.Response(int(status_line.split()[1]), headers=headers, content=body)
 
 
-@pytest.mark.parametrize("path", ["/token", "/revoke", "/introspect"])
+@pytest.mark.parametrize("path", ["/token", "/par", "/revoke", "/introspect"])
 def test_line38_a_form_over_the_limit_is_413(auth_server: AuthServer, path: str,
                                              fresh_address: Callable[[], str]) -> None:
     with httpx.Client(transport=httpx.HTTPTransport(local_address=fresh_address()),
