@@ -15,6 +15,7 @@ from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from services.auth.oauth2.context import AuthContext
+from services.auth.oauth2.grant_management import GrantRefused, GrantRequest, grant_request
 from services.auth.oauth2.requests import ParsedRequest
 from services.auth.oauth2.server import KoppelAuthorizationServer
 from services.auth.pages.repository import has_logo
@@ -53,6 +54,8 @@ class Checked:
     max_age: int | None = None
     login_hint: str = ""
     ui_locales: str | None = None
+    # Grant Management (services/auth/oauth2/grant_management.py): none by default.
+    grant: GrantRequest = field(default_factory=GrantRequest)
 
 
 def with_iss(location: str, issuer: str) -> str:
@@ -121,6 +124,9 @@ def check_request(ctx: AuthContext, query: list[tuple[str, str]]) -> Checked | F
         return Failure("invalid_request", "max_age must be a whole number of seconds",
                        redirect_uri, data.get("state"))
     app = client.app
+    grant = grant_request(query, first_party=app.first_party, public=client.is_public)
+    if isinstance(grant, GrantRefused):
+        return Failure(grant.error, grant.description, redirect_uri, data.get("state"))
     return Checked(
         client_id=app.client_id,
         app_id=str(app.id),
@@ -138,14 +144,16 @@ def check_request(ctx: AuthContext, query: list[tuple[str, str]]) -> Checked | F
         max_age=int(max_age) if max_age is not None else None,
         login_hint=data.get("login_hint", "")[:320],
         ui_locales=data.get("ui_locales"),
+        grant=grant,
     )
 
 
 def issue_code(
     ctx: AuthContext, query: list[tuple[str, str]], user: User, connection: Connection | None,
-    auth_time,
+    auth_time, scopes: list[str] | None = None,
 ) -> str:
-    """Issue the authorization code; returns where to send the browser (with `iss`)."""
+    """Issue the authorization code (for `scopes`, else the requested ones); returns
+    where to send the browser (with `iss`)."""
     try:
         server, request, grant = _grant(ctx, query)
     except OAuth2Error as exc:
@@ -154,7 +162,7 @@ def issue_code(
             exc.error or "server_error", exc.description or "", exc.redirect_uri, data.get("state")
         )
         return error_location(failure, ctx.settings.issuer) if failure.redirect_uri else ""
-    request.koppel.update(connection=connection, auth_time=auth_time)
+    request.koppel.update(connection=connection, auth_time=auth_time, scopes=scopes)
     _, _, headers = server.create_authorization_response(
         request=request, grant_user=user, grant=grant
     )
