@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -300,3 +301,33 @@ def test_discovery_advertises_grant_management(auth_server: AuthServer) -> None:
     assert metadata["grant_management_action_required"] is False
     same = httpx.get(f"{auth_server.url}/.well-known/oauth-authorization-server").json()
     assert same["grant_management_endpoint"] == metadata["grant_management_endpoint"]
+
+
+def test_the_challenge_api_shows_the_resulting_grant_to_a_custom_consent_ui(
+    auth_server: AuthServer, browser: Callable[..., Browser], new_app: Callable[..., Client],
+) -> None:
+    """A SaaS frontend drawing its own consent screen learns what stays and what goes."""
+    client = new_app()
+    agent = browser(signed_in=True)
+    grant_id = obtain_tokens(auth_server, agent, AuthRequest(client), None)["grant_id"]
+    replace = _grant("company.info.read offline_access", client, "replace", grant_id)
+    started = agent.authorize(replace)
+    assert started.status_code == 303, started.text
+    challenge = parse_qs(urlsplit(started.headers["location"]).query)["consent_challenge"][0]
+    first_party = auth_server.clients["first_party"]
+    with httpx.Client(base_url=auth_server.url, timeout=30,
+                      auth=(first_party.client_id, first_party.secret)) as frontend:
+        asked = frontend.get(f"/oauth2/consent-requests/{challenge}")
+        assert asked.status_code == 200, asked.text
+        body = asked.json()
+        assert [s["scope"] for s in body["scopes"]] == ["company.info.read"]
+        assert [s["scope"] for s in body["kept_scopes"]] == ["offline_access"]
+        assert [s["scope"] for s in body["dropped_scopes"]] == ["employee.info.read"]
+        debtor = body["debtors"][0]
+        granted = frontend.post(f"/oauth2/consent-requests/{challenge}/accept", json={
+            "debtor_id": debtor["id"], "company_ids": [debtor["companies"][0]["id"]]})
+    assert granted.status_code == 200, granted.text
+    code = callback_params(granted.json()["redirect_to"], client.redirect_uri)["code"]
+    tokens = exchange(auth_server, replace, code).json()
+    assert tokens["grant_id"] == grant_id
+    assert tokens["scope"] == "company.info.read offline_access"
