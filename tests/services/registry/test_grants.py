@@ -107,7 +107,7 @@ async def test_another_apps_grant_is_404_and_stays(client: httpx.AsyncClient,
                                                    world: World) -> None:
     foreign = next(c for c in world.a.connections if c.app_id == world.apps[0].id)
     headers = bearer(world.app_token(world.apps[1], BOTH))
-    for grant_id in (foreign.id, uuid.uuid4(), "not-a-grant"):
+    for grant_id in (foreign.id, uuid.uuid4(), "not-a-grant", "9" * 300):
         assert (await client.get(f"/v1/grants/{grant_id}", headers=headers)).status_code == 404
         response = await client.delete(f"/v1/grants/{grant_id}", headers=headers)
         assert response.status_code == 404, response.text
