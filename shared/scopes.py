@@ -161,6 +161,21 @@ _CATALOGUE: list[Scope] = [
         {"nl": "De eigen webhook-endpoints van de app.", "en": "The app's own webhook endpoints."},
         Sensitivity.NONE, kind=ScopeKind.APP,
     ),
+    # Grant Management for OAuth 2.0 (the OpenID draft): a grant is a connection.
+    Scope(
+        "grant_management_query",
+        {"nl": "Koppelingen opvragen", "en": "Query grants"},
+        {"nl": "De status en inhoud van de eigen koppelingen (grants) van de app.",
+         "en": "The status and content of the app's own connections (grants)."},
+        Sensitivity.NONE, kind=ScopeKind.APP,
+    ),
+    Scope(
+        "grant_management_revoke",
+        {"nl": "Koppelingen intrekken", "en": "Revoke grants"},
+        {"nl": "De eigen koppelingen (grants) van de app intrekken.",
+         "en": "Revoke the app's own connections (grants)."},
+        Sensitivity.NONE, kind=ScopeKind.APP,
+    ),
     *[
         Scope(name, {"nl": name, "en": name}, {"nl": text_nl, "en": text_en},
               Sensitivity.NONE, kind=ScopeKind.FIRST_PARTY)

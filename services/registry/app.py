@@ -12,6 +12,7 @@ from services.registry.audit.endpoints import router as audit_router
 from services.registry.catalogue.endpoints import router as catalogue_router
 from services.registry.connections.endpoints import router as connections_router
 from services.registry.directory.endpoints import router as directory_router
+from services.registry.grants.endpoints import router as grants_router
 from services.registry.overview.endpoints import router as overview_router
 from services.registry.policy.endpoints import router as policy_router
 from shared.app_factory import create_service_app
@@ -32,6 +33,7 @@ async def _data_error(_request: Request, exc: Exception) -> JSONResponse:
 def _routes(app: FastAPI) -> None:
     app.add_exception_handler(DataError, _data_error)
     app.include_router(connections_router)
+    app.include_router(grants_router)
     app.include_router(overview_router)
     app.include_router(directory_router)
     app.include_router(policy_router)

@@ -115,6 +115,10 @@ _RULES = (
     _rule("app.connections.list", PARTNER),
     _rule("app.connections.read", PARTNER),
     _rule("app.connections.revoke", PARTNER),
+    # Grant Management for OAuth 2.0: the same connections as grants, with the draft's
+    # client-credentials scopes (an app's own grants only).
+    _rule("grants.read", PARTNER, "grant_management_query"),
+    _rule("grants.revoke", PARTNER, "grant_management_revoke"),
     # The environment overview, app policy and audit log: accountant logins only.
     _rule("environment.connections.list", ACCOUNTANT, "environment.connections.read"),
     _rule("environment.connections.summary", ACCOUNTANT, "environment.connections.read"),

@@ -49,6 +49,8 @@ from tests.services.registry.conftest import Tenant, World, _tenant
 DATA = sorted(DATA_SCOPES)
 # A first-party user token with every first-party scope and every data scope.
 ALL_USER_SCOPES = " ".join(sorted({*FIRST_PARTY_SCOPES, *DATA_SCOPES}))
+# A partner app's client-credentials token with every app-level scope.
+PARTNER_APP_SCOPES = "webhooks.manage grant_management_query grant_management_revoke"
 USER_CALLERS = ("accountant", "master_client", "company", "hr_manager", "employee")
 # Columns that a legitimate read may touch (usage bookkeeping), left out of fingerprints.
 VOLATILE_COLUMNS = frozenset({"last_used_at", "last_seen_at", "used_at"})
@@ -193,7 +195,7 @@ def pair(committing_sessions: sessionmaker[Session], keyring: KeyRing, settings:
     result = Pair(world, a, b)
     for name in USER_CALLERS:
         result.tokens[name] = world.user_token(a.tenant.users[name], ALL_USER_SCOPES)
-    result.tokens["partner_app"] = world.app_token(a.app, "webhooks.manage")
+    result.tokens["partner_app"] = world.app_token(a.app, PARTNER_APP_SCOPES)
     result.tokens["connection"] = world.connection_token(a.tenant.connections[0])
     # A's app's RFC 7592 registration access token (an opaque token, stored as a digest).
     registration = "reg-" + secrets.token_urlsafe(24)

@@ -31,6 +31,7 @@ SERVICES = {"registry": create_registry, "sync": create_sync}
 # Path parameter name -> kind of object (see Side.ids).
 PARAM_KINDS = {
     "connection_id": "connection", "employee_id": "employee", "company_id": "company",
+    "grant_id": "connection",  # Grant Management: a grant is a connection
     "debtor_id": "debtor", "user_id": "user", "environment_id": "environment",
     "client_id": "client", "endpoint_id": "endpoint", "delivery_id": "delivery",
     "account_id": "account", "employment_id": "employment", "component_id": "component",

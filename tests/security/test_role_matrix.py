@@ -46,6 +46,7 @@ from shared.tokens import check_claims
 from tests.fixtures import factories as f
 from tests.security.conftest import (
     ALL_USER_SCOPES,
+    PARTNER_APP_SCOPES,
     Pair,
     changed_tables,
     fingerprint,
@@ -127,9 +128,10 @@ class Matrix:
         side = self.pair.a
         if not ids:
             return True  # a list: what it shows is the isolation matrix's business
-        if operation.startswith(("me.connections.", "app.connections.")):
+        if operation.startswith(("me.connections.", "app.connections.", "grants.")):
+            (_, connection_id), = ids.values()  # `connection_id` or `grant_id`
             connection = next(c for c in side.tenant.connections
-                              if str(c.id) == ids["connection_id"][1])
+                              if str(c.id) == connection_id)
             if operation.startswith("me."):
                 return caller.user is not None and connection.user_id == caller.user.id
             return caller.app is not None and connection.app_id == caller.app.id
@@ -162,7 +164,7 @@ async def matrix(pair: Pair, settings: Settings) -> Matrix:
     narrow = a.tenant.connections[-1]  # the company login's: two read scopes
     tokens["connection_wide"] = pair.world.connection_token(wide)
     tokens["connection_narrow"] = pair.world.connection_token(narrow)
-    tokens["partner_app"] = pair.world.app_token(a.app, "webhooks.manage")
+    tokens["partner_app"] = pair.world.app_token(a.app, PARTNER_APP_SCOPES)
     tokens["first_party_app"] = pair.world.app_token(pair.world.first_party,
                                                      "directory.manage")
     with pair.world.sessions() as session:

@@ -23,6 +23,7 @@ NOT_RECORD_WRITES = {
     ("registry", "delete", "/v1/me/connections/{connection_id}"),
     ("registry", "post", "/v1/app/connections/{connection_id}/revoke"),
     ("registry", "post", "/v1/environment/connections/{connection_id}/revoke"),
+    ("registry", "delete", "/v1/grants/{grant_id}"),
     # Policy decisions: a setting replaced whole (PUT of the decision itself).
     ("registry", "put", "/v1/environment/policy/apps/{client_id}"),
     ("registry", "put", "/v1/environment/policy/consent-templates"),

@@ -82,6 +82,12 @@ class ConsentRequest(BaseModel):
     user: UserInfo
     previously_linked: bool
     scopes: list[ScopeInfo] = Field(description="the scopes to ask consent for (new ones only)")
+    kept_scopes: list[ScopeInfo] = Field(
+        default_factory=list, description="scopes granted before that the link keeps")
+    dropped_scopes: list[ScopeInfo] = Field(
+        default_factory=list,
+        description="scopes granted before that the link loses (grant_management_action "
+                    "replace)")
     debtors: list[DebtorInfo]
 
 

@@ -85,5 +85,7 @@ def consent_request(
         user=UserInfo(id=str(user.id), email=user.email, name=user.name, template=user.template),
         previously_linked=context["previously_linked"],
         scopes=[ScopeInfo(**s) for s in context["scopes"]],
+        kept_scopes=[ScopeInfo(**s) for s in context["kept_scopes"]],
+        dropped_scopes=[ScopeInfo(**s) for s in context["dropped_scopes"]],
         debtors=[DebtorInfo(**d, companies=context["companies"]) for d in context["debtors"]],
     )

@@ -11,6 +11,7 @@ from services.auth.consent.service import (
     ConsentRefused,
     app_blocked,
     consent_templates,
+    dropped_scopes,
     grant,
     live_connection,
     may_consent,
@@ -25,10 +26,11 @@ from services.auth.oauth2.authorization import (
     issue_code,
 )
 from services.auth.oauth2.context import AuthContext
+from services.auth.oauth2.grant_management import INVALID_GRANT_ID
 from services.auth.pages.i18n import TEMPLATE_NAMES
-from shared.models import ConnectionStatus
+from shared.models import Connection, ConnectionStatus
 from shared.policy.apps import admits_user
-from shared.scopes import SCOPES
+from shared.scopes import CONSENT_SCOPES, SCOPES
 
 
 @dataclass
@@ -119,7 +121,8 @@ def _decide(
     when = datetime.fromtimestamp(auth_time, UTC)
 
     def answer(connection):
-        return Redirect(issue_code(ctx, query, user, connection, when) if issue else "")
+        scopes = granted_scopes(checked, connection)
+        return Redirect(issue_code(ctx, query, user, connection, when, scopes) if issue else "")
 
     if checked.first_party:
         return answer(None), checked
@@ -158,14 +161,23 @@ def _decide(
         ), checked
     debtor = scope_of.debtors[0]
     connection = live_connection(ctx, user.id, uuid.UUID(checked.app_id), debtor.id)
+    asked = checked.grant
+    if asked.grant_id is not None and (connection is None or connection.id != asked.grant_id):
+        # Unknown, revoked, another app's or another user's: one answer for all (the
+        # Grant Management draft's invalid_grant_id), so an id tells nothing about others.
+        return refuse(checked, INVALID_GRANT_ID, "unknown grant_id", issuer), checked
     if connection is not None and connection.status != ConnectionStatus.ACTIVE:
         return refuse(checked, "access_denied", "this link is suspended", issuer), checked
     to_ask = new_scopes(connection, checked.scopes)
-    if connection is not None and not to_ask and "consent" not in checked.prompt:
+    dropped = dropped_scopes(connection, checked.scopes, asked.replace)
+    if connection is not None and not to_ask and not dropped and "consent" not in checked.prompt:
         return answer(connection), checked
     if "none" in checked.prompt:
         return refuse(checked, "consent_required", "the user has to consent", issuer), checked
     shown = to_ask or [s for s in checked.scopes if s in SCOPES]
+    # The page shows the whole resulting grant: what is asked now, what stays granted,
+    # and (for a replace) what goes.
+    kept = [s for s in resulting_scopes(checked, connection) if s not in shown]
     return ShowPage(
         "consent.html",
         200,
@@ -173,10 +185,30 @@ def _decide(
             "app": checked.app,
             "previously_linked": connection is not None and bool(to_ask),
             "scopes": [SCOPES[s].localized(lang) for s in shown],
+            "kept_scopes": [SCOPES[s].localized(lang) for s in kept if s in SCOPES],
+            "dropped_scopes": [SCOPES[s].localized(lang) for s in dropped if s in SCOPES],
             "debtors": [{"id": str(d.id), "name": d.name} for d in scope_of.debtors],
             "companies": [{"id": str(c.id), "name": c.name} for c in scope_of.companies[debtor.id]],
         },
     ), checked
+
+
+def resulting_scopes(checked: Checked, connection: Connection | None) -> list[str]:
+    """The consent scopes the connection holds once this request is granted: the
+    requested ones for a `replace`, else the granted ones and the requested ones."""
+    requested = [s for s in checked.scopes if s in CONSENT_SCOPES]
+    if connection is None or checked.grant.replace:
+        return requested
+    return list(dict.fromkeys([*connection.scopes, *requested]))
+
+
+def granted_scopes(checked: Checked, connection: Connection | None) -> list[str] | None:
+    """The scopes of the code: for a Grant Management `merge` or `create` the whole
+    grant (its tokens carry the union), for a `replace` the new set; None (the requested
+    scopes, as before) without a grant management action."""
+    if connection is None or checked.grant.action is None:
+        return None
+    return list(connection.scopes)
 
 
 def _parse_ids(values: list[str]) -> list[uuid.UUID] | None:
@@ -216,7 +248,8 @@ def record_decision(
         return NeedLogin()
     try:
         connection, _ = grant(
-            ctx, user, uuid.UUID(checked.app_id), debtor[0], companies, checked.scopes
+            ctx, user, uuid.UUID(checked.app_id), debtor[0], companies, checked.scopes,
+            checked.grant,
         )
     except ConsentRefused as exc:
         return ShowPage(
@@ -225,4 +258,5 @@ def record_decision(
             {"title_key": "error_title", "detail": exc.detail, "error_code": exc.code},
         )
     when = datetime.fromtimestamp(pending.auth_time, UTC)
-    return Redirect(issue_code(ctx, pending.query, user, connection, when))
+    scopes = granted_scopes(checked, connection)
+    return Redirect(issue_code(ctx, pending.query, user, connection, when, scopes))

@@ -16,6 +16,7 @@ from shared.models import (
     Debtor,
     Environment,
     EnvironmentAppPolicy,
+    TokenFamily,
     User,
 )
 
@@ -70,3 +71,13 @@ def save_connection(
     )
     for company_id in sorted(company_ids):
         session.add(ConnectionCompany(connection_id=connection.id, company_id=company_id))
+
+
+def live_family_ids(session: Session, connection_id: uuid.UUID) -> list[uuid.UUID]:
+    """The token families of the connection that are not revoked yet."""
+    return list(session.exec(
+        select(TokenFamily.id).where(
+            TokenFamily.connection_id == connection_id,
+            col(TokenFamily.revoked_at).is_(None),
+        )
+    ).all())

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from services.auth.consent import repository
 from services.auth.oauth2.context import AuthContext
+from services.auth.oauth2.grant_management import GrantRequest
+from services.auth.oauth2.issue import revoke_family
 from shared import policy
 from shared.audit import Actor, append
 from shared.models import Company, Connection, ConnectionStatus, Debtor, User
@@ -74,6 +76,16 @@ def new_scopes(connection: Connection | None, requested: list[str]) -> list[str]
     return [s for s in requested if s in CONSENT_SCOPES and s not in granted]
 
 
+def dropped_scopes(connection: Connection | None, requested: list[str], replace: bool
+                   ) -> list[str]:
+    """The granted scopes a `replace` takes away (a requested write scope keeps its read
+    scope); nothing for any other request."""
+    if connection is None or not replace:
+        return []
+    keep = implied(s for s in requested if s in CONSENT_SCOPES)
+    return [s for s in connection.scopes if s not in keep]
+
+
 def grant(
     ctx: AuthContext,
     user: User,
@@ -81,8 +93,11 @@ def grant(
     debtor_id: uuid.UUID,
     company_ids: list[uuid.UUID],
     scopes: list[str],
+    grant_request: GrantRequest | None = None,
 ) -> tuple[Connection, bool]:
-    """Create the connection, or widen the live one; returns it and whether it is new."""
+    """Create the connection, or widen the live one (replace its scopes, for a Grant
+    Management `replace`); returns it and whether it is new."""
+    asked = grant_request or GrantRequest()
     if not may_consent(ctx, user):
         raise ConsentRefused("not_allowed")
     if app_blocked(ctx, user.environment_id, app_id):
@@ -95,6 +110,8 @@ def grant(
     if not chosen or not chosen <= reachable:
         raise ConsentRefused("invalid_companies", "choose companies within your reach")
     connection = live_connection(ctx, user.id, app_id, debtor_id)
+    if asked.grant_id is not None and (connection is None or connection.id != asked.grant_id):
+        raise ConsentRefused("invalid_grant_id", "this grant is not live for you and this app")
     created = connection is None
     if connection is not None and connection.status != ConnectionStatus.ACTIVE:
         raise ConsentRefused("suspended", "this link is suspended")
@@ -107,13 +124,27 @@ def grant(
             scopes=[],
         )
     consent = [s for s in scopes if s in CONSENT_SCOPES]
-    added = [s for s in consent if s not in connection.scopes]
-    connection.scopes = list(dict.fromkeys([*connection.scopes, *consent]))
+    before = list(connection.scopes)
+    after = list(dict.fromkeys(consent if asked.replace else [*before, *consent]))
+    added = [s for s in after if s not in before]
+    removed = [s for s in before if s not in after]
+    connection.scopes = after
     connection.updated_at = ctx.now
     repository.save_connection(ctx.session, connection, sorted(chosen))
     unit_of_work(ctx.session).publish_status(Subject.CONNECTION, connection.id, True)
-    _record(ctx, user, connection, created, added, sorted(chosen))
+    families = _narrowed(ctx, connection) if removed else []
+    _record(ctx, user, connection, created, added, sorted(chosen),
+            removed=removed, families=len(families))
     return connection, created
+
+
+def _narrowed(ctx: AuthContext, connection: Connection) -> list[uuid.UUID]:
+    """A `replace` took scopes away: the tokens issued before it carry them, so their
+    families end (the draft's section 10; the code of this consent gets a new one)."""
+    families = repository.live_family_ids(ctx.session, connection.id)
+    for family_id in families:
+        revoke_family(ctx, family_id)
+    return families
 
 
 def _record(
@@ -123,15 +154,23 @@ def _record(
     created: bool,
     added: list[str],
     company_ids: list[uuid.UUID],
+    *,
+    removed: list[str],
+    families: int,
 ) -> None:
     """The audit event and the outbox event of a consent."""
-    if not created and not added:
+    if not created and not added and not removed:
         return
     companies = [str(c) for c in company_ids]
+    action = "consent.granted" if created else "consent.scopes_added"
+    extra: dict[str, object] = {}
+    if removed:
+        action, extra = "consent.scopes_replaced", {"removed": removed,
+                                                     "token_families": families}
     append(
         ctx.session,
         user.environment_id,
-        "consent.granted" if created else "consent.scopes_added",
+        action,
         Actor("user", str(user.id)),
         "connection",
         connection.id,
@@ -140,6 +179,7 @@ def _record(
         scopes=connection.scopes,
         added=added,
         company_ids=companies,
+        **extra,
     )
     changed = ["scopes", "company_ids"] if created else ["scopes"]
     emit(

@@ -15,6 +15,7 @@ from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from services.auth.oauth2.context import AuthContext
+from services.auth.oauth2.grant_management import GrantRefused, GrantRequest, grant_request
 from services.auth.oauth2.requests import ParsedRequest
 from services.auth.oauth2.server import KoppelAuthorizationServer
 from services.auth.pages.repository import has_logo
@@ -58,6 +59,8 @@ class Checked:
     # and whether it is a FAPI 2.0 client (shared.oauth.is_fapi).
     pushed_only: bool = False
     fapi: bool = False
+    # Grant Management (services/auth/oauth2/grant_management.py): none by default.
+    grant: GrantRequest = field(default_factory=GrantRequest)
 
 
 def with_iss(location: str, issuer: str) -> str:
@@ -128,6 +131,9 @@ def check_request(ctx: AuthContext, query: list[tuple[str, str]]) -> Checked | F
         return Failure("invalid_request", "max_age must be a whole number of seconds",
                        redirect_uri, data.get("state"))
     app = client.app
+    grant = grant_request(query, first_party=app.first_party, public=client.is_public)
+    if isinstance(grant, GrantRefused):
+        return Failure(grant.error, grant.description, redirect_uri, data.get("state"))
     return Checked(
         client_id=app.client_id,
         app_id=str(app.id),
@@ -147,14 +153,16 @@ def check_request(ctx: AuthContext, query: list[tuple[str, str]]) -> Checked | F
         ui_locales=data.get("ui_locales"),
         pushed_only=bool(app.require_pushed_authorization_requests),
         fapi=is_fapi(app),
+        grant=grant,
     )
 
 
 def issue_code(
     ctx: AuthContext, query: list[tuple[str, str]], user: User, connection: Connection | None,
-    auth_time,
+    auth_time, scopes: list[str] | None = None,
 ) -> str:
-    """Issue the authorization code; returns where to send the browser (with `iss`)."""
+    """Issue the authorization code (for `scopes`, else the requested ones); returns
+    where to send the browser (with `iss`)."""
     try:
         server, request, grant = _grant(ctx, query)
     except OAuth2Error as exc:
@@ -163,7 +171,7 @@ def issue_code(
             exc.error or "server_error", exc.description or "", exc.redirect_uri, data.get("state")
         )
         return error_location(failure, ctx.settings.issuer) if failure.redirect_uri else ""
-    request.koppel.update(connection=connection, auth_time=auth_time)
+    request.koppel.update(connection=connection, auth_time=auth_time, scopes=scopes)
     _, _, headers = server.create_authorization_response(
         request=request, grant_user=user, grant=grant
     )

@@ -12,6 +12,7 @@ from starlette.requests import ClientDisconnect
 from services.auth.client_credentials import claimed_client_id, failure_key, uses_basic
 from services.auth.deps import client_address, get_runtime, run_authlib
 from services.auth.oauth2.context import AuthContext
+from services.auth.oauth2.grant_management import SUPPORTED_ACTIONS
 from services.auth.oauth2.lookup import find_access_token, token_user
 from services.auth.oauth2.par import push_request
 from services.auth.oauth2.requests import ParsedRequest
@@ -223,6 +224,11 @@ def metadata(settings) -> dict[str, Any]:
         # whatever these say (RFC 9126 section 5).
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
+        # Grant Management for OAuth 2.0: a grant is a connection; the registry serves
+        # the grant management endpoint.
+        "grant_management_endpoint": f"{settings.registry_url}/v1/grants",
+        "grant_management_actions_supported": list(SUPPORTED_ACTIONS),
+        "grant_management_action_required": False,
     }
 
 

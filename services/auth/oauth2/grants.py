@@ -132,7 +132,7 @@ class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
     def save_authorization_code(self, code: str, request) -> None:
         ctx = self.ctx
         connection = request.koppel.get("connection")
-        scopes = parse_scope(request.scope)
+        scopes = request.koppel.get("scopes") or parse_scope(request.scope)
         family = new_family(ctx, request.client, request.user, connection, scopes)
         ttl = ctx.settings.authorization_code_ttl
         if is_fapi(request.client.app):

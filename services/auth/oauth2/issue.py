@@ -107,4 +107,7 @@ def issue_tokens(
     offline = "offline_access" in granted and "refresh_token" in client.app.grant_types
     if family is not None and offline and new_refresh_token:
         response["refresh_token"] = _new_refresh_token(ctx, family)
+    if connection is not None:
+        # Grant Management for OAuth 2.0: the grant is the connection.
+        response["grant_id"] = str(connection.id)
     return response
