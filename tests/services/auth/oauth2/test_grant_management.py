@@ -276,7 +276,7 @@ def test_a_repeated_grant_parameter_is_invalid_request(
     query = [*request.params().items(), ("grant_management_action", "create"),
              ("grant_management_action", "merge")]
     response = agent.http.get("/authorize", params=query)
-    assert response.status_code == 302
+    assert response.status_code == 303
     params = callback_params(response.headers["location"], client.redirect_uri)
     assert params["error"] == "invalid_request"
 
