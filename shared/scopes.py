@@ -161,6 +161,13 @@ _CATALOGUE: list[Scope] = [
         {"nl": "De eigen webhook-endpoints van de app.", "en": "The app's own webhook endpoints."},
         Sensitivity.NONE, kind=ScopeKind.APP,
     ),
+    Scope(
+        "sandboxes.manage",
+        {"nl": "Sandboxes beheren", "en": "Manage sandboxes"},
+        {"nl": "De eigen sandbox-omgevingen van de partner.",
+         "en": "The partner's own sandbox environments."},
+        Sensitivity.NONE, kind=ScopeKind.APP,
+    ),
     *[
         Scope(name, {"nl": name, "en": name}, {"nl": text_nl, "en": text_en},
               Sensitivity.NONE, kind=ScopeKind.FIRST_PARTY)
