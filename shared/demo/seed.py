@@ -56,17 +56,25 @@ def new_password() -> str:
     return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
 
 
+def new_login() -> tuple[str, str]:
+    """A new password and its hash."""
+    password = new_password()
+    return password, hash_password(password)
+
+
 def seed_environment(session: Session, environment: Environment, domain: str,
-                     employees: int, *, hasher: Callable[[str], str] = hash_password
+                     employees: int, *, logins: Callable[[], tuple[str, str]] = new_login
                      ) -> dict[str, Any]:
     """Fill `environment` (added to the session) with the demo data; emails lie on
-    `domain`. Returns its debtors and companies and the logins with their new passwords."""
+    `domain`. Returns its debtors and companies and the logins with their new passwords.
+    `logins` gives each login its password and hash (an async caller hashes them in a
+    thread beforehand)."""
     tree = _tree(session, environment)
     for d, (_, companies) in enumerate(tree.debtors):
         for c, company in enumerate(companies):
             _employees(session, company, domain, data.company_number(d, c), employees)
             _slices(session, company, data.company_number(d, c))
-    users = _users(session, tree, domain, hasher)
+    users = _users(session, tree, domain, logins)
     return {
         "debtors": [
             {
@@ -177,8 +185,8 @@ def _first_employee(session: Session, company: Company) -> Employee:
     ).one()
 
 
-def _users(session: Session, tree: _Tree, domain: str, hasher: Callable[[str], str]
-           ) -> dict[str, dict[str, str]]:
+def _users(session: Session, tree: _Tree, domain: str,
+           logins: Callable[[], tuple[str, str]]) -> dict[str, dict[str, str]]:
     debtor, (company, second_company) = tree.debtors[0]
     employee = _first_employee(session, company)
     # template -> (debtor, companies, employee) as docs/product.md section 8 places each login
@@ -193,13 +201,13 @@ def _users(session: Session, tree: _Tree, domain: str, hasher: Callable[[str], s
     result = {}
     for template in UserTemplate:
         user_debtor, companies, user_employee = placement[template]
-        password = new_password()
+        password, password_hash = logins()
         user = _user(session, tree.environment, template, domain)
         user.name = (
             f"{user_employee.first_name} {user_employee.last_name}"
             if user_employee else data.USER_NAMES[template]
         )
-        user.password_hash = hasher(password)
+        user.password_hash = password_hash
         user.template = template
         user.active = True
         user.debtor_id = user_debtor.id if user_debtor else None
