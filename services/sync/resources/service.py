@@ -61,6 +61,11 @@ async def update_employee(session: AsyncSession, reach: Caller, employee_id: uui
     return row, changed
 
 
+def _child_common(row: Employee) -> dict:
+    return {"environment_id": row.environment_id, "debtor_id": row.debtor_id,
+            "company_id": row.company_id, "employee_id": row.id}
+
+
 def _emit(session: AsyncSession, type: str, employee: Employee, **data) -> None:
     """Write the thin event (ids and changed field names) in this transaction; the worker
     is nudged after the commit."""
