@@ -70,7 +70,9 @@ async def delete_sandbox(sandbox_id: uuid.UUID, session: SessionDep, caller: Can
 async def simulate_change(sandbox_id: uuid.UUID, session: SessionDep, caller: CanSimulate,
                           body: SimulationIn | None = None) -> dict:
     """Make a realistic change in the sandbox (`new_hire`, `salary_change`,
-    `payroll_run_finalized` or `absence`; a random one without a body), written with its
-    event like a change through the data API: webhooks go out and the change feed moves."""
+    `payroll_run_finalized` or `absence`; a random one without a body), in the named
+    company or any, written with its event like a change through the data API: webhooks
+    go out and the change feed moves."""
     environment = await service.owned(session, caller, sandbox_id, for_update=True)
-    return await simulate.simulate(session, environment, body.kind if body else None)
+    body = body or SimulationIn()
+    return await simulate.simulate(session, environment, body.kind, body.company_id)

@@ -71,6 +71,8 @@ class SimulationIn(BaseModel):
 
     kind: ChangeKind | None = Field(default=None,
                                     description="the change to make; a random one if omitted")
+    company_id: uuid.UUID | None = Field(
+        default=None, description="make it in this company of the sandbox; any if omitted")
 
 
 class SimulationOut(BaseModel):

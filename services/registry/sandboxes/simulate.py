@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ from services.registry.sandboxes.schemas import ChangeKind
 from shared import payroll_changes as changes
 from shared.db.types import utcnow
 from shared.demo import data
-from shared.errors import Conflict
+from shared.errors import Conflict, Invalid
 from shared.models import (
     Absence,
     Company,
@@ -43,17 +44,28 @@ def _pick(rows: list[Any], what: str) -> Any:
     return rows[secrets.randbelow(len(rows))]
 
 
-async def _companies(session: AsyncSession, env: Environment) -> list[Company]:
-    return list((await session.exec(select(Company).where(
-        Company.environment_id == env.id).order_by(col(Company.number)))).all())
+@dataclass(frozen=True)
+class Where:
+    """The sandbox a change happens in, and the company when the partner named one."""
+
+    env: Environment
+    company_id: uuid.UUID | None
 
 
-async def _employed(session: AsyncSession, env: Environment) -> list[Employee]:
+async def _companies(session: AsyncSession, where: Where) -> list[Company]:
+    stmt = select(Company).where(Company.environment_id == where.env.id)
+    if where.company_id is not None:
+        stmt = stmt.where(Company.id == where.company_id)
+    return list((await session.exec(stmt.order_by(col(Company.number)))).all())
+
+
+async def _employed(session: AsyncSession, where: Where) -> list[Employee]:
     """Employees with an employment that has not ended."""
     stmt = (select(Employee).join(Employment, col(Employment.employee_id) == col(Employee.id))
-            .where(Employee.environment_id == env.id, col(Employment.end_date).is_(None))
-            .order_by(col(Employee.id)).distinct())
-    return list((await session.exec(stmt)).all())
+            .where(Employee.environment_id == where.env.id, col(Employment.end_date).is_(None)))
+    if where.company_id is not None:
+        stmt = stmt.where(Employee.company_id == where.company_id)
+    return list((await session.exec(stmt.order_by(col(Employee.id)).distinct())).all())
 
 
 async def _salary(session: AsyncSession, employee: Employee) -> WageComponent | None:
@@ -63,8 +75,9 @@ async def _salary(session: AsyncSession, employee: Employee) -> WageComponent | 
     )).first()
 
 
-async def new_hire(session: AsyncSession, env: Environment) -> dict[str, Any]:
-    company = _pick(await _companies(session, env), "company")
+async def new_hire(session: AsyncSession, where: Where) -> dict[str, Any]:
+    env = where.env
+    company = _pick(await _companies(session, where), "company")
     numbers = (await session.exec(select(Employee.number).where(
         Employee.company_id == company.id))).all()
     index = max((int(n) for n in numbers if n.isdigit()), default=0)
@@ -87,8 +100,8 @@ async def new_hire(session: AsyncSession, env: Environment) -> dict[str, Any]:
                     "wage_component_id": component.id}}
 
 
-async def salary_change(session: AsyncSession, env: Environment) -> dict[str, Any]:
-    paid = [(e, s) for e in await _employed(session, env)
+async def salary_change(session: AsyncSession, where: Where) -> dict[str, Any]:
+    paid = [(e, s) for e in await _employed(session, where)
             if (s := await _salary(session, e)) is not None]
     employee, current = _pick(paid, "employee with a salary")
     start = _first_of_next_month(max(utcnow().date(), current.valid_from))
@@ -106,13 +119,13 @@ async def salary_change(session: AsyncSession, env: Environment) -> dict[str, An
                     "wage_component_id": component.id}}
 
 
-async def payroll_run_finalized(session: AsyncSession, env: Environment) -> dict[str, Any]:
-    company = _pick(await _companies(session, env), "company")
+async def payroll_run_finalized(session: AsyncSession, where: Where) -> dict[str, Any]:
+    company = _pick(await _companies(session, where), "company")
     last = (await session.exec(select(PayrollRun.period).where(
         PayrollRun.company_id == company.id).order_by(col(PayrollRun.period).desc()))).first()
     year, month = map(int, (last or utcnow().strftime("%Y-%m")).split("-"))
     period = f"{year + month // 12}-{month % 12 + 1:02d}"
-    salaries = [s.amount_cents for e in await _employed(session, env)
+    salaries = [s.amount_cents for e in await _employed(session, Where(where.env, company.id))
                 if e.company_id == company.id and (s := await _salary(session, e))]
     run = await changes.finalize_payroll_run(session, company, {
         "period": period, **{k: v for k, v in data.payroll_run(period, salaries).items()
@@ -122,10 +135,10 @@ async def payroll_run_finalized(session: AsyncSession, env: Environment) -> dict
             "ids": {"company_id": company.id, "payroll_run_id": run.id}}
 
 
-async def absence(session: AsyncSession, env: Environment) -> dict[str, Any]:
+async def absence(session: AsyncSession, where: Where) -> dict[str, Any]:
     absent = set((await session.exec(select(Absence.employee_id).where(
-        Absence.environment_id == env.id, col(Absence.end_date).is_(None)))).all())
-    employee = _pick([e for e in await _employed(session, env) if e.id not in absent],
+        Absence.environment_id == where.env.id, col(Absence.end_date).is_(None)))).all())
+    employee = _pick([e for e in await _employed(session, where) if e.id not in absent],
                      "employee who is not already absent")
     today = utcnow().date()
     row = await changes.report_absence(session, employee, {
@@ -144,10 +157,14 @@ SIMULATIONS = {
 }
 
 
-async def simulate(session: AsyncSession, env: Environment, kind: ChangeKind | None
-                   ) -> dict[str, Any]:
-    """Make the change (a random kind when none is asked for)."""
+async def simulate(session: AsyncSession, env: Environment, kind: ChangeKind | None,
+                   company_id: uuid.UUID | None = None) -> dict[str, Any]:
+    """Make the change (a random kind when none is asked for), in the named company or
+    any; 422 for a company that is not the sandbox's."""
+    where = Where(env, company_id)
+    if company_id is not None and not await _companies(session, where):
+        raise Invalid("no such company in this sandbox", field="company_id")
     chosen = kind or list(ChangeKind)[secrets.randbelow(len(ChangeKind))]
-    result = await SIMULATIONS[chosen](session, env)
+    result = await SIMULATIONS[chosen](session, where)
     ids: dict[str, uuid.UUID] = result.pop("ids")
     return {"kind": chosen, **result, "ids": ids}

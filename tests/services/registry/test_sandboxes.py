@@ -192,7 +192,8 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
         # Simulate a new hire: the event is written and the change feed moves.
         before = await _changes(sync, tokens["access_token"], "connection.created")
         hired = await registry.post(f"/v1/sandboxes/{sandbox_id}/simulate",
-                                    json={"kind": "new_hire"}, headers=_bearer(app_token))
+                                    json={"kind": "new_hire", "company_id": company_id},
+                                    headers=_bearer(app_token))
         assert hired.status_code == 200, hired.text
         assert hired.json()["events"] == ["employee.created", "employee.payment.changed"]
         employee_id = hired.json()["ids"]["employee_id"]
@@ -212,9 +213,11 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
                                           headers=_bearer(initial))
             assert changed.status_code == 200, changed.text
             assert changed.json()["events"]
-        unknown = await registry.post(f"/v1/sandboxes/{sandbox_id}/simulate",
-                                      json={"kind": "earthquake"}, headers=_bearer(initial))
-        assert unknown.status_code in (400, 422)
+        for body in ({"kind": "earthquake"},
+                     {"kind": "absence", "company_id": str(uuid.uuid4())}):
+            refused_change = await registry.post(f"/v1/sandboxes/{sandbox_id}/simulate",
+                                                 json=body, headers=_bearer(initial))
+            assert refused_change.status_code in (400, 422), refused_change.text
 
         # Deleted: 204, gone with its connection, and the connection's token stops.
         deleted = await registry.delete(f"/v1/sandboxes/{sandbox_id}",
