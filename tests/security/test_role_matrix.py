@@ -135,6 +135,9 @@ class Matrix:
             return caller.app is not None and connection.app_id == caller.app.id
         if operation.startswith("webhooks."):
             return caller.app is not None and caller.app.id == side.app.id
+        if operation.startswith("sandboxes."):  # A's sandbox is its partner's
+            owner = side.sandbox.sandbox_partner_id
+            return caller.app is not None and caller.app.partner_id == owner
         if operation.startswith(("environment.", "directory.")):
             return True  # every id here is of the caller's own environment
         return all(caller.reaches(**self.owners(kind, ident)) for kind, ident in ids.values())
@@ -162,7 +165,7 @@ async def matrix(pair: Pair, settings: Settings) -> Matrix:
     narrow = a.tenant.connections[-1]  # the company login's: two read scopes
     tokens["connection_wide"] = pair.world.connection_token(wide)
     tokens["connection_narrow"] = pair.world.connection_token(narrow)
-    tokens["partner_app"] = pair.world.app_token(a.app, "webhooks.manage")
+    tokens["partner_app"] = pair.world.app_token(a.app, "webhooks.manage sandboxes.manage")
     tokens["first_party_app"] = pair.world.app_token(pair.world.first_party,
                                                      "directory.manage")
     with pair.world.sessions() as session:
