@@ -89,7 +89,7 @@ class PartnerCaller:
 # Only document the two bearer credentials a partner's operation takes (the dependency
 # reads the header itself): the access token, as `principal` documents it, and the
 # partner's initial access token.
-_access_token = HTTPBearer(auto_error=False, bearerFormat=principal.model.bearerFormat,
+_access_token = HTTPBearer(auto_error=False, bearerFormat="JWT",
                            scheme_name=principal.scheme_name,
                            description=principal.model.description)
 _initial_access_token = HTTPBearer(

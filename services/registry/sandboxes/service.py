@@ -5,10 +5,10 @@ another partner's sandbox is as unknown as a missing one)."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
@@ -85,7 +85,7 @@ async def create(session: AsyncSession, caller: PartnerCaller, name: str) -> dic
     # argon2 off the event loop, before the seeder (which runs on it) asks for them.
     logins = iter(await run_in_threadpool(lambda: [new_login() for _ in UserTemplate]))
     seeded = await session.run_sync(lambda sync: seed_environment(
-        sync, environment, sandbox_domain(environment.id), EMPLOYEES_PER_COMPANY,
+        cast(Session, sync), environment, sandbox_domain(environment.id), EMPLOYEES_PER_COMPANY,
         logins=lambda: next(logins)))
     await append_async(session, environment.id, "sandbox.created", actor(caller),
                        "environment", environment.id, name=name,

@@ -85,11 +85,11 @@ async def new_hire(session: AsyncSession, where: Where) -> dict[str, Any]:
     employee = await changes.hire(session, company, {
         "number": data.employee_number(index), **details})
     start = _first_of_next_month(utcnow().date())
-    job = data.employment_details(company.number, index)
+    job: dict[str, Any] = {k: v for k, v in data.employment_details(company.number, index).items()
+                           if k in ("hours_per_week", "function", "department")}
     session.add(Employment(environment_id=env.id, debtor_id=company.debtor_id,
                            company_id=company.id, employee_id=employee.id, start_date=start,
-                           hours_per_week=job["hours_per_week"], function=job["function"],
-                           department=job["department"]))
+                           **job))
     salary = data.wage_components(company.number, index)[0]
     component = await changes.add_wage_component(session, employee, {
         **salary, "valid_from": start})
