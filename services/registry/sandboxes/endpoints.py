@@ -10,6 +10,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Response
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.registry.deps import SessionDep, partner_can
 from services.registry.sandboxes import removal, service, simulate
@@ -21,6 +22,8 @@ from services.registry.sandboxes.schemas import (
     SimulationIn,
     SimulationOut,
 )
+from shared.etag import Guarded, Versioned
+from shared.models import Environment
 from shared.policy.dependency import PartnerCaller
 from shared.policy.sandboxes import MAX_PER_PARTNER
 
@@ -49,18 +52,27 @@ async def list_sandboxes(session: SessionDep, caller: CanList) -> dict:
     return {"data": await service.list_own(session, caller)}
 
 
+async def _representation(session: AsyncSession, environment: Environment) -> SandboxOut:
+    """The sandbox as its answers show it (what its ETag digests)."""
+    return SandboxOut.model_validate(await service.describe(session, environment))
+
+
 @router.get("/{sandbox_id}", response_model=SandboxOut, responses=NOT_FOUND)
-async def get_sandbox(sandbox_id: uuid.UUID, session: SessionDep, caller: CanRead) -> dict:
-    """One of the partner's sandboxes (without passwords)."""
-    return await service.describe(session, await service.owned(session, caller, sandbox_id))
+async def get_sandbox(sandbox_id: uuid.UUID, session: SessionDep, caller: CanRead,
+                      version: Versioned) -> SandboxOut:
+    """One of the partner's sandboxes (without passwords), with an ETag."""
+    environment = await service.owned(session, caller, sandbox_id)
+    return version.tag(await _representation(session, environment))
 
 
 @router.delete("/{sandbox_id}", status_code=204, responses=NOT_FOUND)
-async def delete_sandbox(sandbox_id: uuid.UUID, session: SessionDep, caller: CanDelete
-                         ) -> Response:
+async def delete_sandbox(sandbox_id: uuid.UUID, session: SessionDep, caller: CanDelete,
+                         version: Guarded) -> Response:
     """Delete the sandbox and everything in it, its connections and their tokens
-    included."""
+    included (with `If-Match`: only if it is still as that ETag says)."""
     environment = await service.owned(session, caller, sandbox_id, for_update=True)
+    if version.wanted:
+        version.check(await _representation(session, environment), "sandbox")
     await removal.remove(session, environment, service.actor(caller))
     return Response(status_code=204)
 

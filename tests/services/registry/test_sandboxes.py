@@ -148,6 +148,7 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
         read = await registry.get(f"/v1/sandboxes/{sandbox_id}", headers=_bearer(app_token))
         assert read.status_code == 200 and read.json()["users"][0]["email"]
         assert "password" not in read.text
+        etag = read.headers["etag"]
         other_app_token = _app_token(auth_server, other_client)
         for headers in (_bearer(other_initial), _bearer(other_app_token)):
             assert (await registry.get("/v1/sandboxes", headers=headers)).json()["data"] == []
@@ -219,7 +220,11 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
                                                  json=body, headers=_bearer(initial))
             assert refused_change.status_code in (400, 422), refused_change.text
 
-        # Deleted: 204, gone with its connection, and the connection's token stops.
+        # Deleted: 204, gone with its connection, and the connection's token stops (not
+        # with the ETag read before the simulated changes: 412).
+        stale = await registry.delete(f"/v1/sandboxes/{sandbox_id}",
+                                      headers={**_bearer(app_token), "If-Match": etag})
+        assert stale.status_code == 412, stale.text
         deleted = await registry.delete(f"/v1/sandboxes/{sandbox_id}",
                                         headers=_bearer(app_token))
         assert deleted.status_code == 204, deleted.text
