@@ -176,6 +176,13 @@ _CATALOGUE: list[Scope] = [
          "en": "Revoke the app's own connections (grants)."},
         Sensitivity.NONE, kind=ScopeKind.APP,
     ),
+    Scope(
+        "sandboxes.manage",
+        {"nl": "Sandboxes beheren", "en": "Manage sandboxes"},
+        {"nl": "De eigen sandbox-omgevingen van de partner.",
+         "en": "The partner's own sandbox environments."},
+        Sensitivity.NONE, kind=ScopeKind.APP,
+    ),
     *[
         Scope(name, {"nl": name, "en": name}, {"nl": text_nl, "en": text_en},
               Sensitivity.NONE, kind=ScopeKind.FIRST_PARTY)

@@ -74,6 +74,13 @@ def app_can(operation: str) -> Any:
     return Depends(allowed.app(operation))
 
 
+def partner_can(operation: str) -> Any:
+    """The dependency of the partner authorized for `operation` (an app's client
+    credentials or the partner's initial access token):
+    `Annotated[PartnerCaller, partner_can("area.verb")]`."""
+    return Depends(allowed.partner(operation))
+
+
 def language(request: Request) -> str:
     """`nl` when the caller prefers Dutch, else `en`."""
     first = request.headers.get("accept-language", "").split(",")[0].strip().lower()

@@ -18,5 +18,15 @@ class Environment(SQLModel, table=True):
     # User templates that may consent to third-party apps; None means the default of
     # docs/product.md section 3.
     consent_templates: list[str] | None = json_field(default_factory=lambda: None, nullable=True)
+    # A partner's sandbox (synthetic data to try its apps on) when set: the partner that
+    # owns it. Only that partner's apps may be linked to it, and it never shows up in
+    # what customers see (shared/policy/sandboxes.py).
+    sandbox_partner_id: uuid.UUID | None = Field(default=None, foreign_key="partners.id",
+                                                 index=True)
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
+
+    @property
+    def sandbox(self) -> bool:
+        """Whether this is a partner's sandbox rather than a customer's environment."""
+        return self.sandbox_partner_id is not None

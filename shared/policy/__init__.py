@@ -6,19 +6,21 @@
   (`Caller.reaches`), and the one definition of a user's companies;
 - `resolve.py`: from a verified token to a `Caller`, and `authorize`;
 - `consent.py`: who may link apps, and why a connection is suspended;
+- `sandboxes.py`: what sets a partner's sandbox apart (owner, reserved email domain,
+  out of the directory's reach);
 - `apps.py`: how far a first-party app reaches (bound or platform-wide): logins,
   introspection, the challenge API;
 - `dependency.py`: the FastAPI dependencies that endpoints name their operation with.
 """
 
 from shared.policy.callers import CallerKind
-from shared.policy.consent import consent_templates, may_consent, suspension_reason
+from shared.policy.consent import consent_templates, may_consent, may_link, suspension_reason
 from shared.policy.reach import Caller, conditions, user_companies, user_company_ids
 from shared.policy.resolve import app_by_client_id, authorize, refuse_values, resolve
 from shared.policy.rules import REACH, RULES, Credential, Rule
 
 __all__ = [
     "REACH", "RULES", "Caller", "CallerKind", "Credential", "Rule", "app_by_client_id",
-    "authorize", "conditions", "consent_templates", "may_consent", "refuse_values",
+    "authorize", "conditions", "consent_templates", "may_consent", "may_link", "refuse_values",
     "resolve", "suspension_reason", "user_companies", "user_company_ids",
 ]

@@ -4,6 +4,8 @@ resumption) and the command line all ask these functions."""
 
 from __future__ import annotations
 
+import uuid
+
 from shared.models import (
     DEFAULT_CONSENT_TEMPLATES,
     App,
@@ -46,9 +48,20 @@ def may_consent(user: User, environment: Environment | None) -> bool:
     return user.active and user.template in consent_templates(environment)
 
 
+def may_link(app_partner_id: uuid.UUID | None, environment: Environment | None) -> bool:
+    """Whether an app of this partner may be linked in the environment at all: a
+    partner's sandbox admits only that partner's own apps (shared/policy/sandboxes.py);
+    a customer's environment any (its app policy and consent rules decide the rest)."""
+    if environment is None or environment.sandbox_partner_id is None:
+        return True
+    return app_partner_id is not None and app_partner_id == environment.sandbox_partner_id
+
+
 def suspension_reason(user: User, app: App, environment: Environment,
                       blocked: bool | None) -> str | None:
     """Why a connection of `user` to `app` may not work now, or None if it may."""
+    if not may_link(app.partner_id, environment):
+        return "app_not_admitted"
     if not user.active:
         return "user_deactivated"
     if user.template not in consent_templates(environment):

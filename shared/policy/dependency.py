@@ -14,22 +14,27 @@ an app with a route that names none, so no route can escape the policy unnoticed
 # No `from __future__ import annotations`: FastAPI must resolve the annotations of the
 # dependencies defined inside the functions below.
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.security import HTTPBearer
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.auth_deps import PrincipalDep
-from shared.models import App, User
+from shared.auth_deps import PrincipalDep, bearer_token, get_verifier, principal
+from shared.errors import Forbidden, Unauthorized
+from shared.models import App, Partner, User
 from shared.policy.callers import APPS, USERS
 from shared.policy.reach import Caller
 from shared.policy.resolve import authorize, resolve
-from shared.policy.rules import RULES
+from shared.policy.rules import RULES, Credential
 from shared.tokens import Principal
+from shared.vault import TokenKind, token_digest
 
 OPERATION_KEY = "x-koppel-operation"
 _ATTRIBUTE = "koppel_operation"
@@ -69,6 +74,38 @@ class AppCaller:
     principal: Principal
     app: App
     caller: Caller
+
+
+@dataclass(frozen=True)
+class PartnerCaller:
+    """A partner acting for itself: with its initial access token (`app` None) or one
+    of its apps' client-credentials tokens, authorized for one operation."""
+
+    partner_id: uuid.UUID
+    app: App | None
+    caller: Caller | None
+
+
+# Only document the two bearer credentials a partner's operation takes (the dependency
+# reads the header itself): the access token, as `principal` documents it, and the
+# partner's initial access token.
+_access_token = HTTPBearer(auto_error=False, bearerFormat="JWT",
+                           scheme_name=principal.scheme_name,
+                           description=principal.model.description)
+_initial_access_token = HTTPBearer(
+    auto_error=False, scheme_name="InitialAccessToken",
+    description="The partner's initial access token (koppel partner create)")
+
+
+async def _partner_of_token(session: AsyncSession, request: Request, token: str) -> Partner:
+    digest = token_digest(request.app.state.runtime.keyring.digest_key, token)
+    partner = (await session.exec(
+        select(Partner).where(Partner.initial_access_token_digest == digest))).first()
+    if partner is None:
+        exc = Unauthorized("the initial access token is wrong or revoked")
+        exc.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        raise exc
+    return partner
 
 
 class Authorizer:
@@ -114,6 +151,35 @@ class Authorizer:
             return AppCaller(caller.principal, caller.app, caller)
 
         return dependency
+
+
+    def partner(self, operation: str) -> Callable[..., Any]:
+        """For an operation of a partner's own (the rule allows partner apps and `also`
+        the initial access token): the partner behind either credential. An initial
+        access token (`kpiat_...`) is looked up by its digest; anything else is an
+        access token, resolved and authorized by the rule like every other."""
+        rule = RULES[operation]
+        if rule.also != Credential.INITIAL_ACCESS_TOKEN or not rule.callers <= APPS:
+            raise ValueError(f"{operation} is not a partner's operation")
+        Session = Annotated[AsyncSession, Depends(self.session_dependency, scope="function")]
+        prefix = TokenKind.INITIAL_ACCESS_TOKEN.value + "_"
+        with_reach = self.with_reach
+
+        async def dependency(request: Request, session: Session,
+                             _a: Annotated[Any, Security(_access_token)],
+                             _i: Annotated[Any, Security(_initial_access_token)]
+                             ) -> PartnerCaller:
+            token = bearer_token(request)
+            if token.startswith(prefix):
+                partner = await _partner_of_token(session, request, token)
+                return PartnerCaller(partner.id, None, None)
+            principal = await get_verifier(request).verify(token)
+            caller = authorize(await resolve(session, principal, with_reach=with_reach), rule)
+            if caller.app is None or caller.app.partner_id is None:
+                raise Forbidden("the app belongs to no partner")
+            return PartnerCaller(caller.app.partner_id, caller.app, caller)
+
+        return _named(dependency, operation)
 
 
 def _operations(dependant: Dependant) -> Iterator[str]:

@@ -46,7 +46,8 @@ class Reach(StrEnum):
     DEBTOR = "one debtor and all its companies"
     COMPANIES = "the user's companies in the user's debtor"
     OWN_RECORD = "the user's own employee record (and its company's and debtor's basic info)"
-    OWN_APP = "the app's own registration, connections and webhook endpoints"
+    OWN_APP = ("the app's own registration, connections and webhook endpoints, and its "
+               "partner's sandboxes")
     PLATFORM = "every environment"
 
 
@@ -72,6 +73,8 @@ class Rule:
     callers: frozenset[CallerKind]
     scopes: tuple[str, ...] = ()
     credential: Credential = Credential.ACCESS_TOKEN
+    # Another credential the operation also accepts instead of an access token.
+    also: Credential | None = None
     # Per caller kind, the only values it may write into the named fields; a caller kind
     # not named here may write any valid value.
     values: Mapping[CallerKind, Mapping[str, frozenset[str]]] = field(default_factory=dict)
@@ -167,6 +170,11 @@ _RULES = (
     _rule("payroll_runs.list", DATA_WRITERS, "payroll.run.read"),
     # The change feed shows company-wide events: not for self-service either.
     _rule("changes.list", DATA_WRITERS, *sorted(DATA_SCOPES)),
+    # Sandboxes: a partner's own synthetic environments, managed with an app's
+    # client-credentials token or (`also`) the partner's initial access token.
+    *(Rule(f"sandboxes.{what}", PARTNER, ("sandboxes.manage",),
+           also=Credential.INITIAL_ACCESS_TOKEN)
+      for what in ("create", "list", "read", "delete", "simulate")),
     # Webhook endpoints: a partner app's own, with its client-credentials token.
     *(_rule(f"webhooks.{what}", PARTNER, "webhooks.manage") for what in (
         "create", "list", "read", "update", "delete", "disable", "enable", "rotate_secret",

@@ -24,20 +24,26 @@ from sqlmodel import Session
 from shared import audit
 from shared.config import Settings
 from shared.db.base import metadata
+from shared.demo.seed import seed_environment
 from shared.models import (
     Absence,
     App,
     BankAccount,
+    Company,
+    Debtor,
     Employee,
     Employment,
+    Environment,
     Event,
     LeaveBalance,
     LeaveRequest,
     PayrollRun,
+    User,
     WageComponent,
     WebhookDelivery,
     WebhookEndpoint,
 )
+from shared.policy.sandboxes import sandbox_domain
 from shared.scopes import DATA_SCOPES, FIRST_PARTY_SCOPES
 from shared.signing import Signer
 from shared.vault import KeyRing, SecretBox
@@ -50,7 +56,8 @@ DATA = sorted(DATA_SCOPES)
 # A first-party user token with every first-party scope and every data scope.
 ALL_USER_SCOPES = " ".join(sorted({*FIRST_PARTY_SCOPES, *DATA_SCOPES}))
 # A partner app's client-credentials token with every app-level scope.
-PARTNER_APP_SCOPES = "webhooks.manage grant_management_query grant_management_revoke"
+PARTNER_APP_SCOPES = ("webhooks.manage grant_management_query grant_management_revoke "
+                      "sandboxes.manage")
 USER_CALLERS = ("accountant", "master_client", "company", "hr_manager", "employee")
 # Columns that a legitimate read may touch (usage bookkeeping), left out of fingerprints.
 VOLATILE_COLUMNS = frozenset({"last_used_at", "last_seen_at", "used_at"})
@@ -69,17 +76,25 @@ class Side:
     deliveries: list[WebhookDelivery]
     audit_ids: list[uuid.UUID]
     event_ids: list[uuid.UUID]
+    # The side's partner's sandbox (its app's partner owns it) and the ids in it by kind.
+    sandbox: Environment
+    sandbox_rows: dict[str, list[uuid.UUID]]
+    # Whether `ids` lists the sandbox's objects beside the environment's own (B: so that
+    # every route is walked with a sandbox's ids too, and every list checked for them).
+    lists_sandbox: bool = False
 
     def ids(self, kind: str) -> list[str]:
         """Every id of `kind` in this environment (as strings, for paths)."""
         t = self.tenant
+        extra = self.sandbox_rows if self.lists_sandbox else {}
         rows: dict[str, list[Any]] = {
-            "environment": [t.environment.id],
-            "debtor": [d.id for d in t.debtors],
-            "company": [c.id for c in t.companies],
-            "user": [u.id for u in t.users.values()],
+            "sandbox": [self.sandbox.id],
+            "environment": [t.environment.id, *extra.get("environment", [])],
+            "debtor": [*(d.id for d in t.debtors), *extra.get("debtor", [])],
+            "company": [*(c.id for c in t.companies), *extra.get("company", [])],
+            "user": [*(u.id for u in t.users.values()), *extra.get("user", [])],
             "connection": [c.id for c in t.connections],
-            "employee": [e.id for e in self.employees],
+            "employee": [*(e.id for e in self.employees), *extra.get("employee", [])],
             "endpoint": [e.id for e in self.endpoints],
             "delivery": [d.id for d in self.deliveries],
             "client": [self.app.client_id],
@@ -92,8 +107,10 @@ class Side:
     def all_ids(self) -> set[str]:
         """Every identifier of this environment that must never show up elsewhere."""
         kinds = ["environment", "debtor", "company", "user", "connection", "employee",
-                 "endpoint", "delivery", "client", "audit_event", "event", *self.slices]
-        return {i for kind in kinds for i in self.ids(kind)} | {str(self.app.id)}
+                 "endpoint", "delivery", "client", "audit_event", "event", "sandbox",
+                 *self.slices]
+        sandboxed = {str(i) for rows in self.sandbox_rows.values() for i in rows}
+        return {i for kind in kinds for i in self.ids(kind)} | {str(self.app.id)} | sandboxed
 
 
 @dataclass
@@ -171,8 +188,26 @@ def _side(session: Session, box: SecretBox, name: str) -> Side:
                                audit.Actor("system"), "connection", c.id)
                   for c in tenant.connections]
     session.flush()
+    sandbox, sandbox_rows = _sandbox(session, app)
     return Side(tenant, app, employees, slices, [endpoint], deliveries,
-                [r.id for r in audit_rows], [ev.id for ev in events])
+                [r.id for r in audit_rows], [ev.id for ev in events], sandbox, sandbox_rows)
+
+
+def _sandbox(session: Session, app: App) -> tuple[Environment, dict[str, list[uuid.UUID]]]:
+    """A sandbox of the app's partner, seeded as the registry seeds one (one employee per
+    company; placeholder password hashes: nobody logs in here)."""
+    sandbox = Environment(name=f"{app.name} sandbox", sandbox_partner_id=app.partner_id)
+    session.add(sandbox)
+    session.flush()
+    seed_environment(session, sandbox, sandbox_domain(sandbox.id), 1,
+                     logins=lambda: ("unused", "not-a-hash"))
+    session.flush()
+    rows: dict[str, list[uuid.UUID]] = {"environment": [sandbox.id]}
+    for kind, model in (("debtor", Debtor), ("company", Company), ("user", User),
+                        ("employee", Employee)):
+        rows[kind] = list(session.exec(select(model.id).where(
+            model.environment_id == sandbox.id)).scalars())
+    return sandbox, rows
 
 
 @pytest.fixture
@@ -185,6 +220,7 @@ def pair(committing_sessions: sessionmaker[Session], keyring: KeyRing, settings:
     box = SecretBox(keyring)
     with committing_sessions() as session:
         a, b = _side(session, box, "Alpha"), _side(session, box, "Beta")
+        b.lists_sandbox = True
         # Environment A's own frontend: its user tokens are A's callers.
         first_party = f.make_app(session, first_party=True, environment=a.tenant.environment,
                                  grant_types=["authorization_code", "refresh_token",

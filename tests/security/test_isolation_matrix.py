@@ -1,5 +1,9 @@
 """The tenant-isolation matrix (SECURITY 20, 21, 23), generated from the OpenAPI documents.
 
+Environment B's partner has a sandbox: its id, and the ids of its debtors, companies,
+users and employees, are among B's ids, so every route is walked with a sandbox's ids
+too and no list may show one.
+
 For every operation of the registry and the sync service with a path parameter, every
 id of environment B of the right kind is put in the path and the call is made as every
 kind of caller of environment A: it must answer 404 or 403 (401 where the route takes
@@ -38,6 +42,7 @@ PARAM_KINDS = {
     "wage_component_id": "component", "absence_id": "absence", "leave_balance_id": "leave",
     "leave_request_id": "leave_request",
     "run_id": "payroll_run", "payroll_run_id": "payroll_run", "event_id": "event",
+    "sandbox_id": "sandbox",
 }
 # Where a route names its parameter just `id` (or something generic): (method, path) ->
 # {parameter: kind}. None today; a new route using `{id}` must be added here.
@@ -68,6 +73,8 @@ NOT_APPLICABLE = {
     ("POST", "/v1/directory/environments"):
         "platform-level provisioning (first-party client credentials), no tenant in scope; "
         "refused to every caller here: see test_provisioning_is_refused_to_tenant_callers",
+    ("POST", "/v1/sandboxes"): "no id: creates a sandbox of the caller's own partner "
+                               "(tests/services/registry/test_sandboxes.py)",
     ("POST", "/oauth2/register"): "RFC 7591 registration with a partner's initial access "
                                   "token; no tenant data (test_registration.py)",
 }

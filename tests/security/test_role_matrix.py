@@ -137,6 +137,9 @@ class Matrix:
             return caller.app is not None and connection.app_id == caller.app.id
         if operation.startswith("webhooks."):
             return caller.app is not None and caller.app.id == side.app.id
+        if operation.startswith("sandboxes."):  # A's sandbox is its partner's
+            owner = side.sandbox.sandbox_partner_id
+            return caller.app is not None and caller.app.partner_id == owner
         if operation.startswith(("environment.", "directory.")):
             return True  # every id here is of the caller's own environment
         return all(caller.reaches(**self.owners(kind, ident)) for kind, ident in ids.values())

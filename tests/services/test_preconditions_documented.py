@@ -27,6 +27,8 @@ NOT_RECORD_WRITES = {
     # Policy decisions: a setting replaced whole (PUT of the decision itself).
     ("registry", "put", "/v1/environment/policy/apps/{client_id}"),
     ("registry", "put", "/v1/environment/policy/consent-templates"),
+    # A sandbox simulation makes a new change in it; it overwrites nothing the caller read.
+    ("registry", "post", "/v1/sandboxes/{sandbox_id}/simulate"),
     # RFC 7592 client configuration: its registration access token guards it.
     ("registry", "put", "/oauth2/register/{client_id}"),
     ("registry", "delete", "/oauth2/register/{client_id}"),

@@ -15,6 +15,7 @@ from services.auth.consent.service import (
     grant,
     live_connection,
     may_consent,
+    may_link,
     new_scopes,
     reach,
 )
@@ -126,6 +127,10 @@ def _decide(
 
     if checked.first_party:
         return answer(None), checked
+    if not may_link(ctx, user.environment_id, uuid.UUID(checked.app_id)):
+        return refuse(
+            checked, "access_denied", "this sandbox admits only its partner's apps", issuer
+        ), checked
     if app_blocked(ctx, user.environment_id, uuid.UUID(checked.app_id)):
         return refuse(
             checked, "access_denied", "this app is blocked by the environment's policy", issuer

@@ -9,6 +9,7 @@ from sqlmodel import Session, col, delete, select
 
 from shared import policy
 from shared.models import (
+    App,
     Company,
     Connection,
     ConnectionCompany,
@@ -27,6 +28,11 @@ def user(session: Session, user_id: str | uuid.UUID) -> User | None:
 
 def environment(session: Session, environment_id: uuid.UUID) -> Environment | None:
     return session.get(Environment, environment_id)
+
+
+def app_partner_id(session: Session, app_id: uuid.UUID) -> uuid.UUID | None:
+    """The partner whose app this is (None for a first-party app or an unknown id)."""
+    return session.exec(select(App.partner_id).where(App.id == app_id)).first()
 
 
 def app_policy(

@@ -40,6 +40,13 @@ def app_blocked(ctx: AuthContext, environment_id: uuid.UUID, app_id: uuid.UUID) 
     return row is not None and row.blocked
 
 
+def may_link(ctx: AuthContext, environment_id: uuid.UUID, app_id: uuid.UUID) -> bool:
+    """Whether the app may be linked in the environment at all (the policy's: a
+    partner's sandbox admits only that partner's apps)."""
+    return policy.may_link(repository.app_partner_id(ctx.session, app_id),
+                           repository.environment(ctx.session, environment_id))
+
+
 def may_consent(ctx: AuthContext, user: User) -> bool:
     """Whether `user` may link a third-party app now (the policy's consent gate)."""
     return policy.may_consent(user, repository.environment(ctx.session, user.environment_id))
@@ -100,6 +107,8 @@ def grant(
     asked = grant_request or GrantRequest()
     if not may_consent(ctx, user):
         raise ConsentRefused("not_allowed")
+    if not may_link(ctx, user.environment_id, app_id):
+        raise ConsentRefused("app_not_admitted", "this sandbox admits only its partner's apps")
     if app_blocked(ctx, user.environment_id, app_id):
         raise ConsentRefused("app_blocked", "your environment has blocked this app")
     allowed = reach(ctx, user)

@@ -41,6 +41,7 @@ from shared.etag import Guarded, Version, Versioned
 from shared.models import Company, Debtor, Environment, User, UserTemplate
 from shared.pagination import DEFAULT_LIMIT, page
 from shared.policy.dependency import AppCaller
+from shared.policy.sandboxes import provisioner_reaches
 
 router = APIRouter(prefix="/v1/directory", tags=["directory"])
 CanEnvironmentsCreate = Annotated[AppCaller, app_can("directory.environments.create")]
@@ -69,11 +70,13 @@ Row = TypeVar("Row", Environment, Debtor, Company, User)
 
 async def _in_reach(session: AsyncSession, caller: AppCaller, model: type[Row],
                    ident: uuid.UUID, *, for_update: bool = False) -> Row:
-    """The row if the caller reaches its environment (a bound app: its own only); else
-    404, like a missing row."""
+    """The row if the caller reaches its environment (a bound app: its own only; a
+    partner's sandbox: never); else 404, like a missing row."""
     row = await service.get(session, model, ident, for_update=for_update)
-    environment_id = row.id if isinstance(row, Environment) else row.environment_id
-    if not caller.caller.reaches(environment_id):
+    environment = row if isinstance(row, Environment) \
+        else await session.get(Environment, row.environment_id)
+    if environment is None or not caller.caller.reaches(environment.id) \
+            or not provisioner_reaches(environment):
         raise NotFound(f"no such {model.__tablename__[:-1]}")
     return row
 

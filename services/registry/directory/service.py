@@ -25,6 +25,7 @@ from shared.models import Company, Debtor, Environment, User, UserTemplate
 from shared.outbox import emit
 from shared.pagination import after_id, check_limit, id_cursor
 from shared.passwords import hash_password
+from shared.policy.sandboxes import may_use_email
 from shared.sessions import revoke_first_party_families
 from shared.status import Subject
 from shared.unit_of_work import unit_of_work
@@ -172,6 +173,9 @@ async def _password_hash(password: str | None) -> str:
 async def create_user(session: AsyncSession, actor: Actor, environment: Environment,
                       body: UserIn) -> User:
     repo = DirectoryRepository(session)
+    if not may_use_email(body.email, environment):
+        raise Invalid("addresses on this domain are reserved for partner sandboxes",
+                      field="email")
     if await repo.email_taken(body.email):
         raise Conflict("a user with this email exists", field="email")
     debtor_id = await _placement(session, environment.id, body.template, body.debtor_id,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.resources import schemas
 from services.sync.resources.repository import ResourceRepository
+from shared import payroll_changes
 from shared.db.types import utcnow
 from shared.errors import Conflict, Invalid, NotFound
 from shared.models import Employee, Employment, WageComponent
@@ -81,18 +81,7 @@ async def create_employee(session: AsyncSession, reach: Caller, company_id: uuid
     repository = ResourceRepository(session, reach)
     if await repository.employee_number_taken(row.id, payload.number):
         raise Conflict("the company already has an employee with that number", field="number")
-    fields = payload.model_dump(exclude_none=True)
-    employee = Employee(environment_id=row.environment_id, debtor_id=row.debtor_id,
-                        company_id=row.id, **fields)
-    session.add(employee)
-    try:
-        await session.flush()
-    except IntegrityError:  # a concurrent create took the number first
-        raise Conflict("the company already has an employee with that number",
-                       field="number") from None
-    _emit(session, "employee.created", employee, changed_fields=sorted(fields))
-    await session.flush()
-    return employee
+    return await payroll_changes.hire(session, row, payload.model_dump(exclude_none=True))
 
 
 async def add_wage_component(session: AsyncSession, reach: Caller, employee_id: uuid.UUID,
@@ -101,14 +90,8 @@ async def add_wage_component(session: AsyncSession, reach: Caller, employee_id: 
     if payload.valid_to is not None and payload.valid_to < payload.valid_from:
         raise Invalid("valid_to is before valid_from", field="valid_to")
     owner = await employee(session, reach, employee_id, for_update=True)
-    fields = payload.model_dump(exclude_none=True)
-    row = WageComponent(**_child_common(owner), **fields)
-    session.add(row)
-    await session.flush()
-    _emit(session, "employee.payment.changed", owner, wage_component_id=row.id,
-          action="added", changed_fields=sorted(fields))
-    await session.flush()
-    return row
+    return await payroll_changes.add_wage_component(session, owner,
+                                                    payload.model_dump(exclude_none=True))
 
 
 async def _end(session: AsyncSession, reach: Caller, model, employee_id: uuid.UUID,

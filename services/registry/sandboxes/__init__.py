@@ -1,0 +1,1 @@
+"""Partner sandboxes: synthetic environments a partner makes to try its apps on."""

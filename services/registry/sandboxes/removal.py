@@ -1,0 +1,106 @@
+"""Deleting a sandbox: the environment and everything in it, its connections and their
+tokens included, in one transaction. The tokens of its connections, families and logins
+are refused from the next call on (their status is published after the commit)."""
+
+from __future__ import annotations
+
+import uuid
+
+import structlog
+from sqlalchemy import or_
+from sqlmodel import col, delete, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.audit import Actor
+from shared.models import (
+    Absence,
+    AuditCheckpoint,
+    AuditEvent,
+    AuditHead,
+    AuthorizationCode,
+    BankAccount,
+    Company,
+    Connection,
+    ConnectionCompany,
+    Debtor,
+    Employee,
+    Employment,
+    Environment,
+    EnvironmentAppPolicy,
+    Event,
+    LeaveBalance,
+    LeaveRequest,
+    PayrollRun,
+    RefreshToken,
+    TokenFamily,
+    User,
+    UserCompany,
+    WageComponent,
+    WebhookAttempt,
+    WebhookDelivery,
+)
+from shared.status import Subject
+from shared.unit_of_work import unit_of_work
+
+log = structlog.get_logger("koppel.sandboxes")
+# The employees' own rows, then what they belong to (children before parents).
+EMPLOYEE_ROWS = (Absence, BankAccount, Employment, LeaveBalance, LeaveRequest, WageComponent,
+                 PayrollRun)
+
+
+async def remove(session: AsyncSession, environment: Environment, actor: Actor) -> None:
+    """Delete the sandbox and everything in it."""
+    env = environment.id
+    users = select(User.id).where(User.environment_id == env)
+    connections = select(Connection.id).where(Connection.environment_id == env)
+    families = select(TokenFamily.id).where(or_(
+        col(TokenFamily.environment_id) == env, col(TokenFamily.user_id).in_(users),
+        col(TokenFamily.connection_id).in_(connections)))
+    events = select(Event.id).where(Event.environment_id == env)
+    await _publish(session, users, connections, families)
+    deliveries = select(WebhookDelivery.id).where(col(WebhookDelivery.event_id).in_(events))
+    statements = [
+        delete(WebhookAttempt).where(col(WebhookAttempt.delivery_id).in_(deliveries)),
+        delete(WebhookDelivery).where(col(WebhookDelivery.event_id).in_(events)),
+        delete(Event).where(col(Event.environment_id) == env),
+        delete(AuthorizationCode).where(or_(
+            col(AuthorizationCode.user_id).in_(users),
+            col(AuthorizationCode.connection_id).in_(connections),
+            col(AuthorizationCode.family_id).in_(families))),
+        delete(RefreshToken).where(col(RefreshToken.family_id).in_(families)),
+        delete(TokenFamily).where(or_(
+            col(TokenFamily.environment_id) == env, col(TokenFamily.user_id).in_(users),
+            col(TokenFamily.connection_id).in_(connections))),
+        delete(ConnectionCompany).where(col(ConnectionCompany.connection_id).in_(connections)),
+        delete(Connection).where(col(Connection.environment_id) == env),
+        delete(EnvironmentAppPolicy).where(col(EnvironmentAppPolicy.environment_id) == env),
+        delete(AuditCheckpoint).where(col(AuditCheckpoint.environment_id) == env),
+        delete(AuditEvent).where(col(AuditEvent.environment_id) == env),
+        delete(AuditHead).where(col(AuditHead.environment_id) == env),
+        delete(UserCompany).where(col(UserCompany.user_id).in_(users)),
+        delete(User).where(col(User.environment_id) == env),
+        *(delete(model).where(col(model.environment_id) == env) for model in EMPLOYEE_ROWS),
+        delete(Employee).where(col(Employee.environment_id) == env),
+        delete(Company).where(col(Company.environment_id) == env),
+        delete(Debtor).where(col(Debtor.environment_id) == env),
+    ]
+    for statement in statements:
+        await session.exec(statement)
+    await session.delete(environment)
+    await session.flush()
+    # The sandbox's own audit chain goes with it: the deletion is logged instead.
+    log.info("sandbox.deleted", sandbox_id=str(env), partner_id=str(
+        environment.sandbox_partner_id), actor_type=actor.type, actor_id=actor.id)
+
+
+async def _publish(session: AsyncSession, users, connections, families) -> None:
+    """After the commit: the connections, token families and logins stop working."""
+    work = unit_of_work(session)
+    for connection_id in (await session.exec(connections)).all():
+        work.publish_status(Subject.CONNECTION, connection_id, False)
+    for family_id in (await session.exec(families)).all():
+        work.publish_status(Subject.FAMILY, family_id, False)
+    user_ids: list[uuid.UUID] = list((await session.exec(users)).all())
+    for user_id in user_ids:
+        work.publish_status(Subject.USER, user_id, False)
+        work.sign_out(user_id)

@@ -1,0 +1,1 @@
+"""Made-up Dutch payroll data for demo environments and partner sandboxes."""

@@ -1,0 +1,293 @@
+"""Partner sandboxes end to end over HTTP (issue 17, item 6), on the real auth service
+and its database: a partner makes sandboxes with its initial access token or an app's
+client credentials (at most five), reads only its own, links its app in one through the
+real authorize and consent pages as a sandbox login, syncs its employees, simulates
+changes that move the change feed, and deletes it; another partner's app is refused
+consent there and another partner's calls answer 404; customer-side routes never see a
+sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+from sqlmodel import col, select
+
+from services.registry.app import create_app as create_registry
+from services.sync.app import create_app as create_sync
+from shared.config import Settings
+from shared.models import (
+    App,
+    Connection,
+    Employee,
+    Environment,
+    Event,
+    IdempotencyKey,
+    Partner,
+    User,
+)
+from shared.policy.sandboxes import RESERVED_DOMAIN
+from shared.vault import TokenKind, new_token
+from tests.fixtures.auth_server import AuthServer, Client, new_client
+from tests.services.auth.support import (
+    AuthRequest,
+    Browser,
+    obtain_tokens,
+    post_form,
+)
+from tests.services.auth.support import (
+    User as Login,
+)
+from tests.services.conftest import running
+
+DATA_SCOPE = "company.info.read employee.info.read employee.payment.read offline_access"
+SETTLE_WAIT_S = 8.0  # the change feed shows events settled for five seconds
+
+
+def _settings(settings: Settings, server: AuthServer) -> Settings:
+    return settings.model_copy(update={
+        "database_url": server.engine.url.render_as_string(hide_password=False),
+        "redis_url": server.redis_url, "issuer": server.url,
+    })
+
+
+def _partner(server: AuthServer, name: str) -> tuple[str, Client]:
+    """A partner with its initial access token and one app (client credentials too)."""
+    token = new_token(TokenKind.INITIAL_ACCESS_TOKEN)
+    with server.sessions() as session, session.begin():
+        partner = Partner(name=name, initial_access_token_digest=server.digest(token))
+        session.add(partner)
+        session.flush()
+        client = new_client(session, server.keyring, name=f"{name} app", partner=partner,
+                            scopes=tuple(DATA_SCOPE.split()),
+                            grant_types=["authorization_code", "refresh_token",
+                                         "client_credentials"])
+    return token, client
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _app_token(server: AuthServer, client: Client, scope: str = "sandboxes.manage") -> str:
+    response = post_form(server, "/token", client,
+                         {"grant_type": "client_credentials", "scope": scope})
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def _login(sandbox: dict[str, Any], template: str) -> Login:
+    user = next(u for u in sandbox["users"] if u["template"] == template)
+    return Login(user["id"], user["email"], user["password"], template)
+
+
+async def _changes(sync: httpx.AsyncClient, token: str, wanted: str) -> list[dict]:
+    """The connection's change feed once an event of type `wanted` has settled."""
+    deadline = asyncio.get_running_loop().time() + SETTLE_WAIT_S
+    while True:
+        response = await sync.get("/v1/changes", headers=_bearer(token))
+        assert response.status_code == 200, response.text
+        rows = response.json()["data"]
+        if any(row["type"] == wanted for row in rows) or \
+                asyncio.get_running_loop().time() > deadline:
+            return rows
+        await asyncio.sleep(0.5)
+
+
+async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
+                                                    auth_server: AuthServer) -> None:
+    initial, client = _partner(auth_server, "Sandbox Partner")
+    other_initial, other_client = _partner(auth_server, "Other Partner")
+    app_token = _app_token(auth_server, client)
+    configured = _settings(settings, auth_server)
+    async with running(create_registry(configured)) as registry, \
+            running(create_sync(configured)) as sync:
+        # Created with the initial access token: 201, passwords once, marked sandbox.
+        created = await registry.post("/v1/sandboxes", json={"name": "Try-out"},
+                                      headers={**_bearer(initial), "Idempotency-Key": "sb-1"})
+        assert created.status_code == 201, created.text
+        sandbox = created.json()
+        sandbox_id = uuid.UUID(sandbox["id"])
+        assert sandbox["sandbox"] is True and sandbox["name"] == "Try-out"
+        assert {u["template"] for u in sandbox["users"]} == {
+            "accountant", "master_client", "company", "hr_manager", "payroll_hr_manager",
+            "employee"}
+        assert all(len(u["password"]) >= 16 and u["email"].endswith("." + RESERVED_DOMAIN)
+                   for u in sandbox["users"])
+        assert len(sandbox["debtors"]) == 2 and sandbox["employee_count"] == 20
+        with auth_server.sessions() as session:
+            environment = session.get(Environment, sandbox_id)
+            assert environment is not None and environment.sandbox
+            stored = session.exec(select(IdempotencyKey)).all()
+            # The answer with the passwords is kept sealed, never in the clear.
+            assert stored and all(u["password"].encode() not in row.answer_ciphertext
+                                  for row in stored for u in sandbox["users"])
+        replay = await registry.post("/v1/sandboxes", json={"name": "Try-out"},
+                                     headers={**_bearer(initial), "Idempotency-Key": "sb-1"})
+        assert replay.status_code == 201 and replay.headers["idempotent-replayed"] == "true"
+        assert replay.json()["id"] == sandbox["id"]
+
+        # Four more with the app's client credentials; the sixth is refused.
+        for n in range(4):
+            more = await registry.post("/v1/sandboxes", json={"name": f"More {n}"},
+                                       headers=_bearer(app_token))
+            assert more.status_code == 201, more.text
+        sixth = await registry.post("/v1/sandboxes", json={"name": "Sixth"},
+                                    headers=_bearer(app_token))
+        assert sixth.status_code == 409, sixth.text
+        assert sixth.headers["content-type"].startswith("application/problem+json")
+
+        # The partner lists and reads its own (no passwords); another partner sees none.
+        listed = await registry.get("/v1/sandboxes", headers=_bearer(initial))
+        assert listed.status_code == 200
+        assert [s["name"] for s in listed.json()["data"]] == [
+            "Try-out", "More 0", "More 1", "More 2", "More 3"]
+        assert "password" not in listed.text
+        read = await registry.get(f"/v1/sandboxes/{sandbox_id}", headers=_bearer(app_token))
+        assert read.status_code == 200 and read.json()["users"][0]["email"]
+        assert "password" not in read.text
+        etag = read.headers["etag"]
+        other_app_token = _app_token(auth_server, other_client)
+        for headers in (_bearer(other_initial), _bearer(other_app_token)):
+            assert (await registry.get("/v1/sandboxes", headers=headers)).json()["data"] == []
+            assert (await registry.get(f"/v1/sandboxes/{sandbox_id}",
+                                       headers=headers)).status_code == 404
+            assert (await registry.post(f"/v1/sandboxes/{sandbox_id}/simulate", json={},
+                                        headers=headers)).status_code == 404
+            assert (await registry.delete(f"/v1/sandboxes/{sandbox_id}",
+                                          headers=headers)).status_code == 404
+        # A token without the scope, or no credential at all, is refused.
+        webhooks_only = _app_token(auth_server, client, "webhooks.manage")
+        assert (await registry.get("/v1/sandboxes",
+                                   headers=_bearer(webhooks_only))).status_code == 403
+        assert (await registry.get("/v1/sandboxes")).status_code == 401
+        assert (await registry.get("/v1/sandboxes", headers=_bearer(
+            new_token(TokenKind.INITIAL_ACCESS_TOKEN)))).status_code == 401
+
+        # A sandbox login links the partner's app through the real pages...
+        master = _login(sandbox, "master_client")
+        agent = Browser(auth_server, "127.78.0.1")
+        try:
+            tokens = obtain_tokens(auth_server, agent, AuthRequest(client, scope=DATA_SCOPE),
+                                   master)
+            # ...while another partner's app is refused consent in the sandbox.
+            refused = agent.link(AuthRequest(other_client, scope=DATA_SCOPE), master)
+            assert refused.params["error"] == "access_denied", refused.location
+            assert "consent" not in refused.pages
+        finally:
+            agent.close()
+        with auth_server.sessions() as session:
+            links = session.exec(select(Connection).where(
+                Connection.environment_id == sandbox_id)).all()
+            mine = session.exec(select(App.id).where(App.client_id == client.client_id)).one()
+            assert [c.app_id for c in links] == [mine]
+        connection = _bearer(tokens["access_token"])
+        company_id = sandbox["debtors"][0]["companies"][0]["id"]
+        employees = await sync.get(f"/v1/companies/{company_id}/employees", headers=connection)
+        assert employees.status_code == 200, employees.text
+        assert len(employees.json()["data"]) == 5
+        assert all(e["email"].endswith(RESERVED_DOMAIN) for e in employees.json()["data"])
+
+        # Simulate a new hire: the event is written and the change feed moves.
+        before = await _changes(sync, tokens["access_token"], "connection.created")
+        hired = await registry.post(f"/v1/sandboxes/{sandbox_id}/simulate",
+                                    json={"kind": "new_hire", "company_id": company_id},
+                                    headers=_bearer(app_token))
+        assert hired.status_code == 200, hired.text
+        assert hired.json()["events"] == ["employee.created", "employee.payment.changed"]
+        employee_id = hired.json()["ids"]["employee_id"]
+        with auth_server.sessions() as session:
+            written = session.exec(select(Event).where(
+                Event.environment_id == sandbox_id,
+                col(Event.type).in_(["employee.created", "employee.payment.changed"]))).all()
+            assert {e.data["employee_id"] for e in written} == {employee_id}
+        after = await _changes(sync, tokens["access_token"], "employee.created")
+        created_events = [row for row in after if row["type"] == "employee.created"]
+        assert [row["data"]["employee_id"] for row in created_events] == [employee_id]
+        assert len(after) > len(before)
+        # A random change and the other kinds work too.
+        for kind in ("salary_change", "payroll_run_finalized", "absence", None):
+            body = {"kind": kind} if kind else None
+            changed = await registry.post(f"/v1/sandboxes/{sandbox_id}/simulate", json=body,
+                                          headers=_bearer(initial))
+            assert changed.status_code == 200, changed.text
+            assert changed.json()["events"]
+        for body in ({"kind": "earthquake"},
+                     {"kind": "absence", "company_id": str(uuid.uuid4())}):
+            refused_change = await registry.post(f"/v1/sandboxes/{sandbox_id}/simulate",
+                                                 json=body, headers=_bearer(initial))
+            assert refused_change.status_code in (400, 422), refused_change.text
+
+        # Deleted: 204, gone with its connection, and the connection's token stops (not
+        # with the ETag read before the simulated changes: 412).
+        stale = await registry.delete(f"/v1/sandboxes/{sandbox_id}",
+                                      headers={**_bearer(app_token), "If-Match": etag})
+        assert stale.status_code == 412, stale.text
+        deleted = await registry.delete(f"/v1/sandboxes/{sandbox_id}",
+                                        headers=_bearer(app_token))
+        assert deleted.status_code == 204, deleted.text
+        assert (await registry.get(f"/v1/sandboxes/{sandbox_id}",
+                                   headers=_bearer(app_token))).status_code == 404
+        assert (await sync.get(f"/v1/companies/{company_id}/employees",
+                               headers=connection)).status_code == 401
+        with auth_server.sessions() as session:
+            assert session.get(Environment, sandbox_id) is None
+            for model in (Connection, Employee, User, Event):
+                assert not session.exec(select(model).where(
+                    model.environment_id == sandbox_id)).all()
+        left = await registry.get("/v1/sandboxes", headers=_bearer(initial))
+        assert len(left.json()["data"]) == 4
+        for row in left.json()["data"]:
+            gone = await registry.delete(f"/v1/sandboxes/{row['id']}", headers=_bearer(initial))
+            assert gone.status_code == 204
+
+
+async def test_customer_side_routes_never_see_a_sandbox(settings: Settings,
+                                                       auth_server: AuthServer) -> None:
+    """The SaaS's provisioning (its platform-wide app) does not reach a sandbox, and no
+    customer's user gets an address on the reserved domain."""
+    initial, _ = _partner(auth_server, "Hidden Partner")
+    with auth_server.sessions() as session, session.begin():
+        platform = new_client(session, auth_server.keyring, first_party=True, platform=True,
+                              scopes=("directory.manage",),
+                              grant_types=["client_credentials"])
+        customer = session.exec(select(Environment).where(
+            col(Environment.sandbox_partner_id).is_(None))).first()
+        assert customer is not None
+        customer_id = customer.id
+    provisioner = _bearer(_app_token(auth_server, platform, "directory.manage"))
+    async with running(create_registry(_settings(settings, auth_server))) as registry:
+        sandbox = (await registry.post("/v1/sandboxes", json={"name": "Hidden"},
+                                       headers=_bearer(initial))).json()
+        debtor = sandbox["debtors"][0]
+        company = debtor["companies"][0]
+        user = sandbox["users"][0]
+        try:
+            for path in (f"/v1/directory/environments/{sandbox['id']}",
+                         f"/v1/directory/environments/{sandbox['id']}/users",
+                         f"/v1/directory/debtors/{debtor['id']}",
+                         f"/v1/directory/companies/{company['id']}",
+                         f"/v1/directory/users/{user['id']}"):
+                response = await registry.get(path, headers=provisioner)
+                assert response.status_code == 404, (path, response.text)
+            patched = await registry.patch(f"/v1/directory/users/{user['id']}",
+                                           json={"active": False}, headers=provisioner)
+            assert patched.status_code == 404
+            made = await registry.post(f"/v1/directory/environments/{sandbox['id']}/users",
+                                       json={"email": "x@example.test", "name": "X",
+                                             "template": "accountant"}, headers=provisioner)
+            assert made.status_code == 404
+            for email in (f"boss@{RESERVED_DOMAIN}", f"boss@abc.{RESERVED_DOMAIN.upper()}"):
+                refused = await registry.post(
+                    f"/v1/directory/environments/{customer_id}/users",
+                    json={"email": email, "name": "Boss", "template": "accountant"},
+                    headers=provisioner)
+                assert refused.status_code in (400, 422), refused.text
+                assert "reserved" in refused.text
+            fine = await registry.get(f"/v1/directory/environments/{customer_id}",
+                                      headers=provisioner)
+            assert fine.status_code == 200
+        finally:
+            await registry.delete(f"/v1/sandboxes/{sandbox['id']}", headers=_bearer(initial))
