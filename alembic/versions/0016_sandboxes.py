@@ -2,7 +2,7 @@
 it (`sandbox_partner_id`; NULL for a customer's environment).
 
 Revision ID: 0016
-Revises: 0013
+Revises: 0014
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0016"
-down_revision: str | None = "0013"
+down_revision: str | None = "0014"
 branch_labels = None
 depends_on = None
 
