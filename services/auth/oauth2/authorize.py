@@ -6,7 +6,7 @@ import time
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.auth.consent.decide import error_page
 from services.auth.deps import RuntimeDep, run_authlib
@@ -42,6 +42,7 @@ def _needs_login(checked: Checked, session: dict | None) -> bool:
 
 @router.get(
     "/authorize",
+    response_class=HTMLResponse,
     responses={302: {"description": "to the app with an error"},
                303: {"description": "to login or consent"},
                400: {"description": "an invalid client or redirect URI (HTML page)"}},
