@@ -7,11 +7,12 @@ Each mechanism that can refuse a request adds its status where it applies: the p
 `Idempotency-Key` 409 and 422 (shared/idempotency/openapi.py), the body limits 400 and
 413 (shared/body_limits.py), and a dependency marked with `shared.openapi.answers(...)`
 (the sync rate limit's 429) through `document_answers` below, which also adds 404 to
-every operation with a path parameter and 422 to every one with input. Last, every 4xx
-answer documented without a body gets one: the shared `Problem` schema
-(`application/problem+json`), or `OAuthError` (`application/json`) on the OAuth
-endpoints that answer RFC 6749 errors (`body_limit(..., oauth=True)`). Browser pages
-(HTML answers) keep their error pages undocumented as bodies.
+every operation with a path parameter and 422 to every one with input (but the OAuth
+endpoints, which read their forms themselves). Last, every 4xx answer documented without
+a body gets one: the shared `Problem` schema (`application/problem+json`), or `OAuthError`
+(`application/json`) on the OAuth endpoints that answer RFC 6749 errors
+(`body_limit(..., oauth=True)`). Browser pages (HTML answers) keep their error pages
+undocumented as bodies.
 """
 
 from __future__ import annotations
@@ -59,16 +60,16 @@ def document_answers(app: FastAPI) -> None:
         used_oauth = False
         for method, path, operation in operations(document):
             responses = operation["responses"]
+            oauth = bool(operation.get(OAUTH_KEY))  # reads its form itself: no 422
             wanted = {str(status) for status in declared.get((method, path), ())}
             if "{" in path:
                 wanted.add("404")
-            if operation.get("parameters") or "requestBody" in operation:
+            if (operation.get("parameters") or "requestBody" in operation) and not oauth:
                 wanted.add("422")
             for status in sorted(wanted):
                 responses.setdefault(status, {"description": DESCRIPTIONS[status]})
             if _is_page(operation):
                 continue
-            oauth = bool(operation.get(OAUTH_KEY))
             for status, answer in responses.items():
                 if status.startswith("4") and "content" not in answer:
                     answer["content"] = OAUTH_ERROR_CONTENT if oauth else PROBLEM_CONTENT
