@@ -17,6 +17,7 @@ undocumented as bodies.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI
@@ -33,7 +34,8 @@ OAUTH_ERROR_SCHEMA: dict[str, Any] = {
     "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
     "additionalProperties": True,
 }
-OAUTH_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/OAuthError"}}}
+OAUTH_ERROR_REF = "#/components/schemas/OAuthError"
+OAUTH_ERROR_CONTENT = {"application/json": {"schema": {"$ref": OAUTH_ERROR_REF}}}
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again",
                                "schema": {"type": "integer"}}}
 DESCRIPTIONS = {
@@ -57,7 +59,6 @@ def document_answers(app: FastAPI) -> None:
     declared = {(method, path): declared_answers(route) for method, path, route in api_routes(app)}
 
     def change(document: Document) -> None:
-        used_oauth = False
         for method, path, operation in operations(document):
             responses = operation["responses"]
             oauth = bool(operation.get(OAUTH_KEY))  # reads its form itself: no 422
@@ -73,10 +74,9 @@ def document_answers(app: FastAPI) -> None:
             for status, answer in responses.items():
                 if status.startswith("4") and "content" not in answer:
                     answer["content"] = OAUTH_ERROR_CONTENT if oauth else PROBLEM_CONTENT
-                    used_oauth = used_oauth or oauth
                 if status == "429":
                     answer["headers"] = {**RETRY_AFTER, **answer.get("headers", {})}
-        if used_oauth:
+        if f'"{OAUTH_ERROR_REF}"' in json.dumps(document["paths"]):
             document["components"]["schemas"]["OAuthError"] = OAUTH_ERROR_SCHEMA
 
     amend(app, change)

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from shared.openapi import Document, amend, operations
 from shared.policy.openapi import OAUTH2
-from shared.problem_answers import OAUTH_ERROR_CONTENT, OAUTH_ERROR_SCHEMA
+from shared.problem_answers import OAUTH_ERROR_CONTENT
 
 CLIENT_AUTHENTICATED = frozenset({"/token", "/revoke", "/introspect"})
 FIRST_PARTY_PREFIXES = ("/oauth2/login-requests/", "/oauth2/consent-requests/")
@@ -56,9 +56,7 @@ def declare_security(app: FastAPI) -> None:
     """Add the schemes, each operation's entry and the OAuth errors it answers."""
 
     def change(document: Document) -> None:
-        components = document.setdefault("components", {})
-        components.setdefault("securitySchemes", {}).update(SCHEMES)
-        components.setdefault("schemas", {})["OAuthError"] = OAUTH_ERROR_SCHEMA
+        document.setdefault("components", {}).setdefault("securitySchemes", {}).update(SCHEMES)
         for _, path, operation in operations(document):
             security = _security(path)
             if security is not None:

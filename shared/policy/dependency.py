@@ -133,7 +133,7 @@ def route_operation(route: APIRoute) -> str | None:
     return found.pop() if found else None
 
 
-def route_operations(app: FastAPI) -> dict[tuple[str, str], str | None]:
+def _route_operations(app: FastAPI) -> dict[tuple[str, str], str | None]:
     """(method, path) -> the operation each API route of the app names (or None)."""
     return {(method, path): route_operation(route) for method, path, route in api_routes(app)}
 
@@ -141,7 +141,7 @@ def route_operations(app: FastAPI) -> dict[tuple[str, str], str | None]:
 def annotate_operations(app: FastAPI) -> None:
     """Publish each route's operation in the OpenAPI document (`x-koppel-operation`);
     refuse to build an app with a route that names none."""
-    named = route_operations(app)
+    named = _route_operations(app)
     missing = sorted(f"{method.upper()} {path}" for (method, path), op in named.items()
                      if op is None)
     if missing:
