@@ -10,13 +10,16 @@ from fastapi import FastAPI
 
 from shared.body_limits import BodyLimits, declare_body_limits
 from shared.cache_control import NoStoreForCredentials
-from shared.config import Settings
+from shared.config import Settings, service_url
 from shared.errors import install_error_handlers
 from shared.health import health_router
 from shared.idempotency import IdempotencyMiddleware, document_idempotency_key
 from shared.logging import configure_logging
 from shared.metrics import install_metrics
+from shared.openapi import declare_servers
 from shared.policy.dependency import annotate_operations
+from shared.policy.openapi import declare_policy
+from shared.problem_answers import document_answers
 from shared.proxies import trust_forwarded_headers
 from shared.request_id import RequestIdMiddleware
 from shared.runtime import Runtime, open_runtime
@@ -83,6 +86,11 @@ def create_service_app(
     declare_body_limits(app, max_body)
     if declared:
         annotate_operations(app)
+    # What a client generator needs: the server, each operation's id, security and refusals
+    # (from the policy), then the bodies of every error answer (docs/architecture.md).
+    declare_servers(app, service_url(settings, service))
+    declare_policy(app, settings)
+    document_answers(app)
     # Answers to callers with credentials are never stored by a cache.
     app.add_middleware(NoStoreForCredentials)
     # Added last, so it runs first: every log line of the request carries its id.

@@ -12,7 +12,8 @@ One pure ASGI middleware, installed by `create_service_app`, answers:
 A route declares its limit where it is declared: `openapi_extra=body_limit(16 * KiB)`
 (`oauth=True` on OAuth endpoints, which answer `{"error": "invalid_request"}` instead of
 a problem document). Every other route gets its service's default. Every operation of
-the OpenAPI document carries its limit as `x-koppel-body-limit`.
+the OpenAPI document carries its limit as `x-koppel-body-limit`, and each operation with a
+body its 413 (and 400 for a JSON body) answer.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ import re
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import PROBLEM_JSON, problem_type
+from shared.openapi import Document, amend, api_routes, operations
 
 KiB = 1024
 LIMIT_KEY = "x-koppel-body-limit"
@@ -46,32 +47,32 @@ def body_limit(max_bytes: int, *, oauth: bool = False) -> dict[str, Any]:
 def declare_body_limits(app: FastAPI, default: int) -> None:
     """State every operation's limit in the OpenAPI document (`x-koppel-body-limit`):
     a route's own (from its `openapi_extra`), else the service's default."""
-    generate = app.openapi
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            document = generate()
-            for items in document.get("paths", {}).values():
-                for operation in items.values():
-                    operation.setdefault(LIMIT_KEY, default)
-        return app.openapi_schema or generate()
+    def change(document: Document) -> None:
+        for _, _, operation in operations(document):
+            limit = operation.setdefault(LIMIT_KEY, default)
+            if "requestBody" not in operation:
+                continue
+            responses = operation["responses"]
+            responses.setdefault("413", {"description": f"The body is over {limit} bytes"})
+            if any(kind == "application/json" or kind.endswith("+json")
+                   for kind in operation["requestBody"].get("content", {})):
+                responses.setdefault("400", {"description": (
+                    f"The JSON body is nested deeper than {MAX_JSON_DEPTH}, is not UTF-8 "
+                    "or holds a lone surrogate")})
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    amend(app, change)
 
 
 def _declared_limits(app: FastAPI, default: int) -> list[tuple[set[str], re.Pattern, int, bool]]:
     """(methods, path pattern, limit, OAuth errors) of every route that declares a limit
     other than the default or OAuth errors."""
     found = []
-    for context in iter_route_contexts(app.routes):
-        route = context.route if isinstance(context.route, APIRoute) else context.original_route
-        if not isinstance(route, APIRoute) or context.path_format is None:
-            continue
+    for method, path, route in api_routes(app):
         extra = route.openapi_extra or {}
         limit, oauth = extra.get(LIMIT_KEY, default), bool(extra.get(OAUTH_KEY))
         if limit != default or oauth:
-            pattern = compile_path(context.path_format)[0]
-            found.append(({m.upper() for m in context.methods or ()}, pattern, limit, oauth))
+            found.append(({method.upper()}, compile_path(path)[0], limit, oauth))
     return found
 
 

@@ -180,3 +180,10 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once on first use (never at import)."""
     return Settings()
+
+
+def service_url(settings: Settings, service: str) -> str:
+    """The public URL of `service` ("auth", "registry" or "sync")."""
+    urls = {"auth": settings.auth_url, "registry": settings.registry_url,
+            "sync": settings.sync_url}
+    return urls[service]

@@ -20,6 +20,8 @@ from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalErr
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.openapi import Document, amend, operations
+
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger("koppel.errors")
 # Seconds a client is asked to wait when the database or Redis cannot be reached.
@@ -116,36 +118,42 @@ _STATUS_SLUGS = {
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "title": "Problem",
-    "description": "An RFC 9457 problem document; more members may follow.",
+    "description": "An RFC 9457 problem document (`application/problem+json`); more members "
+                   "may follow.",
     "type": "object",
     "required": ["type", "title", "status", "detail"],
     "properties": {
-        "type": {"type": "string"}, "title": {"type": "string"},
-        "status": {"type": "integer"}, "detail": {"type": "string"},
-        "errors": {"type": "array", "items": {"type": "object"}},
+        "type": {"type": "string", "description": "A stable URI naming the kind of problem, "
+                                                  "`urn:koppel:problem:<slug>`"},
+        "title": {"type": "string", "description": "The kind of problem, for people"},
+        "status": {"type": "integer", "description": "The HTTP status"},
+        "detail": {"type": "string", "description": "This occurrence, for people"},
+        "errors": {"type": "array", "description": "422: each invalid input",
+                   "items": {"type": "object", "properties": {
+                       "loc": {"type": "array", "items": {}},
+                       "msg": {"type": "string"}, "type": {"type": "string"}}}},
+        "required_scope": {"type": "string",
+                           "description": "403 insufficient-scope: the scope the call needs"},
+        "retry_after": {"type": "integer",
+                        "description": "429: seconds to wait (also in `Retry-After`)"},
     },
     "additionalProperties": True,
 }
-_PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
 def _document_problems(app: FastAPI) -> None:
     """Make the OpenAPI document say what the handlers below send: FastAPI documents
     its 422 as `application/json` `HTTPValidationError`, but every validation error is
     a problem document."""
-    generate = app.openapi
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        document = generate()
+    def change(document: Document) -> None:
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
         schemas["Problem"] = PROBLEM_SCHEMA
-        for path_item in document.get("paths", {}).values():
-            for operation in path_item.values():
-                response = operation.get("responses", {}).get("422")
-                if response is not None:
-                    response["content"] = _PROBLEM_CONTENT
+        for _, _, operation in operations(document):
+            response = operation.get("responses", {}).get("422")
+            if response is not None:
+                response["content"] = PROBLEM_CONTENT
         # FastAPI's own validation schemas, once nothing refers to them any more.
         fastapi_own = ("HTTPValidationError", "ValidationError")
         rest = json.dumps([document["paths"],
@@ -153,10 +161,8 @@ def _document_problems(app: FastAPI) -> None:
         for name in fastapi_own:
             if f'/{name}"' not in rest:
                 schemas.pop(name, None)
-        app.openapi_schema = document
-        return document
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    amend(app, change)
 
 
 def _unavailable(dependency: str, error: str) -> JSONResponse:

@@ -17,11 +17,10 @@ import re
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Response
-from fastapi.dependencies.models import Dependant
 from fastapi.encoders import jsonable_encoder
-from fastapi.routing import APIRoute, iter_route_contexts
 
 from shared.errors import PROBLEM_JSON, KoppelError
+from shared.openapi import Document, amend, api_routes, uses
 
 # An entity tag in a list: optionally weak (`W/`), then a quoted opaque tag.
 _ENTITY_TAG = re.compile(r'\s*(W/)?("[^"]*")\s*(?:,|$)')
@@ -128,22 +127,14 @@ Versioned = Annotated[Version, Depends(versioned)]
 Guarded = Annotated[Version, Depends(guarded)]
 
 
-def _uses(dependant: Dependant, call: Any) -> bool:
-    return dependant.call is call or any(_uses(d, call) for d in dependant.dependencies)
-
-
 def _kinds(app: FastAPI) -> dict[tuple[str, str], bool]:
     """(method, path) -> True for a guarded write, False for a versioned answer (a route
     that sets its ETag itself says so with `responses={200: {"headers": ETAG_HEADER}}`)."""
     found: dict[tuple[str, str], bool] = {}
-    for context in iter_route_contexts(app.routes):
-        route = context.route if isinstance(context.route, APIRoute) else context.original_route
-        if not isinstance(route, APIRoute) or context.path_format is None:
-            continue
-        write = _uses(route.dependant, guarded)
-        if write or _uses(route.dependant, versioned):
-            for method in context.methods or ():
-                found[(method.lower(), context.path_format)] = write
+    for method, path, route in api_routes(app):
+        write = uses(route, guarded)
+        if write or uses(route, versioned):
+            found[(method, path)] = write
     return found
 
 
@@ -152,19 +143,14 @@ def document_preconditions(app: FastAPI) -> None:
     header of its success answer, and on `Guarded` ones the 412 answer (`If-Match` is
     documented by the dependency's header parameter). Call it once the routers are in."""
     kinds = _kinds(app)
-    generate = app.openapi
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            document = generate()
-            for (method, path), write in kinds.items():
-                responses = document["paths"][path][method]["responses"]
-                for status, answer in responses.items():
-                    if status.startswith("2") and status != "204":
-                        answer["headers"] = {**answer.get("headers", {}), **ETAG_HEADER}
-                if write:
-                    responses["412"] = PRECONDITION_FAILED
-        return app.openapi_schema or generate()
+    def change(document: Document) -> None:
+        for (method, path), write in kinds.items():
+            responses = document["paths"][path][method]["responses"]
+            for status, answer in responses.items():
+                if status.startswith("2") and status != "204":
+                    answer["headers"] = {**answer.get("headers", {}), **ETAG_HEADER}
+            if write:
+                responses["412"] = PRECONDITION_FAILED
 
-    app.openapi = openapi  # type: ignore[method-assign]
-
+    amend(app, change)

@@ -15,12 +15,13 @@ READY_TIMEOUT_S = 2.0
 def health_router() -> APIRouter:
     router = APIRouter(tags=["health"], dependencies=[Depends(declare("health"))])
 
-    @router.get("/healthz")
+    @router.get("/healthz", operation_id="health.live")
     async def healthz() -> dict[str, str]:
         """Liveness: the process is up and serving."""
         return {"status": "ok"}
 
-    @router.get("/readyz", responses={503: {"description": "a dependency is unreachable"}})
+    @router.get("/readyz", operation_id="health.ready",
+                responses={503: {"description": "a dependency is unreachable"}})
     async def readyz(request: Request) -> JSONResponse:
         """Readiness: the database and Redis answer."""
         runtime = request.app.state.runtime

@@ -207,6 +207,9 @@ APP_SCOPES: frozenset[str] = frozenset(s.name for s in _CATALOGUE if s.kind is S
 FIRST_PARTY_SCOPES: frozenset[str] = frozenset(
     s.name for s in _CATALOGUE if s.kind is ScopeKind.FIRST_PARTY
 )
+# What a client credentials token can carry: a partner app's own scopes, and provisioning
+# for the SaaS's own apps (services/auth/oauth2/clients.py).
+CLIENT_CREDENTIALS_SCOPES: frozenset[str] = APP_SCOPES | {"directory.manage"}
 # What the SaaS's own apps register: every scope but the partner apps' own.
 FIRST_PARTY_APP_SCOPES: tuple[str, ...] = tuple(
     s.name for s in _CATALOGUE if s.kind is not ScopeKind.APP

@@ -13,6 +13,7 @@ from fastapi import Request, Response
 
 from shared.auth_deps import PrincipalDep
 from shared.errors import RateLimited
+from shared.openapi import answers
 from shared.tokens import Principal
 
 WINDOW_S = 60
@@ -57,6 +58,7 @@ def _counter(request: Request):
     return script
 
 
+@answers(429)
 async def rate_limit(request: Request, response: Response, principal: PrincipalDep) -> None:
     """Count this request against the caller's budgets; 429 once one is spent."""
     budgets = _budgets(principal)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from shared.idempotency.keys import HEADER, MAX_KEY_LENGTH, METHODS, REPLAYED_HEADER
+from shared.openapi import Document, amend, operations
 
 PARAMETER: dict[str, Any] = {
     "name": HEADER,
@@ -23,22 +24,26 @@ PARAMETER: dict[str, Any] = {
 }
 
 
+ANSWERS: dict[str, dict[str, Any]] = {
+    "409": {"description": f"A request with this `{HEADER}` is still running"},
+    "422": {"description": f"This `{HEADER}` was used with another request (or the input "
+                           "is invalid)"},
+}
+
+
 def document_idempotency_key(app: FastAPI) -> None:
-    """Add the header parameter to every POST and PATCH operation of `app`'s document."""
-    generate = app.openapi
+    """Add the header parameter, and its 409 and 422 answers, to every POST and PATCH
+    operation of `app`'s document."""
     methods = {m.lower() for m in METHODS}
 
-    def openapi() -> dict[str, Any]:
-        first = app.openapi_schema is None
-        document = generate()
-        if first:
-            for path_item in document.get("paths", {}).values():
-                for method, operation in path_item.items():
-                    parameters = operation.setdefault("parameters", []) \
-                        if method in methods else None
-                    if parameters is not None and all(p.get("name") != HEADER
-                                                      for p in parameters):
-                        parameters.append(PARAMETER)
-        return document
+    def change(document: Document) -> None:
+        for method, _, operation in operations(document):
+            if method not in methods:
+                continue
+            parameters = operation.setdefault("parameters", [])
+            if all(p.get("name") != HEADER for p in parameters):
+                parameters.append(PARAMETER)
+            for status, answer in ANSWERS.items():
+                operation["responses"].setdefault(status, dict(answer))
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    amend(app, change)

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -29,6 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.auth_deps import PrincipalDep, bearer_token, get_verifier, principal
 from shared.errors import Forbidden, Unauthorized
 from shared.models import App, Partner, User
+from shared.openapi import Document, amend, api_routes, operations
 from shared.policy.callers import APPS, USERS
 from shared.policy.reach import Caller
 from shared.policy.resolve import authorize, resolve
@@ -200,34 +201,21 @@ def route_operation(route: APIRoute) -> str | None:
 
 def _route_operations(app: FastAPI) -> dict[tuple[str, str], str | None]:
     """(method, path) -> the operation each API route of the app names (or None)."""
-    found: dict[tuple[str, str], str | None] = {}
-    for context in iter_route_contexts(app.routes):
-        route = context.route if isinstance(context.route, APIRoute) else context.original_route
-        if not isinstance(route, APIRoute) or context.path_format is None:
-            continue
-        operation = route_operation(route)
-        for method in context.methods or ():
-            found[(method.lower(), context.path_format)] = operation
-    return found
+    return {(method, path): route_operation(route) for method, path, route in api_routes(app)}
 
 
 def annotate_operations(app: FastAPI) -> None:
     """Publish each route's operation in the OpenAPI document (`x-koppel-operation`);
     refuse to build an app with a route that names none."""
-    operations = _route_operations(app)
-    missing = sorted(f"{method.upper()} {path}" for (method, path), op in operations.items()
+    named = _route_operations(app)
+    missing = sorted(f"{method.upper()} {path}" for (method, path), op in named.items()
                      if op is None)
     if missing:
         raise RuntimeError("routes without a declared operation (shared/policy): "
                            + ", ".join(missing))
-    generate = app.openapi
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            document = generate()
-            for path, items in document.get("paths", {}).items():
-                for method, operation in items.items():
-                    operation[OPERATION_KEY] = operations[(method, path)]
-        return app.openapi_schema or generate()
+    def change(document: Document) -> None:
+        for method, path, operation in operations(document):
+            operation[OPERATION_KEY] = named[(method, path)]
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    amend(app, change)

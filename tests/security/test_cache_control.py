@@ -48,7 +48,7 @@ def _url(path: str) -> str:
 def test_the_walk_covers_every_declared_credential() -> None:
     assert {service for service, *_ in SECURED} == {"auth", "registry", "sync"}
     assert {scheme for *_, scheme in SECURED} >= {
-        "HTTPBearer", "InitialAccessToken", "RegistrationAccessToken", *BASIC}
+        "oauth2", "InitialAccessToken", "RegistrationAccessToken", *BASIC}
 
 
 @pytest.mark.parametrize("service", sorted(APP_FACTORIES))
@@ -64,10 +64,10 @@ async def test_line39_every_answer_to_a_caller_with_credentials_is_no_store(
             if not private(response):
                 failures.append(f"{method} {path} ({scheme}) -> {response.status_code}: "
                                 f"{response.headers.get('cache-control')!r}")
-        if service == "auth":  # userinfo takes a bearer token the document does not declare
+        if service == "auth":  # userinfo, also with POST
             for method in ("GET", "POST"):
                 response = await client.request(
-                    method, "/userinfo", headers={"Authorization": _credentials("HTTPBearer")})
+                    method, "/userinfo", headers={"Authorization": _credentials("oauth2")})
                 if not private(response):
                     failures.append(f"{method} /userinfo -> {response.status_code}")
         for public_service, path in PUBLIC:

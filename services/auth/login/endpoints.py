@@ -135,9 +135,9 @@ async def logout(request: Request, runtime: RuntimeDep) -> Response:
     return response
 
 
-@router.get("/end-session", response_class=HTMLResponse, operation_id="end_session_get",
+@router.get("/end-session", response_class=HTMLResponse, operation_id="login.getEndSession",
             responses={303: {"description": "logged out: back to the app"}})
-@router.post("/end-session", response_class=HTMLResponse, operation_id="end_session_post",
+@router.post("/end-session", response_class=HTMLResponse, operation_id="login.postEndSession",
              responses={303: {"description": "logged out: back to the app"}})
 async def end_session_endpoint(request: Request, runtime: RuntimeDep) -> Response:
     """OpenID Connect RP-initiated logout: `id_token_hint`, `post_logout_redirect_uri`

@@ -6,7 +6,7 @@ import time
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.auth.consent.decide import error_page
 from services.auth.deps import RuntimeDep, run_authlib
@@ -68,6 +68,7 @@ async def _pushed(runtime, request: Request) -> list[tuple[str, str]] | Failure 
 
 @router.get(
     "/authorize",
+    response_class=HTMLResponse,
     responses={303: {"description": "to login or consent, or to the app with an error"},
                400: {"description": "an invalid client, redirect URI or request_uri "
                                     "(HTML page)"}},

@@ -7,12 +7,19 @@ from authlib.oauth2.rfc6749.errors import InvalidScopeError
 from sqlalchemy import Row
 
 from shared.models import App, AppStatus
-from shared.scopes import APP_SCOPES, CONSENT_SCOPES, FIRST_PARTY_SCOPES, implied, parse_scope
+from shared.scopes import (
+    APP_SCOPES,
+    CLIENT_CREDENTIALS_SCOPES,
+    CONSENT_SCOPES,
+    FIRST_PARTY_SCOPES,
+    implied,
+    parse_scope,
+)
 from shared.vault import digest_matches
 
 # What an app may ask for with the client credentials grant.
 PARTNER_CLIENT_SCOPES = APP_SCOPES
-FIRST_PARTY_CLIENT_SCOPES = APP_SCOPES | {"directory.manage"}
+FIRST_PARTY_CLIENT_SCOPES = CLIENT_CREDENTIALS_SCOPES
 
 
 class OAuthClient(ClientMixin):

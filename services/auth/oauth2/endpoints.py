@@ -167,8 +167,8 @@ def _userinfo(ctx: AuthContext, token: str) -> dict[str, Any] | None:
     return info
 
 
-@router.get("/userinfo", operation_id="userinfo_get")
-@router.post("/userinfo", operation_id="userinfo_post")
+@router.get("/userinfo", operation_id="oauth2.getUserinfo")
+@router.post("/userinfo", operation_id="oauth2.postUserinfo")
 async def userinfo(request: Request) -> Response:
     """OpenID Connect userinfo for an access token with `openid`."""
     header = request.headers.get("authorization", "")
