@@ -261,7 +261,7 @@ class ProofChecker:
         if not isinstance(htu, str) or normalized_url(htu) != normalized_url(url) \
                 or normalized_url(url) is None:
             raise DPoPError("the DPoP proof is not for this URL (htu)")
-        if type(iat) not in (int, float):
+        if isinstance(iat, bool) or not isinstance(iat, (int, float)):
             raise DPoPError("the DPoP proof lacks a valid iat")
         if iat < now - self.max_age or iat > now + self.max_skew:
             raise DPoPError("the DPoP proof was not created just now (iat)")
