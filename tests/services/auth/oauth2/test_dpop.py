@@ -212,7 +212,7 @@ def test_a_public_clients_refresh_token_is_bound_to_its_key(auth_server: AuthSer
 
 def test_a_confidential_clients_refresh_token_is_not_bound(auth_server: AuthServer,
                                                            linked) -> None:
-    request, tokens, key = linked()
+    request, tokens, _ = linked()
     data = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
     plain = token_request(auth_server, request.client, data)
     assert plain.status_code == 200, plain.text
