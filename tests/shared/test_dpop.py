@@ -125,3 +125,19 @@ def test_a_jti_is_accepted_once(checker: ProofChecker, redis_client: redis.Redis
     # Remembered as long as the proof could be accepted, not much longer.
     ttl = redis_client.ttl(f"koppel:dpop:jti:{checked.jkt}:{checked.jti}")
     assert 60 < ttl <= checker.jti_ttl
+
+
+def test_a_tokens_binding_is_read_from_cnf_and_a_malformed_one_refused() -> None:
+    from shared.tokens import InvalidToken, check_claims
+
+    now = time.time()
+    claims = {"iss": "https://auth", "aud": "koppel-api", "exp": now + 60, "iat": now,
+              "sub": "kp_app", "client_id": "kp_app", "jti": "x", "scope": "webhooks.manage"}
+    assert check_claims(claims, issuer="https://auth", audience="koppel-api", now=now).jkt is None
+    bound = check_claims({**claims, "cnf": {"jkt": "abc"}}, issuer="https://auth",
+                         audience="koppel-api", now=now)
+    assert bound.jkt == "abc"
+    for cnf in ("abc", {"jkt": 5}, {"x5t#S256": "abc"}, {}):
+        with pytest.raises(InvalidToken, match="cnf"):
+            check_claims({**claims, "cnf": cnf}, issuer="https://auth", audience="koppel-api",
+                         now=now)
