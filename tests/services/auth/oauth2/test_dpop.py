@@ -342,3 +342,21 @@ async def test_server_nonces_when_switched_on(auth_server: AuthServer, settings:
         answer = await sync_api.get("/v1/webhooks", headers=dpop_call(key, token, "GET", url,
                                                                       nonce=nonce))
         assert answer.status_code == 200, answer.text
+
+
+async def test_an_unbound_token_stays_a_bearer_token(
+        auth_server: AuthServer, settings: Settings, sync_api: httpx.AsyncClient,
+        new_app) -> None:
+    """RFC 9449 section 7.2 only forbids the downgrade of a bound token: an unbound one
+    is a bearer token, a DPoP header beside it changes nothing, and the DPoP scheme
+    (which promises a binding it does not have) is refused for it."""
+    key = DPoPKey()
+    token = app_token(auth_server, new_app(), None).json()["access_token"]
+    url = f"{settings.sync_url}/v1/webhooks"
+    beside = await sync_api.get("/v1/webhooks", headers={
+        "Authorization": f"Bearer {token}", "DPoP": key.proof("GET", url, access_token=token)})
+    assert beside.status_code == 200, beside.text
+    as_dpop = await sync_api.get("/v1/webhooks", headers=dpop_call(key, token, "GET", url))
+    assert as_dpop.status_code == 401
+    assert as_dpop.headers["www-authenticate"].startswith('Bearer, DPoP error="invalid_token"')
+    assert "not DPoP-bound" in as_dpop.json()["detail"]
