@@ -69,6 +69,8 @@ def create_service_app(
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    # What the clients call this service (a DPoP proof's `htu`, shared/auth_deps.py).
+    app.state.public_url = settings.public_url(service)
     install_error_handlers(app)
     if declared:
         # Added first, so it runs innermost: the routes' problem answers reach it as

@@ -1,4 +1,5 @@
-"""FastAPI dependencies that turn `Authorization: Bearer ...` into a Principal.
+"""FastAPI dependencies that turn `Authorization: Bearer ...` (or `DPoP ...` with a
+proof) into a Principal.
 
     CompanyReader = Annotated[Principal, Depends(require_scope("company.info.read"))]
 
@@ -6,7 +7,12 @@
     async def list_companies(caller: CompanyReader): ...
 
 Tokens are accepted in the Authorization header only (RFC 6750 2.1), never in the
-query string, where they would end up in logs.
+query string, where they would end up in logs. A DPoP-bound token (`cnf.jkt`, RFC 9449)
+is accepted only with the DPoP scheme and a proof of its key for this very request
+(method, public URL, the token's hash); sent as Bearer it is refused (section 7.2). A
+token that is not bound is a bearer token: a DPoP header beside it changes nothing, and
+the DPoP scheme is refused for it. `authenticate` does all of it once per request, for
+every route's dependency and for the idempotency middleware alike.
 
 The caller is one `async def` dependency: FastAPI runs a plain `def` dependency in the
 thread pool, and resolves each dependency of a request's tree anew, both of which cost
@@ -21,10 +27,16 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPBearer
 
+from shared.dpop import DPOP_ALGS, NONCE_HEADER, USE_NONCE, DPoPError, ProofChecker, only_proof
 from shared.errors import InsufficientScope, Unauthorized
 from shared.last_used import UsageRecorder
 from shared.scopes import SCOPES
-from shared.tokens import Principal, TokenVerifier
+from shared.tokens import InvalidToken, Principal, TokenVerifier
+
+# Where `authenticate` keeps its answer (a Principal, or the 401 it raised) for the rest
+# of the request: the idempotency middleware and the route's dependency share it.
+_SCOPE_KEY = "koppel.principal"
+DPOP_ALGS_PARAMETER = 'algs="' + " ".join(DPOP_ALGS) + '"'
 
 
 def get_verifier(request: Request) -> TokenVerifier:
@@ -45,23 +57,120 @@ def close_verifier(app: FastAPI) -> None:
         app.state.token_verifier = None
 
 
-def _challenge(detail: str, error: str | None = None) -> Unauthorized:
+def get_proof_checker(request: Request) -> ProofChecker:
+    """The app's DPoP proof checker, made on first use from `app.state.runtime`."""
+    state = request.app.state
+    checker = getattr(state, "dpop_checker", None)
+    if checker is None:
+        runtime = state.runtime
+        checker = state.dpop_checker = ProofChecker.from_settings(
+            runtime.settings, runtime.keyring.digest_key)
+    return checker
+
+
+def challenge(error: str | None = None, scheme: str = "bearer") -> str:
+    """The WWW-Authenticate value of a 401: both schemes, the error on the one the
+    request used, and the DPoP algorithms (RFC 9449 section 7.1)."""
+    if scheme == "dpop":
+        dpop = f'DPoP error="{error}", {DPOP_ALGS_PARAMETER}' if error else \
+            f"DPoP {DPOP_ALGS_PARAMETER}"
+        return f"Bearer, {dpop}"
+    bearer = f'Bearer error="{error}"' if error else "Bearer"
+    return f"{bearer}, DPoP {DPOP_ALGS_PARAMETER}"
+
+
+def _challenge(detail: str, error: str | None = None, scheme: str = "bearer") -> Unauthorized:
     exc = Unauthorized(detail)
-    exc.headers["WWW-Authenticate"] = f'Bearer error="{error}"' if error else "Bearer"
+    exc.headers["WWW-Authenticate"] = challenge(error, scheme)
     return exc
 
 
-def bearer_token(request: Request) -> str:
-    """The bearer token of the Authorization header (scheme case-insensitive); 401 if
-    there is none."""
+class InvalidDPoPProof(Unauthorized):
+    """A DPoP proof that is missing, invalid, replayed or of another key (RFC 9449)."""
+
+    slug, title = "invalid-dpop-proof", "Invalid DPoP proof"
+
+
+def access_token(request: Request) -> tuple[str, str]:
+    """The scheme (`bearer` or `dpop`, case-insensitive) and the access token of the
+    Authorization header; 401 if there is none."""
     if "access_token" in request.query_params:
         raise _challenge("send the access token in the Authorization header, not the URL",
                          "invalid_request")
     scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise _challenge("this call needs a bearer access token")
-    return token
+    scheme, token = scheme.lower(), token.strip()
+    if scheme not in ("bearer", "dpop") or not token:
+        raise _challenge("this call needs an access token (Bearer, or DPoP with a proof)")
+    return scheme, token
+
+
+def bearer_token(request: Request) -> str:
+    """The access token of the Authorization header, whichever its scheme; 401 if none."""
+    return access_token(request)[1]
+
+
+def request_url(request: Request) -> str:
+    """The URL the client called, as a DPoP proof names it: the service's configured
+    public URL (never the Host header) and the path as sent."""
+    base = getattr(request.app.state, "public_url", None)
+    raw = request.scope.get("raw_path")
+    path = raw.decode("latin-1").partition("?")[0] if raw else request.url.path
+    if base is None:
+        return str(request.url.replace(query="", fragment=""))
+    return base.rstrip("/") + path
+
+
+async def _check_proof(request: Request, principal: Principal, token: str) -> None:
+    checker = get_proof_checker(request)
+    try:
+        proof = only_proof(request.headers.getlist("dpop"))
+        if proof is None:
+            raise DPoPError("the DPoP scheme needs a DPoP proof header")
+        checked = checker.check(proof, method=request.method, url=request_url(request),
+                                access_token=token)
+        if checked.jkt != principal.jkt:
+            raise DPoPError("the DPoP proof is signed with another key than the token's")
+        await checker.reserve(request.app.state.runtime.redis, checked)
+    except DPoPError as error:
+        exc = InvalidDPoPProof(error.description)
+        exc.headers["WWW-Authenticate"] = challenge(error.error, "dpop")
+        if error.error == USE_NONCE:
+            exc.headers[NONCE_HEADER] = checker.nonce()
+        raise exc from None
+
+
+async def _authenticate(request: Request) -> Principal:
+    scheme, token = access_token(request)
+    try:
+        principal = await get_verifier(request).verify(token)
+        if scheme == "bearer" and principal.jkt is not None:
+            raise InvalidToken("this access token is DPoP-bound: send it with the DPoP "
+                               "scheme and a proof")
+        if scheme == "dpop" and principal.jkt is None:
+            raise InvalidToken("this access token is not DPoP-bound: send it as Bearer")
+    except InvalidToken as exc:
+        exc.headers["WWW-Authenticate"] = challenge("invalid_token", scheme)
+        raise
+    if scheme == "dpop":
+        await _check_proof(request, principal, token)
+    return principal
+
+
+async def authenticate(request: Request) -> Principal:
+    """The verified caller of this request (token and, for DPoP, proof), worked out once
+    per request; 401 (with its challenge) if it has none."""
+    known = request.scope.get(_SCOPE_KEY)
+    if isinstance(known, Principal):
+        return known
+    if isinstance(known, Unauthorized):
+        raise known
+    try:
+        principal = await _authenticate(request)
+    except Unauthorized as exc:
+        request.scope[_SCOPE_KEY] = exc
+        raise
+    request.scope[_SCOPE_KEY] = principal
+    return principal
 
 
 def get_usage_recorder(request: Request) -> UsageRecorder:
@@ -80,14 +189,16 @@ class _BearerPrincipal(HTTPBearer):
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
         """The verified caller of this request; a connection's use is noted (at most one
         Redis round trip per connection and minute, never an error)."""
-        caller = await get_verifier(request).verify(bearer_token(request))
+        caller = await authenticate(request)
         if caller.connection_id is not None:
             await get_usage_recorder(request).used(caller.connection_id)
         return caller
 
 
 principal = _BearerPrincipal(auto_error=False, bearerFormat="JWT", scheme_name="HTTPBearer",
-                             description="An access token (RFC 9068) from the auth service")
+                             description="An access token (RFC 9068) from the auth service; "
+                             "a DPoP-bound one as `Authorization: DPoP <token>` with a "
+                             "`DPoP` proof header (RFC 9449)")
 PrincipalDep = Annotated[Principal, Depends(principal)]
 
 

@@ -100,6 +100,19 @@ class Settings(BaseSettings):
     # (shared/audit_checkpoints.py); a new chain gets its first one within a minute.
     audit_checkpoint_interval: int = Field(default=3600, ge=60)
 
+    # DPoP (RFC 9449, shared/dpop.py): how old a proof may be, how far ahead of the
+    # server's clock, and whether every proof must carry a server nonce (DPoP-Nonce).
+    dpop_proof_max_age: int = Field(
+        default=60, gt=0, description="seconds a DPoP proof's iat may lie in the past")
+    dpop_proof_max_skew: int = Field(
+        default=5, ge=0, description="seconds a DPoP proof's iat may lie in the future")
+    dpop_nonce_required: bool = Field(
+        default=False, description="every DPoP proof must carry a current server nonce "
+        "(answered use_dpop_nonce with a DPoP-Nonce header otherwise)")
+    dpop_nonce_lifetime: int = Field(
+        default=300, ge=10, description="seconds one server nonce is current (the previous "
+        "one is still accepted)")
+
     login_ui_url: str | None = None
     consent_ui_url: str | None = None
     webhooks_allow_loopback: bool = False
@@ -129,6 +142,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    def public_url(self, service: str) -> str:
+        """The base URL clients use for `service` (what a DPoP proof's `htu` names)."""
+        return {"auth": self.issuer, "registry": self.registry_url,
+                "sync": self.sync_url}.get(service, self.issuer)
 
     @property
     def is_production(self) -> bool:

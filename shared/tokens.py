@@ -82,6 +82,8 @@ class Principal:
     family_id: uuid.UUID | None
     jti: str
     claims: dict[str, Any] = field(repr=False, compare=False)
+    # RFC 9449: the thumbprint of the DPoP key the token is bound to (`cnf.jkt`), if any.
+    jkt: str | None = None
 
     def has_scope(self, scope: str) -> bool:
         """Whether the token grants `scope` (a write scope grants its read scope)."""
@@ -178,6 +180,11 @@ def check_claims(claims: dict[str, Any], *, issuer: str, audience: str, now: flo
     scope = claims.get("scope")
     if not isinstance(scope, str):
         raise InvalidToken("the access token lacks a valid 'scope' claim")
+    cnf, jkt = claims.get("cnf"), None
+    if cnf is not None:
+        jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+        if not isinstance(jkt, str) or not jkt:
+            raise InvalidToken("the access token lacks a valid 'cnf' claim")
     kind: Kind
     user_id = environment_id = connection_id = debtor_id = family_id = None
     if claims.get("environment_id") is not None:
@@ -198,7 +205,7 @@ def check_claims(claims: dict[str, Any], *, issuer: str, audience: str, now: flo
     return Principal(
         kind=kind, user_id=user_id, client_id=client_id, scopes=frozenset(scope.split()),
         environment_id=environment_id, connection_id=connection_id, debtor_id=debtor_id,
-        family_id=family_id, jti=jti, claims=claims,
+        family_id=family_id, jti=jti, claims=claims, jkt=jkt,
     )
 
 

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 from starlette.requests import Request
 
-from shared.auth_deps import get_verifier
-from shared.tokens import InvalidToken
+from shared.auth_deps import authenticate
+from shared.errors import Unauthorized
 from shared.vault import token_digest
 
 HEADER = "Idempotency-Key"
@@ -42,19 +42,22 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
 
 
 async def owner_of(request: Request, digest_key: bytes) -> str | None:
-    """Who sends the request, as a keyed digest; None without a bearer credential.
+    """Who sends the request, as a keyed digest; None without a Bearer or DPoP credential.
 
     A valid access token's caller is its client and subject, so a retry with a renewed
     token finds its answer; any other credential (an initial or registration access
     token, or one that will be refused) is its own owner. Keys of two owners never meet.
+    The caller is worked out exactly as the route will (`authenticate`, the DPoP proof
+    included, and only once), so a stored answer is never replayed to a request whose
+    token or proof the route would refuse.
     """
     scheme, _, credential = (request.headers.get("authorization") or "").partition(" ")
     credential = credential.strip()
-    if scheme.lower() != "bearer" or not credential:
+    if scheme.lower() not in ("bearer", "dpop") or not credential:
         return None
     try:
-        principal = await get_verifier(request).verify(credential)
-    except InvalidToken:
+        principal = await authenticate(request)
+    except Unauthorized:
         identity = "credential\x00" + credential
     else:
         identity = f"token\x00{principal.client_id}\x00{principal.claims.get('sub', '')}"

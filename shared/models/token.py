@@ -22,6 +22,8 @@ class TokenFamily(SQLModel, table=True):
     created_at: datetime = timestamp_field()
     expires_at: datetime = timestamp_field(now=False)
     revoked_at: datetime | None = timestamp_field(nullable=True, now=False)
+    # RFC 9449: the JWK SHA-256 thumbprint a public client's refresh tokens are bound to.
+    dpop_jkt: str | None = Field(default=None, max_length=43)
 
 
 class AuthorizationCode(SQLModel, table=True):
@@ -40,6 +42,9 @@ class AuthorizationCode(SQLModel, table=True):
     code_challenge: str = Field(max_length=128)
     code_challenge_method: str = Field(default="S256", max_length=10)
     nonce: str | None = Field(default=None, max_length=500)
+    # RFC 9449 section 10: the `dpop_jkt` of the authorization request; the exchange
+    # must come with a DPoP proof of that key.
+    dpop_jkt: str | None = Field(default=None, max_length=43)
     auth_time: datetime = timestamp_field()
     created_at: datetime = timestamp_field()
     expires_at: datetime = timestamp_field(now=False, index=True)

@@ -649,7 +649,9 @@ def bearer(token: str, scheme: str = "Bearer") -> dict[str, str]:
 async def test_no_token_answers_401_with_a_bearer_challenge(client: httpx.AsyncClient) -> None:
     response = await client.get("/employees")
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == "Bearer"
+    # Both schemes, and the algorithms a DPoP proof may use (RFC 9449 section 7.1).
+    assert response.headers["www-authenticate"] == (
+        'Bearer, DPoP algs="ES256 PS256 EdDSA Ed25519"')
     assert response.headers["content-type"] == "application/problem+json"
     response = await client.get("/employees", headers={"Authorization": "Basic dXNlcjpwdw=="})
     assert response.status_code == 401
@@ -671,7 +673,8 @@ async def test_an_invalid_token_answers_401_invalid_token(client: httpx.AsyncCli
     response = await client.get("/me", headers=bearer(world.key.sign(world.app_claims(
         aud="elsewhere"))))
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == INVALID
+    assert response.headers["www-authenticate"] == (
+        INVALID + ', DPoP algs="ES256 PS256 EdDSA Ed25519"')
     body = response.json()
     assert body["status"] == 401 and body["type"] == "urn:koppel:problem:invalid-token"
 

@@ -7,6 +7,7 @@ otherwise the user sees an error page and the app hears nothing.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlencode
@@ -24,6 +25,8 @@ from shared.oauth import is_fapi
 from shared.scopes import parse_scope
 
 PROMPTS = {"none", "login", "consent", "select_account"}
+# RFC 9449 section 10: a JWK SHA-256 thumbprint, base64url without padding.
+DPOP_JKT = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 @dataclass
@@ -126,6 +129,10 @@ def check_request(ctx: AuthContext, query: list[tuple[str, str]]) -> Checked | F
             return Failure(f"{parameter}_not_supported",
                            f"the {parameter} parameter is not supported", redirect_uri,
                            data.get("state"))
+    dpop_jkt = data.get("dpop_jkt")
+    if dpop_jkt is not None and not DPOP_JKT.fullmatch(dpop_jkt):
+        return Failure("invalid_request", "dpop_jkt must be a JWK SHA-256 thumbprint "
+                       "(43 base64url characters)", redirect_uri, data.get("state"))
     max_age = data.get("max_age")
     if max_age is not None and (not max_age.isdigit() or len(max_age) > 9):
         return Failure("invalid_request", "max_age must be a whole number of seconds",

@@ -12,6 +12,7 @@ from starlette.requests import ClientDisconnect
 from services.auth.client_credentials import claimed_client_id, failure_key, uses_basic
 from services.auth.deps import client_address, get_runtime, run_authlib
 from services.auth.oauth2.context import AuthContext
+from services.auth.oauth2.dpop import JKT_PARAMETER
 from services.auth.oauth2.grant_management import SUPPORTED_ACTIONS
 from services.auth.oauth2.lookup import find_access_token, token_user
 from services.auth.oauth2.par import push_request
@@ -19,7 +20,15 @@ from services.auth.oauth2.requests import ParsedRequest
 from services.auth.oauth2.server import serve
 from shared import ratelimit
 from shared.attestation import attestation_jwks
+from shared.auth_deps import challenge, get_proof_checker
 from shared.body_limits import KiB, body_limit
+from shared.dpop import (
+    DPOP_ALGS,
+    NONCE_HEADER,
+    USE_NONCE,
+    DPoPError,
+    only_proof,
+)
 from shared.metrics import TOKENS_ISSUED
 from shared.oauth import (
     CLIENT_ASSERTION_ALGS,
@@ -97,10 +106,38 @@ async def _run_endpoint(request: Request, work, parsed=None, *,
     return JSONResponse(body, status_code=status, headers={**dict(headers), **NO_STORE})
 
 
+def _dpop_refusal(request: Request, error: DPoPError) -> JSONResponse:
+    """400 with the proof's error; a fresh server nonce with `use_dpop_nonce`."""
+    headers = ({NONCE_HEADER: get_proof_checker(request).nonce()}
+               if error.error == USE_NONCE else None)
+    return _oauth_error(400, error.error, error.description, headers)
+
+
+async def _proved_key(request: Request, parsed: ParsedRequest) -> JSONResponse | None:
+    """Check the token request's DPoP proof, if it has one (RFC 9449 section 5), and
+    leave its key's thumbprint in the request for the grants."""
+    checker = get_proof_checker(request)
+    try:
+        proof = only_proof(request.headers.getlist("dpop"))
+        if proof is None:
+            return None
+        checked = checker.check(proof, method="POST", url=parsed.uri)
+        await checker.reserve(get_runtime(request).redis, checked)
+    except DPoPError as error:
+        return _dpop_refusal(request, error)
+    parsed.koppel[JKT_PARAMETER] = checked.jkt
+    return None
+
+
 @router.post("/token", openapi_extra=FORM_BODY)
 async def token(request: Request) -> Response:
-    """OAuth 2.0 token endpoint: authorization_code, refresh_token, client_credentials."""
+    """OAuth 2.0 token endpoint: authorization_code, refresh_token, client_credentials;
+    a `DPoP` proof header binds the tokens to its key (RFC 9449)."""
     parsed = await _form_request(request)
+    if isinstance(parsed, ParsedRequest):
+        refused = await _proved_key(request, parsed)
+        if refused is not None:
+            return refused
     # A client credentials grant only reads (the client); every other grant writes.
     read_only = (isinstance(parsed, ParsedRequest)
                  and parsed.payload.grant_type == "client_credentials")
@@ -111,6 +148,10 @@ async def token(request: Request) -> Response:
     )
     if response.status_code == 200 and isinstance(parsed, ParsedRequest):
         TOKENS_ISSUED.labels(parsed.form.get("grant_type", "unknown")).inc()
+    checker = get_proof_checker(request)
+    if checker.nonce_required and JKT_PARAMETER in getattr(parsed, "koppel", {}):
+        # The nonce for the client's next proof (RFC 9449 section 8.2).
+        response.headers[NONCE_HEADER] = checker.nonce()
     return response
 
 
@@ -150,10 +191,14 @@ async def introspect(request: Request) -> Response:
     )
 
 
-def _userinfo(ctx: AuthContext, token: str) -> dict[str, Any] | None:
+def _userinfo(ctx: AuthContext, token: str, jkt: str | None) -> dict[str, Any] | None:
+    """The claims for `token`, presented with a proof of key `jkt` (None: as Bearer)."""
     found = find_access_token(ctx, token)
     if found is None or not found.active or "openid" not in parse_scope(found.claims.get("scope")):
         return None
+    cnf = found.claims.get("cnf")
+    if (cnf.get("jkt") if isinstance(cnf, dict) else None) != jkt:
+        return None  # a DPoP-bound token as Bearer, or a proof of another key (RFC 9449)
     user = token_user(ctx, found)
     if user is None:
         return None
@@ -170,16 +215,35 @@ def _userinfo(ctx: AuthContext, token: str) -> dict[str, Any] | None:
 @router.get("/userinfo", operation_id="oauth2.getUserinfo")
 @router.post("/userinfo", operation_id="oauth2.postUserinfo")
 async def userinfo(request: Request) -> Response:
-    """OpenID Connect userinfo for an access token with `openid`."""
-    header = request.headers.get("authorization", "")
-    if not header.lower().startswith("bearer "):
+    """OpenID Connect userinfo for an access token with `openid`; a DPoP-bound one with
+    the DPoP scheme and a proof (RFC 9449 section 7)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    scheme, token = scheme.lower(), token.strip()
+    if scheme not in ("bearer", "dpop") or not token:
         return JSONResponse({"error": "invalid_token"}, status_code=401,
-                            headers={"WWW-Authenticate": "Bearer"})
-    token = header[7:].strip()
-    info = await run_authlib(request, lambda ctx: _userinfo(ctx, token))
+                            headers={"WWW-Authenticate": challenge()})
+    jkt = None
+    if scheme == "dpop":
+        checker = get_proof_checker(request)
+        try:
+            proof = only_proof(request.headers.getlist("dpop"))
+            if proof is None:
+                raise DPoPError("the DPoP scheme needs a DPoP proof header")
+            checked = checker.check(proof, method=request.method,
+                                    url=f"{request.app.state.settings.issuer}/userinfo",
+                                    access_token=token)
+            await checker.reserve(get_runtime(request).redis, checked)
+        except DPoPError as error:
+            headers = {"WWW-Authenticate": challenge(error.error, "dpop")}
+            if error.error == USE_NONCE:
+                headers[NONCE_HEADER] = checker.nonce()
+            return JSONResponse({"error": error.error, "error_description": error.description},
+                                status_code=401, headers=headers)
+        jkt = checked.jkt
+    info = await run_authlib(request, lambda ctx: _userinfo(ctx, token, jkt))
     if info is None:
         return JSONResponse({"error": "invalid_token"}, status_code=401,
-                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+                            headers={"WWW-Authenticate": challenge("invalid_token", scheme)})
     return JSONResponse(info, headers=NO_STORE)
 
 
@@ -212,6 +276,7 @@ def metadata(settings) -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
         "introspection_endpoint_auth_methods_supported": list(CONFIDENTIAL_CLIENT_AUTH_METHODS),
         "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": list(DPOP_ALGS),
         "authorization_response_iss_parameter_supported": True,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(ID_TOKEN_ALGS),

@@ -24,6 +24,7 @@ from authlib.oidc.core.grants.util import is_openid_scope
 
 from services.auth.oauth2.clients import OAuthClient
 from services.auth.oauth2.context import AuthContext
+from services.auth.oauth2.dpop import JKT_PARAMETER, check_binding, proved_key
 from services.auth.oauth2.issue import issue_tokens, new_family, revoke_family
 from services.auth.oauth2.repository import (
     CODE_LOOKUP,
@@ -125,6 +126,7 @@ class _KoppelGrant:
 
 class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = list(CLIENT_AUTH_METHODS)
+    request: ParsedRequest
 
     def generate_authorization_code(self) -> str:
         return new_token(TokenKind.AUTHORIZATION_CODE)
@@ -149,6 +151,7 @@ class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
                 code_challenge=request.payload.data["code_challenge"],
                 code_challenge_method="S256",
                 nonce=request.payload.data.get("nonce"),
+                dpop_jkt=request.payload.data.get(JKT_PARAMETER),
                 auth_time=request.koppel["auth_time"],
                 expires_at=ctx.now + timedelta(seconds=ttl),
             )
@@ -162,6 +165,8 @@ class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
                   app_id=client.app.id).first()
         if row is None or row.expires_at <= ctx.now:
             return None
+        # Before the code is spent: a thief without the key leaves it to its owner.
+        check_binding(row.dpop_jkt, proved_key(self.request, client), "code")
         spent = run(conn, SPEND_CODE, code_id=row.id, now=ctx.now)
         if spent.rowcount != 1:
             # A second redemption: whatever the first one got stops working.
@@ -185,7 +190,8 @@ class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
         # Authlib stored the code it validated (query_authorization_code's answer).
         record = cast(CodeRecord, self.request.authorization_code)
         return issue_tokens(self.ctx, self.client, user, parse_scope(scope),
-                            record.family, _live(record.connection) or None)
+                            record.family, _live(record.connection) or None,
+                            jkt=self.request.koppel.get(JKT_PARAMETER))
 
 
 class RefreshRecord:
@@ -223,6 +229,9 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
             raise InvalidGrantError("this refresh token was not issued to this client")
         if family.revoked_at is not None:
             raise InvalidGrantError("this refresh token was revoked")
+        # A bound refresh token is of no use without its key (not even to get its
+        # family revoked by presenting it again).
+        check_binding(family.dpop_jkt, proved_key(self.request, client), "refresh token")
         if row.rotated_at is not None:
             if ctx.now - row.rotated_at > REFRESH_RACE_GRACE:
                 revoke_family(ctx, family.id)  # an old refresh token came back: stolen
@@ -272,7 +281,8 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
         if record.connection is not None:
             unit_of_work(self.ctx.session).record_use(record.connection.id)
         return issue_tokens(self.ctx, self.client, user, parse_scope(scope),
-                            record.family, record.connection, new_refresh_token=record.rotate)
+                            record.family, record.connection, new_refresh_token=record.rotate,
+                            jkt=self.request.koppel.get(JKT_PARAMETER))
 
 
 class AppCredentialsGrant(_KoppelGrant, grants.ClientCredentialsGrant):
@@ -291,11 +301,13 @@ class AppCredentialsGrant(_KoppelGrant, grants.ClientCredentialsGrant):
         requested = parse_scope(self.request.payload.scope) or sorted(allowed & {"webhooks.manage"})
         if not set(requested) <= allowed:
             raise InvalidScopeError("client credentials give app-level scopes only")
+        proved_key(self.request, client)
         self.request.client = client
         self.request.koppel["scopes"] = requested
 
     def create_token_response(self):
-        token = issue_tokens(self.ctx, self.client, None, self.request.koppel["scopes"])
+        token = issue_tokens(self.ctx, self.client, None, self.request.koppel["scopes"],
+                             jkt=self.request.koppel.get(JKT_PARAMETER))
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
 

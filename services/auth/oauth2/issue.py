@@ -16,7 +16,13 @@ from sqlmodel import col, update
 
 from services.auth.oauth2.clients import OAuthClient
 from services.auth.oauth2.context import AuthContext
-from services.auth.oauth2.repository import INSERT_REFRESH, ConnectionRow, FamilyRow, run
+from services.auth.oauth2.repository import (
+    BIND_FAMILY,
+    INSERT_REFRESH,
+    ConnectionRow,
+    FamilyRow,
+    run,
+)
 from shared.db.types import uuid7
 from shared.models import Connection, TokenFamily, User
 from shared.signing import ACCESS_TOKEN_ALG
@@ -91,13 +97,18 @@ def issue_tokens(
     ctx: AuthContext, client: OAuthClient, user: User | None, scopes: list[str],
     family: TokenFamily | FamilyRow | None = None,
     connection: Connection | ConnectionRow | None = None, *, new_refresh_token: bool = True,
+    jkt: str | None = None,
 ) -> dict[str, Any]:
     """The token response: an access token, and a refresh token with `offline_access`
-    (none with `new_refresh_token=False`: the client keeps the one it has)."""
+    (none with `new_refresh_token=False`: the client keeps the one it has). With `jkt`
+    (the request's DPoP proof, RFC 9449) the access token is DPoP-bound to that key
+    (`cnf.jkt`), and so is a public client's refresh token (section 5)."""
     claims = _access_claims(ctx, client, user, scopes, family, connection)
+    if jkt is not None:
+        claims["cnf"] = {"jkt": jkt}
     response: dict[str, Any] = {
         "access_token": ctx.signer.sign(ctx.session, claims, alg=ACCESS_TOKEN_ALG, typ="at+jwt"),
-        "token_type": "Bearer",
+        "token_type": "DPoP" if jkt is not None else "Bearer",
         "expires_in": ctx.settings.access_token_ttl,
         "scope": claims["scope"],
     }
@@ -105,8 +116,12 @@ def issue_tokens(
     # section 6), or a narrowed refresh would spend the old one and leave the app none.
     granted = family.scopes if family is not None else scopes
     offline = "offline_access" in granted and "refresh_token" in client.app.grant_types
-    if family is not None and offline and new_refresh_token:
-        response["refresh_token"] = _new_refresh_token(ctx, family)
+    if family is not None and offline:
+        if new_refresh_token:
+            response["refresh_token"] = _new_refresh_token(ctx, family)
+        if jkt is not None and client.is_public and getattr(family, "dpop_jkt", None) is None:
+            # A confidential client's refresh tokens stay unbound: it authenticates.
+            run(ctx.connection(), BIND_FAMILY, family_id=family.id, jkt=jkt)
     if connection is not None:
         # Grant Management for OAuth 2.0: the grant is the connection.
         response["grant_id"] = str(connection.id)

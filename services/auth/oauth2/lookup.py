@@ -71,6 +71,8 @@ def find_refresh_token(ctx: AuthContext, token: str) -> FoundToken | None:
     )
     claims = {"client_id": app.client_id, "scope": " ".join(family.scopes),
               "exp": int(row.expires_at.timestamp()), "token_type": "refresh_token"}
+    if family.dpop_jkt is not None:
+        claims["cnf"] = {"jkt": family.dpop_jkt}  # bound to a public client's DPoP key
     if family.user_id:
         claims["sub"] = str(family.user_id)
     return FoundToken("refresh_token", app.client_id, family.id, claims, active)
@@ -101,8 +103,10 @@ def find_access_token(ctx: AuthContext, token: str) -> FoundToken | None:
     active = active and app is not None and app.status == AppStatus.ACTIVE
     if family_id is not None:
         active = active and _family_live(ctx, ctx.session.get(TokenFamily, family_id))
+    # A DPoP-bound token says so, and shows its key's thumbprint (`cnf`, RFC 9449 6.2).
+    token_type = "DPoP" if "cnf" in claims else "Bearer"
     return FoundToken("access_token", claims["client_id"], family_id,
-                      {**claims, "token_type": "Bearer"}, active)
+                      {**claims, "token_type": token_type}, active)
 
 
 def find_token(ctx: AuthContext, token: str, hint: str | None) -> FoundToken | None:

@@ -36,6 +36,7 @@ class FamilyRow:
     scopes: list[str]
     expires_at: datetime
     revoked_at: datetime | None
+    dpop_jkt: str | None = None  # RFC 9449: the key its refresh tokens are bound to
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ _FAMILY_COLUMNS = (
     FAMILIES.c.id.label("f_id"), FAMILIES.c.app_id.label("f_app_id"),
     FAMILIES.c.user_id.label("f_user_id"), FAMILIES.c.connection_id.label("f_connection_id"),
     FAMILIES.c.scopes.label("f_scopes"), FAMILIES.c.expires_at.label("f_expires_at"),
-    FAMILIES.c.revoked_at.label("f_revoked_at"),
+    FAMILIES.c.revoked_at.label("f_revoked_at"), FAMILIES.c.dpop_jkt.label("f_dpop_jkt"),
 )
 _USER_COLUMNS = (
     USERS.c.id.label("u_id"), USERS.c.environment_id.label("u_environment_id"),
@@ -101,6 +102,7 @@ CODE_LOOKUP = (
     select(CODES.c.id, CODES.c.user_id, CODES.c.connection_id, CODES.c.family_id,
            CODES.c.redirect_uri, CODES.c.scopes, CODES.c.code_challenge,
            CODES.c.code_challenge_method, CODES.c.nonce, CODES.c.auth_time, CODES.c.expires_at,
+           CODES.c.dpop_jkt,
            *_FAMILY_COLUMNS, *_USER_COLUMNS, *_CONNECTION_COLUMNS)
     .select_from(
         CODES.join(FAMILIES, FAMILIES.c.id == CODES.c.family_id)
@@ -128,11 +130,17 @@ EXTEND_REFRESH = (
     .values(expires_at=bindparam("idle_end"))
 )
 INSERT_REFRESH = insert(TOKENS)
+# A public client's token family is bound to the first DPoP key it refreshes with.
+BIND_FAMILY = (
+    update(FAMILIES)
+    .where(FAMILIES.c.id == bindparam("family_id"), FAMILIES.c.dpop_jkt.is_(None))
+    .values(dpop_jkt=bindparam("jkt"))
+)
 
 
 def family_of(row) -> FamilyRow:
     return FamilyRow(row.f_id, row.f_app_id, row.f_user_id, row.f_connection_id, row.f_scopes,
-                     row.f_expires_at, row.f_revoked_at)
+                     row.f_expires_at, row.f_revoked_at, row.f_dpop_jkt)
 
 
 def user_of(row) -> UserRow | None:

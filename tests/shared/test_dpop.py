@@ -1,0 +1,143 @@
+"""The DPoP proof check (shared/dpop.py, RFC 9449 section 4.3), one rule per test, with
+proofs a client makes with joserfc; jti replays against the real Redis."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from shared.dpop import DPoPError, ProofChecker, normalized_url
+from tests.fixtures.dpop import ALGS, DPoPKey, mac_proof, unsigned_proof
+
+URL = "https://sync.koppel.example/v1/companies"
+TOKEN = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+
+
+@pytest.fixture
+def checker() -> ProofChecker:
+    return ProofChecker(max_age=60, max_skew=5, nonce_key=b"k" * 32)
+
+
+def refused(checker: ProofChecker, proof: str, *, method: str = "GET", url: str = URL,
+            token: str | None = TOKEN) -> str:
+    with pytest.raises(DPoPError) as caught:
+        checker.check(proof, method=method, url=url, access_token=token)
+    assert caught.value.error == "invalid_dpop_proof"
+    return caught.value.description
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_each_advertised_algorithm_is_accepted_and_names_its_key(
+        checker: ProofChecker, alg: str) -> None:
+    key = DPoPKey(alg)
+    proof = checker.check(key.proof("GET", URL, access_token=TOKEN), method="GET", url=URL,
+                          access_token=TOKEN)
+    assert proof.jkt == key.jkt  # the RFC 7638 thumbprint, computed independently
+
+
+def test_htu_is_compared_after_normalisation_and_without_query() -> None:
+    assert normalized_url("HTTPS://Sync.Koppel.Example:443/v1/%7euser/./a/../companies?x=1#f") \
+        == "https://sync.koppel.example/v1/~user/companies"
+    assert normalized_url("http://h:8080") == "http://h:8080/"
+    assert normalized_url("ftp://h/x") is None
+    assert normalized_url("https://user:pw@h/x") is None
+
+
+def test_a_proof_for_the_same_url_spelled_otherwise_is_accepted(checker: ProofChecker) -> None:
+    key = DPoPKey()
+    spelled = "HTTPS://SYNC.koppel.example:443/v1/companies?page=2"
+    checker.check(key.proof("GET", spelled, access_token=TOKEN), method="GET", url=URL,
+                  access_token=TOKEN)
+
+
+def test_wrong_method_url_or_token_hash_is_refused(checker: ProofChecker) -> None:
+    key = DPoPKey()
+    assert "htm" in refused(checker, key.proof("POST", URL, access_token=TOKEN))
+    assert "htu" in refused(checker, key.proof("GET", URL + "/other", access_token=TOKEN))
+    assert "htu" in refused(checker, key.proof("GET", "https://evil.example/v1/companies",
+                                               access_token=TOKEN))
+    assert "ath" in refused(checker, key.proof("GET", URL, access_token=TOKEN + "x"))
+    assert "ath" in refused(checker, key.proof("GET", URL))  # no ath at all
+
+
+def test_old_and_future_proofs_are_refused(checker: ProofChecker) -> None:
+    key = DPoPKey()
+    assert "iat" in refused(checker, key.proof("GET", URL, access_token=TOKEN,
+                                               iat=time.time() - 120))
+    assert "iat" in refused(checker, key.proof("GET", URL, access_token=TOKEN,
+                                               iat=time.time() + 60))
+
+
+def test_bad_type_algorithm_or_key_is_refused(checker: ProofChecker) -> None:
+    key = DPoPKey()
+    assert "typ" in refused(checker, key.proof("GET", URL, access_token=TOKEN,
+                                               header={"typ": "JWT"}))
+    assert "alg" in refused(checker, unsigned_proof("GET", URL, key.public_jwk), token=None)
+    assert "alg" in refused(checker, mac_proof("GET", URL), token=None)
+    private = key.proof("GET", URL, access_token=TOKEN,
+                        header={"jwk": key.key.as_dict(private=True)})
+    assert "private" in refused(checker, private)
+    other = DPoPKey()
+    forged = key.proof("GET", URL, access_token=TOKEN, header={"jwk": other.public_jwk})
+    assert "signature" in refused(checker, forged)
+    assert "compact JWS" in refused(checker, "not.a.jws.at.all")
+
+
+def test_a_short_rsa_key_is_refused(checker: ProofChecker) -> None:
+    from joserfc.jwk import RSAKey
+
+    key = DPoPKey("PS256")
+    key.key = RSAKey.generate_key(1024, private=True, auto_kid=False)
+    assert "2048" in refused(checker, key.proof("GET", URL, access_token=TOKEN))
+
+
+def test_nonces_when_required(checker: ProofChecker) -> None:
+    strict = ProofChecker(nonce_key=b"k" * 32, nonce_required=True, nonce_lifetime=300)
+    key = DPoPKey()
+    with pytest.raises(DPoPError) as caught:
+        strict.check(key.proof("GET", URL, access_token=TOKEN), method="GET", url=URL,
+                     access_token=TOKEN)
+    assert caught.value.error == "use_dpop_nonce"
+    now = time.time()
+    strict.check(key.proof("GET", URL, access_token=TOKEN, nonce=strict.nonce(now)),
+                 method="GET", url=URL, access_token=TOKEN, now=now)
+    # The previous window's nonce still works; two windows back it is stale.
+    strict.check(key.proof("GET", URL, access_token=TOKEN, nonce=strict.nonce(now - 300)),
+                 method="GET", url=URL, access_token=TOKEN, now=now)
+    with pytest.raises(DPoPError) as stale:
+        strict.check(key.proof("GET", URL, access_token=TOKEN, nonce=strict.nonce(now - 600)),
+                     method="GET", url=URL, access_token=TOKEN, now=now)
+    assert stale.value.error == "use_dpop_nonce"
+    # Another server's key makes other nonces.
+    assert ProofChecker(nonce_key=b"o" * 32).nonce(now) != strict.nonce(now)
+
+
+def test_a_jti_is_accepted_once(checker: ProofChecker, redis_client: redis.Redis) -> None:
+    key = DPoPKey()
+    proof = key.proof("GET", URL, access_token=TOKEN)
+    checked = checker.check(proof, method="GET", url=URL, access_token=TOKEN)
+    checker.reserve_sync(redis_client, checked)
+    with pytest.raises(DPoPError, match="used before"):
+        checker.reserve_sync(redis_client, checker.check(proof, method="GET", url=URL,
+                                                         access_token=TOKEN))
+    # Remembered as long as the proof could be accepted, not much longer.
+    ttl = redis_client.ttl(f"koppel:dpop:jti:{checked.jkt}:{checked.jti}")
+    assert 60 < ttl <= checker.jti_ttl
+
+
+def test_a_tokens_binding_is_read_from_cnf_and_a_malformed_one_refused() -> None:
+    from shared.tokens import InvalidToken, check_claims
+
+    now = time.time()
+    claims = {"iss": "https://auth", "aud": "koppel-api", "exp": now + 60, "iat": now,
+              "sub": "kp_app", "client_id": "kp_app", "jti": "x", "scope": "webhooks.manage"}
+    assert check_claims(claims, issuer="https://auth", audience="koppel-api", now=now).jkt is None
+    bound = check_claims({**claims, "cnf": {"jkt": "abc"}}, issuer="https://auth",
+                         audience="koppel-api", now=now)
+    assert bound.jkt == "abc"
+    for cnf in ("abc", {"jkt": 5}, {"x5t#S256": "abc"}, {}):
+        with pytest.raises(InvalidToken, match="cnf"):
+            check_claims({**claims, "cnf": cnf}, issuer="https://auth", audience="koppel-api",
+                         now=now)
