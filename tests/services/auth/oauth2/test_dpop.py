@@ -185,7 +185,7 @@ def test_a_malformed_dpop_jkt_is_refused_at_authorize(auth_server: AuthServer, n
                                                       browser) -> None:
     request = AuthRequest(new_app(), scope=SCOPE, extra={"dpop_jkt": "short"})
     answer = browser().authorize(request)
-    assert answer.status_code == 302
+    assert answer.status_code == 303
     assert "error=invalid_request" in answer.headers["location"]
 
 
