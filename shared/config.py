@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     # (shared/audit_checkpoints.py); a new chain gets its first one within a minute.
     audit_checkpoint_interval: int = Field(default=3600, ge=60)
 
+    # Days before a connection expires that its app receives `connection.expiring`
+    # (registry job `connections.expire`, shared/policy/lifetime.py).
+    consent_expiry_notice_days: int = Field(default=14, ge=1, le=60)
+
     login_ui_url: str | None = None
     consent_ui_url: str | None = None
     webhooks_allow_loopback: bool = False

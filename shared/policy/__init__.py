@@ -6,6 +6,7 @@
   (`Caller.reaches`), and the one definition of a user's companies;
 - `resolve.py`: from a verified token to a `Caller`, and `authorize`;
 - `consent.py`: who may link apps, and why a connection is suspended;
+- `lifetime.py`: how long a consent lasts (expiry, renewal, a lifetime change);
 - `apps.py`: how far a first-party app reaches (bound or platform-wide): logins,
   introspection, the challenge API;
 - `dependency.py`: the FastAPI dependencies that endpoints name their operation with.

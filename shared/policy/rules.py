@@ -111,6 +111,9 @@ _RULES = (
     _rule("me.connections.list", USERS, "connections.read"),
     _rule("me.connections.read", USERS, "connections.read"),
     _rule("me.connections.revoke", USERS, "connections.manage"),
+    # Renewing an expiring or expired connection is the consenting user's act (the
+    # service also asks the consent gate: the user must still be allowed to consent).
+    _rule("me.connections.renew", USERS, "connections.manage"),
     # The partner's view: a third-party app's own connections, never user emails.
     _rule("app.connections.list", PARTNER),
     _rule("app.connections.read", PARTNER),
@@ -123,6 +126,7 @@ _RULES = (
     _rule("environment.policy.read", ACCOUNTANT, "environment.connections.read"),
     _rule("environment.policy.apps.decide", ACCOUNTANT, "environment.connections.manage"),
     _rule("environment.policy.templates.set", ACCOUNTANT, "environment.connections.manage"),
+    _rule("environment.policy.lifetime.set", ACCOUNTANT, "environment.connections.manage"),
     _rule("environment.audit.list", ACCOUNTANT, "environment.connections.read"),
     _rule("environment.audit.checkpoints.list", ACCOUNTANT, "environment.connections.read"),
     # Provisioning: a bound first-party app inside its environment; only the platform's

@@ -23,9 +23,13 @@ NOT_RECORD_WRITES = {
     ("registry", "delete", "/v1/me/connections/{connection_id}"),
     ("registry", "post", "/v1/app/connections/{connection_id}/revoke"),
     ("registry", "post", "/v1/environment/connections/{connection_id}/revoke"),
+    # Renewing restarts the consent lifetime from now under the row's lock: the same
+    # outcome whatever version the caller saw (a user's act, like a revoke).
+    ("registry", "post", "/v1/me/connections/{connection_id}/renew"),
     # Policy decisions: a setting replaced whole (PUT of the decision itself).
     ("registry", "put", "/v1/environment/policy/apps/{client_id}"),
     ("registry", "put", "/v1/environment/policy/consent-templates"),
+    ("registry", "put", "/v1/environment/policy/consent-lifetime"),
     # RFC 7592 client configuration: its registration access token guards it.
     ("registry", "put", "/oauth2/register/{client_id}"),
     ("registry", "delete", "/oauth2/register/{client_id}"),

@@ -84,6 +84,7 @@ def consent_request(
         client=client_info(ctx, pending.client_id),
         user=UserInfo(id=str(user.id), email=user.email, name=user.name, template=user.template),
         previously_linked=context["previously_linked"],
+        renew=bool(context.get("renew")),
         scopes=[ScopeInfo(**s) for s in context["scopes"]],
         debtors=[DebtorInfo(**d, companies=context["companies"]) for d in context["debtors"]],
     )

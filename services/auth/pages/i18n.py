@@ -18,6 +18,10 @@ TEXT: dict[str, dict[str, str]] = {
         "consent_title": "Link {app}",
         "consent_intro": "{app} by {publisher} asks for access to the following data:",
         "consent_new_only": "You linked {app} before. It now also asks for:",
+        "renew_title": "Renew the link with {app}",
+        "renew_intro": "Your link with {app} has expired. Renew it to give {app} access "
+                       "again to the same data and companies:",
+        "renew": "Renew",
         "debtor": "Client",
         "companies": "Companies this link covers",
         "allow": "Allow",
@@ -56,6 +60,10 @@ TEXT: dict[str, dict[str, str]] = {
         "consent_title": "{app} koppelen",
         "consent_intro": "{app} van {publisher} vraagt toegang tot de volgende gegevens:",
         "consent_new_only": "Je hebt {app} al eerder gekoppeld. De app vraagt nu ook:",
+        "renew_title": "Koppeling met {app} verlengen",
+        "renew_intro": "Je koppeling met {app} is verlopen. Verleng haar om {app} weer "
+                       "toegang te geven tot dezelfde gegevens en bedrijven:",
+        "renew": "Verlengen",
         "debtor": "Debiteur",
         "companies": "Bedrijven waarvoor deze koppeling geldt",
         "allow": "Toestaan",
