@@ -30,8 +30,8 @@ from tests.services.auth.support import (
     Browser,
     callback_params,
     exchange,
-    obtain_tokens,
     oauth_error,
+    obtain_tokens,
     post_form,
     refresh,
 )
