@@ -15,7 +15,7 @@ import pytest
 import redis
 from sqlmodel import select
 
-from services.registry.jobs import run_expiry
+from services.registry.jobs import expire_connections
 from shared.db.types import utcnow
 from shared.models import AuditEvent, Connection, Environment, Event
 from shared.runtime import Runtime
@@ -93,8 +93,9 @@ async def test_suspended_outranks_expired_and_a_resumed_suspension_past_its_time
     blocked = await client.put(path, json={"blocked": True}, headers=accountant(world))
     assert blocked.json() == {"suspended": 2, "resumed": 0, "expired": 0}
 
-    # The time passes: the active one expires, the suspended ones stay suspended.
-    counts = await run_expiry(runtime.async_session, runtime.redis, 14, utcnow() + 31 * DAY)
+    # The time passes (the worker's job, with `now` moved): the active one expires, the
+    # suspended ones stay suspended.
+    counts = await expire_connections({"runtime": runtime}, now=utcnow() + 31 * DAY)
     assert counts == {"expiring": 0, "expired": 1}
     stored = _stored(world)
     assert stored[on_other.id].status == "expired"
