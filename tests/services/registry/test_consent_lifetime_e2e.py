@@ -200,6 +200,9 @@ async def test_a_connection_expires_and_is_renewed_through_the_page_and_the_api(
             assert _near(connection["expires_at"], renewed_at + 30 * DAY)
             assert _events(auth_server, ident, "connection.renewed") == 1
             assert (await sync.get("/v1/debtors", headers=_bearer(tokens))).status_code == 200
+            # The refresh token refused while expired works again (it was not spent).
+            assert refresh(auth_server, partner_app,
+                           partner["refresh_token"]).status_code == 200
 
             # It expires again; renewal through the API.
             again = datetime.fromisoformat(connection["expires_at"])
