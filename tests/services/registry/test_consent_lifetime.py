@@ -20,7 +20,7 @@ from shared.db.types import utcnow
 from shared.models import AuditEvent, Connection, Environment, Event
 from shared.runtime import Runtime
 from shared.status import Subject, status_key
-from tests.services.registry.conftest import World
+from tests.services.registry.conftest import World, bearer
 from tests.services.registry.test_overview import _set, accountant
 
 LIFETIME = "/v1/environment/policy/consent-lifetime"
@@ -192,3 +192,40 @@ async def test_the_overview_filters_sorts_and_exports_by_expiry(
         "/v1/environment/connections", params={"expires_before": (now + 10 * DAY).isoformat()},
         headers={**accountant(world), "Accept": "text/csv"})
     assert [row["id"] for row in csv.DictReader(io.StringIO(filtered.text))] == [str(soon.id)]
+
+
+async def test_renewing_through_the_api_keeps_a_suspension_and_refuses_what_never_expires(
+    client: httpx.AsyncClient, world: World, runtime: Runtime,
+) -> None:
+    user = world.a.users["master_client"]
+    mine = bearer(world.user_token(user, "connections.read connections.manage"))
+    first, second = [c for c in world.a.connections if c.user_id == user.id]
+    never = await client.post(f"/v1/me/connections/{first.id}/renew", headers=mine)
+    assert never.status_code == 409  # no lifetime yet: it does not expire
+    assert (await client.put(LIFETIME, json={"consent_lifetime_days": 30},
+                             headers=accountant(world))).status_code == 200
+
+    # An expired connection shows in the overview's status filter, then is renewed.
+    await expire_connections({"runtime": runtime}, now=utcnow() + 31 * DAY)
+    expired_ids = await _ids(client, world, status="expired")
+    assert str(first.id) in expired_ids and str(second.id) in expired_ids
+    before = utcnow()
+    renewed = await client.post(f"/v1/me/connections/{first.id}/renew", headers=mine)
+    assert renewed.status_code == 200, renewed.text
+    assert renewed.json()["status"] == "active"
+    stored = _stored(world)[first.id]
+    assert stored.expires_at is not None and stored.expires_at >= before + 30 * DAY
+    assert _event_types(world, first.id)[-1] == "connection.renewed"
+
+    # A suspended connection is renewed (a new expiry) but stays suspended.
+    _set(world, Connection, second.id, status="suspended", suspended_reason="app_blocked")
+    kept = await client.post(f"/v1/me/connections/{second.id}/renew", headers=mine)
+    assert kept.status_code == 200 and kept.json()["status"] == "suspended"
+    assert _stored(world)[second.id].expires_at >= before + 30 * DAY
+
+    # Another user's connection, or one of environment B: 404, nothing changed.
+    other = next(c for c in world.a.connections if c.user_id != user.id)
+    for foreign in (other, world.b.connections[0]):
+        answer = await client.post(f"/v1/me/connections/{foreign.id}/renew", headers=mine)
+        assert answer.status_code == 404
+        assert _stored(world)[foreign.id].renewed_at is None
