@@ -91,7 +91,8 @@ def _run(client_id: str, status: AppStatus, as_json: bool) -> None:
         return
     counts = result["connections"]
     stdout().print(f"app {client_id}: {result['previous']} -> {result['status']}; "
-                   f"connections suspended {counts['suspended']}, resumed {counts['resumed']}")
+                   f"connections suspended {counts['suspended']}, resumed {counts['resumed']}, "
+                   f"expired {counts['expired']}")
 
 
 @app.command("suspend")

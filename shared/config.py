@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     dpop_nonce_lifetime: int = Field(
         default=300, ge=10, description="seconds one server nonce is current (the previous "
         "one is still accepted)")
+    # Days before a connection expires that its app receives `connection.expiring`
+    # (registry job `connections.expire`, shared/policy/lifetime.py).
+    consent_expiry_notice_days: int = Field(default=14, ge=1, le=60)
 
     login_ui_url: str | None = None
     consent_ui_url: str | None = None

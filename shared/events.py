@@ -138,6 +138,14 @@ CATALOGUE: dict[str, EventType] = _types(
               "until it is resumed.", ConnectionData),
     EventType("connection.resumed", "A suspended connection is active again.",
               ConnectionData),
+    EventType("connection.expiring", "A connection expires soon (its consent lifetime "
+              "ends; sent once per expiry, 14 days before by default). A user can renew it.",
+              ConnectionData),
+    EventType("connection.expired", "A connection's consent lifetime ran out: its tokens "
+              "no longer work until a user renews it (the same connection id).",
+              ConnectionData),
+    EventType("connection.renewed", "An expired or expiring connection was renewed: it "
+              "works again, with a new expiry.", ConnectionData),
     EventType("connection.revoked", "A connection ended for good: its tokens no longer "
               "work. Stop syncing it.", ConnectionData),
     EventType("company.updated", "A debtor's or a company's details changed.", CompanyData),

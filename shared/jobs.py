@@ -30,6 +30,7 @@ EVENTS_RELAY = "events.relay"
 WEBHOOKS_DELIVER = "webhooks.deliver"
 WEBHOOKS_SWEEP = "webhooks.sweep"
 CONNECTIONS_RECORD_LAST_USED = "connections.record_last_used"
+CONNECTIONS_EXPIRE = "connections.expire"
 AUDIT_CHECKPOINT = "audit.checkpoint"
 IDEMPOTENCY_PURGE_EXPIRED = "idempotency.purge_expired"
 

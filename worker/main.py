@@ -29,6 +29,7 @@ from services.sync import jobs as sync_jobs
 from shared.config import Settings
 from shared.jobs import (
     AUDIT_CHECKPOINT,
+    CONNECTIONS_EXPIRE,
     CONNECTIONS_RECORD_LAST_USED,
     EVENTS_RELAY,
     IDEMPOTENCY_PURGE_EXPIRED,
@@ -62,6 +63,8 @@ LAST_USED_SECONDS = {0, 30}
 # Once a minute: the job itself picks the chains whose checkpoint is due (the interval
 # is a setting, KOPPEL_AUDIT_CHECKPOINT_INTERVAL).
 AUDIT_CHECKPOINT_SECOND = 45
+# Once a minute: consent lifetime notices and expiries (connections.expire).
+EXPIRE_SECOND = 20
 
 
 Job = Callable[..., Awaitable[Any]]
@@ -124,6 +127,8 @@ def build_worker(settings: Settings, *, burst: bool = False, **options: Any) -> 
              second=AUDIT_CHECKPOINT_SECOND, run_at_startup=True, timeout=300),
         cron(_job(CONNECTIONS_RECORD_LAST_USED, registry_jobs.record_last_used),
              name=CONNECTIONS_RECORD_LAST_USED, second=LAST_USED_SECONDS, timeout=120),
+        cron(_job(CONNECTIONS_EXPIRE, registry_jobs.expire_connections),
+             name=CONNECTIONS_EXPIRE, second=EXPIRE_SECOND, run_at_startup=True, timeout=300),
         cron(_job(IDEMPOTENCY_PURGE_EXPIRED, registry_jobs.purge_idempotency_keys),
              name=IDEMPOTENCY_PURGE_EXPIRED, minute={17, 47}, timeout=300),
     ]

@@ -3,7 +3,8 @@ connections that services noted in Redis (shared/last_used.py) to `last_used_at`
 Manage apps and the environment overview show; signing checkpoints of the audit
 chains (shared/audit_checkpoints.py) every `KOPPEL_AUDIT_CHECKPOINT_INTERVAL` seconds; and
 purging the stored answers of idempotent requests (shared/idempotency) once their 24
-hours are over.
+hours are over; and the consent lifetime's notices and expiries
+(services/registry/connections/expiry.py).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from sqlalchemy import case, literal, or_, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col
 
+from services.registry.connections.expiry import expire_due, notify_expiring
 from shared.audit_checkpoints import checkpoint_due
-from shared.db.types import UTCDateTime
+from shared.db.types import UTCDateTime, utcnow
 from shared.idempotency import purge_expired
 from shared.last_used import PENDING_KEY
 from shared.models import Connection
+from shared.unit_of_work import UnitOfWork
 
 FLUSH_BATCH = 1000
 
@@ -42,6 +45,36 @@ return 0
 async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:
     """The job `idempotency.purge_expired`: returns how many answers were deleted."""
     return await purge_expired(ctx["runtime"].async_session)
+
+
+async def expire_connections(ctx: dict[str, Any], now: datetime | None = None
+                             ) -> dict[str, int]:
+    """The job `connections.expire` (every minute): `connection.expiring` for connections
+    within `KOPPEL_CONSENT_EXPIRY_NOTICE_DAYS` of their expiry, then expire those whose
+    time has come. `now` is for tests (time moved without sleeping)."""
+    runtime = ctx["runtime"]
+    return await run_expiry(runtime.async_session, runtime.redis,
+                            runtime.settings.consent_expiry_notice_days, now or utcnow())
+
+
+async def run_expiry(session_factory: async_sessionmaker, client: aioredis.Redis,
+                     notice_days: int, now: datetime) -> dict[str, int]:
+    """Notices, then expiries, in batches of one transaction each; the statuses of the
+    expired connections are published after each commit (their tokens fail at once)."""
+    counts = {"expiring": 0, "expired": 0}
+    for name in ("expiring", "expired"):
+        while True:
+            async with session_factory() as session:
+                if name == "expiring":
+                    done = await notify_expiring(session, now, timedelta(days=notice_days))
+                else:
+                    done = len(await expire_due(session, now))
+                await session.commit()
+                await UnitOfWork.detach(session).flush(client)
+            counts[name] += done
+            if not done:
+                break
+    return counts
 
 
 async def record_last_used(ctx: dict[str, Any]) -> int:

@@ -13,6 +13,7 @@ from shared.models._fields import id_field, json_field, timestamp_field
 class ConnectionStatus(StrEnum):
     ACTIVE = "active"
     SUSPENDED = "suspended"
+    EXPIRED = "expired"  # its consent lifetime ran out; renewal makes it active again
     REVOKED = "revoked"
 
 
@@ -34,6 +35,10 @@ class Connection(SQLModel, table=True):
         # (in last-used, id order) each walk it (services/registry/overview/repository.py).
         Index("ix_connections_environment_id_last_used_at_id", "environment_id",
               "last_used_at", "id"),
+        # The overview in expiry order, and the expiry job's walk over what is due.
+        Index("ix_connections_environment_id_expires_at_id", "environment_id",
+              "expires_at", "id"),
+        Index("ix_connections_expires_at", "expires_at"),
     )
 
     id: uuid.UUID = id_field()
@@ -50,6 +55,12 @@ class Connection(SQLModel, table=True):
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
     last_used_at: datetime | None = timestamp_field(nullable=True, now=False)
+    # The consent lifetime (shared/policy/lifetime.py): when the connection expires (None:
+    # never), when it was last renewed (the lifetime counts from it, or from created_at),
+    # and the expiry whose `connection.expiring` notice was sent (once per expiry).
+    expires_at: datetime | None = timestamp_field(nullable=True, now=False)
+    renewed_at: datetime | None = timestamp_field(nullable=True, now=False)
+    expiry_notice_for: datetime | None = timestamp_field(nullable=True, now=False)
 
 
 class ConnectionCompany(SQLModel, table=True):

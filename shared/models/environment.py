@@ -23,6 +23,12 @@ class Environment(SQLModel, table=True):
     # what customers see (shared/policy/sandboxes.py).
     sandbox_partner_id: uuid.UUID | None = Field(default=None, foreign_key="partners.id",
                                                  index=True)
+    # The consent lifetime (shared/policy/lifetime.py): days a connection lasts before it
+    # must be renewed (None: no expiry), and shorter lifetimes by scope sensitivity
+    # ({"special_category": 90}); the shortest that applies wins.
+    consent_lifetime_days: int | None = Field(default=None)
+    consent_lifetime_days_by_sensitivity: dict[str, int] | None = json_field(
+        default_factory=lambda: None, nullable=True)
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
 

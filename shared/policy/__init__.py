@@ -8,6 +8,7 @@
 - `consent.py`: who may link apps, and why a connection is suspended;
 - `sandboxes.py`: what sets a partner's sandbox apart (owner, reserved email domain,
   out of the directory's reach);
+- `lifetime.py`: how long a consent lasts (expiry, renewal, a lifetime change);
 - `apps.py`: how far a first-party app reaches (bound or platform-wide): logins,
   introspection, the challenge API;
 - `dependency.py`: the FastAPI dependencies that endpoints name their operation with.

@@ -23,7 +23,9 @@ from shared.policy.callers import (
     STAFF,
     USERS,
     CallerKind,
+    user_kind,
 )
+from shared.policy.consent import CONSENT_CAPABLE
 from shared.scopes import DATA_SCOPES
 
 K = CallerKind
@@ -96,6 +98,8 @@ ACCOUNTANT = frozenset({K.ACCOUNTANT})
 PARTNER = frozenset({K.PARTNER_APP})
 PLATFORM = frozenset({K.PLATFORM_APP})
 PROVISIONERS = frozenset({K.FIRST_PARTY_APP, K.PLATFORM_APP})
+# The templates an environment may let consent (never an accountant or an employee).
+CONSENTERS = frozenset(user_kind(t) for t in CONSENT_CAPABLE)
 # A self-service employee may only cancel its own leave requests, never decide on them.
 EMPLOYEE_CANCELS_ONLY = {K.EMPLOYEE: {"status": frozenset({"cancelled"})}}
 
@@ -114,6 +118,10 @@ _RULES = (
     _rule("me.connections.list", USERS, "connections.read"),
     _rule("me.connections.read", USERS, "connections.read"),
     _rule("me.connections.revoke", USERS, "connections.manage"),
+    # Renewing an expiring or expired connection is a new consent by the user who gave
+    # it: only templates that can ever consent (the service also asks the environment's
+    # consent gate: the user must still be allowed to consent now).
+    _rule("me.connections.renew", CONSENTERS, "connections.manage"),
     # The partner's view: a third-party app's own connections, never user emails.
     _rule("app.connections.list", PARTNER),
     _rule("app.connections.read", PARTNER),
@@ -130,6 +138,7 @@ _RULES = (
     _rule("environment.policy.read", ACCOUNTANT, "environment.connections.read"),
     _rule("environment.policy.apps.decide", ACCOUNTANT, "environment.connections.manage"),
     _rule("environment.policy.templates.set", ACCOUNTANT, "environment.connections.manage"),
+    _rule("environment.policy.lifetime.set", ACCOUNTANT, "environment.connections.manage"),
     _rule("environment.audit.list", ACCOUNTANT, "environment.connections.read"),
     _rule("environment.audit.checkpoints.list", ACCOUNTANT, "environment.connections.read"),
     # Provisioning: a bound first-party app inside its environment; only the platform's

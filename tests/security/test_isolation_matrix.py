@@ -68,6 +68,9 @@ NOT_APPLICABLE = {
         "(environment taken from the token; tests/services/registry/test_policy_and_audit.py)",
     ("PUT", "/v1/environment/policy/consent-templates"):
         "no id: changes the caller's own environment only (test_policy_and_audit.py)",
+    ("PUT", "/v1/environment/policy/consent-lifetime"):
+        "no id: changes the caller's own environment only "
+        "(tests/services/registry/test_consent_lifetime.py)",
     ("POST", "/v1/webhooks"): "no id: creates an endpoint of the calling app only "
                               "(tests/services/sync/test_webhooks_api.py)",
     ("POST", "/v1/directory/environments"):
@@ -90,7 +93,8 @@ EXAMPLES: dict[str, Any] = {
     "start_date": "2026-01-01", "code": "BONUS", "description": "isolation",
     "amount_cents": 100, "currency": "EUR", "url": "https://hooks.example.test/iso",
     "events": ["employee.updated"], "blocked": True, "filter": {}, "dry_run": True,
-    "consent_templates": ["company"], "company_ids": [], "hours_per_week": 32.0,
+    "consent_templates": ["company"], "consent_lifetime_days": 90, "company_ids": [],
+    "hours_per_week": 32.0,
     "function": "Engineer", "department": "R&D", "birth_date": "1990-01-01",
     "username": "iso@example.test", "password": "isolation-password",
     "debtor_id": "00000000-0000-4000-8000-000000000000",

@@ -24,9 +24,13 @@ NOT_RECORD_WRITES = {
     ("registry", "post", "/v1/app/connections/{connection_id}/revoke"),
     ("registry", "post", "/v1/environment/connections/{connection_id}/revoke"),
     ("registry", "delete", "/v1/grants/{grant_id}"),
+    # Renewing restarts the consent lifetime from now under the row's lock: the same
+    # outcome whatever version the caller saw (a user's act, like a revoke).
+    ("registry", "post", "/v1/me/connections/{connection_id}/renew"),
     # Policy decisions: a setting replaced whole (PUT of the decision itself).
     ("registry", "put", "/v1/environment/policy/apps/{client_id}"),
     ("registry", "put", "/v1/environment/policy/consent-templates"),
+    ("registry", "put", "/v1/environment/policy/consent-lifetime"),
     # A sandbox simulation makes a new change in it; it overwrites nothing the caller read.
     ("registry", "post", "/v1/sandboxes/{sandbox_id}/simulate"),
     # RFC 7592 client configuration: its registration access token guards it.

@@ -12,6 +12,7 @@ OWNERS = {
     jobs.WEBHOOKS_SWEEP: "services.sync.jobs",
     jobs.MAINTENANCE_PURGE_EXPIRED: "services.auth.jobs",
     jobs.CONNECTIONS_RECORD_LAST_USED: "services.registry.jobs",
+    jobs.CONNECTIONS_EXPIRE: "services.registry.jobs",
     jobs.AUDIT_CHECKPOINT: "services.registry.jobs",
     jobs.IDEMPOTENCY_PURGE_EXPIRED: "services.registry.jobs",
 }

@@ -81,7 +81,12 @@ class ConsentRequest(BaseModel):
     client: ClientInfo
     user: UserInfo
     previously_linked: bool
-    scopes: list[ScopeInfo] = Field(description="the scopes to ask consent for (new ones only)")
+    renew: bool = Field(
+        default=False, description="the link expired: ask the user to renew it, with its "
+        "own scopes and companies (shown here); accepting renews it (the debtor and "
+        "companies sent are not used)")
+    scopes: list[ScopeInfo] = Field(description="the scopes to ask consent for (new ones "
+                                    "only; for a renewal, the link's scopes)")
     kept_scopes: list[ScopeInfo] = Field(
         default_factory=list, description="scopes granted before that the link keeps")
     dropped_scopes: list[ScopeInfo] = Field(

@@ -84,6 +84,7 @@ def consent_request(
         client=client_info(ctx, pending.client_id),
         user=UserInfo(id=str(user.id), email=user.email, name=user.name, template=user.template),
         previously_linked=context["previously_linked"],
+        renew=bool(context.get("renew")),
         scopes=[ScopeInfo(**s) for s in context["scopes"]],
         kept_scopes=[ScopeInfo(**s) for s in context["kept_scopes"]],
         dropped_scopes=[ScopeInfo(**s) for s in context["dropped_scopes"]],

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from services.auth.consent import repository
+from services.auth.consent import renew, repository
 from services.auth.consent.service import (
     ConsentRefused,
     app_blocked,
@@ -171,6 +171,13 @@ def _decide(
         # Unknown, revoked, another app's or another user's: one answer for all (the
         # Grant Management draft's invalid_grant_id), so an id tells nothing about others.
         return refuse(checked, INVALID_GRANT_ID, "unknown grant_id", issuer), checked
+    if connection is not None and connection.status == ConnectionStatus.EXPIRED:
+        # Only a person renews: never remembered consent, never prompt=none.
+        if "none" in checked.prompt:
+            return refuse(checked, "consent_required",
+                          "the link has expired; the user has to renew it", issuer), checked
+        return ShowPage("consent.html", 200, {
+            "app": checked.app, **renew.page_context(ctx, connection, lang)}), checked
     if connection is not None and connection.status != ConnectionStatus.ACTIVE:
         return refuse(checked, "access_denied", "this link is suspended", issuer), checked
     to_ask = new_scopes(connection, checked.scopes)
@@ -242,6 +249,8 @@ def record_decision(
     outcome, _ = decide(ctx, pending.query, pending.user_id, pending.auth_time, lang)
     if not (isinstance(outcome, ShowPage) and outcome.template == "consent.html"):
         return outcome
+    if outcome.context.get("renew"):
+        return _renew(ctx, pending, outcome.context["renew_connection_id"], lang)
     debtor = _parse_ids([debtor_id])
     companies = _parse_ids(company_ids)
     if not debtor or companies is None:
@@ -265,3 +274,26 @@ def record_decision(
     when = datetime.fromtimestamp(pending.auth_time, UTC)
     scopes = granted_scopes(checked, connection)
     return Redirect(issue_code(ctx, pending.query, user, connection, when, scopes))
+
+
+def _renew(ctx: AuthContext, pending, connection_id: str, lang: str) -> Outcome:
+    """The user confirmed a renewal (same scopes and companies); then on as usual: a code,
+    or the consent page if the app also asks for scopes the connection lacks."""
+    user = repository.user(ctx.session, pending.user_id)
+    if user is None:
+        return NeedLogin()
+    try:
+        connection = renew.renew(ctx, user, connection_id)
+    except ConsentRefused as exc:
+        return ShowPage(
+            "message.html",
+            400,
+            {"title_key": "error_title", "detail": exc.detail, "error_code": exc.code},
+        )
+    outcome, _ = decide(ctx, pending.query, pending.user_id, pending.auth_time, lang)
+    if (isinstance(outcome, ShowPage) and outcome.template == "consent.html"
+            and not outcome.context.get("previously_linked")):
+        # Nothing new to ask (the page came only from prompt=consent): just confirmed.
+        when = datetime.fromtimestamp(pending.auth_time, UTC)
+        return Redirect(issue_code(ctx, pending.query, user, connection, when))
+    return outcome

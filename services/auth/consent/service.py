@@ -15,6 +15,7 @@ from shared import policy
 from shared.audit import Actor, append
 from shared.models import Company, Connection, ConnectionStatus, Debtor, User
 from shared.outbox import connection_event, emit
+from shared.policy.lifetime import after_widening
 from shared.scopes import CONSENT_SCOPES, implied
 from shared.status import Subject
 from shared.unit_of_work import unit_of_work
@@ -139,6 +140,10 @@ def grant(
     removed = [s for s in before if s not in after]
     connection.scopes = after
     connection.updated_at = ctx.now
+    if created or added:  # the environment's consent lifetime (shared/policy/lifetime.py)
+        connection.expires_at = after_widening(
+            repository.environment(ctx.session, user.environment_id), connection.scopes,
+            None if created else connection.expires_at, ctx.now)
     repository.save_connection(ctx.session, connection, sorted(chosen))
     unit_of_work(ctx.session).publish_status(Subject.CONNECTION, connection.id, True)
     families = _narrowed(ctx, connection) if removed else []

@@ -20,6 +20,10 @@ TEXT: dict[str, dict[str, str]] = {
         "consent_new_only": "You linked {app} before. It now also asks for:",
         "consent_kept": "It keeps access to what you granted before:",
         "consent_dropped": "It will no longer have access to:",
+        "renew_title": "Renew the link with {app}",
+        "renew_intro": "Your link with {app} has expired. Renew it to give {app} access "
+                       "again to the same data and companies:",
+        "renew": "Renew",
         "debtor": "Client",
         "companies": "Companies this link covers",
         "allow": "Allow",
@@ -60,6 +64,10 @@ TEXT: dict[str, dict[str, str]] = {
         "consent_new_only": "Je hebt {app} al eerder gekoppeld. De app vraagt nu ook:",
         "consent_kept": "De app houdt toegang tot wat je eerder hebt toegestaan:",
         "consent_dropped": "De app heeft straks geen toegang meer tot:",
+        "renew_title": "Koppeling met {app} verlengen",
+        "renew_intro": "Je koppeling met {app} is verlopen. Verleng haar om {app} weer "
+                       "toegang te geven tot dezelfde gegevens en bedrijven:",
+        "renew": "Verlengen",
         "debtor": "Debiteur",
         "companies": "Bedrijven waarvoor deze koppeling geldt",
         "allow": "Toestaan",

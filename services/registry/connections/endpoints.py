@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response, status
 
-from services.registry.connections import service
+from services.registry.connections import expiry, service
 from services.registry.connections.schemas import (
     ConnectionList,
     ConnectionOut,
@@ -24,6 +24,7 @@ from services.registry.deps import (
     user_can,
 )
 from shared.audit import Actor
+from shared.db.types import utcnow
 from shared.models import ConnectionStatus
 from shared.pagination import DEFAULT_LIMIT, page
 from shared.policy.dependency import AppCaller, UserCaller
@@ -37,6 +38,7 @@ Limit = Annotated[int, Query(description="page size, 1 to 500")]
 MeConnectionsList = Annotated[UserCaller, user_can("me.connections.list")]
 MeConnectionsRead = Annotated[UserCaller, user_can("me.connections.read")]
 MeConnectionsRevoke = Annotated[UserCaller, user_can("me.connections.revoke")]
+MeConnectionsRenew = Annotated[UserCaller, user_can("me.connections.renew")]
 AppConnectionsList = Annotated[AppCaller, app_can("app.connections.list")]
 AppConnectionsRead = Annotated[AppCaller, app_can("app.connections.read")]
 AppConnectionsRevoke = Annotated[AppCaller, app_can("app.connections.revoke")]
@@ -83,6 +85,24 @@ async def revoke_my_connection(
     await service.revoke(session, connection, Actor("user", str(caller.user.id)),
                          f"user:{caller.user.id}", None)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/v1/me/connections/{connection_id}/renew", response_model=ConnectionOut,
+             responses={**NOT_FOUND, 409: {"description": "the connection does not expire, "
+                                                        "or is revoked"}})
+async def renew_my_connection(
+    connection_id: uuid.UUID, session: SessionDep, caller: MeConnectionsRenew, lang: LanguageDep,
+) -> ConnectionOut:
+    """Renew one of the calling user's connections that expires (or has expired): the
+    same connection, active again unless suspended, with a new `expires_at` from now;
+    audited, and the app gets `connection.renewed`. 409 when it does not expire or is
+    revoked; another user's id answers 404."""
+    connection, app, ids = await service.get_visible(
+        session, connection_id, environment_id=caller.user.environment_id,
+        user_id=caller.user.id, for_update=True,
+    )
+    await expiry.renew(session, connection, caller.user, utcnow())
+    return ConnectionOut(**connection_fields(connection, app, ids, lang))
 
 
 def _partner_view(row, lang: str) -> PartnerConnectionOut:

@@ -2,7 +2,8 @@
 its user is active and may consent in the environment, and its app is active and not
 blocked there (the reasons are the policy's: shared/policy/consent.py). Whoever changes
 one of those causes calls `reconcile` in the same transaction; revoked connections are
-never touched (revoked is final).
+never touched (revoked is final). A suspension outranks an expiry, and a resumed
+connection whose consent lifetime ran out meanwhile becomes `expired` (expiry.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sqlalchemy import and_
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.registry.connections.expiry import expire
 from services.registry.connections.service import revoke
 from shared.audit import Actor, append_async
 from shared.db.types import utcnow
@@ -38,8 +40,9 @@ async def reconcile(session: AsyncSession, actor: Actor, *,
                     environment_id: uuid.UUID | None = None, user_id: uuid.UUID | None = None,
                     app_id: uuid.UUID | None = None) -> dict[str, int]:
     """Suspend or resume the selected live connections as the rules say; returns how
-    many were suspended and resumed. Each change is audited, evented and published."""
-    counts = {"suspended": 0, "resumed": 0}
+    many were suspended, resumed and (resumed past their expiry) expired. Each change
+    is audited, evented and published."""
+    counts = {"suspended": 0, "resumed": 0, "expired": 0}
     stmt = (
         # sqlmodel's select() is typed for up to four columns.
         select(Connection, User, App, Environment, EnvironmentAppPolicy.blocked)  # type: ignore[call-overload]
@@ -71,9 +74,17 @@ async def reconcile(session: AsyncSession, actor: Actor, *,
 
 async def _apply(session: AsyncSession, connection: Connection, reason: str | None,
                  actor: Actor) -> str | None:
+    """Revoked over suspended over expired: a connection with a reason is suspended
+    (an expired one too); one without is resumed, unless its time passed meanwhile,
+    when it becomes `expired` (expiry.py) instead of active."""
     if reason is None and connection.status == ConnectionStatus.SUSPENDED:
+        now = utcnow()
+        if connection.expires_at is not None and connection.expires_at <= now:
+            await expire(session, connection, actor, now)
+            return "expired"
         status, change = ConnectionStatus.ACTIVE, "resumed"
-    elif reason is not None and connection.status == ConnectionStatus.ACTIVE:
+    elif reason is not None and connection.status in (ConnectionStatus.ACTIVE,
+                                                      ConnectionStatus.EXPIRED):
         status, change = ConnectionStatus.SUSPENDED, "suspended"
     else:
         if reason is not None and reason != connection.suspended_reason:

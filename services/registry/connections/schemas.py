@@ -36,6 +36,9 @@ class ConnectionOut(BaseModel):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None = None
+    expires_at: datetime | None = Field(
+        default=None, description="when the consent lifetime ends and the connection "
+        "expires unless renewed; null: it does not expire")
 
 
 class PartnerConnectionOut(ConnectionOut):
@@ -85,4 +88,5 @@ def connection_fields(connection: Connection, app: App, company_ids: list[uuid.U
         "created_at": connection.created_at,
         "last_used_at": connection.last_used_at,
         "revoked_at": connection.revoked_at,
+        "expires_at": connection.expires_at,
     }

@@ -128,6 +128,8 @@ class UserList(BaseModel):
 class ReconcileCounts(BaseModel):
     suspended: int = 0
     resumed: int = 0
+    expired: int = Field(default=0, description="suspended connections whose consent "
+                         "lifetime ran out meanwhile: expired, not resumed")
     narrowed: int = Field(default=0, description="connections narrowed or revoked because "
                           "the user no longer reaches their companies")
 

@@ -18,7 +18,7 @@ from services.registry.overview.service import ExportBatch
 COLUMNS = [
     "id", "app_client_id", "app_name", "publisher", "user_id", "user_email", "user_template",
     "user_deactivated", "debtor_id", "company_ids", "scopes", "sensitive_scopes", "status",
-    "stale", "created_at", "last_used_at", "revoked_at",
+    "stale", "created_at", "last_used_at", "revoked_at", "expires_at",
 ]
 CHUNK = 64 * 1024
 MAX_CACHED_SCOPE_LISTS = 10_000
@@ -67,15 +67,15 @@ class _Formatter:
         app_cells, scope_cells_of = self.app_cells, self.scopes
         for row in batch.rows:
             (ident, app_id, user_id, debtor_id, scopes_json, status, created, last_used,
-             revoked, email, template, active, stale) = row[:13]
-            company_ids = companies.get(ident, "") if companies is not None else row[13]
+             revoked, email, template, active, stale, expires) = row[:14]
+            company_ids = companies.get(ident, "") if companies is not None else row[14]
             app = app_cells.get(app_id) or self._app(batch, app_id)
             scopes = scope_cells_of.get(scopes_json) or self._scopes(scopes_json)
             yield ",".join((
                 str(ident), *app, str(user_id), safe(email), str(template),
                 "false" if active else "true", str(debtor_id), company_ids or "", *scopes,
                 str(status), "true" if stale else "false", iso(created), iso(last_used),
-                iso(revoked),
+                iso(revoked), iso(expires),
             )) + LINE_END
 
 

@@ -54,7 +54,8 @@ async def list_environment_connections(
 ):
     """Every connection of every user in the caller's environment, with the user and
     flags (deactivated user, stale = unused for 90 days, sensitive scopes); filters,
-    sort (`created_at`, `last_used_at`, `-` for descending) and cursor pagination.
+    sort (`created_at`, `last_used_at`, `expires_at`, `-` for descending; never-used
+    connections sort first and never-expiring ones last, ascending) and cursor pagination.
     With `Accept: text/csv`: every matching connection as streamed CSV (no paging)."""
     if _wants_csv(request):
         check_limit(query.limit)

@@ -44,6 +44,37 @@ STALE_AFTER = timedelta(days=90)
 EXPORT_PLAN = {"jit": "off", "enable_hashjoin": "off", "enable_mergejoin": "off",
                "enable_seqscan": "off", "max_parallel_workers_per_gather": "0"}
 NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+# Where a connection that never expires sorts in expiry order: after every expiry.
+FOREVER = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class NullableSort:
+    """A sort on a timestamp that may be NULL: NULL sorts as `null_value`, first
+    (`nulls_low`, like "never used") or last (like "never expires") ascending."""
+
+    column: Any
+    null_value: datetime
+    nulls_low: bool
+
+
+def nullable_sort(sort: str) -> NullableSort | None:
+    """The nullable-timestamp sort of `sort` (with or without `-`), None for id order."""
+    key = sort.lstrip("-")
+    if key == "last_used_at":
+        return NullableSort(col(Connection.last_used_at), NEVER, True)
+    if key == "expires_at":
+        return NullableSort(col(Connection.expires_at), FOREVER, False)
+    return None
+
+
+def sort_value(connection: Connection, sort: str) -> datetime:
+    """The connection's position value in the sort order (`created_at` for id order)."""
+    by = nullable_sort(sort)
+    if by is None:
+        return connection.created_at
+    value = getattr(connection, sort.lstrip("-"))
+    return by.null_value if value is None else value
 
 
 def last_activity():
@@ -95,6 +126,8 @@ def filter_conditions(flt: OverviewFilter, now: datetime) -> list[Any]:
         conditions.append(col(Connection.last_used_at) >= flt.last_used_after)
     if flt.last_used_before is not None:
         conditions.append(col(Connection.last_used_at) < flt.last_used_before)
+    if flt.expires_before is not None:
+        conditions.append(col(Connection.expires_at) < flt.expires_before)
     if flt.user_deactivated is not None:
         conditions.append(col(User.active).is_(not flt.user_deactivated))
     if flt.stale is not None:
@@ -159,33 +192,42 @@ def keyset(stmt, sort: str, after: tuple[datetime, uuid.UUID] | None) -> list:
     statements whose results, concatenated, are that order.
 
     Creation order is id order (UUIDv7 ids are time-ordered): one statement on the
-    (environment_id, id) index. Last-used order treats "never used" as NEVER, so those
-    rows come first ascending and last descending; they run as their own part (in id
-    order) beside the used ones, so that each part walks the plain
-    (environment_id, last_used_at, id) index in its own order, with a row-value keyset
-    condition, and never needs a sort of the environment's rows."""
+    (environment_id, id) index. Last-used and expiry order treat NULL ("never used",
+    "never expires") as a value below (NEVER) or above (FOREVER) every other, so those
+    rows come first or last; they run as their own part (in id order) beside the others,
+    so that each part walks the plain (environment_id, <column>, id) index in its own
+    order, with a row-value keyset condition, and never needs a sort of the
+    environment's rows."""
     descending = sort.startswith("-")
     ident = col(Connection.id)
-    if sort.lstrip("-") != "last_used_at":
+    by = nullable_sort(sort)
+    if by is None:
         if after is not None:
             stmt = stmt.where(ident < after[1] if descending else ident > after[1])
         return [stmt.order_by(ident.desc() if descending else ident.asc())]
-    used_at = col(Connection.last_used_at)
-    never = stmt.where(used_at.is_(None))
-    used = stmt.where(used_at.is_not(None))
-    value, last_id = after if after is not None else (None, None)
+    column = by.column
+    nulls, values = stmt.where(column.is_(None)), stmt.where(column.is_not(None))
+    parts = [("null", nulls), ("set", values)] if by.nulls_low else [("set", values),
+                                                                      ("null", nulls)]
     if descending:
-        if after is not None and value == NEVER:
-            return [never.where(ident < last_id).order_by(ident.desc())]
-        if after is not None:
-            used = used.where(tuple_(used_at, ident) < tuple_(value, last_id))
-        return [used.order_by(used_at.desc(), ident.desc()), never.order_by(ident.desc())]
-    if after is not None and value != NEVER:
-        return [used.where(tuple_(used_at, ident) > tuple_(value, last_id))
-                .order_by(used_at.asc(), ident.asc())]
+        parts.reverse()
     if after is not None:
-        never = never.where(ident > last_id)
-    return [never.order_by(ident.asc()), used.order_by(used_at.asc(), ident.asc())]
+        value, last_id = after
+        here = "null" if value == by.null_value else "set"
+        parts = parts[[name for name, _ in parts].index(here):]
+        name, first = parts[0]
+        if name == "null":
+            first = first.where(ident < last_id if descending else ident > last_id)
+        else:
+            row = tuple_(column, ident)
+            first = first.where(row < tuple_(value, last_id) if descending
+                                else row > tuple_(value, last_id))
+        parts[0] = (name, first)
+    ordered = []
+    for name, part in parts:
+        keys = [ident] if name == "null" else [column, ident]
+        ordered.append(part.order_by(*[k.desc() if descending else k.asc() for k in keys]))
+    return ordered
 
 
 @dataclass
@@ -203,8 +245,8 @@ class ExportCells:
 @dataclass
 class ExportText:
     """A batch of `OverviewRepository.export_text`: its lines, how many, the id and
-    last use (ISO text) of the last one, and the apps and scope lists it lacked cells for
-    (then the lines are incomplete)."""
+    sort value (last use or expiry, ISO text; None for NULL) of the last one, and the
+    apps and scope lists it lacked cells for (then the lines are incomplete)."""
 
     parts: list[str] = field(default_factory=list)
     count: int = 0
@@ -242,7 +284,7 @@ class OverviewRepository:
         """Like `page`, but only the columns of the CSV export, as plain tuples:
         id, app_id, user_id, debtor_id, scopes (JSON text), status, created_at,
         last_used_at, revoked_at, the user's email, template and active flag, whether
-        the connection is stale, and on PostgreSQL the sorted company ids,
+        the connection is stale, expires_at, and on PostgreSQL the sorted company ids,
         space-separated.
 
         Run on the Core connection (no ORM loading). PostgreSQL gives the ids as text and
@@ -256,7 +298,7 @@ class OverviewRepository:
             cast(col(Connection.scopes), String), col(Connection.status),
             time(col(Connection.created_at)), time(col(Connection.last_used_at)),
             time(col(Connection.revoked_at)), col(User.email), col(User.template),
-            col(User.active), stale_condition(now),
+            col(User.active), stale_condition(now), time(col(Connection.expires_at)),
         ]
         if pg:
             company = col(ConnectionCompany.company_id)
@@ -300,21 +342,22 @@ class OverviewRepository:
         tail = _joined(
             cast(col(Connection.status), String), stale, iso_text(col(Connection.created_at)),
             func.coalesce(iso_text(col(Connection.last_used_at)), literal("", String)),
-            func.coalesce(iso_text(col(Connection.revoked_at)), literal("", String)))
+            func.coalesce(iso_text(col(Connection.revoked_at)), literal("", String)),
+            func.coalesce(iso_text(col(Connection.expires_at)), literal("", String)))
         app_key = cast(col(Connection.app_id), String)
         scopes_key = cast(col(Connection.scopes), String)
         app_cells = type_coerce(bindparam("apps", type_=JSONB), JSONB)[app_key].astext
         scope_cells = type_coerce(bindparam("scopes", type_=JSONB), JSONB)[scopes_key].astext
-        by_last_use = sort.lstrip("-") == "last_used_at"
+        by = nullable_sort(sort)
         return (
             # sqlmodel's select() is typed for up to four columns.
             select(cast(col(Connection.id), String).label("id"),  # type: ignore[call-overload]
                    col(Connection.app_id).label("app"), col(Connection.scopes).label("scopes"),
                    app_cells.label("app_cells"), scope_cells.label("scope_cells"),
                    middle.label("middle"), tail.label("tail"),
-                   col(Connection.last_used_at).label("last_used_at"),
-                   (iso_text(col(Connection.last_used_at)) if by_last_use
-                    else literal(None, String)).label("last_used"),
+                   (by.column if by else literal(None, DateTime(timezone=True)))
+                   .label("sort_value"),
+                   (iso_text(by.column) if by else literal(None, String)).label("sort_text"),
                    col(Connection.id).label("key"))
             .join(User, col(User.id) == Connection.user_id)
             .where(Connection.environment_id == environment_id, *filter_conditions(flt, now))
@@ -323,19 +366,19 @@ class OverviewRepository:
     @staticmethod
     def _export_lines(part, sort: str):
         """One row for the export rows of `part`: their lines joined in sort order, how
-        many, (last-used sort) the id and last use of the last one, and the apps and
-        scope lists without cells."""
+        many, (last-used or expiry sort) the id and sort value of the last one, and the
+        apps and scope lists without cells."""
         descending, rows = sort.startswith("-"), part.subquery()
-        by_last_use = sort.lstrip("-") == "last_used_at"
-        order = [rows.c.last_used_at, rows.c.key] if by_last_use else [rows.c.key]
+        by_value = nullable_sort(sort) is not None
+        order = [rows.c.sort_value, rows.c.key] if by_value else [rows.c.key]
         order = [o.desc() if descending else o.asc() for o in order]
         line = _joined(rows.c.id, func.coalesce(rows.c.app_cells, ""), rows.c.middle,
                        func.coalesce(rows.c.scope_cells, ""), rows.c.tail) + LINE_END
         last: list[ColumnElement[Any]] = [literal(None, String), literal(None, String)]
-        if by_last_use:  # where the next batch starts
+        if by_value:  # where the next batch starts
             backwards = [o.element.asc() if descending else o.element.desc() for o in order]
             last = [func.array_agg(aggregate_order_by(c, *backwards))[1]
-                    for c in (rows.c.id, rows.c.last_used)]
+                    for c in (rows.c.id, rows.c.sort_text)]
         return select(  # type: ignore[call-overload]
             func.string_agg(line, aggregate_order_by(literal("", String), *order)),
             func.count(), *last,
@@ -357,7 +400,7 @@ class OverviewRepository:
         again. In id order the statement is built once per export (`cells.statements`)."""
         descending = sort.startswith("-")
         params: dict[str, Any] = {"apps": cells.apps, "scopes": cells.scopes}
-        built = sort.lstrip("-") != "last_used_at" and limit is None
+        built = nullable_sort(sort) is None and limit is None
         if built:
             variant = (after is not None, upto is not None)
             statement = cells.statements.get(variant)
@@ -387,12 +430,12 @@ class OverviewRepository:
             statement = part if built else self._export_lines(
                 part.limit(limit - result.count) if limit is not None else part, sort)
             found = (await db.execute(statement, params)).one()
-            text, count, last_id, last_used, missing_apps, missing_scopes = found
+            text, count, last_id, last_value, missing_apps, missing_scopes = found
             if not count:
                 continue
             result.parts.append(text)
             result.count += count
-            result.last = (last_id, last_used)
+            result.last = (last_id, last_value)
             result.missing_apps += missing_apps or []
             result.missing_scopes += missing_scopes or []
             if limit is not None and result.count >= limit:
@@ -478,6 +521,7 @@ class OverviewRepository:
         stmt = (
             select(App, func.count(), by_status(ConnectionStatus.ACTIVE),  # type: ignore[call-overload]
                    by_status(ConnectionStatus.SUSPENDED), by_status(ConnectionStatus.REVOKED),
+                   by_status(ConnectionStatus.EXPIRED),
                    func.count(func.distinct(Connection.user_id)),
                    func.count(func.distinct(Connection.debtor_id)),
                    func.max(Connection.last_used_at))

@@ -12,7 +12,8 @@ from services.registry.connections.schemas import ConnectionOut
 from shared.models import ConnectionStatus, UserTemplate
 from shared.scopes import SCOPES
 
-SortKey = Literal["created_at", "-created_at", "last_used_at", "-last_used_at"]
+SortKey = Literal["created_at", "-created_at", "last_used_at", "-last_used_at",
+                  "expires_at", "-expires_at"]
 
 
 class OverviewFilter(BaseModel):
@@ -31,6 +32,9 @@ class OverviewFilter(BaseModel):
     created_before: AwareDatetime | None = None
     last_used_after: AwareDatetime | None = None
     last_used_before: AwareDatetime | None = None
+    expires_before: AwareDatetime | None = Field(
+        default=None, description="connections that expire before this time (never "
+        "those that do not expire)")
     user_deactivated: bool | None = None
     stale: bool | None = Field(default=None, description="unused for 90 days")
 
@@ -105,6 +109,7 @@ class AppSummary(BaseModel):
     active: int
     suspended: int
     revoked: int
+    expired: int
     users: int
     debtors: int
     scopes: list[str]

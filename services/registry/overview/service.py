@@ -19,11 +19,12 @@ from services.registry.connections.repository import ConnectionRepository
 from services.registry.connections.schemas import connection_fields
 from services.registry.overview.cells import export_app_cells, export_scope_cells
 from services.registry.overview.repository import (
-    NEVER,
     STALE_AFTER,
     ExportCells,
     ExportText,
     OverviewRepository,
+    nullable_sort,
+    sort_value,
 )
 from services.registry.overview.schemas import (
     AppSummary,
@@ -100,10 +101,7 @@ def _position(query: OverviewQuery, key: bytes) -> tuple[datetime, uuid.UUID] | 
 
 
 def _cursor(query: OverviewQuery, key: bytes, connection: Connection) -> str:
-    if query.sort.lstrip("-") == "last_used_at":
-        value = connection.last_used_at or NEVER
-    else:
-        value = connection.created_at
+    value = sort_value(connection, query.sort)
     return encode_cursor(key, query.sort, [value.isoformat(), str(connection.id)])
 
 
@@ -147,7 +145,9 @@ async def row_batches(session_factory, environment_id: uuid.UUID, query: Overvie
     columns, no ORM objects), for csv_export.py to format. Apps are looked up once per
     export."""
     now, batch = utcnow(), batch or EXPORT_BATCH
-    by_last_use = query.sort.lstrip("-") == "last_used_at"
+    by = nullable_sort(query.sort)
+    # The row's sort value: last_used_at, expires_at, or created_at for id order.
+    at = {"last_used_at": 7, "expires_at": 13}.get(query.sort.lstrip("-"), 6)
     apps: dict[Any, tuple[str, str, str | None]] = {}
     position = None
     while True:
@@ -158,7 +158,7 @@ async def row_batches(session_factory, environment_id: uuid.UUID, query: Overvie
             if not rows:
                 return
             # PostgreSQL reads the company ids with the rows; SQLite here.
-            companies = None if len(rows[0]) > 13 else await repo.company_texts(
+            companies = None if len(rows[0]) > 14 else await repo.company_texts(
                 [r[0] for r in rows])
             missing = {r[1] for r in rows} - apps.keys()
             if missing:
@@ -168,7 +168,7 @@ async def row_batches(session_factory, environment_id: uuid.UUID, query: Overvie
         yield ExportBatch(rows, companies, apps)
         last = rows[-1]
         last_id = last[0] if isinstance(last[0], uuid.UUID) else uuid.UUID(last[0])
-        value = (last[7] or NEVER) if by_last_use else last[6]
+        value = last[at] if by is None or last[at] is not None else by.null_value
         if isinstance(value, str):  # PostgreSQL gives the CSV's text
             value = datetime.fromisoformat(value)
         if value.tzinfo is None:  # SQLite gives naive UTC
@@ -230,8 +230,9 @@ async def _postgres_batches(session_factory, environment_id: uuid.UUID, query: O
                 for scopes_json in found.missing_scopes:
                     cells.scopes[scopes_json] = export_scope_cells(scopes_json)
 
-    if query.sort.lstrip("-") == "last_used_at":
-        async def last_used_reads():
+    by = nullable_sort(query.sort)
+    if by is not None:
+        async def by_value_reads():
             position = None
             while True:
                 pending = asyncio.ensure_future(read(position, batch))
@@ -243,11 +244,11 @@ async def _postgres_batches(session_factory, environment_id: uuid.UUID, query: O
                     return
                 if found.last is None:
                     raise RuntimeError("a full export batch has no last row")
-                last_id, last_used = found.last
-                position = (datetime.fromisoformat(last_used) if last_used else NEVER,
-                            uuid.UUID(last_id))
+                last_id, last_value = found.last
+                position = (datetime.fromisoformat(last_value) if last_value
+                            else by.null_value, uuid.UUID(last_id))
 
-        async for lines in _in_order(last_used_reads(), EXPORT_AHEAD):
+        async for lines in _in_order(by_value_reads(), EXPORT_AHEAD):
             yield lines
         return
 
@@ -281,12 +282,12 @@ async def summary(session: AsyncSession, caller: UserCaller) -> list[AppSummary]
     for app_id, text in await repo.live_scope_sets(environment_id):
         scopes.setdefault(app_id, set()).update(json.loads(text) if text else [])
     result = []
-    for app, total, active, suspended, revoked, users, debtors, last in \
+    for app, total, active, suspended, revoked, expired, users, debtors, last in \
             await repo.summary(environment_id):
         result.append(AppSummary(
             app={"client_id": app.client_id, "name": app.name, "publisher": app.publisher},
             connections=total, active=active or 0, suspended=suspended or 0,
-            revoked=revoked or 0, users=users, debtors=debtors,
+            revoked=revoked or 0, expired=expired or 0, users=users, debtors=debtors,
             scopes=sorted(scopes.get(app.id, set())), last_used_at=last,
         ))
     return result

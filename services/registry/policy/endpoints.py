@@ -10,6 +10,8 @@ from services.registry.deps import SessionDep, user_can
 from services.registry.policy import service
 from services.registry.policy.schemas import (
     AppDecisionIn,
+    ConsentLifetimeChange,
+    ConsentLifetimeIn,
     ConsentTemplatesIn,
     PolicyChange,
     PolicyOut,
@@ -20,11 +22,13 @@ router = APIRouter(prefix="/v1/environment/policy", tags=["environment policy"])
 EnvironmentPolicyRead = Annotated[UserCaller, user_can("environment.policy.read")]
 EnvironmentPolicyAppsDecide = Annotated[UserCaller, user_can("environment.policy.apps.decide")]
 EnvironmentPolicyTemplatesSet = Annotated[UserCaller, user_can("environment.policy.templates.set")]
+EnvironmentPolicyLifetimeSet = Annotated[UserCaller, user_can("environment.policy.lifetime.set")]
 
 
 @router.get("", response_model=PolicyOut)
 async def get_policy(session: SessionDep, caller: EnvironmentPolicyRead) -> PolicyOut:
-    """The templates that may consent and the apps allowed or blocked in the environment."""
+    """The templates that may consent, the consent lifetime and the apps allowed or
+    blocked in the environment."""
     return await service.read(session, caller)
 
 
@@ -46,3 +50,18 @@ async def set_consent_templates(body: ConsentTemplatesIn, session: SessionDep,
     templates = None if body.consent_templates is None else [
         t.value for t in body.consent_templates]
     return PolicyChange(**await service.set_consent_templates(session, caller, templates))
+
+
+@router.put("/consent-lifetime", response_model=ConsentLifetimeChange)
+async def set_consent_lifetime(body: ConsentLifetimeIn, session: SessionDep,
+                               caller: EnvironmentPolicyLifetimeSet) -> ConsentLifetimeChange:
+    """Set how long a consent lasts (null: no expiry; 30 to 730 days), and shorter
+    lifetimes by scope sensitivity (the shortest that applies wins). Live connections
+    get a new `expires_at` from their consent or last renewal at once, never sooner than
+    14 days from now; new consents get it from the moment they are given."""
+    updated = await service.set_consent_lifetime(
+        session, caller, body.consent_lifetime_days, body.consent_lifetime_days_by_sensitivity)
+    return ConsentLifetimeChange(
+        consent_lifetime_days=body.consent_lifetime_days,
+        consent_lifetime_days_by_sensitivity=body.consent_lifetime_days_by_sensitivity or {},
+        updated=updated)

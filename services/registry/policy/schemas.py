@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from services.registry.connections.schemas import AppRef
 from shared.models import UserTemplate
 from shared.policy.consent import check_consent_templates
+from shared.policy.lifetime import MAX_DAYS, MIN_DAYS, check_by_sensitivity, check_days
 
 
 class AppDecision(BaseModel):
@@ -22,6 +23,11 @@ class AppDecision(BaseModel):
 class PolicyOut(BaseModel):
     consent_templates: list[str]
     consent_templates_default: bool
+    consent_lifetime_days: int | None = Field(
+        description="days a consent lasts before it must be renewed; null: no expiry")
+    consent_lifetime_days_by_sensitivity: dict[str, int] = Field(
+        description="shorter lifetimes for connections holding scopes of a sensitivity; "
+                    "the shortest that applies wins")
     apps: list[AppDecision]
 
 
@@ -42,6 +48,29 @@ class ConsentTemplatesIn(BaseModel):
     _capable = field_validator("consent_templates")(check_consent_templates)
 
 
+class ConsentLifetimeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    consent_lifetime_days: int | None = Field(
+        description=f"days a consent lasts, {MIN_DAYS} to {MAX_DAYS}; null: no expiry")
+    consent_lifetime_days_by_sensitivity: dict[str, int] | None = Field(
+        default=None, description="shorter lifetimes by scope sensitivity (normal, personal, "
+        'sensitive, special_category; "special" is short for special_category), e.g. '
+        '{"special_category": 90}; null or {}: none')
+
+    _days = field_validator("consent_lifetime_days")(check_days)
+    _by_sensitivity = field_validator("consent_lifetime_days_by_sensitivity")(
+        check_by_sensitivity)
+
+
+class ConsentLifetimeChange(BaseModel):
+    consent_lifetime_days: int | None
+    consent_lifetime_days_by_sensitivity: dict[str, int]
+    updated: int = Field(description="live connections whose expires_at changed")
+
+
 class PolicyChange(BaseModel):
     suspended: int
     resumed: int
+    expired: int = Field(default=0, description="suspended connections whose consent "
+                         "lifetime ran out meanwhile: expired, not resumed")

@@ -1,13 +1,15 @@
-"""The environment's app policy (docs/product.md 5.5): apps allowed or blocked, and the templates
-that may consent. Blocking suspends the app's connections in the environment and
-allowing resumes them; narrowing the templates suspends the connections of users who
-may no longer consent."""
+"""The environment's app policy (docs/product.md 5.5): apps allowed or blocked, the
+templates that may consent, and the consent lifetime (shared/policy/lifetime.py).
+Blocking suspends the app's connections in the environment and allowing resumes them;
+narrowing the templates suspends the connections of users who may no longer consent; a
+new lifetime gives live connections a new expiry at once."""
 
 from __future__ import annotations
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.registry.connections.expiry import apply_lifetime
 from services.registry.connections.lifecycle import reconcile
 from services.registry.connections.schemas import AppRef
 from services.registry.policy.schemas import AppDecision, PolicyOut
@@ -37,6 +39,9 @@ async def read(session: AsyncSession, caller: UserCaller) -> PolicyOut:
     ]
     return PolicyOut(consent_templates=sorted(consent_templates(environment)),
                      consent_templates_default=environment.consent_templates is None,
+                     consent_lifetime_days=environment.consent_lifetime_days,
+                     consent_lifetime_days_by_sensitivity=(
+                         environment.consent_lifetime_days_by_sensitivity or {}),
                      apps=decisions)
 
 
@@ -78,3 +83,30 @@ async def set_consent_templates(session: AsyncSession, caller: UserCaller,
         await append_async(session, environment.id, "policy.consent_templates_changed", actor,
                            "environment", environment.id, consent_templates=templates)
     return await reconcile(session, actor, environment_id=environment.id)
+
+
+async def set_consent_lifetime(session: AsyncSession, caller: UserCaller, days: int | None,
+                               by_sensitivity: dict[str, int] | None) -> int:
+    """Set the environment's consent lifetime; it applies to live connections from now
+    (never sooner than 14 days from now). Returns how many connections changed."""
+    environment = await session.get(Environment, caller.user.environment_id,
+                                    with_for_update=True)
+    if environment is None:
+        raise RuntimeError(f"the environment of user {caller.user.id} is missing")
+    by_sensitivity = by_sensitivity or None
+    if (environment.consent_lifetime_days == days
+            and (environment.consent_lifetime_days_by_sensitivity or None) == by_sensitivity):
+        return 0
+    now = utcnow()
+    environment.consent_lifetime_days = days
+    environment.consent_lifetime_days_by_sensitivity = by_sensitivity
+    environment.updated_at = now
+    session.add(environment)
+    await session.flush()
+    updated = await apply_lifetime(session, environment, now)
+    await append_async(session, environment.id, "policy.consent_lifetime_changed",
+                       Actor("user", str(caller.user.id)), "environment", environment.id,
+                       consent_lifetime_days=days,
+                       consent_lifetime_days_by_sensitivity=by_sensitivity,
+                       connections_updated=updated)
+    return updated

@@ -19,7 +19,8 @@ def test_suspend_and_resume_an_app_everywhere(world: World, invoke: Invoke,  # n
     mine = [c for c in world.a.connections + world.b.connections if c.app_id == app.id]
     result = invoke("app", "suspend", app.client_id, "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["connections"] == {"suspended": len(mine), "resumed": 0}
+    assert json.loads(result.stdout)["connections"] == {"suspended": len(mine), "resumed": 0,
+                                                         "expired": 0}
     assert redis_client.get(status_key(Subject.APP, app.client_id)) == b"0"
     for connection in mine:
         assert redis_client.get(status_key(Subject.CONNECTION, connection.id)) == b"0"

@@ -106,7 +106,7 @@ async def test_deactivating_a_user_suspends_and_reactivating_resumes(
                                  headers=provisioner(world))
         assert off.status_code == 200, off.text
         assert off.json()["connections"] == {"suspended": len(mine), "resumed": 0,
-                                             "narrowed": 0}
+                                             "expired": 0, "narrowed": 0}
         for revoked in (token, first_party_token):
             with pytest.raises(InvalidToken):
                 await verifier.verify(revoked)

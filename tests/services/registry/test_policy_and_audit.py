@@ -26,7 +26,7 @@ async def test_blocking_an_app_suspends_it_here_and_allowing_resumes(
     blocked = await client.put(path, json={"blocked": True, "reason": "no DPA"},
                                headers=accountant(world))
     assert blocked.status_code == 200, blocked.text
-    assert blocked.json() == {"suspended": 2, "resumed": 0}
+    assert blocked.json() == {"suspended": 2, "resumed": 0, "expired": 0}
     statuses = _statuses(world)
     for c in world.a.connections:
         assert statuses[c.id] == ("suspended" if c.app_id == app.id else "active")
@@ -41,7 +41,7 @@ async def test_blocking_an_app_suspends_it_here_and_allowing_resumes(
     assert in_b.json()["apps"] == []
 
     allowed = await client.put(path, json={"blocked": False}, headers=accountant(world))
-    assert allowed.json() == {"suspended": 0, "resumed": 2}
+    assert allowed.json() == {"suspended": 0, "resumed": 2, "expired": 0}
     assert all(s == "active" for s in _statuses(world).values())
     with world.sessions() as session:
         types = sorted(e.type for e in session.exec(select(Event)).all())
@@ -71,10 +71,10 @@ async def test_consent_templates_policy(client: httpx.AsyncClient, world: World)
     response = await client.put("/v1/environment/policy/consent-templates",
                                 json={"consent_templates": ["company"]},
                                 headers=accountant(world))
-    assert response.json() == {"suspended": 2, "resumed": 0}
+    assert response.json() == {"suspended": 2, "resumed": 0, "expired": 0}
     reset = await client.put("/v1/environment/policy/consent-templates",
                              json={"consent_templates": None}, headers=accountant(world))
-    assert reset.json() == {"suspended": 0, "resumed": 2}
+    assert reset.json() == {"suspended": 0, "resumed": 2, "expired": 0}
 
 
 async def test_audit_events_are_listed_per_environment(client: httpx.AsyncClient,

@@ -1,0 +1,68 @@
+"""Renewal on the consent page (docs/product.md section 3, "Expiry and renewal"): when
+an app asks again for a connection whose consent lifetime ran out, the page shows
+"renew" with the connection's own scopes and companies; the user's confirmation makes
+the same connection active again with a new expiry. Remembered consent and
+`prompt=none` never renew (decide.py sends those back to the app)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlmodel import col, select
+
+from services.auth.consent import repository
+from services.auth.consent.service import ConsentRefused, may_consent
+from services.auth.oauth2.context import AuthContext
+from shared.audit import Actor, append
+from shared.models import Company, Connection, ConnectionCompany, ConnectionStatus, User
+from shared.outbox import connection_event, emit
+from shared.policy.lifetime import expires_at
+from shared.scopes import SCOPES
+from shared.status import Subject
+from shared.unit_of_work import unit_of_work
+
+
+def page_context(ctx: AuthContext, connection: Connection, lang: str) -> dict:
+    """What the page shows for a renewal: the connection's scopes, debtor and companies."""
+    debtor = repository.debtor(ctx.session, connection.debtor_id)
+    companies = ctx.session.exec(
+        select(Company)
+        .join(ConnectionCompany, col(ConnectionCompany.company_id) == Company.id)
+        .where(ConnectionCompany.connection_id == connection.id)
+        .order_by(col(Company.name), col(Company.id))
+    ).all()
+    return {
+        "renew": True,
+        "renew_connection_id": str(connection.id),
+        "previously_linked": False,
+        "scopes": [SCOPES[s].localized(lang) for s in connection.scopes if s in SCOPES],
+        "debtors": [{"id": str(connection.debtor_id), "name": debtor.name if debtor else ""}],
+        "companies": [{"id": str(c.id), "name": c.name} for c in companies],
+    }
+
+
+def renew(ctx: AuthContext, user: User, connection_id: str) -> Connection:
+    """The user confirmed the renewal: the expired connection is active again with a
+    new expiry from now; audited, `connection.renewed` sent, the status published."""
+    connection = ctx.session.get(Connection, uuid.UUID(connection_id))
+    if (connection is None or connection.user_id != user.id
+            or connection.status != ConnectionStatus.EXPIRED):
+        raise ConsentRefused("not_expired", "this link is not waiting for a renewal")
+    if not may_consent(ctx, user):
+        raise ConsentRefused("not_allowed")
+    environment = repository.environment(ctx.session, connection.environment_id)
+    new_expiry = expires_at(environment, connection.scopes, ctx.now)
+    connection.status = ConnectionStatus.ACTIVE
+    connection.renewed_at, connection.expires_at = ctx.now, new_expiry
+    connection.updated_at = ctx.now
+    ctx.session.add(connection)
+    ctx.session.flush()
+    append(ctx.session, connection.environment_id, "connection.renewed",
+           Actor("user", str(user.id)), "connection", connection.id,
+           app_id=str(connection.app_id), user_id=str(user.id),
+           expires_at=new_expiry.isoformat() if new_expiry else None,
+           previous_status=ConnectionStatus.EXPIRED.value, via="consent_page")
+    emit(ctx.session, **connection_event("connection.renewed", connection,
+                                         changed_fields=["expires_at", "status"]))
+    unit_of_work(ctx.session).publish_status(Subject.CONNECTION, connection.id, True)
+    return connection

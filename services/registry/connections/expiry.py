@@ -1,0 +1,164 @@
+"""Expiry and renewal (docs/product.md section 3): a connection of an environment with a
+consent lifetime (shared/policy/lifetime.py) expires at `expires_at`. Its app is told
+ahead (`connection.expiring`, once per expiry), then the status turns `expired`, its
+tokens fail on the next call (the status is published like a revoke's) and the app gets
+`connection.expired`. A user who may consent renews it: the same connection, active
+again, with a new expiry (`connection.renewed`).
+
+Status precedence: revoked over suspended over expired. A suspended connection whose
+time passes stays suspended; when its suspension ends it becomes `expired`
+(lifecycle.py), never `active`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.audit import Actor, append_async
+from shared.errors import Conflict, Forbidden
+from shared.models import Connection, ConnectionStatus, Environment, User
+from shared.outbox import connection_event, emit
+from shared.policy import may_consent
+from shared.policy.lifetime import after_change, expires_at
+from shared.status import Subject
+from shared.unit_of_work import unit_of_work
+
+BATCH = 500
+SYSTEM = Actor("system", "consent_lifetime")
+LIVE = (ConnectionStatus.ACTIVE, ConnectionStatus.SUSPENDED)
+
+
+def lifetime_start(connection: Connection) -> datetime:
+    """Where the connection's lifetime counts from: its last renewal, or its consent."""
+    return connection.renewed_at or connection.created_at
+
+
+async def expire(session: AsyncSession, connection: Connection, actor: Actor,
+                 now: datetime) -> None:
+    """Mark the connection expired: audited, evented, and published so that its tokens
+    fail on their next call."""
+    connection.status = ConnectionStatus.EXPIRED
+    connection.suspended_reason = None
+    connection.updated_at = now
+    session.add(connection)
+    await append_async(session, connection.environment_id, "connection.expired", actor,
+                       "connection", connection.id, app_id=str(connection.app_id),
+                       user_id=str(connection.user_id),
+                       expires_at=connection.expires_at.isoformat()
+                       if connection.expires_at else None)
+    emit(session, **connection_event("connection.expired", connection,
+                                     changed_fields=["status"]))
+    unit_of_work(session).publish_status(Subject.CONNECTION, connection.id, False)
+    await session.flush()
+
+
+async def renew(session: AsyncSession, connection: Connection, user: User,
+                now: datetime) -> Connection:
+    """Renew the connection as `user` (who must be its user and may consent now): a new
+    expiry from now, `expired` becomes `active` (a suspended one stays suspended).
+    Conflict when it is revoked or does not expire."""
+    if connection.status == ConnectionStatus.REVOKED:
+        raise Conflict("this connection is revoked; link the app again instead")
+    if connection.expires_at is None:
+        raise Conflict("this connection does not expire")
+    environment = await session.get(Environment, connection.environment_id)
+    if connection.user_id != user.id or not may_consent(user, environment):
+        raise Forbidden("this login may not renew the connection")
+    # None when the environment dropped its lifetime since: then it no longer expires.
+    new_expiry = expires_at(environment, connection.scopes, now)
+    was = connection.status
+    connection.renewed_at, connection.expires_at = now, new_expiry
+    connection.updated_at = now
+    if was == ConnectionStatus.EXPIRED:
+        connection.status = ConnectionStatus.ACTIVE
+    session.add(connection)
+    await append_async(session, connection.environment_id, "connection.renewed",
+                       Actor("user", str(user.id)), "connection", connection.id,
+                       app_id=str(connection.app_id), user_id=str(connection.user_id),
+                       expires_at=new_expiry.isoformat() if new_expiry else None,
+                       previous_status=str(was), via="api")
+    changed = ["expires_at", "status"] if was == ConnectionStatus.EXPIRED else ["expires_at"]
+    emit(session, **connection_event("connection.renewed", connection,
+                                     changed_fields=changed))
+    if connection.status == ConnectionStatus.ACTIVE:
+        unit_of_work(session).publish_status(Subject.CONNECTION, connection.id, True)
+    await session.flush()
+    return connection
+
+
+async def apply_lifetime(session: AsyncSession, environment: Environment,
+                         now: datetime) -> int:
+    """After a change of the environment's lifetime: a new expiry for every live
+    (active or suspended) connection, from its consent or last renewal, never sooner
+    than 14 days from now (shared/policy/lifetime.after_change). Expired connections
+    stay expired until renewed. Returns how many connections changed; each gets
+    `connection.updated` (changed field `expires_at`)."""
+    stmt = select(Connection).where(Connection.environment_id == environment.id,
+                                    col(Connection.status).in_(LIVE))
+    changed, after = 0, None
+    while True:
+        page = stmt if after is None else stmt.where(col(Connection.id) > after)
+        rows = (await session.exec(page.order_by(col(Connection.id)).limit(BATCH))).all()
+        if not rows:
+            return changed
+        for connection in rows:
+            new = after_change(environment, connection.scopes, lifetime_start(connection),
+                               connection.expires_at, now)
+            if new == connection.expires_at:
+                continue
+            connection.expires_at, connection.updated_at = new, now
+            session.add(connection)
+            emit(session, **connection_event("connection.updated", connection,
+                                             changed_fields=["expires_at"]))
+            changed += 1
+        await session.flush()
+        after = rows[-1].id
+
+
+async def notify_expiring(session: AsyncSession, now: datetime, notice: timedelta,
+                          limit: int = BATCH) -> int:
+    """`connection.expiring` for active connections that expire within `notice`, once
+    per expiry (a renewal or a lifetime change sets a new one). Returns how many."""
+    stmt = (
+        select(Connection)
+        .where(Connection.status == ConnectionStatus.ACTIVE,
+               col(Connection.expires_at) > now, col(Connection.expires_at) <= now + notice,
+               or_(col(Connection.expiry_notice_for).is_(None),
+                   col(Connection.expiry_notice_for) != col(Connection.expires_at)))
+        .order_by(col(Connection.expires_at), col(Connection.id))
+        .with_for_update()
+    )
+    sent = 0
+    for connection in (await session.exec(stmt.limit(limit))).all():
+        connection.expiry_notice_for = connection.expires_at
+        session.add(connection)
+        await append_async(session, connection.environment_id, "connection.expiring", SYSTEM,
+                           "connection", connection.id, app_id=str(connection.app_id),
+                           expires_at=connection.expires_at.isoformat()
+                           if connection.expires_at else None)
+        emit(session, **connection_event("connection.expiring", connection,
+                                         changed_fields=[]))
+        sent += 1
+    await session.flush()
+    return sent
+
+
+async def expire_due(session: AsyncSession, now: datetime, limit: int = BATCH) -> list[uuid.UUID]:
+    """Expire active connections whose time has come (suspended ones stay suspended:
+    they expire when resumed). Returns their ids."""
+    stmt = (
+        select(Connection)
+        .where(Connection.status == ConnectionStatus.ACTIVE, col(Connection.expires_at) <= now)
+        .order_by(col(Connection.expires_at), col(Connection.id))
+        .with_for_update()
+    )
+    done = []
+    for connection in (await session.exec(stmt.limit(limit))).all():
+        await expire(session, connection, SYSTEM, now)
+        done.append(connection.id)
+    return done
