@@ -36,6 +36,8 @@ def page_context(ctx: AuthContext, connection: Connection, lang: str) -> dict:
         "renew_connection_id": str(connection.id),
         "previously_linked": False,
         "scopes": [SCOPES[s].localized(lang) for s in connection.scopes if s in SCOPES],
+        "kept_scopes": [],
+        "dropped_scopes": [],
         "debtors": [{"id": str(connection.debtor_id), "name": debtor.name if debtor else ""}],
         "companies": [{"id": str(c.id), "name": c.name} for c in companies],
     }
