@@ -6,6 +6,7 @@ older ones are not; 409 while the endpoint is disabled; safe to retry with an
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from itertools import pairwise
 
 import httpx
 import pytest
@@ -86,7 +87,7 @@ async def test_recover_resends_failed_deliveries_since_a_time_one_at_a_time_in_o
     # after the one before it was answered.
     assert [r.headers["webhook-id"] for r in resent] == [message_id(e) for e in recent[:3]]
     assert all(r.status == 200 for r in resent)
-    for before, after in zip(resent, resent[1:], strict=False):
+    for before, after in pairwise(resent):
         assert after.at - before.at >= PAUSE_S * 0.9
     rows = {str(r.event_id): r for r in await deliveries(runtime)}
     assert rows[old].status == DeliveryStatus.FAILED
