@@ -285,6 +285,14 @@ async def _send(sender: Sender, attempt: Attempt) -> None:
                   attempt=attempt.attempt, status_code=outcome.status_code)
 
 
+async def _disable(session: AsyncSession, endpoint: WebhookEndpoint, reason: str) -> None:
+    """Disable the endpoint, and announce it once (`endpoint.disabled`)."""
+    if endpoint.status == WebhookEndpointStatus.DISABLED:
+        return  # already (another attempt of this batch, or the app)
+    set_status(endpoint, WebhookEndpointStatus.DISABLED, reason)
+    await announce_disabled(session, endpoint)
+
+
 async def _record_failure(session: AsyncSession, attempt: Attempt
                           ) -> tuple[uuid.UUID, int, datetime] | None:
     """Settle or reschedule a failed attempt; returns the next attempt to enqueue."""
@@ -300,17 +308,15 @@ async def _record_failure(session: AsyncSession, attempt: Attempt
     if outcome.gone:
         for k, v in done.items():
             setattr(delivery, k, v)
-        set_status(endpoint, WebhookEndpointStatus.DISABLED, "the endpoint answered 410 Gone")
-        await announce_disabled(session, endpoint)
+        await _disable(session, endpoint, "the endpoint answered 410 Gone")
         return None
     if attempt.attempt >= delivery.max_attempts:
         for k, v in done.items():
             setattr(delivery, k, v)
         if attempt.attempt == schedule.max_attempts():
-            set_status(endpoint, WebhookEndpointStatus.DISABLED,
-                       f"deliveries failed for a day ({attempt.attempt} attempts); "
-                       f"last error: {outcome.error}"[:MAX_ERROR])
-            await announce_disabled(session, endpoint)
+            await _disable(session, endpoint,
+                           f"deliveries failed for a day ({attempt.attempt} attempts); "
+                           f"last error: {outcome.error}"[:MAX_ERROR])
         return None
     delivery.last_error = outcome.error
     delivery.next_attempt_at = schedule.next_attempt_at(utcnow(), attempt.attempt,
