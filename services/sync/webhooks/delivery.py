@@ -150,11 +150,13 @@ async def _throttle(runtime: Runtime, session: AsyncSession, due: list[Row],
                     endpoints: dict[uuid.UUID, WebhookEndpoint]) -> list[uuid.UUID]:
     """The due deliveries that may go now. A rate-limited endpoint's deliveries beyond
     its tokens are put off, each to its own later turn (one a 1/rate s), and a deliver
-    job is enqueued for that time; other endpoints cost nothing here."""
+    job is enqueued for that time; other endpoints cost nothing here (a disabled
+    endpoint's go on to be settled)."""
     limited: dict[uuid.UUID, list] = defaultdict(list)
     go: list[uuid.UUID] = []
     for row in due:
-        if endpoints[row.endpoint_id].max_rate_per_second:
+        endpoint = endpoints[row.endpoint_id]
+        if endpoint.max_rate_per_second and endpoint.status == WebhookEndpointStatus.ACTIVE:
             limited[row.endpoint_id].append(row)
         else:
             go.append(row.id)
