@@ -288,9 +288,15 @@ async def _send(sender: Sender, attempt: Attempt) -> None:
 
 
 async def _disable(session: AsyncSession, endpoint: WebhookEndpoint, reason: str) -> None:
-    """Disable the endpoint, and announce it once (`endpoint.disabled`)."""
+    """Disable the endpoint, and announce it once (`endpoint.disabled`): the row is
+    locked and read again, so that two transactions disabling it at once (two attempts
+    recorded by different jobs) announce it once."""
     if endpoint.status == WebhookEndpointStatus.DISABLED:
-        return  # already (another attempt of this batch, or the app)
+        return  # already (another attempt of this batch)
+    await session.flush()
+    await session.refresh(endpoint, with_for_update=True)
+    if endpoint.status == WebhookEndpointStatus.DISABLED:
+        return  # already (another transaction, or the app)
     set_status(endpoint, WebhookEndpointStatus.DISABLED, reason)
     await announce_disabled(session, endpoint)
 
