@@ -137,10 +137,10 @@ class Bench:
 
     def write_events(self, count: int) -> None:
         with self.sessions() as session, session.begin():
-            for i in range(count):
+            for _ in range(count):
                 emit(session, "employee.updated", self.env_id, debtor_id=self.debtor_id,
                      company_id=self.company_id, employee_id=self.employees[0],
-                     changed_fields=["last_name"], n=i)
+                     changed_fields=["last_name"])
 
 
 class Receiver:

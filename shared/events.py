@@ -88,6 +88,17 @@ class PayrollRunData(_Data):
     payroll_run_id: uuid.UUID
 
 
+class EndpointDisabledData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_id: uuid.UUID = Field(description="the endpoint Koppel disabled")
+    url: str = Field(description="its URL")
+    reason: str = Field(description="why: it answered 410 Gone, or deliveries failed for "
+                        "a day")
+    disabled_at: str = Field(description="when: RFC 3339, UTC, milliseconds",
+                             pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+
+
 class TestData(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -163,13 +174,19 @@ CATALOGUE: dict[str, EventType] = _types(
               "(health data: only apps with employee.absence.read receive it).", AbsenceData),
     EventType("payroll.run.finalized", "A company's payroll run was finalized.",
               PayrollRunData),
+    EventType("endpoint.disabled", "Koppel disabled another webhook endpoint of the app "
+              "(it answered 410 Gone, or deliveries failed for a day); sent to the app's "
+              "other active endpoints that subscribe to it.", EndpointDisabledData),
     EventType("webhook.test", "A test message, sent only when asked for "
               "(POST /v1/webhooks/{id}/test); not subscribable.", TestData),
 )
 TEST_EVENT = "webhook.test"
 SUBSCRIBABLE = frozenset(CATALOGUE) - {TEST_EVENT}
-# What the change feed shows: the data events (connection events go to webhooks only).
-DATA_EVENTS = frozenset(name for name in SUBSCRIBABLE if not name.startswith("connection."))
+ENDPOINT_DISABLED = "endpoint.disabled"
+# What the change feed shows: the data events (connection and endpoint events go to
+# webhooks only).
+DATA_EVENTS = frozenset(name for name in SUBSCRIBABLE
+                        if not name.startswith(("connection.", "endpoint.")))
 
 
 def check_data(type: str, data: dict[str, Any]) -> None:

@@ -62,18 +62,22 @@ async def nudge(redis: Any) -> None:
 
 
 async def enqueue_deliveries(
-    redis: Any, due: Iterable[tuple[uuid.UUID, int, datetime | None]]
+    redis: Any, due: Iterable[tuple[uuid.UUID, int, datetime | None]], *, put_off: bool = False
 ) -> int:
     """Enqueue attempt `n` of each delivery (deferred until its time, if given). arq
     refuses a job id it already holds, so enqueueing twice is harmless. Never raises:
-    the sweeper enqueues whatever this could not."""
+    the sweeper enqueues whatever this could not. An attempt `put_off` by its endpoint's
+    rate has the time in its job id (it may be put off again)."""
     client = arq_client(redis)
     count = 0
     for delivery_id, attempt, defer_until in due:
+        job_id = delivery_job_id(delivery_id, attempt)
+        if put_off and defer_until is not None:
+            job_id += f":at{int(defer_until.timestamp() * 1000)}"
         try:
             job = await client.enqueue_job(
                 WEBHOOKS_DELIVER, str(delivery_id), attempt,
-                _job_id=delivery_job_id(delivery_id, attempt), _defer_until=defer_until,
+                _job_id=job_id, _defer_until=defer_until,
             )
         except Exception as exc:  # noqa: BLE001 - the sweeper catches up
             log.warning("enqueue failed", delivery_id=str(delivery_id), error=type(exc).__name__)

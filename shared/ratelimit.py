@@ -1,6 +1,11 @@
-"""Fixed-window counters in Redis, for failed attempts and per-client request budgets."""
+"""Fixed-window counters in Redis, for failed attempts and per-client request budgets,
+and token buckets, for webhook endpoints' delivery rates."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -56,3 +61,29 @@ async def count(client: aioredis.Redis, name: str) -> int:
     """The events counted for `name` in its current window."""
     value = await client.get(_key(name))
     return int(value) if value is not None else 0
+
+
+# A token bucket: `capacity` tokens, refilled at `rate` a second; takes up to ARGV[4].
+_TAKE = """
+local rate, capacity = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now, wanted = tonumber(ARGV[3]), tonumber(ARGV[4])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(state[1]), tonumber(state[2])
+if tokens == nil or at == nil then tokens, at = capacity, now end
+tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
+local granted = math.min(wanted, math.floor(tokens))
+tokens = tokens - granted
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(capacity / rate) + 60)
+return {granted, tostring(tokens)}
+"""
+
+
+async def take_tokens(client: aioredis.Redis, name: str, rate: float, wanted: int
+                      ) -> tuple[int, float]:
+    """Take up to `wanted` tokens from `name`'s bucket (`rate` a second, holding at most
+    one second's worth): how many were granted, and the fraction of a token left."""
+    reply = client.eval(_TAKE, 1, _key(f"bucket:{name}"), str(rate), str(max(rate, 1)),
+                        repr(time.time()), str(wanted))
+    granted, left = await cast(Awaitable[list], reply)
+    return int(granted), float(left)

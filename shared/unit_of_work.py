@@ -37,6 +37,7 @@ class UnitOfWork:
     statuses: list[tuple[Subject, str | uuid.UUID, bool]] = field(default_factory=list)
     wants_nudge: bool = False
     deliveries: list[tuple[uuid.UUID, int, datetime | None]] = field(default_factory=list)
+    throttled: list[tuple[uuid.UUID, int, datetime]] = field(default_factory=list)
     used_connections: list[uuid.UUID] = field(default_factory=list)
     signed_out: set[str] = field(default_factory=set)
 
@@ -52,6 +53,11 @@ class UnitOfWork:
                          defer_until: datetime | None = None) -> None:
         """Enqueue attempt `attempt` of a webhook delivery (deferred until a time, if given)."""
         self.deliveries.append((delivery_id, attempt, defer_until))
+
+    def enqueue_throttled(self, delivery_id: uuid.UUID, attempt: int, at: datetime) -> None:
+        """Enqueue attempt `attempt` of a delivery that its endpoint's rate put off to
+        `at` (a job id of its own: the attempt may be put off more than once)."""
+        self.throttled.append((delivery_id, attempt, at))
 
     def sign_out(self, user_id: uuid.UUID) -> None:
         """End every login session of the user (shared/sessions.py)."""
@@ -79,6 +85,8 @@ class UnitOfWork:
             await nudge(client)
         if self.deliveries:
             await enqueue_deliveries(client, self.deliveries)
+        if self.throttled:
+            await enqueue_deliveries(client, self.throttled, put_off=True)
 
     @classmethod
     def detach(cls, session: Session | AsyncSession) -> UnitOfWork:

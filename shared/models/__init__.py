@@ -25,7 +25,11 @@ from shared.models.user import DEFAULT_CONSENT_TEMPLATES, User, UserCompany, Use
 from shared.models.wage_component import WageComponent
 from shared.models.webhook_attempt import WebhookAttempt
 from shared.models.webhook_delivery import DeliveryStatus, WebhookDelivery
-from shared.models.webhook_endpoint import WebhookEndpoint, WebhookEndpointStatus
+from shared.models.webhook_endpoint import (
+    SignatureScheme,
+    WebhookEndpoint,
+    WebhookEndpointStatus,
+)
 
 __all__ = [
     "DEFAULT_CONSENT_TEMPLATES",
@@ -58,6 +62,7 @@ __all__ = [
     "Partner",
     "PayrollRun",
     "RefreshToken",
+    "SignatureScheme",
     "SigningKey",
     "TokenFamily",
     "User",

@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Index, String, UniqueConstraint
+from sqlalchemy import JSON, Index, String, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from shared.models._fields import id_field, timestamp_field
@@ -27,6 +27,11 @@ class WebhookDelivery(SQLModel, table=True):
         UniqueConstraint("endpoint_id", "event_id"),
         Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
+        # Only deliveries that wait their turn (ordered endpoints, recoveries) have a
+        # sequence key: the index costs the hot path nothing.
+        Index("ix_webhook_deliveries_sequence", "endpoint_id", "sequence_key", "id",
+              postgresql_where=text("sequence_key IS NOT NULL"),
+              sqlite_where=text("sequence_key IS NOT NULL")),
     )
 
     id: uuid.UUID = id_field()
@@ -43,5 +48,9 @@ class WebhookDelivery(SQLModel, table=True):
     last_attempt_at: datetime | None = timestamp_field(nullable=True, now=False)
     last_status_code: int | None = None
     last_error: str | None = Field(default=None, max_length=1000)
+    # Set: sent only after every earlier pending delivery of the endpoint with the same
+    # key has succeeded or finally failed (the customer of an ordered endpoint, or a
+    # recovery's one line).
+    sequence_key: str | None = Field(default=None, max_length=80)
     created_at: datetime = timestamp_field()
     finished_at: datetime | None = timestamp_field(nullable=True, now=False)

@@ -187,7 +187,7 @@ _RULES = (
     # Webhook endpoints: a partner app's own, with its client-credentials token.
     *(_rule(f"webhooks.{what}", PARTNER, "webhooks.manage") for what in (
         "create", "list", "read", "update", "delete", "disable", "enable", "rotate_secret",
-        "deliveries.list", "redeliver", "test")),
+        "deliveries.list", "redeliver", "test", "keys", "rotate_key", "recover")),
 )
 
 RULES: Mapping[str, Rule] = {rule.operation: rule for rule in _RULES}

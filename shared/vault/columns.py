@@ -86,3 +86,16 @@ IDEMPOTENT_ANSWER = EncryptedColumn(
     IdempotencyKey, "answer", "answer_ciphertext", "answer_key_id", "id", "owner"
 )
 register_encrypted_column(IDEMPOTENT_ANSWER)
+
+# Ed25519 webhook signing keys (Standard Webhooks `v1a`), bound like the secrets; the
+# public half is stored in the clear (`public_key`), the private half only sealed.
+WEBHOOK_SIGNING_KEY = EncryptedColumn(
+    WebhookEndpoint, "signing_key", "signing_key_ciphertext", "signing_key_key_id", "id",
+    "app_id",
+)
+WEBHOOK_PREVIOUS_SIGNING_KEY = EncryptedColumn(
+    WebhookEndpoint, "previous_signing_key", "previous_signing_key_ciphertext",
+    "previous_signing_key_key_id", "id", "app_id",
+)
+register_encrypted_column(WEBHOOK_SIGNING_KEY)
+register_encrypted_column(WEBHOOK_PREVIOUS_SIGNING_KEY)

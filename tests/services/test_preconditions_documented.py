@@ -60,6 +60,7 @@ def test_the_walk_finds_the_record_writes() -> None:
     for write in (("sync", "patch", "/v1/employees/{employee_id}/bank-accounts/{account_id}"),
                   ("sync", "post", "/v1/employees/{employee_id}/employments/{employment_id}/end"),
                   ("sync", "post", "/v1/webhooks/{endpoint_id}/rotate-secret"),
+                  ("sync", "post", "/v1/webhooks/{endpoint_id}/rotate-key"),
                   ("sync", "delete", "/v1/webhooks/{endpoint_id}"),
                   ("registry", "patch", "/v1/directory/users/{user_id}")):
         assert write in walked
@@ -87,7 +88,7 @@ def test_every_read_of_a_versioned_record_documents_its_etag() -> None:
         if (service, method, path) in NOT_RECORD_WRITES:
             continue
         record = path.removesuffix("/end").removesuffix("/disable").removesuffix(
-            "/enable").removesuffix("/rotate-secret")
+            "/enable").removesuffix("/rotate-secret").removesuffix("/rotate-key")
         read = DOCUMENTS[service]["paths"][record].get("get")
         assert read is not None, f"{record} has no GET"
         assert "ETag" in read["responses"]["200"].get("headers", {}), record

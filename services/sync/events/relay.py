@@ -38,6 +38,13 @@ def message(event: Event) -> dict:
     return {"type": event.type, "timestamp": rfc3339(event.created_at), "data": event.data}
 
 
+def sequence_key(event: Event) -> str:
+    """The line an ordered endpoint's deliveries of `event` wait in: its customer (the
+    debtor a connection is for; every event an app receives through a connection
+    carries it)."""
+    return str(event.debtor_id or event.environment_id)
+
+
 class FanOut:
     """The deliveries of a batch of events, with each audience and each set of endpoints
     looked up once per batch."""
@@ -68,7 +75,8 @@ class FanOut:
             {"id": uuid7(), "endpoint_id": endpoint.id, "app_id": endpoint.app_id,
              "event_id": event.id, "type": event.type, "message_id": f"msg_{event.id.hex}",
              "payload": body, "status": DeliveryStatus.PENDING, "attempts": 0,
-             "max_attempts": max_attempts(), "next_attempt_at": now, "created_at": now}
+             "max_attempts": max_attempts(), "next_attempt_at": now, "created_at": now,
+             "sequence_key": sequence_key(event) if endpoint.ordered else None}
             for endpoint in await self.endpoints(apps) if event.type in endpoint.events
         ]
 

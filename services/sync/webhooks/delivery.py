@@ -7,6 +7,13 @@ see the event), sent outside any transaction through the SSRF guard, and recorde
 a batch in one transaction. arq's job timeout is final, so the HTTP call has its own
 shorter timeout and every failure is retried here, with backoff, by enqueueing the next
 attempt as its own job.
+
+Two endpoint options shape the claim. A delivery with a sequence key (an ordered
+endpoint's, or a recovery's) is claimed only once no earlier delivery of its endpoint
+and key is pending, and settling one nudges the dispatcher for the next. An endpoint with
+`max_rate_per_second` takes a token per delivery from a Redis bucket; what is over puts
+its next attempt off to a later turn, without a count. Neither costs other endpoints
+anything but a NULL test.
 """
 
 from __future__ import annotations
@@ -18,22 +25,28 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
-from sqlalchemy import insert
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import exists, insert, or_
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.events.relay import FanOut
 from services.sync.webhooks import schedule
+from services.sync.webhooks.announce import announce_disabled
 from services.sync.webhooks.sender import MAX_ERROR, Outcome, Sender
 from services.sync.webhooks.service import set_status
-from services.sync.webhooks.signing import secret_key, signed_headers
+from services.sync.webhooks.signing import private_key, secret_key, signed_headers
+from shared import ratelimit
 from shared.db.types import utcnow, uuid7
 from shared.metrics import WEBHOOK_DELIVERIES, WEBHOOK_LATENCY, delivery_outcome
 from shared.models import (
     DeliveryStatus,
     Event,
+    SignatureScheme,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
@@ -43,14 +56,30 @@ from shared.request_id import bind_request_id
 from shared.runtime import Runtime
 from shared.unit_of_work import UnitOfWork, unit_of_work
 from shared.vault import VaultError
-from shared.vault.columns import WEBHOOK_PREVIOUS_SECRET, WEBHOOK_SECRET
+from shared.vault.columns import (
+    WEBHOOK_PREVIOUS_SECRET,
+    WEBHOOK_PREVIOUS_SIGNING_KEY,
+    WEBHOOK_SECRET,
+    WEBHOOK_SIGNING_KEY,
+)
 
 log = structlog.get_logger("koppel.webhooks")
 SEND_TIMEOUT_S = 10.0
 D = WebhookDelivery
 
 _RETURNED = (col(D.id), col(D.endpoint_id), col(D.app_id), col(D.event_id), col(D.type),
-             col(D.message_id), col(D.payload), col(D.attempts))
+             col(D.message_id), col(D.payload), col(D.attempts), col(D.sequence_key))
+EARLIER = aliased(WebhookDelivery)
+Row = Any  # a row of (id, endpoint_id, attempts)
+
+
+@dataclass
+class Keys:
+    """What an attempt is signed with: HMAC keys (`v1`) or Ed25519 keys (`v1a`); the
+    current one, and the previous one during a rotation's overlap."""
+
+    hmac: list[bytes]
+    ed25519: list[Ed25519PrivateKey]
 
 
 @dataclass
@@ -62,8 +91,9 @@ class Attempt:
     message_id: str
     url: str
     body: bytes
-    keys: list[bytes]
+    keys: Keys
     request_id: str | None = None  # of the API request that wrote the event (for logs)
+    sequenced: bool = False  # a later delivery may be waiting for this one
     started: datetime | None = None
     outcome: Outcome | None = None
 
@@ -80,27 +110,93 @@ def _finished(status: DeliveryStatus, error: str | None) -> dict:
             "next_attempt_at": None}
 
 
-async def _keys(runtime: Runtime, endpoint: WebhookEndpoint, now: datetime) -> list[bytes]:
-    """The HMAC keys to sign with: the secret, and the previous one during an overlap."""
-    secrets = [WEBHOOK_SECRET.open(runtime.box, endpoint).decode()]
+def _keys(runtime: Runtime, endpoint: WebhookEndpoint, now: datetime) -> Keys:
+    """The keys of the endpoint's scheme: the current one, and the previous one during
+    an overlap."""
+    box = runtime.box
+    if endpoint.signature_scheme == SignatureScheme.ED25519:
+        raw = [WEBHOOK_SIGNING_KEY.open(box, endpoint)]
+        expires = endpoint.previous_signing_key_expires_at
+        if endpoint.previous_signing_key_ciphertext and expires and expires > now:
+            raw.append(WEBHOOK_PREVIOUS_SIGNING_KEY.open(box, endpoint))
+        return Keys([], [private_key(r) for r in raw])
+    secrets = [WEBHOOK_SECRET.open(box, endpoint).decode()]
     expires = endpoint.previous_secret_expires_at
     if endpoint.previous_secret_ciphertext and expires and expires > now:
-        secrets.append(WEBHOOK_PREVIOUS_SECRET.open(runtime.box, endpoint).decode())
-    return [secret_key(s) for s in secrets]
+        secrets.append(WEBHOOK_PREVIOUS_SECRET.open(box, endpoint).decode())
+    return Keys([secret_key(s) for s in secrets], [])
+
+
+def _its_turn():
+    """A sequenced delivery waits while an earlier one of its endpoint and key is pending
+    (in flight or waiting for a retry); an unsequenced one never waits."""
+    earlier = select(EARLIER.id).where(
+        EARLIER.endpoint_id == D.endpoint_id, EARLIER.sequence_key == D.sequence_key,
+        EARLIER.status == DeliveryStatus.PENDING, col(EARLIER.id) < col(D.id))
+    return or_(col(D.sequence_key).is_(None), ~exists(earlier))
+
+
+async def _endpoints(session: AsyncSession, known: FanOut, ids: set[uuid.UUID]
+                     ) -> dict[uuid.UUID, WebhookEndpoint]:
+    endpoints = known.endpoints_by_id
+    missing = ids - endpoints.keys()
+    if missing:
+        endpoints.update((e.id, e) for e in (await session.exec(
+            select(WebhookEndpoint).where(col(WebhookEndpoint.id).in_(missing)))).all())
+    return endpoints
+
+
+async def _throttle(runtime: Runtime, session: AsyncSession, due: list[Row],
+                    endpoints: dict[uuid.UUID, WebhookEndpoint]) -> list[uuid.UUID]:
+    """The due deliveries that may go now. A rate-limited endpoint's deliveries beyond
+    its tokens are put off, each to its own later turn (one a 1/rate s), and a deliver
+    job is enqueued for that time; other endpoints cost nothing here (a disabled
+    endpoint's go on to be settled)."""
+    limited: dict[uuid.UUID, list] = defaultdict(list)
+    go: list[uuid.UUID] = []
+    for row in due:
+        endpoint = endpoints[row.endpoint_id]
+        if endpoint.max_rate_per_second and endpoint.status == WebhookEndpointStatus.ACTIVE:
+            limited[row.endpoint_id].append(row)
+        else:
+            go.append(row.id)
+    if not limited:
+        return go
+    now, put_off = utcnow(), []
+    for endpoint_id, rows in limited.items():
+        rate = endpoints[endpoint_id].max_rate_per_second or 1
+        granted, left = await ratelimit.take_tokens(
+            runtime.redis, f"webhook:{endpoint_id}", rate, len(rows))
+        rows.sort(key=lambda r: r.id)
+        go += [r.id for r in rows[:granted]]
+        for i, row in enumerate(rows[granted:]):
+            at = now + timedelta(seconds=(i + 1 - left) / rate)
+            put_off.append({"id": row.id, "next_attempt_at": at})
+            unit_of_work(session).enqueue_throttled(row.id, row.attempts + 1, at)
+    if put_off:
+        await session.exec(update(WebhookDelivery), params=put_off)  # by primary key
+    return go
 
 
 async def _claim(runtime: Runtime, session: AsyncSession, conditions: list, limit: int,
                  known: FanOut | None = None) -> list[Attempt]:
-    """Start the next attempt of up to `limit` deliveries matching `conditions`, in the
-    session's transaction; settle at once the ones that may not be sent. `known` holds
-    what a relay in this same transaction has read already (audiences, rows)."""
+    """Start the next attempt of up to `limit` deliveries matching `conditions` whose turn
+    it is, in the session's transaction; settle at once the ones that may not be sent,
+    put off the ones over their endpoint's rate. `known` holds what a relay in this same
+    transaction has read already (audiences, rows)."""
     now = utcnow()
-    due = select(D.id).where(*conditions).order_by(col(D.next_attempt_at)).limit(limit)
+    due_stmt = (select(D.id, D.endpoint_id, D.attempts).where(*conditions, _its_turn())
+                .order_by(col(D.next_attempt_at)).limit(limit))
     if session.get_bind().dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
+        due_stmt = due_stmt.with_for_update(skip_locked=True)
     # Two statements: PostgreSQL may rescan a LIMIT ... SKIP LOCKED subquery inside an
     # UPDATE's IN (...) and so claim more than `limit` rows.
-    ids = list((await session.exec(due)).all())
+    due = list((await session.exec(due_stmt)).all())
+    if not due:
+        return []
+    known = known or FanOut(session)
+    endpoints = await _endpoints(session, known, {endpoint_id for _, endpoint_id, _ in due})
+    ids = await _throttle(runtime, session, due, endpoints)
     if not ids:
         return []
     claimed = (await session.exec(
@@ -112,18 +208,13 @@ async def _claim(runtime: Runtime, session: AsyncSession, conditions: list, limi
     )).all()
     if not claimed:
         return []
-    known = known or FanOut(session)
-    endpoints, events = known.endpoints_by_id, known.events
-    endpoint_ids = {row.endpoint_id for row in claimed} - endpoints.keys()
-    if endpoint_ids:
-        endpoints.update((e.id, e) for e in (await session.exec(
-            select(WebhookEndpoint).where(col(WebhookEndpoint.id).in_(endpoint_ids)))).all())
+    events = known.events
     event_ids = {row.event_id for row in claimed if row.event_id is not None} - events.keys()
     if event_ids:
         events.update((e.id, e) for e in (await session.exec(
             select(Event).where(col(Event.id).in_(event_ids)))).all())
     visible = known.visibility
-    keys: dict[uuid.UUID, list[bytes] | None] = {}
+    keys: dict[uuid.UUID, Keys | None] = {}
     ready: list[Attempt] = []
     settle: dict[uuid.UUID, dict] = {}
     for row in claimed:
@@ -137,7 +228,7 @@ async def _claim(runtime: Runtime, session: AsyncSession, conditions: list, limi
         else:
             if endpoint.id not in keys:
                 try:
-                    keys[endpoint.id] = await _keys(runtime, endpoint, now)
+                    keys[endpoint.id] = _keys(runtime, endpoint, now)
                 except VaultError:
                     log.error("webhook secret does not open", endpoint_id=str(endpoint.id))
                     keys[endpoint.id] = None
@@ -149,7 +240,8 @@ async def _claim(runtime: Runtime, session: AsyncSession, conditions: list, limi
                 continue
             body = json.dumps(row.payload, separators=(",", ":")).encode()
             ready.append(Attempt(row.id, row.attempts, row.message_id, endpoint.url, body,
-                                 signing, getattr(event, "request_id", None)))
+                                 signing, getattr(event, "request_id", None),
+                                 row.sequence_key is not None))
             continue
         settle[row.id].setdefault("attempts", row.attempts - 1)  # not an attempt after all
     for delivery_id, values in settle.items():
@@ -158,12 +250,14 @@ async def _claim(runtime: Runtime, session: AsyncSession, conditions: list, limi
 
 
 async def claim_one(runtime: Runtime, delivery_id: uuid.UUID, attempt: int) -> list[Attempt]:
-    """Attempt `attempt` of one delivery, if it is the next one and due."""
+    """Attempt `attempt` of one delivery, if it is the next one, due and its turn."""
     async with runtime.async_session() as session, session.begin():
-        return await _claim(runtime, session, [
+        claimed = await _claim(runtime, session, [
             col(D.id) == delivery_id, col(D.status) == DeliveryStatus.PENDING,
             col(D.attempts) == attempt - 1,
             col(D.next_attempt_at) <= utcnow() + timedelta(seconds=1)], 1)
+    await UnitOfWork.detach(session).flush(runtime.redis)
+    return claimed
 
 
 async def claim_due(runtime: Runtime, session: AsyncSession, limit: int,
@@ -178,7 +272,8 @@ async def claim_due(runtime: Runtime, session: AsyncSession, limit: int,
 async def _send(sender: Sender, attempt: Attempt) -> None:
     bind_request_id(attempt.request_id)  # this task's own log context
     attempt.started = utcnow()
-    headers = signed_headers(attempt.message_id, int(time.time()), attempt.body, attempt.keys)
+    headers = signed_headers(attempt.message_id, int(time.time()), attempt.body,
+                             attempt.keys.hmac, attempt.keys.ed25519)
     attempt.outcome = await sender.post(attempt.url, attempt.body, headers, SEND_TIMEOUT_S)
     outcome = attempt.outcome
     WEBHOOK_DELIVERIES.labels(
@@ -190,6 +285,20 @@ async def _send(sender: Sender, attempt: Attempt) -> None:
     else:  # debug: a line per success costs ~15 us of CPU at info
         log.debug("webhook delivered", delivery_id=str(attempt.delivery_id),
                   attempt=attempt.attempt, status_code=outcome.status_code)
+
+
+async def _disable(session: AsyncSession, endpoint: WebhookEndpoint, reason: str) -> None:
+    """Disable the endpoint, and announce it once (`endpoint.disabled`): the row is
+    locked and read again, so that two transactions disabling it at once (two attempts
+    recorded by different jobs) announce it once."""
+    if endpoint.status == WebhookEndpointStatus.DISABLED:
+        return  # already (another attempt of this batch)
+    await session.flush()
+    await session.refresh(endpoint, with_for_update=True)
+    if endpoint.status == WebhookEndpointStatus.DISABLED:
+        return  # already (another transaction, or the app)
+    set_status(endpoint, WebhookEndpointStatus.DISABLED, reason)
+    await announce_disabled(session, endpoint)
 
 
 async def _record_failure(session: AsyncSession, attempt: Attempt
@@ -207,15 +316,15 @@ async def _record_failure(session: AsyncSession, attempt: Attempt
     if outcome.gone:
         for k, v in done.items():
             setattr(delivery, k, v)
-        set_status(endpoint, WebhookEndpointStatus.DISABLED, "the endpoint answered 410 Gone")
+        await _disable(session, endpoint, "the endpoint answered 410 Gone")
         return None
     if attempt.attempt >= delivery.max_attempts:
         for k, v in done.items():
             setattr(delivery, k, v)
         if attempt.attempt == schedule.max_attempts():
-            set_status(endpoint, WebhookEndpointStatus.DISABLED,
-                       f"deliveries failed for a day ({attempt.attempt} attempts); "
-                       f"last error: {outcome.error}"[:MAX_ERROR])
+            await _disable(session, endpoint,
+                           f"deliveries failed for a day ({attempt.attempt} attempts); "
+                           f"last error: {outcome.error}"[:MAX_ERROR])
         return None
     delivery.last_error = outcome.error
     delivery.next_attempt_at = schedule.next_attempt_at(utcnow(), attempt.attempt,
@@ -245,6 +354,8 @@ async def record(runtime: Runtime, attempts: list[Attempt]) -> None:
                 retry = await _record_failure(session, a)
                 if retry is not None:
                     unit_of_work(session).enqueue_delivery(*retry)
+        if any(a.sequenced for a in attempts):
+            unit_of_work(session).nudge_relay()  # the next in line may go now
     await UnitOfWork.detach(session).flush(runtime.redis)
 
 

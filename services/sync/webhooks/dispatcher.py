@@ -24,6 +24,7 @@ from services.sync.webhooks.delivery import claim_due, send_and_record
 from services.sync.webhooks.sender import Sender
 from shared.jobs import nudge
 from shared.runtime import Runtime
+from shared.unit_of_work import UnitOfWork
 
 log = structlog.get_logger("koppel.webhooks")
 BUDGET_S = 10.0  # per run (the job's timeout is well above this plus a send's timeout)
@@ -74,6 +75,7 @@ class Dispatcher:
         async with self.runtime.async_session() as session, session.begin():
             _, more, known = await relay_events(session)
             claimed = await claim_due(self.runtime, session, room, known)
+        await UnitOfWork.detach(session).flush(self.runtime.redis)  # attempts put off
         if more or len(claimed) == room:
             self.wake.set()
         if claimed:

@@ -28,6 +28,9 @@ CanRotateSecret = Annotated[AppCaller, webhook_manager("rotate_secret")]
 CanDeliveriesList = Annotated[AppCaller, webhook_manager("deliveries.list")]
 CanRedeliver = Annotated[AppCaller, webhook_manager("redeliver")]
 CanTest = Annotated[AppCaller, webhook_manager("test")]
+CanKeys = Annotated[AppCaller, webhook_manager("keys")]
+CanRotateKey = Annotated[AppCaller, webhook_manager("rotate_key")]
+CanRecover = Annotated[AppCaller, webhook_manager("recover")]
 
 
 def _checker(request: Request, runtime: RuntimeDep):
@@ -65,6 +68,14 @@ async def list_endpoints(caller: CanList, session: SessionDep, runtime: RuntimeD
     return page(request, response, [service.out(r) for r in rows], next_cursor)
 
 
+@router.get("/keys", response_model=schemas.KeySet)
+async def key_set(caller: CanKeys, session: SessionDep):
+    """The public keys that verify the calling app's `v1a` (Ed25519) signatures: every
+    ed25519 endpoint's current key, and its previous one while a rotation's overlap
+    lasts, as `whpk_` text and as a JWK."""
+    return await service.key_set(session, caller)
+
+
 @router.get("/{endpoint_id}", response_model=schemas.EndpointOut)
 async def get_endpoint(endpoint_id: uuid.UUID, caller: CanRead, session: SessionDep,
                        version: Versioned):
@@ -84,10 +95,12 @@ async def _check(session, caller: AppCaller, endpoint_id: uuid.UUID, version: Ve
 async def update_endpoint(endpoint_id: uuid.UUID, payload: schemas.EndpointUpdate,
                           caller: CanUpdate, session: SessionDep, runtime: RuntimeDep,
                           request: Request, version: Guarded):
-    """Change the URL, event types or description, or disable/enable (`status`)."""
+    """Change the URL, event types, description, signature scheme (switching to
+    `ed25519` makes a key pair, if it has none), ordering or rate, or disable/enable
+    (`status`)."""
     await _check(session, caller, endpoint_id, version)
     endpoint = await service.update(session, caller, endpoint_id, payload,
-                                    check=_checker(request, runtime))
+                                    check=_checker(request, runtime), box=runtime.box)
     return version.tag(service.out(endpoint))
 
 
@@ -136,6 +149,32 @@ async def rotate_secret(endpoint_id: uuid.UUID, caller: CanRotateSecret, session
                                           payload or schemas.RotateSecret(), box=runtime.box)
     version.tag(service.out(await service.get(session, caller, endpoint_id)))
     return rotated
+
+
+@router.post("/{endpoint_id}/rotate-key", response_model=schemas.KeyOut)
+async def rotate_key(endpoint_id: uuid.UUID, caller: CanRotateKey, session: SessionDep,
+                     runtime: RuntimeDep, version: Guarded,
+                     payload: schemas.RotateSecret | None = None):
+    """A new Ed25519 key pair for an `ed25519` endpoint (409 for an HMAC one). The old
+    private key keeps signing beside it for `overlap_seconds` (default a day): fetch the
+    new public key (here, `GET` or the key set) before the overlap ends. The private key
+    is never shown. The ETag is the endpoint's after the rotation."""
+    await _check(session, caller, endpoint_id, version)
+    rotated = await service.rotate_key(session, caller, endpoint_id,
+                                       payload or schemas.RotateSecret(), box=runtime.box)
+    version.tag(service.out(await service.get(session, caller, endpoint_id)))
+    return rotated
+
+
+@router.post("/{endpoint_id}/recover", status_code=202, response_model=schemas.Recovered)
+async def recover(endpoint_id: uuid.UUID, payload: schemas.Recover, caller: CanRecover,
+                  session: SessionDep):
+    """Send again every failed delivery of the endpoint created at or after `since`, one
+    more attempt each, one at a time in their original order, with their own
+    `webhook-id`s. Deliveries dropped because the app may no longer see their event are
+    not resent. 409 while the endpoint is disabled (enable it first)."""
+    count = await service.recover(session, caller, endpoint_id, payload.since)
+    return schemas.Recovered(recovered=count)
 
 
 @router.get("/{endpoint_id}/deliveries", response_model=schemas.DeliveryList)

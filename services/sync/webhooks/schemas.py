@@ -9,6 +9,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_EVENTS = 50
+MAX_RATE_PER_SECOND = 1000
+Scheme = Literal["hmac-sha256", "ed25519"]
+SCHEME = ("`hmac-sha256`: Standard Webhooks `v1` signatures with the `whsec_` secret; "
+          "`ed25519`: `v1a` signatures that the endpoint's `whpk_` public key verifies")
+ORDERED = ("deliver the events of one customer (the debtor a connection is for) one at a "
+           "time, in commit order: each waits for the one before it to succeed or finally "
+           "fail")
+RATE = ("at most this many deliveries a second to this endpoint (bursts up to the same "
+        "number); null: no limit")
 
 
 class EndpointCreate(BaseModel):
@@ -17,6 +26,10 @@ class EndpointCreate(BaseModel):
     url: str = Field(max_length=2000)
     events: list[str] = Field(min_length=1, max_length=MAX_EVENTS)
     description: str | None = Field(default=None, max_length=500)
+    signature_scheme: Scheme = Field(default="hmac-sha256", description=SCHEME)
+    ordered: bool = Field(default=False, description=ORDERED)
+    max_rate_per_second: int | None = Field(default=None, ge=1, le=MAX_RATE_PER_SECOND,
+                                            description=RATE)
 
 
 class EndpointUpdate(BaseModel):
@@ -26,6 +39,21 @@ class EndpointUpdate(BaseModel):
     events: list[str] | None = Field(default=None, min_length=1, max_length=MAX_EVENTS)
     description: str | None = Field(default=None, max_length=500)
     status: Literal["active", "disabled"] | None = None
+    signature_scheme: Scheme | None = Field(default=None, description=SCHEME)
+    ordered: bool | None = Field(default=None, description=ORDERED)
+    max_rate_per_second: int | None = Field(default=None, ge=1, le=MAX_RATE_PER_SECOND,
+                                            description=RATE)
+
+
+class Recover(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: datetime = Field(description="resend the failed deliveries created at or after "
+                            "this time (RFC 3339 with a time zone)")
+
+
+class Recovered(BaseModel):
+    recovered: int = Field(description="how many deliveries were queued again")
 
 
 class RotateSecret(BaseModel):
@@ -43,6 +71,13 @@ class EndpointOut(BaseModel):
     disabled_reason: str | None
     disabled_at: datetime | None
     previous_secret_expires_at: datetime | None
+    signature_scheme: str
+    public_key: str | None = Field(description="the `whpk_` key that verifies `v1a` "
+                                   "signatures (set once the endpoint has used ed25519)")
+    previous_public_key: str | None
+    previous_signing_key_expires_at: datetime | None
+    ordered: bool
+    max_rate_per_second: int | None
     created_at: datetime
     updated_at: datetime
 
@@ -54,6 +89,24 @@ class EndpointCreated(EndpointOut):
 class SecretOut(BaseModel):
     secret: str
     previous_secret_expires_at: datetime | None
+
+
+class KeyOut(BaseModel):
+    public_key: str = Field(description="`whpk_` + base64 of the raw Ed25519 public key")
+    previous_public_key: str | None
+    previous_public_key_expires_at: datetime | None
+
+
+class PublicKey(BaseModel):
+    endpoint_id: uuid.UUID
+    public_key: str = Field(description="`whpk_` + base64 of the raw Ed25519 public key")
+    status: Literal["current", "previous"]
+    expires_at: datetime | None = Field(description="a previous key signs until then")
+    jwk: dict[str, str] = Field(description="the same key as a JWK (OKP, Ed25519)")
+
+
+class KeySet(BaseModel):
+    keys: list[PublicKey]
 
 
 class AttemptOut(BaseModel):

@@ -1,22 +1,27 @@
-"""Webhook endpoints of the calling app: create, change, rotate, inspect, redeliver."""
+"""Webhook endpoints of the calling app: create, change, rotate, inspect, redeliver,
+recover."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from sqlalchemy import func
+from sqlmodel import col
+from sqlmodel import update as update_rows
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.webhooks import schemas
 from services.sync.webhooks.repository import WebhookRepository
 from services.sync.webhooks.schedule import max_attempts
-from services.sync.webhooks.signing import new_secret
+from services.sync.webhooks.signing import jwk, new_key_pair, new_secret
 from shared.db.types import utcnow
 from shared.errors import Conflict, Invalid, KoppelError, NotFound
 from shared.events import SUBSCRIBABLE, TEST_EVENT, rfc3339
 from shared.models import (
     DeliveryStatus,
+    SignatureScheme,
     WebhookDelivery,
     WebhookEndpoint,
     WebhookEndpointStatus,
@@ -25,7 +30,12 @@ from shared.policy.dependency import AppCaller
 from shared.ssrf import UnsafeURL
 from shared.unit_of_work import unit_of_work
 from shared.vault import SecretBox
-from shared.vault.columns import WEBHOOK_PREVIOUS_SECRET, WEBHOOK_SECRET
+from shared.vault.columns import (
+    WEBHOOK_PREVIOUS_SECRET,
+    WEBHOOK_PREVIOUS_SIGNING_KEY,
+    WEBHOOK_SECRET,
+    WEBHOOK_SIGNING_KEY,
+)
 
 UrlCheck = Callable[[str], Awaitable[object]]
 MAX_ENDPOINTS_PER_APP = 20
@@ -63,9 +73,14 @@ async def create(session: AsyncSession, caller: AppCaller, payload: schemas.Endp
                        limit=MAX_ENDPOINTS_PER_APP)
     endpoint = WebhookEndpoint(app_id=caller.app.id, url=url, events=events,
                                description=payload.description, secret_ciphertext=b"",
-                               secret_key_id="")
+                               secret_key_id="",
+                               signature_scheme=SignatureScheme(payload.signature_scheme),
+                               ordered=payload.ordered,
+                               max_rate_per_second=payload.max_rate_per_second)
     secret = new_secret()
     WEBHOOK_SECRET.seal(box, endpoint, secret.encode())
+    if endpoint.signature_scheme == SignatureScheme.ED25519:
+        _new_signing_key(box, endpoint)
     session.add(endpoint)
     await session.flush()
     return schemas.EndpointCreated(**out(endpoint).model_dump(), secret=secret)
@@ -85,10 +100,28 @@ async def get(session: AsyncSession, caller: AppCaller, endpoint_id: uuid.UUID, 
     return endpoint
 
 
+def _new_signing_key(box: SecretBox, endpoint: WebhookEndpoint) -> None:
+    """A fresh Ed25519 key pair: the private key sealed, the public key in the clear."""
+    private, public = new_key_pair()
+    WEBHOOK_SIGNING_KEY.seal(box, endpoint, private)
+    endpoint.public_key = public
+
+
 async def update(session: AsyncSession, caller: AppCaller, endpoint_id: uuid.UUID,
-                 payload: schemas.EndpointUpdate, *, check: UrlCheck) -> WebhookEndpoint:
+                 payload: schemas.EndpointUpdate, *, check: UrlCheck,
+                 box: SecretBox | None = None) -> WebhookEndpoint:
     endpoint = await get(session, caller, endpoint_id)
     fields = payload.model_fields_set
+    if "signature_scheme" in fields and payload.signature_scheme is not None:
+        endpoint.signature_scheme = SignatureScheme(payload.signature_scheme)
+        if endpoint.signature_scheme == SignatureScheme.ED25519 and not endpoint.public_key:
+            if box is None:  # pragma: no cover - the PATCH route passes the vault
+                raise RuntimeError("a new signing key needs the vault")
+            _new_signing_key(box, endpoint)
+    if "ordered" in fields and payload.ordered is not None:
+        endpoint.ordered = payload.ordered
+    if "max_rate_per_second" in fields:
+        endpoint.max_rate_per_second = payload.max_rate_per_second
     if "url" in fields and payload.url is not None:
         endpoint.url = await _url(check, payload.url)
     if "events" in fields and payload.events is not None:
@@ -136,6 +169,54 @@ async def rotate_secret(session: AsyncSession, caller: AppCaller, endpoint_id: u
     await session.flush()
     return schemas.SecretOut(secret=secret,
                              previous_secret_expires_at=endpoint.previous_secret_expires_at)
+
+
+async def rotate_key(session: AsyncSession, caller: AppCaller, endpoint_id: uuid.UUID,
+                     payload: schemas.RotateSecret, *, box: SecretBox) -> schemas.KeyOut:
+    """A new Ed25519 key pair; the old private key keeps signing too for
+    `overlap_seconds`. Only the public keys are ever shown."""
+    endpoint = await get(session, caller, endpoint_id)
+    if endpoint.signature_scheme != SignatureScheme.ED25519 or not endpoint.public_key:
+        raise Conflict("this endpoint signs with HMAC: set signature_scheme to ed25519 "
+                       "to give it a key pair (rotate-secret rotates its secret)")
+    now = utcnow()
+    if payload.overlap_seconds > 0:
+        WEBHOOK_PREVIOUS_SIGNING_KEY.seal(box, endpoint, WEBHOOK_SIGNING_KEY.open(box, endpoint))
+        endpoint.previous_public_key = endpoint.public_key
+        endpoint.previous_signing_key_expires_at = now + timedelta(
+            seconds=payload.overlap_seconds)
+    else:
+        endpoint.previous_signing_key_ciphertext = None
+        endpoint.previous_signing_key_key_id = endpoint.previous_public_key = None
+        endpoint.previous_signing_key_expires_at = None
+    _new_signing_key(box, endpoint)
+    endpoint.updated_at = now
+    session.add(endpoint)
+    await session.flush()
+    return schemas.KeyOut(public_key=endpoint.public_key or "",
+                          previous_public_key=endpoint.previous_public_key,
+                          previous_public_key_expires_at=endpoint.previous_signing_key_expires_at)
+
+
+async def key_set(session: AsyncSession, caller: AppCaller) -> schemas.KeySet:
+    """The public keys that verify the app's `v1a` signatures: each ed25519 endpoint's
+    current key, and its previous one while it still signs."""
+    now = utcnow()
+    endpoints = await WebhookRepository(session).endpoints(caller.app.id, None,
+                                                           MAX_ENDPOINTS_PER_APP)
+    keys: list[schemas.PublicKey] = []
+    for e in endpoints:
+        if e.signature_scheme != SignatureScheme.ED25519 or not e.public_key:
+            continue
+        keys.append(schemas.PublicKey(endpoint_id=e.id, public_key=e.public_key,
+                                      status="current", expires_at=None,
+                                      jwk=jwk(e.public_key)))
+        expires = e.previous_signing_key_expires_at
+        if e.previous_public_key and expires and expires > now:
+            keys.append(schemas.PublicKey(endpoint_id=e.id, public_key=e.previous_public_key,
+                                          status="previous", expires_at=expires,
+                                          jwk=jwk(e.previous_public_key)))
+    return schemas.KeySet(keys=keys)
 
 
 async def deliveries(session: AsyncSession, caller: AppCaller, endpoint_id: uuid.UUID,
@@ -193,3 +274,29 @@ async def send_test(session: AsyncSession, caller: AppCaller, endpoint_id: uuid.
     await session.flush()
     unit_of_work(session).enqueue_delivery(delivery.id, 1)
     return delivery
+
+
+async def recover(session: AsyncSession, caller: AppCaller, endpoint_id: uuid.UUID,
+                  since: datetime) -> int:
+    """Queue again every failed delivery of the endpoint created since `since`, one more
+    attempt each, in their original order: one at a time (they wait in one line; an
+    ordered endpoint's keep their customer's line). Dropped deliveries (the app may no
+    longer see their event) stay dropped."""
+    if since.tzinfo is None:
+        raise Invalid("since needs a time zone (RFC 3339, for example 2026-12-01T00:00:00Z)")
+    endpoint = await get(session, caller, endpoint_id, for_update=True)
+    if endpoint.status != WebhookEndpointStatus.ACTIVE:
+        raise Conflict("the endpoint is disabled: enable it first, then recover")
+    rows = WebhookDelivery
+    line = f"recover:{uuid.uuid4().hex}"
+    result = await session.exec(
+        update_rows(rows).where(col(rows.endpoint_id) == endpoint.id,
+                           col(rows.status) == DeliveryStatus.FAILED,
+                           col(rows.created_at) >= since)
+        .values(status=DeliveryStatus.PENDING, max_attempts=rows.attempts + 1,
+                next_attempt_at=utcnow(), finished_at=None,
+                sequence_key=func.coalesce(rows.sequence_key, line)))
+    count = result.rowcount or 0
+    if count:
+        unit_of_work(session).nudge_relay()  # the dispatcher sends what is due
+    return count

@@ -111,16 +111,23 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.monotonic)  # when it arrived
+    status: int = 200  # what the receiver answered
 
 
 @dataclass
 class Receiver:
     """A real HTTP server on 127.0.0.1: `/ok` 200, `/fail` 500, `/slow` never answers in
-    time, `/moved` 301 (to an internal address), `/gone` 410, `/flaky` 500 then 200."""
+    time, `/moved` 301 (to an internal address), `/gone` 410, `/flaky` 500 then 200.
+    The first request of a (path, `webhook-id`) in `fail_once` answers 500; a path in
+    `down` answers 503; a path in `pause` answers after that many seconds."""
 
     port: int = 0
     requests: list[Received] = field(default_factory=list)
     slow_s: float = 5.0
+    fail_once: set[tuple[str, str]] = field(default_factory=set)
+    down: set[str] = field(default_factory=set)
+    pause: dict[str, float] = field(default_factory=dict)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -129,8 +136,22 @@ class Receiver:
         return [r for r in self.requests if r.path == path]
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append(Received(request.path, dict(request.headers), await request.read()))
+        received = Received(request.path, dict(request.headers), await request.read())
+        self.requests.append(received)
+        response = await self._answer(request, received)
+        received.status = response.status
+        return response
+
+    async def _answer(self, request: web.Request, received: Received) -> web.StreamResponse:
         path = request.path
+        once = (path, received.headers.get("webhook-id", ""))
+        if once in self.fail_once:
+            self.fail_once.discard(once)
+            return web.Response(status=500)
+        if path in self.down:
+            return web.Response(status=503)
+        if path in self.pause:
+            await asyncio.sleep(self.pause[path])
         if path == "/fail":
             return web.Response(status=500, headers={"Retry-After": "0"})
         if path == "/slow":

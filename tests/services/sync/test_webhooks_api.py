@@ -15,7 +15,11 @@ from shared.config import Settings
 from shared.models import WebhookEndpoint
 from shared.runtime import Runtime
 from shared.vault import DecryptionError, KeyRing, SecretBox
-from shared.vault.columns import WEBHOOK_SECRET
+from shared.vault.columns import (
+    WEBHOOK_PREVIOUS_SIGNING_KEY,
+    WEBHOOK_SECRET,
+    WEBHOOK_SIGNING_KEY,
+)
 from shared.vault.rotate import reencrypt
 from tests.fixtures import factories as f
 from tests.services.conftest import running
@@ -85,6 +89,35 @@ async def test_key_rotation_reencrypts_webhook_secrets(
         assert WEBHOOK_SECRET.open(box, row) == secret.encode()
 
 
+async def test_key_rotation_reencrypts_ed25519_signing_keys(
+    sync_client: httpx.AsyncClient, tokens: Tokens, apps, runtime: Runtime,
+    committing_sessions: sessionmaker[Session],
+) -> None:
+    app, other = apps
+    created = (await sync_client.post("/v1/webhooks", headers=tokens.app(app),
+                                      json={**HOOK, "signature_scheme": "ed25519"})).json()
+    rotated = await sync_client.post(f"/v1/webhooks/{created['id']}/rotate-key",
+                                     headers=tokens.app(app))
+    assert rotated.status_code == 200, rotated.text
+    # The key set is the caller's own: both keys for the app, none for another app.
+    own = (await sync_client.get("/v1/webhooks/keys", headers=tokens.app(app))).json()
+    assert [k["status"] for k in own["keys"]] == ["current", "previous"]
+    theirs = (await sync_client.get("/v1/webhooks/keys", headers=tokens.app(other))).json()
+    assert theirs["keys"] == []
+    with committing_sessions() as session:
+        before = session.exec(select(WebhookEndpoint)).one()
+        keys = (WEBHOOK_SIGNING_KEY.open(runtime.box, before),
+                WEBHOOK_PREVIOUS_SIGNING_KEY.open(runtime.box, before))
+    ring = runtime.keyring
+    box = SecretBox(KeyRing({**ring.keys, "k-new": b"\x02" * 32}, "k-new", ring.digest_key))
+    list(reencrypt(committing_sessions, box))
+    with committing_sessions() as session:
+        row = session.exec(select(WebhookEndpoint)).one()
+        assert row.signing_key_key_id == row.previous_signing_key_key_id == "k-new"
+        assert (WEBHOOK_SIGNING_KEY.open(box, row),
+                WEBHOOK_PREVIOUS_SIGNING_KEY.open(box, row)) == keys
+
+
 async def test_crud_and_another_apps_ids_answer_404(
     sync_client: httpx.AsyncClient, tokens: Tokens, apps,
 ) -> None:
@@ -96,11 +129,14 @@ async def test_crud_and_another_apps_ids_answer_404(
         ("GET", path, None), ("PATCH", path, {"description": "x"}), ("DELETE", path, None),
         ("GET", f"{path}/deliveries", None), ("POST", f"{path}/rotate-secret", None),
         ("POST", f"{path}/test", None), ("POST", f"{path}/disable", None),
+        ("POST", f"{path}/rotate-key", None),
+        ("POST", f"{path}/recover", {"since": "2026-01-01T00:00:00Z"}),
     ]:
         response = await sync_client.request(method, url, json=body, headers=foreign)
         assert response.status_code == 404, (method, url, response.text)
         assert response.headers["content-type"] == "application/problem+json"
     assert (await sync_client.get("/v1/webhooks", headers=foreign)).json()["data"] == []
+    assert (await sync_client.get("/v1/webhooks/keys", headers=foreign)).json()["keys"] == []
 
     own = tokens.app(mine)
     patched = await sync_client.patch(path, json={"events": ["company.updated"],

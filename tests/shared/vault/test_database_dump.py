@@ -11,11 +11,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
+from services.sync.webhooks.signing import new_key_pair
 from shared.config import Settings
 from shared.db.types import utcnow
-from shared.models import IdempotencyKey, UserTemplate
+from shared.models import IdempotencyKey, SignatureScheme, UserTemplate, WebhookEndpoint
 from shared.vault import KeyRing, SecretBox, TokenKind, new_token, token_digest
-from shared.vault.columns import IDEMPOTENT_ANSWER
+from shared.vault.columns import IDEMPOTENT_ANSWER, WEBHOOK_SECRET, WEBHOOK_SIGNING_KEY
 from tests.fixtures.factories import (
     make_app,
     make_environment,
@@ -27,6 +28,7 @@ from tests.fixtures.factories import (
 )
 
 SECRET = b"-----BEGIN PRIVATE KEY----- dump-test-secret-4f1c9a"
+WEBHOOK_WHSEC = b"whsec_ZHVtcC10ZXN0LXdlYmhvb2stc2VjcmV0LTRmMWM5YQ=="
 
 
 SQLITE_DUMP = """
@@ -90,6 +92,14 @@ def test_a_database_dump_holds_no_token_or_secret(
         IDEMPOTENT_ANSWER.seal(SecretBox(keyring), answer, json.dumps(
             {"headers": [], "body": json.dumps(shown)}).encode())
         session.add(answer)
+        # A webhook endpoint that signs with Ed25519: only its public key is in the clear.
+        endpoint = WebhookEndpoint(app_id=app.id, url="https://hooks.example.test/d",
+                                   events=["employee.updated"], secret_ciphertext=b"",
+                                   secret_key_id="", signature_scheme=SignatureScheme.ED25519)
+        WEBHOOK_SECRET.seal(SecretBox(keyring), endpoint, WEBHOOK_WHSEC)
+        private_key, endpoint.public_key = new_key_pair()
+        WEBHOOK_SIGNING_KEY.seal(SecretBox(keyring), endpoint, private_key)
+        session.add(endpoint)
 
     dump = _dump(settings)
 
@@ -100,5 +110,8 @@ def test_a_database_dump_holds_no_token_or_secret(
     for token in tokens.values():
         assert all(form not in dump for form in _forms(token.encode())), token[:6]
     assert all(form not in dump for form in _forms(SECRET))
+    assert endpoint.public_key.encode() in dump
+    assert all(form not in dump for form in _forms(private_key))
+    assert all(form not in dump for form in _forms(WEBHOOK_WHSEC))
     assert all(form not in dump for form in _forms(keyring.active_key))
     assert all(form not in dump for form in _forms(keyring.digest_key))
