@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -17,7 +18,8 @@ from sqlmodel import select
 
 from examples.partner_app.app import create_app
 from examples.partner_app.settings import Settings as PartnerSettings
-from shared.models import Employee
+from examples.partner_app.store import Store
+from shared.models import AuthorizationCode, Employee
 from tests.fixtures.auth_server import listening_socket, new_client, serve_in_process
 from tests.fixtures.stack import Stack
 from tests.services.auth.conftest import Tree, create_user
@@ -80,11 +82,19 @@ def test_the_example_partner_app_links_syncs_follows_changes_and_stops_on_revoke
         # Link: the app sends the browser to Koppel; the user logs in and consents.
         start = agent.http.get(f"{url}/link")
         assert start.status_code == 303
+        # The request was pushed first (PAR): the browser carries only its URI.
+        pushed = parse_qs(urlsplit(start.headers["location"]).query)
+        assert set(pushed) == {"client_id", "request_uri"}
         linked = agent.walk(agent.http.get(start.headers["location"]), f"{url}/callback", user)
         assert linked.pages == ["login", "consent"]
         done = agent.http.get(linked.location)
         assert done.status_code == 200 and done.text.startswith("Linked: connection "), done.text
         connection_id = done.text.removeprefix("Linked: connection ")
+        with stack.auth.sessions() as session:
+            # The code was bound to the app's DPoP key (dpop_jkt), so its tokens are too.
+            code = session.exec(select(AuthorizationCode).where(
+                AuthorizationCode.connection_id == uuid.UUID(connection_id))).one()
+            assert code.dpop_jkt is not None
 
         def state() -> dict[str, Any]:
             return httpx.get(f"{url}/").json()
@@ -97,6 +107,15 @@ def test_the_example_partner_app_links_syncs_follows_changes_and_stops_on_revoke
         stored = b"".join(p.read_bytes() for p in data_dir.iterdir() if p.is_file())
         assert b"refresh_token" not in stored and b"eyJ" not in stored
 
+        # The access token runs out: the app refreshes (with a DPoP proof) on its next call.
+        store = Store(data_dir)
+        try:
+            before = store.token(connection_id)
+            assert before is not None and before["token_type"] == "DPoP"
+            store.save_token(connection_id, {**before, "expires_at": 0})
+        finally:
+            store.close()
+
         # An HR manager renames an employee in the SaaS: the webhook wakes the app and
         # the change feed brings the new name.
         employee_id = sorted(expected)[0]
@@ -107,6 +126,13 @@ def test_the_example_partner_app_links_syncs_follows_changes_and_stops_on_revoke
         assert renamed.status_code == 200, renamed.text
         wait_for(lambda: any(e["last_name"] == "Jansen-Example" for e in state()["employees"]),
                  "the change to arrive through webhook and feed")
+        store = Store(data_dir)
+        try:
+            after = store.token(connection_id)
+        finally:
+            store.close()
+        assert after is not None and after["refresh_token"] != before["refresh_token"]
+        assert after["token_type"] == "DPoP" and after["expires_at"] > time.time()
 
         # The user revokes the app in Manage apps: the app forgets the connection at once.
         manage = first_party_token(stack, agent, user, "connections.manage")
