@@ -27,19 +27,27 @@ ASSERTION_KEYS: dict[str, Callable[[], Any]] = {
 }
 
 
-def fapi_app(stack: Stack, node_app: NodeApp, key_alg: str) -> tuple[Client, str]:
+def fapi_app(stack: Stack, node_app: NodeApp, key_alg: str) -> tuple[Client, Any, str]:
     """A FAPI 2.0 client with a private_key_jwt key of `key_alg`, configured in the Node
-    app with a DPoP key of its own; returns the client and the DPoP key's thumbprint."""
+    app with a DPoP key of its own; returns the client, its key and the DPoP key's
+    thumbprint."""
     key = ASSERTION_KEYS[key_alg]()
     client = new_app(stack, auth_method="private_key_jwt",
                      jwks={"keys": [key.as_dict(private=False)]},
                      require_pushed_authorization_requests=True,
                      dpop_bound_access_tokens=True,
                      grant_types=["authorization_code", "refresh_token"])
+    return client, key, configure(stack, node_app, client, key)
+
+
+def configure(stack: Stack, node_app: NodeApp, client: Client, key: Any) -> str:
+    """Discovery and private_key_jwt with `key`, and a fresh ES256 DPoP key pair; returns
+    that key's thumbprint."""
     configured = node_app.call("configure", issuer=stack.auth.url, client_id=client.client_id,
                                auth="private_key_jwt", private_jwk=key.as_dict(private=True),
                                dpop_alg="ES256")
-    return client, configured["dpop_jkt"]
+    jkt: str = configured["dpop_jkt"]
+    return jkt
 
 
 def employees_url(stack: Stack) -> str:
@@ -50,7 +58,7 @@ def employees_url(stack: Stack) -> str:
 def test_fapi2_flow_with_par_private_key_jwt_and_dpop(
     stack: Stack, node_app: NodeApp, key_alg: str,
 ) -> None:
-    _, jkt = fapi_app(stack, node_app, key_alg)
+    _, _, jkt = fapi_app(stack, node_app, key_alg)
     user = create_user(stack.auth, demo_tree(stack))
     agent = Browser(stack.auth)
     try:
@@ -116,3 +124,25 @@ def test_client_credentials_with_dpop_through_oauth4webapi(
     _, claims = verified_jwt(stack.auth, grant["access_token"], "ES256")
     assert claims["cnf"] == {"jkt": grant["dpop_jkt"]}
     assert claims["client_id"] == client.client_id and claims["scope"] == "webhooks.manage"
+
+
+def test_the_code_is_bound_to_the_dpop_key_named_in_the_pushed_request(
+    stack: Stack, node_app: NodeApp,
+) -> None:
+    """RFC 9449 section 10: a code pushed with `dpop_jkt` is redeemed with that key only;
+    an app that lost the key (here: a fresh DPoP key pair) cannot exchange it."""
+    client, key, jkt = fapi_app(stack, node_app, "ES256")
+    user = create_user(stack.auth, demo_tree(stack))
+    agent = Browser(stack.auth)
+    try:
+        url = node_app.call("authorize", scope=OIDC_SCOPE, redirect_uri=CALLBACK, par=True,
+                            extra={"dpop_jkt": jkt})["url"]
+        location = link(stack, agent, url, user, CALLBACK)
+    finally:
+        agent.close()
+    assert configure(stack, node_app, client, key) != jkt
+    with pytest.raises(NodeAppError) as refused:
+        node_app.call("callback", url=location)
+    assert refused.value.error["status"] == 400
+    assert refused.value.error["error"] in ("invalid_grant", "invalid_dpop_proof"), \
+        refused.value.error
