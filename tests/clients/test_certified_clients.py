@@ -2,7 +2,8 @@
 libraries: panva's openid-client 6 on oauth4webapi 3 (tests/clients/node/harness.mjs),
 against auth, registry and sync on real sockets. The libraries do their own checks
 (issuer, `iss` in the redirect (RFC 9207), state, PKCE, nonce, the ID token's signature,
-audience and `at_hash`); a failed check is a failed step here."""
+audience and `at_hash`); a failed check is a failed step here. The FAPI 2.0 flow (PAR,
+private_key_jwt, DPoP) is in test_fapi_clients.py."""
 
 from __future__ import annotations
 

@@ -35,6 +35,15 @@ function importAlgorithm (jwk) {
   return { name: 'RSA-PSS', hash: 'SHA-256' }
 }
 
+// RFC 7638 SHA-256 thumbprint of a public JWK (neither package exports one).
+const THUMBPRINT_MEMBERS = { EC: ['crv', 'kty', 'x', 'y'], OKP: ['crv', 'kty', 'x'], RSA: ['e', 'kty', 'n'] }
+
+async function thumbprint (jwk) {
+  const members = Object.fromEntries(THUMBPRINT_MEMBERS[jwk.kty].map((name) => [name, jwk[name]]))
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(JSON.stringify(members)))
+  return Buffer.from(digest).toString('base64url')
+}
+
 function grantSummary (tokens) {
   return {
     access_token: tokens.access_token,
@@ -63,7 +72,7 @@ const commands = {
       app.dpopKey = await client.randomDPoPKeyPair(command.dpop_alg)
       app.dpop = client.getDPoPHandle(app.config, app.dpopKey)
       const jwk = await crypto.subtle.exportKey('jwk', app.dpopKey.publicKey)
-      return { metadata: app.config.serverMetadata(), dpop_jkt: await oauth.calculateJwkThumbprint(jwk) }
+      return { metadata: app.config.serverMetadata(), dpop_jkt: await thumbprint(jwk) }
     }
     return { metadata: app.config.serverMetadata() }
   },
@@ -111,9 +120,12 @@ const commands = {
     return grantSummary(tokens)
   },
 
-  async refresh () {
+  // `refresh_token` picks an earlier one (a server that does not rotate keeps it valid).
+  async refresh (command) {
+    const refreshToken = command.refresh_token ?? app.tokens.refresh_token
     const tokens = await client.refreshTokenGrant(
-      app.config, app.tokens.refresh_token, undefined, dpopOptions())
+      app.config, refreshToken, undefined, dpopOptions())
+    tokens.refresh_token ??= refreshToken
     app.tokens = tokens
     app.idToken = tokens.id_token ?? app.idToken
     return grantSummary(tokens)
@@ -124,6 +136,35 @@ const commands = {
       app.config, { scope: command.scope }, dpopOptions())
     app.tokens = tokens
     return grantSummary(tokens)
+  },
+
+  // oauth4webapi on its own (no openid-client): a client_secret_basic client's
+  // client-credentials grant with a fresh DPoP key of `dpop_alg`.
+  async oauth4webapi_client_credentials (command) {
+    const issuer = new URL(command.issuer)
+    const insecure = { [oauth.allowInsecureRequests]: true }
+    const as = await oauth.processDiscoveryResponse(
+      issuer, await oauth.discoveryRequest(issuer, insecure))
+    const oauthClient = { client_id: command.client_id }
+    const keyPair = await oauth.generateKeyPair(command.dpop_alg)
+    const DPoP = oauth.DPoP(oauthClient, keyPair)
+    const request = () => oauth.clientCredentialsGrantRequest(
+      as, oauthClient, oauth.ClientSecretBasic(command.client_secret),
+      new URLSearchParams({ scope: command.scope }), { ...insecure, DPoP })
+    let result
+    try {
+      result = await oauth.processClientCredentialsResponse(as, oauthClient, await request())
+    } catch (error) {
+      if (!oauth.isDPoPNonceError(error)) throw error
+      result = await oauth.processClientCredentialsResponse(as, oauthClient, await request())
+    }
+    const jwk = await crypto.subtle.exportKey('jwk', keyPair.publicKey)
+    return {
+      access_token: result.access_token,
+      token_type: result.token_type,
+      scope: result.scope ?? null,
+      dpop_jkt: await thumbprint(jwk)
+    }
   },
 
   async userinfo () {
