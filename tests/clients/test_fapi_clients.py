@@ -62,8 +62,8 @@ def test_fapi2_flow_with_par_private_key_jwt_and_dpop(
     user = create_user(stack.auth, demo_tree(stack))
     agent = Browser(stack.auth)
     try:
-        # /par does not take the key from the DPoP proof openid-client sends with the
-        # pushed request (RFC 9449 section 10.1); dpop_jkt names it (section 10).
+        # openid-client sends a DPoP proof with the pushed request: /par binds the code
+        # to that key (RFC 9449 section 10.1); dpop_jkt naming it too must agree.
         url = node_app.call("authorize", scope=OIDC_SCOPE, redirect_uri=CALLBACK, par=True,
                             extra={"dpop_jkt": jkt})["url"]
         assert "request_uri=" in url and "redirect_uri" not in url
@@ -126,17 +126,19 @@ def test_client_credentials_with_dpop_through_oauth4webapi(
     assert claims["client_id"] == client.client_id and claims["scope"] == "webhooks.manage"
 
 
-def test_the_code_is_bound_to_the_dpop_key_named_in_the_pushed_request(
-    stack: Stack, node_app: NodeApp,
+@pytest.mark.parametrize("named", [True, False], ids=["dpop_jkt", "proof_only"])
+def test_the_code_is_bound_to_the_dpop_key_of_the_pushed_request(
+    stack: Stack, node_app: NodeApp, named: bool,
 ) -> None:
-    """RFC 9449 section 10: a code pushed with `dpop_jkt` is redeemed with that key only;
-    an app that lost the key (here: a fresh DPoP key pair) cannot exchange it."""
+    """RFC 9449 sections 10 and 10.1: a code pushed with `dpop_jkt`, or with only the
+    DPoP proof the library sends to /par, is redeemed with that key only; an app that
+    lost the key (here: a fresh DPoP key pair) cannot exchange it."""
     client, key, jkt = fapi_app(stack, node_app, "ES256")
     user = create_user(stack.auth, demo_tree(stack))
     agent = Browser(stack.auth)
     try:
         url = node_app.call("authorize", scope=OIDC_SCOPE, redirect_uri=CALLBACK, par=True,
-                            extra={"dpop_jkt": jkt})["url"]
+                            extra={"dpop_jkt": jkt} if named else {})["url"]
         location = link(stack, agent, url, user, CALLBACK)
     finally:
         agent.close()

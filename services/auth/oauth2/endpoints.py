@@ -165,8 +165,14 @@ async def token(request: Request) -> Response:
 async def pushed_authorization_request(request: Request) -> Response:
     """RFC 9126 pushed authorization request: the client authenticates as at the token
     endpoint and sends the parameters of its authorization request; /authorize then takes
-    only `client_id` and the `request_uri` answered here (usable once)."""
-    return await _run_endpoint(request, push_request, read_only=True)
+    only `client_id` and the `request_uri` answered here (usable once). A `DPoP` proof
+    header binds the code to its key, as `dpop_jkt` does (RFC 9449 section 10.1)."""
+    parsed = await _form_request(request)
+    if isinstance(parsed, ParsedRequest):
+        refused = await _proved_key(request, parsed)
+        if refused is not None:
+            return refused
+    return await _run_endpoint(request, push_request, parsed, read_only=True)
 
 
 @router.post("/revoke", openapi_extra=FORM_BODY)

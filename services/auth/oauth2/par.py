@@ -4,7 +4,9 @@ The client authenticates exactly as at the token endpoint (every method it may r
 `none` for a public client: section 2), then its request is validated by the very
 function /authorize uses (`check_request`), with every failure answered as a JSON OAuth
 error. What passes is kept whole (every parameter, extensions included, minus the
-client's credentials) and comes back at /authorize, where it is validated again.
+client's credentials) and comes back at /authorize, where it is validated again. A DPoP
+proof sent with the push binds the code to its key, like `dpop_jkt` (RFC 9449 section
+10.1).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from services.auth.oauth2.authorization import Failure, check_request
 from services.auth.oauth2.context import AuthContext
+from services.auth.oauth2.dpop import JKT_PARAMETER
 from services.auth.oauth2.pushed import CLIENT_AUTH_PARAMETERS, push
 from services.auth.oauth2.requests import ParsedRequest
 from services.auth.oauth2.server import serve
@@ -45,6 +48,14 @@ def push_request(ctx: AuthContext, parsed: ParsedRequest) -> Answer:
         (name, value) for name, value in parsed.form_items
         if name != "client_id" and name not in CLIENT_AUTH_PARAMETERS
     ]
+    proved = parsed.koppel.get(JKT_PARAMETER)  # the key of a DPoP proof sent with the push
+    if proved is not None:
+        # RFC 9449 section 10.1: the proof binds the code like `dpop_jkt`; both must agree.
+        if form.get(JKT_PARAMETER, proved) != proved:
+            return _refused("invalid_dpop_proof",
+                            "dpop_jkt is not the key of the request's DPoP proof")
+        if JKT_PARAMETER not in form:
+            query.append((JKT_PARAMETER, proved))
     # The token endpoint's narrow client row is cached in ctx; /authorize's checks read
     # the whole app (name, links for the consent page).
     ctx.clients.clear()
