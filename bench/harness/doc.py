@@ -59,8 +59,9 @@ def document(table: list[list[str]], meta: dict, figures_notes: list[str]) -> st
         "- Reads: GET /v1/employees/{id} with connection tokens through the full verifier "
         "(rate-limit windows reset between runs, never raised); p99 from an open loop at "
         "half the measured median rate.",
-        "- DPoP reads: the same reads with bearer tokens, then with DPoP-bound connection "
-        "tokens (`cnf.jkt`) of as many apps and connections, each request with a fresh ES256 "
+        "- DPoP reads: the same reads with bearer tokens and with DPoP-bound connection "
+        "tokens (`cnf.jkt`) of as many apps and connections, runs taken in turn, each "
+        "request with a fresh ES256 "
         "proof (jti, htm, htu, ath, iat; signed in a batch before each run, not timed), "
         "against the same `koppel serve sync` in the same run. The DPoP check's added server "
         "CPU per call is 1/(DPoP reads/s) - 1/(bearer reads/s), in µs, per pair of runs "

@@ -113,9 +113,10 @@ async def reads(ctx: Ctx, world: World, tokens: list[str], server: Proc) -> None
 
 async def dpop_reads(ctx: Ctx, world: World, bearer_tokens: list[str], dpop_tokens: list[str],
                      key: EcKey, server: Proc) -> None:
-    """Reads of one employee with bearer tokens, then with DPoP-bound tokens, each with a
+    """Reads of one employee with bearer tokens and with DPoP-bound tokens, each with a
     fresh proof (signed in a batch before each run: jti, htm, htu, ath, iat), same
-    server, same run; the DPoP check's added server CPU per call from the two rates."""
+    server, runs taken in turn; the DPoP check's added server CPU per call from each pair
+    of rates."""
     employees = [f"{url('sync')}/v1/employees/{e}" for e in world.employees]
     state = {"n": 0}
     batch: list[tuple[str, dict[str, str]]] = []
@@ -150,9 +151,9 @@ async def dpop_reads(ctx: Ctx, world: World, bearer_tokens: list[str], dpop_toke
                 first_error.append(f"{r.status} {body[:300].decode(errors='replace')}")
             return r.status
 
-    plain = await repeat.rates(ctx, "dpop_bearer_reads", bearer,
-                               before_run=lambda _: _reset_limits(ctx), server=server)
-    bound = await repeat.rates(ctx, "dpop_reads", dpop, before_run=prepare, server=server)
+    plain, bound = await repeat.interleaved(ctx, [
+        ("dpop_bearer_reads", bearer, lambda _: _reset_limits(ctx)),
+        ("dpop_reads", dpop, prepare)], server=server)
     if first_error:
         bound.notes.append(f"first failed DPoP read: {first_error[0]}")
     added = ctx.figure("dpop_cpu_us", "us")
