@@ -29,8 +29,8 @@ from bench.harness.targets import EXTRA_SCENARIOS, SCENARIOS
 
 WORLD_DATABASE = "koppel_bench"
 DOC = ROOT / "docs" / "benchmarks.md"
-AUTH = {"client_credentials", "refresh", "code_exchange", "login"}
-SYNC = {"reads", "deliveries", "latency"}
+AUTH = {"client_credentials", "refresh", "code_exchange", "login", "par_exchange"}
+SYNC = {"reads", "dpop_reads", "deliveries", "latency"}
 OVERVIEW = {"overview", "csv"}
 
 

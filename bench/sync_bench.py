@@ -111,9 +111,10 @@ class Bench:
         with self.sessions() as session, session.begin():
             return self.signer.sign(session, {**base, **claims}, alg="ES256", typ="at+jwt")
 
-    def app_with_connections(self, scopes: list[str], connections: int
-                             ) -> tuple[str, list[str]]:
-        """A partner app; returns its client-credentials token and connection tokens."""
+    def app_with_connections(self, scopes: list[str], connections: int,
+                             jkt: str | None = None) -> tuple[str, list[str]]:
+        """A partner app; returns its client-credentials token and connection tokens
+        (DPoP-bound to the key with thumbprint `jkt`, `cnf.jkt`, when it is given)."""
         with self.sessions() as session, session.begin():
             app = f.make_app(session, scopes=scopes)
             companies = [session.get(Company, c.id) for c in self.companies]
@@ -132,7 +133,8 @@ class Bench:
             "sub": str(user_id), "client_id": client_id, "scope": " ".join(scopes),
             "jti": f"{family_id}.{secrets.token_urlsafe(8)}",
             "environment_id": str(self.env_id), "connection_id": str(connection_id),
-            "debtor_id": str(self.debtor_id)}) for user_id, connection_id, family_id in rows]
+            "debtor_id": str(self.debtor_id), **({"cnf": {"jkt": jkt}} if jkt else {})})
+            for user_id, connection_id, family_id in rows]
         return app_token, tokens
 
     def write_events(self, count: int) -> None:

@@ -43,6 +43,12 @@ def document(table: list[list[str]], meta: dict, figures_notes: list[str]) -> st
         "exchange (PKCE S256) against `bench-app`, single-use codes and refresh tokens "
         "minted into the database before each run; logins post the login form with pending "
         "authorization requests minted into Redis (argon2id verification included).",
+        "- PAR + code exchange: `bench-fapi-app`, a FAPI 2.0 client (private_key_jwt with an "
+        "ES256 key in its registered jwks, PAR required, DPoP-bound access tokens); one unit "
+        "is POST /par (PKCE S256, `dpop_jkt`, a client assertion) then POST /token "
+        "exchanging a code minted into the database bound to the DPoP key, with a fresh "
+        "assertion and a DPoP proof. Assertions (audience: the issuer) and proofs are signed "
+        "in a batch before each run, each with its own jti.",
         "- References: the bare FastAPI app is `bench/harness/bare_app.py` under the same "
         "uvicorn settings as `koppel serve`; argon2id and raw ES256 run in one process "
         "pinned to the server core (`bench/harness/cpu_probe.py`); `oidc-provider` "
@@ -53,6 +59,13 @@ def document(table: list[list[str]], meta: dict, figures_notes: list[str]) -> st
         "- Reads: GET /v1/employees/{id} with connection tokens through the full verifier "
         "(rate-limit windows reset between runs, never raised); p99 from an open loop at "
         "half the measured median rate.",
+        "- DPoP reads: the same reads with bearer tokens and with DPoP-bound connection "
+        "tokens (`cnf.jkt`) of as many apps and connections, runs taken in turn, each "
+        "request with a fresh ES256 "
+        "proof (jti, htm, htu, ath, iat; signed in a batch before each run, not timed), "
+        "against the same `koppel serve sync` in the same run. The DPoP check's added server "
+        "CPU per call is 1/(DPoP reads/s) - 1/(bearer reads/s), in µs, per pair of runs "
+        "(the server has one core; the notes give it from requests per server CPU-second).",
         "- Deliveries: a backlog of events x 50 endpoints written while no worker runs, then "
         "one `koppel worker` process drains it; rate from first to last receipt. Latency: "
         "PATCH /v1/employees/{id} at a fixed rate with the worker running, from the event's "

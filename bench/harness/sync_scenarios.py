@@ -1,4 +1,5 @@
-"""The sync service's scenarios: authenticated reads (and p99 at half that load), webhook
+"""The sync service's scenarios: authenticated reads (and p99 at half that load), DPoP-bound
+reads beside bearer reads (and the DPoP check's server CPU per call), webhook
 deliveries per worker process, and commit-to-receiver latency at a fixed write rate.
 `koppel serve sync` and `koppel worker` on the server core; the load generator and the
 webhook receiver (bench/sync_bench.py's) in this process, on the load core."""
@@ -17,8 +18,9 @@ from aiohttp import web
 from bench.harness import refs, repeat
 from bench.harness.common import KOPPEL, percentile, say
 from bench.harness.context import Ctx, url
-from bench.harness.load import open_loop
+from bench.harness.load import Exhausted, open_loop
 from bench.harness.procs import Proc
+from bench.harness.proofs import EcKey
 from bench.harness.world import World
 from bench.sync_bench import READ_CONNECTIONS_PER_APP
 from bench.sync_bench import Receiver as CountingReceiver
@@ -56,6 +58,15 @@ def read_tokens(world: World) -> list[str]:
     tokens: list[str] = []
     for _ in range(READ_APPS):
         tokens += world.app_with_connections(["employee.info.read"], READ_CONNECTIONS_PER_APP)[1]
+    return tokens
+
+
+def dpop_read_tokens(world: World, key: EcKey) -> list[str]:
+    """Connection tokens as read_tokens makes them, DPoP-bound (`cnf.jkt`) to `key`."""
+    tokens: list[str] = []
+    for _ in range(READ_APPS):
+        tokens += world.app_with_connections(["employee.info.read"], READ_CONNECTIONS_PER_APP,
+                                             jkt=key.jkt)[1]
     return tokens
 
 
@@ -98,6 +109,63 @@ async def reads(ctx: Ctx, world: World, tokens: list[str], server: Proc) -> None
         say(f"  reads p99 at {half:,.0f}/s run {i + 1}/{ctx.runs}: {p99.runs[-1]:.1f} ms"
             f" (sender at most {late:.0f} ms behind)")
     p99.notes.append(f"open loop at {half:,.0f} reads/s (half the median rate)")
+
+
+async def dpop_reads(ctx: Ctx, world: World, bearer_tokens: list[str], dpop_tokens: list[str],
+                     key: EcKey, server: Proc) -> None:
+    """Reads of one employee with bearer tokens and with DPoP-bound tokens, each with a
+    fresh proof (signed in a batch before each run: jti, htm, htu, ath, iat), same
+    server, runs taken in turn; the DPoP check's added server CPU per call from each pair
+    of rates."""
+    employees = [f"{url('sync')}/v1/employees/{e}" for e in world.employees]
+    state = {"n": 0}
+    batch: list[tuple[str, dict[str, str]]] = []
+
+    async def bearer(http):
+        state["n"] += 1
+        n = state["n"]
+        async with http.get(employees[n % len(employees)], headers={
+                "Authorization": f"Bearer {bearer_tokens[n % len(bearer_tokens)]}"}) as r:
+            await r.read()
+            return r.status
+
+    def prepare(rate: float) -> None:
+        _reset_limits(ctx)
+        now = int(time.time())
+        batch[:] = []
+        for n in range(max(2000, int(rate * ctx.seconds * 1.5))):
+            target, token = employees[n % len(employees)], dpop_tokens[n % len(dpop_tokens)]
+            batch.append((target, {"Authorization": f"DPoP {token}",
+                                   "DPoP": key.dpop_proof("GET", target, token, now)}))
+
+    first_error: list[str] = []
+
+    async def dpop(http):
+        try:
+            target, headers = batch.pop()
+        except IndexError:
+            raise Exhausted from None
+        async with http.get(target, headers=headers) as r:
+            body = await r.read()
+            if r.status != 200 and not first_error:
+                first_error.append(f"{r.status} {body[:300].decode(errors='replace')}")
+            return r.status
+
+    plain, bound = await repeat.interleaved(ctx, [
+        ("dpop_bearer_reads", bearer, lambda _: _reset_limits(ctx)),
+        ("dpop_reads", dpop, prepare)], server=server)
+    if first_error:
+        bound.notes.append(f"first failed DPoP read: {first_error[0]}")
+    added = ctx.figure("dpop_cpu_us", "us")
+    for d, b in zip(bound.runs, plain.runs, strict=False):
+        if d and b:
+            added.runs.append((1 / d - 1 / b) * 1e6)
+    per_cpu = [(1 / d - 1 / b) * 1e6 for d, b in zip(bound.per_cpu, plain.per_cpu,
+                                                      strict=False) if d and b]
+    if per_cpu:
+        added.notes.append("(1/DPoP reads/s - 1/bearer reads/s) with the server on one core;"
+                           " from requests per server CPU-second instead: "
+                           + ", ".join(f"{v:.0f}" for v in per_cpu) + " us")
 
 
 async def _create_hooks(http: aiohttp.ClientSession, app_token: str, receiver_port: int,
@@ -223,7 +291,9 @@ async def latency(ctx: Ctx, world: World, env: dict[str, str], receiver: Receive
 
 async def run(ctx: Ctx, world: World, env: dict[str, str], chosen: list[str]) -> None:
     # Apps, connections and tokens exist before the service starts, as in production.
-    readers = read_tokens(world) if "reads" in chosen else []
+    readers = read_tokens(world) if set(chosen) & {"reads", "dpop_reads"} else []
+    dpop_key = EcKey()
+    bound = dpop_read_tokens(world, dpop_key) if "dpop_reads" in chosen else []
     senders = [world.app_with_connections(["employee.info.read"], 1)[0]
                for _ in range(DELIVERY_APPS)] if "deliveries" in chosen else []
     writer, writers = latency_tokens(world) if "latency" in chosen else ("", [])
@@ -233,6 +303,8 @@ async def run(ctx: Ctx, world: World, env: dict[str, str], chosen: list[str]) ->
     try:
         if "reads" in chosen:
             await reads(ctx, world, readers, server)
+        if "dpop_reads" in chosen:
+            await dpop_reads(ctx, world, readers, bound, dpop_key, server)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=600)) as http:
             if "deliveries" in chosen:
                 await deliveries(ctx, world, env, receiver, http, senders)

@@ -16,7 +16,7 @@ class Target:
     reference: str | None = None  # the reference figure's name, for a ratio target
     ratio: float | None = None  # at least this times the reference
     at_least: float | None = None
-    below: float | None = None
+    below: float | None = None  # (no ratio, at_least or below: a figure without a bar)
     figure: str | None = None  # the figure, when it differs from `key`
 
     @property
@@ -49,7 +49,7 @@ class Target:
             checks.append(value >= self.at_least)
         if self.below is not None:
             checks.append(value < self.below)
-        return all(checks)
+        return all(checks) if checks else None  # no bar: a figure to read, not a target
 
     def ratio_of(self, figures: dict[str, Figure]) -> float | None:
         if self.reference is None:
@@ -67,6 +67,7 @@ REFERENCES = {
     "ref_es256": "raw ES256 signature verifications/s (one core)",
     "ref_bare": "bare FastAPI small-JSON requests/s (same uvicorn settings)",
     "ref_signed_send": "raw Standard Webhooks-signed sends/s (aiohttp, one core)",
+    "dpop_bearer_reads": "bearer resource reads/s (one employee; the DPoP scenario's run)",
 }
 
 TARGETS = [
@@ -75,11 +76,16 @@ TARGETS = [
     Target("refresh", "refresh grants/s (rotation included)", "refresh", at_least=1000),
     Target("code_exchange", "authorization-code exchanges/s", "code_exchange", at_least=800),
     Target("login", "password logins/s", "login", reference="ref_argon2", ratio=0.8),
+    Target("par_exchange", "PAR + code exchange/s (private_key_jwt, DPoP)", "par_exchange"),
     Target("verify", "access-token verifications/s", "verify", reference="ref_es256",
            ratio=0.7),
     Target("reads", "resource reads/s (one employee)", "reads", reference="ref_bare",
            ratio=0.4),
     Target("reads_p99", "reads p99 at half that load, ms", "reads", below=20),
+    Target("dpop_reads", "DPoP-bound resource reads/s (one employee)", "dpop_reads",
+           reference="dpop_bearer_reads"),
+    Target("dpop_cpu_us", "DPoP check: added server CPU per read, us", "dpop_reads",
+           below=150),
     Target("overview_first", "overview 1M: first page p95, ms", "overview", below=15),
     Target("overview_deep", "overview 1M: deep cursor page p95, ms", "overview", below=15),
     Target("overview_filtered", "overview 1M: filtered page p95, ms", "overview", below=15),
@@ -98,6 +104,7 @@ SHORT = {
     "ref_es256": "raw ES256",
     "ref_bare": "bare FastAPI",
     "ref_signed_send": "raw signed send",
+    "dpop_bearer_reads": "bearer reads",
 }
 
 SCENARIOS = list(dict.fromkeys(t.scenario for t in TARGETS))

@@ -23,6 +23,7 @@ from shared.passwords import hash_password
 from shared.vault import TokenKind, load_keyring, new_token, token_digest
 
 CLIENT_ID = "bench-app"
+FAPI_CLIENT_ID = "bench-fapi-app"
 REDIRECT = "http://127.0.0.1:9/cb"
 USER_EMAIL = "hr_manager@bench.koppel.test"
 PASSWORD = "bench-password"
@@ -53,29 +54,47 @@ class World(Bench):
             session.add(app)
             session.flush()
             self.app_id, self.user_id, self.user_env = app.id, user.id, user.environment_id
+        self.fapi_app_id = None
+
+    def add_fapi_app(self, jwks: dict) -> None:
+        """`bench-fapi-app`: a FAPI 2.0 client (shared.oauth.is_fapi): private_key_jwt with
+        `jwks`, pushed authorization requests required, DPoP-bound access tokens."""
+        with self.sessions() as session, session.begin():
+            app = App(client_id=FAPI_CLIENT_ID, name="Bench FAPI", redirect_uris=[REDIRECT],
+                      scopes=SCOPES, grant_types=["authorization_code", "refresh_token"],
+                      response_types=["code"], token_endpoint_auth_method="private_key_jwt",
+                      jwks=jwks, require_pushed_authorization_requests=True,
+                      dpop_bound_access_tokens=True)
+            session.add(app)
+            session.flush()
+            self.fapi_app_id = app.id
 
     @property
     def basic_auth(self) -> dict[str, str]:
         pair = base64.b64encode(f"{CLIENT_ID}:{self.secret}".encode()).decode()
         return {"Authorization": f"Basic {pair}"}
 
-    def _families(self, n: int) -> list[dict]:
+    def _families(self, n: int, app_id=None) -> list[dict]:
         now = utcnow()
-        return [{"id": uuid7(), "app_id": self.app_id, "user_id": self.user_id,
+        return [{"id": uuid7(), "app_id": app_id or self.app_id, "user_id": self.user_id,
                  "environment_id": self.user_env, "scopes": SCOPES, "created_at": now,
                  "expires_at": now + timedelta(days=30)} for _ in range(n)]
 
-    def mint_codes(self, n: int) -> list[str]:
+    def mint_codes(self, n: int, *, fapi: bool = False, dpop_jkt: str | None = None
+                   ) -> list[str]:
         """`n` authorization codes (PKCE S256 of `self.verifier`), each in its own family.
         First-party-shaped families (no connection): the grant still checks the code,
-        PKCE, the family, the user and the app, and issues tokens."""
-        families = self._families(n)
+        PKCE, the family, the user and the app, and issues tokens. `fapi`: codes of
+        `bench-fapi-app`; `dpop_jkt`: bound to that DPoP key (RFC 9449 section 10)."""
+        app_id = self.fapi_app_id if fapi else self.app_id
+        families = self._families(n, app_id)
         plain = [new_token(TokenKind.AUTHORIZATION_CODE) for _ in range(n)]
         now = utcnow()
         rows = [{"id": uuid7(), "code_digest": token_digest(self.keyring.digest_key, code),
-                 "app_id": self.app_id, "user_id": self.user_id, "family_id": family["id"],
+                 "app_id": app_id, "user_id": self.user_id, "family_id": family["id"],
                  "redirect_uri": REDIRECT, "scopes": SCOPES, "code_challenge": self.challenge,
-                 "code_challenge_method": "S256", "auth_time": now, "created_at": now,
+                 "code_challenge_method": "S256", "dpop_jkt": dpop_jkt, "auth_time": now,
+                 "created_at": now,
                  "expires_at": now + timedelta(hours=1)}
                 for code, family in zip(plain, families, strict=True)]
         self._insert(families, AuthorizationCode, rows)
