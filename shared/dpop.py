@@ -22,6 +22,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import re
 import time
 import warnings
@@ -206,7 +207,7 @@ class ProofChecker:
         typ, alg = header.get("typ"), header.get("alg")
         if not isinstance(typ, str) or typ.lower() != PROOF_TYPE:
             raise DPoPError(f"the proof's typ must be {PROOF_TYPE}")
-        if alg not in _KEY_TYPES:
+        if not isinstance(alg, str) or alg not in _KEY_TYPES:
             raise DPoPError(f"the proof's alg must be one of {', '.join(DPOP_ALGS)}")
         key, jkt = _public_key(header.get("jwk"), alg)
         try:
@@ -261,7 +262,8 @@ class ProofChecker:
         if not isinstance(htu, str) or normalized_url(htu) != normalized_url(url) \
                 or normalized_url(url) is None:
             raise DPoPError("the DPoP proof is not for this URL (htu)")
-        if isinstance(iat, bool) or not isinstance(iat, (int, float)):
+        if isinstance(iat, bool) or not isinstance(iat, (int, float)) or not math.isfinite(iat):
+            # NaN and infinities compare false both ways: they would pass the window.
             raise DPoPError("the DPoP proof lacks a valid iat")
         if iat < now - self.max_age or iat > now + self.max_skew:
             raise DPoPError("the DPoP proof was not created just now (iat)")

@@ -26,7 +26,7 @@ from fastapi.security import HTTPBearer
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.auth_deps import PrincipalDep, bearer_token, get_verifier, principal
+from shared.auth_deps import PrincipalDep, authenticate, bearer_token, principal
 from shared.errors import Forbidden, Unauthorized
 from shared.models import App, Partner, User
 from shared.openapi import Document, amend, api_routes, operations
@@ -174,7 +174,9 @@ class Authorizer:
             if token.startswith(prefix):
                 partner = await _partner_of_token(session, request, token)
                 return PartnerCaller(partner.id, None, None)
-            principal = await get_verifier(request).verify(token)
+            # An access token goes through the one authentication of every route: its
+            # scheme, and a DPoP-bound token's proof (RFC 9449 section 7).
+            principal = await authenticate(request)
             caller = authorize(await resolve(session, principal, with_reach=with_reach), rule)
             if caller.app is None or caller.app.partner_id is None:
                 raise Forbidden("the app belongs to no partner")

@@ -3,10 +3,13 @@ proofs a client makes with joserfc; jti replays against the real Redis."""
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 
 import pytest
 import redis
+from joserfc import jws
 
 from shared.dpop import DPoPError, ProofChecker, normalized_url
 from tests.fixtures.dpop import ALGS, DPoPKey, mac_proof, unsigned_proof
@@ -141,3 +144,31 @@ def test_a_tokens_binding_is_read_from_cnf_and_a_malformed_one_refused() -> None
         with pytest.raises(InvalidToken, match="cnf"):
             check_claims({**claims, "cnf": cnf}, issuer="https://auth", audience="koppel-api",
                          now=now)
+
+
+def test_a_proof_whose_iat_is_not_a_finite_number_is_refused(checker: ProofChecker) -> None:
+    """NaN compares false both ways, so it would slip through the time window and make a
+    proof replayable forever once its jti record expired (found by review)."""
+    key = DPoPKey("ES256")
+    for iat in (float("nan"), float("inf"), float("-inf")):
+        body = {"jti": f"j-{iat}", "htm": "GET", "htu": URL, "iat": iat}
+        proof = jws.serialize_compact(
+            {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.public_jwk}, json.dumps(body),
+            key.key, algorithms=["ES256"])
+        with pytest.raises(DPoPError, match="iat"):
+            checker.check(proof, method="GET", url=URL)
+
+
+def test_a_header_whose_alg_or_typ_is_not_a_string_is_a_proof_error(
+    checker: ProofChecker,
+) -> None:
+    """Refused as a bad proof, never a crash (a 500 before any signature was checked)."""
+    key = DPoPKey("ES256")
+    for header in ({"typ": "dpop+jwt", "alg": ["ES256"], "jwk": key.public_jwk},
+                   {"typ": "dpop+jwt", "alg": {"x": 1}, "jwk": key.public_jwk},
+                   {"typ": ["dpop+jwt"], "alg": "ES256", "jwk": key.public_jwk}):
+        segments = [base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+                    for part in (header, {"jti": "x", "htm": "GET", "htu": URL,
+                                          "iat": int(time.time())})]
+        with pytest.raises(DPoPError):
+            checker.check(".".join([*segments, "c2ln"]), method="GET", url=URL)

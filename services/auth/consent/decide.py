@@ -29,9 +29,9 @@ from services.auth.oauth2.authorization import (
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.grant_management import INVALID_GRANT_ID
 from services.auth.pages.i18n import TEMPLATE_NAMES
-from shared.models import Connection, ConnectionStatus
+from shared.models import App, Connection, ConnectionStatus
 from shared.policy.apps import admits_user
-from shared.scopes import CONSENT_SCOPES, SCOPES
+from shared.scopes import CONSENT_SCOPES, SCOPES, implied
 
 
 @dataclass
@@ -122,7 +122,7 @@ def _decide(
     when = datetime.fromtimestamp(auth_time, UTC)
 
     def answer(connection):
-        scopes = granted_scopes(checked, connection)
+        scopes = granted_scopes(ctx, checked, connection)
         return Redirect(issue_code(ctx, query, user, connection, when, scopes) if issue else "")
 
     if checked.first_party:
@@ -214,13 +214,18 @@ def resulting_scopes(checked: Checked, connection: Connection | None) -> list[st
     return list(dict.fromkeys([*connection.scopes, *requested]))
 
 
-def granted_scopes(checked: Checked, connection: Connection | None) -> list[str] | None:
+def granted_scopes(ctx: AuthContext, checked: Checked, connection: Connection | None
+                   ) -> list[str] | None:
     """The scopes of the code: for a Grant Management `merge` or `create` the whole
-    grant (its tokens carry the union), for a `replace` the new set; None (the requested
-    scopes, as before) without a grant management action."""
+    grant (its tokens carry the union), for a `replace` the new set, in each case only
+    what the app is still registered for (a registration narrowed since the grant must
+    not come back through it); None (the requested scopes, as before) without a grant
+    management action."""
     if connection is None or checked.grant.action is None:
         return None
-    return list(connection.scopes)
+    app = ctx.session.get(App, uuid.UUID(checked.app_id))
+    registered = implied(app.scopes) if app is not None else set()
+    return [scope for scope in connection.scopes if scope in registered]
 
 
 def _parse_ids(values: list[str]) -> list[uuid.UUID] | None:
@@ -272,7 +277,7 @@ def record_decision(
             {"title_key": "error_title", "detail": exc.detail, "error_code": exc.code},
         )
     when = datetime.fromtimestamp(pending.auth_time, UTC)
-    scopes = granted_scopes(checked, connection)
+    scopes = granted_scopes(ctx, checked, connection)
     return Redirect(issue_code(ctx, pending.query, user, connection, when, scopes))
 
 

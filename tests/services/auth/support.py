@@ -282,10 +282,11 @@ def client_auth(client: Client, data: dict[str, str]) -> tuple[dict[str, str], A
 
 
 def post_form(server: AuthServer, path: str, client: Client, data: dict[str, str],
-              source: str = "127.0.0.1") -> httpx.Response:
+              source: str = "127.0.0.1", headers: dict[str, str] | None = None
+              ) -> httpx.Response:
     form, auth = client_auth(client, data)
     with httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=30) as http:
-        return http.post(f"{server.url}{path}", data=form, auth=auth)
+        return http.post(f"{server.url}{path}", data=form, auth=auth, headers=headers)
 
 
 def exchange(server: AuthServer, request: AuthRequest, code: str,

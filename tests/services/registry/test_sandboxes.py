@@ -31,6 +31,7 @@ from shared.models import (
 from shared.policy.sandboxes import RESERVED_DOMAIN
 from shared.vault import TokenKind, new_token
 from tests.fixtures.auth_server import AuthServer, Client, new_client
+from tests.fixtures.dpop import DPoPKey
 from tests.services.auth.support import (
     AuthRequest,
     Browser,
@@ -291,3 +292,29 @@ async def test_customer_side_routes_never_see_a_sandbox(settings: Settings,
             assert fine.status_code == 200
         finally:
             await registry.delete(f"/v1/sandboxes/{sandbox['id']}", headers=_bearer(initial))
+
+
+async def test_a_dpop_bound_app_token_needs_its_proof_on_the_sandbox_routes(
+    settings: Settings, auth_server: AuthServer,
+) -> None:
+    """The partner's own operations go through the same authentication as every route:
+    a DPoP-bound token sent as Bearer, or under DPoP without a proof, is refused (SECURITY
+    42; found by review: these routes once verified the token alone)."""
+    _, client = _partner(auth_server, "DPoP Sandbox Partner")
+    key = DPoPKey("ES256")
+    issued = post_form(auth_server, "/token", client,
+                       {"grant_type": "client_credentials", "scope": "sandboxes.manage"},
+                       headers={"DPoP": key.proof("POST", f"{auth_server.url}/token")})
+    assert issued.status_code == 200 and issued.json()["token_type"] == "DPoP", issued.text
+    token = issued.json()["access_token"]
+    configured = _settings(settings, auth_server)
+    url = f"{configured.registry_url}/v1/sandboxes"
+    async with running(create_registry(configured)) as registry:
+        for headers in (_bearer(token), {"Authorization": f"DPoP {token}"}):
+            listed = await registry.get("/v1/sandboxes", headers=headers)
+            assert listed.status_code == 401, listed.text
+            made = await registry.post("/v1/sandboxes", json={"name": "Nope"}, headers=headers)
+            assert made.status_code == 401, made.text
+        proved = await registry.get("/v1/sandboxes", headers={
+            "Authorization": f"DPoP {token}", "DPoP": key.proof("GET", url, access_token=token)})
+        assert proved.status_code == 200, proved.text

@@ -128,6 +128,25 @@ def test_merge_adds_scopes_to_the_same_grant_and_its_tokens_carry_the_union(
     assert events[1].data["changed_fields"] == ["scopes"]
 
 
+def test_a_merge_never_brings_back_a_scope_the_app_no_longer_registers(
+    auth_server: AuthServer, browser: Callable[..., Browser], new_app: Callable[..., Client],
+) -> None:
+    """Found by review: the code of a merge carried the grant's stored scopes, so a scope
+    removed from the registration (RFC 7592) came back in the new tokens."""
+    client = new_app()
+    agent = browser(signed_in=True)
+    first = obtain_tokens(auth_server, agent, _grant(
+        "employee.info.read employee.payment.read offline_access", client, "create"), None)
+    with auth_server.sessions() as session, session.begin():
+        app = session.exec(select(App).where(App.client_id == client.client_id)).one()
+        app.scopes = [s for s in app.scopes if s != "employee.payment.read"]
+    merge = _grant("employee.info.read", client, "merge", first["grant_id"])
+    linked = agent.link(merge)
+    tokens = exchange(auth_server, merge, linked.params["code"]).json()
+    assert tokens["grant_id"] == first["grant_id"]
+    assert set(tokens["scope"].split()) == {"employee.info.read", "offline_access"}
+
+
 def test_replace_makes_the_new_scopes_the_only_ones(
     auth_server: AuthServer, browser: Callable[..., Browser], new_app: Callable[..., Client],
 ) -> None:
