@@ -75,9 +75,9 @@ async def _load(session: AsyncSession, subject: Subject, ident: str) -> bool:
     """The authoritative answer from the database."""
     stmt: Select[Any]
     if subject is Subject.CONNECTION:
-        stmt = select(col(Connection.status), col(Connection.expires_at)).where(
+        live = select(col(Connection.status), col(Connection.expires_at)).where(
             col(Connection.id) == uuid.UUID(ident))
-        found = (await session.execute(stmt)).first()
+        found = (await session.execute(live)).first()
         return found is not None and is_live(found[0], found[1], utcnow())
     if subject is Subject.USER:
         stmt = select(col(User.active)).where(col(User.id) == uuid.UUID(ident))
