@@ -6,6 +6,11 @@ as "active". Whoever changes a status writes the database first and publishes th
 value here right after the commit, so the very next call sees it on any instance.
 A reader that loaded a value from the database only adds it if no writer has published
 one meanwhile (SET NX), so a slow reader cannot put back a stale "active".
+
+A connection's cached "active" says nothing about its expiry: a connection past its
+`expires_at` stays cached active until the worker's job turns it `expired`. Every use
+of a connection's token reads the connection row anyway (shared/policy/resolve.py, the
+fast employee read), and that read refuses it from `expires_at` on (`is_live`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from shared.models import App, AppStatus, Connection, ConnectionStatus, TokenFamily, User
+from shared.db.types import utcnow
+from shared.models import App, AppStatus, Connection, TokenFamily, User, is_live
 
 ACTIVE = b"1"
 INACTIVE = b"0"
@@ -69,9 +75,10 @@ async def _load(session: AsyncSession, subject: Subject, ident: str) -> bool:
     """The authoritative answer from the database."""
     stmt: Select[Any]
     if subject is Subject.CONNECTION:
-        stmt = select(col(Connection.status)).where(col(Connection.id) == uuid.UUID(ident))
-        value = (await session.execute(stmt)).scalar_one_or_none()
-        return value == ConnectionStatus.ACTIVE
+        live = select(col(Connection.status), col(Connection.expires_at)).where(
+            col(Connection.id) == uuid.UUID(ident))
+        found = (await session.execute(live)).first()
+        return found is not None and is_live(found[0], found[1], utcnow())
     if subject is Subject.USER:
         stmt = select(col(User.active)).where(col(User.id) == uuid.UUID(ident))
         return bool((await session.execute(stmt)).scalar_one_or_none())

@@ -8,7 +8,13 @@ from shared.models.attestation_key import AttestationKey
 from shared.models.audit import AuditCheckpoint, AuditEvent, AuditHead
 from shared.models.bank_account import BankAccount
 from shared.models.company import Company
-from shared.models.connection import Connection, ConnectionCompany, ConnectionStatus
+from shared.models.connection import (
+    Connection,
+    ConnectionCompany,
+    ConnectionStatus,
+    is_live,
+    live_at,
+)
 from shared.models.debtor import Debtor
 from shared.models.employee import Employee
 from shared.models.employment import Employment
@@ -73,4 +79,6 @@ __all__ = [
     "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookEndpointStatus",
+    "is_live",
+    "live_at",
 ]

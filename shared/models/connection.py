@@ -4,8 +4,8 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Index, String, text
-from sqlmodel import Field, SQLModel
+from sqlalchemy import ColumnElement, Index, String, and_, or_, text
+from sqlmodel import Field, SQLModel, col
 
 from shared.models._fields import id_field, json_field, timestamp_field
 
@@ -61,6 +61,20 @@ class Connection(SQLModel, table=True):
     expires_at: datetime | None = timestamp_field(nullable=True, now=False)
     renewed_at: datetime | None = timestamp_field(nullable=True, now=False)
     expiry_notice_for: datetime | None = timestamp_field(nullable=True, now=False)
+
+
+def is_live(status: str, expires_at: datetime | None, now: datetime) -> bool:
+    """Whether a connection's tokens work at `now`: active and not past its expiry. The
+    worker's expiry job turns the status `expired` (and sends the events) later; tokens
+    fail at `expires_at` itself, whether or not the job has run."""
+    return status == ConnectionStatus.ACTIVE and (expires_at is None or expires_at > now)
+
+
+def live_at(now: datetime) -> ColumnElement[bool]:
+    """`is_live` as a SQL condition on `connections`."""
+    expires_at = col(Connection.expires_at)
+    return and_(col(Connection.status) == ConnectionStatus.ACTIVE,
+                or_(expires_at.is_(None), expires_at > now))
 
 
 class ConnectionCompany(SQLModel, table=True):

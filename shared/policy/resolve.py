@@ -16,8 +16,9 @@ from dataclasses import replace
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared.db.types import utcnow
 from shared.errors import Forbidden, InsufficientScope
-from shared.models import App, Connection, ConnectionCompany, ConnectionStatus, Employee, User
+from shared.models import App, Connection, ConnectionCompany, Employee, User, is_live
 from shared.policy.apps import is_platform
 from shared.policy.callers import CallerKind, user_kind
 from shared.policy.reach import NOBODY, Caller, user_company_ids
@@ -43,10 +44,12 @@ async def _ids(session: AsyncSession, stmt) -> frozenset[uuid.UUID]:
 
 
 async def _connection_caller(session: AsyncSession, principal: Principal) -> Caller:
+    # The row is read on every call anyway, so its expiry is checked here: the status
+    # cache (shared/status.py) says only whether the status is active.
     connection = await session.get(Connection, principal.connection_id)
     app = (await session.exec(app_by_client_id(principal.client_id))).first()
     if (connection is None or app is None or connection.app_id != app.id
-            or connection.status != ConnectionStatus.ACTIVE
+            or not is_live(connection.status, connection.expires_at, utcnow())
             or connection.environment_id != principal.environment_id
             or connection.debtor_id != principal.debtor_id):
         raise InvalidToken("the access token's connection is not active")

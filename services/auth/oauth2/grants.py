@@ -7,7 +7,7 @@ race with one credential exactly one wins, on PostgreSQL and on SQLite alike.
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal, cast
 
 from authlib.oauth2.rfc6749 import OAuth2Request, grants
@@ -45,6 +45,7 @@ from shared.models import (
     AuthorizationCode,
     ConnectionStatus,
     User,
+    is_live,
 )
 from shared.oauth import (
     CLIENT_AUTH_METHODS,
@@ -94,11 +95,21 @@ class CodeRecord(AuthorizationCodeMixin):
         return None
 
 
-def _live(connection: ConnectionRow | None) -> ConnectionRow | Literal[False] | None:
-    """The connection if it is active; None when there is none; False when it is not."""
+def _live(connection: ConnectionRow | None, now: datetime
+          ) -> ConnectionRow | Literal[False] | None:
+    """The connection if it is live at `now` (active, not past its expiry); None when
+    there is none; False when it is not."""
     if connection is None:
         return None
-    return connection if connection.status == ConnectionStatus.ACTIVE else False
+    return connection if is_live(connection.status, connection.expires_at, now) else False
+
+
+def _expired(connection: ConnectionRow, now: datetime) -> bool:
+    """Whether the connection is not live because its consent ran out (the worker's job
+    may not have turned it `expired` yet); a suspension or revocation takes precedence."""
+    return connection.status == ConnectionStatus.EXPIRED or (
+        connection.status == ConnectionStatus.ACTIVE and connection.expires_at is not None
+        and connection.expires_at <= now)
 
 
 def _admitted(user: UserRow | None, client) -> UserRow | None:
@@ -179,7 +190,7 @@ class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
 
     def authenticate_user(self, authorization_code: CodeRecord) -> UserRow | None:
         client = self.client
-        if not client.active or _live(authorization_code.connection) is False:
+        if not client.active or _live(authorization_code.connection, self.ctx.now) is False:
             return None
         if authorization_code.family.revoked_at is not None:
             return None  # e.g. the user's password changed after the code was issued
@@ -190,7 +201,7 @@ class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
         # Authlib stored the code it validated (query_authorization_code's answer).
         record = cast(CodeRecord, self.request.authorization_code)
         return issue_tokens(self.ctx, self.client, user, parse_scope(scope),
-                            record.family, _live(record.connection) or None,
+                            record.family, _live(record.connection, self.ctx.now) or None,
                             jkt=self.request.koppel.get(JKT_PARAMETER))
 
 
@@ -244,10 +255,14 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
         if not set(requested) <= implied(family.scopes):  # narrower is fine, wider is not
             raise InvalidScopeError("a refresh cannot widen the granted scope")
         user = _admitted(user_of(row), client)
-        connection = _live(connection_of(row))
+        row_connection = connection_of(row)
+        connection = _live(row_connection, ctx.now)
         if user is None:
             raise InvalidGrantError("the user of this grant can no longer sign in")
         if connection is False:
+            if row_connection is not None and _expired(row_connection, ctx.now):
+                raise InvalidGrantError("the connection of this grant expired; the user "
+                                        "may renew it")
             raise InvalidGrantError("the connection of this grant is suspended or revoked")
         if not client.active:
             raise InvalidGrantError("this client is suspended")

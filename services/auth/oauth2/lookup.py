@@ -20,10 +20,10 @@ from shared.models import (
     App,
     AppStatus,
     Connection,
-    ConnectionStatus,
     RefreshToken,
     TokenFamily,
     User,
+    is_live,
 )
 from shared.policy.resolve import app_by_client_id
 from shared.signing import ACCESS_TOKEN_ALG, published_keys
@@ -50,7 +50,8 @@ def _family_live(ctx: AuthContext, family: TokenFamily | None) -> bool:
         return False
     if family.connection_id is not None:
         connection = ctx.session.get(Connection, family.connection_id)
-        return connection is not None and connection.status == ConnectionStatus.ACTIVE
+        return connection is not None and is_live(connection.status, connection.expires_at,
+                                                  ctx.now)
     return True
 
 

@@ -55,6 +55,7 @@ class ConnectionRow:
     id: uuid.UUID
     debtor_id: uuid.UUID
     status: str
+    expires_at: datetime | None = None
 
 
 _FAMILY_COLUMNS = (
@@ -70,7 +71,7 @@ _USER_COLUMNS = (
 )
 _CONNECTION_COLUMNS = (
     CONNECTIONS.c.id.label("c_id"), CONNECTIONS.c.debtor_id.label("c_debtor_id"),
-    CONNECTIONS.c.status.label("c_status"),
+    CONNECTIONS.c.status.label("c_status"), CONNECTIONS.c.expires_at.label("c_expires_at"),
 )
 
 APP_BY_CLIENT_ID = select(APPS).where(APPS.c.client_id == bindparam("client_id"))
@@ -152,7 +153,7 @@ def user_of(row) -> UserRow | None:
 def connection_of(row) -> ConnectionRow | None:
     if row.c_id is None:
         return None
-    return ConnectionRow(row.c_id, row.c_debtor_id, row.c_status)
+    return ConnectionRow(row.c_id, row.c_debtor_id, row.c_status, row.c_expires_at)
 
 
 def run(conn: DbConnection, statement, **params):

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
 
 from services.registry.deps import RuntimeDep, SessionDep, user_can
@@ -21,6 +21,7 @@ from shared.pagination import (
     page,
 )
 from shared.policy.dependency import UserCaller
+from shared.utc_datetime import UTCDatetime
 
 router = APIRouter(prefix="/v1/environment", tags=["audit log"])
 EnvironmentAuditList = Annotated[UserCaller, user_can("environment.audit.list")]
@@ -34,8 +35,8 @@ class AuditQuery(BaseModel):
     actor_id: str | None = Field(default=None, max_length=100)
     subject_type: str | None = Field(default=None, max_length=32)
     subject_id: str | None = Field(default=None, max_length=100)
-    created_after: AwareDatetime | None = None
-    created_before: AwareDatetime | None = None
+    created_after: UTCDatetime | None = None
+    created_before: UTCDatetime | None = None
     order: Literal["desc", "asc"] = "desc"
     limit: int = 50
     cursor: str | None = Field(default=None, max_length=512)

@@ -59,15 +59,16 @@ async def expire(session: AsyncSession, connection: Connection, actor: Actor,
 
 async def renew(session: AsyncSession, connection: Connection, user: User,
                 now: datetime) -> Connection:
-    """Renew the connection as `user` (who must be its user and may consent now): a new
-    expiry from now, `expired` becomes `active` (a suspended one stays suspended).
-    Conflict when it is revoked or does not expire."""
+    """Renew the connection as `user` (its own user: the caller looked it up scoped to
+    them, and the policy's `me.connections.renew` admits them; they must still be one who
+    may consent): a new expiry from now, `expired` becomes `active` (a suspended one
+    stays suspended). Conflict when it is revoked or does not expire."""
     if connection.status == ConnectionStatus.REVOKED:
         raise Conflict("this connection is revoked; link the app again instead")
     if connection.expires_at is None:
         raise Conflict("this connection does not expire")
     environment = await session.get(Environment, connection.environment_id)
-    if connection.user_id != user.id or not may_consent(user, environment):
+    if not may_consent(user, environment):
         raise Forbidden("this login may not renew the connection")
     # None when the environment dropped its lifetime since: then it no longer expires.
     new_expiry = expires_at(environment, connection.scopes, now)

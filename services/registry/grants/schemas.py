@@ -35,10 +35,12 @@ class GrantOut(BaseModel):
     grant_id: uuid.UUID
     scopes: list[GrantScope]
     authorization_details: list[ConnectionDetail]
-    status: str = Field(description="`active`, `suspended` or `revoked`")
+    status: str = Field(description="`active`, `suspended`, `expired` or `revoked`")
     created_at: datetime
     updated_at: datetime
-    expires_at: datetime | None = Field(default=None, description="grants do not expire today")
+    expires_at: datetime | None = Field(
+        default=None, description="when the grant expires (the environment's consent "
+        "lifetime); null: it does not expire")
     revoked_at: datetime | None = None
 
 
@@ -52,6 +54,6 @@ def grant_view(connection: Connection, company_ids: list[uuid.UUID], sync_url: s
         status=str(connection.status),
         created_at=connection.created_at,
         updated_at=connection.updated_at,
-        expires_at=None,
+        expires_at=connection.expires_at,
         revoked_at=connection.revoked_at,
     )

@@ -6,11 +6,12 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.registry.connections.schemas import ConnectionOut
 from shared.models import ConnectionStatus, UserTemplate
 from shared.scopes import SCOPES
+from shared.utc_datetime import UTCDatetime
 
 SortKey = Literal["created_at", "-created_at", "last_used_at", "-last_used_at",
                   "expires_at", "-expires_at"]
@@ -28,11 +29,11 @@ class OverviewFilter(BaseModel):
     scope: str | None = Field(default=None, max_length=80,
                               description="connections that grant this scope")
     status: ConnectionStatus | None = None
-    created_after: AwareDatetime | None = None
-    created_before: AwareDatetime | None = None
-    last_used_after: AwareDatetime | None = None
-    last_used_before: AwareDatetime | None = None
-    expires_before: AwareDatetime | None = Field(
+    created_after: UTCDatetime | None = None
+    created_before: UTCDatetime | None = None
+    last_used_after: UTCDatetime | None = None
+    last_used_before: UTCDatetime | None = None
+    expires_before: UTCDatetime | None = Field(
         default=None, description="connections that expire before this time (never "
         "those that do not expire)")
     user_deactivated: bool | None = None

@@ -1,6 +1,7 @@
 """Which apps may see an event (docs/product.md 5.8): `connection.*` events go to the connection's
-own app in any state; data events to every app with an ACTIVE connection that covers
-the event's debtor, company and one of the scopes that carry the event type."""
+own app in any state; data events to every app with a live connection (ACTIVE and not
+past its `expires_at`) that covers the event's debtor, company and one of the scopes
+that carry the event type."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import uuid
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.models import Connection, ConnectionCompany, ConnectionStatus, Event
+from shared.db.types import utcnow
+from shared.models import Connection, ConnectionCompany, ConnectionStatus, Event, live_at
 from shared.scopes import event_scopes, grants
 
 
@@ -29,7 +31,7 @@ async def audience(session: AsyncSession, event: Event,
     stmt = select(Connection).where(
         Connection.environment_id == event.environment_id,
         Connection.debtor_id == event.debtor_id,
-        Connection.status == ConnectionStatus.ACTIVE,
+        live_at(utcnow()),  # active and not past its expiry (the job may not have run)
     )
     if app_ids is not None:
         stmt = stmt.where(col(Connection.app_id).in_(app_ids))

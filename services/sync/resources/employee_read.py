@@ -2,7 +2,8 @@
 for a connection's token.
 
 One SELECT answers everything the general path (the policy, then the repository) asks in
-four: the connection (live, of this app, environment and debtor), its granted scopes,
+four: the connection (live: active and not past its `expires_at`; of this app,
+environment and debtor), its granted scopes,
 and the employee if it lies within the connection's reach (same environment and debtor,
 a covered company). Nothing is cached: a revoked or narrowed connection shows in the
 very next read. On PostgreSQL the statement, compiled once, runs on psycopg directly
@@ -20,13 +21,14 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import namedtuple_row
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.sync.read_pool import ReadPool
 from services.sync.resources import schemas, service
 from shared.db.base import table_of
+from shared.db.types import utcnow
 from shared.errors import InsufficientScope, NotFound
 from shared.models import App, Connection, ConnectionCompany, ConnectionStatus, Employee
 from shared.policy import RULES, CallerKind, authorize, resolve
@@ -57,7 +59,10 @@ CONNECTION_EMPLOYEE = (
         .outerjoin(_cover, and_(_cover.c.connection_id == _conn.c.id,
                                 _cover.c.company_id == _emp.c.company_id))
     )
-    .where(_conn.c.id == bindparam("connection_id"), _app.c.client_id == bindparam("client_id"))
+    .where(_conn.c.id == bindparam("connection_id"), _app.c.client_id == bindparam("client_id"),
+           # Past its expiry a connection is not live, whether or not the worker's job has
+           # turned it `expired` yet: no row, so 401 like any connection not live.
+           or_(_conn.c.expires_at.is_(None), _conn.c.expires_at > bindparam("now")))
 )
 
 
@@ -97,7 +102,7 @@ async def connection_employee(runtime: Runtime, pool: ReadPool | None, principal
     """The employee as a connection's token may read it: 401 if the connection is not
     live, 403 without `employee.info.read` in both token and consent, 404 outside reach."""
     params = {"connection_id": principal.connection_id, "client_id": principal.client_id,
-              "employee_id": employee_id}
+              "employee_id": employee_id, "now": utcnow()}
     if pool is not None:
         row = await _postgresql_row(pool, params)
     else:

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.utc_datetime import UTCDatetime
+
 MAX_EVENTS = 50
 MAX_RATE_PER_SECOND = 1000
 Scheme = Literal["hmac-sha256", "ed25519"]
@@ -48,7 +50,7 @@ class EndpointUpdate(BaseModel):
 class Recover(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: datetime = Field(description="resend the failed deliveries created at or after "
+    since: UTCDatetime = Field(description="resend the failed deliveries created at or after "
                             "this time (RFC 3339 with a time zone)")
 
 

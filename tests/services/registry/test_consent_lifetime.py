@@ -229,3 +229,17 @@ async def test_renewing_through_the_api_keeps_a_suspension_and_refuses_what_neve
         answer = await client.post(f"/v1/me/connections/{foreign.id}/renew", headers=mine)
         assert answer.status_code == 404
         assert _stored(world)[foreign.id].renewed_at is None
+
+
+@pytest.mark.parametrize("name", ["expires_before", "created_after", "created_before",
+                                  "last_used_after", "last_used_before"])
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+async def test_a_time_with_no_utc_equivalent_is_a_422_not_a_500(
+    client: httpx.AsyncClient, world: World, name: str, value: str
+) -> None:
+    for accept in ("application/json", "text/csv"):
+        response = await client.get("/v1/environment/connections", params={name: value},
+                                    headers={**accountant(world), "Accept": accept})
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+

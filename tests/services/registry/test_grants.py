@@ -6,6 +6,7 @@ another app's grant answers like an unknown one (404)."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 
 import httpx
 from sqlmodel import select
@@ -13,6 +14,7 @@ from sqlmodel import select
 from services.registry.app import create_app
 from services.sync.app import create_app as create_sync
 from shared.config import Settings
+from shared.db.types import utcnow
 from shared.models import AuditEvent, Connection, Event, TokenFamily, UserTemplate
 from tests.fixtures.auth_server import AuthServer, new_client
 from tests.services.auth.conftest import Tree, create_user
@@ -166,3 +168,16 @@ def test_client_credentials_give_the_grant_management_scopes_without_registratio
     public = post_form(auth_server, "/token", auth_server.clients["public"],
                        {"grant_type": "client_credentials", "scope": BOTH})
     assert public.status_code in (400, 401)
+
+
+async def test_a_grant_shows_the_connections_expiry(client: httpx.AsyncClient,
+                                                    world: World) -> None:
+    connection = next(c for c in world.a.connections if c.app_id == world.apps[0].id)
+    path = f"/v1/grants/{connection.id}"
+    headers = bearer(world.app_token(world.apps[0], BOTH))
+    assert (await client.get(path, headers=headers)).json()["expires_at"] is None
+    expires = utcnow() + timedelta(days=30)
+    with world.sessions() as session, session.begin():
+        session.get(Connection, connection.id).expires_at = expires
+    shown = (await client.get(path, headers=headers)).json()
+    assert datetime.fromisoformat(shown["expires_at"]) == expires

@@ -103,6 +103,12 @@ async def test_audit_events_are_listed_per_environment(client: httpx.AsyncClient
         bad = await client.get("/v1/environment/audit-events", params=params,
                                headers=accountant(world))
         assert 400 <= bad.status_code < 500
+    # A time with no UTC equivalent is bad input (422), not a 500 from the query.
+    for params in ({"created_after": "0001-01-01T00:00:00+01:00"},
+                   {"created_before": "9999-12-31T23:59:59-01:00"}):
+        bad = await client.get("/v1/environment/audit-events", params=params,
+                               headers=accountant(world))
+        assert bad.status_code == 422, bad.text
     employee = bearer(world.user_token(world.a.users["employee"]))
     assert (await client.get("/v1/environment/audit-events",
                              headers=employee)).status_code == 403

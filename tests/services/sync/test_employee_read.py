@@ -5,7 +5,7 @@ nothing a revoke, a narrowed consent or a dropped company changes is ever served
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from types import SimpleNamespace
 
 import httpx
@@ -16,10 +16,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, delete
 
+from services.sync.events.audience import audience
 from services.sync.resources.employee_read import employee_body
 from services.sync.resources.schemas import EmployeeOut
 from shared.config import Settings
-from shared.models import Connection, ConnectionCompany, ConnectionStatus
+from shared.db.types import utcnow
+from shared.models import Connection, ConnectionCompany, ConnectionStatus, Event
+from shared.runtime import Runtime
+from shared.status import Subject, all_active, status_key
 from tests.fixtures import factories as f
 from tests.services.sync.conftest import Tokens
 from tests.services.sync.worlds import Data
@@ -43,6 +47,39 @@ async def test_a_connection_suspended_in_the_database_is_refused_before_any_cach
     assert response.headers["content-type"] == "application/problem+json"
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
 
+
+
+async def test_a_connection_past_its_expiry_is_refused_before_the_job_runs(
+    sync_client: httpx.AsyncClient, tokens: Tokens, data: Data, runtime: Runtime,
+    committing_sessions: sessionmaker[Session],
+) -> None:
+    """Tokens fail at `expires_at` itself: the worker's job turns the status `expired`
+    later, and meanwhile the status cache (and this process's mirror) still say active."""
+    auth = tokens.connection(data.connection, data.app)
+    with committing_sessions() as session, session.begin():
+        session.get(Connection, data.connection.id).expires_at = utcnow() + timedelta(days=1)
+    event = Event(type="employee.updated", environment_id=data.connection.environment_id,
+                  debtor_id=data.connection.debtor_id, company_id=data.companies[0].id)
+    assert (await sync_client.get(_path(data), headers=auth)).status_code == 200
+    listed = f"/v1/companies/{data.companies[0].id}/employees"
+    assert (await sync_client.get(listed, headers=auth)).status_code == 200
+    async with runtime.async_session() as session:
+        assert data.app.id in await audience(session, event)
+    with committing_sessions() as session, session.begin():
+        connection = session.get(Connection, data.connection.id)
+        connection.expires_at = utcnow() - timedelta(seconds=1)
+        assert connection.status == ConnectionStatus.ACTIVE
+    for path in (_path(data), listed):  # the fast read path and the general one
+        response = await sync_client.get(path, headers=auth)
+        assert response.status_code == 401, path
+        assert 'error="invalid_token"' in response.headers["www-authenticate"]
+    # No data events for it any more.
+    async with runtime.async_session() as session:
+        assert data.app.id not in await audience(session, event)
+    # The status cache's database fallback does not call it active either.
+    subject = (Subject.CONNECTION, str(data.connection.id))
+    await runtime.redis.delete(status_key(*subject))
+    assert not await all_active(runtime.redis, runtime.async_session, [subject])
 
 async def test_a_narrowed_consent_and_a_dropped_company_show_in_the_next_read(
     sync_client: httpx.AsyncClient, tokens: Tokens, data: Data,

@@ -70,6 +70,11 @@ async def test_recover_resends_failed_deliveries_since_a_time_one_at_a_time_in_o
     other = tokens.app(world.apps["pay"])  # another app: no such endpoint
     assert (await sync_client.post(url, headers=other, json=body)).status_code == 404
     assert (await sync_client.post(enable, headers=auth)).status_code == 200
+    # A time with no UTC equivalent (near the calendar's end, with an offset) is bad
+    # input too, not a 500 from the query.
+    overflow = await sync_client.post(url, headers=auth,
+                                      json={"since": "9999-12-31T23:59:59-01:00"})
+    assert overflow.status_code == 422, overflow.text
 
     receiver.down.clear()
     receiver.pause["/down"] = PAUSE_S

@@ -321,3 +321,33 @@ def test_a_refresh_counts_as_use_of_the_connection(
     assert store.hget(PENDING_KEY, connection_id) is None
     refreshed(auth_server, client, tokens["refresh_token"])
     assert store.hget(PENDING_KEY, connection_id) is not None
+
+
+def test_a_connection_past_its_expiry_is_refused_before_the_job_runs(
+    auth_server: AuthServer, linked: Callable[..., tuple[Client, dict]],
+) -> None:
+    client, tokens = linked()
+    connection_id = introspect(auth_server, client, tokens["access_token"])["connection_id"]
+    with auth_server.sessions() as session, session.begin():
+        connection = session.get(Connection, uuid.UUID(connection_id))
+        connection.expires_at = utcnow() + timedelta(days=1)
+    # Not yet expired: it works.
+    tokens = refreshed(auth_server, client, tokens["refresh_token"])
+    assert introspect(auth_server, client, tokens["access_token"])["active"] is True
+    # Its expiry passes; the worker's job has not run, so the status still says active.
+    with auth_server.sessions() as session, session.begin():
+        connection = session.get(Connection, uuid.UUID(connection_id))
+        connection.expires_at = utcnow() - timedelta(seconds=1)
+        assert connection.status == ConnectionStatus.ACTIVE
+    response = refresh(auth_server, client, tokens["refresh_token"])
+    assert_refused(response)
+    assert "expired" in response.json()["error_description"]
+    assert introspect(auth_server, client, tokens["access_token"]) == {"active": False}
+    assert introspect(auth_server, client, tokens["refresh_token"]) == {"active": False}
+    # A suspension still says so (it takes precedence over expiry).
+    with auth_server.sessions() as session, session.begin():
+        connection = session.get(Connection, uuid.UUID(connection_id))
+        connection.status = ConnectionStatus.SUSPENDED
+    response = refresh(auth_server, client, tokens["refresh_token"])
+    assert_refused(response)
+    assert "suspended" in response.json()["error_description"]
