@@ -111,7 +111,7 @@ async def connection_employee(runtime: Runtime, pool: ReadPool | None, principal
     if not (grants(frozenset(row.scopes), SCOPE) and principal.has_scope(SCOPE)):
         raise InsufficientScope(SCOPE)
     used = granting_scope(frozenset(row.scopes) & implied(principal.scopes), SCOPE)
-    if recorder is not None and used is not None:
+    if recorder is not None and used is not None and principal.connection_id is not None:
         await recorder.scope_used(principal.connection_id, used)
     if row.id is None or row.covered is None:
         raise NotFound("no such employee")
