@@ -6,6 +6,9 @@ in the same Redis round trip (one Lua call), notes the time in a pending hash; t
 `connections.record_last_used` (services/registry/jobs.py) moves the pending hash to
 the database with one UPDATE per batch. A process also remembers what it noted, so
 repeated calls cost no I/O at all.
+Which scope a call of the data API needed is noted the same way, per connection and scope
+(`note_scope`, marker `koppel:scopeused:<id>:<scope>`, pending hash `koppel:scopeused:pending`
+with fields `<id> <scope>`); the same job merges them into `connections.scope_used_at`.
 Nothing here raises into a request: a lost note (Redis down or flushed) only means a
 missed update, which the next use repairs.
 """
@@ -23,6 +26,7 @@ log = structlog.get_logger("koppel.last_used")
 
 WINDOW_S = 60
 PENDING_KEY = "koppel:lastused:pending"
+SCOPE_PENDING_KEY = "koppel:scopeused:pending"
 MAX_REMEMBERED = 100_000
 
 # KEYS[1] the per-connection marker, KEYS[2] the pending hash; ARGV: window, id, time.
@@ -37,6 +41,15 @@ return 0
 
 def marker_key(connection_id: uuid.UUID | str) -> str:
     return f"koppel:lastused:{connection_id}"
+
+
+def scope_marker_key(connection_id: uuid.UUID | str, scope: str) -> str:
+    return f"koppel:scopeused:{connection_id}:{scope}"
+
+
+def scope_field(connection_id: uuid.UUID | str, scope: str) -> str:
+    """The pending hash's field for a use of `scope` by the connection."""
+    return f"{connection_id} {scope}"
 
 
 class _Throttle:
@@ -75,6 +88,21 @@ class UsageRecorder:
                                          args=[WINDOW_S, ident, at or time.time()]))
         except (RedisError, OSError):
             log.warning("last use not recorded: Redis unavailable", connection_id=ident)
+            return False
+
+    async def scope_used(self, connection_id: uuid.UUID | str, scope: str,
+                         at: float | None = None) -> bool:
+        """Note that a call of the connection needed `scope` (the consented scope that
+        satisfied the rule); True if this call recorded it. Never raises."""
+        ident = str(connection_id)
+        if not self._throttle.due(scope_field(ident, scope)):
+            return False
+        try:
+            return bool(await self._note(
+                keys=[scope_marker_key(ident, scope), SCOPE_PENDING_KEY],
+                args=[WINDOW_S, scope_field(ident, scope), at or time.time()]))
+        except (RedisError, OSError):
+            log.warning("scope use not recorded: Redis unavailable", connection_id=ident)
             return False
 
 

@@ -234,6 +234,17 @@ def grants(scopes: Iterable[str], needed: str) -> bool:
     return needed in implied(scopes)
 
 
+def granting_scope(scopes: Iterable[str], needed: str) -> str | None:
+    """Which of `scopes` lets a token use what `needed` protects: `needed` itself, or the
+    write scope whose read scope it is; None if none does."""
+    held = set(scopes)
+    if needed in held:
+        return needed
+    if needed.endswith(".read") and needed[:-len(".read")] in held:
+        return needed[:-len(".read")]
+    return None
+
+
 def parse_scope(value: str | None) -> list[str]:
     """A space-separated scope string as an ordered list without duplicates."""
     return list(dict.fromkeys((value or "").split()))

@@ -1,7 +1,8 @@
 """The registry's jobs in the worker (worker/main.py schedules them): writing the uses of
-connections that services noted in Redis (shared/last_used.py) to `last_used_at`, which
-Manage apps and the environment overview show; signing checkpoints of the audit
-chains (shared/audit_checkpoints.py) every `KOPPEL_AUDIT_CHECKPOINT_INTERVAL` seconds; and
+connections that services noted in Redis (shared/last_used.py) to `last_used_at`, and the
+scopes they needed to `scope_used_at`, which Manage apps and the environment overview
+show; signing checkpoints of the audit chains (shared/audit_checkpoints.py) every
+`KOPPEL_AUDIT_CHECKPOINT_INTERVAL` seconds; and
 purging the stored answers of idempotent requests (shared/idempotency) once their 24
 hours are over; and the consent lifetime's notices and expiries
 (services/registry/connections/expiry.py).
@@ -17,13 +18,13 @@ from typing import Any
 import redis.asyncio as aioredis
 from sqlalchemy import case, literal, or_, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col
+from sqlmodel import col, select
 
 from services.registry.connections.expiry import expire_due, notify_expiring
 from shared.audit_checkpoints import checkpoint_due
 from shared.db.types import UTCDateTime, utcnow
 from shared.idempotency import purge_expired
-from shared.last_used import PENDING_KEY
+from shared.last_used import PENDING_KEY, SCOPE_PENDING_KEY
 from shared.models import Connection
 from shared.unit_of_work import UnitOfWork
 
@@ -80,7 +81,9 @@ async def run_expiry(session_factory: async_sessionmaker, client: aioredis.Redis
 async def record_last_used(ctx: dict[str, Any]) -> int:
     """The job `connections.record_last_used`."""
     runtime = ctx["runtime"]
-    return await flush_last_used(runtime.redis, runtime.async_session)
+    written = await flush_last_used(runtime.redis, runtime.async_session)
+    await flush_scope_uses(runtime.redis, runtime.async_session)
+    return written
 
 
 async def audit_checkpoint(ctx: dict[str, Any]) -> int:
@@ -135,5 +138,63 @@ async def flush_last_used(client: aioredis.Redis, session_factory: async_session
             rest = [v for ident, at in items[start:]
                     for v in (str(ident), at.timestamp())]
             await client.eval(_GIVE_BACK, 1, PENDING_KEY, *rest)  # type: ignore[misc, arg-type]
+            raise
+    return written
+
+
+def _parse_scope_uses(items: list) -> dict[uuid.UUID, dict[str, datetime]]:
+    """The pending hash of scope uses: connection id -> scope -> time."""
+    uses: dict[uuid.UUID, dict[str, datetime]] = {}
+    for raw_field, raw_at in zip(items[::2], items[1::2], strict=True):
+        try:
+            field = raw_field.decode() if isinstance(raw_field, bytes) else raw_field
+            raw_id, scope = field.split(" ", 1)
+            at = datetime.fromtimestamp(float(raw_at), UTC)
+            uses.setdefault(uuid.UUID(raw_id), {})[scope] = at
+        except (ValueError, TypeError, OverflowError):
+            continue
+    return uses
+
+
+async def _merge_scope_uses(session_factory: async_sessionmaker,
+                            batch: dict[uuid.UUID, dict[str, datetime]]) -> int:
+    """One transaction: each connection's `scope_used_at` takes the newer time of each
+    scope it still grants (a scope dropped meanwhile is not brought back)."""
+    changed = 0
+    async with session_factory() as session:
+        stmt = select(Connection).where(col(Connection.id).in_(list(batch)))
+        if session.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        for connection in (await session.exec(stmt)).all():
+            merged = dict(connection.scope_used_at or {})
+            for scope, at in batch[connection.id].items():
+                known = merged.get(scope)
+                if scope in connection.scopes and (
+                        known is None or datetime.fromisoformat(known) < at):
+                    merged[scope] = at.isoformat()
+            if merged != connection.scope_used_at:
+                connection.scope_used_at = merged
+                session.add(connection)
+                changed += 1
+        await session.commit()
+    return changed
+
+
+async def flush_scope_uses(client: aioredis.Redis, session_factory: async_sessionmaker,
+                           batch_size: int = FLUSH_BATCH) -> int:
+    """Write the noted scope uses to the database; returns how many connections changed.
+    A failed batch is put back (newer notes kept), like `flush_last_used`."""
+    # redis-py types a command of its async client as "awaitable or result".
+    items = list(_parse_scope_uses(
+        await client.eval(_TAKE, 1, SCOPE_PENDING_KEY)).items())  # type: ignore[misc]
+    written = 0
+    for start in range(0, len(items), batch_size):
+        try:
+            written += await _merge_scope_uses(session_factory,
+                                               dict(items[start:start + batch_size]))
+        except Exception:
+            rest = [v for ident, uses in items[start:] for scope, at in uses.items()
+                    for v in (f"{ident} {scope}", at.timestamp())]
+            await client.eval(_GIVE_BACK, 1, SCOPE_PENDING_KEY, *rest)  # type: ignore[misc, arg-type]
             raise
     return written

@@ -55,6 +55,9 @@ class Connection(SQLModel, table=True):
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
     last_used_at: datetime | None = timestamp_field(nullable=True, now=False)
+    # Per consented scope, when a call of the data API last needed it (ISO 8601 UTC), as
+    # the worker flushes it from Redis (shared/last_used.py): the least-privilege hints.
+    scope_used_at: dict[str, str] = json_field(default_factory=dict)
     # The consent lifetime (shared/policy/lifetime.py): when the connection expires (None:
     # never), when it was last renewed (the lifetime counts from it, or from created_at),
     # and the expiry whose `connection.expiring` notice was sent (once per expiry).

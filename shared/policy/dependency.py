@@ -26,14 +26,20 @@ from fastapi.security import HTTPBearer
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.auth_deps import PrincipalDep, authenticate, bearer_token, principal
+from shared.auth_deps import (
+    PrincipalDep,
+    authenticate,
+    bearer_token,
+    get_usage_recorder,
+    principal,
+)
 from shared.errors import Forbidden, Unauthorized
 from shared.models import App, Partner, User
 from shared.openapi import Document, amend, api_routes, operations
 from shared.policy.callers import APPS, USERS
 from shared.policy.reach import Caller
-from shared.policy.resolve import authorize, resolve
-from shared.policy.rules import RULES, Credential
+from shared.policy.resolve import authorize, consented_scope, resolve
+from shared.policy.rules import RULES, Credential, Rule
 from shared.tokens import Principal
 from shared.vault import TokenKind, token_digest
 
@@ -109,6 +115,16 @@ async def _partner_of_token(session: AsyncSession, request: Request, token: str)
     return partner
 
 
+async def note_scope_use(request: Request, caller: Caller, rule: Rule) -> None:
+    """Note which consented scope a connection's call needed (shared/last_used.py: at most
+    one Redis round trip per connection, scope and minute; never an error)."""
+    if caller.connection_id is None:
+        return
+    scope = consented_scope(caller, rule)
+    if scope is not None:
+        await get_usage_recorder(request).scope_used(caller.connection_id, scope)
+
+
 class Authorizer:
     """Makes, per operation, the dependency that resolves the caller on the service's
     request session and authorizes it by the declared rule (403 if not allowed)."""
@@ -122,8 +138,11 @@ class Authorizer:
         with_reach = self.with_reach
         Session = Annotated[AsyncSession, Depends(self.session_dependency, scope="function")]
 
-        async def dependency(principal: PrincipalDep, session: Session) -> Caller:
-            return authorize(await resolve(session, principal, with_reach=with_reach), rule)
+        async def dependency(request: Request, principal: PrincipalDep, session: Session
+                             ) -> Caller:
+            caller = authorize(await resolve(session, principal, with_reach=with_reach), rule)
+            await note_scope_use(request, caller, rule)
+            return caller
 
         return _named(dependency, operation)
 

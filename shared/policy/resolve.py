@@ -23,6 +23,7 @@ from shared.policy.apps import is_platform
 from shared.policy.callers import CallerKind, user_kind
 from shared.policy.reach import NOBODY, Caller, user_company_ids
 from shared.policy.rules import Rule
+from shared.scopes import granting_scope, implied
 from shared.tokens import InvalidToken, Principal
 
 
@@ -120,6 +121,19 @@ def authorize(caller: Caller, rule: Rule) -> Caller:
     if rule.scopes and not any(caller.has_scope(scope) for scope in rule.scopes):
         raise InsufficientScope(" ".join(rule.scopes))
     return replace(caller, rule=rule)
+
+
+def consented_scope(caller: Caller, rule: Rule) -> str | None:
+    """For a connection's call that `authorize` let through: the consented scope that
+    satisfied the rule (the first of the rule's scopes the caller has, as the connection
+    granted it: itself, or the write scope that implies it); None for other callers or a
+    rule without scopes. What Manage apps shows as the scope's last use."""
+    if caller.kind != CallerKind.CONNECTION or caller.granted is None:
+        return None
+    for needed in rule.scopes:
+        if caller.has_scope(needed):
+            return granting_scope(caller.granted & implied(caller.principal.scopes), needed)
+    return None
 
 
 def refuse_values(caller: Caller, values: dict) -> None:

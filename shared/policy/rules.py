@@ -122,6 +122,9 @@ _RULES = (
     # it: only templates that can ever consent (the service also asks the environment's
     # consent gate: the user must still be allowed to consent now).
     _rule("me.connections.renew", CONSENTERS, "connections.manage"),
+    # Narrowing (dropping scopes) changes a consent like renewing it: only the templates
+    # that can consent, never a self-service employee.
+    _rule("me.connections.narrow", CONSENTERS, "connections.manage"),
     # The partner's view: a third-party app's own connections, never user emails.
     _rule("app.connections.list", PARTNER),
     _rule("app.connections.read", PARTNER),
@@ -134,6 +137,7 @@ _RULES = (
     _rule("environment.connections.list", ACCOUNTANT, "environment.connections.read"),
     _rule("environment.connections.summary", ACCOUNTANT, "environment.connections.read"),
     _rule("environment.connections.revoke", ACCOUNTANT, "environment.connections.manage"),
+    _rule("environment.connections.narrow", ACCOUNTANT, "environment.connections.manage"),
     _rule("environment.connections.bulk_revoke", ACCOUNTANT, "environment.connections.manage"),
     _rule("environment.policy.read", ACCOUNTANT, "environment.connections.read"),
     _rule("environment.policy.apps.decide", ACCOUNTANT, "environment.connections.manage"),

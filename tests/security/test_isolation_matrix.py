@@ -100,7 +100,7 @@ EXAMPLES: dict[str, Any] = {
     "debtor_id": "00000000-0000-4000-8000-000000000000",
     "leave_type": "statutory", "hours": 8.0, "status": "cancelled",
     "client_name": "Isolation", "client_id": "isolation-client",
-    "since": "2026-01-01T00:00:00Z",
+    "since": "2026-01-01T00:00:00Z", "scopes": ["company.info.read"],
 }
 PATCH_PREFERRED = ("description", "account_holder", "first_name", "name", "reason")
 

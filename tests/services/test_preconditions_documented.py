@@ -27,6 +27,10 @@ NOT_RECORD_WRITES = {
     # Renewing restarts the consent lifetime from now under the row's lock: the same
     # outcome whatever version the caller saw (a user's act, like a revoke).
     ("registry", "post", "/v1/me/connections/{connection_id}/renew"),
+    # Narrowing only takes scopes away, to the set the caller names (a user's or an
+    # accountant's act, like a revoke): the outcome does not depend on a version seen.
+    ("registry", "post", "/v1/me/connections/{connection_id}/narrow"),
+    ("registry", "post", "/v1/environment/connections/{connection_id}/narrow"),
     # Policy decisions: a setting replaced whole (PUT of the decision itself).
     ("registry", "put", "/v1/environment/policy/apps/{client_id}"),
     ("registry", "put", "/v1/environment/policy/consent-templates"),

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response, status
 
-from services.registry.connections import expiry, service
+from services.registry.connections import expiry, narrowing, service
 from services.registry.connections.schemas import (
     ConnectionList,
     ConnectionOut,
+    NarrowBody,
     PartnerConnectionList,
     PartnerConnectionOut,
     RevokeBody,
@@ -39,6 +40,7 @@ MeConnectionsList = Annotated[UserCaller, user_can("me.connections.list")]
 MeConnectionsRead = Annotated[UserCaller, user_can("me.connections.read")]
 MeConnectionsRevoke = Annotated[UserCaller, user_can("me.connections.revoke")]
 MeConnectionsRenew = Annotated[UserCaller, user_can("me.connections.renew")]
+MeConnectionsNarrow = Annotated[UserCaller, user_can("me.connections.narrow")]
 AppConnectionsList = Annotated[AppCaller, app_can("app.connections.list")]
 AppConnectionsRead = Annotated[AppCaller, app_can("app.connections.read")]
 AppConnectionsRevoke = Annotated[AppCaller, app_can("app.connections.revoke")]
@@ -102,6 +104,26 @@ async def renew_my_connection(
         user_id=caller.user.id, for_update=True,
     )
     await expiry.renew(session, connection, caller.user, utcnow())
+    return ConnectionOut(**connection_fields(connection, app, ids, lang))
+
+
+@router.post("/v1/me/connections/{connection_id}/narrow", response_model=ConnectionOut,
+             responses={**NOT_FOUND, 409: {"description": "the connection is revoked"},
+                        422: {"description": "not a non-empty subset of its scopes"}})
+async def narrow_my_connection(
+    connection_id: uuid.UUID, body: NarrowBody, session: SessionDep,
+    caller: MeConnectionsNarrow, lang: LanguageDep,
+) -> ConnectionOut:
+    """Drop scopes from one of the calling user's connections: `scopes` are those to
+    keep. Tokens already issued lose the others on their next call; refresh goes on
+    unless `offline_access` is dropped. Audited, and the app gets `connection.updated`.
+    Another user's id answers 404."""
+    connection, app, ids = await service.get_visible(
+        session, connection_id, environment_id=caller.user.environment_id,
+        user_id=caller.user.id, for_update=True,
+    )
+    await narrowing.narrow(session, connection, body.scopes,
+                           Actor("user", str(caller.user.id)))
     return ConnectionOut(**connection_fields(connection, app, ids, lang))
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from services.registry.connections.usage import ScopeUse, scope_usage, unused_scopes
+from shared.db.types import utcnow
 from shared.models import App, Connection
 from shared.scopes import SCOPES
 
@@ -39,6 +41,12 @@ class ConnectionOut(BaseModel):
     expires_at: datetime | None = Field(
         default=None, description="when the consent lifetime ends and the connection "
         "expires unless renewed; null: it does not expire")
+    scope_usage: list[ScopeUse] = Field(
+        default_factory=list, description="each granted scope with when a call of the data "
+        "API last needed it (null: never); kept like last_used_at, about a minute behind")
+    unused_scopes: list[str] = Field(
+        default_factory=list, description="granted scopes to consider dropping (narrow): "
+        "granted more than 30 days ago and unused for 90 days")
 
 
 class PartnerConnectionOut(ConnectionOut):
@@ -55,6 +63,15 @@ class ConnectionList(BaseModel):
 class PartnerConnectionList(BaseModel):
     data: list[PartnerConnectionOut]
     next_cursor: str | None
+
+
+class NarrowBody(BaseModel):
+    """The scopes to keep: a non-empty subset of the connection's scopes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scopes: list[str] = Field(min_length=1, max_length=64,
+                              examples=[["employee.info.read"]])
 
 
 class RevokeBody(BaseModel):
@@ -75,8 +92,9 @@ def scope_details(scopes: list[str], lang: str) -> list[ScopeDetail]:
 
 
 def connection_fields(connection: Connection, app: App, company_ids: list[uuid.UUID],
-                      lang: str) -> dict:
-    """The fields every view of a connection shares."""
+                      lang: str, now: datetime | None = None) -> dict:
+    """The fields every view of a connection shares (`now`: when unused scopes are
+    judged, the present by default)."""
     return {
         "id": connection.id,
         "app": AppRef(client_id=app.client_id, name=app.name, publisher=app.publisher),
@@ -89,4 +107,6 @@ def connection_fields(connection: Connection, app: App, company_ids: list[uuid.U
         "last_used_at": connection.last_used_at,
         "revoked_at": connection.revoked_at,
         "expires_at": connection.expires_at,
+        "scope_usage": scope_usage(connection),
+        "unused_scopes": unused_scopes(connection, now or utcnow()),
     }

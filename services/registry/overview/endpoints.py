@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from services.registry.connections.schemas import NarrowBody
 from services.registry.deps import (
     LanguageDep,
     RuntimeDep,
@@ -36,6 +37,7 @@ EnvironmentConnectionsBulkRevoke = Annotated[
     UserCaller, user_can("environment.connections.bulk_revoke")
 ]
 EnvironmentConnectionsRevoke = Annotated[UserCaller, user_can("environment.connections.revoke")]
+EnvironmentConnectionsNarrow = Annotated[UserCaller, user_can("environment.connections.narrow")]
 
 
 def _wants_csv(request: Request) -> bool:
@@ -98,3 +100,17 @@ async def revoke_environment_connection(
 ) -> OverviewRow:
     """Revoke one connection of the environment, with a required reason."""
     return await service.revoke_one(session, caller, connection_id, body.reason, lang)
+
+
+@router.post("/connections/{connection_id}/narrow", response_model=OverviewRow,
+             responses={404: {"description": "no such connection in your environment"},
+                        409: {"description": "the connection is revoked"},
+                        422: {"description": "not a non-empty subset of its scopes"}})
+async def narrow_environment_connection(
+    connection_id: uuid.UUID, body: NarrowBody, session: SessionDep,
+    caller: EnvironmentConnectionsNarrow, lang: LanguageDep,
+) -> OverviewRow:
+    """Drop scopes from one connection of the environment (`scopes`: those to keep), as
+    the consenting user may: tokens lose the others on their next call; audited, and the
+    app gets `connection.updated`."""
+    return await service.narrow_one(session, caller, connection_id, body.scopes, lang)

@@ -540,3 +540,11 @@ class OverviewRepository:
         ).distinct()
         return list((await self.session.exec(stmt)).all())
 
+
+    async def used_scope_sets(self, environment_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
+        """The distinct scope-use maps (as JSON text) of the environment's connections,
+        per app: which scopes some connection needed."""
+        text = cast(col(Connection.scope_used_at), String)
+        stmt = select(Connection.app_id, text).where(
+            Connection.environment_id == environment_id).distinct()
+        return list((await self.session.exec(stmt)).all())

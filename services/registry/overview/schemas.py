@@ -115,6 +115,9 @@ class AppSummary(BaseModel):
     debtors: int
     scopes: list[str]
     last_used_at: datetime | None
+    never_used_scopes: list[str] = Field(
+        default_factory=list, description="granted scopes (of live connections) that no "
+        "connection of the app in the environment has ever needed")
 
 
 class SummaryList(BaseModel):

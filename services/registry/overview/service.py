@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.registry.connections import narrowing
 from services.registry.connections import service as connections
 from services.registry.connections.repository import ConnectionRepository
 from services.registry.connections.schemas import connection_fields
@@ -78,7 +79,7 @@ def overview_row(connection: Connection, app: App, user: User, company_ids: list
                  lang: str, now: datetime) -> OverviewRow:
     last = connection.last_used_at or connection.created_at
     return OverviewRow(
-        **connection_fields(connection, app, company_ids, lang),
+        **connection_fields(connection, app, company_ids, lang, now),
         user=UserRef(id=user.id, email=user.email, template=user.template),
         user_deactivated=not user.active,
         stale=connection.status != ConnectionStatus.REVOKED and last < now - STALE_AFTER,
@@ -275,12 +276,16 @@ async def _postgres_batches(session_factory, environment_id: uuid.UUID, query: O
 
 
 async def summary(session: AsyncSession, caller: UserCaller) -> list[AppSummary]:
-    """Per app: connections by status, users, debtors, granted scopes and last use."""
+    """Per app: connections by status, users, debtors, granted scopes, the granted scopes
+    no connection of the environment ever needed, and last use."""
     repo = OverviewRepository(session)
     environment_id = caller.user.environment_id
     scopes: dict[uuid.UUID, set[str]] = {}
     for app_id, text in await repo.live_scope_sets(environment_id):
         scopes.setdefault(app_id, set()).update(json.loads(text) if text else [])
+    used: dict[uuid.UUID, set[str]] = {}
+    for app_id, text in await repo.used_scope_sets(environment_id):
+        used.setdefault(app_id, set()).update(json.loads(text) if text else {})
     result = []
     for app, total, active, suspended, revoked, expired, users, debtors, last in \
             await repo.summary(environment_id):
@@ -289,6 +294,7 @@ async def summary(session: AsyncSession, caller: UserCaller) -> list[AppSummary]
             connections=total, active=active or 0, suspended=suspended or 0,
             revoked=revoked or 0, expired=expired or 0, users=users, debtors=debtors,
             scopes=sorted(scopes.get(app.id, set())), last_used_at=last,
+            never_used_scopes=sorted(scopes.get(app.id, set()) - used.get(app.id, set())),
         ))
     return result
 
@@ -300,6 +306,18 @@ async def revoke_one(session: AsyncSession, caller: UserCaller, connection_id: u
         session, connection_id, environment_id=caller.user.environment_id, for_update=True)
     await connections.revoke(session, connection, Actor("user", str(caller.user.id)),
                              f"accountant:{caller.user.id}", reason)
+    user = await session.get(User, connection.user_id)
+    if user is None:
+        raise RuntimeError(f"the user of connection {connection.id} is missing")
+    return overview_row(connection, app, user, company_ids, lang, utcnow())
+
+
+async def narrow_one(session: AsyncSession, caller: UserCaller, connection_id: uuid.UUID,
+                     keep: list[str], lang: str) -> OverviewRow:
+    """An accountant drops scopes from one connection of the environment."""
+    connection, app, company_ids = await connections.get_visible(
+        session, connection_id, environment_id=caller.user.environment_id, for_update=True)
+    await narrowing.narrow(session, connection, keep, Actor("user", str(caller.user.id)))
     user = await session.get(User, connection.user_id)
     if user is None:
         raise RuntimeError(f"the user of connection {connection.id} is missing")

@@ -30,10 +30,11 @@ from services.sync.resources import schemas, service
 from shared.db.base import table_of
 from shared.db.types import utcnow
 from shared.errors import InsufficientScope, NotFound
+from shared.last_used import UsageRecorder
 from shared.models import App, Connection, ConnectionCompany, ConnectionStatus, Employee
 from shared.policy import RULES, CallerKind, authorize, resolve
 from shared.runtime import Runtime
-from shared.scopes import grants
+from shared.scopes import granting_scope, grants, implied
 from shared.tokens import InvalidToken, Principal
 
 RULE = RULES["employees.read"]
@@ -98,7 +99,8 @@ async def _postgresql_row(pool: ReadPool, params: dict[str, Any]):
 
 
 async def connection_employee(runtime: Runtime, pool: ReadPool | None, principal: Principal,
-                              employee_id: uuid.UUID) -> dict[str, Any]:
+                              employee_id: uuid.UUID, recorder: UsageRecorder | None = None
+                              ) -> dict[str, Any]:
     """The employee as a connection's token may read it: 401 if the connection is not
     live, 403 without `employee.info.read` in both token and consent, 404 outside reach."""
     params = {"connection_id": principal.connection_id, "client_id": principal.client_id,
@@ -113,17 +115,22 @@ async def connection_employee(runtime: Runtime, pool: ReadPool | None, principal
         raise InvalidToken("the access token's connection is not active")
     if not (grants(frozenset(row.scopes), SCOPE) and principal.has_scope(SCOPE)):
         raise InsufficientScope(SCOPE)
+    used = granting_scope(frozenset(row.scopes) & implied(principal.scopes), SCOPE)
+    if recorder is not None and used is not None and principal.connection_id is not None:
+        await recorder.scope_used(principal.connection_id, used)
     if row.id is None or row.covered is None:
         raise NotFound("no such employee")
     return employee_body(row)
 
 
 async def readable_employee(runtime: Runtime, pool: ReadPool | None, principal: Principal,
-                            employee_id: uuid.UUID) -> dict[str, Any]:
-    """The employee's document if the caller may read it (the declared policy);
-    a connection's read runs on `pool` (deps.read_pool; None: the runtime's engine)."""
+                            employee_id: uuid.UUID, recorder: UsageRecorder | None = None
+                            ) -> dict[str, Any]:
+    """The employee's document if the caller may read it (the declared policy); a
+    connection's use of its scope is noted on `recorder`; a connection's read runs on
+    `pool` (deps.read_pool; None: the runtime's engine)."""
     if principal.kind == "connection":
-        return await connection_employee(runtime, pool, principal, employee_id)
+        return await connection_employee(runtime, pool, principal, employee_id, recorder)
     async with runtime.async_session() as session:
         caller = authorize(await resolve(session, principal), RULE)
         return employee_body(await service.employee(session, caller, employee_id))

@@ -15,7 +15,7 @@ from services.sync.deps import RuntimeDep, SessionDep, can, read_pool
 from services.sync.ratelimits import rate_limit
 from services.sync.resources import employee_read, schemas, service
 from services.sync.resources.repository import ResourceRepository
-from shared.auth_deps import PrincipalDep
+from shared.auth_deps import PrincipalDep, get_usage_recorder
 from shared.etag import ETAG_HEADER, Guarded, Versioned, etag_of_json, if_none_match_hits
 from shared.pagination import DEFAULT_LIMIT, LimitQuery, after_id, id_cursor, page
 from shared.policy import Caller
@@ -122,7 +122,8 @@ async def get_employee(employee_id: uuid.UUID, caller: PrincipalDep, request: Re
     """One employee (`employee.info.read`), with an ETag."""
     # The busiest read: as few dependencies as possible (each costs time to resolve).
     body = await employee_read.readable_employee(request.app.state.runtime,
-                                                 read_pool(request.app), caller, employee_id)
+                                                 read_pool(request.app), caller, employee_id,
+                                                 get_usage_recorder(request))
     return single_body(body, if_none_match, response)
 
 
