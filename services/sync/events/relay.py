@@ -15,6 +15,7 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.events.audience import Visibility
+from services.sync.webhooks import lines
 from services.sync.webhooks.schedule import max_attempts
 from shared.db.types import utcnow, uuid7
 from shared.events import rfc3339
@@ -75,7 +76,9 @@ class FanOut:
             {"id": uuid7(), "endpoint_id": endpoint.id, "app_id": endpoint.app_id,
              "event_id": event.id, "type": event.type, "message_id": f"msg_{event.id.hex}",
              "payload": body, "status": DeliveryStatus.PENDING, "attempts": 0,
-             "max_attempts": max_attempts(), "next_attempt_at": now, "created_at": now,
+             "max_attempts": max_attempts(), "created_at": now, "rate_slot": False,
+             # An ordered endpoint's wait in their line, parked until released.
+             "next_attempt_at": None if endpoint.ordered else now,
              "sequence_key": sequence_key(event) if endpoint.ordered else None}
             for endpoint in await self.endpoints(apps) if event.type in endpoint.events
         ]
@@ -102,6 +105,10 @@ async def relay_events(session: AsyncSession, limit: int | None = None
         rows += await fan_out.rows(event, now)
     if rows:
         await session.exec(insert(WebhookDelivery), params=rows)  # one executemany
+        # The new head of a line that had none goes now (its own statement per line:
+        # only ordered endpoints' deliveries have one).
+        await lines.release(session, {(r["endpoint_id"], r["sequence_key"]) for r in rows
+                                      if r["sequence_key"] is not None})
     await session.exec(update(Event).where(col(Event.id).in_([e.id for e in events]))
                        .values(relayed_at=now))
     return len(rows), len(events) == limit, fan_out
