@@ -73,8 +73,8 @@ local now, n = tonumber(ARGV[3]), tonumber(ARGV[4])
 local free = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 local base = math.max(free, now)
 local after = base + n * interval
-redis.call('SET', KEYS[1], tostring(after), 'EX', math.ceil(after - now) + 60)
-return tostring(base)
+redis.call('SET', KEYS[1], string.format('%.6f', after), 'EX', math.ceil(after - now) + 60)
+return string.format('%.6f', base)
 """
 
 
@@ -87,4 +87,6 @@ async def reserve_slots(client: aioredis.Redis, name: str, rate: float, wanted: 
     reply = client.eval(_RESERVE, 1, _key(f"slot:{name}"), repr(interval), str(burst),
                         repr(now), str(wanted))
     base = float(await cast(Awaitable[str], reply)) - (burst - 1) * interval
-    return [max(now, base + i * interval) for i in range(wanted)]
+    # Microseconds are what the database keeps: a slot within one of now is now.
+    return [now if base + i * interval <= now + 1e-6 else base + i * interval
+            for i in range(wanted)]

@@ -104,7 +104,9 @@ async def relay_events(session: AsyncSession, limit: int | None = None
         fan_out.events[event.id] = event
         rows += await fan_out.rows(event, now)
     if rows:
-        await session.exec(insert(WebhookDelivery), params=rows)  # one executemany
+        # One executemany; on the table (Core), so a parked row's None is stored as NULL
+        # rather than replaced by the column's default.
+        await session.exec(insert(WebhookDelivery.__table__), params=rows)  # type: ignore[call-overload]
         # The new head of a line that had none goes now (its own statement per line:
         # only ordered endpoints' deliveries have one).
         await lines.release(session, {(r["endpoint_id"], r["sequence_key"]) for r in rows
