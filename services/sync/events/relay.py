@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 
 import structlog
-from sqlalchemy import func, insert
+from sqlalchemy import Table, func, insert
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -32,6 +32,7 @@ from shared.runtime import Runtime
 
 log = structlog.get_logger("koppel.relay")
 BATCH = 200  # events per transaction
+DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[attr-defined]
 
 
 def message(event: Event) -> dict:
@@ -106,7 +107,7 @@ async def relay_events(session: AsyncSession, limit: int | None = None
     if rows:
         # One executemany; on the table (Core), so a parked row's None is stored as NULL
         # rather than replaced by the column's default.
-        await session.exec(insert(WebhookDelivery.__table__), params=rows)  # type: ignore[call-overload]
+        await session.exec(insert(DELIVERIES), params=rows)
         # The new head of a line that had none goes now (its own statement per line:
         # only ordered endpoints' deliveries have one).
         await lines.release(session, {(r["endpoint_id"], r["sequence_key"]) for r in rows

@@ -212,7 +212,7 @@ async def _claim(runtime: Runtime, session: AsyncSession, conditions: list, limi
     if not due:
         return [], 0
     known = known or FanOut(session)
-    endpoints = await _endpoints(session, known, {row.endpoint_id for row in due})
+    endpoints = await _endpoints(session, known, {endpoint_id for _, endpoint_id, _, _ in due})
     ids = await _throttle(runtime, session, due, endpoints)
     if not ids:
         return [], len(due)

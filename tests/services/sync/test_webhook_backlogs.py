@@ -6,6 +6,7 @@ delivery. Counted in dispatcher rounds and deliveries looked at, not in time."""
 from __future__ import annotations
 
 import uuid
+from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -137,7 +138,7 @@ async def test_a_throttled_backlog_does_not_hold_up_another_app_nor_flood_the_qu
     waiting = sorted(r.next_attempt_at for r in rows if r.rate_slot)
     assert len(waiting) >= THROTTLED_BACKLOG - 2
     assert all(r.attempts == 0 for r in rows if r.rate_slot)
-    gaps = [(b - a).total_seconds() for a, b in zip(waiting, waiting[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in pairwise(waiting)]
     assert min(gaps) >= 0.999
     # No job per put-off delivery: a deferred nudge or two for the earliest slot.
     assert await runtime.redis.zcard("arq:queue") - queued_before <= 4
