@@ -161,14 +161,14 @@ async def _throttle(runtime: Runtime, session: AsyncSession, due: list[Row],
     seen = False
     for row in due:
         endpoint = endpoints[row.endpoint_id]
-        if not endpoint.max_rate_per_second or endpoint.status != WebhookEndpointStatus.ACTIVE:
+        if row.rate_slot:  # its slot has come (even if the rate was lifted meanwhile)
+            seen = True
             go.append(row.id)
-            continue
-        seen = True
-        if row.rate_slot:
-            go.append(row.id)  # its slot has come
-        else:
+        elif endpoint.max_rate_per_second and endpoint.status == WebhookEndpointStatus.ACTIVE:
+            seen = True
             limited[row.endpoint_id].append(row)
+        else:
+            go.append(row.id)
     if not seen:
         return go
     now = utcnow()
