@@ -8,9 +8,10 @@ A job enqueued while a request is handled also takes that request's id as the ke
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -61,19 +62,32 @@ async def nudge(redis: Any) -> None:
         log.warning("outbox nudge failed", error=type(exc).__name__)
 
 
+NUDGE_TICK_S = 0.05  # deferred nudges are rounded up to this: one job per tick at most
+
+
+async def nudge_at(redis: Any, at: datetime) -> None:
+    """After the commit: ask the worker to run the dispatcher at `at` (the next slot of a
+    rate-limited endpoint), one job per tick however many ask. Never raises: the
+    sweeper nudges every few seconds anyway."""
+    tick = math.ceil(at.timestamp() / NUDGE_TICK_S)
+    try:
+        await arq_client(redis).enqueue_job(
+            EVENTS_RELAY, _job_id=f"relay:at:{tick}",
+            _defer_until=datetime.fromtimestamp(tick * NUDGE_TICK_S, UTC))
+    except Exception as exc:  # noqa: BLE001 - a lost nudge only delays delivery
+        log.warning("deferred nudge failed", error=type(exc).__name__)
+
+
 async def enqueue_deliveries(
-    redis: Any, due: Iterable[tuple[uuid.UUID, int, datetime | None]], *, put_off: bool = False
+    redis: Any, due: Iterable[tuple[uuid.UUID, int, datetime | None]]
 ) -> int:
     """Enqueue attempt `n` of each delivery (deferred until its time, if given). arq
     refuses a job id it already holds, so enqueueing twice is harmless. Never raises:
-    the sweeper enqueues whatever this could not. An attempt `put_off` by its endpoint's
-    rate has the time in its job id (it may be put off again)."""
+    the sweeper enqueues whatever this could not."""
     client = arq_client(redis)
     count = 0
     for delivery_id, attempt, defer_until in due:
         job_id = delivery_job_id(delivery_id, attempt)
-        if put_off and defer_until is not None:
-            job_id += f":at{int(defer_until.timestamp() * 1000)}"
         try:
             job = await client.enqueue_job(
                 WEBHOOKS_DELIVER, str(delivery_id), attempt,

@@ -1,9 +1,9 @@
 """Fixed-window counters in Redis, for failed attempts and per-client request budgets,
-and token buckets, for webhook endpoints' delivery rates."""
+and successive slots (a generic cell rate algorithm), for webhook endpoints' delivery
+rates."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable
 from typing import cast
 
@@ -63,27 +63,30 @@ async def count(client: aioredis.Redis, name: str) -> int:
     return int(value) if value is not None else 0
 
 
-# A token bucket: `capacity` tokens, refilled at `rate` a second; takes up to ARGV[4].
-_TAKE = """
-local rate, capacity = tonumber(ARGV[1]), tonumber(ARGV[2])
-local now, wanted = tonumber(ARGV[3]), tonumber(ARGV[4])
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens, at = tonumber(state[1]), tonumber(state[2])
-if tokens == nil or at == nil then tokens, at = capacity, now end
-tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
-local granted = math.min(wanted, math.floor(tokens))
-tokens = tokens - granted
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(capacity / rate) + 60)
-return {granted, tostring(tokens)}
+# Successive slots (GCRA): KEYS[1] holds the endpoint's next free slot, which only moves
+# on. `n` sends take the next `n` slots, one an interval apart; a burst of `burst` may
+# go ahead of the slot, as from a bucket of `burst` tokens. Returns the first one's slot
+# before the burst allowance (the caller lays them out).
+_RESERVE = """
+local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now, n = tonumber(ARGV[3]), tonumber(ARGV[4])
+local free = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local base = math.max(free, now)
+local after = base + n * interval
+redis.call('SET', KEYS[1], string.format('%.6f', after), 'EX', math.ceil(after - now) + 60)
+return string.format('%.6f', base)
 """
 
 
-async def take_tokens(client: aioredis.Redis, name: str, rate: float, wanted: int
-                      ) -> tuple[int, float]:
-    """Take up to `wanted` tokens from `name`'s bucket (`rate` a second, holding at most
-    one second's worth): how many were granted, and the fraction of a token left."""
-    reply = client.eval(_TAKE, 1, _key(f"bucket:{name}"), str(rate), str(max(rate, 1)),
-                        repr(time.time()), str(wanted))
-    granted, left = await cast(Awaitable[list], reply)
-    return int(granted), float(left)
+async def reserve_slots(client: aioredis.Redis, name: str, rate: float, wanted: int,
+                        now: float) -> list[float]:
+    """Reserve `wanted` successive send times for `name` at `rate` a second (bursts up to
+    one second's worth): each at or after `now` (epoch seconds), in order, never given
+    out twice (the next free slot only moves on)."""
+    interval, burst = 1 / rate, max(rate, 1)
+    reply = client.eval(_RESERVE, 1, _key(f"slot:{name}"), repr(interval), str(burst),
+                        repr(now), str(wanted))
+    base = float(await cast(Awaitable[str], reply)) - (burst - 1) * interval
+    # Microseconds are what the database keeps: a slot within one of now is now.
+    return [now if base + i * interval <= now + 1e-6 else base + i * interval
+            for i in range(wanted)]

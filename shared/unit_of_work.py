@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from shared.jobs import enqueue_deliveries, nudge
+from shared.jobs import enqueue_deliveries, nudge, nudge_at
 from shared.last_used import record_use
 from shared.sessions import end_user_sessions
 from shared.status import Subject, publish_async
@@ -37,7 +37,7 @@ class UnitOfWork:
     statuses: list[tuple[Subject, str | uuid.UUID, bool]] = field(default_factory=list)
     wants_nudge: bool = False
     deliveries: list[tuple[uuid.UUID, int, datetime | None]] = field(default_factory=list)
-    throttled: list[tuple[uuid.UUID, int, datetime]] = field(default_factory=list)
+    wake_at: datetime | None = None
     used_connections: list[uuid.UUID] = field(default_factory=list)
     signed_out: set[str] = field(default_factory=set)
 
@@ -54,10 +54,11 @@ class UnitOfWork:
         """Enqueue attempt `attempt` of a webhook delivery (deferred until a time, if given)."""
         self.deliveries.append((delivery_id, attempt, defer_until))
 
-    def enqueue_throttled(self, delivery_id: uuid.UUID, attempt: int, at: datetime) -> None:
-        """Enqueue attempt `attempt` of a delivery that its endpoint's rate put off to
-        `at` (a job id of its own: the attempt may be put off more than once)."""
-        self.throttled.append((delivery_id, attempt, at))
+    def nudge_relay_at(self, at: datetime) -> None:
+        """Ask the worker to run the dispatcher at `at` (the earliest asked for: one
+        deferred job, however many deliveries wait for a slot)."""
+        if self.wake_at is None or at < self.wake_at:
+            self.wake_at = at
 
     def sign_out(self, user_id: uuid.UUID) -> None:
         """End every login session of the user (shared/sessions.py)."""
@@ -85,8 +86,8 @@ class UnitOfWork:
             await nudge(client)
         if self.deliveries:
             await enqueue_deliveries(client, self.deliveries)
-        if self.throttled:
-            await enqueue_deliveries(client, self.throttled, put_off=True)
+        if self.wake_at is not None:
+            await nudge_at(client, self.wake_at)
 
     @classmethod
     def detach(cls, session: Session | AsyncSession) -> UnitOfWork:

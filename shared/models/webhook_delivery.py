@@ -5,14 +5,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Index, String, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, Index, String, UniqueConstraint, false, text
 from sqlmodel import Field, SQLModel
 
 from shared.models._fields import id_field, timestamp_field
 
 
 class DeliveryStatus(StrEnum):
-    PENDING = "pending"  # waiting for its next attempt (or in one)
+    # Waiting for its next attempt (or in one); with no next_attempt_at, waiting its turn
+    # behind an earlier delivery of its line (sequence_key), which releases it.
+    PENDING = "pending"
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # gave up, or the endpoint was disabled; may be redelivered
     DROPPED = "dropped"  # the app may no longer see the event (consent revoked)
@@ -28,10 +30,16 @@ class WebhookDelivery(SQLModel, table=True):
         Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
         # Only deliveries that wait their turn (ordered endpoints, recoveries) have a
-        # sequence key: the index costs the hot path nothing.
-        Index("ix_webhook_deliveries_sequence", "endpoint_id", "sequence_key", "id",
+        # sequence key: the index costs the hot path nothing. With the status, the head
+        # of a line (its first pending delivery) is one index probe however long its
+        # history.
+        Index("ix_webhook_deliveries_sequence", "endpoint_id", "sequence_key", "status", "id",
               postgresql_where=text("sequence_key IS NOT NULL"),
               sqlite_where=text("sequence_key IS NOT NULL")),
+        # Deliveries put off to a slot of their endpoint's rate: the next such slot is one
+        # probe (when to wake the dispatcher).
+        Index("ix_webhook_deliveries_rate_slot", "next_attempt_at",
+              postgresql_where=text("rate_slot"), sqlite_where=text("rate_slot")),
     )
 
     id: uuid.UUID = id_field()
@@ -52,5 +60,9 @@ class WebhookDelivery(SQLModel, table=True):
     # key has succeeded or finally failed (the customer of an ordered endpoint, or a
     # recovery's one line).
     sequence_key: str | None = Field(default=None, max_length=80)
+    # Set: its endpoint's rate put this attempt off to a slot reserved for it (its
+    # next_attempt_at); it goes then without taking another.
+    rate_slot: bool = Field(default=False, sa_type=Boolean, sa_column_kwargs={
+        "server_default": false()})
     created_at: datetime = timestamp_field()
     finished_at: datetime | None = timestamp_field(nullable=True, now=False)

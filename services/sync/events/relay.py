@@ -10,11 +10,12 @@ import uuid
 from datetime import datetime
 
 import structlog
-from sqlalchemy import func, insert
+from sqlalchemy import Table, func, insert
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.events.audience import Visibility
+from services.sync.webhooks import lines
 from services.sync.webhooks.schedule import max_attempts
 from shared.db.types import utcnow, uuid7
 from shared.events import rfc3339
@@ -31,6 +32,7 @@ from shared.runtime import Runtime
 
 log = structlog.get_logger("koppel.relay")
 BATCH = 200  # events per transaction
+DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[attr-defined]
 
 
 def message(event: Event) -> dict:
@@ -75,7 +77,9 @@ class FanOut:
             {"id": uuid7(), "endpoint_id": endpoint.id, "app_id": endpoint.app_id,
              "event_id": event.id, "type": event.type, "message_id": f"msg_{event.id.hex}",
              "payload": body, "status": DeliveryStatus.PENDING, "attempts": 0,
-             "max_attempts": max_attempts(), "next_attempt_at": now, "created_at": now,
+             "max_attempts": max_attempts(), "created_at": now, "rate_slot": False,
+             # An ordered endpoint's wait in their line, parked until released.
+             "next_attempt_at": None if endpoint.ordered else now,
              "sequence_key": sequence_key(event) if endpoint.ordered else None}
             for endpoint in await self.endpoints(apps) if event.type in endpoint.events
         ]
@@ -101,7 +105,13 @@ async def relay_events(session: AsyncSession, limit: int | None = None
         fan_out.events[event.id] = event
         rows += await fan_out.rows(event, now)
     if rows:
-        await session.exec(insert(WebhookDelivery), params=rows)  # one executemany
+        # One executemany; on the table (Core), so a parked row's None is stored as NULL
+        # rather than replaced by the column's default.
+        await session.exec(insert(DELIVERIES), params=rows)
+        # The new head of a line that had none goes now (its own statement per line:
+        # only ordered endpoints' deliveries have one).
+        await lines.release(session, {(r["endpoint_id"], r["sequence_key"]) for r in rows
+                                      if r["sequence_key"] is not None})
     await session.exec(update(Event).where(col(Event.id).in_([e.id for e in events]))
                        .values(relayed_at=now))
     return len(rows), len(events) == limit, fan_out

@@ -9,11 +9,13 @@ shorter timeout and every failure is retried here, with backoff, by enqueueing t
 attempt as its own job.
 
 Two endpoint options shape the claim. A delivery with a sequence key (an ordered
-endpoint's, or a recovery's) is claimed only once no earlier delivery of its endpoint
-and key is pending, and settling one nudges the dispatcher for the next. An endpoint with
-`max_rate_per_second` takes a token per delivery from a Redis bucket; what is over puts
-its next attempt off to a later turn, without a count. Neither costs other endpoints
-anything but a NULL test.
+endpoint's, or a recovery's) waits in its line (lines.py): parked, with no
+next_attempt_at, until the one before it settles and releases it in the transaction that
+records that. An endpoint with `max_rate_per_second` gives each delivery its own slot
+(successive send times from Redis, one 1/rate s apart, bursts up to the rate): the ones
+whose slot is later are put off to it in one statement, keep it (`rate_slot`: they go
+then without taking another), and one deferred nudge wakes the dispatcher for the
+earliest. Neither costs other endpoints anything but a NULL test.
 """
 
 from __future__ import annotations
@@ -24,18 +26,18 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import exists, insert, or_
+from sqlalchemy import exists, func, insert, or_
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.events.relay import FanOut
-from services.sync.webhooks import schedule
+from services.sync.webhooks import lines, schedule
 from services.sync.webhooks.announce import announce_disabled
 from services.sync.webhooks.sender import MAX_ERROR, Outcome, Sender
 from services.sync.webhooks.service import set_status
@@ -93,7 +95,7 @@ class Attempt:
     body: bytes
     keys: Keys
     request_id: str | None = None  # of the API request that wrote the event (for logs)
-    sequenced: bool = False  # a later delivery may be waiting for this one
+    line: lines.Line | None = None  # a later delivery may be waiting for this one
     started: datetime | None = None
     outcome: Outcome | None = None
 
@@ -129,7 +131,9 @@ def _keys(runtime: Runtime, endpoint: WebhookEndpoint, now: datetime) -> Keys:
 
 def _its_turn():
     """A sequenced delivery waits while an earlier one of its endpoint and key is pending
-    (in flight or waiting for a retry); an unsequenced one never waits."""
+    (in flight, waiting for a retry, or parked); an unsequenced one never waits. Only a
+    line's released head is due, so this is one index probe for the few that are (one
+    that a recovery or a redelivery put behind an older one waits here, one a line)."""
     earlier = select(EARLIER.id).where(
         EARLIER.endpoint_id == D.endpoint_id, EARLIER.sequence_key == D.sequence_key,
         EARLIER.status == DeliveryStatus.PENDING, col(EARLIER.id) < col(D.id))
@@ -148,44 +152,57 @@ async def _endpoints(session: AsyncSession, known: FanOut, ids: set[uuid.UUID]
 
 async def _throttle(runtime: Runtime, session: AsyncSession, due: list[Row],
                     endpoints: dict[uuid.UUID, WebhookEndpoint]) -> list[uuid.UUID]:
-    """The due deliveries that may go now. A rate-limited endpoint's deliveries beyond
-    its tokens are put off, each to its own later turn (one a 1/rate s), and a deliver
-    job is enqueued for that time; other endpoints cost nothing here (a disabled
-    endpoint's go on to be settled)."""
+    """The due deliveries that may go now. A rate-limited endpoint's take the endpoint's
+    next slots; the ones whose slot is later are put off to it (one statement), holding
+    it, and one deferred nudge wakes the dispatcher for the earliest slot waiting. Other
+    endpoints cost nothing here (a disabled endpoint's go on to be settled)."""
     limited: dict[uuid.UUID, list] = defaultdict(list)
     go: list[uuid.UUID] = []
+    seen = False
     for row in due:
         endpoint = endpoints[row.endpoint_id]
-        if endpoint.max_rate_per_second and endpoint.status == WebhookEndpointStatus.ACTIVE:
+        if row.rate_slot:  # its slot has come (even if the rate was lifted meanwhile)
+            seen = True
+            go.append(row.id)
+        elif endpoint.max_rate_per_second and endpoint.status == WebhookEndpointStatus.ACTIVE:
+            seen = True
             limited[row.endpoint_id].append(row)
         else:
             go.append(row.id)
-    if not limited:
+    if not seen:
         return go
-    now, put_off = utcnow(), []
+    now = utcnow()
+    put_off = []
     for endpoint_id, rows in limited.items():
-        rate = endpoints[endpoint_id].max_rate_per_second or 1
-        granted, left = await ratelimit.take_tokens(
-            runtime.redis, f"webhook:{endpoint_id}", rate, len(rows))
         rows.sort(key=lambda r: r.id)
-        go += [r.id for r in rows[:granted]]
-        for i, row in enumerate(rows[granted:]):
-            at = now + timedelta(seconds=(i + 1 - left) / rate)
-            put_off.append({"id": row.id, "next_attempt_at": at})
-            unit_of_work(session).enqueue_throttled(row.id, row.attempts + 1, at)
+        slots = await ratelimit.reserve_slots(
+            runtime.redis, f"webhook:{endpoint_id}", endpoints[endpoint_id].max_rate_per_second
+            or 1, len(rows), now.timestamp())
+        for row, slot in zip(rows, slots, strict=True):
+            if slot <= now.timestamp():
+                go.append(row.id)
+            else:
+                put_off.append({"id": row.id, "next_attempt_at": datetime.fromtimestamp(slot, UTC),
+                                "rate_slot": True})
     if put_off:
         await session.exec(update(WebhookDelivery), params=put_off)  # by primary key
+    following = (await session.exec(select(func.min(D.next_attempt_at)).where(
+        col(D.rate_slot), col(D.next_attempt_at) > now))).one()
+    if following is not None:
+        unit_of_work(session).nudge_relay_at(following)
     return go
 
 
 async def _claim(runtime: Runtime, session: AsyncSession, conditions: list, limit: int,
-                 known: FanOut | None = None) -> list[Attempt]:
+                 known: FanOut | None = None) -> tuple[list[Attempt], int]:
     """Start the next attempt of up to `limit` deliveries matching `conditions` whose turn
     it is, in the session's transaction; settle at once the ones that may not be sent,
     put off the ones over their endpoint's rate. `known` holds what a relay in this same
-    transaction has read already (audiences, rows)."""
+    transaction has read already (audiences, rows). Returns the attempts to send and how
+    many due deliveries were looked at (each is now claimed, settled or put off)."""
     now = utcnow()
-    due_stmt = (select(D.id, D.endpoint_id, D.attempts).where(*conditions, _its_turn())
+    due_stmt = (select(D.id, D.endpoint_id, D.attempts, D.rate_slot)
+                .where(*conditions, _its_turn())
                 .order_by(col(D.next_attempt_at)).limit(limit))
     if session.get_bind().dialect.name == "postgresql":
         due_stmt = due_stmt.with_for_update(skip_locked=True)
@@ -193,21 +210,21 @@ async def _claim(runtime: Runtime, session: AsyncSession, conditions: list, limi
     # UPDATE's IN (...) and so claim more than `limit` rows.
     due = list((await session.exec(due_stmt)).all())
     if not due:
-        return []
+        return [], 0
     known = known or FanOut(session)
-    endpoints = await _endpoints(session, known, {endpoint_id for _, endpoint_id, _ in due})
+    endpoints = await _endpoints(session, known, {endpoint_id for _, endpoint_id, _, _ in due})
     ids = await _throttle(runtime, session, due, endpoints)
     if not ids:
-        return []
+        return [], len(due)
     claimed = (await session.exec(
         update(D).where(col(D.id).in_(ids), *conditions)
         .values(attempts=D.attempts + 1,
                 next_attempt_at=now + timedelta(seconds=schedule.ATTEMPT_LEASE_S),
-                last_attempt_at=now)
+                last_attempt_at=now, rate_slot=False)
         .returning(*_RETURNED)
     )).all()
     if not claimed:
-        return []
+        return [], len(due)
     events = known.events
     event_ids = {row.event_id for row in claimed if row.event_id is not None} - events.keys()
     if event_ids:
@@ -241,18 +258,24 @@ async def _claim(runtime: Runtime, session: AsyncSession, conditions: list, limi
             body = json.dumps(row.payload, separators=(",", ":")).encode()
             ready.append(Attempt(row.id, row.attempts, row.message_id, endpoint.url, body,
                                  signing, getattr(event, "request_id", None),
-                                 row.sequence_key is not None))
+                                 _line(row)))
             continue
         settle[row.id].setdefault("attempts", row.attempts - 1)  # not an attempt after all
     for delivery_id, values in settle.items():
         await session.exec(update(D).where(col(D.id) == delivery_id).values(**values))
-    return ready
+    await lines.release(session, [line for row in claimed
+                                  if row.id in settle and (line := _line(row))])
+    return ready, len(due)
+
+
+def _line(row: Row) -> lines.Line | None:
+    return None if row.sequence_key is None else (row.endpoint_id, row.sequence_key)
 
 
 async def claim_one(runtime: Runtime, delivery_id: uuid.UUID, attempt: int) -> list[Attempt]:
     """Attempt `attempt` of one delivery, if it is the next one, due and its turn."""
     async with runtime.async_session() as session, session.begin():
-        claimed = await _claim(runtime, session, [
+        claimed, _ = await _claim(runtime, session, [
             col(D.id) == delivery_id, col(D.status) == DeliveryStatus.PENDING,
             col(D.attempts) == attempt - 1,
             col(D.next_attempt_at) <= utcnow() + timedelta(seconds=1)], 1)
@@ -261,9 +284,9 @@ async def claim_one(runtime: Runtime, delivery_id: uuid.UUID, attempt: int) -> l
 
 
 async def claim_due(runtime: Runtime, session: AsyncSession, limit: int,
-                    known: FanOut | None = None) -> list[Attempt]:
+                    known: FanOut | None = None) -> tuple[list[Attempt], int]:
     """In the session's transaction: the next attempt of up to `limit` due deliveries
-    (oldest due first)."""
+    (oldest due first), and how many due deliveries were looked at."""
     return await _claim(runtime, session, [
         col(D.status) == DeliveryStatus.PENDING, col(D.next_attempt_at) <= utcnow()], limit,
         known)
@@ -333,8 +356,12 @@ async def _record_failure(session: AsyncSession, attempt: Attempt
 
 
 async def record(runtime: Runtime, attempts: list[Attempt]) -> None:
-    """Write the attempts' results in one transaction, then enqueue the retries."""
+    """Write the attempts' results in one transaction, then enqueue the retries. The
+    lines of sequenced attempts are locked first and released last (a settled head lets
+    the next one go; one retried stays the head)."""
+    waiting = [a.line for a in attempts if a.line is not None]
     async with runtime.async_session() as session, session.begin():
+        await lines.lock(session, waiting)
         await session.exec(insert(WebhookAttempt), params=[{
             "id": uuid7(), "delivery_id": a.delivery_id, "attempt": a.attempt,
             "started_at": a.started, "duration_ms": a.result.duration_ms,
@@ -354,8 +381,7 @@ async def record(runtime: Runtime, attempts: list[Attempt]) -> None:
                 retry = await _record_failure(session, a)
                 if retry is not None:
                     unit_of_work(session).enqueue_delivery(*retry)
-        if any(a.sequenced for a in attempts):
-            unit_of_work(session).nudge_relay()  # the next in line may go now
+        await lines.release(session, waiting)  # the next in line may go now
     await UnitOfWork.detach(session).flush(runtime.redis)
 
 

@@ -74,9 +74,11 @@ class Dispatcher:
         room = min(CLAIM_BATCH, MAX_IN_FLIGHT - self.in_flight)
         async with self.runtime.async_session() as session, session.begin():
             _, more, known = await relay_events(session)
-            claimed = await claim_due(self.runtime, session, room, known)
-        await UnitOfWork.detach(session).flush(self.runtime.redis)  # attempts put off
-        if more or len(claimed) == room:
+            claimed, examined = await claim_due(self.runtime, session, room, known)
+        await UnitOfWork.detach(session).flush(self.runtime.redis)  # lines, rate slots
+        # A full batch looked at (claimed, settled or put off to a rate slot) may mean
+        # more is due: the next round goes on, however few were claimed.
+        if more or examined == room:
             self.wake.set()
         if claimed:
             self.in_flight += len(claimed)

@@ -12,7 +12,7 @@ from sqlmodel import col
 from sqlmodel import update as update_rows
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.sync.webhooks import schemas
+from services.sync.webhooks import lines, schemas
 from services.sync.webhooks.repository import WebhookRepository
 from services.sync.webhooks.schedule import max_attempts
 from services.sync.webhooks.signing import jwk, new_key_pair, new_secret
@@ -250,10 +250,14 @@ async def redeliver(session: AsyncSession, caller: AppCaller, endpoint_id: uuid.
         raise Invalid("this delivery was dropped: the app may no longer see its event")
     delivery.status = DeliveryStatus.PENDING
     delivery.max_attempts = max(delivery.max_attempts, delivery.attempts + 1)
-    delivery.next_attempt_at = utcnow()
+    # One of a line waits its turn there (parked, released when it is the head).
+    delivery.next_attempt_at = None if delivery.sequence_key else utcnow()
     delivery.finished_at = None
     session.add(delivery)
     await session.flush()
+    if delivery.sequence_key:
+        await lines.release(session, [(delivery.endpoint_id, delivery.sequence_key)])
+        await session.refresh(delivery)
     unit_of_work(session).enqueue_delivery(delivery.id, delivery.attempts + 1)
     return delivery
 
@@ -279,9 +283,9 @@ async def send_test(session: AsyncSession, caller: AppCaller, endpoint_id: uuid.
 async def recover(session: AsyncSession, caller: AppCaller, endpoint_id: uuid.UUID,
                   since: datetime) -> int:
     """Queue again every failed delivery of the endpoint created since `since`, one more
-    attempt each, in their original order: one at a time (they wait in one line; an
-    ordered endpoint's keep their customer's line). Dropped deliveries (the app may no
-    longer see their event) stay dropped."""
+    attempt each, in their original order: one at a time (they wait in one line, parked
+    but its head; an ordered endpoint's keep their customer's line). Dropped deliveries
+    (the app may no longer see their event) stay dropped."""
     if since.tzinfo is None:
         raise Invalid("since needs a time zone (RFC 3339, for example 2026-12-01T00:00:00Z)")
     endpoint = await get(session, caller, endpoint_id, for_update=True)
@@ -289,14 +293,14 @@ async def recover(session: AsyncSession, caller: AppCaller, endpoint_id: uuid.UU
         raise Conflict("the endpoint is disabled: enable it first, then recover")
     rows = WebhookDelivery
     line = f"recover:{uuid.uuid4().hex}"
-    result = await session.exec(
+    recovered = (await session.exec(
         update_rows(rows).where(col(rows.endpoint_id) == endpoint.id,
                            col(rows.status) == DeliveryStatus.FAILED,
                            col(rows.created_at) >= since)
         .values(status=DeliveryStatus.PENDING, max_attempts=rows.attempts + 1,
-                next_attempt_at=utcnow(), finished_at=None,
-                sequence_key=func.coalesce(rows.sequence_key, line)))
-    count = result.rowcount or 0
-    if count:
-        unit_of_work(session).nudge_relay()  # the dispatcher sends what is due
-    return count
+                next_attempt_at=None, finished_at=None,
+                sequence_key=func.coalesce(rows.sequence_key, line))
+        .returning(col(rows.sequence_key)))).all()
+    # Each line's head goes now (and nudges the dispatcher); the rest wait their turn.
+    await lines.release(session, {(endpoint.id, key) for key, in recovered})
+    return len(recovered)
