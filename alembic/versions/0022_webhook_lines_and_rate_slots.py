@@ -1,7 +1,7 @@
 """webhook lines and rate slots: waiting deliveries are parked, rate slots reserved
 
-Revision ID: 0021
-Revises: 0020
+Revision ID: 0022
+Revises: 0021
 Create Date: 2026-12-04 19:40:00
 
 A delivery waiting behind an earlier one of its line (ordered endpoint, recovery) has no
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0021'
-down_revision: str | None = '0020'
+revision: str = '0022'
+down_revision: str | None = '0021'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
