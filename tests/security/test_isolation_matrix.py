@@ -42,7 +42,7 @@ PARAM_KINDS = {
     "wage_component_id": "component", "absence_id": "absence", "leave_balance_id": "leave",
     "leave_request_id": "leave_request",
     "run_id": "payroll_run", "payroll_run_id": "payroll_run", "event_id": "event",
-    "sandbox_id": "sandbox",
+    "sandbox_id": "sandbox", "review_id": "review", "item_id": "review_item",
 }
 # Where a route names its parameter just `id` (or something generic): (method, path) ->
 # {parameter: kind}. None today; a new route using `{id}` must be added here.
@@ -101,6 +101,8 @@ EXAMPLES: dict[str, Any] = {
     "leave_type": "statutory", "hours": 8.0, "status": "cancelled",
     "client_name": "Isolation", "client_id": "isolation-client",
     "since": "2026-01-01T00:00:00Z",
+    "reviewer": "accountant", "due_at": "2099-01-01T00:00:00Z", "default_decision": "keep",
+    "decision": "keep",
 }
 PATCH_PREFERRED = ("description", "account_holder", "first_name", "name", "reason")
 
