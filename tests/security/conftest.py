@@ -26,9 +26,9 @@ from shared.config import Settings
 from shared.db.base import metadata
 from shared.demo.seed import seed_environment
 from shared.models import (
+    Absence,
     AccessReview,
     AccessReviewItem,
-    Absence,
     App,
     BankAccount,
     Company,

@@ -25,7 +25,7 @@ async def due_review(session: AsyncSession, now: datetime) -> AccessReview | Non
     stmt = (select(AccessReview).where(AccessReview.status == AccessReviewStatus.OPEN,
                                        col(AccessReview.due_at) <= now)
             .order_by(col(AccessReview.due_at), col(AccessReview.id)).limit(1))
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     return (await session.exec(stmt)).first()
 

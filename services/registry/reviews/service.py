@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import case, func
 from sqlmodel import col, select
@@ -158,14 +159,16 @@ async def summary(session: AsyncSession, review: AccessReview) -> ReviewSummary:
 
 
 def _items_select():
-    return (select(AccessReviewItem, Connection, App, User)  # type: ignore[call-overload]
+    return (select(AccessReviewItem, Connection, App, User)
             .join(Connection, col(Connection.id) == AccessReviewItem.connection_id)
             .join(App, col(App.id) == AccessReviewItem.app_id)
             .join(User, col(User.id) == AccessReviewItem.user_id))
 
 
-def _item_out(item: AccessReviewItem, connection: Connection, app: App, user: User,
-              due_at: datetime) -> ItemOut:
+def _item_out(row: Any, due_at: datetime | None = None) -> ItemOut:
+    """An item from a row of `_items_select` (and the due date, or the row's fifth)."""
+    item, connection, app, user = row[:4]
+    due_at = due_at if due_at is not None else row[4]
     return ItemOut(
         id=item.id, review_id=item.review_id, connection_id=item.connection_id,
         app={"client_id": app.client_id, "name": app.name, "publisher": app.publisher},
@@ -197,7 +200,7 @@ async def items_page(session: AsyncSession, key: bytes, review: AccessReview,
     rows = (await session.exec(stmt.order_by(col(AccessReviewItem.id))
                                .limit(query.limit + 1))).all()
     more, rows = len(rows) > query.limit, rows[:query.limit]
-    data = [_item_out(*row, review.due_at) for row in rows]
+    data = [_item_out(row, review.due_at) for row in rows]
     return data, id_cursor(key, ITEMS, rows[-1][0].id) if more else None
 
 
@@ -214,7 +217,7 @@ async def item_batches(session_factory, review: AccessReview, query: ItemQuery):
                                        .limit(BATCH))).all()
         if not rows:
             return
-        yield [_item_out(*row, review.due_at) for row in rows]
+        yield [_item_out(row, review.due_at) for row in rows]
         after = rows[-1][0].id
         if len(rows) < BATCH:
             return
@@ -239,7 +242,7 @@ async def my_items_page(session: AsyncSession, key: bytes, user: User, cursor: s
         stmt = stmt.where(col(AccessReviewItem.id) > after)
     rows = (await session.exec(stmt.order_by(col(AccessReviewItem.id)).limit(limit + 1))).all()
     more, rows = len(rows) > limit, rows[:limit]
-    return ([_item_out(*row) for row in rows],
+    return ([_item_out(row) for row in rows],
             id_cursor(key, MY_ITEMS, rows[-1][0].id) if more else None)
 
 
@@ -265,9 +268,8 @@ async def decide(session: AsyncSession, review: AccessReview, item_id: uuid.UUID
     kind = "user" if user_id is not None else "accountant"
     await apply(session, review, item, decision, reason, actor,
                 f"{kind}:{caller.user.id}", now)
-    connection, app, user = (await session.exec(
-        _items_select().where(AccessReviewItem.id == item.id))).one()[1:]
-    return _item_out(item, connection, app, user, review.due_at)
+    row = (await session.exec(_items_select().where(AccessReviewItem.id == item.id))).one()
+    return _item_out(row, review.due_at)
 
 
 async def my_review(session: AsyncSession, user: User, item_id: uuid.UUID) -> AccessReview:
