@@ -40,6 +40,9 @@ class ConnectionData(_Data):
     debtor_id: uuid.UUID = Field(description="the debtor the connection is for")
     connection_id: uuid.UUID = Field(description="the connection (the grant)")
     changed_fields: list[str] = ChangedFields
+    reason: Literal["access_review"] | None = Field(
+        default=None, description="on `connection.revoked`: `access_review` when an "
+        "access review revoked it (absent otherwise)")
 
 
 class CompanyData(_Data):

@@ -32,6 +32,7 @@ WEBHOOKS_DELIVER = "webhooks.deliver"
 WEBHOOKS_SWEEP = "webhooks.sweep"
 CONNECTIONS_RECORD_LAST_USED = "connections.record_last_used"
 CONNECTIONS_EXPIRE = "connections.expire"
+ACCESS_REVIEWS_COMPLETE = "access_reviews.complete"
 AUDIT_CHECKPOINT = "audit.checkpoint"
 IDEMPOTENCY_PURGE_EXPIRED = "idempotency.purge_expired"
 

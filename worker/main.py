@@ -28,6 +28,7 @@ from services.registry import jobs as registry_jobs
 from services.sync import jobs as sync_jobs
 from shared.config import Settings
 from shared.jobs import (
+    ACCESS_REVIEWS_COMPLETE,
     AUDIT_CHECKPOINT,
     CONNECTIONS_EXPIRE,
     CONNECTIONS_RECORD_LAST_USED,
@@ -129,6 +130,9 @@ def build_worker(settings: Settings, *, burst: bool = False, **options: Any) -> 
              name=CONNECTIONS_RECORD_LAST_USED, second=LAST_USED_SECONDS, timeout=120),
         cron(_job(CONNECTIONS_EXPIRE, registry_jobs.expire_connections),
              name=CONNECTIONS_EXPIRE, second=EXPIRE_SECOND, run_at_startup=True, timeout=300),
+        cron(_job(ACCESS_REVIEWS_COMPLETE, registry_jobs.complete_access_reviews),
+             name=ACCESS_REVIEWS_COMPLETE, second=EXPIRE_SECOND, run_at_startup=True,
+             timeout=300),
         cron(_job(IDEMPOTENCY_PURGE_EXPIRED, registry_jobs.purge_idempotency_keys),
              name=IDEMPOTENCY_PURGE_EXPIRED, minute={17, 47}, timeout=300),
     ]

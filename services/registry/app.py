@@ -15,6 +15,7 @@ from services.registry.directory.endpoints import router as directory_router
 from services.registry.grants.endpoints import router as grants_router
 from services.registry.overview.endpoints import router as overview_router
 from services.registry.policy.endpoints import router as policy_router
+from services.registry.reviews.endpoints import router as reviews_router
 from services.registry.sandboxes.endpoints import router as sandboxes_router
 from shared.app_factory import create_service_app
 from shared.auth_deps import close_verifier
@@ -38,6 +39,7 @@ def _routes(app: FastAPI) -> None:
     app.include_router(overview_router)
     app.include_router(directory_router)
     app.include_router(policy_router)
+    app.include_router(reviews_router)
     app.include_router(audit_router)
     app.include_router(audit_checkpoints_router)
     app.include_router(registration_router)

@@ -5,7 +5,8 @@ show; signing checkpoints of the audit chains (shared/audit_checkpoints.py) ever
 `KOPPEL_AUDIT_CHECKPOINT_INTERVAL` seconds; and
 purging the stored answers of idempotent requests (shared/idempotency) once their 24
 hours are over; and the consent lifetime's notices and expiries
-(services/registry/connections/expiry.py).
+(services/registry/connections/expiry.py); and the defaults of access reviews at their
+due dates (services/registry/reviews/due.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 
 from services.registry.connections.expiry import expire_due, notify_expiring
+from services.registry.reviews.due import apply_defaults, due_review
 from shared.audit_checkpoints import checkpoint_due
 from shared.db.types import UTCDateTime, utcnow
 from shared.idempotency import purge_expired
@@ -76,6 +78,29 @@ async def run_expiry(session_factory: async_sessionmaker, client: aioredis.Redis
             if not done:
                 break
     return counts
+
+
+async def complete_access_reviews(ctx: dict[str, Any], now: datetime | None = None) -> int:
+    """The job `access_reviews.complete` (every minute): the default of each review past
+    its due date decides its undecided items, then the review is completed. `now` is
+    for tests. Returns how many items the defaults decided."""
+    runtime = ctx["runtime"]
+    return await run_review_defaults(runtime.async_session, runtime.redis, now or utcnow())
+
+
+async def run_review_defaults(session_factory: async_sessionmaker, client: aioredis.Redis,
+                              now: datetime) -> int:
+    """Batches of one transaction each; the statuses of revoked connections are published
+    after each commit (their tokens fail at once)."""
+    decided = 0
+    while True:
+        async with session_factory() as session:
+            review = await due_review(session, now)
+            if review is None:
+                return decided
+            decided += await apply_defaults(session, review, now)
+            await session.commit()
+            await UnitOfWork.detach(session).flush(client)
 
 
 async def record_last_used(ctx: dict[str, Any]) -> int:

@@ -1,6 +1,13 @@
 """Koppel's table models, one file per table, all re-exported here."""
 
 from shared.models.absence import Absence
+from shared.models.access_review import (
+    AccessReview,
+    AccessReviewItem,
+    AccessReviewStatus,
+    ReviewDecision,
+    Reviewer,
+)
 from shared.models.app import App, AppStatus
 from shared.models.app_logo import AppLogo
 from shared.models.app_policy import EnvironmentAppPolicy
@@ -40,6 +47,9 @@ from shared.models.webhook_endpoint import (
 __all__ = [
     "DEFAULT_CONSENT_TEMPLATES",
     "Absence",
+    "AccessReview",
+    "AccessReviewItem",
+    "AccessReviewStatus",
     "App",
     "AppLogo",
     "AppStatus",
@@ -68,6 +78,8 @@ __all__ = [
     "Partner",
     "PayrollRun",
     "RefreshToken",
+    "ReviewDecision",
+    "Reviewer",
     "SignatureScheme",
     "SigningKey",
     "TokenFamily",

@@ -143,6 +143,17 @@ _RULES = (
     _rule("environment.policy.apps.decide", ACCOUNTANT, "environment.connections.manage"),
     _rule("environment.policy.templates.set", ACCOUNTANT, "environment.connections.manage"),
     _rule("environment.policy.lifetime.set", ACCOUNTANT, "environment.connections.manage"),
+    # Access reviews: accountants make, follow and (accountant reviews) decide them;
+    # consenting users decide the items of their own connections.
+    _rule("environment.access_reviews.create", ACCOUNTANT, "environment.connections.manage"),
+    _rule("environment.access_reviews.list", ACCOUNTANT, "environment.connections.read"),
+    _rule("environment.access_reviews.read", ACCOUNTANT, "environment.connections.read"),
+    _rule("environment.access_reviews.items.list", ACCOUNTANT,
+          "environment.connections.read"),
+    _rule("environment.access_reviews.items.decide", ACCOUNTANT,
+          "environment.connections.manage"),
+    _rule("me.access_reviews.list", CONSENTERS, "connections.read"),
+    _rule("me.access_reviews.decide", CONSENTERS, "connections.manage"),
     _rule("environment.audit.list", ACCOUNTANT, "environment.connections.read"),
     _rule("environment.audit.checkpoints.list", ACCOUNTANT, "environment.connections.read"),
     # Provisioning: a bound first-party app inside its environment; only the platform's

@@ -11,7 +11,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
@@ -27,6 +27,8 @@ from shared.db.base import metadata
 from shared.demo.seed import seed_environment
 from shared.models import (
     Absence,
+    AccessReview,
+    AccessReviewItem,
     App,
     BankAccount,
     Company,
@@ -79,6 +81,9 @@ class Side:
     # The side's partner's sandbox (its app's partner owns it) and the ids in it by kind.
     sandbox: Environment
     sandbox_rows: dict[str, list[uuid.UUID]]
+    # Two access reviews of every connection: the consenting users' and the accountants'.
+    reviews: list[AccessReview] = field(default_factory=list)
+    review_items: list[AccessReviewItem] = field(default_factory=list)
     # Whether `ids` lists the sandbox's objects beside the environment's own (B: so that
     # every route is walked with a sandbox's ids too, and every list checked for them).
     lists_sandbox: bool = False
@@ -100,6 +105,8 @@ class Side:
             "client": [self.app.client_id],
             "audit_event": self.audit_ids,
             "event": self.event_ids,
+            "review": [r.id for r in self.reviews],
+            "review_item": [i.id for i in self.review_items],
             **{kind: [row.id for row in rows] for kind, rows in self.slices.items()},
         }
         return [str(x) for x in rows[kind]]
@@ -108,7 +115,7 @@ class Side:
         """Every identifier of this environment that must never show up elsewhere."""
         kinds = ["environment", "debtor", "company", "user", "connection", "employee",
                  "endpoint", "delivery", "client", "audit_event", "event", "sandbox",
-                 *self.slices]
+                 "review", "review_item", *self.slices]
         sandboxed = {str(i) for rows in self.sandbox_rows.values() for i in rows}
         return {i for kind in kinds for i in self.ids(kind)} | {str(self.app.id)} | sandboxed
 
@@ -189,8 +196,28 @@ def _side(session: Session, box: SecretBox, name: str) -> Side:
                   for c in tenant.connections]
     session.flush()
     sandbox, sandbox_rows = _sandbox(session, app)
+    reviews, items = _reviews(session, tenant)
     return Side(tenant, app, employees, slices, [endpoint], deliveries,
-                [r.id for r in audit_rows], [ev.id for ev in events], sandbox, sandbox_rows)
+                [r.id for r in audit_rows], [ev.id for ev in events], sandbox, sandbox_rows,
+                reviews, items)
+
+
+def _reviews(session: Session, tenant: Tenant
+             ) -> tuple[list[AccessReview], list[AccessReviewItem]]:
+    """A consenting-user review and an accountant review, each of every connection."""
+    reviews = [AccessReview(environment_id=tenant.environment.id, name=f"{who} review",
+                            reviewer=who, default_decision="keep",
+                            due_at=datetime(2099, 1, 1, tzinfo=UTC),
+                            created_by=tenant.users["accountant"].id)
+               for who in ("consenting_user", "accountant")]
+    session.add_all(reviews)
+    session.flush()
+    items = [AccessReviewItem(review_id=r.id, environment_id=tenant.environment.id,
+                              connection_id=c.id, user_id=c.user_id, app_id=c.app_id)
+             for r in reviews for c in tenant.connections]
+    session.add_all(items)
+    session.flush()
+    return reviews, items
 
 
 def _sandbox(session: Session, app: App) -> tuple[Environment, dict[str, list[uuid.UUID]]]:

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import itertools
 import re
+import uuid
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from services.registry.app import create_app as create_registry
 from services.sync.app import create_app as create_sync
-from shared.models import Connection
+from shared.models import AccessReviewItem, Connection
 from tests.security.conftest import CALLERS, Pair, changed_tables, fingerprint
 from tests.services.conftest import running
 
@@ -42,7 +43,7 @@ PARAM_KINDS = {
     "wage_component_id": "component", "absence_id": "absence", "leave_balance_id": "leave",
     "leave_request_id": "leave_request",
     "run_id": "payroll_run", "payroll_run_id": "payroll_run", "event_id": "event",
-    "sandbox_id": "sandbox",
+    "sandbox_id": "sandbox", "review_id": "review", "item_id": "review_item",
 }
 # Where a route names its parameter just `id` (or something generic): (method, path) ->
 # {parameter: kind}. None today; a new route using `{id}` must be added here.
@@ -83,7 +84,9 @@ NOT_APPLICABLE = {
 }
 # Ids in a request body instead of the path: walked by their own tests below.
 BODY_IDS = {("POST", "/v1/environment/connections/bulk-revoke"):
-            "test_bulk_revoke_with_foreign_ids_touches_nothing"}
+            "test_bulk_revoke_with_foreign_ids_touches_nothing",
+            ("POST", "/v1/environment/access-reviews"):
+            "test_an_access_review_with_foreign_ids_covers_nothing_of_theirs"}
 
 EXAMPLES: dict[str, Any] = {
     "reason": "isolation test", "name": "Isolation", "number": "ISO-1",
@@ -101,6 +104,8 @@ EXAMPLES: dict[str, Any] = {
     "leave_type": "statutory", "hours": 8.0, "status": "cancelled",
     "client_name": "Isolation", "client_id": "isolation-client",
     "since": "2026-01-01T00:00:00Z", "scopes": ["company.info.read"],
+    "reviewer": "accountant", "due_at": "2099-01-01T00:00:00Z", "default_decision": "keep",
+    "decision": "keep",
 }
 PATCH_PREFERRED = ("description", "account_holder", "first_name", "name", "reason")
 
@@ -258,6 +263,33 @@ async def test_bulk_revoke_with_foreign_ids_touches_nothing(pair: Pair) -> None:
         rows = session.exec(select(Connection).where(
             Connection.environment_id == b.tenant.environment.id)).all()
     assert rows and {row.status for row in rows} == {"active"}
+
+
+async def test_an_access_review_with_foreign_ids_covers_nothing_of_theirs(pair: Pair) -> None:
+    """A review whose filter names B's users, debtors, companies or apps gets no item of
+    B's connections (the filter only ever narrows the caller's own environment)."""
+    b = pair.b
+    filters = [{"user": b.ids("user")[1]}, {"debtor": b.ids("debtor")[0]},
+               {"company": b.ids("company")[0]}, {"app": b.app.client_id}]
+    async with running(create_registry(pair.world.settings)) as client:
+        for flt, caller in itertools.product(filters, CALLERS):
+            response = await client.post(
+                "/v1/environment/access-reviews", headers=pair.headers(caller),
+                json={"name": "isolation", "filter": flt, "reviewer": "accountant",
+                      "due_at": "2099-01-01T00:00:00Z", "default_decision": "revoke"})
+            assert response.status_code in (201, 401, 403, 404), (caller, flt, response.text)
+            if response.status_code == 201:
+                assert response.json()["item_count"] == 0, (caller, flt)
+                items = await client.get(
+                    f"/v1/environment/access-reviews/{response.json()['id']}/items",
+                    headers=pair.headers(caller))
+                assert items.json()["data"] == []
+    b_connections = [uuid.UUID(i) for i in b.ids("connection")]
+    with pair.world.sessions() as session:
+        foreign = session.exec(select(AccessReviewItem).where(
+            col(AccessReviewItem.connection_id).in_(b_connections),
+            col(AccessReviewItem.review_id).not_in([r.id for r in b.reviews]))).all()
+    assert foreign == []
 
 
 async def test_provisioning_is_refused_to_tenant_callers(pair: Pair, engine: Engine) -> None:

@@ -135,6 +135,12 @@ class Matrix:
             if operation.startswith("me."):
                 return caller.user is not None and connection.user_id == caller.user.id
             return caller.app is not None and connection.app_id == caller.app.id
+        if operation.startswith("me.access_reviews."):
+            (_, item_id), = ids.values()
+            item = next(i for i in side.review_items if str(i.id) == item_id)
+            review = next(r for r in side.reviews if r.id == item.review_id)
+            return (caller.user is not None and item.user_id == caller.user.id
+                    and review.reviewer == "consenting_user")
         if operation.startswith("webhooks."):
             return caller.app is not None and caller.app.id == side.app.id
         if operation.startswith("sandboxes."):  # A's sandbox is its partner's
@@ -200,6 +206,11 @@ def _id_sets(matrix: Matrix, kinds: dict[str, str]) -> Iterator[dict[str, tuple[
         name, kind = child[0]
         for row in side.slices[kind]:
             yield {name: (kind, str(row.id)), "employee_id": ("employee", str(row.employee_id))}
+        return
+    if "review_id" in kinds and "item_id" in kinds:
+        for item in side.review_items:
+            yield {"review_id": ("review", str(item.review_id)),
+                   "item_id": ("review_item", str(item.id))}
         return
     if "delivery_id" in kinds:
         for delivery in side.deliveries:

@@ -31,6 +31,10 @@ NOT_RECORD_WRITES = {
     # accountant's act, like a revoke): the outcome does not depend on a version seen.
     ("registry", "post", "/v1/me/connections/{connection_id}/narrow"),
     ("registry", "post", "/v1/environment/connections/{connection_id}/narrow"),
+    # An access review's decision is made once (a second is 409, under the item's lock):
+    # it never overwrites a version the caller read.
+    ("registry", "post", "/v1/environment/access-reviews/{review_id}/items/{item_id}/decision"),
+    ("registry", "post", "/v1/me/access-reviews/items/{item_id}/decision"),
     # Policy decisions: a setting replaced whole (PUT of the decision itself).
     ("registry", "put", "/v1/environment/policy/apps/{client_id}"),
     ("registry", "put", "/v1/environment/policy/consent-templates"),

@@ -13,6 +13,7 @@ OWNERS = {
     jobs.MAINTENANCE_PURGE_EXPIRED: "services.auth.jobs",
     jobs.CONNECTIONS_RECORD_LAST_USED: "services.registry.jobs",
     jobs.CONNECTIONS_EXPIRE: "services.registry.jobs",
+    jobs.ACCESS_REVIEWS_COMPLETE: "services.registry.jobs",
     jobs.AUDIT_CHECKPOINT: "services.registry.jobs",
     jobs.IDEMPOTENCY_PURGE_EXPIRED: "services.registry.jobs",
 }

@@ -86,8 +86,9 @@ async def get_for_app(session: AsyncSession, connection_id: uuid.UUID, caller: A
 
 
 async def revoke(session: AsyncSession, connection: Connection, actor: Actor, revoked_by: str,
-                 reason: str | None) -> bool:
-    """Revoke the connection (final); False if it already was revoked."""
+                 reason: str | None, *, event_reason: str | None = None) -> bool:
+    """Revoke the connection (final); False if it already was revoked. `event_reason`
+    (e.g. `access_review`) is also told to the app in the event."""
     if connection.status == ConnectionStatus.REVOKED:
         # Publish again: a retry after a failed publish must heal the status cache.
         unit_of_work(session).publish_status(Subject.CONNECTION, connection.id, False)
@@ -106,8 +107,9 @@ async def revoke(session: AsyncSession, connection: Connection, actor: Actor, re
         connection.id, app_id=str(connection.app_id), debtor_id=str(connection.debtor_id),
         user_id=str(connection.user_id), reason=reason, token_families=len(families),
     )
+    told = {"reason": event_reason} if event_reason is not None else {}
     emit(session, **connection_event("connection.revoked", connection,
-                                     changed_fields=["status"]))
+                                     changed_fields=["status"], **told))
     unit_of_work(session).publish_status(Subject.CONNECTION, connection.id, False)
     for family_id in families:
         unit_of_work(session).publish_status(Subject.FAMILY, family_id, False)
