@@ -7,8 +7,8 @@ Seeding is idempotent: rows are found by their numbers and emails within the env
 so running it again adds nothing twice; it resets the passwords to fresh values, which it
 returns (the only time they can be read). A login email that belongs to a user of another
 environment is a conflict (409), never taken over: the seeder fails before it writes any
-login, and the caller's transaction is rolled back. It runs on a synchronous session (the registry calls it through
-`AsyncSession.run_sync`); the caller owns the transaction.
+login, and the caller's transaction is rolled back. It runs on a synchronous session (the
+registry calls it through `AsyncSession.run_sync`); the caller owns the transaction.
 """
 
 from __future__ import annotations
