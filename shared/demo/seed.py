@@ -3,10 +3,12 @@ debtors with two companies each, employees with employments, salaries, bank acco
 leave, absences and payroll runs, and one login of every template. `koppel demo seed`
 (cli/demo.py) and a partner's sandbox (the registry) both seed through it.
 
-Seeding is idempotent: rows are found by their numbers and emails, so running it again
-adds nothing twice; it resets the passwords to fresh values, which it returns (the only
-time they can be read). It runs on a synchronous session (the registry calls it through
-`AsyncSession.run_sync`); the caller owns the transaction.
+Seeding is idempotent: rows are found by their numbers and emails within the environment,
+so running it again adds nothing twice; it resets the passwords to fresh values, which it
+returns (the only time they can be read). A login email that belongs to a user of another
+environment is a conflict (409), never taken over: the seeder fails before it writes any
+login, and the caller's transaction is rolled back. It runs on a synchronous session (the
+registry calls it through `AsyncSession.run_sync`); the caller owns the transaction.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlmodel import Session, select
 
 from shared.db import utcnow
 from shared.demo import data
+from shared.errors import Conflict
 from shared.models import (
     Absence,
     BankAccount,
@@ -198,11 +201,13 @@ def _users(session: Session, tree: _Tree, domain: str,
         UserTemplate.PAYROLL_HR_MANAGER: (debtor, [company], None),
         UserTemplate.EMPLOYEE: (debtor, [company], employee),
     }
+    users = {template: _user(session, tree.environment, template, domain)
+             for template in UserTemplate}
     result = {}
     for template in UserTemplate:
         user_debtor, companies, user_employee = placement[template]
         password, password_hash = logins()
-        user = _user(session, tree.environment, template, domain)
+        user = users[template]
         user.name = (
             f"{user_employee.first_name} {user_employee.last_name}"
             if user_employee else data.USER_NAMES[template]
@@ -221,8 +226,13 @@ def _users(session: Session, tree: _Tree, domain: str,
 
 def _user(session: Session, environment: Environment, template: UserTemplate,
           domain: str) -> User:
+    """The environment's login of this template, new or found by its email. An email
+    already held by another environment's user is refused, never overwritten (emails are
+    unique platform-wide)."""
     email = data.user_email(template, domain)
     user = session.exec(select(User).where(User.email == email)).first()
+    if user is not None and user.environment_id != environment.id:
+        raise Conflict(f"the login email {email} belongs to another environment")
     if user is None:
         user = User(
             environment_id=environment.id, email=email, name="", password_hash="",

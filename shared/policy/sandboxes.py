@@ -10,6 +10,7 @@ makes to try its apps on. What sets them apart from a customer's environment:
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from typing import Protocol
 
@@ -25,13 +26,35 @@ class Marked(Protocol):
 
 
 def sandbox_domain(sandbox_id: uuid.UUID) -> str:
-    """The email domain of one sandbox's logins and employees."""
-    return f"{sandbox_id.hex[:16]}.{RESERVED_DOMAIN}"
+    """The email domain of one sandbox's logins and employees: the sandbox's whole id
+    (a UUIDv7's first 16 hex digits are only a timestamp and a per-process counter, so two
+    registry workers could give two sandboxes the same prefix)."""
+    return f"{sandbox_id.hex}.{RESERVED_DOMAIN}"
+
+
+def _ascii_domain(domain: str) -> str | None:
+    """The domain as DNS compares it (NFKC, IDNA, lower case, no trailing dot), or None
+    when it has characters no domain may hold (format characters such as U+200B, spaces,
+    anything IDNA refuses)."""
+    folded = unicodedata.normalize("NFKC", domain).strip()
+    if any(unicodedata.category(ch).startswith(("C", "Z")) for ch in folded):
+        return None
+    # NFKC folds fullwidth and other compatibility dots to "."; IDNA the ideographic ones.
+    for dot in ("\u3002", "\uff61"):
+        folded = folded.replace(dot, ".")
+    try:
+        return folded.encode("idna").decode("ascii").lower().rstrip(".")
+    except UnicodeError:
+        return None if not folded.isascii() else folded.lower().rstrip(".")
 
 
 def reserved_email(email: str) -> bool:
-    """Whether the address lies on the sandboxes' reserved domain."""
-    domain = email.rpartition("@")[2].strip().lower().rstrip(".")
+    """Whether the address lies on the sandboxes' reserved domain, however it is spelled
+    (case, fullwidth dots, IDNA forms); an address whose domain cannot be normalised
+    counts as reserved, so it is refused too."""
+    domain = _ascii_domain(email.rpartition("@")[2])
+    if domain is None:
+        return True
     return domain == RESERVED_DOMAIN or domain.endswith("." + RESERVED_DOMAIN)
 
 

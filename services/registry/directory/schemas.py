@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import datetime
 
@@ -96,6 +97,10 @@ class UserIn(Strict):
     @field_validator("email")
     @classmethod
     def _lower(cls, value: str) -> str:
+        # Invisible characters (U+200B, U+FEFF, controls) only hide what an address is;
+        # the reserved-domain check (shared/policy/sandboxes.py) folds the visible rest.
+        if any(unicodedata.category(ch).startswith("C") for ch in value):
+            raise ValueError("the email holds control or format characters")
         return value.lower()
 
 

@@ -72,8 +72,11 @@ async def list_own(session: AsyncSession, caller: PartnerCaller) -> list[dict[st
 
 async def create(session: AsyncSession, caller: PartnerCaller, name: str) -> dict[str, Any]:
     """A new sandbox of the partner, seeded; its logins' passwords are in this answer
-    only. 409 past `MAX_PER_PARTNER` (counted under the partner's row lock, so two
-    requests at once cannot both take the last place)."""
+    only. 409 past `MAX_PER_PARTNER`: counted under the partner's row lock on PostgreSQL,
+    and on SQLite inside a transaction begun with BEGIN IMMEDIATE (shared/db/engine.py),
+    which holds the database's write lock; so two requests at once cannot both take the
+    last place. 409 too, writing nothing, if a generated login email belongs to another
+    environment (shared/demo/seed.py)."""
     await session.get(Partner, caller.partner_id, with_for_update=True)
     count = (await session.exec(select(func.count()).select_from(Environment).where(
         Environment.sandbox_partner_id == caller.partner_id))).one()

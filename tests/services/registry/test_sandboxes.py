@@ -13,9 +13,11 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from sqlmodel import col, select
 
 from services.registry.app import create_app as create_registry
+from services.registry.sandboxes import service as sandbox_service
 from services.sync.app import create_app as create_sync
 from shared.config import Settings
 from shared.models import (
@@ -28,7 +30,8 @@ from shared.models import (
     Partner,
     User,
 )
-from shared.policy.sandboxes import RESERVED_DOMAIN
+from shared.passwords import verify_password
+from shared.policy.sandboxes import MAX_PER_PARTNER, RESERVED_DOMAIN
 from shared.vault import TokenKind, new_token
 from tests.fixtures.auth_server import AuthServer, Client, new_client
 from tests.fixtures.dpop import DPoPKey
@@ -280,13 +283,21 @@ async def test_customer_side_routes_never_see_a_sandbox(settings: Settings,
                                        json={"email": "x@example.test", "name": "X",
                                              "template": "accountant"}, headers=provisioner)
             assert made.status_code == 404
-            for email in (f"boss@{RESERVED_DOMAIN}", f"boss@abc.{RESERVED_DOMAIN.upper()}"):
+            # Spellings that fold to the reserved domain (fullwidth and ideographic dots,
+            # with one ASCII dot so the address's pattern holds) and invisible characters.
+            for email, why in ((f"boss@{RESERVED_DOMAIN}", "reserved"),
+                               (f"boss@abc.{RESERVED_DOMAIN.upper()}", "reserved"),
+                               ("boss@x.sandbox\uff0ekoppel\uff0einvalid", "reserved"),
+                               ("boss@sandbox\u3002koppel.invalid", "reserved"),
+                               ("boss@ABC.sandbox\uff0eKOPPEL.invalid\uff0e", "reserved"),
+                               (f"boss@{RESERVED_DOMAIN}\u200b", "format characters"),
+                               (f"boss@x.{RESERVED_DOMAIN}\ufeff", "format characters")):
                 refused = await registry.post(
                     f"/v1/directory/environments/{customer_id}/users",
                     json={"email": email, "name": "Boss", "template": "accountant"},
                     headers=provisioner)
-                assert refused.status_code in (400, 422), refused.text
-                assert "reserved" in refused.text
+                assert refused.status_code == 422, (email, refused.text)
+                assert why in refused.text, (email, refused.text)
             fine = await registry.get(f"/v1/directory/environments/{customer_id}",
                                       headers=provisioner)
             assert fine.status_code == 200
@@ -318,3 +329,73 @@ async def test_a_dpop_bound_app_token_needs_its_proof_on_the_sandbox_routes(
         proved = await registry.get("/v1/sandboxes", headers={
             "Authorization": f"DPoP {token}", "DPoP": key.proof("GET", url, access_token=token)})
         assert proved.status_code == 200, proved.text
+
+
+async def test_sandbox_logins_never_take_over_another_environments(
+        settings: Settings, auth_server: AuthServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each sandbox's logins lie on a domain of its whole id; a sandbox whose generated
+    emails are already another environment's users (the collision a shortened id made
+    possible) is refused with 409, writes nothing and leaves those users as they were."""
+    initial, _ = _partner(auth_server, "Colliding Partner")
+    async with running(create_registry(_settings(settings, auth_server))) as registry:
+        first = (await registry.post("/v1/sandboxes", json={"name": "A"},
+                                     headers=_bearer(initial))).json()
+        second = (await registry.post("/v1/sandboxes", json={"name": "B"},
+                                      headers=_bearer(initial))).json()
+        try:
+            domains = [{u["email"].partition("@")[2] for u in s["users"]}
+                       for s in (first, second)]
+            assert domains == [{f"{uuid.UUID(s['id']).hex}.{RESERVED_DOMAIN}"}
+                               for s in (first, second)]
+            taken = domains[0].pop()
+            with auth_server.sessions() as session:
+                before = {u.email: (u.environment_id, u.password_hash, u.debtor_id,
+                                    u.employee_id, u.updated_at)
+                          for u in session.exec(select(User)).all()}
+                environments = session.exec(select(Environment.id)).all()
+            monkeypatch.setattr(sandbox_service, "sandbox_domain", lambda _id: taken)
+            refused = await registry.post("/v1/sandboxes", json={"name": "C"},
+                                          headers=_bearer(initial))
+            assert refused.status_code == 409, refused.text
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert "another environment" in refused.json()["detail"]
+            with auth_server.sessions() as session:
+                assert {u.email: (u.environment_id, u.password_hash, u.debtor_id,
+                                  u.employee_id, u.updated_at)
+                        for u in session.exec(select(User)).all()} == before
+                assert sorted(session.exec(select(Environment.id)).all()) == sorted(environments)
+            for user in first["users"]:  # A's logins keep the passwords A was given
+                with auth_server.sessions() as session:
+                    stored = session.get(User, uuid.UUID(user["id"]))
+                    assert stored is not None and verify_password(stored.password_hash,
+                                                                  user["password"])
+        finally:
+            for sandbox in (first, second):
+                await registry.delete(f"/v1/sandboxes/{sandbox['id']}", headers=_bearer(initial))
+
+
+async def test_concurrent_creates_at_the_cap_admit_exactly_one(
+        settings: Settings, auth_server: AuthServer) -> None:
+    """With four sandboxes, several creates at once: the count and the insert are one
+    serialised step (PostgreSQL: the partner's row lock; SQLite: BEGIN IMMEDIATE), so
+    exactly one takes the fifth place and the others answer 409."""
+    initial, _ = _partner(auth_server, "Racing Partner")
+    async with running(create_registry(_settings(settings, auth_server))) as registry:
+        made = []
+        try:
+            for n in range(MAX_PER_PARTNER - 1):
+                response = await registry.post("/v1/sandboxes", json={"name": f"S{n}"},
+                                               headers=_bearer(initial))
+                assert response.status_code == 201, response.text
+                made.append(response.json()["id"])
+            racing = await asyncio.gather(*(
+                registry.post("/v1/sandboxes", json={"name": f"R{n}"}, headers=_bearer(initial))
+                for n in range(3)))
+            assert sorted(r.status_code for r in racing) == [201, 409, 409], \
+                [r.text for r in racing]
+            made += [r.json()["id"] for r in racing if r.status_code == 201]
+            listed = (await registry.get("/v1/sandboxes", headers=_bearer(initial))).json()
+            assert len(listed["data"]) == MAX_PER_PARTNER
+        finally:
+            for sandbox_id in made:
+                await registry.delete(f"/v1/sandboxes/{sandbox_id}", headers=_bearer(initial))
