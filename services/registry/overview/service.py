@@ -72,7 +72,7 @@ class ExportBatch:
     companies: dict[Any, str] | None
     apps: dict[Any, tuple[str, str, str | None]]
     text: ExportText | None = None
-    # The app-wide health flags of the apps seen so far (id -> space-separated), and
+    # The app-wide health flags of the apps seen so far (id -> flags), and
     # the time before which an expiry is `expiring_soon` (connections/health.py).
     app_flags: dict[Any, list[str]] = field(default_factory=dict)
     expiring_limit: datetime | None = None
