@@ -118,6 +118,11 @@ class Settings(BaseSettings):
 
     login_ui_url: str | None = None
     consent_ui_url: str | None = None
+    # Where a user manages (and revokes) their linked apps in the SaaS; the consent page
+    # links it when set (services/auth/pages/templates/consent.html).
+    manage_apps_url: str | None = Field(
+        default=None, description="http(s) URL of the SaaS's Manage apps page; the consent "
+        "page links it when set")
     webhooks_allow_loopback: bool = False
 
     log_level: str = "info"
@@ -137,6 +142,13 @@ class Settings(BaseSettings):
     @field_validator("database_url", "redis_url", "login_ui_url", "consent_ui_url")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("manage_apps_url")
+    @classmethod
+    def _web_address(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
         return value or None
 
     @field_validator("trusted_proxies", mode="before")

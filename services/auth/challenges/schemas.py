@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -94,6 +95,9 @@ class ConsentRequest(BaseModel):
         description="scopes granted before that the link loses (grant_management_action "
                     "replace)")
     debtors: list[DebtorInfo]
+    expires_at: datetime | None = Field(
+        default=None, description="when the link would expire if accepted now (the "
+        "environment's consent lifetime for these scopes); null: it lasts until revoked")
 
 
 class AcceptConsent(BaseModel):

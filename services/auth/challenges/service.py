@@ -89,4 +89,5 @@ def consent_request(
         kept_scopes=[ScopeInfo(**s) for s in context["kept_scopes"]],
         dropped_scopes=[ScopeInfo(**s) for s in context["dropped_scopes"]],
         debtors=[DebtorInfo(**d, companies=context["companies"]) for d in context["debtors"]],
+        expires_at=context.get("expires_at"),
     )

@@ -29,8 +29,9 @@ from services.auth.oauth2.authorization import (
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.grant_management import INVALID_GRANT_ID
 from services.auth.pages.i18n import TEMPLATE_NAMES
-from shared.models import App, Connection, ConnectionStatus
+from shared.models import App, Connection, ConnectionStatus, User
 from shared.policy.apps import admits_user
+from shared.policy.lifetime import after_widening, expires_at
 from shared.scopes import CONSENT_SCOPES, SCOPES, implied
 
 
@@ -177,7 +178,8 @@ def _decide(
             return refuse(checked, "consent_required",
                           "the link has expired; the user has to renew it", issuer), checked
         return ShowPage("consent.html", 200, {
-            "app": checked.app, **renew.page_context(ctx, connection, lang)}), checked
+            "app": checked.app, **renew.page_context(ctx, connection, lang),
+            **page_facts(ctx, user, connection.scopes, None, renewal=True)}), checked
     if connection is not None and connection.status != ConnectionStatus.ACTIVE:
         return refuse(checked, "access_denied", "this link is suspended", issuer), checked
     to_ask = new_scopes(connection, checked.scopes)
@@ -201,8 +203,27 @@ def _decide(
             "dropped_scopes": [SCOPES[s].localized(lang) for s in dropped if s in SCOPES],
             "debtors": [{"id": str(d.id), "name": d.name} for d in scope_of.debtors],
             "companies": [{"id": str(c.id), "name": c.name} for c in scope_of.companies[debtor.id]],
+            **page_facts(ctx, user, resulting_scopes(checked, connection), connection),
         },
     ), checked
+
+
+def page_facts(ctx: AuthContext, user: User, scopes: list[str], connection: Connection | None,
+               *, renewal: bool = False) -> dict:
+    """What else a person needs to decide (docs/product.md, "The consent page"): who is
+    logged in, and until when the consent lasts: the environment's consent lifetime for
+    these scopes (shared/policy/lifetime.py) from now, or for a widened connection the
+    expiry it keeps; None: until the user revokes it."""
+    environment = repository.environment(ctx.session, user.environment_id)
+    if renewal or connection is None:
+        until = expires_at(environment, scopes, ctx.now)
+    else:
+        until = after_widening(environment, scopes, connection.expires_at, ctx.now)
+    return {
+        "user": {"name": user.name, "email": user.email},
+        "expires_at": until,
+        "lifetime_days": None if until is None else (until.date() - ctx.now.date()).days,
+    }
 
 
 def resulting_scopes(checked: Checked, connection: Connection | None) -> list[str]:

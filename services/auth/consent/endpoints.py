@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.auth.consent.decide import NeedLogin, Redirect, ShowPage, decide, record_decision
 from services.auth.deps import RuntimeDep, run_authlib
-from services.auth.login.sessions import current_session
+from services.auth.login.sessions import current_session, end_session
 from services.auth.oauth2.authorize import login_url
 from services.auth.oauth2.pending import (
     Pending,
@@ -73,6 +73,7 @@ async def _render(
         status=outcome.status,
         challenge=challenge,
         csrf=pending.csrf,
+        manage_apps_url=runtime.settings.manage_apps_url,
         **outcome.context,
     )
 
@@ -123,3 +124,29 @@ async def consent_decision(
     )
     CONSENT_DECISIONS.labels(decision).inc()
     return await _render(runtime, outcome, consent_challenge, pending, lang)
+
+
+@router.post(
+    "/switch-account",
+    response_class=HTMLResponse,
+    responses={303: {"description": "logged out: back to the login page of the same request"}},
+)
+async def switch_account(
+    request: Request,
+    runtime: RuntimeDep,
+    consent_challenge: Annotated[str, Form(max_length=200)],
+    csrf_token: Annotated[str, Form(max_length=200)],
+) -> Response:
+    """"Not you?" on the consent page: end this browser's login session and go back to
+    the login page of the same pending authorization request, which forgets its user
+    (nothing of the old session is kept); after the next login, the consent page."""
+    pending = await load_pending(runtime, consent_challenge)
+    lang = pick_language(request, dict(pending.query).get("ui_locales") if pending else None)
+    if (pending is None or not same_browser(runtime, request, pending)
+            or not hmac.compare_digest(csrf_token, pending.csrf)):
+        return _bad_request(lang)
+    pending.user_id, pending.auth_time, pending.force_login = None, None, True
+    await save_pending(runtime, pending, consent_challenge)
+    response = RedirectResponse(login_url(runtime, consent_challenge), status_code=303)
+    await end_session(runtime, request, response)
+    return response

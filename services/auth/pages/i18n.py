@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from fastapi import Request
 
 LANGUAGES = ("nl", "en")
@@ -50,6 +52,15 @@ TEXT: dict[str, dict[str, str]] = {
                            "you confirm.",
         "logout": "Log out",
         "no_companies": "You reach no companies in this client, so there is nothing to link.",
+        "logged_in_as": "Logged in as {name} ({email}).",
+        "switch_account": "Not you? Use another account",
+        "lasts_until": "This link lasts {days} days, until {date}; after that {app} has to "
+                       "ask you again.",
+        "lasts_forever": "This link lasts until you revoke it.",
+        "revoke_where": "You can revoke it at any time in Manage apps.",
+        "manage_apps": "Manage apps",
+        "logo_alt": "Logo of {app}",
+        "published_by": "Published by {publisher}",
     },
     "nl": {
         "login_title": "Inloggen",
@@ -94,8 +105,30 @@ TEXT: dict[str, dict[str, str]] = {
                            "tot je dat bevestigt.",
         "logout": "Uitloggen",
         "no_companies": "Je hebt bij deze debiteur geen bedrijven, dus er valt niets te koppelen.",
+        "logged_in_as": "Ingelogd als {name} ({email}).",
+        "switch_account": "Niet jij? Gebruik een ander account",
+        "lasts_until": "Deze koppeling geldt {days} dagen, tot {date}; daarna moet {app} het "
+                       "je opnieuw vragen.",
+        "lasts_forever": "Deze koppeling geldt tot je haar intrekt.",
+        "revoke_where": "Je kunt haar altijd intrekken via Apps beheren.",
+        "manage_apps": "Apps beheren",
+        "logo_alt": "Logo van {app}",
+        "published_by": "Uitgegeven door {publisher}",
     },
 }
+
+MONTHS = {
+    "en": ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December"),
+    "nl": ("januari", "februari", "maart", "april", "mei", "juni", "juli", "augustus",
+           "september", "oktober", "november", "december"),
+}
+
+
+def long_date(when: date, lang: str) -> str:
+    """A date as people write it: "4 March 2027", "4 maart 2027" (UTC dates)."""
+    return f"{when.day} {MONTHS[lang][when.month - 1]} {when.year}"
+
 
 TEMPLATE_NAMES = {
     "en": {"accountant": "Accountant", "master_client": "Master Client",

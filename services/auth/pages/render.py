@@ -7,12 +7,13 @@ from pathlib import Path
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from services.auth.pages.i18n import TEXT
+from services.auth.pages.i18n import TEXT, long_date
 
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=select_autoescape(default=True),
 )
+_env.filters["long_date"] = long_date
 
 
 def page(template: str, *, lang: str, status: int = 200, **context) -> HTMLResponse:

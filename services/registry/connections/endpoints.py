@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response, status
 
-from services.registry.connections import expiry, narrowing, service
+from services.registry.connections import expiry, health, narrowing, service
 from services.registry.connections.schemas import (
     ConnectionList,
     ConnectionOut,
@@ -56,21 +56,35 @@ async def list_my_connections(
     rows, next_cursor = await service.list_for_user(
         session, runtime.keyring.digest_key, caller, cursor, limit
     )
-    data = [ConnectionOut(**connection_fields(c, a, ids, lang)) for c, a, ids in rows]
+    data = await _with_flags(session, runtime, caller, rows, lang)
     return page(request, response, data, next_cursor)
+
+
+async def _with_flags(session, runtime, caller: UserCaller, rows, lang: str
+                      ) -> list[ConnectionOut]:
+    """The user's connections with their health flags (one batch of app look-ups)."""
+    now = utcnow()
+    limit = health.expiring_before(now, runtime.settings.consent_expiry_notice_days)
+    by_app = await health.app_flags(session, caller.user.environment_id,
+                                    [c.app_id for c, _, _ in rows])
+    return [ConnectionOut(**connection_fields(c, a, ids, lang), flags=health.flags(
+        c.status, expires_at=c.expires_at, user_active=caller.user.active,
+        unused=health.is_unused(c.status, c.created_at, c.last_used_at, now),
+        app_flags=by_app.get(c.app_id, []), expiring_limit=limit)) for c, a, ids in rows]
 
 
 @router.get("/v1/me/connections/{connection_id}", response_model=ConnectionOut,
             responses=NOT_FOUND)
 async def get_my_connection(
-    connection_id: uuid.UUID, session: SessionDep, caller: MeConnectionsRead, lang: LanguageDep,
+    connection_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep,
+    caller: MeConnectionsRead, lang: LanguageDep,
 ) -> ConnectionOut:
     """One of the calling user's connections; another user's id answers 404."""
     connection, app, ids = await service.get_visible(
         session, connection_id, environment_id=caller.user.environment_id,
         user_id=caller.user.id,
     )
-    return ConnectionOut(**connection_fields(connection, app, ids, lang))
+    return (await _with_flags(session, runtime, caller, [(connection, app, ids)], lang))[0]
 
 
 @router.delete("/v1/me/connections/{connection_id}", status_code=status.HTTP_204_NO_CONTENT,
@@ -93,7 +107,8 @@ async def revoke_my_connection(
              responses={**NOT_FOUND, 409: {"description": "the connection does not expire, "
                                                         "or is revoked"}})
 async def renew_my_connection(
-    connection_id: uuid.UUID, session: SessionDep, caller: MeConnectionsRenew, lang: LanguageDep,
+    connection_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep,
+    caller: MeConnectionsRenew, lang: LanguageDep,
 ) -> ConnectionOut:
     """Renew one of the calling user's connections that expires (or has expired): the
     same connection, active again unless suspended, with a new `expires_at` from now;
@@ -104,7 +119,7 @@ async def renew_my_connection(
         user_id=caller.user.id, for_update=True,
     )
     await expiry.renew(session, connection, caller.user, utcnow())
-    return ConnectionOut(**connection_fields(connection, app, ids, lang))
+    return (await _with_flags(session, runtime, caller, [(connection, app, ids)], lang))[0]
 
 
 @router.post("/v1/me/connections/{connection_id}/narrow", response_model=ConnectionOut,

@@ -25,8 +25,8 @@ class ScopeDetail(BaseModel):
     sensitivity: str
 
 
-class ConnectionOut(BaseModel):
-    """A connection as the user who made it sees it."""
+class ConnectionFields(BaseModel):
+    """What every view of a connection shows."""
 
     id: uuid.UUID
     app: AppRef
@@ -49,7 +49,16 @@ class ConnectionOut(BaseModel):
         "granted more than 30 days ago and unused for 90 days")
 
 
-class PartnerConnectionOut(ConnectionOut):
+class ConnectionOut(ConnectionFields):
+    """A connection as the user who made it sees it (Manage apps)."""
+
+    flags: list[str] = Field(
+        default_factory=list, description="what a person can act on (connections/"
+        "health.py): expiring_soon, unused_90_days, user_deactivated, app_suspended, "
+        "app_blocked, webhooks_disabled; empty for a revoked connection")
+
+
+class PartnerConnectionOut(ConnectionFields):
     """A connection as its app sees it: where, what and when; never who (no emails)."""
 
     environment_id: uuid.UUID

@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
+from services.registry.connections import health
 from services.registry.overview.cells import LINE_END, safe, scope_cells
 from services.registry.overview.service import ExportBatch
 
 COLUMNS = [
     "id", "app_client_id", "app_name", "publisher", "user_id", "user_email", "user_template",
     "user_deactivated", "debtor_id", "company_ids", "scopes", "sensitive_scopes", "status",
-    "stale", "created_at", "last_used_at", "revoked_at", "expires_at",
+    "stale", "created_at", "last_used_at", "revoked_at", "expires_at", "flags",
 ]
 CHUNK = 64 * 1024
 MAX_CACHED_SCOPE_LISTS = 10_000
@@ -65,6 +66,7 @@ class _Formatter:
         """One CSV line per row of the batch."""
         companies = batch.companies
         app_cells, scope_cells_of = self.app_cells, self.scopes
+        app_flags, limit = batch.app_flags, batch.expiring_limit or datetime.now(UTC)
         for row in batch.rows:
             (ident, app_id, user_id, debtor_id, scopes_json, status, created, last_used,
              revoked, email, template, active, stale, expires) = row[:14]
@@ -76,6 +78,10 @@ class _Formatter:
                 "false" if active else "true", str(debtor_id), company_ids or "", *scopes,
                 str(status), "true" if stale else "false", iso(created), iso(last_used),
                 iso(revoked), iso(expires),
+                " ".join(health.flags(status, expires_at=expires, unused=bool(stale),
+                                      user_active=bool(active),
+                                      app_flags=app_flags.get(app_id, ()),
+                                      expiring_limit=limit)),
             )) + LINE_END
 
 

@@ -61,14 +61,16 @@ async def list_environment_connections(
     With `Accept: text/csv`: every matching connection as streamed CSV (no paging)."""
     if _wants_csv(request):
         check_limit(query.limit)
-        batches = service.export_batches(runtime.async_session, caller.user.environment_id,
-                                         query)
+        batches = service.export_batches(
+            runtime.async_session, caller.user.environment_id, query,
+            notice_days=runtime.settings.consent_expiry_notice_days)
         return StreamingResponse(
             csv_stream(batches), media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="connections.csv"'},
         )
-    rows, next_cursor = await service.list_page(session, runtime.keyring.digest_key, caller,
-                                                query, lang)
+    rows, next_cursor = await service.list_page(
+        session, runtime.keyring.digest_key, caller, query, lang,
+        runtime.settings.consent_expiry_notice_days)
     return page(request, response, rows, next_cursor)
 
 

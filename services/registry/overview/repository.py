@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -33,12 +33,18 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
 
+from services.registry.connections.health import (
+    EXPIRING_SOON,
+    UNUSED,
+    UNUSED_AFTER,
+    USER_DEACTIVATED,
+)
 from services.registry.overview.cells import FORMULA_START, LINE_END, QUOTE_TRIGGERS
 from services.registry.overview.schemas import OverviewFilter
 from shared.models import App, Connection, ConnectionCompany, ConnectionStatus, User
 from shared.scopes import SCOPES
 
-STALE_AFTER = timedelta(days=90)
+STALE_AFTER = UNUSED_AFTER  # "stale" is the health flag unused_90_days
 # Planner settings for the statements of an export batch (`export_text`), set for its
 # transaction only.
 EXPORT_PLAN = {"jit": "off", "enable_hashjoin": "off", "enable_mergejoin": "off",
@@ -85,6 +91,23 @@ def last_activity():
 def stale_condition(now: datetime):
     return and_(col(Connection.status) != ConnectionStatus.REVOKED,
                 last_activity() < now - STALE_AFTER)
+
+
+def flags_text(now: datetime, expiring_limit: datetime, app_flags):
+    """connections/health.py `flags` in SQL (PostgreSQL export): the connection's flags,
+    space-separated, in the same order; `app_flags` is the app's own (text, NULL for
+    none). A revoked connection has none."""
+    status = col(Connection.status)
+    live = status != ConnectionStatus.REVOKED
+    expiring = case((and_(live, status != ConnectionStatus.EXPIRED,
+                          col(Connection.expires_at) < expiring_limit),
+                     literal(EXPIRING_SOON, String)))
+    unused = case((stale_condition(now), literal(UNUSED, String)))
+    deactivated = case((and_(live, col(User.active).is_(False)),
+                        literal(USER_DEACTIVATED, String)))
+    app = case((live, func.nullif(app_flags, literal("", String))))
+    return func.concat_ws(literal(" ", String), expiring, unused, deactivated, app,
+                          type_=String)
 
 
 def _like_json_string(value: str) -> str:
@@ -238,6 +261,10 @@ class ExportCells:
 
     apps: dict[str, str] = field(default_factory=dict)
     scopes: dict[str, str] = field(default_factory=dict)
+    # The app-wide health flags (id -> space-separated; apps without any left out), and
+    # the time before which an expiry is `expiring_soon`.
+    app_flags: dict[str, str] = field(default_factory=dict)
+    expiring_limit: datetime | None = None
     # The export's statements, built once (`OverviewRepository.export_text`).
     statements: dict[Any, Any] = field(default_factory=dict)
 
@@ -329,7 +356,7 @@ class OverviewRepository:
         return func.array_to_string(func.array(ids), literal(" ", String), type_=String)
 
     def _export_rows(self, environment_id: uuid.UUID, flt: OverviewFilter, sort: str,
-                     now: datetime):
+                     now: datetime, expiring_limit: datetime):
         """The rows of the export, each with its line but for the app's and the scope
         list's cells (looked up in the `apps` and `scopes` parameters, JSON objects)."""
         middle = _joined(
@@ -346,6 +373,8 @@ class OverviewRepository:
             func.coalesce(iso_text(col(Connection.expires_at)), literal("", String)))
         app_key = cast(col(Connection.app_id), String)
         scopes_key = cast(col(Connection.scopes), String)
+        app_flags = type_coerce(bindparam("app_flags", type_=JSONB), JSONB)[app_key].astext
+        tail = _joined(tail, flags_text(now, expiring_limit, app_flags))
         app_cells = type_coerce(bindparam("apps", type_=JSONB), JSONB)[app_key].astext
         scope_cells = type_coerce(bindparam("scopes", type_=JSONB), JSONB)[scopes_key].astext
         by = nullable_sort(sort)
@@ -399,14 +428,16 @@ class OverviewRepository:
         meets one not there gives no text but what is missing, to be filled in and read
         again. In id order the statement is built once per export (`cells.statements`)."""
         descending = sort.startswith("-")
-        params: dict[str, Any] = {"apps": cells.apps, "scopes": cells.scopes}
+        params: dict[str, Any] = {"apps": cells.apps, "scopes": cells.scopes,
+                                  "app_flags": cells.app_flags}
+        expiring_limit = cells.expiring_limit or now
         built = nullable_sort(sort) is None and limit is None
         if built:
             variant = (after is not None, upto is not None)
             statement = cells.statements.get(variant)
             if statement is None:
-                stmt, ident = self._export_rows(environment_id, flt, sort, now), \
-                    col(Connection.id)
+                stmt, ident = self._export_rows(environment_id, flt, sort, now,
+                                                expiring_limit), col(Connection.id)
                 if after is not None:
                     # col() is typed Mapped; the attribute has its column's type.
                     mark = bindparam("after", type_=ident.type)  # type: ignore[attr-defined]
@@ -418,7 +449,8 @@ class OverviewRepository:
             parts = [statement]
             params.update(after=after[1] if after is not None else None, upto=upto)
         else:
-            parts = keyset(self._export_rows(environment_id, flt, sort, now), sort, after)
+            parts = keyset(self._export_rows(environment_id, flt, sort, now, expiring_limit),
+                           sort, after)
         result = ExportText()
         db = await self.session.connection()
         # A batch is a few thousand rows: joined by index look-ups (never by scanning whole

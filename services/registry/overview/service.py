@@ -8,19 +8,18 @@ import json
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.registry.connections import narrowing
+from services.registry.connections import health, narrowing
 from services.registry.connections import service as connections
 from services.registry.connections.repository import ConnectionRepository
 from services.registry.connections.schemas import connection_fields
 from services.registry.overview.cells import export_app_cells, export_scope_cells
 from services.registry.overview.repository import (
-    STALE_AFTER,
     ExportCells,
     ExportText,
     OverviewRepository,
@@ -73,16 +72,25 @@ class ExportBatch:
     companies: dict[Any, str] | None
     apps: dict[Any, tuple[str, str, str | None]]
     text: ExportText | None = None
+    # The app-wide health flags of the apps seen so far (id -> flags), and
+    # the time before which an expiry is `expiring_soon` (connections/health.py).
+    app_flags: dict[Any, list[str]] = field(default_factory=dict)
+    expiring_limit: datetime | None = None
 
 
 def overview_row(connection: Connection, app: App, user: User, company_ids: list[uuid.UUID],
-                 lang: str, now: datetime) -> OverviewRow:
-    last = connection.last_used_at or connection.created_at
+                 lang: str, now: datetime, app_flags: list[str],
+                 notice_days: int = health.DEFAULT_NOTICE_DAYS) -> OverviewRow:
+    stale = health.is_unused(connection.status, connection.created_at,
+                             connection.last_used_at, now)
     return OverviewRow(
         **connection_fields(connection, app, company_ids, lang, now),
+        flags=health.flags(connection.status, expires_at=connection.expires_at, unused=stale,
+                           user_active=user.active, app_flags=app_flags,
+                           expiring_limit=health.expiring_before(now, notice_days)),
         user=UserRef(id=user.id, email=user.email, template=user.template),
         user_deactivated=not user.active,
-        stale=connection.status != ConnectionStatus.REVOKED and last < now - STALE_AFTER,
+        stale=stale,
         sensitive_scopes=[s for s in connection.scopes
                           if s in SCOPES and SCOPES[s].sensitivity in SENSITIVE],
         revoked_by=connection.revoked_by,
@@ -107,13 +115,24 @@ def _cursor(query: OverviewQuery, key: bytes, connection: Connection) -> str:
 
 
 async def rows_with_companies(session: AsyncSession, rows: list[tuple[Connection, App, User]],
-                              lang: str, now: datetime) -> list[OverviewRow]:
+                              lang: str, now: datetime,
+                              notice_days: int = health.DEFAULT_NOTICE_DAYS
+                              ) -> list[OverviewRow]:
+    """The rows with their companies and health flags: a batch query each, whatever the
+    page size (never a query per row)."""
     companies = await ConnectionRepository(session).company_ids([c.id for c, _, _ in rows])
-    return [overview_row(c, a, u, companies.get(c.id, []), lang, now) for c, a, u in rows]
+    flags: dict[uuid.UUID, list[str]] = {}
+    for environment_id in {c.environment_id for c, _, _ in rows}:
+        flags.update(await health.app_flags(session, environment_id, [
+            c.app_id for c, _, _ in rows if c.environment_id == environment_id]))
+    return [overview_row(c, a, u, companies.get(c.id, []), lang, now,
+                         flags.get(c.app_id, []), notice_days) for c, a, u in rows]
 
 
 async def list_page(session: AsyncSession, key: bytes, caller: UserCaller,
-                    query: OverviewQuery, lang: str) -> tuple[list[OverviewRow], str | None]:
+                    query: OverviewQuery, lang: str,
+                    notice_days: int = health.DEFAULT_NOTICE_DAYS,
+                    ) -> tuple[list[OverviewRow], str | None]:
     """One page of the environment's connections."""
     check_limit(query.limit)
     now = utcnow()
@@ -124,11 +143,13 @@ async def list_page(session: AsyncSession, key: bytes, caller: UserCaller,
     more = len(rows) > query.limit
     rows = rows[:query.limit]
     next_cursor = _cursor(query, key, rows[-1][0]) if more else None
-    return await rows_with_companies(session, rows, lang, now), next_cursor
+    return await rows_with_companies(session, rows, lang, now, notice_days), next_cursor
 
 
 async def export_batches(session_factory, environment_id: uuid.UUID, query: OverviewQuery,
-                         batch: int | None = None) -> AsyncIterator[ExportBatch]:
+                         batch: int | None = None, *,
+                         notice_days: int = health.DEFAULT_NOTICE_DAYS,
+                         ) -> AsyncIterator[ExportBatch]:
     """Every matching connection, in batches of `batch` rows, each read in a short
     transaction of its own (keyset order), so an export of any size runs in constant
     memory and holds no lock between batches: on PostgreSQL as CSV lines made by the
@@ -136,12 +157,15 @@ async def export_batches(session_factory, environment_id: uuid.UUID, query: Over
     async with session_factory() as session:
         postgres = session.bind.dialect.name == "postgresql"
     export = _postgres_batches if postgres else row_batches
-    async for found in export(session_factory, environment_id, query, batch):
+    async for found in export(session_factory, environment_id, query, batch,
+                              notice_days=notice_days):
         yield found
 
 
 async def row_batches(session_factory, environment_id: uuid.UUID, query: OverviewQuery,
-                      batch: int | None = None) -> AsyncIterator[ExportBatch]:
+                      batch: int | None = None, *,
+                      notice_days: int = health.DEFAULT_NOTICE_DAYS,
+                      ) -> AsyncIterator[ExportBatch]:
     """Every matching connection, in batches of `batch` plain rows (only the exported
     columns, no ORM objects), for csv_export.py to format. Apps are looked up once per
     export."""
@@ -150,6 +174,8 @@ async def row_batches(session_factory, environment_id: uuid.UUID, query: Overvie
     # The row's sort value: last_used_at, expires_at, or created_at for id order.
     at = {"last_used_at": 7, "expires_at": 13}.get(query.sort.lstrip("-"), 6)
     apps: dict[Any, tuple[str, str, str | None]] = {}
+    app_flags: dict[Any, list[str]] = {}
+    expiring_limit = health.expiring_before(now, notice_days)
     position = None
     while True:
         async with session_factory() as session:
@@ -165,8 +191,13 @@ async def row_batches(session_factory, environment_id: uuid.UUID, query: Overvie
             if missing:
                 for app_id, client_id, name, publisher in await repo.apps(list(missing)):
                     apps[app_id] = (client_id, name, publisher)
+                found_flags = await health.app_flags(session, environment_id,
+                                                     [_uuid(a) for a in missing])
+                for app_id in missing:
+                    app_flags[app_id] = found_flags.get(_uuid(app_id), [])
         # The session is closed before a slow reader takes the batch.
-        yield ExportBatch(rows, companies, apps)
+        yield ExportBatch(rows, companies, apps, app_flags=app_flags,
+                          expiring_limit=expiring_limit)
         last = rows[-1]
         last_id = last[0] if isinstance(last[0], uuid.UUID) else uuid.UUID(last[0])
         value = last[at] if by is None or last[at] is not None else by.null_value
@@ -178,6 +209,10 @@ async def row_batches(session_factory, environment_id: uuid.UUID, query: Overvie
         if len(rows) < batch:
             return
         del rows, companies  # before the next batch is read: one batch in memory at once
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
 async def _in_order(reads: AsyncIterator[Callable[[], Awaitable[ExportBatch]]],
@@ -203,14 +238,16 @@ async def _in_order(reads: AsyncIterator[Callable[[], Awaitable[ExportBatch]]],
 
 
 async def _postgres_batches(session_factory, environment_id: uuid.UUID, query: OverviewQuery,
-                            batch: int | None = None) -> AsyncIterator[ExportBatch]:
+                            batch: int | None = None, *,
+                            notice_days: int = health.DEFAULT_NOTICE_DAYS,
+                            ) -> AsyncIterator[ExportBatch]:
     """The export on PostgreSQL: each batch as CSV text made by the database
     (`OverviewRepository.export_text`) in a short transaction of its own. In id order
     (the default sort) a cheap look-ahead finds where the next batches end, so that they
     are read while this one is (EXPORT_AHEAD + 1 statements at once); in last-used order
     the next batch is read while this one is written."""
     now, batch = utcnow(), batch or EXPORT_TEXT_BATCH
-    cells = ExportCells()
+    cells = ExportCells(expiring_limit=health.expiring_before(now, notice_days))
 
     async def read(after, limit, upto=None) -> ExportBatch:
         async with session_factory() as session:
@@ -225,9 +262,15 @@ async def _postgres_batches(session_factory, environment_id: uuid.UUID, query: O
                 if len(cells.apps) + len(cells.scopes) + len(found.missing_apps) + \
                         len(found.missing_scopes) > MAX_EXPORT_CELLS:
                     cells.apps.clear()
+                    cells.app_flags.clear()
                     cells.scopes.clear()
                 for app_id, client_id, name, publisher in await repo.apps(found.missing_apps):
                     cells.apps[app_id] = export_app_cells(client_id, name, publisher)
+                found_flags = await health.app_flags(
+                    session, environment_id, [_uuid(a) for a in found.missing_apps])
+                for app_id in found.missing_apps:
+                    if found_flags.get(_uuid(app_id)):
+                        cells.app_flags[app_id] = " ".join(found_flags[_uuid(app_id)])
                 for scopes_json in found.missing_scopes:
                     cells.scopes[scopes_json] = export_scope_cells(scopes_json)
 
@@ -309,7 +352,7 @@ async def revoke_one(session: AsyncSession, caller: UserCaller, connection_id: u
     user = await session.get(User, connection.user_id)
     if user is None:
         raise RuntimeError(f"the user of connection {connection.id} is missing")
-    return overview_row(connection, app, user, company_ids, lang, utcnow())
+    return overview_row(connection, app, user, company_ids, lang, utcnow(), [])  # revoked
 
 
 async def narrow_one(session: AsyncSession, caller: UserCaller, connection_id: uuid.UUID,
@@ -321,7 +364,7 @@ async def narrow_one(session: AsyncSession, caller: UserCaller, connection_id: u
     user = await session.get(User, connection.user_id)
     if user is None:
         raise RuntimeError(f"the user of connection {connection.id} is missing")
-    return overview_row(connection, app, user, company_ids, lang, utcnow())
+    return (await rows_with_companies(session, [(connection, app, user)], lang, utcnow()))[0]
 
 
 async def bulk_revoke(session: AsyncSession, caller: UserCaller, flt: OverviewFilter,

@@ -130,8 +130,19 @@ def parse_page(html: str) -> _PageParser:
 
 
 def only_form(response: httpx.Response) -> Form:
+    """The page's form: its only one, or the one that posts back to the page's own path
+    (a consent page also has the "use another account" form, to /switch-account)."""
     forms = parse_page(response.text).forms
+    if len(forms) > 1:
+        forms = [f for f in forms if f.action == urlsplit(str(response.url)).path]
     assert len(forms) == 1, f"expected one form, got {len(forms)}: {response.text[:500]}"
+    return forms[0]
+
+
+def form_to(response: httpx.Response, action: str) -> Form:
+    """The page's one form that posts to `action`."""
+    forms = [f for f in parse_page(response.text).forms if f.action == action]
+    assert len(forms) == 1, f"expected one form to {action}: {response.text[:500]}"
     return forms[0]
 
 

@@ -19,7 +19,16 @@ from services.registry.overview.schemas import OverviewQuery
 from shared.config import Settings
 from shared.db.engine import async_session_factory, create_async_db_engine
 from shared.db.types import utcnow
-from shared.models import App, Connection, ConnectionStatus, User
+from shared.models import (
+    App,
+    AppStatus,
+    Connection,
+    ConnectionStatus,
+    EnvironmentAppPolicy,
+    User,
+    WebhookEndpoint,
+    WebhookEndpointStatus,
+)
 from tests.fixtures import factories as f
 from tests.services.registry.conftest import World
 
@@ -59,16 +68,30 @@ def _tricky_world(world: World) -> None:
             for j, user in enumerate(users):
                 if (i + j) % 3:
                     continue
-                created = now - timedelta(days=(i * 7 + j) % 400,
+                created = now - timedelta(days=(i * 31 + j) % 400,
                                           microseconds=0 if j % 2 else 123456)
                 used = None if (i + j) % 4 == 0 else created + timedelta(seconds=j, microseconds=i)
                 revoked = (i + j) % 5 == 0
+                expired = (i + j) % 7 == 1
+                # Expiries near, far, past and none: the `flags` column's expiring_soon.
+                expires = [None, now + timedelta(days=3), now + timedelta(days=40),
+                           now - timedelta(days=2)][(i + j) % 4]
                 f.make_connection(
                     session, user, app, companies=companies[:(i + j) % 5],
                     scopes=scope_lists[(i + 2 * j) % len(scope_lists)], created_at=created,
-                    last_used_at=used,
-                    status=ConnectionStatus.REVOKED if revoked else ConnectionStatus.ACTIVE,
+                    last_used_at=used, expires_at=expires,
+                    status=ConnectionStatus.REVOKED if revoked else
+                    ConnectionStatus.EXPIRED if expired else ConnectionStatus.ACTIVE,
                     revoked_at=used or created if revoked else None)
+        # App-wide flags: suspended, blocked in this environment, a webhook endpoint off.
+        apps[1].status = AppStatus.SUSPENDED
+        session.add(EnvironmentAppPolicy(environment_id=tenant.environment.id,
+                                         app_id=apps[2].id, blocked=True))
+        for app, status in ((apps[3], WebhookEndpointStatus.DISABLED),
+                            (apps[4], WebhookEndpointStatus.ACTIVE)):
+            session.add(WebhookEndpoint(app_id=app.id, url="https://hooks.example/x",
+                                        events=["*"], status=status,
+                                        secret_ciphertext=b"sealed", secret_key_id="k1"))
         session.commit()
 
 
@@ -92,6 +115,9 @@ async def test_database_lines_equal_the_python_formatter(
     fast, python = await _both(factory, world, OverviewQuery(sort=sort), batch)
     assert fast == python
     assert fast.count("\r\n") > 30 and "'=HYPERLINK" in fast and "ünï" in fast
+    for flag in ("expiring_soon", "unused_90_days", "user_deactivated", "app_suspended",
+                 "app_blocked", "webhooks_disabled"):
+        assert flag in fast, flag
     assert '"line\nbreak@x.test"' in fast and '"Acme, ""Quoted"" B.V."' in fast
 
 

@@ -1,0 +1,108 @@
+"""A connection's health flags (docs/product.md 5.4 and 5.5, issue 19 item 5): what a
+person can act on, as machine-readable strings, in one place for Manage apps, the
+overview and its CSV export. (On PostgreSQL the export writes the same cell in SQL:
+overview/repository.py `flags_text`, held to the same bytes by
+tests/services/registry/test_csv_export_sql.py.)
+
+- `expiring_soon`: the connection expires within the notice window
+  (KOPPEL_CONSENT_EXPIRY_NOTICE_DAYS), and has not expired yet;
+- `unused_90_days`: last used more than 90 days ago, or never used and made more than
+  90 days ago (the overview's `stale`);
+- `user_deactivated`: the consenting user's login is inactive;
+- `app_suspended`: the operator suspended the app;
+- `app_blocked`: the environment's app policy blocks the app;
+- `webhooks_disabled`: at least one of the app's webhook endpoints is disabled (any, not
+  all: a disabled endpoint misses the events it subscribed to).
+
+A revoked connection has no flags: there is nothing left to act on. The order is
+always ORDER's. Flags are computed when read, never stored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.config import Settings
+from shared.models import (
+    App,
+    AppStatus,
+    ConnectionStatus,
+    EnvironmentAppPolicy,
+    WebhookEndpoint,
+    WebhookEndpointStatus,
+)
+
+EXPIRING_SOON = "expiring_soon"
+UNUSED = "unused_90_days"
+USER_DEACTIVATED = "user_deactivated"
+APP_SUSPENDED = "app_suspended"
+APP_BLOCKED = "app_blocked"
+WEBHOOKS_DISABLED = "webhooks_disabled"
+ORDER = (EXPIRING_SOON, UNUSED, USER_DEACTIVATED, APP_SUSPENDED, APP_BLOCKED,
+         WEBHOOKS_DISABLED)
+UNUSED_AFTER = timedelta(days=90)
+DEFAULT_NOTICE_DAYS: int = Settings.model_fields["consent_expiry_notice_days"].default
+
+
+def _aware(value: datetime | str) -> datetime:
+    """A timestamp as UTC-aware (SQLite gives naive UTC, a PostgreSQL export ISO text)."""
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def expiring_before(now: datetime, notice_days: int = DEFAULT_NOTICE_DAYS) -> datetime:
+    """A connection expiring before this time is `expiring_soon`."""
+    return now + timedelta(days=notice_days)
+
+
+def flags(status: str, *, expires_at: datetime | str | None, unused: bool, user_active: bool,
+          app_flags: Iterable[str], expiring_limit: datetime) -> list[str]:
+    """The connection's flags, in ORDER. `unused` is the overview's staleness rule
+    (`is_unused`), `app_flags` what `app_flags` found for its app."""
+    if status == ConnectionStatus.REVOKED:
+        return []
+    found = []
+    if (expires_at is not None and status != ConnectionStatus.EXPIRED
+            and _aware(expires_at) < expiring_limit):
+        found.append(EXPIRING_SOON)
+    if unused:
+        found.append(UNUSED)
+    if not user_active:
+        found.append(USER_DEACTIVATED)
+    return [*found, *app_flags]
+
+
+def is_unused(status: str, created_at: datetime, last_used_at: datetime | None,
+              now: datetime) -> bool:
+    """Unused for 90 days (or never used and made more than 90 days ago), not revoked."""
+    last = _aware(last_used_at or created_at)
+    return status != ConnectionStatus.REVOKED and last < now - UNUSED_AFTER
+
+
+async def app_flags(session: AsyncSession, environment_id: uuid.UUID,
+                    app_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
+    """The app-wide flags of each app, as the environment sees them: three queries for
+    any number of apps (never one per connection)."""
+    ids = sorted(set(app_ids))
+    if not ids:
+        return {}
+    suspended = set((await session.exec(select(App.id).where(
+        col(App.id).in_(ids), App.status == AppStatus.SUSPENDED))).all())
+    blocked = set((await session.exec(select(EnvironmentAppPolicy.app_id).where(
+        EnvironmentAppPolicy.environment_id == environment_id,
+        col(EnvironmentAppPolicy.app_id).in_(ids),
+        col(EnvironmentAppPolicy.blocked).is_(True)))).all())
+    disabled = set((await session.exec(select(WebhookEndpoint.app_id).where(
+        col(WebhookEndpoint.app_id).in_(ids),
+        WebhookEndpoint.status == WebhookEndpointStatus.DISABLED).distinct())).all())
+    result: dict[uuid.UUID, list[str]] = {}
+    for app_id in ids:
+        result[app_id] = [flag for flag, on in ((APP_SUSPENDED, app_id in suspended),
+                                                (APP_BLOCKED, app_id in blocked),
+                                                (WEBHOOKS_DISABLED, app_id in disabled)) if on]
+    return result

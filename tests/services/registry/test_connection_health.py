@@ -1,0 +1,164 @@
+"""Health flags (issue 19 item 5): each connection in Manage apps (`/v1/me/connections`),
+the overview (`/v1/environment/connections`) and its CSV carries the flags a person can
+act on, computed in one place (services/registry/connections/health.py), read here
+over HTTP: expiring soon (the notice window, KOPPEL_CONSENT_EXPIRY_NOTICE_DAYS), unused
+for 90 days, the user deactivated, the app suspended or blocked by this environment, a
+webhook endpoint of the app disabled; none for a revoked connection."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from datetime import timedelta
+
+import httpx
+
+from services.registry.app import create_app
+from shared.db.types import utcnow
+from shared.models import (
+    App,
+    AppStatus,
+    ConnectionStatus,
+    EnvironmentAppPolicy,
+    WebhookEndpoint,
+    WebhookEndpointStatus,
+)
+from shared.models import UserTemplate as T
+from tests.fixtures import factories as f
+from tests.services.conftest import running
+from tests.services.registry.conftest import World, bearer
+
+
+def _endpoint(app: App, status: WebhookEndpointStatus) -> WebhookEndpoint:
+    return WebhookEndpoint(app_id=app.id, url="https://hooks.example/x", events=["*"],
+                           status=status, secret_ciphertext=b"sealed", secret_key_id="k1")
+
+
+def _scene(world: World) -> dict[str, list[str]]:
+    """Connections of environment A, each set up for one flag (or none): id -> the
+    flags expected."""
+    now, tenant = utcnow(), world.a
+    expected: dict[uuid.UUID, list[str]] = {}
+    with world.sessions() as session:
+        user = session.merge(tenant.users["master_client"])
+        gone = f.make_user(session, tenant.environment, template=T.MASTER_CLIENT,
+                           debtor=tenant.debtors[0], active=False)
+        suspended, suspended_too, blocked, hooked, fine_hooks = (
+            f.make_app(session, name=n) for n in ("Suspended", "Suspended Too", "Blocked",
+                                                  "Hooked", "Fine Hooks"))
+        suspended.status = suspended_too.status = AppStatus.SUSPENDED
+        session.add(EnvironmentAppPolicy(environment_id=tenant.environment.id,
+                                         app_id=blocked.id, blocked=True))
+        session.add_all([_endpoint(hooked, WebhookEndpointStatus.ACTIVE),
+                         _endpoint(hooked, WebhookEndpointStatus.DISABLED),
+                         _endpoint(fine_hooks, WebhookEndpointStatus.ACTIVE)])
+
+        def connect(app: App | None, flags: list[str], who=user, **fields) -> None:
+            """One connection (one per user, app and debtor: a healthy app of its own
+            when `app` is None)."""
+            app = app or f.make_app(session, name="Healthy")
+            connection = f.make_connection(session, who, app, **{"last_used_at": now,
+                                                                **fields})
+            expected[connection.id] = flags
+
+        healthy = None
+        connect(healthy, [])
+        connect(healthy, ["expiring_soon"], expires_at=now + timedelta(days=3))
+        connect(healthy, [], expires_at=now + timedelta(days=30))
+        connect(healthy, [], expires_at=now - timedelta(days=1),
+                status=ConnectionStatus.EXPIRED)  # expired: no longer "soon"
+        connect(healthy, ["unused_90_days"], last_used_at=now - timedelta(days=91))
+        connect(healthy, ["unused_90_days"], last_used_at=None,
+                created_at=now - timedelta(days=100))
+        connect(healthy, [], last_used_at=None, created_at=now - timedelta(days=10))
+        connect(suspended, ["app_suspended"])
+        connect(blocked, ["app_blocked"], status=ConnectionStatus.SUSPENDED)
+        connect(hooked, ["webhooks_disabled"])
+        connect(fine_hooks, [])
+        connect(healthy, ["user_deactivated"], who=gone)
+        connect(suspended_too, ["expiring_soon", "unused_90_days", "app_suspended"],
+                expires_at=now + timedelta(days=1), last_used_at=now - timedelta(days=200))
+        connect(hooked, [], who=gone, status=ConnectionStatus.REVOKED, revoked_at=now,
+                last_used_at=now - timedelta(days=200))
+        # The same blocked app in environment B: blocked only where its policy says so.
+        other = f.make_connection(session, session.merge(world.b.users["master_client"]),
+                                  blocked, last_used_at=now)
+        session.commit()
+        expected_b = {str(other.id): []}
+    return {str(k): v for k, v in expected.items()} | {"b": list(expected_b)}
+
+
+async def _overview(client: httpx.AsyncClient, world: World, tenant=None) -> dict[str, list]:
+    user = (tenant or world.a).users["accountant"]
+    response = await client.get("/v1/environment/connections", params={"limit": 500},
+                                headers=bearer(world.user_token(user)))
+    assert response.status_code == 200, response.text
+    return {row["id"]: row["flags"] for row in response.json()["data"]}
+
+
+async def test_every_flag_in_the_overview_manage_apps_and_the_csv(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    expected = _scene(world)
+    b_ids = expected.pop("b")
+
+    overview = await _overview(client, world)
+    assert {k: overview[k] for k in expected} == expected
+    in_b = await _overview(client, world, world.b)
+    assert all(in_b[i] == [] for i in b_ids)
+
+    owner = world.a.users["master_client"]
+    response = await client.get("/v1/me/connections", params={"limit": 500},
+                                headers=bearer(world.user_token(owner)))
+    assert response.status_code == 200, response.text
+    mine = {row["id"]: row["flags"] for row in response.json()["data"]}
+    ours = [k for k in expected if k in mine]
+    assert len(ours) == len(expected) - 2  # all but the deactivated user's two
+    assert {k: mine[k] for k in ours} == {k: expected[k] for k in ours}
+    one = next(k for k, v in expected.items() if v == ["webhooks_disabled"])
+    single = await client.get(f"/v1/me/connections/{one}",
+                              headers=bearer(world.user_token(owner)))
+    assert single.json()["flags"] == ["webhooks_disabled"]
+
+    exported = await client.get("/v1/environment/connections", headers={
+        **bearer(world.user_token(world.a.users["accountant"])), "Accept": "text/csv"})
+    assert exported.status_code == 200, exported.text
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert list(rows[0])[-1] == "flags"
+    by_id = {row["id"]: row["flags"].split() for row in rows}
+    assert {k: by_id[k] for k in expected} == expected
+
+
+async def test_the_partner_view_has_no_flags(client: httpx.AsyncClient, world: World) -> None:
+    """Flags are for the customer: the app's own view leaves them out (whether its user
+    was deactivated, say, is not the partner's business)."""
+    response = await client.get("/v1/app/connections",
+                                headers=bearer(world.app_token(world.apps[0])))
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]
+    assert all("flags" not in row for row in response.json()["data"])
+
+
+async def test_the_notice_window_is_the_setting(world: World) -> None:
+    now = utcnow()
+    with world.sessions() as session:
+        app = f.make_app(session, name="Window")
+        connection = f.make_connection(session, session.merge(world.a.users["master_client"]),
+                                       app, last_used_at=now,
+                                       expires_at=now + timedelta(days=20))
+        session.commit()
+        ident = str(connection.id)
+    headers = bearer(world.user_token(world.a.users["accountant"]))
+    for days, flags in ((14, []), (30, ["expiring_soon"])):
+        settings = world.settings.model_copy(update={"consent_expiry_notice_days": days})
+        async with running(create_app(settings)) as client:
+            response = await client.get("/v1/environment/connections",
+                                        params={"app": app.client_id}, headers=headers)
+            assert response.status_code == 200, response.text
+            [row] = response.json()["data"]
+            assert row["id"] == ident and row["flags"] == flags
+            exported = await client.get("/v1/environment/connections", params={
+                "app": app.client_id}, headers={**headers, "Accept": "text/csv"})
+            [line] = list(csv.DictReader(io.StringIO(exported.text)))
+            assert line["flags"].split() == flags
