@@ -211,9 +211,10 @@ def _decide(
 def page_facts(ctx: AuthContext, user: User, scopes: list[str], connection: Connection | None,
                *, renewal: bool = False) -> dict:
     """What else a person needs to decide (docs/product.md, "The consent page"): who is
-    logged in, and until when the consent lasts: the environment's consent lifetime for
-    these scopes (shared/policy/lifetime.py) from now, or for a widened connection the
-    expiry it keeps; None: until the user revokes it."""
+    logged in, whether this is a partner's sandbox, and until when the consent lasts:
+    the environment's consent lifetime for these scopes (shared/policy/lifetime.py) from
+    now, or for a widened connection the expiry it keeps; None: until the user revokes
+    it."""
     environment = repository.environment(ctx.session, user.environment_id)
     if renewal or connection is None:
         until = expires_at(environment, scopes, ctx.now)
@@ -223,6 +224,8 @@ def page_facts(ctx: AuthContext, user: User, scopes: list[str], connection: Conn
         "user": {"name": user.name, "email": user.email},
         "expires_at": until,
         "lifetime_days": None if until is None else (until.date() - ctx.now.date()).days,
+        # A partner's sandbox says so on every page that shows its data.
+        "sandbox": environment is not None and environment.sandbox_partner_id is not None,
     }
 
 

@@ -53,6 +53,8 @@ TEXT: dict[str, dict[str, str]] = {
         "logout": "Log out",
         "no_companies": "You reach no companies in this client, so there is nothing to link.",
         "logged_in_as": "Logged in as {name} ({email}).",
+        "sandbox_notice": "Sandbox: this environment holds made-up test data, not a "
+                          "customer's.",
         "switch_account": "Not you? Use another account",
         "lasts_until": "This link lasts {days} days, until {date}; after that {app} has to "
                        "ask you again.",
@@ -106,6 +108,8 @@ TEXT: dict[str, dict[str, str]] = {
         "logout": "Uitloggen",
         "no_companies": "Je hebt bij deze debiteur geen bedrijven, dus er valt niets te koppelen.",
         "logged_in_as": "Ingelogd als {name} ({email}).",
+        "sandbox_notice": "Sandbox: deze omgeving bevat verzonnen testgegevens, niet die "
+                          "van een klant.",
         "switch_account": "Niet jij? Gebruik een ander account",
         "lasts_until": "Deze koppeling geldt {days} dagen, tot {date}; daarna moet {app} het "
                        "je opnieuw vragen.",

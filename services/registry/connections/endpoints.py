@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response, status
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.registry.connections import expiry, health, narrowing, service
 from services.registry.connections.schemas import (
@@ -142,10 +143,13 @@ async def narrow_my_connection(
     return ConnectionOut(**connection_fields(connection, app, ids, lang))
 
 
-def _partner_view(row, lang: str) -> PartnerConnectionOut:
-    connection, app, ids = row
-    return PartnerConnectionOut(**connection_fields(connection, app, ids, lang),
-                                environment_id=connection.environment_id)
+async def _partner_views(session: AsyncSession, rows, lang: str) -> list[PartnerConnectionOut]:
+    sandboxes = await service.sandbox_environments(
+        session, {connection.environment_id for connection, _, _ in rows})
+    return [PartnerConnectionOut(**connection_fields(connection, app, ids, lang),
+                                 environment_id=connection.environment_id,
+                                 sandbox=connection.environment_id in sandboxes)
+            for connection, app, ids in rows]
 
 
 @router.get("/v1/app/connections", response_model=PartnerConnectionList)
@@ -159,7 +163,7 @@ async def list_app_connections(
     rows, next_cursor = await service.list_for_app(
         session, runtime.keyring.digest_key, caller, cursor, limit, status
     )
-    return page(request, response, [_partner_view(row, lang) for row in rows], next_cursor)
+    return page(request, response, await _partner_views(session, rows, lang), next_cursor)
 
 
 @router.get("/v1/app/connections/{connection_id}", response_model=PartnerConnectionOut,
@@ -168,7 +172,8 @@ async def get_app_connection(
     connection_id: uuid.UUID, session: SessionDep, caller: AppConnectionsRead, lang: LanguageDep,
 ) -> PartnerConnectionOut:
     """One of the calling app's connections; another app's id answers 404."""
-    return _partner_view(await service.get_for_app(session, connection_id, caller), lang)
+    row = await service.get_for_app(session, connection_id, caller)
+    return (await _partner_views(session, [row], lang))[0]
 
 
 @router.post("/v1/app/connections/{connection_id}/revoke", response_model=PartnerConnectionOut,
@@ -182,4 +187,4 @@ async def revoke_app_connection(
     row = await service.get_for_app(session, connection_id, caller, for_update=True)
     await service.revoke(session, row[0], Actor("app", caller.app.client_id),
                          f"app:{caller.app.client_id}", body.reason if body else None)
-    return _partner_view(row, lang)
+    return (await _partner_views(session, [row], lang))[0]

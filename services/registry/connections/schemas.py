@@ -62,6 +62,8 @@ class PartnerConnectionOut(ConnectionFields):
     """A connection as its app sees it: where, what and when; never who (no emails)."""
 
     environment_id: uuid.UUID
+    sandbox: bool = Field(default=False, description="the environment is one of the "
+                          "partner's sandboxes (made-up data), not a customer's")
 
 
 class ConnectionList(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.registry.connections.repository import ConnectionRepository
@@ -16,7 +17,7 @@ from shared.audit import Actor, append_async
 from shared.db.types import utcnow
 from shared.errors import NotFound
 from shared.metrics import REVOCATIONS
-from shared.models import App, Connection, ConnectionStatus
+from shared.models import App, Connection, ConnectionStatus, Environment
 from shared.outbox import connection_event, emit
 from shared.pagination import DEFAULT_LIMIT, after_id, check_limit, id_cursor
 from shared.policy.dependency import AppCaller, UserCaller
@@ -73,6 +74,17 @@ async def get_visible(session: AsyncSession, connection_id: uuid.UUID, *,
             companies = await repo.company_ids([connection.id])
             return connection, app, companies.get(connection.id, [])
     raise NotFound("no such connection")
+
+
+async def sandbox_environments(session: AsyncSession, environment_ids: set[uuid.UUID]
+                               ) -> set[uuid.UUID]:
+    """Which of these environments are partners' sandboxes (one query)."""
+    if not environment_ids:
+        return set()
+    found = await session.exec(select(Environment.id).where(
+        col(Environment.id).in_(environment_ids),
+        col(Environment.sandbox_partner_id).is_not(None)))
+    return set(found.all())
 
 
 async def get_for_app(session: AsyncSession, connection_id: uuid.UUID, caller: AppCaller,

@@ -358,7 +358,7 @@ async def revoke_one(session: AsyncSession, caller: UserCaller, connection_id: u
 async def narrow_one(session: AsyncSession, caller: UserCaller, connection_id: uuid.UUID,
                      keep: list[str], lang: str) -> OverviewRow:
     """An accountant drops scopes from one connection of the environment."""
-    connection, app, company_ids = await connections.get_visible(
+    connection, app, _ = await connections.get_visible(
         session, connection_id, environment_id=caller.user.environment_id, for_update=True)
     await narrowing.narrow(session, connection, keep, Actor("user", str(caller.user.id)))
     user = await session.get(User, connection.user_id)

@@ -38,7 +38,7 @@ from tests.fixtures.dpop import DPoPKey
 from tests.services.auth.support import (
     AuthRequest,
     Browser,
-    obtain_tokens,
+    exchange,
     post_form,
 )
 from tests.services.auth.support import (
@@ -174,8 +174,12 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
         master = _login(sandbox, "master_client")
         agent = Browser(auth_server, "127.78.0.1")
         try:
-            tokens = obtain_tokens(auth_server, agent, AuthRequest(client, scope=DATA_SCOPE),
-                                   master)
+            # The consent page says it is a sandbox (a customer's never does).
+            request = AuthRequest(client, scope=DATA_SCOPE)
+            page = agent.follow(agent.login(agent.follow(agent.authorize(request)), master))
+            assert page.status_code == 200 and "data-sandbox" in page.text, page.text[:300]
+            linked = agent.walk(agent.submit(page, decision="allow"), request.target)
+            tokens = exchange(auth_server, request, linked.params["code"]).json()
             # ...while another partner's app is refused consent in the sandbox.
             refused = agent.link(AuthRequest(other_client, scope=DATA_SCOPE), master)
             assert refused.params["error"] == "access_denied", refused.location
@@ -188,6 +192,10 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
             mine = session.exec(select(App.id).where(App.client_id == client.client_id)).one()
             assert [c.app_id for c in links] == [mine]
         connection = _bearer(tokens["access_token"])
+        # The partner's view marks the connection as a sandbox's.
+        views = (await registry.get("/v1/app/connections", headers=_bearer(
+            _app_token(auth_server, client, "webhooks.manage")))).json()["data"]
+        assert [(v["environment_id"], v["sandbox"]) for v in views] == [(str(sandbox_id), True)]
         company_id = sandbox["debtors"][0]["companies"][0]["id"]
         employees = await sync.get(f"/v1/companies/{company_id}/employees", headers=connection)
         assert employees.status_code == 200, employees.text

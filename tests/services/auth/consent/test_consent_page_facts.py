@@ -86,6 +86,7 @@ def test_the_page_names_the_user_the_app_its_links_and_until_revoked(
     html = page.text
 
     assert f'data-user="{user.email}"' in html
+    assert "data-sandbox" not in html  # a customer's environment is never marked a sandbox
     with auth_server.sessions() as session:
         account = session.get(UserRow, uuid.UUID(user.id))
         assert account is not None
