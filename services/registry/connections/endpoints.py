@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request, Response, status
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.registry.connections import expiry, health, narrowing, service
+from services.registry.connections import expiry, health, lifecycle, narrowing, service
 from services.registry.connections.schemas import (
     ConnectionList,
     ConnectionOut,
@@ -112,7 +112,8 @@ async def renew_my_connection(
     caller: MeConnectionsRenew, lang: LanguageDep,
 ) -> ConnectionOut:
     """Renew one of the calling user's connections that expires (or has expired): the
-    same connection, active again unless suspended, with a new `expires_at` from now;
+    same connection, active again unless suspended (or the policy suspends it now: the
+    app suspended or blocked), with a new `expires_at` from now;
     audited, and the app gets `connection.renewed`. 409 when it does not expire or is
     revoked; another user's id answers 404."""
     connection, app, ids = await service.get_visible(
@@ -120,6 +121,10 @@ async def renew_my_connection(
         user_id=caller.user.id, for_update=True,
     )
     await expiry.renew(session, connection, caller.user, utcnow())
+    # The policy's suspension rules hold for a renewed connection as for any other (a
+    # suspended or blocked app, an app not admitted here): it comes back suspended.
+    await lifecycle.reconcile(session, Actor("user", str(caller.user.id)),
+                              user_id=connection.user_id, app_id=connection.app_id)
     return (await _with_flags(session, runtime, caller, [(connection, app, ids)], lang))[0]
 
 

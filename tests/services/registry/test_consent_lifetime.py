@@ -217,10 +217,17 @@ async def test_renewing_through_the_api_keeps_a_suspension_and_refuses_what_neve
     assert stored.expires_at is not None and stored.expires_at >= before + 30 * DAY
     assert _event_types(world, first.id)[-1] == "connection.renewed"
 
-    # A suspended connection is renewed (a new expiry) but stays suspended.
-    _set(world, Connection, second.id, status="suspended", suspended_reason="app_blocked")
+    # An expired connection of an app the accountant blocked meanwhile is renewed (a new
+    # expiry) but comes back suspended: the policy's rules hold for it as for any other.
+    app = next(a for a in world.apps if a.id == second.app_id)
+    _set(world, Connection, second.id, status="expired")  # the block finds it expired
+    blocked = await client.put(f"/v1/environment/policy/apps/{app.client_id}",
+                               json={"blocked": True}, headers=accountant(world))
+    assert blocked.status_code == 200, blocked.text
+    _set(world, Connection, second.id, status="expired", suspended_reason=None)
     kept = await client.post(f"/v1/me/connections/{second.id}/renew", headers=mine)
-    assert kept.status_code == 200 and kept.json()["status"] == "suspended"
+    assert kept.status_code == 200 and kept.json()["status"] == "suspended", kept.text
+    assert _stored(world)[second.id].suspended_reason == "app_blocked"
     assert _stored(world)[second.id].expires_at >= before + 30 * DAY
 
     # Another user's connection, or one of environment B: 404, nothing changed.
