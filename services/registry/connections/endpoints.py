@@ -8,7 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request, Response, status
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.registry.connections import expiry, health, lifecycle, narrowing, service
+from services.registry.connections import (
+    expiry,
+    health,
+    lifecycle,
+    narrowing,
+    service,
+    usage,
+)
 from services.registry.connections.schemas import (
     ConnectionList,
     ConnectionOut,
@@ -71,6 +78,7 @@ async def _with_flags(session, runtime, caller: UserCaller, rows, lang: str
     return [ConnectionOut(**connection_fields(c, a, ids, lang), flags=health.flags(
         c.status, expires_at=c.expires_at, user_active=caller.user.active,
         unused=health.is_unused(c.status, c.created_at, c.last_used_at, now),
+        unused_scopes=bool(usage.unused_scopes(c, now)),
         app_flags=by_app.get(c.app_id, []), expiring_limit=limit)) for c, a, ids in rows]
 
 

@@ -8,6 +8,10 @@ tests/services/registry/test_csv_export_sql.py.)
   (KOPPEL_CONSENT_EXPIRY_NOTICE_DAYS), and has not expired yet;
 - `unused_90_days`: last used more than 90 days ago, or never used and made more than
   90 days ago (the overview's `stale`);
+- `unused_scopes`: some of its scopes were granted more than 30 days ago and not needed
+  for 90 days (the connection's `unused_scopes` names them; connections/usage.py). Not in
+  the CSV's `flags` cell, which both export paths write the same way from the
+  connection row alone;
 - `user_deactivated`: the consenting user's login is inactive;
 - `app_suspended`: the operator suspended the app;
 - `app_blocked`: the environment's app policy blocks the app;
@@ -39,11 +43,12 @@ from shared.models import (
 
 EXPIRING_SOON = "expiring_soon"
 UNUSED = "unused_90_days"
+UNUSED_SCOPES = "unused_scopes"
 USER_DEACTIVATED = "user_deactivated"
 APP_SUSPENDED = "app_suspended"
 APP_BLOCKED = "app_blocked"
 WEBHOOKS_DISABLED = "webhooks_disabled"
-ORDER = (EXPIRING_SOON, UNUSED, USER_DEACTIVATED, APP_SUSPENDED, APP_BLOCKED,
+ORDER = (EXPIRING_SOON, UNUSED, UNUSED_SCOPES, USER_DEACTIVATED, APP_SUSPENDED, APP_BLOCKED,
          WEBHOOKS_DISABLED)
 UNUSED_AFTER = timedelta(days=90)
 DEFAULT_NOTICE_DAYS: int = Settings.model_fields["consent_expiry_notice_days"].default
@@ -61,9 +66,11 @@ def expiring_before(now: datetime, notice_days: int = DEFAULT_NOTICE_DAYS) -> da
 
 
 def flags(status: str, *, expires_at: datetime | str | None, unused: bool, user_active: bool,
-          app_flags: Iterable[str], expiring_limit: datetime) -> list[str]:
+          app_flags: Iterable[str], expiring_limit: datetime,
+          unused_scopes: bool = False) -> list[str]:
     """The connection's flags, in ORDER. `unused` is the overview's staleness rule
-    (`is_unused`), `app_flags` what `app_flags` found for its app."""
+    (`is_unused`), `unused_scopes` whether usage.unused_scopes names any, `app_flags`
+    what `app_flags` found for its app."""
     if status == ConnectionStatus.REVOKED:
         return []
     found = []
@@ -72,6 +79,8 @@ def flags(status: str, *, expires_at: datetime | str | None, unused: bool, user_
         found.append(EXPIRING_SOON)
     if unused:
         found.append(UNUSED)
+    if unused_scopes:
+        found.append(UNUSED_SCOPES)
     if not user_active:
         found.append(USER_DEACTIVATED)
     return [*found, *app_flags]

@@ -69,7 +69,8 @@ def _scene(world: World) -> dict[str, list[str]]:
         connect(healthy, [], expires_at=now - timedelta(days=1),
                 status=ConnectionStatus.EXPIRED)  # expired: no longer "soon"
         connect(healthy, ["unused_90_days"], last_used_at=now - timedelta(days=91))
-        connect(healthy, ["unused_90_days"], last_used_at=None,
+        # Granted 100 days ago and never used: its scopes are unused too.
+        connect(healthy, ["unused_90_days", "unused_scopes"], last_used_at=None,
                 created_at=now - timedelta(days=100))
         connect(healthy, [], last_used_at=None, created_at=now - timedelta(days=10))
         connect(suspended, ["app_suspended"])
@@ -127,7 +128,9 @@ async def test_every_flag_in_the_overview_manage_apps_and_the_csv(
     rows = list(csv.DictReader(io.StringIO(exported.text)))
     assert list(rows[0])[-1] == "flags"
     by_id = {row["id"]: row["flags"].split() for row in rows}
-    assert {k: by_id[k] for k in expected} == expected
+    # The CSV's cell leaves out `unused_scopes` (its own column-less field; health.py).
+    assert {k: by_id[k] for k in expected} == {
+        k: [f for f in v if f != "unused_scopes"] for k, v in expected.items()}
 
 
 async def test_the_partner_view_has_no_flags(client: httpx.AsyncClient, world: World) -> None:

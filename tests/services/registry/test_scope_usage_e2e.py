@@ -83,6 +83,7 @@ async def test_scope_usage_is_shown_and_narrowing_holds_tokens_to_the_rest(
         assert connection["scope_usage"] == [
             {"scope": s, "last_used_at": None} for s in PARTNER_SCOPE.split()]
         assert connection["unused_scopes"] == []  # granted just now
+        assert "unused_scopes" not in connection["flags"]
 
         # Real sync calls: /v1/debtors needs company.info.read; the flush writes it.
         await runtime.redis.delete("koppel:scopeused:pending")
@@ -103,6 +104,7 @@ async def test_scope_usage_is_shown_and_narrowing_holds_tokens_to_the_rest(
         unused = ["employee.absence.read", "offline_access"]
         [connection] = (await registry.get("/v1/me/connections", headers=mine)).json()["data"]
         assert connection["unused_scopes"] == unused
+        assert "unused_scopes" in connection["flags"]  # the health flag a person acts on
         app_token = _client_credentials(auth_server, partner_app)
         as_app = (await registry.get(f"/v1/app/connections/{ident}", headers=app_token)).json()
         assert as_app["unused_scopes"] == unused
@@ -110,6 +112,7 @@ async def test_scope_usage_is_shown_and_narrowing_holds_tokens_to_the_rest(
         overview = (await registry.get("/v1/environment/connections", headers=books)).json()
         [row_out] = [r for r in overview["data"] if r["id"] == ident]
         assert row_out["unused_scopes"] == unused
+        assert "unused_scopes" in row_out["flags"]
         summary = (await registry.get("/v1/environment/connections/summary",
                                       headers=books)).json()["data"]
         [mine_summary] = [s for s in summary if s["app"]["client_id"] == partner_app.client_id]
