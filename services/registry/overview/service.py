@@ -265,13 +265,17 @@ async def _postgres_batches(session_factory, environment_id: uuid.UUID, query: O
                     cells.apps.clear()
                     cells.app_flags.clear()
                     cells.scopes.clear()
-                for app_id, client_id, name, publisher in await repo.apps(found.missing_apps):
-                    cells.apps[app_id] = export_app_cells(client_id, name, publisher)
+                # Both looked up before either is stored: the reads ahead share `cells`,
+                # and one that met an app's name cells without its flags would write
+                # the app's rows with an empty flags cell.
+                app_rows = await repo.apps(found.missing_apps)
                 found_flags = await health.app_flags(
                     session, environment_id, [_uuid(a) for a in found.missing_apps])
                 for app_id in found.missing_apps:
                     if found_flags.get(_uuid(app_id)):
                         cells.app_flags[app_id] = " ".join(found_flags[_uuid(app_id)])
+                for app_id, client_id, name, publisher in app_rows:
+                    cells.apps[app_id] = export_app_cells(client_id, name, publisher)
                 for scopes_json in found.missing_scopes:
                     cells.scopes[scopes_json] = export_scope_cells(scopes_json)
 
