@@ -27,7 +27,15 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPBearer
 
-from shared.dpop import DPOP_ALGS, NONCE_HEADER, USE_NONCE, DPoPError, ProofChecker, only_proof
+from shared.dpop import (
+    DPOP_ALGS,
+    NONCE_HEADER,
+    USE_NONCE,
+    DPoPError,
+    Proof,
+    ProofChecker,
+    only_proof,
+)
 from shared.errors import InsufficientScope, Unauthorized
 from shared.last_used import UsageRecorder
 from shared.scopes import SCOPES
@@ -120,6 +128,14 @@ def request_url(request: Request) -> str:
     return base.rstrip("/") + path
 
 
+# A resource server may reserve the proof's jti together with its own Redis work of the
+# request, in one round trip: `app.state.dpop_reserve(request, principal, checker, proof)`
+# must reserve `checker.jti_key(proof)` for `checker.jti_ttl` seconds (SET NX) and raise
+# DPoPError if it was taken (sync: with its rate-limit counters, services/sync/ratelimits.py).
+# It runs here, inside the one authentication step, so no route and no replay skips it.
+DPoPReserve = Callable[[Request, Principal, ProofChecker, Proof], Awaitable[None]]
+
+
 async def _check_proof(request: Request, principal: Principal, token: str) -> None:
     checker = get_proof_checker(request)
     try:
@@ -130,7 +146,11 @@ async def _check_proof(request: Request, principal: Principal, token: str) -> No
                                 access_token=token)
         if checked.jkt != principal.jkt:
             raise DPoPError("the DPoP proof is signed with another key than the token's")
-        await checker.reserve(request.app.state.runtime.redis, checked)
+        reserve = getattr(request.app.state, "dpop_reserve", None)
+        if reserve is None:
+            await checker.reserve(request.app.state.runtime.redis, checked)
+        else:
+            await reserve(request, principal, checker, checked)
     except DPoPError as error:
         exc = InvalidDPoPProof(error.description)
         exc.headers["WWW-Authenticate"] = challenge(error.error, "dpop")

@@ -275,18 +275,19 @@ class ProofChecker:
             raise DPoPError("a current DPoP-Nonce is required in the proof", USE_NONCE)
         return Proof(jkt, jti)
 
-    def _jti_key(self, proof: Proof) -> str:
+    def jti_key(self, proof: Proof) -> str:
+        """The Redis key that reserves the proof's jti (for `jti_ttl` seconds)."""
         return f"koppel:dpop:jti:{proof.jkt}:{proof.jti}"
 
     async def reserve(self, redis: Redis, proof: Proof) -> None:
         """Record the proof's jti; DPoPError if it was seen within the window (a replay).
         Redis errors propagate (the caller answers 503)."""
-        if not await redis.set(self._jti_key(proof), b"1", ex=self.jti_ttl, nx=True):
+        if not await redis.set(self.jti_key(proof), b"1", ex=self.jti_ttl, nx=True):
             raise DPoPError("this DPoP proof was used before (jti)")
 
     def reserve_sync(self, redis: SyncRedis, proof: Proof) -> None:
         """`reserve` for synchronous code."""
-        if not redis.set(self._jti_key(proof), b"1", ex=self.jti_ttl, nx=True):
+        if not redis.set(self.jti_key(proof), b"1", ex=self.jti_ttl, nx=True):
             raise DPoPError("this DPoP proof was used before (jti)")
 
 

@@ -8,6 +8,7 @@ from services.sync.deps import close_read_pool
 from services.sync.events.feed import router as changes_router
 from services.sync.events.types import add_webhooks
 from services.sync.events.types import router as event_types_router
+from services.sync.ratelimits import reserve_and_count
 from services.sync.resources.endpoints import router as data_router
 from services.sync.resources.slices import company_router as payroll_router
 from services.sync.resources.slices import router as slices_router
@@ -23,6 +24,8 @@ MAX_BODY_BYTES = 256 * KiB
 
 
 def _configure(app: FastAPI) -> None:
+    # A DPoP proof's jti is reserved in the rate-limit counters' Redis call.
+    app.state.dpop_reserve = reserve_and_count
     app.include_router(data_router)
     app.include_router(slices_router)
     app.include_router(payroll_router)

@@ -166,6 +166,27 @@ async def test_sync_refuses_every_bad_proof_and_a_bound_token_as_bearer(
     assert answer.status_code == 401 and "exactly one" in answer.json()["detail"]
 
 
+async def test_a_dpop_call_counts_once_against_syncs_budgets_and_a_replay_not_at_all(
+        settings: Settings, sync_api: httpx.AsyncClient, linked) -> None:
+    """Sync reserves the proof's jti in its rate-limit call (one Redis round trip): the
+    call is counted once, and a replayed proof is refused without being counted."""
+    _, tokens, key = linked(auth_method="none")
+    token, url = tokens["access_token"], f"{settings.sync_url}/v1/companies"
+
+    def remaining(answer: httpx.Response) -> int:
+        assert answer.status_code == 200, answer.text
+        policy, _, rest = answer.headers["ratelimit"].partition(";r=")
+        assert policy == '"connection"'
+        return int(rest.partition(";")[0])
+
+    first = dpop_call(key, token, "GET", url)
+    before = remaining(await sync_api.get("/v1/companies", headers=first))
+    assert (await sync_api.get("/v1/companies", headers=first)).status_code == 401
+    after = remaining(await sync_api.get("/v1/companies",
+                                         headers=dpop_call(key, token, "GET", url)))
+    assert before - after == 1
+
+
 async def test_a_dpop_bound_code_needs_a_proof_of_its_key_and_stays_for_its_owner(
         auth_server: AuthServer, new_app, new_user, browser) -> None:
     key = DPoPKey()
