@@ -198,7 +198,9 @@ def get_usage_recorder(request: Request) -> UsageRecorder:
     state = request.app.state
     recorder = getattr(state, "usage_recorder", None)
     if recorder is None:
-        recorder = state.usage_recorder = UsageRecorder(state.runtime.redis)
+        runtime = state.runtime
+        recorder = state.usage_recorder = UsageRecorder(
+            runtime.redis, track_scopes=runtime.settings.scope_usage_tracking)
     return recorder
 
 

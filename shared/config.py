@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     # Days before a connection expires that its app receives `connection.expiring`
     # (registry job `connections.expire`, shared/policy/lifetime.py).
     consent_expiry_notice_days: int = Field(default=14, ge=1, le=60)
+    # Which consented scope each data API call needed (shared/last_used.py): Manage apps'
+    # scope_usage and the unused_scopes hints. Off, nothing new is noted.
+    scope_usage_tracking: bool = Field(
+        default=True, description="note which scope each data API call needed (the "
+        "least-privilege hints of Manage apps and the overview)")
 
     login_ui_url: str | None = None
     consent_ui_url: str | None = None

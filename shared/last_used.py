@@ -73,8 +73,9 @@ class _Throttle:
 class UsageRecorder:
     """Notes uses of connections from async code (resource servers); one per process."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, *, track_scopes: bool = True) -> None:
         self._client = client
+        self._track_scopes = track_scopes
         self._throttle = _Throttle()
         self._note = client.register_script(_NOTE)
 
@@ -93,7 +94,10 @@ class UsageRecorder:
     async def scope_used(self, connection_id: uuid.UUID | str, scope: str,
                          at: float | None = None) -> bool:
         """Note that a call of the connection needed `scope` (the consented scope that
-        satisfied the rule); True if this call recorded it. Never raises."""
+        satisfied the rule); True if this call recorded it. Never raises. Nothing is
+        noted when scope usage tracking is off (KOPPEL_SCOPE_USAGE_TRACKING)."""
+        if not self._track_scopes:
+            return False
         ident = str(connection_id)
         if not self._throttle.due(scope_field(ident, scope)):
             return False

@@ -10,7 +10,8 @@ from bench.harness.common import KOPPEL, Figure
 from bench.harness.infra import RedisDb, koppel_env
 from bench.harness.procs import Proc
 
-PORTS = {"auth": 18701, "registry": 18702, "sync": 18703, "bare": 18704, "peer": 18705}
+PORTS = {"auth": 18701, "registry": 18702, "sync": 18703, "bare": 18704, "peer": 18705,
+         "sync_untracked": 18706}
 
 
 def url(service: str) -> str:
@@ -40,11 +41,13 @@ class Ctx:
                           KOPPEL_FAILED_LOGIN_LIMIT_PER_ACCOUNT="1000000",
                           KOPPEL_FAILED_LOGIN_LIMIT_PER_ADDRESS="1000000")
 
-    def serve(self, service: str, env: dict[str, str]) -> Proc:
-        """`koppel serve SERVICE` (the production command) on the server core."""
-        proc = Proc(service, [KOPPEL, "serve", service, "--port", str(PORTS[service])], env,
+    def serve(self, service: str, env: dict[str, str], name: str | None = None) -> Proc:
+        """`koppel serve SERVICE` (the production command) on the server core; `name`
+        (its port and log) for a second process of a service."""
+        name = name or service
+        proc = Proc(name, [KOPPEL, "serve", service, "--port", str(PORTS[name])], env,
                     self.log_dir)
-        proc.wait_http(f"{url(service)}/readyz")
+        proc.wait_http(f"{url(name)}/readyz")
         return proc
 
     def figure(self, name: str, unit: str) -> Figure:

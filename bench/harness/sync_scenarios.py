@@ -1,8 +1,9 @@
 """The sync service's scenarios: authenticated reads (and p99 at half that load), DPoP-bound
-reads beside bearer reads (and the DPoP check's server CPU per call), webhook
-deliveries per worker process, and commit-to-receiver latency at a fixed write rate.
-`koppel serve sync` and `koppel worker` on the server core; the load generator and the
-webhook receiver (bench/sync_bench.py's) in this process, on the load core."""
+reads beside bearer reads (and the DPoP check's server CPU per call), reads with
+scope-usage tracking on beside a second sync with it off, webhook deliveries per worker
+process, and commit-to-receiver latency at a fixed write rate. `koppel serve sync` and
+`koppel worker` on the server core; the load generator and the webhook receiver
+(bench/sync_bench.py's) in this process, on the load core."""
 
 from __future__ import annotations
 
@@ -168,6 +169,33 @@ async def dpop_reads(ctx: Ctx, world: World, bearer_tokens: list[str], dpop_toke
                            + ", ".join(f"{v:.0f}" for v in per_cpu) + " us")
 
 
+async def scope_usage_reads(ctx: Ctx, world: World, tokens: list[str]) -> None:
+    """Reads of one employee from sync (scope-usage tracking on, as by default) and from
+    a second sync with KOPPEL_SCOPE_USAGE_TRACKING=false, runs taken in turn (issue 19:
+    at least 0.95x). Both processes are on the server core; one is loaded at a time."""
+    employees = [str(e) for e in world.employees]
+
+    def reader(service: str):
+        state = {"n": 0}
+
+        async def read(http):
+            state["n"] += 1
+            n = state["n"]
+            async with http.get(f"{url(service)}/v1/employees/{employees[n % len(employees)]}",
+                                headers={"Authorization": f"Bearer {tokens[n % len(tokens)]}"}
+                                ) as r:
+                await r.read()
+                return r.status
+
+        return read
+
+    def reset(_: float) -> None:
+        _reset_limits(ctx)
+
+    await repeat.interleaved(ctx, [("reads_untracked", reader("sync_untracked"), reset),
+                                   ("reads_tracked", reader("sync"), reset)])
+
+
 async def _create_hooks(http: aiohttp.ClientSession, app_token: str, receiver_port: int,
                         path: str, count: int) -> list[tuple[str, str]]:
     hooks = []
@@ -291,7 +319,8 @@ async def latency(ctx: Ctx, world: World, env: dict[str, str], receiver: Receive
 
 async def run(ctx: Ctx, world: World, env: dict[str, str], chosen: list[str]) -> None:
     # Apps, connections and tokens exist before the service starts, as in production.
-    readers = read_tokens(world) if set(chosen) & {"reads", "dpop_reads"} else []
+    readers = read_tokens(world) if set(chosen) & {"reads", "dpop_reads", "scope_usage"} \
+        else []
     dpop_key = EcKey()
     bound = dpop_read_tokens(world, dpop_key) if "dpop_reads" in chosen else []
     senders = [world.app_with_connections(["employee.info.read"], 1)[0]
@@ -305,6 +334,13 @@ async def run(ctx: Ctx, world: World, env: dict[str, str], chosen: list[str]) ->
             await reads(ctx, world, readers, server)
         if "dpop_reads" in chosen:
             await dpop_reads(ctx, world, readers, bound, dpop_key, server)
+        if "scope_usage" in chosen:
+            untracked = ctx.serve("sync", {**env, "KOPPEL_SCOPE_USAGE_TRACKING": "false"},
+                                  name="sync_untracked")
+            try:
+                await scope_usage_reads(ctx, world, readers)
+            finally:
+                untracked.stop()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=600)) as http:
             if "deliveries" in chosen:
                 await deliveries(ctx, world, env, receiver, http, senders)

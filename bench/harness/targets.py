@@ -68,6 +68,7 @@ REFERENCES = {
     "ref_bare": "bare FastAPI small-JSON requests/s (same uvicorn settings)",
     "ref_signed_send": "raw Standard Webhooks-signed sends/s (aiohttp, one core)",
     "dpop_bearer_reads": "bearer resource reads/s (one employee; the DPoP scenario's run)",
+    "reads_untracked": "resource reads/s with scope-usage tracking off (a second sync)",
 }
 
 TARGETS = [
@@ -86,6 +87,8 @@ TARGETS = [
            reference="dpop_bearer_reads"),
     Target("dpop_cpu_us", "DPoP check: added server CPU per read, us", "dpop_reads",
            below=150),
+    Target("reads_tracked", "resource reads/s with scope-usage tracking on", "scope_usage",
+           reference="reads_untracked", ratio=0.95),
     Target("overview_first", "overview 1M: first page p95, ms", "overview", below=15),
     Target("overview_deep", "overview 1M: deep cursor page p95, ms", "overview", below=15),
     Target("overview_filtered", "overview 1M: filtered page p95, ms", "overview", below=15),
@@ -105,6 +108,7 @@ SHORT = {
     "ref_bare": "bare FastAPI",
     "ref_signed_send": "raw signed send",
     "dpop_bearer_reads": "bearer reads",
+    "reads_untracked": "tracking off",
 }
 
 SCENARIOS = list(dict.fromkeys(t.scenario for t in TARGETS))

@@ -18,7 +18,13 @@ from services.registry.jobs import flush_scope_uses
 from services.sync.app import create_app as create_sync
 from shared.config import Settings
 from shared.db.types import utcnow
-from shared.last_used import SCOPE_PENDING_KEY, UsageRecorder, scope_field, scope_marker_key
+from shared.last_used import (
+    SCOPE_PENDING_KEY,
+    UsageRecorder,
+    marker_key,
+    scope_field,
+    scope_marker_key,
+)
 from shared.models import Connection
 from shared.runtime import Runtime
 from shared.scopes import granting_scope
@@ -59,6 +65,22 @@ async def test_a_sync_call_notes_its_scope_and_the_flush_writes_it(
     assert list(used) == ["company.info.read"]
     assert abs(datetime.fromisoformat(used["company.info.read"]) - utcnow()) < timedelta(minutes=1)
     assert not redis_client.exists(SCOPE_PENDING_KEY)
+
+
+async def test_with_tracking_off_a_sync_call_notes_no_scope_but_its_last_use(
+        world: World, settings: Settings, redis_client: redis.Redis) -> None:
+    """KOPPEL_SCOPE_USAGE_TRACKING=false (the benchmark's comparison): no scope note, the
+    connection's last use still noted."""
+    connection = world.a.connections[0]
+    redis_client.delete(SCOPE_PENDING_KEY, marker_key(connection.id))
+    untracked = settings.model_copy(update={"scope_usage_tracking": False})
+    async with running(create_sync(untracked)) as sync:
+        response = await sync.get("/v1/debtors",
+                                  headers=bearer(world.connection_token(connection)))
+        assert response.status_code == 200, response.text
+    assert not redis_client.exists(SCOPE_PENDING_KEY)
+    assert not redis_client.exists(scope_marker_key(connection.id, "company.info.read"))
+    assert redis_client.exists(marker_key(connection.id))
 
 
 async def test_user_tokens_note_no_scope(client: httpx.AsyncClient, world: World,
