@@ -120,11 +120,9 @@ def bearer_token(request: Request) -> str:
 def request_url(request: Request) -> str:
     """The URL the client called, as a DPoP proof names it: the service's configured
     public URL (never the Host header) and the path as sent."""
-    base = getattr(request.app.state, "public_url", None)
+    base = request.app.state.public_url  # create_service_app sets it for every service
     raw = request.scope.get("raw_path")
     path = raw.decode("latin-1").partition("?")[0] if raw else request.url.path
-    if base is None:
-        return str(request.url.replace(query="", fragment=""))
     return base.rstrip("/") + path
 
 
@@ -132,30 +130,52 @@ def request_url(request: Request) -> str:
 # request, in one round trip: `app.state.dpop_reserve(request, principal, checker, proof)`
 # must reserve `checker.jti_key(proof)` for `checker.jti_ttl` seconds (SET NX) and raise
 # DPoPError if it was taken (sync: with its rate-limit counters, services/sync/ratelimits.py).
-# It runs here, inside the one authentication step, so no route and no replay skips it.
+# It runs inside the one authentication step, so no route and no replay skips it.
 DPoPReserve = Callable[[Request, Principal, ProofChecker, Proof], Awaitable[None]]
 
 
-async def _check_proof(request: Request, principal: Principal, token: str) -> None:
+async def request_proof(request: Request, *, access_token: str | None = None,
+                        principal: Principal | None = None) -> Proof | None:
+    """The request's DPoP proof (RFC 9449 section 4.3), checked for its method and public
+    URL (and, at a resource server, `access_token`'s hash and the key of the `principal`'s
+    token), its jti reserved (by the app's `dpop_reserve` hook when it has one and the
+    principal is known, else one SET NX); None if the request has no proof. DPoPError
+    if it is not acceptable: every endpoint that takes a proof (token, PAR, userinfo,
+    registry, sync) checks it here."""
     checker = get_proof_checker(request)
+    proof = only_proof(request.headers.getlist("dpop"))
+    if proof is None:
+        return None
+    checked = checker.check(proof, method=request.method, url=request_url(request),
+                            access_token=access_token)
+    if principal is not None and checked.jkt != principal.jkt:
+        raise DPoPError("the DPoP proof is signed with another key than the token's")
+    reserve = getattr(request.app.state, "dpop_reserve", None)
+    if reserve is None or principal is None:
+        await checker.reserve(request.app.state.runtime.redis, checked)
+    else:
+        await reserve(request, principal, checker, checked)
+    return checked
+
+
+def proof_error_headers(request: Request, error: DPoPError,
+                        scheme: str | None = "dpop") -> dict[str, str]:
+    """The headers of an answer refusing a proof: a 401's challenge (`scheme`; None for
+    the token endpoint's 400) and, for `use_dpop_nonce`, the nonce to retry with."""
+    headers = {"WWW-Authenticate": challenge(error.error, scheme)} if scheme else {}
+    if error.error == USE_NONCE:
+        headers[NONCE_HEADER] = get_proof_checker(request).nonce()
+    return headers
+
+
+async def _check_proof(request: Request, principal: Principal, token: str) -> None:
     try:
-        proof = only_proof(request.headers.getlist("dpop"))
-        if proof is None:
+        checked = await request_proof(request, access_token=token, principal=principal)
+        if checked is None:
             raise DPoPError("the DPoP scheme needs a DPoP proof header")
-        checked = checker.check(proof, method=request.method, url=request_url(request),
-                                access_token=token)
-        if checked.jkt != principal.jkt:
-            raise DPoPError("the DPoP proof is signed with another key than the token's")
-        reserve = getattr(request.app.state, "dpop_reserve", None)
-        if reserve is None:
-            await checker.reserve(request.app.state.runtime.redis, checked)
-        else:
-            await reserve(request, principal, checker, checked)
     except DPoPError as error:
         exc = InvalidDPoPProof(error.description)
-        exc.headers["WWW-Authenticate"] = challenge(error.error, "dpop")
-        if error.error == USE_NONCE:
-            exc.headers[NONCE_HEADER] = checker.nonce()
+        exc.headers.update(proof_error_headers(request, error))
         raise exc from None
 
 

@@ -36,7 +36,6 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
 from joserfc.util import urlsafe_b64decode
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from shared.config import Settings
@@ -200,6 +199,7 @@ class ProofChecker:
         header (a client signs its proofs with one key)."""
         cached = self._keys.get(header_segment)
         if cached is not None:
+            self._keys.move_to_end(header_segment)  # least recently used goes first
             return cached
         if set(header) - {"typ", "alg", "jwk"}:
             # No kid, x5c, jku or crit: the key is the jwk, and nothing else is needed.
@@ -228,7 +228,7 @@ class ProofChecker:
               now: float | None = None) -> Proof:
         """The verified proof for a request of `method` to `url` (the public URL; its query
         is ignored), carrying `access_token`'s hash if one is given. DPoPError if it is
-        not acceptable. The `jti` is not reserved here (`reserve`, `reserve_sync`)."""
+        not acceptable. The `jti` is not reserved here (`reserve`)."""
         now = time.time() if now is None else now
         if not proof or len(proof) > MAX_PROOF_LENGTH:
             raise DPoPError("the DPoP proof is missing or too long")
@@ -283,11 +283,6 @@ class ProofChecker:
         """Record the proof's jti; DPoPError if it was seen within the window (a replay).
         Redis errors propagate (the caller answers 503)."""
         if not await redis.set(self.jti_key(proof), b"1", ex=self.jti_ttl, nx=True):
-            raise DPoPError("this DPoP proof was used before (jti)")
-
-    def reserve_sync(self, redis: SyncRedis, proof: Proof) -> None:
-        """`reserve` for synchronous code."""
-        if not redis.set(self.jti_key(proof), b"1", ex=self.jti_ttl, nx=True):
             raise DPoPError("this DPoP proof was used before (jti)")
 
 

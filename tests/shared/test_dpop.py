@@ -12,6 +12,7 @@ import redis
 from joserfc import jws
 
 from shared.dpop import DPoPError, ProofChecker, normalized_url
+from shared.runtime import Runtime
 from tests.fixtures.dpop import ALGS, DPoPKey, mac_proof, unsigned_proof
 
 URL = "https://sync.koppel.example/v1/companies"
@@ -117,16 +118,18 @@ def test_nonces_when_required(checker: ProofChecker) -> None:
     assert ProofChecker(nonce_key=b"o" * 32).nonce(now) != strict.nonce(now)
 
 
-def test_a_jti_is_accepted_once(checker: ProofChecker, redis_client: redis.Redis) -> None:
+async def test_a_jti_is_accepted_once(checker: ProofChecker, runtime: Runtime,
+                                      redis_client: redis.Redis) -> None:
     key = DPoPKey()
     proof = key.proof("GET", URL, access_token=TOKEN)
     checked = checker.check(proof, method="GET", url=URL, access_token=TOKEN)
-    checker.reserve_sync(redis_client, checked)
+    await checker.reserve(runtime.redis, checked)
     with pytest.raises(DPoPError, match="used before"):
-        checker.reserve_sync(redis_client, checker.check(proof, method="GET", url=URL,
-                                                         access_token=TOKEN))
+        await checker.reserve(runtime.redis, checker.check(proof, method="GET", url=URL,
+                                                           access_token=TOKEN))
     # Remembered as long as the proof could be accepted, not much longer.
-    ttl = redis_client.ttl(f"koppel:dpop:jti:{checked.jkt}:{checked.jti}")
+    ttl = redis_client.ttl(checker.jti_key(checked))
+    assert ttl == redis_client.ttl(f"koppel:dpop:jti:{checked.jkt}:{checked.jti}")
     assert 60 < ttl <= checker.jti_ttl
 
 
@@ -172,3 +175,23 @@ def test_a_header_whose_alg_or_typ_is_not_a_string_is_a_proof_error(
                                           "iat": int(time.time())})]
         with pytest.raises(DPoPError):
             checker.check(".".join([*segments, "c2ln"]), method="GET", url=URL)
+
+
+def test_the_key_cache_keeps_the_keys_in_use(checker: ProofChecker,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache of checked proof headers evicts the least recently used one, so a
+    stream of new keys never pushes out a client's hot key."""
+    monkeypatch.setattr("shared.dpop.MAX_CACHED_KEYS", 3)
+    hot, *others = [DPoPKey() for _ in range(5)]
+
+    def use(key: DPoPKey) -> bytes:
+        proof = key.proof("GET", URL, access_token=TOKEN)
+        checker.check(proof, method="GET", url=URL, access_token=TOKEN)
+        return proof.split(".")[0].encode()
+
+    hot_header = use(hot)
+    for other in others:
+        use(other)
+        assert hot_header in checker._keys  # evicted, it would be checked again
+        use(hot)
+    assert len(checker._keys) == 3

@@ -20,14 +20,12 @@ from services.auth.oauth2.requests import ParsedRequest
 from services.auth.oauth2.server import serve
 from shared import ratelimit
 from shared.attestation import attestation_jwks
-from shared.auth_deps import challenge, get_proof_checker
+from shared.auth_deps import challenge, get_proof_checker, proof_error_headers, request_proof
 from shared.body_limits import KiB, body_limit
 from shared.dpop import (
     DPOP_ALGS,
     NONCE_HEADER,
-    USE_NONCE,
     DPoPError,
-    only_proof,
 )
 from shared.metrics import TOKENS_ISSUED
 from shared.oauth import (
@@ -106,26 +104,16 @@ async def _run_endpoint(request: Request, work, parsed=None, *,
     return JSONResponse(body, status_code=status, headers={**dict(headers), **NO_STORE})
 
 
-def _dpop_refusal(request: Request, error: DPoPError) -> JSONResponse:
-    """400 with the proof's error; a fresh server nonce with `use_dpop_nonce`."""
-    headers = ({NONCE_HEADER: get_proof_checker(request).nonce()}
-               if error.error == USE_NONCE else None)
-    return _oauth_error(400, error.error, error.description, headers)
-
-
 async def _proved_key(request: Request, parsed: ParsedRequest) -> JSONResponse | None:
     """Check the token request's DPoP proof, if it has one (RFC 9449 section 5), and
-    leave its key's thumbprint in the request for the grants."""
-    checker = get_proof_checker(request)
+    leave its key's thumbprint in the request for the grants; 400 if it is not valid."""
     try:
-        proof = only_proof(request.headers.getlist("dpop"))
-        if proof is None:
-            return None
-        checked = checker.check(proof, method="POST", url=parsed.uri)
-        await checker.reserve(get_runtime(request).redis, checked)
+        checked = await request_proof(request)
     except DPoPError as error:
-        return _dpop_refusal(request, error)
-    parsed.koppel[JKT_PARAMETER] = checked.jkt
+        return _oauth_error(400, error.error, error.description,
+                            proof_error_headers(request, error, None))
+    if checked is not None:
+        parsed.koppel[JKT_PARAMETER] = checked.jkt
     return None
 
 
@@ -230,21 +218,13 @@ async def userinfo(request: Request) -> Response:
                             headers={"WWW-Authenticate": challenge()})
     jkt = None
     if scheme == "dpop":
-        checker = get_proof_checker(request)
         try:
-            proof = only_proof(request.headers.getlist("dpop"))
-            if proof is None:
+            checked = await request_proof(request, access_token=token)
+            if checked is None:
                 raise DPoPError("the DPoP scheme needs a DPoP proof header")
-            checked = checker.check(proof, method=request.method,
-                                    url=f"{request.app.state.settings.issuer}/userinfo",
-                                    access_token=token)
-            await checker.reserve(get_runtime(request).redis, checked)
         except DPoPError as error:
-            headers = {"WWW-Authenticate": challenge(error.error, "dpop")}
-            if error.error == USE_NONCE:
-                headers[NONCE_HEADER] = checker.nonce()
             return JSONResponse({"error": error.error, "error_description": error.description},
-                                status_code=401, headers=headers)
+                                status_code=401, headers=proof_error_headers(request, error))
         jkt = checked.jkt
     info = await run_authlib(request, lambda ctx: _userinfo(ctx, token, jkt))
     if info is None:
