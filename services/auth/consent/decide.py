@@ -225,7 +225,7 @@ def page_facts(ctx: AuthContext, user: User, scopes: list[str], connection: Conn
         "expires_at": until,
         "lifetime_days": None if until is None else (until.date() - ctx.now.date()).days,
         # A partner's sandbox says so on every page that shows its data.
-        "sandbox": environment is not None and environment.sandbox_partner_id is not None,
+        "sandbox": environment is not None and environment.sandbox,
     }
 
 
