@@ -20,7 +20,7 @@ from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.dpop import JKT_PARAMETER
 from services.auth.oauth2.pushed import CLIENT_AUTH_PARAMETERS, push
 from services.auth.oauth2.requests import ParsedRequest
-from services.auth.oauth2.server import serve
+from services.auth.oauth2.server import KoppelAuthorizationServer
 from shared.oauth import CLIENT_AUTH_METHODS
 
 Answer = tuple[int, dict[str, Any], list[tuple[str, str]]]
@@ -34,8 +34,10 @@ def push_request(ctx: AuthContext, parsed: ParsedRequest) -> Answer:
     """Authenticate the client, validate its authorization request and keep it: 201 with
     the `request_uri`, else the OAuth error."""
     try:
-        client = serve(ctx, lambda server: server.authenticate_client(
-            parsed, list(CLIENT_AUTH_METHODS), "pushed_authorization_request"))
+        # A server of this request (as /authorize's checks use): the client's whole row
+        # (name, links for the consent page), read once for both steps.
+        client = KoppelAuthorizationServer(ctx).authenticate_client(
+            parsed, list(CLIENT_AUTH_METHODS), "pushed_authorization_request")
     except OAuth2Error as error:
         status, body, headers = error()
         return status, dict(body), list(headers)
@@ -56,9 +58,6 @@ def push_request(ctx: AuthContext, parsed: ParsedRequest) -> Answer:
                             "dpop_jkt is not the key of the request's DPoP proof")
         if JKT_PARAMETER not in form:
             query.append((JKT_PARAMETER, proved))
-    # The token endpoint's narrow client row is cached in ctx; /authorize's checks read
-    # the whole app (name, links for the consent page).
-    ctx.clients.clear()
     checked = check_request(ctx, query)
     if isinstance(checked, Failure):
         return _refused(checked.error, checked.description)
