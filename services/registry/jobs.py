@@ -33,16 +33,35 @@ from shared.unit_of_work import UnitOfWork
 FLUSH_BATCH = 1000
 
 # Take the whole pending hash atomically: a use noted meanwhile lands in a new one.
+# A flush takes the pending hash (KEYS[1]) by renaming it to its taking key (KEYS[2]),
+# and deletes that only once the database has every note (`_taken`): a flush that fails
+# or dies midway leaves the notes there, and the next flush writes those first (then the
+# ones noted meanwhile, at the flush after). A note written twice changes nothing: the
+# writes only move times forward.
 _TAKE = """
-local items = redis.call('HGETALL', KEYS[1])
-redis.call('DEL', KEYS[1])
-return items
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    return {}
+  end
+  redis.call('RENAME', KEYS[1], KEYS[2])
+end
+return redis.call('HGETALL', KEYS[2])
 """
-# Put back what a failed flush took, without overwriting newer notes.
-_GIVE_BACK = """
-for i = 1, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
-return 0
-"""
+
+
+def _taking(key: str) -> str:
+    return f"{key}:taking"
+
+
+async def _take(client: aioredis.Redis, key: str) -> list:
+    """The notes of the pending hash `key` (or those a failed flush left)."""
+    # redis-py types a command of its async client as "awaitable or result".
+    return await client.eval(_TAKE, 2, key, _taking(key))  # type: ignore[misc, no-any-return]
+
+
+async def _taken(client: aioredis.Redis, key: str) -> None:
+    """The taken notes of `key` are in the database: forget them."""
+    await client.delete(_taking(key))
 
 
 async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:
@@ -150,20 +169,13 @@ async def _update(session_factory: async_sessionmaker, batch: dict[uuid.UUID, da
 
 async def flush_last_used(client: aioredis.Redis, session_factory: async_sessionmaker,
                           batch_size: int = FLUSH_BATCH) -> int:
-    """Write the noted uses to the database; returns how many connections were updated."""
-    # redis-py types a command of its async client as "awaitable or result".
-    pending = _parse(await client.eval(_TAKE, 1, PENDING_KEY))  # type: ignore[misc]
-    items = list(pending.items())
+    """Write the noted uses to the database; returns how many connections were updated.
+    The notes stay in Redis until every batch is committed (`_TAKE`)."""
+    items = list(_parse(await _take(client, PENDING_KEY)).items())
     written = 0
     for start in range(0, len(items), batch_size):
-        batch = dict(items[start:start + batch_size])
-        try:
-            written += await _update(session_factory, batch)
-        except Exception:
-            rest = [v for ident, at in items[start:]
-                    for v in (str(ident), at.timestamp())]
-            await client.eval(_GIVE_BACK, 1, PENDING_KEY, *rest)  # type: ignore[misc, arg-type]
-            raise
+        written += await _update(session_factory, dict(items[start:start + batch_size]))
+    await _taken(client, PENDING_KEY)
     return written
 
 
@@ -208,18 +220,11 @@ async def _merge_scope_uses(session_factory: async_sessionmaker,
 async def flush_scope_uses(client: aioredis.Redis, session_factory: async_sessionmaker,
                            batch_size: int = FLUSH_BATCH) -> int:
     """Write the noted scope uses to the database; returns how many connections changed.
-    A failed batch is put back (newer notes kept), like `flush_last_used`."""
-    # redis-py types a command of its async client as "awaitable or result".
-    items = list(_parse_scope_uses(
-        await client.eval(_TAKE, 1, SCOPE_PENDING_KEY)).items())  # type: ignore[misc]
+    The notes stay in Redis until every batch is committed, like `flush_last_used`."""
+    items = list(_parse_scope_uses(await _take(client, SCOPE_PENDING_KEY)).items())
     written = 0
     for start in range(0, len(items), batch_size):
-        try:
-            written += await _merge_scope_uses(session_factory,
-                                               dict(items[start:start + batch_size]))
-        except Exception:
-            rest = [v for ident, uses in items[start:] for scope, at in uses.items()
-                    for v in (f"{ident} {scope}", at.timestamp())]
-            await client.eval(_GIVE_BACK, 1, SCOPE_PENDING_KEY, *rest)  # type: ignore[misc, arg-type]
-            raise
+        written += await _merge_scope_uses(session_factory,
+                                           dict(items[start:start + batch_size]))
+    await _taken(client, SCOPE_PENDING_KEY)
     return written

@@ -140,18 +140,27 @@ async def test_an_older_note_never_moves_last_used_back(world: World, runtime: R
         assert session.get(Connection, connection.id).last_used_at == now
 
 
-async def test_a_failed_flush_gives_the_notes_back(world: World, runtime: Runtime,
-                                                   redis_client: redis.Redis) -> None:
-    connection = world.a.connections[0]
-    await record_use(runtime.redis, connection.id)
+async def test_a_failed_flush_keeps_the_notes_for_the_next(world: World, runtime: Runtime,
+                                                            redis_client: redis.Redis) -> None:
+    """The notes stay in Redis until the database has them: a flush that fails (or dies)
+    leaves them, the next flush writes them, and the notes made meanwhile follow."""
+    first, second = world.a.connections[0], world.a.connections[1]
+    redis_client.delete(PENDING_KEY, f"{PENDING_KEY}:taking")
+    await record_use(runtime.redis, first.id)
 
     def broken():
         raise RedisConnectionError("database gone")
 
     with pytest.raises(RedisConnectionError):
         await flush_last_used(runtime.redis, broken)
-    assert redis_client.hexists(PENDING_KEY, str(connection.id))
+    assert redis_client.hexists(f"{PENDING_KEY}:taking", str(first.id))
+    await record_use(runtime.redis, second.id)  # noted while the first notes wait
     assert await flush_last_used(runtime.redis, runtime.async_session) == 1
+    assert await flush_last_used(runtime.redis, runtime.async_session) == 1
+    with world.sessions() as session:
+        assert all(session.get(Connection, c.id).last_used_at is not None
+                   for c in (first, second))
+    assert not redis_client.exists(PENDING_KEY, f"{PENDING_KEY}:taking")
 
 
 def test_the_worker_flushes_twice_a_minute(settings: Settings) -> None:

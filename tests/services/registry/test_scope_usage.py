@@ -107,11 +107,11 @@ async def test_the_flush_never_moves_back_nor_revives_a_dropped_scope(
     assert _stored(world, connection.id).scope_used_at == {kept: now.isoformat()}
 
 
-async def test_a_failed_flush_gives_the_scope_notes_back(
+async def test_a_failed_flush_keeps_the_scope_notes_for_the_next(
         world: World, runtime: Runtime, redis_client: redis.Redis) -> None:
     connection = world.a.connections[0]
     scope = _stored(world, connection.id).scopes[0]
-    redis_client.delete(SCOPE_PENDING_KEY)
+    redis_client.delete(SCOPE_PENDING_KEY, f"{SCOPE_PENDING_KEY}:taking")
     assert await UsageRecorder(runtime.redis).scope_used(connection.id, scope)
 
     def broken():
@@ -119,8 +119,10 @@ async def test_a_failed_flush_gives_the_scope_notes_back(
 
     with pytest.raises(RedisConnectionError):
         await flush_scope_uses(runtime.redis, broken)
-    assert redis_client.hexists(SCOPE_PENDING_KEY, scope_field(connection.id, scope))
+    assert redis_client.hexists(f"{SCOPE_PENDING_KEY}:taking",
+                                scope_field(connection.id, scope))
     assert await flush_scope_uses(runtime.redis, runtime.async_session) == 1
+    assert not redis_client.exists(f"{SCOPE_PENDING_KEY}:taking")
 
 
 def test_unused_scopes_need_30_days_granted_and_90_unused(world: World) -> None:
