@@ -56,7 +56,7 @@ def _taking(key: str) -> str:
 async def _take(client: aioredis.Redis, key: str) -> list:
     """The notes of the pending hash `key` (or those a failed flush left)."""
     # redis-py types a command of its async client as "awaitable or result".
-    return await client.eval(_TAKE, 2, key, _taking(key))  # type: ignore[misc, no-any-return]
+    return await client.eval(_TAKE, 2, key, _taking(key))  # type: ignore[misc]
 
 
 async def _taken(client: aioredis.Redis, key: str) -> None:
