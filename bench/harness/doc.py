@@ -66,6 +66,11 @@ def document(table: list[list[str]], meta: dict, figures_notes: list[str]) -> st
         "against the same `koppel serve sync` in the same run. The DPoP check's added server "
         "CPU per call is 1/(DPoP reads/s) - 1/(bearer reads/s), in µs, per pair of runs "
         "(the server has one core; the notes give it from requests per server CPU-second).",
+        "- Scope usage: the same reads (bearer) from `koppel serve sync` as configured "
+        "(scope-usage tracking on) and from a second `koppel serve sync` with "
+        "`KOPPEL_SCOPE_USAGE_TRACKING=false` (port 18706), both pinned to the server core, "
+        "runs taken in turn; the target is the tracked rate at least 0.95x the untracked "
+        "one (issue 19).",
         "- Deliveries: a backlog of events x 50 endpoints written while no worker runs, then "
         "one `koppel worker` process drains it; rate from first to last receipt. Latency: "
         "PATCH /v1/employees/{id} at a fixed rate with the worker running, from the event's "
@@ -80,7 +85,7 @@ def document(table: list[list[str]], meta: dict, figures_notes: list[str]) -> st
         "",
         "```",
         f"{meta['command']}    # = .venv/bin/python -m bench.run, from the checkout",
-        "# processes it starts, each pinned to core 0 (ports 18701-18705):",
+        "# processes it starts, each pinned to core 0 (ports 18701-18706):",
         "koppel serve auth|registry|sync --port PORT    # KOPPEL_DATABASE_URL=.../koppel_bench",
         "koppel worker",
         "python -m bench.harness.bare_app PORT",
