@@ -11,7 +11,8 @@ inside and outside each caller's reach. Each answer must be what the policy says
   403;
 - allowed, but an id lies outside the caller's reach (`Caller.reaches`, or the object is
   another user's or app's): 404;
-- allowed and within reach: 2xx, or a validation answer (400, 409, 412, 422).
+- allowed and within reach: 2xx, or a validation answer (400, 409, 412, 422); at least
+  one allowed call of each operation succeeds (2xx), so its success path is walked too.
 
 The refused calls of an operation run first, and the database fingerprint must be the
 same after them. The operations walked must be exactly those of the documents, and each
@@ -28,6 +29,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -36,13 +38,17 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.registry.app import create_app as create_registry
 from services.sync.app import create_app as create_sync
+from services.sync.webhooks.signing import new_key_pair
 from shared.config import Settings
 from shared.db.engine import async_session_factory, create_async_db_engine
-from shared.models import PayrollRun
+from shared.db.types import utcnow
+from shared.models import Connection, PayrollRun, SignatureScheme, WebhookEndpoint
 from shared.models import UserTemplate as T
 from shared.policy import RULES, Caller, Credential, resolve
 from shared.policy.dependency import OPERATION_KEY
 from shared.tokens import check_claims
+from shared.vault import KeyRing, SecretBox
+from shared.vault.columns import WEBHOOK_SIGNING_KEY
 from tests.fixtures import factories as f
 from tests.security.conftest import (
     ALL_USER_SCOPES,
@@ -234,15 +240,55 @@ def _expected(matrix: Matrix, caller: Caller, operation: str,
     return ALLOWED
 
 
+def _example(matrix: Matrix, operation: str, body: dict | None) -> dict | None:
+    """The isolation matrix's example body, with what this environment's success path
+    needs: its own debtor and company, dates clear of the pair's leave requests, a webhook URL the
+    tests may reach, a bulk revoke of one app (a dry run)."""
+    side = matrix.pair.a
+    debtor = side.tenant.debtors[0]
+    company = next(c for c in side.tenant.companies if c.debtor_id == debtor.id)
+    override: dict[str, Any] = {
+        "directory.users.create": {"debtor_id": str(debtor.id),
+                                   "company_ids": [str(company.id)]},
+        "environment.connections.bulk_revoke": {"filter": {"app": side.app.client_id}},
+        "leave_requests.create": {"start_date": "2027-01-04", "end_date": "2027-01-05"},
+        "webhooks.create": {"url": "http://127.0.0.1:9/role-matrix"},
+    }.get(operation, {})
+    return None if body is None else {**body, **override}
+
+
+def _prepare(matrix: Matrix, operation: str, keyring: KeyRing) -> None:
+    """Rows an operation's success path needs beyond the pair: connections that expire
+    (renew answers 409 for one that does not), an endpoint that signs with Ed25519
+    (rotate-key answers 409 for an HMAC one)."""
+    side = matrix.pair.a
+    with matrix.pair.world.sessions() as session:
+        if operation == "me.connections.renew":
+            for ident in (c.id for c in side.tenant.connections):
+                row = session.get(Connection, ident)
+                assert row is not None
+                row.expires_at = utcnow() + timedelta(days=30)
+                session.add(row)
+        if operation == "webhooks.rotate_key":
+            endpoint = session.get(WebhookEndpoint, side.endpoints[0].id)
+            assert endpoint is not None
+            private_key, endpoint.public_key = new_key_pair()
+            endpoint.signature_scheme = SignatureScheme.ED25519
+            WEBHOOK_SIGNING_KEY.seal(SecretBox(keyring), endpoint, private_key)
+            session.add(endpoint)
+        session.commit()
+
+
 @pytest.mark.parametrize(("service", "method", "path"), WALKED)
 async def test_every_caller_gets_what_the_policy_says(
-    service: str, method: str, path: str, matrix: Matrix, engine: Engine,
+    service: str, method: str, path: str, matrix: Matrix, engine: Engine, keyring: KeyRing,
 ) -> None:
     document = DOCUMENTS[service]
     op = document["paths"][path][method.lower()]
     operation = op[OPERATION_KEY]
     kinds = path_kinds(method, path, op)
-    body = example_body(document, op)
+    body = _example(matrix, operation, example_body(document, op))
+    _prepare(matrix, operation, keyring)
     calls = [(name, ids, _expected(matrix, matrix.callers[name], operation, ids))
              for name, ids in itertools.product(matrix.tokens, list(_id_sets(matrix, kinds)))]
     # Refused calls first: they must change nothing.
@@ -251,7 +297,8 @@ async def test_every_caller_gets_what_the_policy_says(
     app = SERVICES[service](matrix.pair.world.settings)
     async with running(app) as client:
         before = fingerprint(engine)
-        checked = False
+        checked = succeeded = False
+        last_allowed = ""
         for name, ids, expected in calls:
             if expected == ALLOWED and not checked:
                 touched = changed_tables(before, fingerprint(engine))
@@ -262,6 +309,9 @@ async def test_every_caller_gets_what_the_policy_says(
             response = await client.request(method, url, json=body,
                                             headers={"Authorization":
                                                      f"Bearer {matrix.tokens[name]}"})
+            if expected == ALLOWED:
+                succeeded = succeeded or response.is_success
+                last_allowed = f"{response.status_code} {response.text[:300]}"
             if response.status_code not in expected:
                 failures.append(f"{name}: {method} {url} -> {response.status_code}, "
                                 f"expected {sorted(expected)}: {response.text[:160]}")
@@ -277,4 +327,8 @@ async def test_every_caller_gets_what_the_policy_says(
     outcomes = {frozenset(e) for _, _, e in calls}
     assert frozenset(ALLOWED) in outcomes, (
         f"{operation}: no caller may perform it; the walk tests nothing")
+    # An allowed call that only ever meets a validation answer proves nothing about the
+    # operation's success path: at least one allowed call succeeds.
+    assert succeeded, (f"{operation}: no allowed call succeeded (see _example and _prepare);"
+                       f" the last answered {last_allowed}")
 
