@@ -250,3 +250,25 @@ async def test_a_time_with_no_utc_equivalent_is_a_422_not_a_500(
         assert response.status_code == 422, response.text
         assert response.headers["content-type"].startswith("application/problem+json")
 
+
+
+async def test_a_login_whose_template_may_no_longer_consent_cannot_renew(
+    client: httpx.AsyncClient, world: World,
+) -> None:
+    """Renewing extends consent: only a login that may consent now may renew. The role
+    admits every template that can consent anywhere; the environment's own consent
+    templates narrow it (403, nothing changed)."""
+    user = world.a.users["master_client"]
+    mine = bearer(world.user_token(user, "connections.read connections.manage"))
+    connection = next(c for c in world.a.connections if c.user_id == user.id)
+    assert (await client.put(LIFETIME, json={"consent_lifetime_days": 30},
+                             headers=accountant(world))).status_code == 200
+    narrowed = await client.put("/v1/environment/policy/consent-templates",
+                                json={"consent_templates": ["company"]},
+                                headers=accountant(world))
+    assert narrowed.status_code == 200, narrowed.text
+    before = _stored(world)[connection.id]
+    refused = await client.post(f"/v1/me/connections/{connection.id}/renew", headers=mine)
+    assert refused.status_code == 403, refused.text
+    after = _stored(world)[connection.id]
+    assert (after.expires_at, after.renewed_at) == (before.expires_at, before.renewed_at)
