@@ -137,7 +137,9 @@ def grant(
     before = list(connection.scopes)
     after = list(dict.fromkeys(consent if asked.replace else [*before, *consent]))
     added = [s for s in after if s not in before]
-    removed = [s for s in before if s not in after]
+    # What the page said goes (a requested write scope keeps its read scope): only that
+    # ends the tokens issued before.
+    removed = dropped_scopes(connection, scopes, asked.replace)
     connection.scopes = after
     connection.updated_at = ctx.now
     if created or added:  # the environment's consent lifetime (shared/policy/lifetime.py)
