@@ -29,7 +29,7 @@ from services.auth.oauth2.authorization import (
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.grant_management import INVALID_GRANT_ID
 from services.auth.pages.i18n import TEMPLATE_NAMES
-from shared.models import App, Connection, ConnectionStatus, User
+from shared.models import App, Connection, ConnectionStatus, User, is_expired
 from shared.policy.apps import admits_user
 from shared.policy.lifetime import after_widening, expires_at
 from shared.scopes import CONSENT_SCOPES, SCOPES, implied
@@ -172,7 +172,7 @@ def _decide(
         # Unknown, revoked, another app's or another user's: one answer for all (the
         # Grant Management draft's invalid_grant_id), so an id tells nothing about others.
         return refuse(checked, INVALID_GRANT_ID, "unknown grant_id", issuer), checked
-    if connection is not None and connection.status == ConnectionStatus.EXPIRED:
+    if connection is not None and is_expired(connection.status, connection.expires_at, ctx.now):
         # Only a person renews: never remembered consent, never prompt=none.
         if "none" in checked.prompt:
             return refuse(checked, "consent_required",
