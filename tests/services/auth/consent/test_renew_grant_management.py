@@ -9,6 +9,7 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
@@ -125,3 +126,40 @@ def test_a_code_right_after_the_renewal_carries_the_whole_grant(
     assert tokens["grant_id"] == grant_id
     assert set(tokens["scope"].split()) == set(GRANTED.split())
     assert _connection(auth_server, grant_id).status == ConnectionStatus.ACTIVE
+
+
+def test_a_custom_consent_ui_renews_then_asks_about_the_replace(
+    auth_server: AuthServer, browser: Callable[..., Browser], new_app: Callable[..., Client],
+) -> None:
+    """The challenge API: accepting the renewal renews the link but issues no code while
+    the replace is not consented to; read again, the request shows what goes."""
+    client = new_app()
+    agent = browser(signed_in=True)
+    first = obtain_tokens(auth_server, agent, _grant(GRANTED, client, "create"), None)
+    grant_id = first["grant_id"]
+    _expire(auth_server, grant_id)
+    replace = _grant("employee.info.read offline_access", client, "replace", grant_id)
+    started = agent.authorize(replace)
+    challenge = parse_qs(urlsplit(started.headers["location"]).query)["consent_challenge"][0]
+    first_party = auth_server.clients["first_party"]
+    with httpx.Client(base_url=auth_server.url, timeout=30,
+                      auth=(first_party.client_id, first_party.secret)) as frontend:
+        asked = frontend.get(f"/oauth2/consent-requests/{challenge}").json()
+        assert asked["renew"] is True
+        debtor = asked["debtors"][0]
+        accept = {"debtor_id": debtor["id"], "company_ids": [debtor["companies"][0]["id"]]}
+        renewed = frontend.post(f"/oauth2/consent-requests/{challenge}/accept", json=accept)
+        assert renewed.status_code == 422, renewed.text
+        assert "read the consent request again" in renewed.json()["detail"]
+        assert _connection(auth_server, grant_id).status == ConnectionStatus.ACTIVE
+        assert _connection(auth_server, grant_id).scopes == GRANTED.split()
+        again = frontend.get(f"/oauth2/consent-requests/{challenge}").json()
+        assert again["renew"] is False
+        assert [s["scope"] for s in again["dropped_scopes"]] == ["employee.payment.read"]
+        granted = frontend.post(f"/oauth2/consent-requests/{challenge}/accept", json=accept)
+        assert granted.status_code == 200, granted.text
+    code = callback_params(granted.json()["redirect_to"], client.redirect_uri)["code"]
+    tokens = exchange(auth_server, replace, code).json()
+    assert tokens["scope"] == "employee.info.read offline_access"
+    assert _connection(auth_server, grant_id).scopes == ["employee.info.read", "offline_access"]
+    assert refresh(auth_server, client, first["refresh_token"]).status_code == 400
