@@ -19,6 +19,7 @@ from shared.models.connection import (
     Connection,
     ConnectionCompany,
     ConnectionStatus,
+    is_expired,
     is_live,
     live_at,
 )
@@ -91,6 +92,7 @@ __all__ = [
     "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookEndpointStatus",
+    "is_expired",
     "is_live",
     "live_at",
 ]

@@ -73,6 +73,15 @@ def is_live(status: str, expires_at: datetime | None, now: datetime) -> bool:
     return status == ConnectionStatus.ACTIVE and (expires_at is None or expires_at > now)
 
 
+def is_expired(status: str, expires_at: datetime | None, now: datetime) -> bool:
+    """Whether a connection is not live because its consent lifetime ran out: `expired`,
+    or still `active` at or past `expires_at` (the worker's expiry job has not turned it
+    yet). A suspension or revocation takes precedence. The one rule for the token
+    endpoint and the consent path (a renewal, never a code of an expired link)."""
+    return status == ConnectionStatus.EXPIRED or (
+        status == ConnectionStatus.ACTIVE and expires_at is not None and expires_at <= now)
+
+
 def live_at(now: datetime) -> ColumnElement[bool]:
     """`is_live` as a SQL condition on `connections`."""
     expires_at = col(Connection.expires_at)

@@ -146,6 +146,10 @@ async def _decide_consent(
     outcome = await run_authlib(
         request, lambda ctx: record_decision(ctx, pending, allow, debtor_id, company_ids, lang)
     )
+    if isinstance(outcome, ShowPage) and outcome.template == "consent.html":
+        # Only after a renewal (decide._renew): the request also changes the link.
+        raise Invalid("the link is renewed, and the request changes it further: read the "
+                      "consent request again and ask the user")
     if not isinstance(outcome, Go):
         detail = outcome.context.get("detail") if isinstance(outcome, ShowPage) else None
         raise Invalid(detail or "the consent cannot be recorded for this request")

@@ -85,7 +85,9 @@ class ConsentRequest(BaseModel):
     renew: bool = Field(
         default=False, description="the link expired: ask the user to renew it, with its "
         "own scopes and companies (shown here); accepting renews it (the debtor and "
-        "companies sent are not used)")
+        "companies sent are not used). When the request also changes the link (new or "
+        "dropped scopes) the accept answers 422 after the renewal: read the consent "
+        "request again, it asks about the change")
     scopes: list[ScopeInfo] = Field(description="the scopes to ask consent for (new ones "
                                     "only; for a renewal, the link's scopes)")
     kept_scopes: list[ScopeInfo] = Field(

@@ -29,7 +29,7 @@ from services.auth.oauth2.authorization import (
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.grant_management import INVALID_GRANT_ID
 from services.auth.pages.i18n import TEMPLATE_NAMES
-from shared.models import App, Connection, ConnectionStatus, User
+from shared.models import App, Connection, ConnectionStatus, User, is_expired
 from shared.policy.apps import admits_user
 from shared.policy.lifetime import after_widening, expires_at
 from shared.scopes import CONSENT_SCOPES, SCOPES, implied
@@ -172,7 +172,7 @@ def _decide(
         # Unknown, revoked, another app's or another user's: one answer for all (the
         # Grant Management draft's invalid_grant_id), so an id tells nothing about others.
         return refuse(checked, INVALID_GRANT_ID, "unknown grant_id", issuer), checked
-    if connection is not None and connection.status == ConnectionStatus.EXPIRED:
+    if connection is not None and is_expired(connection.status, connection.expires_at, ctx.now):
         # Only a person renews: never remembered consent, never prompt=none.
         if "none" in checked.prompt:
             return refuse(checked, "consent_required",
@@ -198,6 +198,9 @@ def _decide(
         {
             "app": checked.app,
             "previously_linked": connection is not None and bool(to_ask),
+            # Whether allowing changes the grant (or makes one): else only prompt=consent
+            # asked for the page.
+            "changes_grant": connection is None or bool(to_ask or dropped),
             "scopes": [SCOPES[s].localized(lang) for s in shown],
             "kept_scopes": [SCOPES[s].localized(lang) for s in kept if s in SCOPES],
             "dropped_scopes": [SCOPES[s].localized(lang) for s in dropped if s in SCOPES],
@@ -306,8 +309,9 @@ def record_decision(
 
 
 def _renew(ctx: AuthContext, pending, connection_id: str, lang: str) -> Outcome:
-    """The user confirmed a renewal (same scopes and companies); then on as usual: a code,
-    or the consent page if the app also asks for scopes the connection lacks."""
+    """The user confirmed a renewal (same scopes and companies); then on as usual: a code
+    of the whole grant, or the consent page when the request changes the grant (new
+    scopes, or scopes a `replace` drops); its allow goes through grant()."""
     user = repository.user(ctx.session, pending.user_id)
     if user is None:
         return NeedLogin()
@@ -319,10 +323,12 @@ def _renew(ctx: AuthContext, pending, connection_id: str, lang: str) -> Outcome:
             400,
             {"title_key": "error_title", "detail": exc.detail, "error_code": exc.code},
         )
-    outcome, _ = decide(ctx, pending.query, pending.user_id, pending.auth_time, lang)
+    outcome, checked = decide(ctx, pending.query, pending.user_id, pending.auth_time, lang)
     if (isinstance(outcome, ShowPage) and outcome.template == "consent.html"
-            and not outcome.context.get("previously_linked")):
-        # Nothing new to ask (the page came only from prompt=consent): just confirmed.
+            and checked is not None and not outcome.context.get("renew")
+            and not outcome.context.get("changes_grant")):
+        # Nothing to change (the page came only from prompt=consent): just confirmed.
         when = datetime.fromtimestamp(pending.auth_time, UTC)
-        return Redirect(issue_code(ctx, pending.query, user, connection, when))
+        scopes = granted_scopes(ctx, checked, connection)
+        return Redirect(issue_code(ctx, pending.query, user, connection, when, scopes))
     return outcome

@@ -14,7 +14,14 @@ from services.auth.consent import repository
 from services.auth.consent.service import ConsentRefused, may_consent
 from services.auth.oauth2.context import AuthContext
 from shared.audit import Actor, append
-from shared.models import Company, Connection, ConnectionCompany, ConnectionStatus, User
+from shared.models import (
+    Company,
+    Connection,
+    ConnectionCompany,
+    ConnectionStatus,
+    User,
+    is_expired,
+)
 from shared.outbox import connection_event, emit
 from shared.policy.lifetime import expires_at
 from shared.scopes import SCOPES
@@ -44,16 +51,20 @@ def page_context(ctx: AuthContext, connection: Connection, lang: str) -> dict:
 
 
 def renew(ctx: AuthContext, user: User, connection_id: str) -> Connection:
-    """The user confirmed the renewal: the expired connection is active again with a
-    new expiry from now; audited, `connection.renewed` sent, the status published."""
-    connection = ctx.session.get(Connection, uuid.UUID(connection_id))
+    """The user confirmed the renewal: the expired connection (`is_expired`: also one
+    still `active` past its expiry) is active again with a new expiry from now;
+    audited, `connection.renewed` sent, the status published."""
+    # Locked: the worker's expiry job may be turning it `expired` right now.
+    connection = ctx.session.get(Connection, uuid.UUID(connection_id), with_for_update=True,
+                                 populate_existing=True)
     if (connection is None or connection.user_id != user.id
-            or connection.status != ConnectionStatus.EXPIRED):
+            or not is_expired(connection.status, connection.expires_at, ctx.now)):
         raise ConsentRefused("not_expired", "this link is not waiting for a renewal")
     if not may_consent(ctx, user):
         raise ConsentRefused("not_allowed")
     environment = repository.environment(ctx.session, connection.environment_id)
     new_expiry = expires_at(environment, connection.scopes, ctx.now)
+    was = connection.status  # `active` when the expiry job has not turned it yet
     connection.status = ConnectionStatus.ACTIVE
     connection.renewed_at, connection.expires_at = ctx.now, new_expiry
     connection.updated_at = ctx.now
@@ -63,8 +74,9 @@ def renew(ctx: AuthContext, user: User, connection_id: str) -> Connection:
            Actor("user", str(user.id)), "connection", connection.id,
            app_id=str(connection.app_id), user_id=str(user.id),
            expires_at=new_expiry.isoformat() if new_expiry else None,
-           previous_status=ConnectionStatus.EXPIRED.value, via="consent_page")
+           previous_status=str(was), via="consent_page")
+    changed = ["expires_at", "status"] if was == ConnectionStatus.EXPIRED else ["expires_at"]
     emit(ctx.session, **connection_event("connection.renewed", connection,
-                                         changed_fields=["expires_at", "status"]))
+                                         changed_fields=changed))
     unit_of_work(ctx.session).publish_status(Subject.CONNECTION, connection.id, True)
     return connection

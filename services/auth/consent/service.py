@@ -13,7 +13,7 @@ from services.auth.oauth2.grant_management import GrantRequest
 from services.auth.oauth2.issue import revoke_family
 from shared import policy
 from shared.audit import Actor, append
-from shared.models import Company, Connection, ConnectionStatus, Debtor, User
+from shared.models import Company, Connection, ConnectionStatus, Debtor, User, is_expired
 from shared.outbox import connection_event, emit
 from shared.policy.lifetime import after_widening
 from shared.scopes import CONSENT_SCOPES, implied
@@ -123,6 +123,9 @@ def grant(
     if asked.grant_id is not None and (connection is None or connection.id != asked.grant_id):
         raise ConsentRefused("invalid_grant_id", "this grant is not live for you and this app")
     created = connection is None
+    if connection is not None and is_expired(connection.status, connection.expires_at, ctx.now):
+        # Only a confirmed renewal (renew.py) makes it active again, with a new expiry.
+        raise ConsentRefused("expired", "this link has expired; renew it first")
     if connection is not None and connection.status != ConnectionStatus.ACTIVE:
         raise ConsentRefused("suspended", "this link is suspended")
     if connection is None:
@@ -137,7 +140,9 @@ def grant(
     before = list(connection.scopes)
     after = list(dict.fromkeys(consent if asked.replace else [*before, *consent]))
     added = [s for s in after if s not in before]
-    removed = [s for s in before if s not in after]
+    # What the page said goes (a requested write scope keeps its read scope): only that
+    # ends the tokens issued before.
+    removed = dropped_scopes(connection, scopes, asked.replace)
     connection.scopes = after
     connection.updated_at = ctx.now
     if created or added:  # the environment's consent lifetime (shared/policy/lifetime.py)

@@ -43,8 +43,8 @@ from services.auth.oauth2.repository import (
 from services.auth.oauth2.requests import ParsedRequest
 from shared.models import (
     AuthorizationCode,
-    ConnectionStatus,
     User,
+    is_expired,
     is_live,
 )
 from shared.oauth import (
@@ -107,9 +107,7 @@ def _live(connection: ConnectionRow | None, now: datetime
 def _expired(connection: ConnectionRow, now: datetime) -> bool:
     """Whether the connection is not live because its consent ran out (the worker's job
     may not have turned it `expired` yet); a suspension or revocation takes precedence."""
-    return connection.status == ConnectionStatus.EXPIRED or (
-        connection.status == ConnectionStatus.ACTIVE and connection.expires_at is not None
-        and connection.expires_at <= now)
+    return is_expired(connection.status, connection.expires_at, now)
 
 
 def _admitted(user: UserRow | None, client) -> UserRow | None:

@@ -118,3 +118,69 @@ def test_the_challenge_api_asks_for_a_renewal(
     params = callback_params(accepted.json()["redirect_to"], request.target)
     assert "code" in params
     assert _reload(auth_server, expired).status == ConnectionStatus.ACTIVE
+
+
+def _past_expiry(server: AuthServer, client: Client) -> Connection:
+    """The app's one connection past its expiry, still `active`: the worker's expiry
+    job (once a minute) has not turned it yet."""
+    with server.sessions() as session, session.begin():
+        app_id = session.exec(select(App.id).where(App.client_id == client.client_id)).one()
+        connection = session.exec(select(Connection).where(Connection.app_id == app_id)).one()
+        connection.expires_at = utcnow() - timedelta(seconds=5)
+        session.add(connection)
+    assert connection.status == ConnectionStatus.ACTIVE
+    return connection
+
+
+def test_a_link_past_its_expiry_is_renewed_before_the_job_marks_it(
+    auth_server: AuthServer, browser: Callable[..., Browser], new_user: Callable[..., User],
+    new_app: Callable[..., Client],
+) -> None:
+    """Found by review: remembered consent issued a code for it that the token endpoint
+    then refused ("There is no 'user' for this code"); prompt=none got a code too."""
+    agent, user, app = browser(), new_user(), new_app()
+    agent.link(AuthRequest(app, scope=SCOPE), user)
+    past = _past_expiry(auth_server, app)
+
+    silent = agent.link(AuthRequest(app, scope=SCOPE, extra={"prompt": "none"}))
+    assert silent.params.get("error") == "consent_required", silent.location
+
+    request = AuthRequest(app, scope=SCOPE)
+    page = agent.follow(agent.authorize(request))
+    assert page.status_code == 200 and "data-renew" in page.text, page.text[:300]
+    answer = agent.submit(page, decision="allow")
+    params = callback_params(answer.headers["location"], request.target)
+    assert exchange(auth_server, request, params["code"]).status_code == 200
+    renewed = _reload(auth_server, past)
+    assert renewed.status == ConnectionStatus.ACTIVE and renewed.renewed_at is not None
+    assert renewed.expires_at is None or renewed.expires_at > utcnow()
+    with auth_server.sessions() as session:
+        audit = session.exec(select(AuditEvent).where(
+            AuditEvent.action == "connection.renewed",
+            AuditEvent.subject_id == str(past.id))).one()
+        event = session.exec(select(Event).where(
+            Event.connection_id == past.id, Event.type == "connection.renewed")).one()
+    assert audit.details["previous_status"] == "active"
+    assert event.data["changed_fields"] == ["expires_at"]
+
+
+def test_widening_a_link_past_its_expiry_renews_it_first(
+    auth_server: AuthServer, browser: Callable[..., Browser], new_user: Callable[..., User],
+    new_app: Callable[..., Client],
+) -> None:
+    """Found by review: the widening kept the past expiry, so its code could not be used."""
+    agent, user, app = browser(), new_user(), new_app()
+    agent.link(AuthRequest(app, scope="employee.info.read"), user)
+    past = _past_expiry(auth_server, app)
+
+    request = AuthRequest(app, scope="employee.info.read company.info.read")
+    page = agent.follow(agent.authorize(request))
+    assert page.status_code == 200 and "data-renew" in page.text, page.text[:300]
+    widening = agent.submit(page, decision="allow")
+    assert widening.status_code == 200 and "data-renew" not in widening.text
+    answer = agent.submit(widening, decision="allow")
+    params = callback_params(answer.headers["location"], request.target)
+    assert exchange(auth_server, request, params["code"]).status_code == 200
+    widened = _reload(auth_server, past)
+    assert set(widened.scopes) == {"employee.info.read", "company.info.read"}
+    assert widened.expires_at is None or widened.expires_at > utcnow()

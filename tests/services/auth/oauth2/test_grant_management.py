@@ -206,6 +206,33 @@ def test_replace_that_only_narrows_still_asks_and_a_write_scope_keeps_its_read(
     assert _connection(auth_server, grant_id).scopes == ["employee.info.read"]
 
 
+def test_replace_of_a_read_scope_by_its_write_scope_drops_nothing(
+    auth_server: AuthServer, browser: Callable[..., Browser], new_app: Callable[..., Client],
+) -> None:
+    """Found by review: the page said nothing goes (the write scope keeps its read), but
+    the grant recorded the read scope as removed and ended every token family."""
+    client = new_app(scopes=("employee.info", "employee.info.read", "offline_access"))
+    agent = browser(signed_in=True)
+    first = obtain_tokens(auth_server, agent, _grant("employee.info.read offline_access",
+                                                     client, "create"), None)
+    grant_id = first["grant_id"]
+    replace = _grant("employee.info offline_access", client, "replace", grant_id)
+    page = _consent_page(agent, replace)
+    assert shown_scopes(page) == ["employee.info"]
+    assert dropped_scopes(page) == []
+    response = agent.submit(page, decision="allow")
+    code = callback_params(response.headers["location"], client.redirect_uri)["code"]
+    tokens = exchange(auth_server, replace, code).json()
+    assert tokens["grant_id"] == grant_id
+    assert _connection(auth_server, grant_id).scopes == ["employee.info", "offline_access"]
+    # The tokens issued before carry only what is still granted: they keep working.
+    assert refresh(auth_server, client, first["refresh_token"]).status_code == 200
+    with auth_server.sessions() as session:
+        actions = session.exec(select(AuditEvent.action).where(
+            AuditEvent.subject_id == grant_id).order_by(AuditEvent.seq)).all()
+    assert actions == ["consent.granted", "consent.scopes_added"]
+
+
 def test_create_where_a_grant_exists_updates_it_and_says_which(
     auth_server: AuthServer, browser: Callable[..., Browser], new_app: Callable[..., Client],
 ) -> None:
