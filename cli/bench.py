@@ -55,6 +55,8 @@ SCOPE_SETS = [
     ["company.info.read", "payroll.run.read", "offline_access"],
 ]
 UNUSABLE_PASSWORD = "!bench-seed-no-login"
+# Consent lifetimes a seeded expiring connection has (days from its consent).
+LIFETIMES_DAYS = (90, 180, 365, 730)
 
 
 def uuid7_at(moment: datetime, rng: random.Random) -> uuid.UUID:
@@ -251,13 +253,24 @@ def seed(conn: DbConnection, name: str, count: int, rng: random.Random) -> Seede
             if rng.random() < 0.7:
                 last_used = now - (now - created) * rng.random() ** 3
             app_row = partner_apps[a]
+            # The consent lifecycle's columns: a third expire (some have), and a used
+            # connection knows when it last needed some of its scopes.
+            expires = None
+            if rng.random() < 0.3:
+                expires = created + timedelta(days=rng.choice(LIFETIMES_DAYS))
+                if status == "active" and expires <= now:
+                    status = "expired"
+            scope_used = {} if last_used is None else {
+                scope: (last_used - (last_used - created) * rng.random()).isoformat()
+                for scope in app_row["scopes"] if rng.random() < 0.6}
             rows.append({"id": connection_id, "environment_id": env_id, "user_id": user_id,
                          "app_id": app_row["id"], "debtor_id": debtor_id,
                          "scopes": app_row["scopes"], "status": status,
                          "suspended_reason": reason, "revoked_at": revoked_at,
                          "revoked_by": revoked_by, "revoke_reason": None,
                          "created_at": created, "updated_at": created,
-                         "last_used_at": last_used})
+                         "last_used_at": last_used, "expires_at": expires,
+                         "scope_used_at": scope_used})
             reach = user_reach[u]
             for company_id in rng.sample(reach, min(len(reach), 1 + rng.randrange(2))):
                 link_rows.append({"connection_id": connection_id, "company_id": company_id})

@@ -25,7 +25,7 @@ from shared.models import SigningKey
 
 DATABASE = "koppel_bench_overview"
 ENVIRONMENT = "Bench 1M"
-SEED_VERSION = 1
+SEED_VERSION = 2  # 2: expires_at and scope_used_at seeded
 PAGE_REQUESTS = 100
 CSV_TIMEOUT_S = float(os.environ.get("BENCH_CSV_TIMEOUT", "180"))
 

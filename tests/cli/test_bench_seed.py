@@ -10,6 +10,7 @@ from sqlalchemy import func
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, col, select
 
+from shared.db.types import utcnow
 from shared.models import App, Company, Connection, ConnectionCompany, User
 from tests.cli.conftest import Invoke
 
@@ -44,6 +45,15 @@ def test_seeds_n_consistent_connections(invoke: Invoke,
     statuses = Counter(c.status for c in rows)
     assert statuses["active"] > statuses["revoked"] > 0
     assert all(c.status in ("revoked", "suspended") for c in rows if not users[c.user_id].active)
+    # The consent lifecycle's columns: some connections expire (the past ones expired),
+    # used ones know when they needed some of their scopes.
+    expiring = [c for c in rows if c.expires_at is not None]
+    assert 0 < len(expiring) < len(rows) and statuses["expired"] > 0
+    assert all(c.expires_at is not None and c.expires_at <= utcnow()
+               for c in rows if c.status == "expired")
+    assert any(c.scope_used_at for c in rows)
+    assert all(set(c.scope_used_at) <= set(c.scopes) for c in rows)
+    assert all(not c.scope_used_at for c in rows if c.last_used_at is None)
     popularity = Counter(c.app_id for c in rows).most_common()
     assert len(apps) >= 5 and popularity[0][1] > 2 * popularity[-1][1]
 
