@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from sqlalchemy import Connection as DbConnection
@@ -260,9 +260,10 @@ def seed(conn: DbConnection, name: str, count: int, rng: random.Random) -> Seede
                 expires = created + timedelta(days=rng.choice(LIFETIMES_DAYS))
                 if status == "active" and expires <= now:
                     status = "expired"
+            granted = cast(list[str], app_row["scopes"])
             scope_used = {} if last_used is None else {
                 scope: (last_used - (last_used - created) * rng.random()).isoformat()
-                for scope in app_row["scopes"] if rng.random() < 0.6}
+                for scope in granted if rng.random() < 0.6}
             rows.append({"id": connection_id, "environment_id": env_id, "user_id": user_id,
                          "app_id": app_row["id"], "debtor_id": debtor_id,
                          "scopes": app_row["scopes"], "status": status,

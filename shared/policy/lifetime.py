@@ -11,9 +11,11 @@ renewal) and the worker (notices and expiry) all ask these functions.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from shared.models import Environment
+from shared.models import Connection, ConnectionStatus, Environment
 from shared.scopes import SCOPES, Sensitivity
 
 MIN_DAYS = 30
@@ -90,3 +92,32 @@ def after_widening(environment: Environment | None, scopes: Iterable[str],
     if current is not None and (new is None or current < new):
         return current
     return new
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What a renewal changed: the status before it and the event's changed fields."""
+
+    previous_status: str
+    changed_fields: list[str]
+
+    def audit_fields(self, connection: Connection, via: str) -> dict[str, Any]:
+        """The `connection.renewed` audit event's fields (`via`: consent_page or api)."""
+        expiry = connection.expires_at
+        return {"app_id": str(connection.app_id), "user_id": str(connection.user_id),
+                "expires_at": expiry.isoformat() if expiry else None,
+                "previous_status": self.previous_status, "via": via}
+
+
+def renew(connection: Connection, environment: Environment | None, now: datetime) -> Renewal:
+    """Renew the connection's row at `now` (the consent page and the registry's route
+    both do it here): a new expiry from now (None when the environment dropped its
+    lifetime since: then it no longer expires); `expired` becomes `active`, a suspended
+    one stays suspended (its own rules decide when it resumes)."""
+    was = str(connection.status)
+    connection.renewed_at = connection.updated_at = now
+    connection.expires_at = expires_at(environment, connection.scopes, now)
+    if was == ConnectionStatus.EXPIRED:
+        connection.status = ConnectionStatus.ACTIVE
+        return Renewal(was, ["expires_at", "status"])
+    return Renewal(was, ["expires_at"])

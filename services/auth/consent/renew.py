@@ -14,16 +14,9 @@ from services.auth.consent import repository
 from services.auth.consent.service import ConsentRefused, may_consent
 from services.auth.oauth2.context import AuthContext
 from shared.audit import Actor, append
-from shared.models import (
-    Company,
-    Connection,
-    ConnectionCompany,
-    ConnectionStatus,
-    User,
-    is_expired,
-)
+from shared.models import Company, Connection, ConnectionCompany, User, is_expired
 from shared.outbox import connection_event, emit
-from shared.policy.lifetime import expires_at
+from shared.policy import lifetime
 from shared.scopes import SCOPES
 from shared.status import Subject
 from shared.unit_of_work import unit_of_work
@@ -63,20 +56,13 @@ def renew(ctx: AuthContext, user: User, connection_id: str) -> Connection:
     if not may_consent(ctx, user):
         raise ConsentRefused("not_allowed")
     environment = repository.environment(ctx.session, connection.environment_id)
-    new_expiry = expires_at(environment, connection.scopes, ctx.now)
-    was = connection.status  # `active` when the expiry job has not turned it yet
-    connection.status = ConnectionStatus.ACTIVE
-    connection.renewed_at, connection.expires_at = ctx.now, new_expiry
-    connection.updated_at = ctx.now
+    renewal = lifetime.renew(connection, environment, ctx.now)
     ctx.session.add(connection)
     ctx.session.flush()
     append(ctx.session, connection.environment_id, "connection.renewed",
            Actor("user", str(user.id)), "connection", connection.id,
-           app_id=str(connection.app_id), user_id=str(user.id),
-           expires_at=new_expiry.isoformat() if new_expiry else None,
-           previous_status=str(was), via="consent_page")
-    changed = ["expires_at", "status"] if was == ConnectionStatus.EXPIRED else ["expires_at"]
+           **renewal.audit_fields(connection, "consent_page"))
     emit(ctx.session, **connection_event("connection.renewed", connection,
-                                         changed_fields=changed))
+                                         changed_fields=renewal.changed_fields))
     unit_of_work(ctx.session).publish_status(Subject.CONNECTION, connection.id, True)
     return connection

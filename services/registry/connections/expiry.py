@@ -23,8 +23,8 @@ from shared.audit import Actor, append_async
 from shared.errors import Conflict, Forbidden
 from shared.models import Connection, ConnectionStatus, Environment, User
 from shared.outbox import connection_event, emit
-from shared.policy import may_consent
-from shared.policy.lifetime import after_change, expires_at
+from shared.policy import lifetime, may_consent
+from shared.policy.lifetime import after_change
 from shared.status import Subject
 from shared.unit_of_work import unit_of_work
 
@@ -70,22 +70,13 @@ async def renew(session: AsyncSession, connection: Connection, user: User,
     environment = await session.get(Environment, connection.environment_id)
     if not may_consent(user, environment):
         raise Forbidden("this login may not renew the connection")
-    # None when the environment dropped its lifetime since: then it no longer expires.
-    new_expiry = expires_at(environment, connection.scopes, now)
-    was = connection.status
-    connection.renewed_at, connection.expires_at = now, new_expiry
-    connection.updated_at = now
-    if was == ConnectionStatus.EXPIRED:
-        connection.status = ConnectionStatus.ACTIVE
+    renewal = lifetime.renew(connection, environment, now)
     session.add(connection)
     await append_async(session, connection.environment_id, "connection.renewed",
                        Actor("user", str(user.id)), "connection", connection.id,
-                       app_id=str(connection.app_id), user_id=str(connection.user_id),
-                       expires_at=new_expiry.isoformat() if new_expiry else None,
-                       previous_status=str(was), via="api")
-    changed = ["expires_at", "status"] if was == ConnectionStatus.EXPIRED else ["expires_at"]
+                       **renewal.audit_fields(connection, "api"))
     emit(session, **connection_event("connection.renewed", connection,
-                                     changed_fields=changed))
+                                     changed_fields=renewal.changed_fields))
     if connection.status == ConnectionStatus.ACTIVE:
         unit_of_work(session).publish_status(Subject.CONNECTION, connection.id, True)
     await session.flush()
