@@ -157,8 +157,8 @@ _RULES = (
     # Who can read me (issue 16): the connections whose reach covers one employee, for
     # the environment's accountant, and for any login about its own employee record
     # (User.employee_id; a login linked to none gets an empty list).
-    _rule("environment.employees.exposure", ACCOUNTANT, "environment.connections.read"),
-    _rule("me.exposure", USERS, "connections.read"),
+    _rule("environment.employees.exposure.list", ACCOUNTANT, "environment.connections.read"),
+    _rule("me.exposure.list", USERS, "connections.read"),
     _rule("environment.audit.list", ACCOUNTANT, "environment.connections.read"),
     _rule("environment.audit.checkpoints.list", ACCOUNTANT, "environment.connections.read"),
     # Provisioning: a bound first-party app inside its environment; only the platform's

@@ -15,8 +15,8 @@ from shared.pagination import DEFAULT_LIMIT, page
 from shared.policy.dependency import UserCaller
 
 router = APIRouter(tags=["exposure"])
-EmployeeExposure = Annotated[UserCaller, user_can("environment.employees.exposure")]
-MyExposure = Annotated[UserCaller, user_can("me.exposure")]
+EmployeeExposure = Annotated[UserCaller, user_can("environment.employees.exposure.list")]
+MyExposure = Annotated[UserCaller, user_can("me.exposure.list")]
 Status = Annotated[ExposureStatus, Query(
     description="active (default: live connections, whose tokens read now), suspended, "
     "expired, revoked, or all")]
