@@ -4,6 +4,8 @@
 - `rules.py`: every operation with the callers and scopes it allows (the table);
 - `reach.py`: the resolved `Caller`, its reach as SQL (`conditions`) and in Python
   (`Caller.reaches`), and the one definition of a user's companies;
+- `coverage.py`: which employees a connection covers, as SQL (the data API's employee
+  read and "who can read me" join by it);
 - `resolve.py`: from a verified token to a `Caller`, and `authorize`;
 - `consent.py`: who may link apps, and why a connection is suspended;
 - `sandboxes.py`: what sets a partner's sandbox apart (owner, reserved email domain,

@@ -154,6 +154,11 @@ _RULES = (
           "environment.connections.manage"),
     _rule("me.access_reviews.list", CONSENTERS, "connections.read"),
     _rule("me.access_reviews.decide", CONSENTERS, "connections.manage"),
+    # Who can read me (issue 16): the connections whose reach covers one employee, for
+    # the environment's accountant, and for any login about its own employee record
+    # (User.employee_id; a login linked to none gets an empty list).
+    _rule("environment.employees.exposure.list", ACCOUNTANT, "environment.connections.read"),
+    _rule("me.exposure.list", USERS, "connections.read"),
     _rule("environment.audit.list", ACCOUNTANT, "environment.connections.read"),
     _rule("environment.audit.checkpoints.list", ACCOUNTANT, "environment.connections.read"),
     # Provisioning: a bound first-party app inside its environment; only the platform's

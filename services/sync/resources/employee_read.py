@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import namedtuple_row
-from sqlalchemy import and_, bindparam, or_, select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,8 +31,8 @@ from shared.db.base import table_of
 from shared.db.types import utcnow
 from shared.errors import InsufficientScope, NotFound
 from shared.last_used import UsageRecorder
-from shared.models import App, Connection, ConnectionCompany, ConnectionStatus, Employee
-from shared.policy import RULES, CallerKind, authorize, resolve
+from shared.models import App, ConnectionStatus
+from shared.policy import RULES, CallerKind, authorize, coverage, resolve
 from shared.runtime import Runtime
 from shared.scopes import granting_scope, grants, implied
 from shared.tokens import InvalidToken, Principal
@@ -44,26 +44,27 @@ SCOPE = RULE.scopes[0]
 # The columns of `EmployeeOut`, read straight into its JSON document (`employee_body`).
 FIELDS = tuple(schemas.EmployeeOut.model_fields)
 
-_conn = table_of(Connection)
+_conn = coverage.CONNECTIONS
 _app = table_of(App)
-_emp = table_of(Employee)
-_cover = table_of(ConnectionCompany)
+_emp = coverage.EMPLOYEES
+_cover = coverage.COVERED
 
 CONNECTION_EMPLOYEE = (
     select(_conn.c.status, _conn.c.environment_id, _conn.c.debtor_id, _conn.c.scopes,
            _cover.c.company_id.label("covered"), *(_emp.c[name] for name in FIELDS))
     .select_from(
         _conn.join(_app, _app.c.id == _conn.c.app_id)
+        # Reach: the policy's one definition of a covered employee (shared/policy/
+        # coverage.py), which "who can read me" (services/registry/exposure) joins by too.
         .outerjoin(_emp, and_(_emp.c.id == bindparam("employee_id"),
-                              _emp.c.environment_id == _conn.c.environment_id,
-                              _emp.c.debtor_id == _conn.c.debtor_id))
-        .outerjoin(_cover, and_(_cover.c.connection_id == _conn.c.id,
-                                _cover.c.company_id == _emp.c.company_id))
+                              *coverage.same_owner(_conn, _emp)))
+        .outerjoin(_cover, and_(coverage.consented_company(_conn, _cover),
+                                coverage.of_company(_cover, _emp)))
     )
     .where(_conn.c.id == bindparam("connection_id"), _app.c.client_id == bindparam("client_id"),
            # Past its expiry a connection is not live, whether or not the worker's job has
            # turned it `expired` yet: no row, so 401 like any connection not live.
-           or_(_conn.c.expires_at.is_(None), _conn.c.expires_at > bindparam("now")))
+           coverage.unexpired(bindparam("now"), _conn))
 )
 
 

@@ -1,0 +1,1 @@
+"""Who can read me (issue 16, item 3): the connections whose reach covers one employee."""
