@@ -50,6 +50,7 @@ def ensure_seeded(ctx: Ctx, connections: int) -> tuple[dict[str, str], Path]:
                     "--count", str(connections)], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     say(f"  seeded in {time.perf_counter() - started:.0f} s")
+    infra.analyze_database(DATABASE)
     infra.set_database_comment(DATABASE, marker)
     return env, var
 
