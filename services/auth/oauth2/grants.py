@@ -54,7 +54,7 @@ from shared.oauth import (
     is_fapi,
 )
 from shared.policy.apps import admits_user
-from shared.scopes import implied, parse_scope
+from shared.scopes import DATA_SCOPES, implied, parse_scope
 from shared.signing import ID_TOKEN_ALG
 from shared.unit_of_work import unit_of_work
 from shared.vault import TokenKind, new_token, token_digest
@@ -293,7 +293,13 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
         record = cast(RefreshRecord, self.request.refresh_token)
         if record.connection is not None:
             unit_of_work(self.ctx.session).record_use(record.connection.id)
-        return issue_tokens(self.ctx, self.client, user, parse_scope(scope),
+        scopes = parse_scope(scope)
+        if record.connection is not None and record.connection.scopes is not None:
+            # A narrowing dropped data scopes from the consent: the family still names
+            # them, the new token does not.
+            granted = implied(record.connection.scopes)
+            scopes = [s for s in scopes if s not in DATA_SCOPES or s in granted]
+        return issue_tokens(self.ctx, self.client, user, scopes,
                             record.family, record.connection, new_refresh_token=record.rotate,
                             jkt=self.request.koppel.get(JKT_PARAMETER))
 

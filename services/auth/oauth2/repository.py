@@ -56,6 +56,7 @@ class ConnectionRow:
     debtor_id: uuid.UUID
     status: str
     expires_at: datetime | None = None
+    scopes: list[str] | None = None  # what the consent grants now (a narrowing drops some)
 
 
 _FAMILY_COLUMNS = (
@@ -72,6 +73,7 @@ _USER_COLUMNS = (
 _CONNECTION_COLUMNS = (
     CONNECTIONS.c.id.label("c_id"), CONNECTIONS.c.debtor_id.label("c_debtor_id"),
     CONNECTIONS.c.status.label("c_status"), CONNECTIONS.c.expires_at.label("c_expires_at"),
+    CONNECTIONS.c.scopes.label("c_scopes"),
 )
 
 APP_BY_CLIENT_ID = select(APPS).where(APPS.c.client_id == bindparam("client_id"))
@@ -153,7 +155,8 @@ def user_of(row) -> UserRow | None:
 def connection_of(row) -> ConnectionRow | None:
     if row.c_id is None:
         return None
-    return ConnectionRow(row.c_id, row.c_debtor_id, row.c_status, row.c_expires_at)
+    return ConnectionRow(row.c_id, row.c_debtor_id, row.c_status, row.c_expires_at,
+                         row.c_scopes)
 
 
 def run(conn: DbConnection, statement, **params):

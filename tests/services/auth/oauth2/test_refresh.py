@@ -97,6 +97,23 @@ def test_refresh_rotates_and_keeps_scope(
     assert introspect(auth_server, client, first["refresh_token"]) == {"active": False}
 
 
+def test_after_a_narrowing_a_refreshed_token_names_only_what_the_consent_grants(
+    auth_server: AuthServer, linked: Callable[..., tuple[Client, dict]],
+) -> None:
+    """A narrowing drops scopes from the connection (the registry's route): the family
+    still names them, the next access token does not (resource servers refuse them
+    either way)."""
+    client, first = linked("client_secret_post")
+    claims = introspect(auth_server, client, first["access_token"])
+    with auth_server.sessions() as session, session.begin():
+        connection = session.get(Connection, uuid.UUID(claims["connection_id"]))
+        assert connection is not None and "employee.info.read" in connection.scopes
+        connection.scopes = [s for s in connection.scopes if s != "employee.info.read"]
+    second = refreshed(auth_server, client, first["refresh_token"])
+    assert set(second["scope"].split()) == {"company.info.read", "offline_access"}
+    assert introspect(auth_server, client, second["access_token"])["scope"] == second["scope"]
+
+
 def test_refresh_without_offline_access_is_not_issued(
     auth_server: AuthServer, browser: Callable[..., Browser], new_app: Callable[..., Client],
 ) -> None:
