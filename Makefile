@@ -17,12 +17,14 @@ install: $(STAMP)
 run: $(STAMP)
 	KOPPEL_WEBHOOKS_ALLOW_LOOPBACK=true $(BIN)/koppel run
 
-# PYTEST_ARGS: more pytest arguments, e.g. PYTEST_ARGS="-n 2" or PYTEST_ARGS="-k vault".
+# TEST_PROCESSES: pytest-xdist workers (2: the suite's machine has two cores; 0 for one
+# process). PYTEST_ARGS: more pytest arguments, e.g. PYTEST_ARGS="-k vault".
 # KOPPEL_TEST_DATABASE_URL and KOPPEL_TEST_REDIS_URL set: PostgreSQL and Redis; else SQLite.
 # pytest's status 5 (no tests collected) is a failure, never a pass.
 CLIENTS := tests/clients/node
+TEST_PROCESSES ?= 2
 test: $(STAMP) $(CLIENTS)/node_modules/.package-lock.json
-	@status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
+	@status=0; $(BIN)/python -m pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
 
