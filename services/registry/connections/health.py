@@ -31,7 +31,6 @@ from datetime import UTC, datetime, timedelta
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.config import Settings
 from shared.models import (
     App,
     AppStatus,
@@ -51,7 +50,6 @@ WEBHOOKS_DISABLED = "webhooks_disabled"
 ORDER = (EXPIRING_SOON, UNUSED, UNUSED_SCOPES, USER_DEACTIVATED, APP_SUSPENDED, APP_BLOCKED,
          WEBHOOKS_DISABLED)
 UNUSED_AFTER = timedelta(days=90)
-DEFAULT_NOTICE_DAYS: int = Settings.model_fields["consent_expiry_notice_days"].default
 
 
 def _aware(value: datetime | str) -> datetime:
@@ -60,7 +58,7 @@ def _aware(value: datetime | str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def expiring_before(now: datetime, notice_days: int = DEFAULT_NOTICE_DAYS) -> datetime:
+def expiring_before(now: datetime, notice_days: int) -> datetime:
     """A connection expiring before this time is `expiring_soon`."""
     return now + timedelta(days=notice_days)
 

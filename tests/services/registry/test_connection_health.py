@@ -151,7 +151,7 @@ async def test_the_notice_window_is_the_setting(world: World) -> None:
                                        app, last_used_at=now,
                                        expires_at=now + timedelta(days=20))
         session.commit()
-        ident = str(connection.id)
+        ident, scopes = str(connection.id), list(connection.scopes)
     headers = bearer(world.user_token(world.a.users["accountant"]))
     for days, flags in ((14, []), (30, ["expiring_soon"])):
         settings = world.settings.model_copy(update={"consent_expiry_notice_days": days})
@@ -165,3 +165,14 @@ async def test_the_notice_window_is_the_setting(world: World) -> None:
                 "app": app.client_id}, headers={**headers, "Accept": "text/csv"})
             [line] = list(csv.DictReader(io.StringIO(exported.text)))
             assert line["flags"].split() == flags
+            # The row a narrow answers (keeping every scope: nothing changes) and the
+            # sample of a dry-run bulk revoke use the same window.
+            narrowed = await client.post(f"/v1/environment/connections/{ident}/narrow",
+                                         json={"scopes": scopes}, headers=headers)
+            assert narrowed.status_code == 200, narrowed.text
+            assert narrowed.json()["flags"] == flags
+            dry_run = await client.post("/v1/environment/connections/bulk-revoke", json={
+                "filter": {"app": app.client_id}, "reason": "window", "dry_run": True},
+                headers=headers)
+            assert dry_run.status_code == 200, dry_run.text
+            assert [row["flags"] for row in dry_run.json()["sample"]] == [flags]
