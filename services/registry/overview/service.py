@@ -331,8 +331,8 @@ async def summary(session: AsyncSession, caller: UserCaller) -> list[AppSummary]
     for app_id, text in await repo.live_scope_sets(environment_id):
         scopes.setdefault(app_id, set()).update(json.loads(text) if text else [])
     used: dict[uuid.UUID, set[str]] = {}
-    for app_id, text in await repo.used_scope_sets(environment_id):
-        used.setdefault(app_id, set()).update(json.loads(text) if text else {})
+    for app_id, scope in await repo.used_scopes(environment_id):
+        used.setdefault(app_id, set()).add(scope)
     result = []
     for app, total, active, suspended, revoked, expired, users, debtors, last in \
             await repo.summary(environment_id):
