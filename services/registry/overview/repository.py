@@ -509,10 +509,12 @@ class OverviewRepository:
         return {k: " ".join(sorted(v)) for k, v in found.items()}
 
     async def apps(self, app_ids: list) -> list[tuple]:
-        """id (as `export_batch` gives it), client_id, name and publisher of the apps."""
+        """id (as `export_batch` gives it), client_id, name, publisher and status (for
+        the health flags) of the apps."""
         ids = [a if isinstance(a, uuid.UUID) else uuid.UUID(a) for a in app_ids]
-        stmt = select(_as_text(col(App.id), self._postgres), App.client_id, App.name,
-                      App.publisher).where(col(App.id).in_(ids))
+        stmt = select(  # type: ignore[call-overload]
+            _as_text(col(App.id), self._postgres), App.client_id, App.name, App.publisher,
+            App.status).where(col(App.id).in_(ids))
         return list((await self.session.exec(stmt)).all())
 
     @property

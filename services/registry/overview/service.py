@@ -123,8 +123,8 @@ async def rows_with_companies(session: AsyncSession, rows: list[tuple[Connection
     companies = await ConnectionRepository(session).company_ids([c.id for c, _, _ in rows])
     flags: dict[uuid.UUID, list[str]] = {}
     for environment_id in {c.environment_id for c, _, _ in rows}:
-        flags.update(await health.app_flags(session, environment_id, [
-            c.app_id for c, _, _ in rows if c.environment_id == environment_id]))
+        flags.update(await health.app_flags(session, environment_id, {
+            a.id: a.status for c, a, _ in rows if c.environment_id == environment_id}))
     return [overview_row(c, a, u, companies.get(c.id, []), lang, now,
                          flags.get(c.app_id, []), notice_days) for c, a, u in rows]
 
@@ -189,10 +189,12 @@ async def row_batches(session_factory, environment_id: uuid.UUID, query: Overvie
                 [r[0] for r in rows])
             missing = {r[1] for r in rows} - apps.keys()
             if missing:
-                for app_id, client_id, name, publisher in await repo.apps(list(missing)):
+                statuses = {}
+                for app_id, client_id, name, publisher, status in await repo.apps(
+                        list(missing)):
                     apps[app_id] = (client_id, name, publisher)
-                found_flags = await health.app_flags(session, environment_id,
-                                                     [_uuid(a) for a in missing])
+                    statuses[_uuid(app_id)] = status
+                found_flags = await health.app_flags(session, environment_id, statuses)
                 for app_id in missing:
                     app_flags[app_id] = found_flags.get(_uuid(app_id), [])
         # The session is closed before a slow reader takes the batch.
@@ -269,11 +271,12 @@ async def _postgres_batches(session_factory, environment_id: uuid.UUID, query: O
                 # the app's rows with an empty flags cell.
                 app_rows = await repo.apps(found.missing_apps)
                 found_flags = await health.app_flags(
-                    session, environment_id, [_uuid(a) for a in found.missing_apps])
+                    session, environment_id, {_uuid(app_id): status
+                                              for app_id, *_, status in app_rows})
                 for app_id in found.missing_apps:
                     if found_flags.get(_uuid(app_id)):
                         cells.app_flags[app_id] = " ".join(found_flags[_uuid(app_id)])
-                for app_id, client_id, name, publisher in app_rows:
+                for app_id, client_id, name, publisher, _ in app_rows:
                     cells.apps[app_id] = export_app_cells(client_id, name, publisher)
                 for scopes_json in found.missing_scopes:
                     cells.scopes[scopes_json] = export_scope_cells(scopes_json)
