@@ -74,7 +74,7 @@ async def _with_flags(session, runtime, caller: UserCaller, rows, lang: str
     now = utcnow()
     limit = health.expiring_before(now, runtime.settings.consent_expiry_notice_days)
     by_app = await health.app_flags(session, caller.user.environment_id,
-                                    [c.app_id for c, _, _ in rows])
+                                    {a.id: a.status for _, a, _ in rows})
     return [ConnectionOut(**connection_fields(c, a, ids, lang), flags=health.flags(
         c.status, expires_at=c.expires_at, user_active=caller.user.active,
         unused=health.is_unused(c.status, c.created_at, c.last_used_at, now),

@@ -13,6 +13,7 @@ time passes stays suspended; when its suspension ends it becomes `expired`
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_
@@ -112,21 +113,45 @@ async def apply_lifetime(session: AsyncSession, environment: Environment,
         after = rows[-1].id
 
 
+async def _locked_batch(session: AsyncSession, conditions: list, limit: int
+                        ) -> Sequence[Connection]:
+    """The first `limit` connections that meet `conditions` (earliest expiry first),
+    locked for update after their environments (FOR KEY SHARE, in id order).
+
+    The order matters: the job appends to the environment's audit chain, whose insert
+    takes a KEY SHARE lock on the environment row, and a consent lifetime change holds
+    that row FOR UPDATE while it gives the environment's live connections new
+    expiries. Locking a connection first and the environment second, the job and the
+    change each waited for the other (PostgreSQL aborted one: deadlock). Now the job
+    waits before it locks any connection, and then finds the expiries the change set;
+    the change never meets a connection the job is expiring."""
+    first = (select(Connection.environment_id).where(*conditions)
+             .order_by(col(Connection.expires_at), col(Connection.id)).limit(limit)
+             .subquery())
+    environments = list((await session.exec(
+        select(Environment.id).where(col(Environment.id).in_(select(first.c.environment_id)))
+        .order_by(col(Environment.id)).with_for_update(read=True, key_share=True))).all())
+    if not environments:
+        return []
+    stmt = (
+        select(Connection)
+        .where(*conditions, col(Connection.environment_id).in_(environments))
+        .order_by(col(Connection.expires_at), col(Connection.id))
+        .with_for_update()
+    )
+    return (await session.exec(stmt.limit(limit))).all()
+
+
 async def notify_expiring(session: AsyncSession, now: datetime, notice: timedelta,
                           limit: int = BATCH) -> int:
     """`connection.expiring` for active connections that expire within `notice`, once
     per expiry (a renewal or a lifetime change sets a new one). Returns how many."""
-    stmt = (
-        select(Connection)
-        .where(Connection.status == ConnectionStatus.ACTIVE,
-               col(Connection.expires_at) > now, col(Connection.expires_at) <= now + notice,
-               or_(col(Connection.expiry_notice_for).is_(None),
-                   col(Connection.expiry_notice_for) != col(Connection.expires_at)))
-        .order_by(col(Connection.expires_at), col(Connection.id))
-        .with_for_update()
-    )
+    conditions = [Connection.status == ConnectionStatus.ACTIVE,
+                  col(Connection.expires_at) > now, col(Connection.expires_at) <= now + notice,
+                  or_(col(Connection.expiry_notice_for).is_(None),
+                      col(Connection.expiry_notice_for) != col(Connection.expires_at))]
     sent = 0
-    for connection in (await session.exec(stmt.limit(limit))).all():
+    for connection in await _locked_batch(session, conditions, limit):
         connection.expiry_notice_for = connection.expires_at
         session.add(connection)
         await append_async(session, connection.environment_id, "connection.expiring", SYSTEM,
@@ -143,14 +168,10 @@ async def notify_expiring(session: AsyncSession, now: datetime, notice: timedelt
 async def expire_due(session: AsyncSession, now: datetime, limit: int = BATCH) -> list[uuid.UUID]:
     """Expire active connections whose time has come (suspended ones stay suspended:
     they expire when resumed). Returns their ids."""
-    stmt = (
-        select(Connection)
-        .where(Connection.status == ConnectionStatus.ACTIVE, col(Connection.expires_at) <= now)
-        .order_by(col(Connection.expires_at), col(Connection.id))
-        .with_for_update()
-    )
+    conditions = [Connection.status == ConnectionStatus.ACTIVE,
+                  col(Connection.expires_at) <= now]
     done = []
-    for connection in (await session.exec(stmt.limit(limit))).all():
+    for connection in await _locked_batch(session, conditions, limit):
         await expire(session, connection, SYSTEM, now)
         done.append(connection.id)
     return done

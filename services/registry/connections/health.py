@@ -25,15 +25,14 @@ always ORDER's. Flags are computed when read, never stored.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from sqlmodel import col, select
+from sqlalchemy import String, literal, select, union_all
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.config import Settings
 from shared.models import (
-    App,
     AppStatus,
     ConnectionStatus,
     EnvironmentAppPolicy,
@@ -51,7 +50,6 @@ WEBHOOKS_DISABLED = "webhooks_disabled"
 ORDER = (EXPIRING_SOON, UNUSED, UNUSED_SCOPES, USER_DEACTIVATED, APP_SUSPENDED, APP_BLOCKED,
          WEBHOOKS_DISABLED)
 UNUSED_AFTER = timedelta(days=90)
-DEFAULT_NOTICE_DAYS: int = Settings.model_fields["consent_expiry_notice_days"].default
 
 
 def _aware(value: datetime | str) -> datetime:
@@ -60,7 +58,7 @@ def _aware(value: datetime | str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def expiring_before(now: datetime, notice_days: int = DEFAULT_NOTICE_DAYS) -> datetime:
+def expiring_before(now: datetime, notice_days: int) -> datetime:
     """A connection expiring before this time is `expiring_soon`."""
     return now + timedelta(days=notice_days)
 
@@ -94,24 +92,28 @@ def is_unused(status: str, created_at: datetime, last_used_at: datetime | None,
 
 
 async def app_flags(session: AsyncSession, environment_id: uuid.UUID,
-                    app_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
-    """The app-wide flags of each app, as the environment sees them: three queries for
-    any number of apps (never one per connection)."""
-    ids = sorted(set(app_ids))
+                    statuses: Mapping[uuid.UUID, str]) -> dict[uuid.UUID, list[str]]:
+    """The app-wide flags of each app (`statuses`: app id -> the app's status, from the
+    App rows the caller holds), as the environment sees them: one query for any number
+    of apps (never one per connection), for the blocked and the disabled webhooks."""
+    ids = sorted(statuses)
     if not ids:
         return {}
-    suspended = set((await session.exec(select(App.id).where(
-        col(App.id).in_(ids), App.status == AppStatus.SUSPENDED))).all())
-    blocked = set((await session.exec(select(EnvironmentAppPolicy.app_id).where(
-        EnvironmentAppPolicy.environment_id == environment_id,
+    # Core statements (sqlmodel's select types no literal column), run on the
+    # session's connection.
+    blocked = select(literal(APP_BLOCKED, String), col(EnvironmentAppPolicy.app_id)).where(
+        col(EnvironmentAppPolicy.environment_id) == environment_id,
         col(EnvironmentAppPolicy.app_id).in_(ids),
-        col(EnvironmentAppPolicy.blocked).is_(True)))).all())
-    disabled = set((await session.exec(select(WebhookEndpoint.app_id).where(
+        col(EnvironmentAppPolicy.blocked).is_(True))
+    disabled = select(literal(WEBHOOKS_DISABLED, String), col(WebhookEndpoint.app_id)).where(
         col(WebhookEndpoint.app_id).in_(ids),
-        WebhookEndpoint.status == WebhookEndpointStatus.DISABLED).distinct())).all())
+        col(WebhookEndpoint.status) == WebhookEndpointStatus.DISABLED).distinct()
+    db = await session.connection()
+    found = set((await db.execute(union_all(blocked, disabled))).tuples().all())
     result: dict[uuid.UUID, list[str]] = {}
     for app_id in ids:
-        result[app_id] = [flag for flag, on in ((APP_SUSPENDED, app_id in suspended),
-                                                (APP_BLOCKED, app_id in blocked),
-                                                (WEBHOOKS_DISABLED, app_id in disabled)) if on]
+        result[app_id] = [flag for flag, on in (
+            (APP_SUSPENDED, statuses[app_id] == AppStatus.SUSPENDED),
+            (APP_BLOCKED, (APP_BLOCKED, app_id) in found),
+            (WEBHOOKS_DISABLED, (WEBHOOKS_DISABLED, app_id) in found)) if on]
     return result

@@ -84,13 +84,14 @@ async def summarise_environment_connections(
 
 @router.post("/connections/bulk-revoke", response_model=BulkRevokeResult)
 async def bulk_revoke_environment_connections(
-    body: BulkRevoke, session: SessionDep, caller: EnvironmentConnectionsBulkRevoke,
-    lang: LanguageDep,
+    body: BulkRevoke, session: SessionDep, runtime: RuntimeDep,
+    caller: EnvironmentConnectionsBulkRevoke, lang: LanguageDep,
 ) -> BulkRevokeResult:
     """Revoke every live connection matching the filter (at least one criterion), with a
     required reason; `dry_run` only counts them and shows a sample."""
-    count, sample = await service.bulk_revoke(session, caller, body.filter, body.reason,
-                                              body.dry_run, lang)
+    count, sample = await service.bulk_revoke(
+        session, caller, body.filter, body.reason, body.dry_run, lang,
+        runtime.settings.consent_expiry_notice_days)
     return BulkRevokeResult(dry_run=body.dry_run, count=count, sample=sample)
 
 
@@ -98,10 +99,11 @@ async def bulk_revoke_environment_connections(
              responses={404: {"description": "no such connection in your environment"}})
 async def revoke_environment_connection(
     connection_id: uuid.UUID, body: RevokeWithReason, session: SessionDep,
-    caller: EnvironmentConnectionsRevoke, lang: LanguageDep,
+    runtime: RuntimeDep, caller: EnvironmentConnectionsRevoke, lang: LanguageDep,
 ) -> OverviewRow:
     """Revoke one connection of the environment, with a required reason."""
-    return await service.revoke_one(session, caller, connection_id, body.reason, lang)
+    return await service.revoke_one(session, caller, connection_id, body.reason, lang,
+                                    runtime.settings.consent_expiry_notice_days)
 
 
 @router.post("/connections/{connection_id}/narrow", response_model=OverviewRow,
@@ -110,9 +112,10 @@ async def revoke_environment_connection(
                         422: {"description": "not a non-empty subset of its scopes"}})
 async def narrow_environment_connection(
     connection_id: uuid.UUID, body: NarrowBody, session: SessionDep,
-    caller: EnvironmentConnectionsNarrow, lang: LanguageDep,
+    runtime: RuntimeDep, caller: EnvironmentConnectionsNarrow, lang: LanguageDep,
 ) -> OverviewRow:
     """Drop scopes from one connection of the environment (`scopes`: those to keep), as
     the consenting user may: tokens lose the others on their next call; audited, and the
     app gets `connection.updated`."""
-    return await service.narrow_one(session, caller, connection_id, body.scopes, lang)
+    return await service.narrow_one(session, caller, connection_id, body.scopes, lang,
+                                    runtime.settings.consent_expiry_notice_days)

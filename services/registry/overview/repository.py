@@ -509,10 +509,12 @@ class OverviewRepository:
         return {k: " ".join(sorted(v)) for k, v in found.items()}
 
     async def apps(self, app_ids: list) -> list[tuple]:
-        """id (as `export_batch` gives it), client_id, name and publisher of the apps."""
+        """id (as `export_batch` gives it), client_id, name, publisher and status (for
+        the health flags) of the apps."""
         ids = [a if isinstance(a, uuid.UUID) else uuid.UUID(a) for a in app_ids]
-        stmt = select(_as_text(col(App.id), self._postgres), App.client_id, App.name,
-                      App.publisher).where(col(App.id).in_(ids))
+        stmt = select(  # type: ignore[call-overload]
+            _as_text(col(App.id), self._postgres), App.client_id, App.name, App.publisher,
+            App.status).where(col(App.id).in_(ids))
         return list((await self.session.exec(stmt)).all())
 
     @property
@@ -573,10 +575,21 @@ class OverviewRepository:
         return list((await self.session.exec(stmt)).all())
 
 
-    async def used_scope_sets(self, environment_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
-        """The distinct scope-use maps (as JSON text) of the environment's connections,
-        per app: which scopes some connection needed."""
-        text = cast(col(Connection.scope_used_at), String)
-        stmt = select(Connection.app_id, text).where(
-            Connection.environment_id == environment_id).distinct()
+    async def used_scopes(self, environment_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
+        """The distinct (app, scope) pairs of the environment's scope-use maps: which
+        scopes some connection of the app needed. The keys are gathered in SQL (each map
+        holds per-connection times, so distinct maps are about one per connection):
+        `json_object_keys` on PostgreSQL (the column is `json`), `json_each` on SQLite.
+        A map that is not a JSON object (none is written) has no keys."""
+        used = col(Connection.scope_used_at)
+        mine = Connection.environment_id == environment_id
+        if self._postgres:
+            key = func.json_object_keys(used, type_=String)
+            stmt = select(Connection.app_id, key).where(
+                mine, func.json_typeof(used) == "object").distinct()
+        else:
+            entries = func.json_each(used).table_valued("key")
+            stmt = (select(Connection.app_id, entries.c.key)
+                    .join(entries, literal(True))
+                    .where(mine, func.json_type(used) == "object").distinct())
         return list((await self.session.exec(stmt)).all())

@@ -80,7 +80,7 @@ class ExportBatch:
 
 def overview_row(connection: Connection, app: App, user: User, company_ids: list[uuid.UUID],
                  lang: str, now: datetime, app_flags: list[str],
-                 notice_days: int = health.DEFAULT_NOTICE_DAYS) -> OverviewRow:
+                 notice_days: int) -> OverviewRow:
     stale = health.is_unused(connection.status, connection.created_at,
                              connection.last_used_at, now)
     return OverviewRow(
@@ -116,23 +116,22 @@ def _cursor(query: OverviewQuery, key: bytes, connection: Connection) -> str:
 
 
 async def rows_with_companies(session: AsyncSession, rows: list[tuple[Connection, App, User]],
-                              lang: str, now: datetime,
-                              notice_days: int = health.DEFAULT_NOTICE_DAYS
+                              lang: str, now: datetime, notice_days: int,
                               ) -> list[OverviewRow]:
     """The rows with their companies and health flags: a batch query each, whatever the
     page size (never a query per row)."""
     companies = await ConnectionRepository(session).company_ids([c.id for c, _, _ in rows])
     flags: dict[uuid.UUID, list[str]] = {}
     for environment_id in {c.environment_id for c, _, _ in rows}:
-        flags.update(await health.app_flags(session, environment_id, [
-            c.app_id for c, _, _ in rows if c.environment_id == environment_id]))
+        flags.update(await health.app_flags(session, environment_id, {
+            a.id: a.status for c, a, _ in rows if c.environment_id == environment_id}))
     return [overview_row(c, a, u, companies.get(c.id, []), lang, now,
                          flags.get(c.app_id, []), notice_days) for c, a, u in rows]
 
 
 async def list_page(session: AsyncSession, key: bytes, caller: UserCaller,
                     query: OverviewQuery, lang: str,
-                    notice_days: int = health.DEFAULT_NOTICE_DAYS,
+                    notice_days: int,
                     ) -> tuple[list[OverviewRow], str | None]:
     """One page of the environment's connections."""
     check_limit(query.limit)
@@ -149,7 +148,7 @@ async def list_page(session: AsyncSession, key: bytes, caller: UserCaller,
 
 async def export_batches(session_factory, environment_id: uuid.UUID, query: OverviewQuery,
                          batch: int | None = None, *,
-                         notice_days: int = health.DEFAULT_NOTICE_DAYS,
+                         notice_days: int,
                          ) -> AsyncIterator[ExportBatch]:
     """Every matching connection, in batches of `batch` rows, each read in a short
     transaction of its own (keyset order), so an export of any size runs in constant
@@ -165,7 +164,7 @@ async def export_batches(session_factory, environment_id: uuid.UUID, query: Over
 
 async def row_batches(session_factory, environment_id: uuid.UUID, query: OverviewQuery,
                       batch: int | None = None, *,
-                      notice_days: int = health.DEFAULT_NOTICE_DAYS,
+                      notice_days: int,
                       ) -> AsyncIterator[ExportBatch]:
     """Every matching connection, in batches of `batch` plain rows (only the exported
     columns, no ORM objects), for csv_export.py to format. Apps are looked up once per
@@ -190,10 +189,12 @@ async def row_batches(session_factory, environment_id: uuid.UUID, query: Overvie
                 [r[0] for r in rows])
             missing = {r[1] for r in rows} - apps.keys()
             if missing:
-                for app_id, client_id, name, publisher in await repo.apps(list(missing)):
+                statuses = {}
+                for app_id, client_id, name, publisher, status in await repo.apps(
+                        list(missing)):
                     apps[app_id] = (client_id, name, publisher)
-                found_flags = await health.app_flags(session, environment_id,
-                                                     [_uuid(a) for a in missing])
+                    statuses[_uuid(app_id)] = status
+                found_flags = await health.app_flags(session, environment_id, statuses)
                 for app_id in missing:
                     app_flags[app_id] = found_flags.get(_uuid(app_id), [])
         # The session is closed before a slow reader takes the batch.
@@ -240,7 +241,7 @@ async def _in_order(reads: AsyncIterator[Callable[[], Awaitable[ExportBatch]]],
 
 async def _postgres_batches(session_factory, environment_id: uuid.UUID, query: OverviewQuery,
                             batch: int | None = None, *,
-                            notice_days: int = health.DEFAULT_NOTICE_DAYS,
+                            notice_days: int,
                             ) -> AsyncIterator[ExportBatch]:
     """The export on PostgreSQL: each batch as CSV text made by the database
     (`OverviewRepository.export_text`) in a short transaction of its own. In id order
@@ -270,11 +271,12 @@ async def _postgres_batches(session_factory, environment_id: uuid.UUID, query: O
                 # the app's rows with an empty flags cell.
                 app_rows = await repo.apps(found.missing_apps)
                 found_flags = await health.app_flags(
-                    session, environment_id, [_uuid(a) for a in found.missing_apps])
+                    session, environment_id, {_uuid(app_id): status
+                                              for app_id, *_, status in app_rows})
                 for app_id in found.missing_apps:
                     if found_flags.get(_uuid(app_id)):
                         cells.app_flags[app_id] = " ".join(found_flags[_uuid(app_id)])
-                for app_id, client_id, name, publisher in app_rows:
+                for app_id, client_id, name, publisher, _ in app_rows:
                     cells.apps[app_id] = export_app_cells(client_id, name, publisher)
                 for scopes_json in found.missing_scopes:
                     cells.scopes[scopes_json] = export_scope_cells(scopes_json)
@@ -332,8 +334,8 @@ async def summary(session: AsyncSession, caller: UserCaller) -> list[AppSummary]
     for app_id, text in await repo.live_scope_sets(environment_id):
         scopes.setdefault(app_id, set()).update(json.loads(text) if text else [])
     used: dict[uuid.UUID, set[str]] = {}
-    for app_id, text in await repo.used_scope_sets(environment_id):
-        used.setdefault(app_id, set()).update(json.loads(text) if text else {})
+    for app_id, scope in await repo.used_scopes(environment_id):
+        used.setdefault(app_id, set()).add(scope)
     result = []
     for app, total, active, suspended, revoked, expired, users, debtors, last in \
             await repo.summary(environment_id):
@@ -348,7 +350,7 @@ async def summary(session: AsyncSession, caller: UserCaller) -> list[AppSummary]
 
 
 async def revoke_one(session: AsyncSession, caller: UserCaller, connection_id: uuid.UUID,
-                     reason: str, lang: str) -> OverviewRow:
+                     reason: str, lang: str, notice_days: int) -> OverviewRow:
     """An accountant revokes one connection of the environment."""
     connection, app, company_ids = await connections.get_visible(
         session, connection_id, environment_id=caller.user.environment_id, for_update=True)
@@ -357,11 +359,12 @@ async def revoke_one(session: AsyncSession, caller: UserCaller, connection_id: u
     user = await session.get(User, connection.user_id)
     if user is None:
         raise RuntimeError(f"the user of connection {connection.id} is missing")
-    return overview_row(connection, app, user, company_ids, lang, utcnow(), [])  # revoked
+    return overview_row(connection, app, user, company_ids, lang, utcnow(), [],  # revoked
+                        notice_days)
 
 
 async def narrow_one(session: AsyncSession, caller: UserCaller, connection_id: uuid.UUID,
-                     keep: list[str], lang: str) -> OverviewRow:
+                     keep: list[str], lang: str, notice_days: int) -> OverviewRow:
     """An accountant drops scopes from one connection of the environment."""
     connection, app, _ = await connections.get_visible(
         session, connection_id, environment_id=caller.user.environment_id, for_update=True)
@@ -369,11 +372,13 @@ async def narrow_one(session: AsyncSession, caller: UserCaller, connection_id: u
     user = await session.get(User, connection.user_id)
     if user is None:
         raise RuntimeError(f"the user of connection {connection.id} is missing")
-    return (await rows_with_companies(session, [(connection, app, user)], lang, utcnow()))[0]
+    return (await rows_with_companies(session, [(connection, app, user)], lang, utcnow(),
+                                      notice_days))[0]
 
 
 async def bulk_revoke(session: AsyncSession, caller: UserCaller, flt: OverviewFilter,
-                      reason: str, dry_run: bool, lang: str) -> tuple[int, list[OverviewRow]]:
+                      reason: str, dry_run: bool, lang: str, notice_days: int,
+                      ) -> tuple[int, list[OverviewRow]]:
     """Revoke every live connection that matches (or, dry run, count them): all in this
     transaction, each audited and evented like a single revoke."""
     if flt.is_empty():
@@ -387,7 +392,7 @@ async def bulk_revoke(session: AsyncSession, caller: UserCaller, flt: OverviewFi
                                               SAMPLE_SIZE * 2, now)
                    if r[0].status != ConnectionStatus.REVOKED][:SAMPLE_SIZE]
     if dry_run or count == 0:
-        return count, await rows_with_companies(session, sample_rows, lang, now)
+        return count, await rows_with_companies(session, sample_rows, lang, now, notice_days)
     actor = Actor("user", str(caller.user.id))
     after, revoked = None, 0
     while ids := await repo.live_ids(environment_id, flt, now, after, BULK_BATCH):
@@ -400,4 +405,4 @@ async def bulk_revoke(session: AsyncSession, caller: UserCaller, flt: OverviewFi
     await append_async(session, environment_id, "connections.bulk_revoked", actor,
                        "environment", environment_id, count=revoked, reason=reason,
                        filter=flt.model_dump(mode="json", exclude_none=True))
-    return revoked, await rows_with_companies(session, sample_rows, lang, now)
+    return revoked, await rows_with_companies(session, sample_rows, lang, now, notice_days)

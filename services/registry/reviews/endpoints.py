@@ -45,7 +45,9 @@ MyDecide = Annotated[UserCaller, user_can("me.access_reviews.decide")]
 
 
 @router.post("/v1/environment/access-reviews", response_model=ReviewOut,
-             status_code=status.HTTP_201_CREATED)
+             status_code=status.HTTP_201_CREATED,
+             responses={422: {"description": "an invalid body, or `due_at` not in the "
+                                             "future"}})
 async def create_access_review(body: ReviewCreate, session: SessionDep,
                                caller: Create) -> ReviewOut:
     """A review: every live connection (`active`, `suspended` or `expired`) that the

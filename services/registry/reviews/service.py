@@ -31,7 +31,7 @@ from services.registry.reviews.schemas import (
 )
 from shared.audit import Actor, append_async
 from shared.db.types import utcnow
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, Invalid, NotFound
 from shared.models import (
     AccessReview,
     AccessReviewItem,
@@ -42,7 +42,7 @@ from shared.models import (
     Reviewer,
     User,
 )
-from shared.pagination import InvalidParameter, after_id, check_limit, id_cursor
+from shared.pagination import after_id, check_limit, id_cursor
 from shared.policy.dependency import UserCaller
 
 BATCH = 500
@@ -63,7 +63,7 @@ async def create(session: AsyncSession, caller: UserCaller, body: ReviewCreate
     """The review and one item per live connection the filter matches now."""
     now = utcnow()
     if body.due_at <= now:
-        raise InvalidParameter("the due date must be in the future", parameter="due_at")
+        raise Invalid("the due date must be in the future", field="due_at")
     environment_id = caller.user.environment_id
     review = AccessReview(
         environment_id=environment_id, name=body.name.strip() or body.name,

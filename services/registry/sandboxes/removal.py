@@ -7,13 +7,15 @@ from __future__ import annotations
 import uuid
 
 import structlog
-from sqlalchemy import or_
+from sqlalchemy import Delete, or_
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.audit import Actor
 from shared.models import (
     Absence,
+    AccessReview,
+    AccessReviewItem,
     AuditCheckpoint,
     AuditEvent,
     AuditHead,
@@ -51,15 +53,39 @@ EMPLOYEE_ROWS = (Absence, BankAccount, Employment, LeaveBalance, LeaveRequest, W
 async def remove(session: AsyncSession, environment: Environment, actor: Actor) -> None:
     """Delete the sandbox and everything in it."""
     env = environment.id
-    users = select(User.id).where(User.environment_id == env)
-    connections = select(Connection.id).where(Connection.environment_id == env)
-    families = select(TokenFamily.id).where(or_(
-        col(TokenFamily.environment_id) == env, col(TokenFamily.user_id).in_(users),
-        col(TokenFamily.connection_id).in_(connections)))
+    await _publish(session, _users(env), _connections(env), _families(env))
+    for statement in deletions(env):
+        await session.exec(statement)
+    await session.delete(environment)
+    await session.flush()
+    # The sandbox's own audit chain goes with it: the deletion is logged instead.
+    log.info("sandbox.deleted", sandbox_id=str(env), partner_id=str(
+        environment.sandbox_partner_id), actor_type=actor.type, actor_id=actor.id)
+
+
+def _users(env: uuid.UUID):
+    return select(User.id).where(User.environment_id == env)
+
+
+def _connections(env: uuid.UUID):
+    return select(Connection.id).where(Connection.environment_id == env)
+
+
+def _families(env: uuid.UUID):
+    return select(TokenFamily.id).where(or_(
+        col(TokenFamily.environment_id) == env, col(TokenFamily.user_id).in_(_users(env)),
+        col(TokenFamily.connection_id).in_(_connections(env))))
+
+
+def deletions(env: uuid.UUID) -> list[Delete]:
+    """The deletes that empty the environment, children before parents (SQLite and
+    PostgreSQL check every foreign key: a row left behind fails the environment's
+    delete). test_sandboxes.py holds this list to every table that refers to an
+    environment, its users or its connections."""
+    users, connections, families = _users(env), _connections(env), _families(env)
     events = select(Event.id).where(Event.environment_id == env)
-    await _publish(session, users, connections, families)
     deliveries = select(WebhookDelivery.id).where(col(WebhookDelivery.event_id).in_(events))
-    statements = [
+    return [
         delete(WebhookAttempt).where(col(WebhookAttempt.delivery_id).in_(deliveries)),
         delete(WebhookDelivery).where(col(WebhookDelivery.event_id).in_(events)),
         delete(Event).where(col(Event.environment_id) == env),
@@ -71,6 +97,10 @@ async def remove(session: AsyncSession, environment: Environment, actor: Actor) 
         delete(TokenFamily).where(or_(
             col(TokenFamily.environment_id) == env, col(TokenFamily.user_id).in_(users),
             col(TokenFamily.connection_id).in_(connections))),
+        # Access reviews refer to the connections and users (items) and the accountant
+        # who made them (reviews).
+        delete(AccessReviewItem).where(col(AccessReviewItem.environment_id) == env),
+        delete(AccessReview).where(col(AccessReview.environment_id) == env),
         delete(ConnectionCompany).where(col(ConnectionCompany.connection_id).in_(connections)),
         delete(Connection).where(col(Connection.environment_id) == env),
         delete(EnvironmentAppPolicy).where(col(EnvironmentAppPolicy.environment_id) == env),
@@ -84,13 +114,6 @@ async def remove(session: AsyncSession, environment: Environment, actor: Actor) 
         delete(Company).where(col(Company.environment_id) == env),
         delete(Debtor).where(col(Debtor.environment_id) == env),
     ]
-    for statement in statements:
-        await session.exec(statement)
-    await session.delete(environment)
-    await session.flush()
-    # The sandbox's own audit chain goes with it: the deletion is logged instead.
-    log.info("sandbox.deleted", sandbox_id=str(env), partner_id=str(
-        environment.sandbox_partner_id), actor_type=actor.type, actor_id=actor.id)
 
 
 async def _publish(session: AsyncSession, users, connections, families) -> None:

@@ -120,7 +120,8 @@ async def test_an_accountant_review_with_both_decisions_and_its_default(
             past = await registry.post(REVIEWS, headers=s.books, json={
                 "name": "Q4", "reviewer": "accountant", "default_decision": "revoke",
                 "due_at": (utcnow() - timedelta(hours=1)).isoformat()})
-            assert past.status_code == 400, past.text
+            assert past.status_code == 422, past.text
+            assert past.json()["field"] == "due_at"
             wrong = await registry.post(REVIEWS, headers=s.books, json={
                 "name": "Q4", "reviewer": "robot", "default_decision": "revoke",
                 "due_at": (utcnow() + timedelta(days=7)).isoformat()})

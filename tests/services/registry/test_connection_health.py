@@ -13,8 +13,10 @@ import uuid
 from datetime import timedelta
 
 import httpx
+from sqlalchemy import event
 
 from services.registry.app import create_app
+from services.registry.connections import health
 from shared.db.types import utcnow
 from shared.models import (
     App,
@@ -25,6 +27,7 @@ from shared.models import (
     WebhookEndpointStatus,
 )
 from shared.models import UserTemplate as T
+from shared.runtime import Runtime
 from tests.fixtures import factories as f
 from tests.services.conftest import running
 from tests.services.registry.conftest import World, bearer
@@ -151,7 +154,7 @@ async def test_the_notice_window_is_the_setting(world: World) -> None:
                                        app, last_used_at=now,
                                        expires_at=now + timedelta(days=20))
         session.commit()
-        ident = str(connection.id)
+        ident, scopes = str(connection.id), list(connection.scopes)
     headers = bearer(world.user_token(world.a.users["accountant"]))
     for days, flags in ((14, []), (30, ["expiring_soon"])):
         settings = world.settings.model_copy(update={"consent_expiry_notice_days": days})
@@ -165,3 +168,51 @@ async def test_the_notice_window_is_the_setting(world: World) -> None:
                 "app": app.client_id}, headers={**headers, "Accept": "text/csv"})
             [line] = list(csv.DictReader(io.StringIO(exported.text)))
             assert line["flags"].split() == flags
+            # The row a narrow answers (keeping every scope: nothing changes) and the
+            # sample of a dry-run bulk revoke use the same window.
+            narrowed = await client.post(f"/v1/environment/connections/{ident}/narrow",
+                                         json={"scopes": scopes}, headers=headers)
+            assert narrowed.status_code == 200, narrowed.text
+            assert narrowed.json()["flags"] == flags
+            dry_run = await client.post("/v1/environment/connections/bulk-revoke", json={
+                "filter": {"app": app.client_id}, "reason": "window", "dry_run": True},
+                headers=headers)
+            assert dry_run.status_code == 200, dry_run.text
+            assert [row["flags"] for row in dry_run.json()["sample"]] == [flags]
+
+
+async def test_the_app_flags_are_one_query_from_the_apps_held(world: World,
+                                                             runtime: Runtime) -> None:
+    """Manage apps, the overview and its CSV hold the App rows already: the suspension
+    comes from the status given, and blocked and disabled webhooks are one query for
+    any number of apps (the flags in ORDER)."""
+    with world.sessions() as session:
+        both, blocked_only, fine = (f.make_app(session, name=n)
+                                    for n in ("Both", "Blocked Only", "Fine"))
+        for app in (both, blocked_only):
+            session.add(EnvironmentAppPolicy(environment_id=world.a.environment.id,
+                                             app_id=app.id, blocked=True))
+        session.add_all([_endpoint(both, WebhookEndpointStatus.DISABLED),
+                         _endpoint(both, WebhookEndpointStatus.DISABLED),
+                         _endpoint(fine, WebhookEndpointStatus.ACTIVE)])
+        session.commit()
+        ids = (both.id, blocked_only.id, fine.id)
+    statements: list[str] = []
+
+    @event.listens_for(runtime.async_engine.sync_engine, "before_cursor_execute")
+    def _seen(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    async with runtime.async_session() as session:
+        found = await health.app_flags(session, world.a.environment.id, {
+            ids[0]: AppStatus.SUSPENDED, ids[1]: AppStatus.ACTIVE, ids[2]: AppStatus.ACTIVE})
+        in_b = await health.app_flags(session, world.b.environment.id, {
+            ids[1]: AppStatus.ACTIVE})
+    event.remove(runtime.async_engine.sync_engine, "before_cursor_execute", _seen)
+    assert found == {ids[0]: ["app_suspended", "app_blocked", "webhooks_disabled"],
+                     ids[1]: ["app_blocked"], ids[2]: []}
+    assert in_b == {ids[1]: []}
+    flag_queries = [s for s in statements if not s.lstrip().upper().startswith(
+        ("BEGIN", "ROLLBACK", "COMMIT"))]
+    assert len(flag_queries) == 2, flag_queries  # one per call
+    assert all(" apps" not in s for s in flag_queries), flag_queries

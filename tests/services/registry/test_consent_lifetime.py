@@ -6,6 +6,7 @@ The end to end flow with real consent is in test_consent_lifetime_e2e.py."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import timedelta
@@ -15,6 +16,7 @@ import pytest
 import redis
 from sqlmodel import select
 
+from services.registry.connections.expiry import apply_lifetime, expire_due
 from services.registry.jobs import expire_connections
 from shared.db.types import utcnow
 from shared.models import AuditEvent, Connection, Environment, Event
@@ -79,6 +81,69 @@ async def test_a_lifetime_applies_to_the_callers_environment_only(
     with world.sessions() as session:
         assert len(session.exec(select(AuditEvent).where(
             AuditEvent.action == "policy.consent_lifetime_changed")).all()) == 1
+
+
+@pytest.mark.postgres_only
+async def test_the_expiry_job_waits_for_a_lifetime_change_in_progress(
+    world: World, runtime: Runtime,
+) -> None:
+    """A lifetime change holds its environment (FOR UPDATE, as the policy route does)
+    while it gives the live connections new expiries; the expiry job, starting then,
+    waits before it locks a connection (no deadlock: before, it locked the connection
+    and then waited for the environment, while the change waited for the connection),
+    and then finds the new expiry: the connection stays active."""
+    now = utcnow()
+    due = world.a.connections[0]
+    _set(world, Environment, world.a.environment.id, consent_lifetime_days=30)
+    _set(world, Connection, due.id, created_at=now - 60 * DAY, expires_at=now - DAY)
+
+    async def job() -> list:
+        async with runtime.async_session() as session:
+            done = await expire_due(session, now)
+            await session.commit()
+            return done
+
+    async with runtime.async_session() as change:
+        environment = await change.get(Environment, world.a.environment.id,
+                                       with_for_update=True)
+        assert environment is not None
+        environment.consent_lifetime_days = 120
+        change.add(environment)
+        await change.flush()
+        expiring = asyncio.ensure_future(job())
+        await asyncio.sleep(0.5)
+        assert not expiring.done()  # waiting for the environment
+        assert await apply_lifetime(change, environment, now) == len(world.a.connections)
+        await change.commit()
+    assert await expiring == []
+    stored = _stored(world)[due.id]
+    assert stored.status == "active"
+    assert stored.expires_at is not None and stored.expires_at > utcnow() + 50 * DAY
+
+
+@pytest.mark.postgres_only
+async def test_a_lifetime_change_never_renews_a_connection_the_job_is_expiring(
+    client: httpx.AsyncClient, world: World, runtime: Runtime,
+) -> None:
+    """The expiry job and a lifetime change at the same time (PostgreSQL runs them side
+    by side; SQLite one writer at a time): the change waits for the job's lock and
+    leaves the connection it expired alone, never `expired` with a future expiry."""
+    now = utcnow()
+    due = world.a.connections[0]
+    _set(world, Environment, world.a.environment.id, consent_lifetime_days=30)
+    _set(world, Connection, due.id, created_at=now - 60 * DAY, expires_at=now - DAY)
+    async with runtime.async_session() as job:
+        assert await expire_due(job, now) == [due.id]  # locked, not committed yet
+        change = asyncio.ensure_future(client.put(
+            LIFETIME, json={"consent_lifetime_days": 120}, headers=accountant(world)))
+        await asyncio.sleep(0.5)
+        await job.commit()
+    response = await change
+    assert response.status_code == 200, response.text
+    assert response.json()["updated"] == len(world.a.connections) - 1
+    stored = _stored(world)[due.id]
+    assert stored.status == "expired"
+    assert stored.expires_at is not None and stored.expires_at < utcnow()
 
 
 async def test_suspended_outranks_expired_and_a_resumed_suspension_past_its_time_expires(

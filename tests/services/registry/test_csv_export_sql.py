@@ -33,6 +33,7 @@ from tests.fixtures import factories as f
 from tests.services.registry.conftest import World
 
 pytestmark = pytest.mark.postgres_only
+NOTICE_DAYS = 14  # KOPPEL_CONSENT_EXPIRY_NOTICE_DAYS: the flags' `expiring_soon` window
 
 TRICKY = ['Acme, "Quoted" B.V.', "=HYPERLINK(\"x\")", "+31 payroll", "-minus", "@at",
           "\ttab", "\rcarriage", "multi\nline", "crlf\r\nend", "ünïcödé ✓ 日本", '"', ",", ""]
@@ -99,9 +100,9 @@ async def _both(factory, world: World, query: OverviewQuery, batch: int | None
                 ) -> tuple[str, str]:
     environment_id = world.a.environment.id
     fast = "".join([c async for c in csv_stream(service.export_batches(
-        factory, environment_id, query, batch))])
+        factory, environment_id, query, batch, notice_days=NOTICE_DAYS))])
     python = "".join([c async for c in csv_stream(service.row_batches(
-        factory, environment_id, query, batch))])
+        factory, environment_id, query, batch, notice_days=NOTICE_DAYS))])
     return fast, python
 
 
@@ -166,7 +167,7 @@ async def test_a_reader_that_stops_leaves_no_statement_running(world: World, ses
     _tricky_world(world)
     factory, engine = sessions
     stream = csv_stream(service.export_batches(factory, world.a.environment.id,
-                                               OverviewQuery(), 2))
+                                               OverviewQuery(), 2, notice_days=NOTICE_DAYS))
     assert (await anext(stream)).startswith("id,app_client_id,")
     await stream.aclose()
     await asyncio.sleep(0.05)

@@ -12,12 +12,13 @@ import pytest
 from sqlmodel import select
 
 from services.registry.overview import service as overview_service
-from services.registry.overview.repository import NEVER
+from services.registry.overview.repository import NEVER, OverviewRepository
 from shared.audit import verify_environment
 from shared.db.types import utcnow
 from shared.models import AuditEvent, Connection, ConnectionStatus, Event
+from shared.runtime import Runtime
 from tests.services.registry.conftest import World
-from tests.services.registry.test_overview import accountant
+from tests.services.registry.test_overview import _set, accountant
 
 CSV_HEADERS = {"Accept": "text/csv"}
 
@@ -161,6 +162,40 @@ async def test_summary_per_app(client: httpx.AsyncClient, world: World) -> None:
     assert (first["connections"], first["active"], first["users"], first["debtors"]) == (2, 2, 2, 1)
     assert "employee.payment.read" in first["scopes"]
     assert data[world.apps[1].client_id]["connections"] == 1
+
+
+async def test_summary_never_used_scopes_across_connections(
+        client: httpx.AsyncClient, world: World, runtime: Runtime) -> None:
+    """The scopes no connection of the app (in this environment) ever needed: the union
+    of the connections' scope-use maps, each with its own times, taken away from the
+    scopes granted."""
+    now = utcnow()
+    first, second, company = world.a.connections
+
+    def used(*scopes: str, days: int = 1) -> dict[str, str]:
+        return {s: (now - timedelta(days=days, minutes=i)).isoformat()
+                for i, s in enumerate(scopes)}
+
+    _set(world, Connection, first.id, scope_used_at=used("company.info.read",
+                                                         "employee.info.read"))
+    _set(world, Connection, company.id, scope_used_at=used(
+        "company.info.read", "employee.payment.read", days=3))
+    # Environment B's use of every scope is not environment A's.
+    _set(world, Connection, world.b.connections[0].id, scope_used_at=used(
+        "company.info.read", "employee.info.read", "offline_access"))
+    response = await client.get("/v1/environment/connections/summary", headers=accountant(world))
+    assert response.status_code == 200, response.text
+    data = {row["app"]["client_id"]: row for row in response.json()["data"]}
+    plan_it, roster = data[world.apps[0].client_id], data[world.apps[1].client_id]
+    assert plan_it["scopes"] == ["company.info.read", "employee.info.read",
+                                 "employee.payment.read", "offline_access"]
+    assert plan_it["never_used_scopes"] == ["offline_access"]
+    assert roster["never_used_scopes"] == roster["scopes"] == sorted(second.scopes)
+    # The database gives one row per app and scope used, never one per connection.
+    async with runtime.async_session() as session:
+        pairs = await OverviewRepository(session).used_scopes(world.a.environment.id)
+    assert sorted(pairs) == [(first.app_id, s) for s in (
+        "company.info.read", "employee.info.read", "employee.payment.read")]
 
 
 async def test_revoke_needs_a_reason_and_stays_in_the_environment(

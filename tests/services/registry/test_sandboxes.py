@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlmodel import col, select
+from sqlmodel import SQLModel, col, select
 
 from services.registry.app import create_app as create_registry
+from services.registry.sandboxes import removal
 from services.registry.sandboxes import service as sandbox_service
 from services.sync.app import create_app as create_sync
 from shared.config import Settings
+from shared.db.types import utcnow
 from shared.models import (
+    AccessReview,
+    AccessReviewItem,
     App,
     Connection,
     Employee,
@@ -98,6 +103,40 @@ async def _changes(sync: httpx.AsyncClient, token: str, wanted: str) -> list[dic
                 asyncio.get_running_loop().time() > deadline:
             return rows
         await asyncio.sleep(0.5)
+
+
+def _review(server: AuthServer, sandbox: dict[str, Any]) -> None:
+    """An open access review of the sandbox's connections, made by its accountant: it
+    refers to the environment, the accountant, the connections and their users."""
+    environment_id = uuid.UUID(sandbox["id"])
+    accountant = uuid.UUID(_login(sandbox, "accountant").id)
+    with server.sessions() as session, session.begin():
+        review = AccessReview(environment_id=environment_id, name="Sandbox review",
+                              reviewer="accountant", default_decision="revoke",
+                              due_at=utcnow() + timedelta(days=7), created_by=accountant)
+        session.add(review)
+        session.flush()
+        links = session.exec(select(Connection).where(
+            Connection.environment_id == environment_id)).all()
+        assert links
+        session.add_all([AccessReviewItem(review_id=review.id, environment_id=environment_id,
+                                          connection_id=c.id, user_id=c.user_id,
+                                          app_id=c.app_id) for c in links])
+
+
+def test_the_removal_deletes_every_table_that_refers_to_a_sandbox() -> None:
+    """A table that refers to an environment, its logins or its connections keeps the
+    sandbox from being deleted (every foreign key is checked) unless the removal deletes
+    its rows: a new table must join the removal's list."""
+    held = {"environments", "users", "connections"}
+    referring = {table.name for table in SQLModel.metadata.sorted_tables
+                 if table.name not in held and any(
+                     fk.column.table.name in held for fk in table.foreign_keys)}
+    # A sandbox has no first-party apps of its own: sandboxes/service.py makes none.
+    referring -= {"apps"}
+    deleted = {statement.table.name for statement in removal.deletions(uuid.uuid4())}
+    assert referring - deleted == set()
+    assert held - {"environments"} <= deleted
 
 
 async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
@@ -232,8 +271,10 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
                                                  json=body, headers=_bearer(initial))
             assert refused_change.status_code in (400, 422), refused_change.text
 
-        # Deleted: 204, gone with its connection, and the connection's token stops (not
-        # with the ETag read before the simulated changes: 412).
+        # Deleted: 204, gone with its connection (and the access review of it), and the
+        # connection's token stops (not with the ETag read before the simulated
+        # changes: 412).
+        _review(auth_server, sandbox)
         stale = await registry.delete(f"/v1/sandboxes/{sandbox_id}",
                                       headers={**_bearer(app_token), "If-Match": etag})
         assert stale.status_code == 412, stale.text
@@ -246,7 +287,7 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
                                headers=connection)).status_code == 401
         with auth_server.sessions() as session:
             assert session.get(Environment, sandbox_id) is None
-            for model in (Connection, Employee, User, Event):
+            for model in (Connection, Employee, User, Event, AccessReview, AccessReviewItem):
                 assert not session.exec(select(model).where(
                     model.environment_id == sandbox_id)).all()
         left = await registry.get("/v1/sandboxes", headers=_bearer(initial))
