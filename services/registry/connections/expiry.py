@@ -91,8 +91,10 @@ async def apply_lifetime(session: AsyncSession, environment: Environment,
     than 14 days from now (shared/policy/lifetime.after_change). Expired connections
     stay expired until renewed. Returns how many connections changed; each gets
     `connection.updated` (changed field `expires_at`)."""
+    # Each row locked, and its status checked again once a write holding it commits (a
+    # connection revoked meanwhile is left alone).
     stmt = select(Connection).where(Connection.environment_id == environment.id,
-                                    col(Connection.status).in_(LIVE))
+                                    col(Connection.status).in_(LIVE)).with_for_update()
     changed, after = 0, None
     while True:
         page = stmt if after is None else stmt.where(col(Connection.id) > after)

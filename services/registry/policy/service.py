@@ -89,8 +89,11 @@ async def set_consent_lifetime(session: AsyncSession, caller: UserCaller, days: 
                                by_sensitivity: dict[str, int] | None) -> int:
     """Set the environment's consent lifetime; it applies to live connections from now
     (never sooner than 14 days from now). Returns how many connections changed."""
+    # FOR NO KEY UPDATE: one change at a time, while a user's write to a connection
+    # (which locks the row, then refers to the environment in its audit event) goes on
+    # instead of deadlocking with apply_lifetime's row locks.
     environment = await session.get(Environment, caller.user.environment_id,
-                                    with_for_update=True)
+                                    with_for_update={"key_share": True})
     if environment is None:
         raise RuntimeError(f"the environment of user {caller.user.id} is missing")
     by_sensitivity = by_sensitivity or None

@@ -18,6 +18,7 @@ from sqlmodel import select
 
 from services.registry.connections.expiry import apply_lifetime, expire_due
 from services.registry.jobs import expire_connections
+from shared.audit import Actor, append_async
 from shared.db.types import utcnow
 from shared.models import AuditEvent, Connection, Environment, Event
 from shared.runtime import Runtime
@@ -87,11 +88,11 @@ async def test_a_lifetime_applies_to_the_callers_environment_only(
 async def test_the_expiry_job_waits_for_a_lifetime_change_in_progress(
     world: World, runtime: Runtime,
 ) -> None:
-    """A lifetime change holds its environment (FOR UPDATE, as the policy route does)
-    while it gives the live connections new expiries; the expiry job, starting then,
-    waits before it locks a connection (no deadlock: before, it locked the connection
-    and then waited for the environment, while the change waited for the connection),
-    and then finds the new expiry: the connection stays active."""
+    """A lifetime change holds its environment (FOR NO KEY UPDATE, as the policy route
+    does) and locks the live connections as it gives them new expiries; the expiry job,
+    starting then, waits for the connection's lock (no deadlock: the job's reference to
+    the environment waits for nothing) and then finds the new expiry: the connection
+    stays active."""
     now = utcnow()
     due = world.a.connections[0]
     _set(world, Environment, world.a.environment.id, consent_lifetime_days=30)
@@ -105,15 +106,15 @@ async def test_the_expiry_job_waits_for_a_lifetime_change_in_progress(
 
     async with runtime.async_session() as change:
         environment = await change.get(Environment, world.a.environment.id,
-                                       with_for_update=True)
+                                       with_for_update={"key_share": True})
         assert environment is not None
         environment.consent_lifetime_days = 120
         change.add(environment)
         await change.flush()
+        assert await apply_lifetime(change, environment, now) == len(world.a.connections)
         expiring = asyncio.ensure_future(job())
         await asyncio.sleep(0.5)
-        assert not expiring.done()  # waiting for the environment
-        assert await apply_lifetime(change, environment, now) == len(world.a.connections)
+        assert not expiring.done()  # waiting for the connection
         await change.commit()
     assert await expiring == []
     stored = _stored(world)[due.id]
@@ -144,6 +145,36 @@ async def test_a_lifetime_change_never_renews_a_connection_the_job_is_expiring(
     stored = _stored(world)[due.id]
     assert stored.status == "expired"
     assert stored.expires_at is not None and stored.expires_at < utcnow()
+
+
+@pytest.mark.postgres_only
+async def test_a_revoke_and_a_lifetime_change_at_once_never_deadlock(
+    client: httpx.AsyncClient, world: World, runtime: Runtime,
+) -> None:
+    """A user's write to a connection (revoke, renew, narrow: the row locked, then an
+    audit event that refers to the environment) while the accountant changes the
+    lifetime (the environment locked, then its connections): the change holds the
+    environment FOR NO KEY UPDATE, so the write's reference does not wait for it; the
+    write commits, the change then skips the revoked connection."""
+    _set(world, Environment, world.a.environment.id, consent_lifetime_days=30)
+    target = world.a.connections[0]
+    async with runtime.async_session() as write:
+        row = await write.get(Connection, target.id, with_for_update=True)
+        assert row is not None
+        row.status, row.revoked_at = "revoked", utcnow()
+        write.add(row)
+        await write.flush()
+        change = asyncio.ensure_future(client.put(
+            LIFETIME, json={"consent_lifetime_days": 120}, headers=accountant(world)))
+        await asyncio.sleep(0.5)  # the change holds the environment, waits for the row
+        await append_async(write, world.a.environment.id, "connection.revoked",
+                           Actor("user", str(target.user_id)), "connection", target.id)
+        await write.commit()
+    response = await change
+    assert response.status_code == 200, response.text
+    assert response.json()["updated"] == len(world.a.connections) - 1
+    stored = _stored(world)[target.id]
+    assert stored.status == "revoked" and stored.expires_at is None
 
 
 async def test_suspended_outranks_expired_and_a_resumed_suspension_past_its_time_expires(
