@@ -14,7 +14,8 @@ tests/services/registry/test_csv_export_sql.py.)
   connection row alone;
 - `user_deactivated`: the consenting user's login is inactive;
 - `app_suspended`: the operator suspended the app;
-- `app_blocked`: the environment's app policy blocks the app;
+- `app_blocked`: the environment's app policy blocks the app (its entry, or the
+  environment's default app state);
 - `webhooks_disabled`: at least one of the app's webhook endpoints is disabled (any, not
   all: a disabled endpoint misses the events it subscribed to).
 
@@ -34,12 +35,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.config import Settings
 from shared.models import (
     App,
+    AppState,
     AppStatus,
     ConnectionStatus,
+    Environment,
     EnvironmentAppPolicy,
     WebhookEndpoint,
     WebhookEndpointStatus,
 )
+from shared.policy.approvals import app_state
 
 EXPIRING_SOON = "expiring_soon"
 UNUSED = "unused_90_days"
@@ -102,10 +106,13 @@ async def app_flags(session: AsyncSession, environment_id: uuid.UUID,
         return {}
     suspended = set((await session.exec(select(App.id).where(
         col(App.id).in_(ids), App.status == AppStatus.SUSPENDED))).all())
-    blocked = set((await session.exec(select(EnvironmentAppPolicy.app_id).where(
+    entries = dict((await session.exec(select(EnvironmentAppPolicy.app_id,
+                                              EnvironmentAppPolicy.state).where(
         EnvironmentAppPolicy.environment_id == environment_id,
-        col(EnvironmentAppPolicy.app_id).in_(ids),
-        col(EnvironmentAppPolicy.blocked).is_(True)))).all())
+        col(EnvironmentAppPolicy.app_id).in_(ids)))).all())
+    environment = await session.get(Environment, environment_id)
+    blocked = {app_id for app_id in ids
+               if app_state(entries.get(app_id), environment) == AppState.BLOCKED}
     disabled = set((await session.exec(select(WebhookEndpoint.app_id).where(
         col(WebhookEndpoint.app_id).in_(ids),
         WebhookEndpoint.status == WebhookEndpointStatus.DISABLED).distinct())).all())

@@ -22,6 +22,8 @@ from shared.models import (
     Company,
     Connection,
     ConnectionCompany,
+    ConsentRequest,
+    ConsentRequestCompany,
     Debtor,
     Employee,
     Employment,
@@ -71,6 +73,9 @@ async def remove(session: AsyncSession, environment: Environment, actor: Actor) 
         delete(TokenFamily).where(or_(
             col(TokenFamily.environment_id) == env, col(TokenFamily.user_id).in_(users),
             col(TokenFamily.connection_id).in_(connections))),
+        delete(ConsentRequestCompany).where(col(ConsentRequestCompany.request_id).in_(
+            select(ConsentRequest.id).where(ConsentRequest.environment_id == env))),
+        delete(ConsentRequest).where(col(ConsentRequest.environment_id) == env),
         delete(ConnectionCompany).where(col(ConnectionCompany.connection_id).in_(connections)),
         delete(Connection).where(col(Connection.environment_id) == env),
         delete(EnvironmentAppPolicy).where(col(EnvironmentAppPolicy.environment_id) == env),
