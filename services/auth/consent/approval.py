@@ -86,7 +86,8 @@ def record(ctx: AuthContext, checked: Checked, user: User, context: dict,
         action = "consent_request.created"
         request = ConsentRequest(environment_id=user.environment_id, user_id=user.id,
                                  app_id=app_id, debtor_id=debtor_id, scopes=[],
-                                 justification="", expires_at=ctx.now + REQUEST_LIFETIME)
+                                 justification="", created_at=ctx.now,
+                                 expires_at=ctx.now + REQUEST_LIFETIME)
     request.scopes = list(dict.fromkeys([*request.scopes, *scopes]))
     request.justification = justification
     request.updated_at = ctx.now
