@@ -110,7 +110,7 @@ EXAMPLES: dict[str, Any] = {
     "since": "2026-01-01T00:00:00Z", "scopes": ["company.info.read"],
     "reviewer": "accountant", "due_at": "2099-01-01T00:00:00Z", "default_decision": "keep",
     "decision": "keep", "default_app_state": "allowed", "state": "blocked",
-    "approval_request_templates": ["company"],
+    "approval_request_templates": ["company"], "justification": "isolation",
 }
 # `state`: an app policy decision (its older form `blocked` is optional too).
 PATCH_PREFERRED = ("state", "description", "account_holder", "first_name", "name", "reason")

@@ -147,7 +147,7 @@ class Matrix:
             review = next(r for r in side.reviews if r.id == item.review_id)
             return (caller.user is not None and item.user_id == caller.user.id
                     and review.reviewer == "consenting_user")
-        if operation.startswith("environment.consent_requests."):
+        if operation.startswith("consent_requests."):
             (_, request_id), = ids.values()
             return self.may_decide(caller, request_id)
         if operation.startswith("webhooks."):

@@ -29,9 +29,9 @@ Cursor = Annotated[str | None, Query(max_length=512, description="from `next_cur
 Limit = Annotated[int, Query(description="page size, 1 to 500")]
 StatusQuery = Annotated[ConsentRequestStatus | None, Query(description="only these")]
 AppQuery = Annotated[str | None, Query(max_length=80, description="an app's client_id")]
-ListRequests = Annotated[UserCaller, user_can("environment.consent_requests.list")]
-Approve = Annotated[UserCaller, user_can("environment.consent_requests.approve")]
-Deny = Annotated[UserCaller, user_can("environment.consent_requests.deny")]
+ListRequests = Annotated[UserCaller, user_can("consent_requests.list")]
+Approve = Annotated[UserCaller, user_can("consent_requests.approve")]
+Deny = Annotated[UserCaller, user_can("consent_requests.deny")]
 Mine = Annotated[UserCaller, user_can("me.consent_requests.list")]
 
 
