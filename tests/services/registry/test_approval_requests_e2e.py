@@ -218,6 +218,11 @@ async def test_a_request_from_the_page_approved_then_a_consent_without_the_page(
                 "fine for planning"
             listed = (await registry.get("/v1/me/connections", headers=hr)).json()["data"]
             assert [c["id"] for c in listed] == [body["connection_id"]]
+            assert listed[0]["approved_by"] == f"user:{s.master.id}"
+            overview = (await registry.get("/v1/environment/connections", headers=books,
+                                           params={"user": str(s.hr.id)})).json()["data"]
+            assert [(c["id"], c["approved_by"]) for c in overview] == [
+                (body["connection_id"], f"user:{s.master.id}")]
 
             # The app's next authorization request completes without a page.
             again_request = AuthRequest(app, scope=PARTNER_SCOPE)
