@@ -37,12 +37,13 @@ from shared.models import (
     EnvironmentAppPolicy,
     User,
     UserTemplate,
+    is_expired,
 )
 from shared.outbox import connection_event, emit
 from shared.pagination import after_id, check_limit, id_cursor
-from shared.policy import consent_templates, user_company_ids
+from shared.policy import consent_templates, lifetime, user_company_ids
 from shared.policy.approvals import app_state, may_decide, suspension_reason
-from shared.policy.lifetime import after_widening, expires_at
+from shared.policy.lifetime import after_widening
 from shared.status import Subject
 from shared.unit_of_work import unit_of_work
 
@@ -254,7 +255,9 @@ async def _record_connection(session: AsyncSession, request: ConsentRequest,
         col(Connection.status) != ConnectionStatus.REVOKED))).first()
     if connection is not None and connection.status == ConnectionStatus.SUSPENDED:
         raise Conflict("the requester's connection to this app is suspended")
-    created, renewed = connection is None, False
+    created = connection is None
+    expired = connection is not None and is_expired(connection.status,
+                                                    connection.expires_at, now)
     if connection is None:
         connection = Connection(environment_id=request.environment_id, user_id=request.user_id,
                                 app_id=request.app_id, debtor_id=request.debtor_id, scopes=[])
@@ -265,12 +268,8 @@ async def _record_connection(session: AsyncSession, request: ConsentRequest,
     old_scopes = list(connection.scopes)
     connection.scopes = list(dict.fromkeys([*old_scopes, *request.scopes]))
     added = [s for s in connection.scopes if s not in old_scopes]
-    if connection.status == ConnectionStatus.EXPIRED:
-        renewed = True
-        connection.status = ConnectionStatus.ACTIVE
-        connection.renewed_at = now
-        connection.expires_at = expires_at(environment, connection.scopes, now)
-    elif created or added:
+    renewal = lifetime.renew(connection, environment, now) if expired else None
+    if renewal is None and (created or added):
         connection.expires_at = after_widening(environment, connection.scopes,
                                                None if created else connection.expires_at, now)
     connection.approved_by = approved_by
@@ -284,18 +283,22 @@ async def _record_connection(session: AsyncSession, request: ConsentRequest,
                      for c in sorted(covered)])
     await session.flush()
     unit_of_work(session).publish_status(Subject.CONNECTION, connection.id, True)
+    approver = Actor("user", approved_by.removeprefix("user:"))
+    if renewal is not None:  # an approval renews an expired connection
+        await append_async(session, request.environment_id, "connection.renewed", approver,
+                           "connection", connection.id,
+                           **renewal.audit_fields(connection, "consent_request"))
+        emit(session, **connection_event("connection.renewed", connection,
+                                         changed_fields=renewal.changed_fields))
     await append_async(
         session, request.environment_id,
         "consent.granted" if created else "consent.scopes_added",
-        Actor("user", approved_by.removeprefix("user:")), "connection", connection.id,
+        approver, "connection", connection.id,
         app_id=str(connection.app_id), debtor_id=str(connection.debtor_id),
         user_id=str(connection.user_id), scopes=connection.scopes, added=added,
         company_ids=sorted(str(c) for c in covered), approved_by=approved_by,
-        consent_request_id=str(request.id), renewed=renewed)
+        consent_request_id=str(request.id))
     changed = ["scopes", "company_ids"] if created or covered != before else ["scopes"]
-    if renewed:
-        emit(session, **connection_event("connection.renewed", connection,
-                                         changed_fields=["expires_at", "status"]))
     if created or added or covered != before:
         emit(session, **connection_event(
             "connection.created" if created else "connection.updated", connection,

@@ -18,6 +18,7 @@ from sqlmodel import select
 from services.registry.app import create_app as create_registry
 from services.sync.app import create_app as create_sync
 from shared.config import Settings
+from shared.db.types import utcnow
 from shared.models import Connection, ConsentRequest, Environment, Event, UserTemplate
 from tests.fixtures.auth_server import APP_SCOPES, AuthServer, new_client
 from tests.fixtures.factories import make_company, make_debtor, make_environment
@@ -251,10 +252,29 @@ async def test_a_request_from_the_page_approved_then_a_consent_without_the_page(
                 "default_app_state": "allowed", "approval_request_templates": ["hr_manager"]})
             assert widened.json()["resumed"] == 1, widened.text
 
+            # Past its expiry the connection needs an approval again; approving renews it.
+            with auth_server.sessions() as session, session.begin():
+                row = session.get(Connection, connection.id)
+                assert row is not None
+                row.expires_at = utcnow() - timedelta(seconds=1)
+            page = _to_page(agent, agent.authorize(AuthRequest(app, scope=PARTNER_SCOPE)))
+            assert page.status_code == 200 and "data-approval" in page.text
+            assert _ask_approval(agent, page, "Still planning.").status_code == 303
+            renewal = next(r for r in (await registry.get(MINE, headers=hr)).json()["data"]
+                           if r["status"] == "pending")
+            renewed = await registry.post(f"{REQUESTS}/{renewal['id']}/approve", headers=books)
+            assert renewed.status_code == 200, renewed.text
+            assert renewed.json()["connection_id"] == str(connection.id)
+            row = _connection(auth_server, str(connection.id))
+            assert row.status == "active" and row.expires_at is None  # no lifetime here
+            assert row.approved_by == f"user:{s.accountant.id}"
+            [renewed_audit] = await _audited(registry, books, "connection.renewed")
+            assert renewed_audit["details"]["via"] == "consent_request"
+
             # Everything is audited.
-            assert len(await _audited(registry, books, "consent_request.created")) == 1
-            [done] = await _audited(registry, books, "consent_request.approved")
-            assert done["actor"]["id"] == str(s.master.id)
+            assert len(await _audited(registry, books, "consent_request.created")) == 2
+            done = await _audited(registry, books, "consent_request.approved")
+            assert {d["actor"]["id"] for d in done} == {str(s.master.id), str(s.accountant.id)}
             [granted] = await _audited(registry, books, "consent.granted")
             assert granted["details"]["approved_by"] == f"user:{s.master.id}"
             assert len(await _audited(registry, books, "policy.approvals_changed")) == 3
