@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
+from services.registry.approvals.endpoints import router as approvals_router
 from services.registry.apps.endpoints import router as registration_router
 from services.registry.audit.checkpoints import router as audit_checkpoints_router
 from services.registry.audit.endpoints import router as audit_router
@@ -42,6 +43,7 @@ def _routes(app: FastAPI) -> None:
     app.include_router(directory_router)
     app.include_router(policy_router)
     app.include_router(reviews_router)
+    app.include_router(approvals_router)
     app.include_router(audit_router)
     app.include_router(audit_checkpoints_router)
     app.include_router(registration_router)

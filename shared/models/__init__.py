@@ -10,7 +10,7 @@ from shared.models.access_review import (
 )
 from shared.models.app import App, AppStatus
 from shared.models.app_logo import AppLogo
-from shared.models.app_policy import EnvironmentAppPolicy
+from shared.models.app_policy import AppState, EnvironmentAppPolicy
 from shared.models.attestation_key import AttestationKey
 from shared.models.audit import AuditCheckpoint, AuditEvent, AuditHead
 from shared.models.bank_account import BankAccount
@@ -22,6 +22,11 @@ from shared.models.connection import (
     is_expired,
     is_live,
     live_at,
+)
+from shared.models.consent_request import (
+    ConsentRequest,
+    ConsentRequestCompany,
+    ConsentRequestStatus,
 )
 from shared.models.debtor import Debtor
 from shared.models.employee import Employee
@@ -53,6 +58,7 @@ __all__ = [
     "AccessReviewStatus",
     "App",
     "AppLogo",
+    "AppState",
     "AppStatus",
     "AttestationKey",
     "AuditCheckpoint",
@@ -64,6 +70,9 @@ __all__ = [
     "Connection",
     "ConnectionCompany",
     "ConnectionStatus",
+    "ConsentRequest",
+    "ConsentRequestCompany",
+    "ConsentRequestStatus",
     "Debtor",
     "DeliveryStatus",
     "Employee",

@@ -64,6 +64,9 @@ class Connection(SQLModel, table=True):
     expires_at: datetime | None = timestamp_field(nullable=True, now=False)
     renewed_at: datetime | None = timestamp_field(nullable=True, now=False)
     expiry_notice_for: datetime | None = timestamp_field(nullable=True, now=False)
+    # Who approved the consent request this connection was recorded for ("user:<id>");
+    # None for a consent the user gave themselves (shared/policy/approvals.py).
+    approved_by: str | None = Field(default=None, max_length=200)
 
 
 def is_live(status: str, expires_at: datetime | None, now: datetime) -> bool:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from sqlalchemy import String
 from sqlmodel import Field, SQLModel
 
 from shared.models._fields import id_field, json_field, timestamp_field
@@ -29,6 +30,12 @@ class Environment(SQLModel, table=True):
     consent_lifetime_days: int | None = Field(default=None)
     consent_lifetime_days_by_sensitivity: dict[str, int] | None = json_field(
         default_factory=lambda: None, nullable=True)
+    # Approval requests (shared/policy/approvals.py): the state of an app the app policy
+    # has no entry for, and the templates that may ask for an app they may not consent
+    # to (None: the consent templates).
+    default_app_state: str = Field(default="allowed", sa_type=String(20))
+    approval_request_templates: list[str] | None = json_field(default_factory=lambda: None,
+                                                             nullable=True)
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
 

@@ -7,7 +7,9 @@
 - `coverage.py`: which employees a connection covers, as SQL (the data API's employee
   read and "who can read me" join by it);
 - `resolve.py`: from a verified token to a `Caller`, and `authorize`;
-- `consent.py`: who may link apps, and why a connection is suspended;
+- `consent.py`: who may link apps;
+- `approvals.py`: app states (allowed, approval required, blocked), who may request
+  and decide consent requests, and why a connection is suspended;
 - `sandboxes.py`: what sets a partner's sandbox apart (owner, reserved email domain,
   out of the directory's reach);
 - `lifetime.py`: how long a consent lasts (expiry, renewal, a lifetime change);
@@ -16,8 +18,9 @@
 - `dependency.py`: the FastAPI dependencies that endpoints name their operation with.
 """
 
+from shared.policy.approvals import suspension_reason
 from shared.policy.callers import CallerKind
-from shared.policy.consent import consent_templates, may_consent, may_link, suspension_reason
+from shared.policy.consent import consent_templates, may_consent, may_link
 from shared.policy.reach import Caller, conditions, user_companies, user_company_ids
 from shared.policy.resolve import app_by_client_id, authorize, refuse_values, resolve
 from shared.policy.rules import REACH, RULES, Credential, Rule

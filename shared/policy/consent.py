@@ -1,19 +1,12 @@
-"""Who may link third-party apps, and when a connection must stop working
-(docs/product.md section 3). Auth (the consent gate), the registry (suspension and
-resumption) and the command line all ask these functions."""
+"""Who may link third-party apps (docs/product.md section 3). Auth (the consent gate),
+the registry and the command line all ask these functions; when a connection must stop
+working is `approvals.suspension_reason` (it also knows the app states)."""
 
 from __future__ import annotations
 
 import uuid
 
-from shared.models import (
-    DEFAULT_CONSENT_TEMPLATES,
-    App,
-    AppStatus,
-    Environment,
-    User,
-    UserTemplate,
-)
+from shared.models import DEFAULT_CONSENT_TEMPLATES, Environment, User, UserTemplate
 
 # The templates an environment may let consent. Never an accountant (consent is given
 # per debtor, and an accountant belongs to none) nor a self-service employee (a connection
@@ -55,19 +48,3 @@ def may_link(app_partner_id: uuid.UUID | None, environment: Environment | None) 
     if environment is None or environment.sandbox_partner_id is None:
         return True
     return app_partner_id is not None and app_partner_id == environment.sandbox_partner_id
-
-
-def suspension_reason(user: User, app: App, environment: Environment,
-                      blocked: bool | None) -> str | None:
-    """Why a connection of `user` to `app` may not work now, or None if it may."""
-    if not may_link(app.partner_id, environment):
-        return "app_not_admitted"
-    if not user.active:
-        return "user_deactivated"
-    if user.template not in consent_templates(environment):
-        return "user_may_not_consent"
-    if app.status != AppStatus.ACTIVE:
-        return "app_suspended"
-    if blocked:
-        return "app_blocked"
-    return None

@@ -100,6 +100,8 @@ PLATFORM = frozenset({K.PLATFORM_APP})
 PROVISIONERS = frozenset({K.FIRST_PARTY_APP, K.PLATFORM_APP})
 # The templates an environment may let consent (never an accountant or an employee).
 CONSENTERS = frozenset(user_kind(t) for t in CONSENT_CAPABLE)
+# Who decides consent requests: accountants, and the users who may consent.
+DECIDERS = ACCOUNTANT | CONSENTERS
 # A self-service employee may only cancel its own leave requests, never decide on them.
 EMPLOYEE_CANCELS_ONLY = {K.EMPLOYEE: {"status": frozenset({"cancelled"})}}
 
@@ -143,6 +145,7 @@ _RULES = (
     _rule("environment.policy.apps.decide", ACCOUNTANT, "environment.connections.manage"),
     _rule("environment.policy.templates.set", ACCOUNTANT, "environment.connections.manage"),
     _rule("environment.policy.lifetime.set", ACCOUNTANT, "environment.connections.manage"),
+    _rule("environment.policy.approvals.set", ACCOUNTANT, "environment.connections.manage"),
     # Access reviews: accountants make, follow and (accountant reviews) decide them;
     # consenting users decide the items of their own connections.
     _rule("environment.access_reviews.create", ACCOUNTANT, "environment.connections.manage"),
@@ -159,6 +162,18 @@ _RULES = (
     # (User.employee_id; a login linked to none gets an empty list).
     _rule("environment.employees.exposure.list", ACCOUNTANT, "environment.connections.read"),
     _rule("me.exposure.list", USERS, "connections.read"),
+    # Approval requests (under /v1/environment, but not the accountants' alone):
+    # accountants and the users who may consent decide them (a user only those of its
+    # own debtor within its reach, never its own: shared/policy/approvals.py
+    # `may_decide`, else 404); every template that can ever consent may have asked, so
+    # sees its own.
+    _rule("consent_requests.list", DECIDERS,
+          "environment.connections.read", "connections.read"),
+    _rule("consent_requests.approve", DECIDERS,
+          "environment.connections.manage", "connections.manage"),
+    _rule("consent_requests.deny", DECIDERS,
+          "environment.connections.manage", "connections.manage"),
+    _rule("me.consent_requests.list", CONSENTERS, "connections.read"),
     _rule("environment.audit.list", ACCOUNTANT, "environment.connections.read"),
     _rule("environment.audit.checkpoints.list", ACCOUNTANT, "environment.connections.read"),
     # Provisioning: a bound first-party app inside its environment; only the platform's

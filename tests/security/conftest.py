@@ -32,6 +32,8 @@ from shared.models import (
     App,
     BankAccount,
     Company,
+    ConsentRequest,
+    ConsentRequestCompany,
     Debtor,
     Employee,
     Employment,
@@ -84,6 +86,10 @@ class Side:
     # Two access reviews of every connection: the consenting users' and the accountants'.
     reviews: list[AccessReview] = field(default_factory=list)
     review_items: list[AccessReviewItem] = field(default_factory=list)
+    # Two pending consent requests (the HR manager's for two companies, the company
+    # login's for one), and each one's companies.
+    consent_requests: list[ConsentRequest] = field(default_factory=list)
+    request_companies: dict[uuid.UUID, set[uuid.UUID]] = field(default_factory=dict)
     # Whether `ids` lists the sandbox's objects beside the environment's own (B: so that
     # every route is walked with a sandbox's ids too, and every list checked for them).
     lists_sandbox: bool = False
@@ -107,6 +113,7 @@ class Side:
             "event": self.event_ids,
             "review": [r.id for r in self.reviews],
             "review_item": [i.id for i in self.review_items],
+            "consent_request": [r.id for r in self.consent_requests],
             **{kind: [row.id for row in rows] for kind, rows in self.slices.items()},
         }
         return [str(x) for x in rows[kind]]
@@ -115,7 +122,7 @@ class Side:
         """Every identifier of this environment that must never show up elsewhere."""
         kinds = ["environment", "debtor", "company", "user", "connection", "employee",
                  "endpoint", "delivery", "client", "audit_event", "event", "sandbox",
-                 "review", "review_item", *self.slices]
+                 "review", "review_item", "consent_request", *self.slices]
         sandboxed = {str(i) for rows in self.sandbox_rows.values() for i in rows}
         return {i for kind in kinds for i in self.ids(kind)} | {str(self.app.id)} | sandboxed
 
@@ -197,9 +204,31 @@ def _side(session: Session, box: SecretBox, name: str) -> Side:
     session.flush()
     sandbox, sandbox_rows = _sandbox(session, app)
     reviews, items = _reviews(session, tenant)
+    requests = _consent_requests(session, tenant, app)
     return Side(tenant, app, employees, slices, [endpoint], deliveries,
                 [r.id for r in audit_rows], [ev.id for ev in events], sandbox, sandbox_rows,
-                reviews, items)
+                reviews, items, [r for r, _ in requests], {r.id: c for r, c in requests})
+
+
+def _consent_requests(session: Session, tenant: Tenant, app: App
+                      ) -> list[tuple[ConsentRequest, set[uuid.UUID]]]:
+    """Pending requests for the app: the HR manager's (the first two companies) and the
+    company login's (the first company)."""
+    made = []
+    for name, companies in (("hr_manager", tenant.companies[:2]),
+                            ("company", tenant.companies[:1])):
+        user = tenant.users[name]
+        request = ConsentRequest(environment_id=tenant.environment.id, user_id=user.id,
+                                 app_id=app.id, debtor_id=tenant.debtors[0].id,
+                                 scopes=["company.info.read"], justification=f"{name} asks",
+                                 expires_at=datetime(2099, 1, 1, tzinfo=UTC))
+        session.add(request)
+        session.flush()
+        session.add_all([ConsentRequestCompany(request_id=request.id, company_id=c.id)
+                         for c in companies])
+        made.append((request, {c.id for c in companies}))
+    session.flush()
+    return made
 
 
 def _reviews(session: Session, tenant: Tenant

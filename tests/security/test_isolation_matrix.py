@@ -44,6 +44,7 @@ PARAM_KINDS = {
     "leave_request_id": "leave_request",
     "run_id": "payroll_run", "payroll_run_id": "payroll_run", "event_id": "event",
     "sandbox_id": "sandbox", "review_id": "review", "item_id": "review_item",
+    "request_id": "consent_request",
 }
 # Where a route names its parameter just `id` (or something generic): (method, path) ->
 # {parameter: kind}. None today; a new route using `{id}` must be added here.
@@ -69,6 +70,9 @@ NOT_APPLICABLE = {
         "(environment taken from the token; tests/services/registry/test_policy_and_audit.py)",
     ("PUT", "/v1/environment/policy/consent-templates"):
         "no id: changes the caller's own environment only (test_policy_and_audit.py)",
+    ("PUT", "/v1/environment/policy/approvals"):
+        "no id: changes the caller's own environment only "
+        "(tests/services/registry/test_approval_requests_e2e.py)",
     ("PUT", "/v1/environment/policy/consent-lifetime"):
         "no id: changes the caller's own environment only "
         "(tests/services/registry/test_consent_lifetime.py)",
@@ -105,9 +109,11 @@ EXAMPLES: dict[str, Any] = {
     "client_name": "Isolation", "client_id": "isolation-client",
     "since": "2026-01-01T00:00:00Z", "scopes": ["company.info.read"],
     "reviewer": "accountant", "due_at": "2099-01-01T00:00:00Z", "default_decision": "keep",
-    "decision": "keep",
+    "decision": "keep", "default_app_state": "allowed", "state": "blocked",
+    "approval_request_templates": ["company"], "justification": "isolation",
 }
-PATCH_PREFERRED = ("description", "account_holder", "first_name", "name", "reason")
+# `state`: an app policy decision (its older form `blocked` is optional too).
+PATCH_PREFERRED = ("state", "description", "account_holder", "first_name", "name", "reason")
 
 
 def _schema(document: dict, schema: dict) -> dict:

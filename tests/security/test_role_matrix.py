@@ -44,7 +44,7 @@ from shared.db.engine import async_session_factory, create_async_db_engine
 from shared.db.types import utcnow
 from shared.models import Connection, PayrollRun, SignatureScheme, WebhookEndpoint
 from shared.models import UserTemplate as T
-from shared.policy import RULES, Caller, Credential, resolve
+from shared.policy import RULES, Caller, CallerKind, Credential, resolve
 from shared.policy.dependency import OPERATION_KEY
 from shared.tokens import check_claims
 from shared.vault import KeyRing, SecretBox
@@ -147,6 +147,9 @@ class Matrix:
             review = next(r for r in side.reviews if r.id == item.review_id)
             return (caller.user is not None and item.user_id == caller.user.id
                     and review.reviewer == "consenting_user")
+        if operation.startswith("consent_requests."):
+            (_, request_id), = ids.values()
+            return self.may_decide(caller, request_id)
         if operation.startswith("webhooks."):
             return caller.app is not None and caller.app.id == side.app.id
         if operation.startswith("sandboxes."):  # A's sandbox is its partner's
@@ -155,6 +158,21 @@ class Matrix:
         if operation.startswith(("environment.", "directory.")):
             return True  # every id here is of the caller's own environment
         return all(caller.reaches(**self.owners(kind, ident)) for kind, ident in ids.values())
+
+
+    def may_decide(self, caller: Caller, request_id: str) -> bool:
+        """An accountant decides every request of its environment; a user (whose
+        template may consent: every one can by default) those of its debtor whose
+        companies it all reaches, never its own."""
+        side = self.pair.a
+        request = next(r for r in side.consent_requests if str(r.id) == request_id)
+        if caller.kind == CallerKind.ACCOUNTANT:
+            return True
+        user = caller.user
+        return (user is not None and user.debtor_id == request.debtor_id
+                and user.id != request.user_id
+                and (caller.company_ids is None
+                     or side.request_companies[request.id] <= caller.company_ids))
 
 
 def _claims(token: str) -> dict[str, Any]:

@@ -35,7 +35,12 @@ NOT_RECORD_WRITES = {
     # it never overwrites a version the caller read.
     ("registry", "post", "/v1/environment/access-reviews/{review_id}/items/{item_id}/decision"),
     ("registry", "post", "/v1/me/access-reviews/items/{item_id}/decision"),
+    # A consent request is decided once (a second decision is 409, under the request's
+    # lock): it never overwrites a version the caller read.
+    ("registry", "post", "/v1/environment/consent-requests/{request_id}/approve"),
+    ("registry", "post", "/v1/environment/consent-requests/{request_id}/deny"),
     # Policy decisions: a setting replaced whole (PUT of the decision itself).
+    ("registry", "put", "/v1/environment/policy/approvals"),
     ("registry", "put", "/v1/environment/policy/apps/{client_id}"),
     ("registry", "put", "/v1/environment/policy/consent-templates"),
     ("registry", "put", "/v1/environment/policy/consent-lifetime"),

@@ -3,11 +3,22 @@ says what docs/product.md section 3 says, and the consent rules are written once
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from fastapi import APIRouter, Depends, FastAPI
 
-from shared.models import Environment
+from shared.models import App, AppState, Environment, User
 from shared.policy import RULES, CallerKind
+from shared.policy.approvals import (
+    app_state,
+    check_request_templates,
+    may_consent_to,
+    may_decide,
+    may_request,
+    request_templates,
+    suspension_reason,
+)
 from shared.policy.consent import check_consent_templates, consent_templates
 from shared.policy.dependency import OPERATION_KEY, annotate_operations, declare
 from shared.policy.rules import REACH, Credential
@@ -80,3 +91,53 @@ def test_an_environment_never_lets_accountants_or_employees_consent() -> None:
     assert consent_templates(legacy) == ["hr_manager"]
     assert consent_templates(None) == ["master_client", "company", "hr_manager",
                                        "payroll_hr_manager"]
+
+
+def test_approval_requests_follow_the_declared_policy() -> None:
+    """Who may request an app, who may decide a request, and when an approved connection
+    still counts as allowed (shared/policy/approvals.py)."""
+    for never in (["employee"], ["accountant"], ["company", "employee"]):
+        with pytest.raises(ValueError, match="can never request"):
+            check_request_templates(never)
+    environment = Environment(name="E", consent_templates=["master_client"])
+    assert request_templates(environment) == ["master_client"]  # the consent templates
+    environment.approval_request_templates = ["hr_manager"]
+    assert request_templates(environment) == ["hr_manager"]
+    assert app_state(None, environment) == AppState.ALLOWED
+    environment.default_app_state = "approval_required"
+    assert app_state(None, environment) == AppState.APPROVAL_REQUIRED
+    assert app_state("blocked", environment) == AppState.BLOCKED
+
+    debtor, other = uuid.uuid4(), uuid.uuid4()
+    hr = User(environment_id=environment.id, email="h@x", name="H", password_hash="",
+              template="hr_manager", debtor_id=debtor)
+    master = User(environment_id=environment.id, email="m@x", name="M", password_hash="",
+                  template="master_client", debtor_id=debtor)
+    assert not may_consent_to(hr, environment, AppState.ALLOWED)
+    assert may_request(hr, environment, AppState.ALLOWED)
+    assert not may_request(hr, environment, AppState.BLOCKED)
+    assert may_consent_to(master, environment, AppState.ALLOWED)
+    assert not may_consent_to(master, environment, AppState.APPROVAL_REQUIRED)
+    assert not may_request(master, environment, AppState.APPROVAL_REQUIRED)  # not listed
+
+    companies = {uuid.uuid4(), uuid.uuid4()}
+    ask = {"requester_id": hr.id, "debtor_id": debtor, "company_ids": companies}
+    assert may_decide(master, environment, **ask, reach=None)
+    assert not may_decide(master, environment, **{**ask, "debtor_id": other}, reach=None)
+    assert not may_decide(master, environment, **ask, reach={next(iter(companies))})
+    assert not may_decide(hr, environment, **ask, reach=companies)  # may not consent
+    assert not may_decide(master, environment, **{**ask, "requester_id": master.id},
+                          reach=None)
+    accountant = User(environment_id=environment.id, email="a@x", name="A",
+                      password_hash="", template="accountant")
+    assert may_decide(accountant, environment, **ask, reach=set())
+    assert not may_decide(accountant, Environment(name="Other"), **ask, reach=set())
+
+    app = App(client_id="c", name="App", redirect_uris=[], scopes=[])
+    allowed = AppState.ALLOWED
+    assert suspension_reason(hr, app, environment, allowed) == "user_may_not_consent"
+    assert suspension_reason(hr, app, environment, allowed, approved=True) is None
+    environment.approval_request_templates = ["company"]
+    assert suspension_reason(hr, app, environment, allowed, approved=True) == \
+        "user_may_not_consent"
+    assert suspension_reason(master, app, environment, AppState.BLOCKED) == "app_blocked"

@@ -27,14 +27,15 @@ from services.auth.challenges.schemas import (
     LoginRequest,
     Redirect,
     Reject,
+    RequestApproval,
 )
 from services.auth.consent.decide import Redirect as Go
-from services.auth.consent.decide import ShowPage, record_decision
+from services.auth.consent.decide import ShowPage, record_approval_request, record_decision
 from services.auth.deps import FirstPartyClient, RuntimeDep, run_authlib
 from services.auth.login.service import TooManyFailures, authenticate
 from services.auth.oauth2.pending import Pending, drop_pending, load_pending, save_pending
 from services.auth.pages.i18n import pick_language
-from shared.errors import Invalid, NotFound, RateLimited, Unauthorized
+from shared.errors import Conflict, Invalid, NotFound, RateLimited, Unauthorized
 from shared.models import App
 from shared.runtime import Runtime
 from shared.scopes import parse_scope
@@ -180,3 +181,25 @@ async def reject_consent(
 ) -> Redirect:
     """Deny: `redirect_to` sends access_denied to the app."""
     return await _decide_consent(request, runtime, caller, challenge, False, "", [])
+
+
+@router.post(
+    "/consent-requests/{challenge}/request-approval",
+    response_model=Redirect,
+    responses={**PROBLEMS, 409: {"description": "this request needs no approval"}},
+)
+async def request_approval(
+    challenge: str, body: RequestApproval, request: Request, runtime: RuntimeDep,
+    caller: FirstPartyClient,
+) -> Redirect:
+    """For a challenge in state `approval_required`: record the consent request with the
+    user's justification; `redirect_to` sends access_denied (approval pending) to the
+    app. Any other state: 409 (read the challenge again)."""
+    pending = await _pending(request, runtime, caller, challenge, logged_in=True)
+    lang = pick_language(request, dict(pending.query).get("ui_locales"))
+    outcome = await run_authlib(
+        request, lambda ctx: record_approval_request(ctx, pending, body.justification, lang))
+    if not isinstance(outcome, Go):
+        raise Conflict("this request needs no approval request: read it again")
+    await drop_pending(runtime, challenge)
+    return Redirect(redirect_to=outcome.location)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -81,6 +82,14 @@ class ConsentRequest(BaseModel):
     challenge: str
     client: ClientInfo
     user: UserInfo
+    state: Literal["consent", "renew", "approval_required"] = Field(
+        default="consent", description="what to ask the person: consent, a renewal, or "
+        "(approval_required) a justification for an approval request, to be sent to "
+        "`/request-approval`; the scopes, debtor and companies are then what the request "
+        "would cover")
+    approval_pending: bool = Field(
+        default=False, description="approval_required: the user's earlier request for "
+        "this app is still pending (asking again updates it)")
     previously_linked: bool
     renew: bool = Field(
         default=False, description="the link expired: ask the user to renew it, with its "
@@ -107,3 +116,10 @@ class AcceptConsent(BaseModel):
 
     debtor_id: uuid.UUID
     company_ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
+
+
+class RequestApproval(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    justification: str = Field(min_length=1, max_length=1000,
+                                description="why the user needs the app")

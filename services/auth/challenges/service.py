@@ -14,7 +14,7 @@ from services.auth.challenges.schemas import (
     ScopeInfo,
     UserInfo,
 )
-from services.auth.consent.decide import ShowPage, decide
+from services.auth.consent.decide import INTERACTIVE, ShowPage, decide
 from services.auth.oauth2.authorization import Failure, check_request, error_location
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.pending import Pending
@@ -68,7 +68,7 @@ def consent_request(
     outcome, _ = decide(
         ctx, pending.query, pending.user_id, pending.auth_time, lang, issue=False
     )
-    if not (isinstance(outcome, ShowPage) and outcome.template == "consent.html"):
+    if not (isinstance(outcome, ShowPage) and outcome.template in INTERACTIVE):
         if isinstance(outcome, ShowPage) and outcome.status == 403:
             raise Forbidden("this user may not link this app")
         raise Conflict(
@@ -79,10 +79,14 @@ def consent_request(
     if user is None:
         raise NotFound("no such challenge (it may have been used or have expired)")
     context = outcome.context
+    state = "approval_required" if context.get("approval") else (
+        "renew" if context.get("renew") else "consent")
     return ConsentRequest(
         challenge=challenge,
         client=client_info(ctx, pending.client_id),
         user=UserInfo(id=str(user.id), email=user.email, name=user.name, template=user.template),
+        state=state,
+        approval_pending=bool(context.get("pending_request")),
         previously_linked=context["previously_linked"],
         renew=bool(context.get("renew")),
         scopes=[ScopeInfo(**s) for s in context["scopes"]],

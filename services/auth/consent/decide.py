@@ -6,16 +6,18 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from services.auth.consent import renew, repository
+from services.auth.consent import approval, renew, repository
 from services.auth.consent.service import (
     ConsentRefused,
-    app_blocked,
+    app_state,
     consent_templates,
     dropped_scopes,
     grant,
     live_connection,
     may_consent,
+    may_consent_to,
     may_link,
+    may_request,
     new_scopes,
     reach,
 )
@@ -29,10 +31,13 @@ from services.auth.oauth2.authorization import (
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.grant_management import INVALID_GRANT_ID
 from services.auth.pages.i18n import TEMPLATE_NAMES
-from shared.models import App, Connection, ConnectionStatus, User, is_expired
+from shared.models import App, AppState, Connection, ConnectionStatus, User, is_expired
 from shared.policy.apps import admits_user
 from shared.policy.lifetime import after_widening, expires_at
 from shared.scopes import CONSENT_SCOPES, SCOPES, implied
+
+# Pages that wait for the person's answer (the authorization request stays pending).
+INTERACTIVE = ("consent.html", "approval.html")
 
 
 @dataclass
@@ -132,22 +137,30 @@ def _decide(
         return refuse(
             checked, "access_denied", "this sandbox admits only its partner's apps", issuer
         ), checked
-    if app_blocked(ctx, user.environment_id, uuid.UUID(checked.app_id)):
+    state = app_state(ctx, user.environment_id, uuid.UUID(checked.app_id))
+    if state == AppState.BLOCKED:
         return refuse(
             checked, "access_denied", "this app is blocked by the environment's policy", issuer
         ), checked
-    if not may_consent(ctx, user):
+    # The user links the app itself, or (docs/product.md, "Approval requests") asks for
+    # an approval; an approved connection then answers like any remembered consent.
+    direct = may_consent_to(ctx, user, state)
+    if not direct and not may_request(ctx, user, state):
         names = TEMPLATE_NAMES[lang]
         allowed = ", ".join(names[t] for t in consent_templates(ctx, user.environment_id))
         failure = Failure(
             "access_denied", "this login may not link apps", checked.redirect_uri, checked.state
         )
+        line = ("not_allowed", {"template": names[user.template], "allowed": allowed})
+        if may_consent(ctx, user):  # its template may consent, but this app needs approval
+            line = ("approval_not_allowed", {"template": names[user.template],
+                                             "app": checked.app["name"]})
         return ShowPage(
             "message.html",
             403,
             {
                 "title_key": "not_allowed_title",
-                "lines": [("not_allowed", {"template": names[user.template], "allowed": allowed})],
+                "lines": [line],
                 "return_url": error_location(failure, issuer),
             },
         ), checked
@@ -177,6 +190,9 @@ def _decide(
         if "none" in checked.prompt:
             return refuse(checked, "consent_required",
                           "the link has expired; the user has to renew it", issuer), checked
+        if not direct:  # renewing is consenting again: it needs an approval too
+            return ShowPage("approval.html", 200, approval.page_context(
+                ctx, checked, user, connection, scope_of, lang)), checked
         return ShowPage("consent.html", 200, {
             "app": checked.app, **renew.page_context(ctx, connection, lang),
             **page_facts(ctx, user, connection.scopes, None, renewal=True)}), checked
@@ -188,6 +204,9 @@ def _decide(
         return answer(connection), checked
     if "none" in checked.prompt:
         return refuse(checked, "consent_required", "the user has to consent", issuer), checked
+    if not direct:
+        return ShowPage("approval.html", 200, approval.page_context(
+            ctx, checked, user, connection, scope_of, lang)), checked
     shown = to_ask or [s for s in checked.scopes if s in SCOPES]
     # The page shows the whole resulting grant: what is asked now, what stays granted,
     # and (for a replace) what goes.
@@ -306,6 +325,26 @@ def record_decision(
     when = datetime.fromtimestamp(pending.auth_time, UTC)
     scopes = granted_scopes(ctx, checked, connection)
     return Redirect(issue_code(ctx, pending.query, user, connection, when, scopes))
+
+
+def record_approval_request(ctx: AuthContext, pending, justification: str, lang: str
+                            ) -> Outcome:
+    """The user asked for approval on the approval page: record the consent request and
+    send the browser back to the app (access_denied, approval pending). The request is
+    decided again first: whatever no longer needs an approval goes on as usual."""
+    outcome, checked = decide(ctx, pending.query, pending.user_id, pending.auth_time, lang)
+    if (checked is None or not isinstance(outcome, ShowPage)
+            or outcome.template != "approval.html"):
+        return outcome
+    text = approval.clean_justification(justification)
+    if text is None:
+        outcome.status = 400
+        outcome.context["justification_missing"] = True
+        return outcome
+    user = repository.user(ctx.session, pending.user_id)
+    if user is None:
+        return NeedLogin()
+    return Redirect(approval.record(ctx, checked, user, outcome.context, text))
 
 
 def _renew(ctx: AuthContext, pending, connection_id: str, lang: str) -> Outcome:

@@ -9,7 +9,15 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from services.auth.consent.decide import NeedLogin, Redirect, ShowPage, decide, record_decision
+from services.auth.consent.decide import (
+    INTERACTIVE,
+    NeedLogin,
+    Redirect,
+    ShowPage,
+    decide,
+    record_approval_request,
+    record_decision,
+)
 from services.auth.deps import RuntimeDep, run_authlib
 from services.auth.login.sessions import current_session, end_session
 from services.auth.oauth2.authorize import login_url
@@ -62,7 +70,7 @@ async def _render(
         await save_pending(runtime, pending, challenge)
         return RedirectResponse(login_url(runtime, challenge), status_code=303)
     assert isinstance(outcome, ShowPage)
-    if outcome.template != "consent.html":
+    if outcome.template not in INTERACTIVE:
         await drop_pending(runtime, challenge)
     elif runtime.settings.consent_ui_url:
         target = f"{runtime.settings.consent_ui_url}?{urlencode({'consent_challenge': challenge})}"
@@ -123,6 +131,30 @@ async def consent_decision(
         ),
     )
     CONSENT_DECISIONS.labels(decision).inc()
+    return await _render(runtime, outcome, consent_challenge, pending, lang)
+
+
+@router.post(
+    "/consent/approval-request",
+    response_class=HTMLResponse,
+    responses={303: {"description": "back to the app: access_denied, approval pending"}},
+)
+async def approval_request(
+    request: Request,
+    runtime: RuntimeDep,
+    consent_challenge: Annotated[str, Form(max_length=200)],
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+    justification: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """Ask for approval of the app (the approval page's form): a consent request is
+    recorded and the browser goes back to the app with access_denied, approval pending."""
+    lang = pick_language(request)
+    pending = await _pending_for_user(runtime, request, consent_challenge)
+    if pending is None or not hmac.compare_digest(csrf_token, pending.csrf):
+        return _bad_request(lang)
+    lang = pick_language(request, dict(pending.query).get("ui_locales"))
+    outcome = await run_authlib(
+        request, lambda ctx: record_approval_request(ctx, pending, justification, lang))
     return await _render(runtime, outcome, consent_challenge, pending, lang)
 
 

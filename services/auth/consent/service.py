@@ -13,8 +13,17 @@ from services.auth.oauth2.grant_management import GrantRequest
 from services.auth.oauth2.issue import revoke_family
 from shared import policy
 from shared.audit import Actor, append
-from shared.models import Company, Connection, ConnectionStatus, Debtor, User, is_expired
+from shared.models import (
+    AppState,
+    Company,
+    Connection,
+    ConnectionStatus,
+    Debtor,
+    User,
+    is_expired,
+)
 from shared.outbox import connection_event, emit
+from shared.policy import approvals
 from shared.policy.lifetime import after_widening
 from shared.scopes import CONSENT_SCOPES, implied
 from shared.status import Subject
@@ -35,10 +44,28 @@ def consent_templates(ctx: AuthContext, environment_id: uuid.UUID) -> list[str]:
     return policy.consent_templates(repository.environment(ctx.session, environment_id))
 
 
+def app_state(ctx: AuthContext, environment_id: uuid.UUID, app_id: uuid.UUID) -> AppState:
+    """The app's state in the environment's policy (its entry, else the default)."""
+    row = repository.app_policy(ctx.session, environment_id, app_id)
+    return approvals.app_state(row.state if row is not None else None,
+                               repository.environment(ctx.session, environment_id))
+
+
 def app_blocked(ctx: AuthContext, environment_id: uuid.UUID, app_id: uuid.UUID) -> bool:
     """Whether the environment's app policy blocks the app."""
-    row = repository.app_policy(ctx.session, environment_id, app_id)
-    return row is not None and row.blocked
+    return app_state(ctx, environment_id, app_id) == AppState.BLOCKED
+
+
+def may_consent_to(ctx: AuthContext, user: User, state: AppState) -> bool:
+    """Whether `user` may link an app in this state themselves now (the policy's)."""
+    return approvals.may_consent_to(
+        user, repository.environment(ctx.session, user.environment_id), state)
+
+
+def may_request(ctx: AuthContext, user: User, state: AppState) -> bool:
+    """Whether `user` may ask for approval of an app in this state (the policy's)."""
+    return approvals.may_request(
+        user, repository.environment(ctx.session, user.environment_id), state)
 
 
 def may_link(ctx: AuthContext, environment_id: uuid.UUID, app_id: uuid.UUID) -> bool:
@@ -110,8 +137,11 @@ def grant(
         raise ConsentRefused("not_allowed")
     if not may_link(ctx, user.environment_id, app_id):
         raise ConsentRefused("app_not_admitted", "this sandbox admits only its partner's apps")
-    if app_blocked(ctx, user.environment_id, app_id):
+    state = app_state(ctx, user.environment_id, app_id)
+    if state == AppState.BLOCKED:
         raise ConsentRefused("app_blocked", "your environment has blocked this app")
+    if state != AppState.ALLOWED:
+        raise ConsentRefused("approval_required", "this app needs an approval first")
     allowed = reach(ctx, user)
     if debtor_id not in allowed.companies:
         raise ConsentRefused("invalid_debtor", "that client is not in your reach")

@@ -63,6 +63,19 @@ TEXT: dict[str, dict[str, str]] = {
         "manage_apps": "Manage apps",
         "logo_alt": "Logo of {app}",
         "published_by": "Published by {publisher}",
+        "approval_title": "Ask for approval to link {app}",
+        "approval_intro": "Your environment requires an approval before {app} may be "
+                          "linked with your login. An accountant, or someone who may link "
+                          "apps for your client, decides. If approved, {app} gets access to:",
+        "approval_pending_already": "You already asked for this; that request is still "
+                                    "waiting for a decision. Asking again updates it.",
+        "justification": "Why do you need {app}?",
+        "justification_missing": "Please say why you need this app (at most 1000 "
+                                 "characters).",
+        "request_approval": "Ask for approval",
+        "cancel": "Cancel",
+        "approval_not_allowed": "{app} needs an approval in this environment, and your "
+                                "login ({template}) may not ask for one.",
     },
     "nl": {
         "login_title": "Inloggen",
@@ -118,6 +131,20 @@ TEXT: dict[str, dict[str, str]] = {
         "manage_apps": "Apps beheren",
         "logo_alt": "Logo van {app}",
         "published_by": "Uitgegeven door {publisher}",
+        "approval_title": "Goedkeuring vragen om {app} te koppelen",
+        "approval_intro": "In jouw omgeving is goedkeuring nodig voordat {app} met jouw "
+                          "login gekoppeld mag worden. Een accountant, of iemand die voor "
+                          "jouw debiteur apps mag koppelen, beslist. Na goedkeuring krijgt "
+                          "{app} toegang tot:",
+        "approval_pending_already": "Je hebt dit al gevraagd; dat verzoek wacht nog op een "
+                                    "beslissing. Opnieuw vragen werkt het bij.",
+        "justification": "Waarom heb je {app} nodig?",
+        "justification_missing": "Geef aan waarom je deze app nodig hebt (hoogstens 1000 "
+                                 "tekens).",
+        "request_approval": "Goedkeuring vragen",
+        "cancel": "Annuleren",
+        "approval_not_allowed": "Voor {app} is in deze omgeving goedkeuring nodig, en met "
+                                "jouw login ({template}) kun je die niet vragen.",
     },
 }
 

@@ -75,7 +75,8 @@ async def _with_flags(session, runtime, caller: UserCaller, rows, lang: str
     limit = health.expiring_before(now, runtime.settings.consent_expiry_notice_days)
     by_app = await health.app_flags(session, caller.user.environment_id,
                                     {a.id: a.status for _, a, _ in rows})
-    return [ConnectionOut(**connection_fields(c, a, ids, lang), flags=health.flags(
+    return [ConnectionOut(**connection_fields(c, a, ids, lang), approved_by=c.approved_by,
+                          flags=health.flags(
         c.status, expires_at=c.expires_at, user_active=caller.user.active,
         unused=health.is_unused(c.status, c.created_at, c.last_used_at, now),
         unused_scopes=bool(usage.unused_scopes(c, now)),
@@ -153,7 +154,8 @@ async def narrow_my_connection(
     )
     await narrowing.narrow(session, connection, body.scopes,
                            Actor("user", str(caller.user.id)))
-    return ConnectionOut(**connection_fields(connection, app, ids, lang))
+    return ConnectionOut(**connection_fields(connection, app, ids, lang),
+                         approved_by=connection.approved_by)
 
 
 async def _partner_views(session: AsyncSession, rows, lang: str) -> list[PartnerConnectionOut]:

@@ -14,7 +14,8 @@ tests/services/registry/test_csv_export_sql.py.)
   connection row alone;
 - `user_deactivated`: the consenting user's login is inactive;
 - `app_suspended`: the operator suspended the app;
-- `app_blocked`: the environment's app policy blocks the app;
+- `app_blocked`: the environment's app policy blocks the app (its entry, or the
+  environment's default app state);
 - `webhooks_disabled`: at least one of the app's webhook endpoints is disabled (any, not
   all: a disabled endpoint misses the events it subscribed to).
 
@@ -27,18 +28,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from sqlalchemy import String, literal, select, union_all
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.models import (
+    AppState,
     AppStatus,
     ConnectionStatus,
+    Environment,
     EnvironmentAppPolicy,
     WebhookEndpoint,
     WebhookEndpointStatus,
 )
+from shared.policy.approvals import app_state
 
 EXPIRING_SOON = "expiring_soon"
 UNUSED = "unused_90_days"
@@ -100,20 +105,27 @@ async def app_flags(session: AsyncSession, environment_id: uuid.UUID,
     if not ids:
         return {}
     # Core statements (sqlmodel's select types no literal column), run on the
-    # session's connection.
-    blocked = select(literal(APP_BLOCKED, String), col(EnvironmentAppPolicy.app_id)).where(
+    # session's connection: each app's entry in the environment's policy (its state),
+    # and the apps with a disabled webhook endpoint.
+    entries = select(literal("state", String), col(EnvironmentAppPolicy.app_id),
+                     col(EnvironmentAppPolicy.state)).where(
         col(EnvironmentAppPolicy.environment_id) == environment_id,
-        col(EnvironmentAppPolicy.app_id).in_(ids),
-        col(EnvironmentAppPolicy.blocked).is_(True))
-    disabled = select(literal(WEBHOOKS_DISABLED, String), col(WebhookEndpoint.app_id)).where(
+        col(EnvironmentAppPolicy.app_id).in_(ids))
+    disabled = select(literal(WEBHOOKS_DISABLED, String), col(WebhookEndpoint.app_id),
+                      literal(None, String)).where(
         col(WebhookEndpoint.app_id).in_(ids),
         col(WebhookEndpoint.status) == WebhookEndpointStatus.DISABLED).distinct()
     db = await session.connection()
-    found = set((await db.execute(union_all(blocked, disabled))).tuples().all())
+    rows = cast(list[tuple[str, uuid.UUID, str | None]],
+                (await db.execute(union_all(entries, disabled))).all())
+    states = {app_id: state for kind, app_id, state in rows if kind == "state"}
+    off = {app_id for kind, app_id, _ in rows if kind == WEBHOOKS_DISABLED}
+    # An app without an entry follows the environment's default state.
+    environment = await session.get(Environment, environment_id)
     result: dict[uuid.UUID, list[str]] = {}
     for app_id in ids:
+        blocked = app_state(states.get(app_id), environment) == AppState.BLOCKED
         result[app_id] = [flag for flag, on in (
             (APP_SUSPENDED, statuses[app_id] == AppStatus.SUSPENDED),
-            (APP_BLOCKED, (APP_BLOCKED, app_id) in found),
-            (WEBHOOKS_DISABLED, (WEBHOOKS_DISABLED, app_id) in found)) if on]
+            (APP_BLOCKED, blocked), (WEBHOOKS_DISABLED, app_id in off)) if on]
     return result

@@ -1,9 +1,10 @@
 """Suspension and resumption (docs/product.md section 3): a connection works only while
-its user is active and may consent in the environment, and its app is active and not
-blocked there (the reasons are the policy's: shared/policy/consent.py). Whoever changes
-one of those causes calls `reconcile` in the same transaction; revoked connections are
-never touched (revoked is final). A suspension outranks an expiry, and a resumed
-connection whose consent lifetime ran out meanwhile becomes `expired` (expiry.py).
+its user is active and may consent in the environment (or, for an approved connection,
+may still request), and its app is active and not blocked there (the reasons are the
+policy's: shared/policy/approvals.py). Whoever changes one of those causes calls
+`reconcile` in the same transaction; revoked connections are never touched (revoked is
+final). A suspension outranks an expiry, and a resumed connection whose consent lifetime
+ran out meanwhile becomes `expired` (expiry.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from shared.models import (
 )
 from shared.outbox import connection_event, emit
 from shared.policy import suspension_reason, user_company_ids
+from shared.policy.approvals import app_state
 from shared.policy.consent import CONSENT_CAPABLE
 from shared.status import Subject
 from shared.unit_of_work import unit_of_work
@@ -45,7 +47,7 @@ async def reconcile(session: AsyncSession, actor: Actor, *,
     counts = {"suspended": 0, "resumed": 0, "expired": 0}
     stmt = (
         # sqlmodel's select() is typed for up to four columns.
-        select(Connection, User, App, Environment, EnvironmentAppPolicy.blocked)  # type: ignore[call-overload]
+        select(Connection, User, App, Environment, EnvironmentAppPolicy.state)  # type: ignore[call-overload]
         .join(User, col(User.id) == Connection.user_id)
         .join(App, col(App.id) == Connection.app_id)
         .join(Environment, col(Environment.id) == Connection.environment_id)
@@ -64,8 +66,9 @@ async def reconcile(session: AsyncSession, actor: Actor, *,
         rows = (await session.exec(page.order_by(col(Connection.id)).limit(BATCH))).all()
         if not rows:
             return counts
-        for connection, user, app, environment, blocked in rows:
-            reason = suspension_reason(user, app, environment, blocked)
+        for connection, user, app, environment, entry in rows:
+            reason = suspension_reason(user, app, environment, app_state(entry, environment),
+                                       connection.approved_by is not None)
             changed = await _apply(session, connection, reason, actor)
             if changed:
                 counts[changed] += 1

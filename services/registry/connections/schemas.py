@@ -52,6 +52,10 @@ class ConnectionFields(BaseModel):
 class ConnectionOut(ConnectionFields):
     """A connection as the user who made it sees it (Manage apps)."""
 
+    approved_by: str | None = Field(
+        default=None, description="who approved the consent request this connection "
+        "was recorded for (`user:{id}`); null: the user consented itself")
+
     flags: list[str] = Field(
         default_factory=list, description="what a person can act on (connections/"
         "health.py): expiring_soon, unused_90_days, user_deactivated, app_suspended, "

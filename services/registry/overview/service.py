@@ -85,6 +85,7 @@ def overview_row(connection: Connection, app: App, user: User, company_ids: list
                              connection.last_used_at, now)
     return OverviewRow(
         **connection_fields(connection, app, company_ids, lang, now),
+        approved_by=connection.approved_by,
         flags=health.flags(connection.status, expires_at=connection.expires_at, unused=stale,
                            user_active=user.active, app_flags=app_flags,
                            expiring_limit=health.expiring_before(now, notice_days),

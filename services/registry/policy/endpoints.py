@@ -10,6 +10,7 @@ from services.registry.deps import SessionDep, user_can
 from services.registry.policy import service
 from services.registry.policy.schemas import (
     AppDecisionIn,
+    ApprovalsIn,
     ConsentLifetimeChange,
     ConsentLifetimeIn,
     ConsentTemplatesIn,
@@ -23,6 +24,8 @@ EnvironmentPolicyRead = Annotated[UserCaller, user_can("environment.policy.read"
 EnvironmentPolicyAppsDecide = Annotated[UserCaller, user_can("environment.policy.apps.decide")]
 EnvironmentPolicyTemplatesSet = Annotated[UserCaller, user_can("environment.policy.templates.set")]
 EnvironmentPolicyLifetimeSet = Annotated[UserCaller, user_can("environment.policy.lifetime.set")]
+EnvironmentPolicyApprovalsSet = Annotated[UserCaller,
+                                          user_can("environment.policy.approvals.set")]
 
 
 @router.get("", response_model=PolicyOut)
@@ -36,9 +39,12 @@ async def get_policy(session: SessionDep, caller: EnvironmentPolicyRead) -> Poli
             responses={404: {"description": "no such third-party app"}})
 async def decide_app(body: AppDecisionIn, session: SessionDep, caller: EnvironmentPolicyAppsDecide,
                      client_id: str = Path(max_length=80)) -> PolicyChange:
-    """Block an app in the environment (its connections here are suspended at once) or
-    allow it (they resume)."""
-    counts = await service.decide_app(session, caller, client_id, body.blocked, body.reason)
+    """Set an app's state in the environment: `blocked` (its connections here are
+    suspended at once), `allowed` (they resume) or `approval_required` (existing
+    connections stay; a new consent needs an approved consent request). `{"blocked":
+    true|false}` still works."""
+    assert body.state is not None  # the body's validator sets it
+    counts = await service.decide_app(session, caller, client_id, body.state, body.reason)
     return PolicyChange(**counts)
 
 
@@ -50,6 +56,18 @@ async def set_consent_templates(body: ConsentTemplatesIn, session: SessionDep,
     templates = None if body.consent_templates is None else [
         t.value for t in body.consent_templates]
     return PolicyChange(**await service.set_consent_templates(session, caller, templates))
+
+
+@router.put("/approvals", response_model=PolicyChange)
+async def set_approvals(body: ApprovalsIn, session: SessionDep,
+                        caller: EnvironmentPolicyApprovalsSet) -> PolicyChange:
+    """Set the state of apps without an entry of their own (`allowed` by default) and the
+    templates that may request an app they may not consent to (null: the consent
+    templates; never `employee` or `accountant`)."""
+    templates = None if body.approval_request_templates is None else [
+        t.value for t in body.approval_request_templates]
+    return PolicyChange(**await service.set_approvals(session, caller, body.default_app_state,
+                                                      templates))
 
 
 @router.put("/consent-lifetime", response_model=ConsentLifetimeChange)

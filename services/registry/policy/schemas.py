@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.registry.connections.schemas import AppRef
-from shared.models import UserTemplate
+from shared.models import AppState, UserTemplate
+from shared.policy.approvals import check_request_templates
 from shared.policy.consent import check_consent_templates
 from shared.policy.lifetime import MAX_DAYS, MIN_DAYS, check_by_sensitivity, check_days
 
 
 class AppDecision(BaseModel):
     app: AppRef
-    blocked: bool
+    state: AppState = Field(description="allowed, approval_required or blocked")
+    blocked: bool = Field(description="state == blocked (kept for older clients)")
     reason: str | None
     changed_by: str | None
     updated_at: datetime
@@ -28,14 +30,47 @@ class PolicyOut(BaseModel):
     consent_lifetime_days_by_sensitivity: dict[str, int] = Field(
         description="shorter lifetimes for connections holding scopes of a sensitivity; "
                     "the shortest that applies wins")
+    default_app_state: AppState = Field(
+        description="the state of an app without an entry in `apps`")
+    approval_request_templates: list[str] = Field(
+        description="the templates that may request an app they may not consent to")
+    approval_request_templates_default: bool
     apps: list[AppDecision]
 
 
 class AppDecisionIn(BaseModel):
+    """An app's state; `blocked` (true: blocked, false: allowed) is the older form of
+    the same decision. Give one of them."""
+
     model_config = ConfigDict(extra="forbid")
 
-    blocked: bool
+    state: AppState | None = None
+    blocked: bool | None = None
     reason: str | None = Field(default=None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _one_state(self) -> AppDecisionIn:
+        implied = None if self.blocked is None else (
+            AppState.BLOCKED if self.blocked else AppState.ALLOWED)
+        if self.state is None and implied is None:
+            raise ValueError("give the app's state (or blocked)")
+        if self.state is not None and implied is not None and self.state != implied:
+            raise ValueError("state and blocked disagree")
+        self.state = self.state or implied
+        return self
+
+
+class ApprovalsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default_app_state: AppState = Field(
+        description="the state of apps without an entry of their own (allowed: the "
+                    "default)")
+    approval_request_templates: list[UserTemplate] | None = Field(
+        description="the templates that may request an app they may not consent to "
+                    "(never accountant or employee); null: the consent templates")
+
+    _capable = field_validator("approval_request_templates")(check_request_templates)
 
 
 class ConsentTemplatesIn(BaseModel):

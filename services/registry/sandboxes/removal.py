@@ -24,6 +24,8 @@ from shared.models import (
     Company,
     Connection,
     ConnectionCompany,
+    ConsentRequest,
+    ConsentRequestCompany,
     Debtor,
     Employee,
     Employment,
@@ -101,6 +103,10 @@ def deletions(env: uuid.UUID) -> list[Delete]:
         # who made them (reviews).
         delete(AccessReviewItem).where(col(AccessReviewItem.environment_id) == env),
         delete(AccessReview).where(col(AccessReview.environment_id) == env),
+        # Consent requests refer to the requester, the decider and the companies.
+        delete(ConsentRequestCompany).where(col(ConsentRequestCompany.request_id).in_(
+            select(ConsentRequest.id).where(ConsentRequest.environment_id == env))),
+        delete(ConsentRequest).where(col(ConsentRequest.environment_id) == env),
         delete(ConnectionCompany).where(col(ConnectionCompany.connection_id).in_(connections)),
         delete(Connection).where(col(Connection.environment_id) == env),
         delete(EnvironmentAppPolicy).where(col(EnvironmentAppPolicy.environment_id) == env),

@@ -52,7 +52,7 @@ def _scene(world: World) -> dict[str, list[str]]:
                                                   "Hooked", "Fine Hooks"))
         suspended.status = suspended_too.status = AppStatus.SUSPENDED
         session.add(EnvironmentAppPolicy(environment_id=tenant.environment.id,
-                                         app_id=blocked.id, blocked=True))
+                                         app_id=blocked.id, state="blocked"))
         session.add_all([_endpoint(hooked, WebhookEndpointStatus.ACTIVE),
                          _endpoint(hooked, WebhookEndpointStatus.DISABLED),
                          _endpoint(fine_hooks, WebhookEndpointStatus.ACTIVE)])

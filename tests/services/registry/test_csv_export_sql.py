@@ -87,7 +87,7 @@ def _tricky_world(world: World) -> None:
         # App-wide flags: suspended, blocked in this environment, a webhook endpoint off.
         apps[1].status = AppStatus.SUSPENDED
         session.add(EnvironmentAppPolicy(environment_id=tenant.environment.id,
-                                         app_id=apps[2].id, blocked=True))
+                                         app_id=apps[2].id, state="blocked"))
         for app, status in ((apps[3], WebhookEndpointStatus.DISABLED),
                             (apps[4], WebhookEndpointStatus.ACTIVE)):
             session.add(WebhookEndpoint(app_id=app.id, url="https://hooks.example/x",

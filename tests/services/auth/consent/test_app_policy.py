@@ -20,7 +20,7 @@ def test_blocked_app_gets_access_denied_and_no_connection(
     with auth_server.sessions() as session, session.begin():
         row = session.exec(select(App).where(App.client_id == app.client_id)).one()
         session.add(EnvironmentAppPolicy(environment_id=uuid.UUID(demo_tree.environment_id),
-                                         app_id=row.id, blocked=True))
+                                         app_id=row.id, state="blocked"))
     linked = browser().link(AuthRequest(app), user)
     assert linked.params["error"] == "access_denied"
     assert "blocked" in linked.params["error_description"]
