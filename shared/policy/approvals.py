@@ -56,11 +56,14 @@ def request_templates(environment: Environment | None) -> list[str]:
 
 def app_state(entry: str | None, environment: Environment | None) -> AppState:
     """The app's state: its policy entry's, else the environment's default."""
+    return state_of(entry, None if environment is None else environment.default_app_state)
+
+
+def state_of(entry: str | None, default: str | None) -> AppState:
+    """`app_state` from the entry's state and the environment's `default_app_state`."""
     if entry is not None:
         return AppState(entry)
-    if environment is None:
-        return AppState.ALLOWED
-    return AppState(environment.default_app_state or AppState.ALLOWED)
+    return AppState(default or AppState.ALLOWED)
 
 
 def may_consent_to(user: User, environment: Environment | None, state: AppState) -> bool:

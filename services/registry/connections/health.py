@@ -43,7 +43,7 @@ from shared.models import (
     WebhookEndpoint,
     WebhookEndpointStatus,
 )
-from shared.policy.approvals import app_state
+from shared.policy.approvals import state_of
 
 EXPIRING_SOON = "expiring_soon"
 UNUSED = "unused_90_days"
@@ -116,15 +116,18 @@ async def app_flags(session: AsyncSession, environment_id: uuid.UUID,
         col(WebhookEndpoint.app_id).in_(ids),
         col(WebhookEndpoint.status) == WebhookEndpointStatus.DISABLED).distinct()
     db = await session.connection()
+    # An app without an entry follows the environment's default state.
+    default = select(literal("default", String), col(Environment.id),
+                     col(Environment.default_app_state)).where(
+        col(Environment.id) == environment_id)
     rows = cast(list[tuple[str, uuid.UUID, str | None]],
-                (await db.execute(union_all(entries, disabled))).all())
+                (await db.execute(union_all(entries, disabled, default))).all())
     states = {app_id: state for kind, app_id, state in rows if kind == "state"}
     off = {app_id for kind, app_id, _ in rows if kind == WEBHOOKS_DISABLED}
-    # An app without an entry follows the environment's default state.
-    environment = await session.get(Environment, environment_id)
+    fallback = next((state for kind, _, state in rows if kind == "default"), None)
     result: dict[uuid.UUID, list[str]] = {}
     for app_id in ids:
-        blocked = app_state(states.get(app_id), environment) == AppState.BLOCKED
+        blocked = state_of(states.get(app_id), fallback) == AppState.BLOCKED
         result[app_id] = [flag for flag, on in (
             (APP_SUSPENDED, statuses[app_id] == AppStatus.SUSPENDED),
             (APP_BLOCKED, blocked), (WEBHOOKS_DISABLED, app_id in off)) if on]

@@ -20,6 +20,7 @@ from services.registry.connections import health
 from shared.db.types import utcnow
 from shared.models import (
     App,
+    AppState,
     AppStatus,
     ConnectionStatus,
     EnvironmentAppPolicy,
@@ -191,7 +192,7 @@ async def test_the_app_flags_are_one_query_from_the_apps_held(world: World,
                                     for n in ("Both", "Blocked Only", "Fine"))
         for app in (both, blocked_only):
             session.add(EnvironmentAppPolicy(environment_id=world.a.environment.id,
-                                             app_id=app.id, blocked=True))
+                                             app_id=app.id, state=AppState.BLOCKED))
         session.add_all([_endpoint(both, WebhookEndpointStatus.DISABLED),
                          _endpoint(both, WebhookEndpointStatus.DISABLED),
                          _endpoint(fine, WebhookEndpointStatus.ACTIVE)])
