@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from sqlmodel import col, select
 from services.registry.app import create_app as create_registry
 from services.registry.sandboxes import service as sandbox_service
 from services.sync.app import create_app as create_sync
+from services.sync.events.feed import SETTLE_S
 from shared.config import Settings
 from shared.models import (
     App,
@@ -47,7 +49,9 @@ from tests.services.auth.support import (
 from tests.services.conftest import running
 
 DATA_SCOPE = "company.info.read employee.info.read employee.payment.read offline_access"
-SETTLE_WAIT_S = 8.0  # the change feed shows events settled for five seconds
+# The change feed serves events once they are SETTLE_S old: the tests backdate a
+# sandbox's events by more than that instead of waiting it out.
+BACKDATE = timedelta(seconds=SETTLE_S + 1)
 
 
 def _settings(settings: Settings, server: AuthServer) -> Settings:
@@ -87,17 +91,31 @@ def _login(sandbox: dict[str, Any], template: str) -> Login:
     return Login(user["id"], user["email"], user["password"], template)
 
 
-async def _changes(sync: httpx.AsyncClient, token: str, wanted: str) -> list[dict]:
-    """The connection's change feed once an event of type `wanted` has settled."""
-    deadline = asyncio.get_running_loop().time() + SETTLE_WAIT_S
-    while True:
-        response = await sync.get("/v1/changes", headers=_bearer(token))
-        assert response.status_code == 200, response.text
-        rows = response.json()["data"]
-        if any(row["type"] == wanted for row in rows) or \
-                asyncio.get_running_loop().time() > deadline:
-            return rows
-        await asyncio.sleep(0.5)
+def _empty_sandboxes(server: AuthServer, initial: str, names: list[str]) -> list[str]:
+    """Sandboxes of the partner of `initial`, as bare rows (no seeded data): they count
+    against its cap like any other; the ids."""
+    with server.sessions() as session, session.begin():
+        partner = session.exec(select(Partner).where(
+            Partner.initial_access_token_digest == server.digest(initial))).one()
+        rows = [Environment(name=name, sandbox_partner_id=partner.id) for name in names]
+        session.add_all(rows)
+        session.flush()
+        return [str(row.id) for row in rows]
+
+
+async def _changes(server: AuthServer, sync: httpx.AsyncClient, sandbox_id: uuid.UUID,
+                   token: str, wanted: str) -> list[dict]:
+    """The connection's change feed, with an event of type `wanted` in it, once the
+    sandbox's events so far are settled: moved into the past by more than the feed's
+    settle time (a later event of the sandbox is not yet in the feed)."""
+    with server.sessions() as session, session.begin():
+        for event in session.exec(select(Event).where(Event.environment_id == sandbox_id)):
+            event.created_at -= BACKDATE
+    response = await sync.get("/v1/changes", headers=_bearer(token))
+    assert response.status_code == 200, response.text
+    rows = response.json()["data"]
+    assert any(row["type"] == wanted for row in rows), rows
+    return rows
 
 
 async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
@@ -133,11 +151,12 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
         assert replay.status_code == 201 and replay.headers["idempotent-replayed"] == "true"
         assert replay.json()["id"] == sandbox["id"]
 
-        # Four more with the app's client credentials; the sixth is refused.
-        for n in range(4):
-            more = await registry.post("/v1/sandboxes", json={"name": f"More {n}"},
-                                       headers=_bearer(app_token))
-            assert more.status_code == 201, more.text
+        # Three more (bare rows: seeding them over HTTP tests nothing new) and the fifth
+        # with the app's client credentials; the sixth is refused.
+        _empty_sandboxes(auth_server, initial, [f"More {n}" for n in range(3)])
+        more = await registry.post("/v1/sandboxes", json={"name": "More 3"},
+                                   headers=_bearer(app_token))
+        assert more.status_code == 201, more.text
         sixth = await registry.post("/v1/sandboxes", json={"name": "Sixth"},
                                     headers=_bearer(app_token))
         assert sixth.status_code == 409, sixth.text
@@ -203,7 +222,8 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
         assert all(e["email"].endswith(RESERVED_DOMAIN) for e in employees.json()["data"])
 
         # Simulate a new hire: the event is written and the change feed moves.
-        before = await _changes(sync, tokens["access_token"], "connection.created")
+        before = await _changes(auth_server, sync, sandbox_id, tokens["access_token"],
+                                "connection.created")
         hired = await registry.post(f"/v1/sandboxes/{sandbox_id}/simulate",
                                     json={"kind": "new_hire", "company_id": company_id},
                                     headers=_bearer(app_token))
@@ -215,7 +235,8 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
                 Event.environment_id == sandbox_id,
                 col(Event.type).in_(["employee.created", "employee.payment.changed"]))).all()
             assert {e.data["employee_id"] for e in written} == {employee_id}
-        after = await _changes(sync, tokens["access_token"], "employee.created")
+        after = await _changes(auth_server, sync, sandbox_id, tokens["access_token"],
+                               "employee.created")
         created_events = [row for row in after if row["type"] == "employee.created"]
         assert [row["data"]["employee_id"] for row in created_events] == [employee_id]
         assert len(after) > len(before)
@@ -389,13 +410,10 @@ async def test_concurrent_creates_at_the_cap_admit_exactly_one(
     exactly one takes the fifth place and the others answer 409."""
     initial, _ = _partner(auth_server, "Racing Partner")
     async with running(create_registry(_settings(settings, auth_server))) as registry:
-        made = []
+        # The first four as bare rows: the cap counts rows, not what is seeded in them.
+        made = _empty_sandboxes(auth_server, initial,
+                                [f"S{n}" for n in range(MAX_PER_PARTNER - 1)])
         try:
-            for n in range(MAX_PER_PARTNER - 1):
-                response = await registry.post("/v1/sandboxes", json={"name": f"S{n}"},
-                                               headers=_bearer(initial))
-                assert response.status_code == 201, response.text
-                made.append(response.json()["id"])
             racing = await asyncio.gather(*(
                 registry.post("/v1/sandboxes", json={"name": f"R{n}"}, headers=_bearer(initial))
                 for n in range(3)))
