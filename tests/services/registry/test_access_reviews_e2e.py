@@ -14,14 +14,21 @@ import uuid
 from datetime import timedelta
 
 import httpx
-from sqlmodel import select
+from sqlmodel import col, select
 
 from services.registry.app import create_app as create_registry
 from services.registry.jobs import run_review_defaults
 from services.sync.app import create_app as create_sync
 from shared.config import Settings
 from shared.db.types import utcnow
-from shared.models import AccessReview, Connection, Environment, Event, UserTemplate
+from shared.models import (
+    AccessReview,
+    AccessReviewStatus,
+    Connection,
+    Environment,
+    Event,
+    UserTemplate,
+)
 from shared.runtime import open_runtime
 from tests.fixtures.auth_server import APP_SCOPES, AuthServer, new_client
 from tests.fixtures.factories import make_company, make_debtor, make_environment
@@ -68,7 +75,8 @@ class Setup:
 
     def __init__(self, server: AuthServer) -> None:
         self.server = server
-        self.tree = _tree(server)
+        self.environment_ids: list[str] = []
+        self.tree = self.new_tree()
         self.user = create_user(server, self.tree, UserTemplate.MASTER_CLIENT)
         self.other = create_user(server, self.tree, UserTemplate.COMPANY)
         self.accountant = create_user(server, self.tree, UserTemplate.ACCOUNTANT)
@@ -95,9 +103,25 @@ class Setup:
                                           AuthRequest(self.apps[0], scope=PARTNER_SCOPE),
                                           self.other)
 
+    def new_tree(self) -> Tree:
+        """An environment of this test (see `close`)."""
+        tree = _tree(self.server)
+        self.environment_ids.append(tree.environment_id)
+        return tree
+
     def close(self) -> None:
+        """Close the browsers and complete the reviews the test left open: the review
+        job acts on the whole shared database, and another test counts what it does."""
         for agent in self.agents:
             agent.close()
+        with self.server.sessions() as session, session.begin():
+            left = session.exec(select(AccessReview).where(
+                col(AccessReview.environment_id).in_(
+                    [uuid.UUID(e) for e in self.environment_ids]),
+                AccessReview.status == AccessReviewStatus.OPEN)).all()
+            for review in left:
+                review.status = AccessReviewStatus.COMPLETED
+                review.completed_at = utcnow()
 
 
 async def _connections(registry: httpx.AsyncClient, headers: dict) -> dict[str, str]:
@@ -258,7 +282,7 @@ async def test_an_accountant_review_with_both_decisions_and_its_default(
             assert all(r["details"]["reason"] == "access_review" for r in revokes), revokes
 
             # Another environment's review is 404 to this accountant.
-            foreign = _tree(auth_server)
+            foreign = s.new_tree()
             stranger = create_user(auth_server, foreign, UserTemplate.ACCOUNTANT)
             with auth_server.sessions() as session, session.begin():
                 other = AccessReview(environment_id=uuid.UUID(foreign.environment_id),

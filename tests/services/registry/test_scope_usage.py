@@ -86,8 +86,10 @@ async def test_with_tracking_off_a_sync_call_notes_no_scope_but_its_last_use(
 async def test_user_tokens_note_no_scope(client: httpx.AsyncClient, world: World,
                                          redis_client: redis.Redis) -> None:
     redis_client.delete(SCOPE_PENDING_KEY)
-    await client.get("/v1/me/connections",
-                     headers=bearer(world.user_token(world.a.users["master_client"])))
+    listed = await client.get("/v1/me/connections",
+                              headers=bearer(world.user_token(world.a.users["master_client"])))
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["data"]  # the user's token reached connections, and noted no scope
     assert not redis_client.exists(SCOPE_PENDING_KEY)
 
 
