@@ -31,28 +31,19 @@ from shared.models import (
 )
 from shared.runtime import open_runtime
 from tests.fixtures.auth_server import APP_SCOPES, AuthServer, new_client
-from tests.fixtures.factories import make_company, make_debtor, make_environment
 from tests.services.auth.conftest import Tree, create_user
 from tests.services.auth.support import AuthRequest, Browser, obtain_tokens
 from tests.services.conftest import running
-from tests.services.registry.test_with_auth_server import _registry_settings
+from tests.services.registry.support import (
+    FRONTEND_SCOPES,
+    bearer_of,
+    fresh_address,
+    new_tree,
+    registry_settings,
+)
 
 PARTNER_SCOPE = "company.info.read offline_access"
-FRONTEND_SCOPES = ("openid", "connections.read", "connections.manage",
-                   "environment.connections.read", "environment.connections.manage")
 REVIEWS = "/v1/environment/access-reviews"
-
-
-def _tree(server: AuthServer) -> Tree:
-    with server.sessions() as session, session.begin():
-        environment = make_environment(session)
-        debtor = make_debtor(session, environment)
-        companies = [make_company(session, debtor) for _ in range(2)]
-        return Tree(str(environment.id), [(str(debtor.id), [str(c.id) for c in companies])])
-
-
-def _bearer(tokens: dict) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
 def _revoke_events(server: AuthServer, connection_id: str) -> list[Event]:
@@ -76,7 +67,7 @@ class Setup:
     def __init__(self, server: AuthServer) -> None:
         self.server = server
         self.environment_ids: list[str] = []
-        self.tree = self.new_tree()
+        self.tree = self.own_tree()
         self.user = create_user(server, self.tree, UserTemplate.MASTER_CLIENT)
         self.other = create_user(server, self.tree, UserTemplate.COMPANY)
         self.accountant = create_user(server, self.tree, UserTemplate.ACCOUNTANT)
@@ -87,13 +78,13 @@ class Setup:
             self.frontend = new_client(session, server.keyring, first_party=True,
                                        environment=environment, publisher="Koppel",
                                        scopes=FRONTEND_SCOPES)
-        self.agents = [Browser(server, f"127.79.0.{i}") for i in range(1, 4)]
+        self.agents = [Browser(server, fresh_address()) for _ in range(3)]
         agent, other_agent, books_agent = self.agents
-        self.mine = _bearer(obtain_tokens(server, agent, AuthRequest(
+        self.mine = bearer_of(obtain_tokens(server, agent, AuthRequest(
             self.frontend, scope="openid connections.read connections.manage"), self.user))
-        self.theirs = _bearer(obtain_tokens(server, other_agent, AuthRequest(
+        self.theirs = bearer_of(obtain_tokens(server, other_agent, AuthRequest(
             self.frontend, scope="openid connections.read connections.manage"), self.other))
-        self.books = _bearer(obtain_tokens(server, books_agent, AuthRequest(
+        self.books = bearer_of(obtain_tokens(server, books_agent, AuthRequest(
             self.frontend, scope="openid environment.connections.read "
                                  "environment.connections.manage"), self.accountant))
         # Real consents: the user's to each app, the company login's to the first.
@@ -103,9 +94,9 @@ class Setup:
                                           AuthRequest(self.apps[0], scope=PARTNER_SCOPE),
                                           self.other)
 
-    def new_tree(self) -> Tree:
+    def own_tree(self) -> Tree:
         """An environment of this test (see `close`)."""
-        tree = _tree(self.server)
+        tree = new_tree(self.server)
         self.environment_ids.append(tree.environment_id)
         return tree
 
@@ -134,7 +125,7 @@ async def test_an_accountant_review_with_both_decisions_and_its_default(
     settings: Settings, auth_server: AuthServer,
 ) -> None:
     s = Setup(auth_server)
-    reg = _registry_settings(settings, auth_server)
+    reg = registry_settings(settings, auth_server)
     try:
         async with running(create_registry(reg)) as registry, \
                 running(create_sync(reg)) as sync, open_runtime(reg) as runtime:
@@ -190,16 +181,16 @@ async def test_an_accountant_review_with_both_decisions_and_its_default(
                                        json={"decision": "keep", "reason": "still used"})
             assert kept.status_code == 200, kept.text
             assert kept.json()["decision"] == "keep"
-            assert (await sync.get("/v1/debtors", headers=_bearer(s.tokens[1]))).status_code \
+            assert (await sync.get("/v1/debtors", headers=bearer_of(s.tokens[1]))).status_code \
                 == 200
             revoked = await registry.post(decide.format(revoke), headers=s.books,
                                           json={"decision": "revoke", "reason": "not used"})
             assert revoked.status_code == 200, revoked.text
             assert revoked.json()["connection_status"] == "revoked"
             # The revoked connection's token is refused on its next call; the kept works.
-            assert (await sync.get("/v1/debtors", headers=_bearer(s.tokens[1]))).status_code \
+            assert (await sync.get("/v1/debtors", headers=bearer_of(s.tokens[1]))).status_code \
                 == 401
-            assert (await sync.get("/v1/debtors", headers=_bearer(s.tokens[0]))).status_code \
+            assert (await sync.get("/v1/debtors", headers=bearer_of(s.tokens[0]))).status_code \
                 == 200
             [event] = _revoke_events(auth_server, ids[1])
             assert event.data["reason"] == "access_review"
@@ -246,13 +237,13 @@ async def test_an_accountant_review_with_both_decisions_and_its_default(
             # Before the due date the job does nothing; at it the default decides.
             assert await run_review_defaults(runtime.async_session, runtime.redis,
                                              due - timedelta(minutes=1)) == 0
-            assert (await sync.get("/v1/debtors", headers=_bearer(s.tokens[2]))).status_code \
+            assert (await sync.get("/v1/debtors", headers=bearer_of(s.tokens[2]))).status_code \
                 == 200
             assert await run_review_defaults(runtime.async_session, runtime.redis,
                                              due + timedelta(seconds=1)) == 1
             assert await run_review_defaults(runtime.async_session, runtime.redis,
                                              due + timedelta(minutes=2)) == 0  # idempotent
-            assert (await sync.get("/v1/debtors", headers=_bearer(s.tokens[2]))).status_code \
+            assert (await sync.get("/v1/debtors", headers=bearer_of(s.tokens[2]))).status_code \
                 == 401
             assert _status(auth_server, ids[2]) == "revoked"
             [event] = _revoke_events(auth_server, ids[2])
@@ -282,7 +273,7 @@ async def test_an_accountant_review_with_both_decisions_and_its_default(
             assert all(r["details"]["reason"] == "access_review" for r in revokes), revokes
 
             # Another environment's review is 404 to this accountant.
-            foreign = s.new_tree()
+            foreign = s.own_tree()
             stranger = create_user(auth_server, foreign, UserTemplate.ACCOUNTANT)
             with auth_server.sessions() as session, session.begin():
                 other = AccessReview(environment_id=uuid.UUID(foreign.environment_id),
@@ -306,7 +297,7 @@ async def test_a_consenting_user_review_decided_through_me(
     settings: Settings, auth_server: AuthServer,
 ) -> None:
     s = Setup(auth_server)
-    reg = _registry_settings(settings, auth_server)
+    reg = registry_settings(settings, auth_server)
     try:
         async with running(create_registry(reg)) as registry, \
                 running(create_sync(reg)) as sync, open_runtime(reg) as runtime:
@@ -345,7 +336,7 @@ async def test_a_consenting_user_review_decided_through_me(
                 f"/v1/me/access-reviews/items/{item['id']}/decision", headers=s.mine,
                 json={"decision": "revoke", "reason": "I stopped using it"})
             assert decided.status_code == 200, decided.text
-            assert (await sync.get("/v1/debtors", headers=_bearer(s.tokens[0]))).status_code \
+            assert (await sync.get("/v1/debtors", headers=bearer_of(s.tokens[0]))).status_code \
                 == 401
             assert _revoke_events(auth_server, item["connection_id"])[0].data["reason"] == \
                 "access_review"
@@ -360,7 +351,7 @@ async def test_a_consenting_user_review_decided_through_me(
             assert await run_review_defaults(runtime.async_session, runtime.redis,
                                              due + timedelta(seconds=1)) == 1
             assert _status(auth_server, theirs[s.apps[0].client_id]) == "active"
-            assert (await sync.get("/v1/debtors", headers=_bearer(s.other_tokens))
+            assert (await sync.get("/v1/debtors", headers=bearer_of(s.other_tokens))
                     ).status_code == 200
             summary = (await registry.get(f"{REVIEWS}/{rid}", headers=s.books)).json()
             assert summary["status"] == "completed"

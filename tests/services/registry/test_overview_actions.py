@@ -17,7 +17,7 @@ from shared.audit import verify_environment
 from shared.db.types import utcnow
 from shared.models import AuditEvent, Connection, ConnectionStatus, Event
 from tests.services.registry.conftest import World
-from tests.services.registry.test_overview import accountant
+from tests.services.registry.support import accountant
 
 CSV_HEADERS = {"Accept": "text/csv"}
 

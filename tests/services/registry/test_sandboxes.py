@@ -47,18 +47,13 @@ from tests.services.auth.support import (
     User as Login,
 )
 from tests.services.conftest import running
+from tests.services.registry.conftest import bearer
+from tests.services.registry.support import fresh_address, registry_settings
 
 DATA_SCOPE = "company.info.read employee.info.read employee.payment.read offline_access"
 # The change feed serves events once they are SETTLE_S old: the tests backdate a
 # sandbox's events by more than that instead of waiting it out.
 BACKDATE = timedelta(seconds=SETTLE_S + 1)
-
-
-def _settings(settings: Settings, server: AuthServer) -> Settings:
-    return settings.model_copy(update={
-        "database_url": server.engine.url.render_as_string(hide_password=False),
-        "redis_url": server.redis_url, "issuer": server.url,
-    })
 
 
 def _partner(server: AuthServer, name: str) -> tuple[str, Client]:
@@ -73,10 +68,6 @@ def _partner(server: AuthServer, name: str) -> tuple[str, Client]:
                             grant_types=["authorization_code", "refresh_token",
                                          "client_credentials"])
     return token, client
-
-
-def _bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def _app_token(server: AuthServer, client: Client, scope: str = "sandboxes.manage") -> str:
@@ -111,7 +102,7 @@ async def _changes(server: AuthServer, sync: httpx.AsyncClient, sandbox_id: uuid
     with server.sessions() as session, session.begin():
         for event in session.exec(select(Event).where(Event.environment_id == sandbox_id)):
             event.created_at -= BACKDATE
-    response = await sync.get("/v1/changes", headers=_bearer(token))
+    response = await sync.get("/v1/changes", headers=bearer(token))
     assert response.status_code == 200, response.text
     rows = response.json()["data"]
     assert any(row["type"] == wanted for row in rows), rows
@@ -123,12 +114,12 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
     initial, client = _partner(auth_server, "Sandbox Partner")
     other_initial, other_client = _partner(auth_server, "Other Partner")
     app_token = _app_token(auth_server, client)
-    configured = _settings(settings, auth_server)
+    configured = registry_settings(settings, auth_server)
     async with running(create_registry(configured)) as registry, \
             running(create_sync(configured)) as sync:
         # Created with the initial access token: 201, passwords once, marked sandbox.
         created = await registry.post("/v1/sandboxes", json={"name": "Try-out"},
-                                      headers={**_bearer(initial), "Idempotency-Key": "sb-1"})
+                                      headers={**bearer(initial), "Idempotency-Key": "sb-1"})
         assert created.status_code == 201, created.text
         sandbox = created.json()
         sandbox_id = uuid.UUID(sandbox["id"])
@@ -147,7 +138,7 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
             assert stored and all(u["password"].encode() not in row.answer_ciphertext
                                   for row in stored for u in sandbox["users"])
         replay = await registry.post("/v1/sandboxes", json={"name": "Try-out"},
-                                     headers={**_bearer(initial), "Idempotency-Key": "sb-1"})
+                                     headers={**bearer(initial), "Idempotency-Key": "sb-1"})
         assert replay.status_code == 201 and replay.headers["idempotent-replayed"] == "true"
         assert replay.json()["id"] == sandbox["id"]
 
@@ -155,25 +146,25 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
         # with the app's client credentials; the sixth is refused.
         _empty_sandboxes(auth_server, initial, [f"More {n}" for n in range(3)])
         more = await registry.post("/v1/sandboxes", json={"name": "More 3"},
-                                   headers=_bearer(app_token))
+                                   headers=bearer(app_token))
         assert more.status_code == 201, more.text
         sixth = await registry.post("/v1/sandboxes", json={"name": "Sixth"},
-                                    headers=_bearer(app_token))
+                                    headers=bearer(app_token))
         assert sixth.status_code == 409, sixth.text
         assert sixth.headers["content-type"].startswith("application/problem+json")
 
         # The partner lists and reads its own (no passwords); another partner sees none.
-        listed = await registry.get("/v1/sandboxes", headers=_bearer(initial))
+        listed = await registry.get("/v1/sandboxes", headers=bearer(initial))
         assert listed.status_code == 200
         assert [s["name"] for s in listed.json()["data"]] == [
             "Try-out", "More 0", "More 1", "More 2", "More 3"]
         assert "password" not in listed.text
-        read = await registry.get(f"/v1/sandboxes/{sandbox_id}", headers=_bearer(app_token))
+        read = await registry.get(f"/v1/sandboxes/{sandbox_id}", headers=bearer(app_token))
         assert read.status_code == 200 and read.json()["users"][0]["email"]
         assert "password" not in read.text
         etag = read.headers["etag"]
         other_app_token = _app_token(auth_server, other_client)
-        for headers in (_bearer(other_initial), _bearer(other_app_token)):
+        for headers in (bearer(other_initial), bearer(other_app_token)):
             assert (await registry.get("/v1/sandboxes", headers=headers)).json()["data"] == []
             assert (await registry.get(f"/v1/sandboxes/{sandbox_id}",
                                        headers=headers)).status_code == 404
@@ -184,14 +175,14 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
         # A token without the scope, or no credential at all, is refused.
         webhooks_only = _app_token(auth_server, client, "webhooks.manage")
         assert (await registry.get("/v1/sandboxes",
-                                   headers=_bearer(webhooks_only))).status_code == 403
+                                   headers=bearer(webhooks_only))).status_code == 403
         assert (await registry.get("/v1/sandboxes")).status_code == 401
-        assert (await registry.get("/v1/sandboxes", headers=_bearer(
+        assert (await registry.get("/v1/sandboxes", headers=bearer(
             new_token(TokenKind.INITIAL_ACCESS_TOKEN)))).status_code == 401
 
         # A sandbox login links the partner's app through the real pages...
         master = _login(sandbox, "master_client")
-        agent = Browser(auth_server, "127.78.0.1")
+        agent = Browser(auth_server, fresh_address())
         try:
             # The consent page says it is a sandbox (a customer's never does).
             request = AuthRequest(client, scope=DATA_SCOPE)
@@ -210,9 +201,9 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
                 Connection.environment_id == sandbox_id)).all()
             mine = session.exec(select(App.id).where(App.client_id == client.client_id)).one()
             assert [c.app_id for c in links] == [mine]
-        connection = _bearer(tokens["access_token"])
+        connection = bearer(tokens["access_token"])
         # The partner's view marks the connection as a sandbox's.
-        views = (await registry.get("/v1/app/connections", headers=_bearer(
+        views = (await registry.get("/v1/app/connections", headers=bearer(
             _app_token(auth_server, client, "webhooks.manage")))).json()["data"]
         assert [(v["environment_id"], v["sandbox"]) for v in views] == [(str(sandbox_id), True)]
         company_id = sandbox["debtors"][0]["companies"][0]["id"]
@@ -226,7 +217,7 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
                                 "connection.created")
         hired = await registry.post(f"/v1/sandboxes/{sandbox_id}/simulate",
                                     json={"kind": "new_hire", "company_id": company_id},
-                                    headers=_bearer(app_token))
+                                    headers=bearer(app_token))
         assert hired.status_code == 200, hired.text
         assert hired.json()["events"] == ["employee.created", "employee.payment.changed"]
         employee_id = hired.json()["ids"]["employee_id"]
@@ -244,25 +235,25 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
         for kind in ("salary_change", "payroll_run_finalized", "absence", None):
             body = {"kind": kind} if kind else None
             changed = await registry.post(f"/v1/sandboxes/{sandbox_id}/simulate", json=body,
-                                          headers=_bearer(initial))
+                                          headers=bearer(initial))
             assert changed.status_code == 200, changed.text
             assert changed.json()["events"]
         for body in ({"kind": "earthquake"},
                      {"kind": "absence", "company_id": str(uuid.uuid4())}):
             refused_change = await registry.post(f"/v1/sandboxes/{sandbox_id}/simulate",
-                                                 json=body, headers=_bearer(initial))
+                                                 json=body, headers=bearer(initial))
             assert refused_change.status_code == 422, refused_change.text
 
         # Deleted: 204, gone with its connection, and the connection's token stops (not
         # with the ETag read before the simulated changes: 412).
         stale = await registry.delete(f"/v1/sandboxes/{sandbox_id}",
-                                      headers={**_bearer(app_token), "If-Match": etag})
+                                      headers={**bearer(app_token), "If-Match": etag})
         assert stale.status_code == 412, stale.text
         deleted = await registry.delete(f"/v1/sandboxes/{sandbox_id}",
-                                        headers=_bearer(app_token))
+                                        headers=bearer(app_token))
         assert deleted.status_code == 204, deleted.text
         assert (await registry.get(f"/v1/sandboxes/{sandbox_id}",
-                                   headers=_bearer(app_token))).status_code == 404
+                                   headers=bearer(app_token))).status_code == 404
         assert (await sync.get(f"/v1/companies/{company_id}/employees",
                                headers=connection)).status_code == 401
         with auth_server.sessions() as session:
@@ -270,10 +261,10 @@ async def test_a_partner_tries_its_app_in_a_sandbox(settings: Settings,
             for model in (Connection, Employee, User, Event):
                 assert not session.exec(select(model).where(
                     model.environment_id == sandbox_id)).all()
-        left = await registry.get("/v1/sandboxes", headers=_bearer(initial))
+        left = await registry.get("/v1/sandboxes", headers=bearer(initial))
         assert len(left.json()["data"]) == 4
         for row in left.json()["data"]:
-            gone = await registry.delete(f"/v1/sandboxes/{row['id']}", headers=_bearer(initial))
+            gone = await registry.delete(f"/v1/sandboxes/{row['id']}", headers=bearer(initial))
             assert gone.status_code == 204
 
 
@@ -290,10 +281,10 @@ async def test_customer_side_routes_never_see_a_sandbox(settings: Settings,
             col(Environment.sandbox_partner_id).is_(None))).first()
         assert customer is not None
         customer_id = customer.id
-    provisioner = _bearer(_app_token(auth_server, platform, "directory.manage"))
-    async with running(create_registry(_settings(settings, auth_server))) as registry:
+    provisioner = bearer(_app_token(auth_server, platform, "directory.manage"))
+    async with running(create_registry(registry_settings(settings, auth_server))) as registry:
         sandbox = (await registry.post("/v1/sandboxes", json={"name": "Hidden"},
-                                       headers=_bearer(initial))).json()
+                                       headers=bearer(initial))).json()
         debtor = sandbox["debtors"][0]
         company = debtor["companies"][0]
         user = sandbox["users"][0]
@@ -331,7 +322,7 @@ async def test_customer_side_routes_never_see_a_sandbox(settings: Settings,
                                       headers=provisioner)
             assert fine.status_code == 200
         finally:
-            await registry.delete(f"/v1/sandboxes/{sandbox['id']}", headers=_bearer(initial))
+            await registry.delete(f"/v1/sandboxes/{sandbox['id']}", headers=bearer(initial))
 
 
 async def test_a_dpop_bound_app_token_needs_its_proof_on_the_sandbox_routes(
@@ -347,10 +338,10 @@ async def test_a_dpop_bound_app_token_needs_its_proof_on_the_sandbox_routes(
                        headers={"DPoP": key.proof("POST", f"{auth_server.url}/token")})
     assert issued.status_code == 200 and issued.json()["token_type"] == "DPoP", issued.text
     token = issued.json()["access_token"]
-    configured = _settings(settings, auth_server)
+    configured = registry_settings(settings, auth_server)
     url = f"{configured.registry_url}/v1/sandboxes"
     async with running(create_registry(configured)) as registry:
-        for headers in (_bearer(token), {"Authorization": f"DPoP {token}"}):
+        for headers in (bearer(token), {"Authorization": f"DPoP {token}"}):
             listed = await registry.get("/v1/sandboxes", headers=headers)
             assert listed.status_code == 401, listed.text
             made = await registry.post("/v1/sandboxes", json={"name": "Nope"}, headers=headers)
@@ -366,11 +357,11 @@ async def test_sandbox_logins_never_take_over_another_environments(
     emails are already another environment's users (the collision a shortened id made
     possible) is refused with 409, writes nothing and leaves those users as they were."""
     initial, _ = _partner(auth_server, "Colliding Partner")
-    async with running(create_registry(_settings(settings, auth_server))) as registry:
+    async with running(create_registry(registry_settings(settings, auth_server))) as registry:
         first = (await registry.post("/v1/sandboxes", json={"name": "A"},
-                                     headers=_bearer(initial))).json()
+                                     headers=bearer(initial))).json()
         second = (await registry.post("/v1/sandboxes", json={"name": "B"},
-                                      headers=_bearer(initial))).json()
+                                      headers=bearer(initial))).json()
         try:
             domains = [{u["email"].partition("@")[2] for u in s["users"]}
                        for s in (first, second)]
@@ -384,7 +375,7 @@ async def test_sandbox_logins_never_take_over_another_environments(
                 environments = session.exec(select(Environment.id)).all()
             monkeypatch.setattr(sandbox_service, "sandbox_domain", lambda _id: taken)
             refused = await registry.post("/v1/sandboxes", json={"name": "C"},
-                                          headers=_bearer(initial))
+                                          headers=bearer(initial))
             assert refused.status_code == 409, refused.text
             assert refused.headers["content-type"].startswith("application/problem+json")
             assert "another environment" in refused.json()["detail"]
@@ -400,7 +391,7 @@ async def test_sandbox_logins_never_take_over_another_environments(
                                                                   user["password"])
         finally:
             for sandbox in (first, second):
-                await registry.delete(f"/v1/sandboxes/{sandbox['id']}", headers=_bearer(initial))
+                await registry.delete(f"/v1/sandboxes/{sandbox['id']}", headers=bearer(initial))
 
 
 async def test_concurrent_creates_at_the_cap_admit_exactly_one(
@@ -409,19 +400,19 @@ async def test_concurrent_creates_at_the_cap_admit_exactly_one(
     serialised step (PostgreSQL: the partner's row lock; SQLite: BEGIN IMMEDIATE), so
     exactly one takes the fifth place and the others answer 409."""
     initial, _ = _partner(auth_server, "Racing Partner")
-    async with running(create_registry(_settings(settings, auth_server))) as registry:
+    async with running(create_registry(registry_settings(settings, auth_server))) as registry:
         # The first four as bare rows: the cap counts rows, not what is seeded in them.
         made = _empty_sandboxes(auth_server, initial,
                                 [f"S{n}" for n in range(MAX_PER_PARTNER - 1)])
         try:
             racing = await asyncio.gather(*(
-                registry.post("/v1/sandboxes", json={"name": f"R{n}"}, headers=_bearer(initial))
+                registry.post("/v1/sandboxes", json={"name": f"R{n}"}, headers=bearer(initial))
                 for n in range(3)))
             assert sorted(r.status_code for r in racing) == [201, 409, 409], \
                 [r.text for r in racing]
             made += [r.json()["id"] for r in racing if r.status_code == 201]
-            listed = (await registry.get("/v1/sandboxes", headers=_bearer(initial))).json()
+            listed = (await registry.get("/v1/sandboxes", headers=bearer(initial))).json()
             assert len(listed["data"]) == MAX_PER_PARTNER
         finally:
             for sandbox_id in made:
-                await registry.delete(f"/v1/sandboxes/{sandbox_id}", headers=_bearer(initial))
+                await registry.delete(f"/v1/sandboxes/{sandbox_id}", headers=bearer(initial))

@@ -30,7 +30,7 @@ from shared.runtime import Runtime
 from shared.scopes import granting_scope
 from tests.services.conftest import running
 from tests.services.registry.conftest import World, bearer
-from tests.services.registry.test_overview import _set
+from tests.services.registry.support import set_columns
 
 
 def _stored(world: World, ident) -> Connection:
@@ -99,7 +99,7 @@ async def test_the_flush_never_moves_back_nor_revives_a_dropped_scope(
     granted = list(_stored(world, connection.id).scopes)
     kept, dropped = granted[0], "not.granted.scope"
     now = utcnow()
-    _set(world, Connection, connection.id, scope_used_at={kept: now.isoformat()})
+    set_columns(world, Connection, connection.id, scope_used_at={kept: now.isoformat()})
     redis_client.delete(SCOPE_PENDING_KEY)
     recorder = UsageRecorder(runtime.redis)
     assert await recorder.scope_used(connection.id, kept, (now - timedelta(hours=1)).timestamp())

@@ -30,19 +30,19 @@ from tests.services.auth.support import (
     Browser,
     oauth_error,
     obtain_tokens,
-    post_form,
     refresh,
 )
 from tests.services.conftest import running
-from tests.services.registry.test_consent_lifetime_e2e import FRONTEND_SCOPES, _tree
-from tests.services.registry.test_with_auth_server import _registry_settings
-
-PARTNER_SCOPE = "company.info.read employee.absence.read offline_access"
-DAY = timedelta(days=1)
-
-
-def _bearer(tokens: dict) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
+from tests.services.registry.support import (
+    DAY,
+    FRONTEND_SCOPES,
+    PARTNER_SCOPE,
+    bearer_of,
+    client_credentials,
+    fresh_address,
+    new_tree,
+    registry_settings,
+)
 
 
 def _updated_events(server: AuthServer, connection_id: str) -> list[Event]:
@@ -55,7 +55,7 @@ def _updated_events(server: AuthServer, connection_id: str) -> list[Event]:
 async def test_scope_usage_is_shown_and_narrowing_holds_tokens_to_the_rest(
     settings: Settings, auth_server: AuthServer,
 ) -> None:
-    tree = _tree(auth_server)
+    tree = new_tree(auth_server)
     user = create_user(auth_server, tree, UserTemplate.MASTER_CLIENT)
     accountant = create_user(auth_server, tree, UserTemplate.ACCOUNTANT)
     with auth_server.sessions() as session, session.begin():
@@ -65,22 +65,20 @@ async def test_scope_usage_is_shown_and_narrowing_holds_tokens_to_the_rest(
         frontend = new_client(session, auth_server.keyring, first_party=True,
                               environment=environment, publisher="Koppel",
                               scopes=FRONTEND_SCOPES)
-    # Addresses of this test alone: the auth server (and its per-address limits) is the
-    # whole run's.
-    agent = Browser(auth_server, "127.76.0.1")
-    books_agent = Browser(auth_server, "127.76.0.2")
+    agent = Browser(auth_server, fresh_address())
+    books_agent = Browser(auth_server, fresh_address())
     try:
-        reg = _registry_settings(settings, auth_server)
-        mine = _bearer(obtain_tokens(auth_server, agent, AuthRequest(
+        reg = registry_settings(settings, auth_server)
+        mine = bearer_of(obtain_tokens(auth_server, agent, AuthRequest(
             frontend, scope="openid connections.read connections.manage"), user))
-        books = _bearer(obtain_tokens(auth_server, books_agent, AuthRequest(
+        books = bearer_of(obtain_tokens(auth_server, books_agent, AuthRequest(
             frontend, scope="openid environment.connections.read "
                             "environment.connections.manage"), accountant))
         async with running(create_registry(reg)) as registry, \
                 running(create_sync(reg)) as sync, open_runtime(reg) as runtime:
             partner = obtain_tokens(auth_server, agent,
                                     AuthRequest(partner_app, scope=PARTNER_SCOPE), user)
-            token = _bearer(partner)
+            token = bearer_of(partner)
             [connection] = (await registry.get("/v1/me/connections", headers=mine)).json()["data"]
             ident = connection["id"]
             assert connection["scope_usage"] == [
@@ -109,7 +107,7 @@ async def test_scope_usage_is_shown_and_narrowing_holds_tokens_to_the_rest(
             [connection] = (await registry.get("/v1/me/connections", headers=mine)).json()["data"]
             assert connection["unused_scopes"] == unused
             assert "unused_scopes" in connection["flags"]  # the health flag a person acts on
-            app_token = _client_credentials(auth_server, partner_app)
+            app_token = client_credentials(auth_server, partner_app)
             as_app = (await registry.get(f"/v1/app/connections/{ident}", headers=app_token)).json()
             assert as_app["unused_scopes"] == unused
             assert {u["scope"] for u in as_app["scope_usage"]} == set(PARTNER_SCOPE.split())
@@ -152,7 +150,7 @@ async def test_scope_usage_is_shown_and_narrowing_holds_tokens_to_the_rest(
             assert len(audit) == 1
             refreshed = refresh(auth_server, partner_app, partner["refresh_token"])
             assert refreshed.status_code == 200, refreshed.text
-            again = _bearer(refreshed.json())
+            again = bearer_of(refreshed.json())
             assert (await sync.get("/v1/debtors", headers=again)).status_code == 200
             assert (await sync.get(absences, headers=again)).status_code == 403
 
@@ -178,8 +176,3 @@ async def test_scope_usage_is_shown_and_narrowing_holds_tokens_to_the_rest(
     finally:
         agent.close()
         books_agent.close()
-
-def _client_credentials(server: AuthServer, client) -> dict[str, str]:
-    response = post_form(server, "/token", client, {"grant_type": "client_credentials"})
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
