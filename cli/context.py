@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from cli.output import stderr
+from shared import passwords
 from shared.audit_mac import use_settings
 from shared.config import Settings, get_settings
 from shared.db import create_sync_engine, sync_session_factory
@@ -32,6 +33,7 @@ def load_settings() -> Settings:
     settings = get_settings()
     settings.check_production()
     use_settings(settings)  # the audit chain's key ring, loaded if a command appends
+    passwords.use_settings(settings)  # the argon2 cost of new password hashes (demo seed)
     return settings
 
 

@@ -10,8 +10,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, IPvAnyNetwork, field_validator
+from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# argon2id's cost by default and at least in production: RFC 9106's second recommended
+# profile (t=3, 64 MiB, p=4), which argon2-cffi's PasswordHasher() uses.
+ARGON2_TIME_COST = 3
+ARGON2_MEMORY_KIB = 64 * 1024
+ARGON2_PARALLELISM = 4
 
 
 class ConfigError(Exception):
@@ -87,6 +93,18 @@ class Settings(BaseSettings):
     # checked, so the owner's right password gets in and guessing slows to a crawl.
     failed_login_account_interval: int = Field(default=5, gt=0)
 
+    # The cost of each password hash (argon2id, shared/passwords.py). The defaults are
+    # RFC 9106's second recommended profile (argon2-cffi's own); production refuses less
+    # time or memory. Tests lower them: a hash then takes microseconds instead of 0.2 s.
+    # A stored hash names its own cost, so it verifies whatever these say.
+    argon2_time_cost: int = Field(
+        default=ARGON2_TIME_COST, ge=1, description="argon2id iterations per password hash")
+    argon2_memory_kib: int = Field(
+        default=ARGON2_MEMORY_KIB, ge=8, description="argon2id memory per password hash, KiB "
+        "(at least 8 per lane)")
+    argon2_parallelism: int = Field(
+        default=ARGON2_PARALLELISM, ge=1, le=64, description="argon2id lanes per password hash")
+
     # Forwarded headers (X-Forwarded-For, X-Forwarded-Proto) are believed only from these
     # peers: the TLS proxy or load balancer in front. Empty: from nobody, so the address
     # that the per-address limits count is always the connecting peer's.
@@ -149,6 +167,13 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
 
+    @model_validator(mode="after")
+    def _argon2_memory_per_lane(self) -> Settings:
+        if self.argon2_memory_kib < 8 * self.argon2_parallelism:
+            raise ValueError("KOPPEL_ARGON2_MEMORY_KIB must be at least 8 per lane "
+                             "(8 x KOPPEL_ARGON2_PARALLELISM)")
+        return self
+
     @field_validator("manage_apps_url")
     @classmethod
     def _web_address(cls, value: str | None) -> str | None:
@@ -210,6 +235,9 @@ class Settings(BaseSettings):
             problems.append("KOPPEL_WEBHOOKS_ALLOW_LOOPBACK must be false")
         if not self.issuer.startswith("https://"):
             problems.append("KOPPEL_ISSUER must be an https URL")
+        if self.argon2_time_cost < ARGON2_TIME_COST or self.argon2_memory_kib < ARGON2_MEMORY_KIB:
+            problems.append(f"KOPPEL_ARGON2_TIME_COST must be at least {ARGON2_TIME_COST} and "
+                            f"KOPPEL_ARGON2_MEMORY_KIB at least {ARGON2_MEMORY_KIB}")
         if problems:
             raise ConfigError("production refuses to start: " + "; ".join(problems))
 

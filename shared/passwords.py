@@ -9,7 +9,10 @@ from functools import lru_cache
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-# argon2-cffi's defaults follow RFC 9106's second recommended profile (64 MiB, t=3, p=4).
+from shared.config import Settings
+
+# argon2-cffi's defaults follow RFC 9106's second recommended profile (64 MiB, t=3, p=4),
+# which are also the settings' defaults; `use_settings` applies the configured cost.
 _hasher = PasswordHasher()
 
 # Each hash holds 64 MiB while it runs, and argon2 is bound by the CPU: more hashes at once
@@ -17,6 +20,17 @@ _hasher = PasswordHasher()
 # 2.5 GiB). Callers beyond the limit wait their turn.
 MAX_CONCURRENT_HASHES = max(1, os.cpu_count() or 1)
 _slots = threading.BoundedSemaphore(MAX_CONCURRENT_HASHES)
+
+
+def use_settings(settings: Settings) -> None:
+    """Hash new passwords at the argon2 cost of `settings` (KOPPEL_ARGON2_*); stored
+    hashes name their own cost and verify whatever it is."""
+    global _hasher
+    cost = (settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
+    if cost == (_hasher.time_cost, _hasher.memory_cost, _hasher.parallelism):
+        return
+    _hasher = PasswordHasher(time_cost=cost[0], memory_cost=cost[1], parallelism=cost[2])
+    _dummy_hash.cache_clear()  # the unknown user's stand-in costs what a real one does
 
 
 def hash_password(password: str) -> str:

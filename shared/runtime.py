@@ -20,6 +20,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared import passwords
 from shared.audit_mac import use_keyring
 from shared.config import Settings
 from shared.db.engine import (
@@ -81,6 +82,7 @@ async def open_runtime(settings: Settings, *, bounded_database: bool = True,
     keyring = load_keyring(settings)
     box = SecretBox(keyring)
     use_keyring(box)  # the audit chain's MAC keys (shared/audit_mac.py)
+    passwords.use_settings(settings)  # the argon2 cost of new password hashes
     started_redis = start_embedded(settings) if settings.uses_embedded_redis else False
     answer_timeout = None
     if bounded_database and settings.database_read_timeout:

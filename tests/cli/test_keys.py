@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import sessionmaker
-from sqlmodel import Session
+from sqlmodel import Session, delete
 
 from shared.config import Settings
 from shared.models import SigningKey
@@ -79,6 +79,9 @@ def test_configured_keys_are_used_as_configured(
     monkeypatch.setenv("KOPPEL_DIGEST_KEY", digest)
     raw = {kid: base64.b64decode(value) for kid, value in keys.items()}
     old_ring = KeyRing(raw, "old", base64.b64decode(digest))
+    # The run's signing keys are sealed under a key this key ring does not hold.
+    with committing_sessions() as session, session.begin():
+        session.exec(delete(SigningKey))
     kid = _sealed_row(committing_sessions, old_ring, b"private key")
 
     result = invoke("keys", "rotate", "--json")

@@ -1,7 +1,9 @@
 import base64
 import secrets
 
+import argon2
 import pytest
+from pydantic import ValidationError
 
 from shared.config import ConfigError, Settings
 
@@ -133,3 +135,35 @@ def test_trusted_proxies_are_empty_by_default_and_parsed_from_a_comma_list(
         monkeypatch.setenv("KOPPEL_TRUSTED_PROXIES", wrong)
         with pytest.raises(ValueError):
             Settings(_env_file=None)
+
+
+def test_password_hashing_defaults_are_rfc_9106s_profile_and_argon2_cffis() -> None:
+    settings = Settings(_env_file=None)
+    profile = argon2.profiles.RFC_9106_LOW_MEMORY
+    assert (settings.argon2_time_cost, settings.argon2_memory_kib,
+            settings.argon2_parallelism) == (profile.time_cost, profile.memory_cost,
+                                             profile.parallelism) == (3, 65536, 4)
+    hasher = argon2.PasswordHasher()
+    assert (hasher.time_cost, hasher.memory_cost, hasher.parallelism) == (3, 65536, 4)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"argon2_time_cost": 0}, {"argon2_memory_kib": 7}, {"argon2_parallelism": 0},
+     {"argon2_parallelism": 2, "argon2_memory_kib": 15}],
+)
+def test_password_hashing_below_argon2s_minimum_is_refused(values: dict) -> None:
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, **values)
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"argon2_time_cost": 2}, {"argon2_memory_kib": 32 * 1024}])
+def test_production_refuses_a_cheaper_password_hash(overrides: dict) -> None:
+    with pytest.raises(ConfigError, match="KOPPEL_ARGON2_TIME_COST"):
+        _production(**overrides).check_production()
+
+
+def test_production_accepts_a_dearer_password_hash() -> None:
+    _production(argon2_time_cost=4, argon2_memory_kib=128 * 1024,
+                argon2_parallelism=2).check_production()

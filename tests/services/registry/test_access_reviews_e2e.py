@@ -14,38 +14,36 @@ import uuid
 from datetime import timedelta
 
 import httpx
-from sqlmodel import select
+from sqlmodel import col, select
 
 from services.registry.app import create_app as create_registry
 from services.registry.jobs import run_review_defaults
 from services.sync.app import create_app as create_sync
 from shared.config import Settings
 from shared.db.types import utcnow
-from shared.models import AccessReview, Connection, Environment, Event, UserTemplate
+from shared.models import (
+    AccessReview,
+    AccessReviewStatus,
+    Connection,
+    Environment,
+    Event,
+    UserTemplate,
+)
 from shared.runtime import open_runtime
 from tests.fixtures.auth_server import APP_SCOPES, AuthServer, new_client
-from tests.fixtures.factories import make_company, make_debtor, make_environment
 from tests.services.auth.conftest import Tree, create_user
 from tests.services.auth.support import AuthRequest, Browser, obtain_tokens
 from tests.services.conftest import running
-from tests.services.registry.test_with_auth_server import _registry_settings
+from tests.services.registry.support import (
+    FRONTEND_SCOPES,
+    bearer_of,
+    fresh_address,
+    new_tree,
+    registry_settings,
+)
 
 PARTNER_SCOPE = "company.info.read offline_access"
-FRONTEND_SCOPES = ("openid", "connections.read", "connections.manage",
-                   "environment.connections.read", "environment.connections.manage")
 REVIEWS = "/v1/environment/access-reviews"
-
-
-def _tree(server: AuthServer) -> Tree:
-    with server.sessions() as session, session.begin():
-        environment = make_environment(session)
-        debtor = make_debtor(session, environment)
-        companies = [make_company(session, debtor) for _ in range(2)]
-        return Tree(str(environment.id), [(str(debtor.id), [str(c.id) for c in companies])])
-
-
-def _bearer(tokens: dict) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
 def _revoke_events(server: AuthServer, connection_id: str) -> list[Event]:
@@ -68,7 +66,8 @@ class Setup:
 
     def __init__(self, server: AuthServer) -> None:
         self.server = server
-        self.tree = _tree(server)
+        self.environment_ids: list[str] = []
+        self.tree = self.own_tree()
         self.user = create_user(server, self.tree, UserTemplate.MASTER_CLIENT)
         self.other = create_user(server, self.tree, UserTemplate.COMPANY)
         self.accountant = create_user(server, self.tree, UserTemplate.ACCOUNTANT)
@@ -79,13 +78,13 @@ class Setup:
             self.frontend = new_client(session, server.keyring, first_party=True,
                                        environment=environment, publisher="Koppel",
                                        scopes=FRONTEND_SCOPES)
-        self.agents = [Browser(server, f"127.79.0.{i}") for i in range(1, 4)]
+        self.agents = [Browser(server, fresh_address()) for _ in range(3)]
         agent, other_agent, books_agent = self.agents
-        self.mine = _bearer(obtain_tokens(server, agent, AuthRequest(
+        self.mine = bearer_of(obtain_tokens(server, agent, AuthRequest(
             self.frontend, scope="openid connections.read connections.manage"), self.user))
-        self.theirs = _bearer(obtain_tokens(server, other_agent, AuthRequest(
+        self.theirs = bearer_of(obtain_tokens(server, other_agent, AuthRequest(
             self.frontend, scope="openid connections.read connections.manage"), self.other))
-        self.books = _bearer(obtain_tokens(server, books_agent, AuthRequest(
+        self.books = bearer_of(obtain_tokens(server, books_agent, AuthRequest(
             self.frontend, scope="openid environment.connections.read "
                                  "environment.connections.manage"), self.accountant))
         # Real consents: the user's to each app, the company login's to the first.
@@ -95,9 +94,25 @@ class Setup:
                                           AuthRequest(self.apps[0], scope=PARTNER_SCOPE),
                                           self.other)
 
+    def own_tree(self) -> Tree:
+        """An environment of this test (see `close`)."""
+        tree = new_tree(self.server)
+        self.environment_ids.append(tree.environment_id)
+        return tree
+
     def close(self) -> None:
+        """Close the browsers and complete the reviews the test left open: the review
+        job acts on the whole shared database, and another test counts what it does."""
         for agent in self.agents:
             agent.close()
+        with self.server.sessions() as session, session.begin():
+            left = session.exec(select(AccessReview).where(
+                col(AccessReview.environment_id).in_(
+                    [uuid.UUID(e) for e in self.environment_ids]),
+                AccessReview.status == AccessReviewStatus.OPEN)).all()
+            for review in left:
+                review.status = AccessReviewStatus.COMPLETED
+                review.completed_at = utcnow()
 
 
 async def _connections(registry: httpx.AsyncClient, headers: dict) -> dict[str, str]:
@@ -110,7 +125,7 @@ async def test_an_accountant_review_with_both_decisions_and_its_default(
     settings: Settings, auth_server: AuthServer,
 ) -> None:
     s = Setup(auth_server)
-    reg = _registry_settings(settings, auth_server)
+    reg = registry_settings(settings, auth_server)
     try:
         async with running(create_registry(reg)) as registry, \
                 running(create_sync(reg)) as sync, open_runtime(reg) as runtime:
@@ -167,16 +182,16 @@ async def test_an_accountant_review_with_both_decisions_and_its_default(
                                        json={"decision": "keep", "reason": "still used"})
             assert kept.status_code == 200, kept.text
             assert kept.json()["decision"] == "keep"
-            assert (await sync.get("/v1/debtors", headers=_bearer(s.tokens[1]))).status_code \
+            assert (await sync.get("/v1/debtors", headers=bearer_of(s.tokens[1]))).status_code \
                 == 200
             revoked = await registry.post(decide.format(revoke), headers=s.books,
                                           json={"decision": "revoke", "reason": "not used"})
             assert revoked.status_code == 200, revoked.text
             assert revoked.json()["connection_status"] == "revoked"
             # The revoked connection's token is refused on its next call; the kept works.
-            assert (await sync.get("/v1/debtors", headers=_bearer(s.tokens[1]))).status_code \
+            assert (await sync.get("/v1/debtors", headers=bearer_of(s.tokens[1]))).status_code \
                 == 401
-            assert (await sync.get("/v1/debtors", headers=_bearer(s.tokens[0]))).status_code \
+            assert (await sync.get("/v1/debtors", headers=bearer_of(s.tokens[0]))).status_code \
                 == 200
             [event] = _revoke_events(auth_server, ids[1])
             assert event.data["reason"] == "access_review"
@@ -223,13 +238,13 @@ async def test_an_accountant_review_with_both_decisions_and_its_default(
             # Before the due date the job does nothing; at it the default decides.
             assert await run_review_defaults(runtime.async_session, runtime.redis,
                                              due - timedelta(minutes=1)) == 0
-            assert (await sync.get("/v1/debtors", headers=_bearer(s.tokens[2]))).status_code \
+            assert (await sync.get("/v1/debtors", headers=bearer_of(s.tokens[2]))).status_code \
                 == 200
             assert await run_review_defaults(runtime.async_session, runtime.redis,
                                              due + timedelta(seconds=1)) == 1
             assert await run_review_defaults(runtime.async_session, runtime.redis,
                                              due + timedelta(minutes=2)) == 0  # idempotent
-            assert (await sync.get("/v1/debtors", headers=_bearer(s.tokens[2]))).status_code \
+            assert (await sync.get("/v1/debtors", headers=bearer_of(s.tokens[2]))).status_code \
                 == 401
             assert _status(auth_server, ids[2]) == "revoked"
             [event] = _revoke_events(auth_server, ids[2])
@@ -259,7 +274,7 @@ async def test_an_accountant_review_with_both_decisions_and_its_default(
             assert all(r["details"]["reason"] == "access_review" for r in revokes), revokes
 
             # Another environment's review is 404 to this accountant.
-            foreign = _tree(auth_server)
+            foreign = s.own_tree()
             stranger = create_user(auth_server, foreign, UserTemplate.ACCOUNTANT)
             with auth_server.sessions() as session, session.begin():
                 other = AccessReview(environment_id=uuid.UUID(foreign.environment_id),
@@ -283,7 +298,7 @@ async def test_a_consenting_user_review_decided_through_me(
     settings: Settings, auth_server: AuthServer,
 ) -> None:
     s = Setup(auth_server)
-    reg = _registry_settings(settings, auth_server)
+    reg = registry_settings(settings, auth_server)
     try:
         async with running(create_registry(reg)) as registry, \
                 running(create_sync(reg)) as sync, open_runtime(reg) as runtime:
@@ -322,7 +337,7 @@ async def test_a_consenting_user_review_decided_through_me(
                 f"/v1/me/access-reviews/items/{item['id']}/decision", headers=s.mine,
                 json={"decision": "revoke", "reason": "I stopped using it"})
             assert decided.status_code == 200, decided.text
-            assert (await sync.get("/v1/debtors", headers=_bearer(s.tokens[0]))).status_code \
+            assert (await sync.get("/v1/debtors", headers=bearer_of(s.tokens[0]))).status_code \
                 == 401
             assert _revoke_events(auth_server, item["connection_id"])[0].data["reason"] == \
                 "access_review"
@@ -337,7 +352,7 @@ async def test_a_consenting_user_review_decided_through_me(
             assert await run_review_defaults(runtime.async_session, runtime.redis,
                                              due + timedelta(seconds=1)) == 1
             assert _status(auth_server, theirs[s.apps[0].client_id]) == "active"
-            assert (await sync.get("/v1/debtors", headers=_bearer(s.other_tokens))
+            assert (await sync.get("/v1/debtors", headers=bearer_of(s.other_tokens))
                     ).status_code == 200
             summary = (await registry.get(f"{REVIEWS}/{rid}", headers=s.books)).json()
             assert summary["status"] == "completed"

@@ -34,7 +34,7 @@ from tests.services.auth.support import (
     parse_page,
 )
 from tests.services.conftest import running
-from tests.services.registry.test_with_auth_server import _registry_settings
+from tests.services.registry.support import registry_settings
 
 PARTNER_SCOPE = "company.info.read offline_access"
 FRONTEND_SCOPES = ("openid", "connections.read", "connections.manage",
@@ -127,7 +127,7 @@ async def test_a_request_from_the_page_approved_then_a_consent_without_the_page(
     settings: Settings, auth_server: AuthServer,
 ) -> None:
     s = Setup(auth_server)
-    reg = _registry_settings(settings, auth_server)
+    reg = registry_settings(settings, auth_server)
     books, hr, master, company = (s.tokens[n] for n in ("accountant", "hr", "master",
                                                         "company"))
     app = s.apps[0]
@@ -286,7 +286,7 @@ async def test_an_approval_required_app_denied_and_a_request_that_expires(
     settings: Settings, auth_server: AuthServer,
 ) -> None:
     s = Setup(auth_server)
-    reg = _registry_settings(settings, auth_server)
+    reg = registry_settings(settings, auth_server)
     books, master = s.tokens["accountant"], s.tokens["master"]
     app = s.apps[1]
     try:

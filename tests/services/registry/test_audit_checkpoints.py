@@ -31,7 +31,7 @@ from shared.runtime import Runtime
 from shared.vault import KeyRing, SecretBox
 from tests.services.conftest import running
 from tests.services.registry.conftest import ALL_FIRST_PARTY, World, bearer
-from tests.services.registry.test_overview import accountant
+from tests.services.registry.support import accountant
 
 PATH = "/v1/environment/audit-checkpoints"
 

@@ -24,7 +24,7 @@ from shared.models import AuditCheckpoint, AuditEvent, AuditHead
 from tests.cli.conftest import Invoke, cli_env, invoke  # noqa: F401 - fixtures
 from tests.fixtures.legacy_audit import legacy_hash
 from tests.services.registry.conftest import World
-from tests.services.registry.test_overview import accountant
+from tests.services.registry.support import accountant
 
 EVENTS = 5
 

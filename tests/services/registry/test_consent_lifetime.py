@@ -24,7 +24,7 @@ from shared.models import AuditEvent, Connection, Environment, Event
 from shared.runtime import Runtime
 from shared.status import Subject, status_key
 from tests.services.registry.conftest import World, bearer
-from tests.services.registry.test_overview import _set, accountant
+from tests.services.registry.support import accountant, set_columns
 
 LIFETIME = "/v1/environment/policy/consent-lifetime"
 DAY = timedelta(days=1)
@@ -95,8 +95,8 @@ async def test_the_expiry_job_waits_for_a_lifetime_change_in_progress(
     stays active."""
     now = utcnow()
     due = world.a.connections[0]
-    _set(world, Environment, world.a.environment.id, consent_lifetime_days=30)
-    _set(world, Connection, due.id, created_at=now - 60 * DAY, expires_at=now - DAY)
+    set_columns(world, Environment, world.a.environment.id, consent_lifetime_days=30)
+    set_columns(world, Connection, due.id, created_at=now - 60 * DAY, expires_at=now - DAY)
 
     async def job() -> list:
         async with runtime.async_session() as session:
@@ -131,8 +131,8 @@ async def test_a_lifetime_change_never_renews_a_connection_the_job_is_expiring(
     leaves the connection it expired alone, never `expired` with a future expiry."""
     now = utcnow()
     due = world.a.connections[0]
-    _set(world, Environment, world.a.environment.id, consent_lifetime_days=30)
-    _set(world, Connection, due.id, created_at=now - 60 * DAY, expires_at=now - DAY)
+    set_columns(world, Environment, world.a.environment.id, consent_lifetime_days=30)
+    set_columns(world, Connection, due.id, created_at=now - 60 * DAY, expires_at=now - DAY)
     async with runtime.async_session() as job:
         assert await expire_due(job, now) == [due.id]  # locked, not committed yet
         change = asyncio.ensure_future(client.put(
@@ -156,7 +156,7 @@ async def test_a_revoke_and_a_lifetime_change_at_once_never_deadlock(
     lifetime (the environment locked, then its connections): the change holds the
     environment FOR NO KEY UPDATE, so the write's reference does not wait for it; the
     write commits, the change then skips the revoked connection."""
-    _set(world, Environment, world.a.environment.id, consent_lifetime_days=30)
+    set_columns(world, Environment, world.a.environment.id, consent_lifetime_days=30)
     target = world.a.connections[0]
     async with runtime.async_session() as write:
         row = await write.get(Connection, target.id, with_for_update=True)
@@ -207,7 +207,7 @@ async def test_suspended_outranks_expired_and_a_resumed_suspension_past_its_time
 
     # Resuming after the expiry time: `expired`, never active; the app is told.
     for connection in (*on_blocked, on_other):
-        _set(world, Connection, connection.id, expires_at=utcnow() - timedelta(minutes=1))
+        set_columns(world, Connection, connection.id, expires_at=utcnow() - timedelta(minutes=1))
     allowed = await client.put(path, json={"blocked": False}, headers=accountant(world))
     assert allowed.json() == {"suspended": 0, "resumed": 0, "expired": 2}
     allowed = await client.put(other_path, json={"blocked": False}, headers=accountant(world))
@@ -219,7 +219,7 @@ async def test_suspended_outranks_expired_and_a_resumed_suspension_past_its_time
         assert redis_client.get(status_key(Subject.CONNECTION, connection.id)) == b"0"
 
     # A suspension that ends before the expiry resumes as before.
-    _set(world, Connection, on_other.id, status="suspended", expires_at=utcnow() + DAY)
+    set_columns(world, Connection, on_other.id, status="suspended", expires_at=utcnow() + DAY)
     resumed = await client.put(other_path, json={"blocked": False}, headers=accountant(world))
     assert resumed.json() == {"suspended": 0, "resumed": 1, "expired": 0}
     assert _stored(world)[on_other.id].status == "active"
@@ -258,8 +258,8 @@ async def test_the_overview_filters_sorts_and_exports_by_expiry(
 ) -> None:
     soon, later, never = world.a.connections
     now = utcnow()
-    _set(world, Connection, soon.id, expires_at=now + 5 * DAY)
-    _set(world, Connection, later.id, expires_at=now + 20 * DAY)
+    set_columns(world, Connection, soon.id, expires_at=now + 5 * DAY)
+    set_columns(world, Connection, later.id, expires_at=now + 20 * DAY)
     order = [str(soon.id), str(later.id), str(never.id)]
 
     assert await _ids(client, world, expires_before=(now + 10 * DAY).isoformat()) == [
@@ -316,11 +316,11 @@ async def test_renewing_through_the_api_keeps_a_suspension_and_refuses_what_neve
     # An expired connection of an app the accountant blocked meanwhile is renewed (a new
     # expiry) but comes back suspended: the policy's rules hold for it as for any other.
     app = next(a for a in world.apps if a.id == second.app_id)
-    _set(world, Connection, second.id, status="expired")  # the block finds it expired
+    set_columns(world, Connection, second.id, status="expired")  # the block finds it expired
     blocked = await client.put(f"/v1/environment/policy/apps/{app.client_id}",
                                json={"blocked": True}, headers=accountant(world))
     assert blocked.status_code == 200, blocked.text
-    _set(world, Connection, second.id, status="expired", suspended_reason=None)
+    set_columns(world, Connection, second.id, status="expired", suspended_reason=None)
     kept = await client.post(f"/v1/me/connections/{second.id}/renew", headers=mine)
     assert kept.status_code == 200 and kept.json()["status"] == "suspended", kept.text
     assert _stored(world)[second.id].suspended_reason == "app_blocked"

@@ -21,15 +21,9 @@ from tests.services.auth.conftest import Tree, create_user
 from tests.services.auth.support import AuthRequest, Browser, obtain_tokens, post_form, refresh
 from tests.services.conftest import running
 from tests.services.registry.conftest import World, bearer
+from tests.services.registry.support import fresh_address, registry_settings
 
 BOTH = "grant_management_query grant_management_revoke"
-
-
-def _settings(settings: Settings, server: AuthServer) -> Settings:
-    return settings.model_copy(update={
-        "database_url": server.engine.url.render_as_string(hide_password=False),
-        "redis_url": server.redis_url, "issuer": server.url,
-    })
 
 
 async def test_a_partner_queries_and_revokes_its_grant_with_real_tokens(
@@ -41,7 +35,7 @@ async def test_a_partner_queries_and_revokes_its_grant_with_real_tokens(
     user = create_user(auth_server, tree, UserTemplate.MASTER_CLIENT)
     with auth_server.sessions() as session, session.begin():
         partner = new_client(session, auth_server.keyring, name="Grant Keeper")
-    agent = Browser(auth_server, "127.78.0.1")
+    agent = Browser(auth_server, fresh_address())
     try:
         linked = obtain_tokens(auth_server, agent, AuthRequest(
             partner, scope="company.info.read offline_access"), user)
@@ -58,7 +52,7 @@ async def test_a_partner_queries_and_revokes_its_grant_with_real_tokens(
     assert metadata["grant_management_endpoint"] + f"/{grant_id}" == \
         f"{settings.registry_url}{path}"
 
-    configured = _settings(settings, auth_server)
+    configured = registry_settings(settings, auth_server)
     async with running(create_app(configured)) as registry, \
             running(create_sync(configured)) as sync:
         queried = await registry.get(path, headers=headers)

@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from shared.models import AuditEvent, Connection, EnvironmentAppPolicy, Event, User
 from tests.services.registry.conftest import World, bearer
-from tests.services.registry.test_overview import accountant
+from tests.services.registry.support import accountant
 
 WRITES = [
     ("POST", "/v1/environment/connections/bulk-revoke"),

@@ -22,7 +22,7 @@ from shared.models import Connection
 from shared.runtime import Runtime
 from tests.services.conftest import running
 from tests.services.registry.conftest import World, bearer
-from tests.services.registry.test_overview import _set, accountant
+from tests.services.registry.support import accountant, set_columns
 from worker.main import build_worker
 
 
@@ -47,7 +47,7 @@ async def test_real_api_use_shows_in_the_overview(client: httpx.AsyncClient, wor
                                                   settings: Settings, runtime: Runtime,
                                                   redis_client: redis.Redis) -> None:
     connection = world.a.connections[0]
-    _set(world, Connection, connection.id, created_at=utcnow() - timedelta(days=200))
+    set_columns(world, Connection, connection.id, created_at=utcnow() - timedelta(days=200))
     before = await _overview_row(client, world, connection.id)
     assert before["last_used_at"] is None and before["stale"] is True
 
@@ -133,7 +133,7 @@ async def test_refresh_grants_note_once_a_minute(world: World, runtime: Runtime)
 async def test_an_older_note_never_moves_last_used_back(world: World, runtime: Runtime) -> None:
     connection = world.a.connections[0]
     now = utcnow()
-    _set(world, Connection, connection.id, last_used_at=now)
+    set_columns(world, Connection, connection.id, last_used_at=now)
     await record_use(runtime.redis, connection.id, at=(now - timedelta(hours=1)).timestamp())
     assert await flush_last_used(runtime.redis, runtime.async_session) == 0
     with world.sessions() as session:

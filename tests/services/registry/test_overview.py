@@ -11,23 +11,9 @@ import pytest
 from shared.db.types import utcnow
 from shared.models import Connection, User
 from tests.services.registry.conftest import World, bearer
+from tests.services.registry.support import accountant, set_columns
 
 PROBLEM = "application/problem+json"
-
-
-def accountant(world: World, tenant=None, scope: str | None = None) -> dict[str, str]:
-    tenant = tenant or world.a
-    user = tenant.users["accountant"]
-    return bearer(world.user_token(user, scope) if scope else world.user_token(user))
-
-
-def _set(world: World, model, ident, **values) -> None:
-    with world.sessions() as session:
-        row = session.get(model, ident)
-        for name, value in values.items():
-            setattr(row, name, value)
-        session.add(row)
-        session.commit()
 
 
 async def _ids(client: httpx.AsyncClient, headers, **params) -> list[str]:
@@ -85,11 +71,11 @@ async def test_filters(client: httpx.AsyncClient, world: World) -> None:
     assert await _ids(client, headers, scope="employee.payment.read") == [
         str(a.connections[-1].id)]
     assert await _ids(client, headers, scope="employee.payment") == []
-    _set(world, Connection, a.connections[0].id, scopes=["employee.info"])
-    _set(world, Connection, a.connections[1].id, scopes=["company.info.read"])
+    set_columns(world, Connection, a.connections[0].id, scopes=["employee.info"])
+    set_columns(world, Connection, a.connections[1].id, scopes=["company.info.read"])
     assert await _ids(client, headers, scope="employee.info.read") == [str(a.connections[0].id)]
     assert await _ids(client, headers, status="suspended") == []
-    _set(world, User, a.users["company"].id, active=False)
+    set_columns(world, User, a.users["company"].id, active=False)
     assert await _ids(client, headers, user_deactivated="true") == [str(a.connections[-1].id)]
     assert len(await _ids(client, headers, user_deactivated="false")) == 2
 
@@ -97,8 +83,8 @@ async def test_filters(client: httpx.AsyncClient, world: World) -> None:
 async def test_stale_and_date_ranges(client: httpx.AsyncClient, world: World) -> None:
     a, now = world.a, utcnow()
     old, used, fresh = a.connections
-    _set(world, Connection, old.id, created_at=now - timedelta(days=200))
-    _set(world, Connection, used.id, created_at=now - timedelta(days=200),
+    set_columns(world, Connection, old.id, created_at=now - timedelta(days=200))
+    set_columns(world, Connection, used.id, created_at=now - timedelta(days=200),
          last_used_at=now - timedelta(days=2))
     headers = accountant(world)
     assert await _ids(client, headers, stale="true") == [str(old.id)]
@@ -118,7 +104,7 @@ async def test_keyset_pages_are_stable_and_complete(client: httpx.AsyncClient, w
     now = utcnow()
     same = now - timedelta(days=1)  # ties: the id decides
     for i, connection in enumerate(world.a.connections):
-        _set(world, Connection, connection.id, created_at=same,
+        set_columns(world, Connection, connection.id, created_at=same,
              last_used_at=None if i == 0 else now - timedelta(hours=i))
     headers = accountant(world)
     everything = await _ids(client, headers, sort=sort, limit=100)

@@ -18,7 +18,7 @@ from shared.db.types import utcnow
 from shared.models import AuditEvent, Connection, ConnectionStatus, Event
 from shared.runtime import Runtime
 from tests.services.registry.conftest import World
-from tests.services.registry.test_overview import _set, accountant
+from tests.services.registry.support import accountant, set_columns
 
 CSV_HEADERS = {"Accept": "text/csv"}
 
@@ -176,12 +176,12 @@ async def test_summary_never_used_scopes_across_connections(
         return {s: (now - timedelta(days=days, minutes=i)).isoformat()
                 for i, s in enumerate(scopes)}
 
-    _set(world, Connection, first.id, scope_used_at=used("company.info.read",
+    set_columns(world, Connection, first.id, scope_used_at=used("company.info.read",
                                                          "employee.info.read"))
-    _set(world, Connection, company.id, scope_used_at=used(
+    set_columns(world, Connection, company.id, scope_used_at=used(
         "company.info.read", "employee.payment.read", days=3))
     # Environment B's use of every scope is not environment A's.
-    _set(world, Connection, world.b.connections[0].id, scope_used_at=used(
+    set_columns(world, Connection, world.b.connections[0].id, scope_used_at=used(
         "company.info.read", "employee.info.read", "offline_access"))
     response = await client.get("/v1/environment/connections/summary", headers=accountant(world))
     assert response.status_code == 200, response.text

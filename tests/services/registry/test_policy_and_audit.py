@@ -10,7 +10,7 @@ from sqlmodel import select
 from shared.models import AuditEvent, Connection, Event
 from tests.cli.conftest import Invoke, cli_env, invoke  # noqa: F401 - fixtures
 from tests.services.registry.conftest import World, bearer
-from tests.services.registry.test_overview import accountant
+from tests.services.registry.support import accountant
 
 
 def _statuses(world: World) -> dict:

@@ -30,7 +30,7 @@ from shared.runtime import Runtime
 from shared.scopes import granting_scope
 from tests.services.conftest import running
 from tests.services.registry.conftest import World, bearer
-from tests.services.registry.test_overview import _set
+from tests.services.registry.support import set_columns
 
 
 def _stored(world: World, ident) -> Connection:
@@ -86,8 +86,10 @@ async def test_with_tracking_off_a_sync_call_notes_no_scope_but_its_last_use(
 async def test_user_tokens_note_no_scope(client: httpx.AsyncClient, world: World,
                                          redis_client: redis.Redis) -> None:
     redis_client.delete(SCOPE_PENDING_KEY)
-    await client.get("/v1/me/connections",
-                     headers=bearer(world.user_token(world.a.users["master_client"])))
+    listed = await client.get("/v1/me/connections",
+                              headers=bearer(world.user_token(world.a.users["master_client"])))
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["data"]  # the user's token reached connections, and noted no scope
     assert not redis_client.exists(SCOPE_PENDING_KEY)
 
 
@@ -97,7 +99,7 @@ async def test_the_flush_never_moves_back_nor_revives_a_dropped_scope(
     granted = list(_stored(world, connection.id).scopes)
     kept, dropped = granted[0], "not.granted.scope"
     now = utcnow()
-    _set(world, Connection, connection.id, scope_used_at={kept: now.isoformat()})
+    set_columns(world, Connection, connection.id, scope_used_at={kept: now.isoformat()})
     redis_client.delete(SCOPE_PENDING_KEY)
     recorder = UsageRecorder(runtime.redis)
     assert await recorder.scope_used(connection.id, kept, (now - timedelta(hours=1)).timestamp())

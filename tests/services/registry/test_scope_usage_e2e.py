@@ -30,19 +30,19 @@ from tests.services.auth.support import (
     Browser,
     oauth_error,
     obtain_tokens,
-    post_form,
     refresh,
 )
 from tests.services.conftest import running
-from tests.services.registry.test_consent_lifetime_e2e import FRONTEND_SCOPES, _tree
-from tests.services.registry.test_with_auth_server import _registry_settings
-
-PARTNER_SCOPE = "company.info.read employee.absence.read offline_access"
-DAY = timedelta(days=1)
-
-
-def _bearer(tokens: dict) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
+from tests.services.registry.support import (
+    DAY,
+    FRONTEND_SCOPES,
+    PARTNER_SCOPE,
+    bearer_of,
+    client_credentials,
+    fresh_address,
+    new_tree,
+    registry_settings,
+)
 
 
 def _updated_events(server: AuthServer, connection_id: str) -> list[Event]:
@@ -55,7 +55,7 @@ def _updated_events(server: AuthServer, connection_id: str) -> list[Event]:
 async def test_scope_usage_is_shown_and_narrowing_holds_tokens_to_the_rest(
     settings: Settings, auth_server: AuthServer,
 ) -> None:
-    tree = _tree(auth_server)
+    tree = new_tree(auth_server)
     user = create_user(auth_server, tree, UserTemplate.MASTER_CLIENT)
     accountant = create_user(auth_server, tree, UserTemplate.ACCOUNTANT)
     with auth_server.sessions() as session, session.begin():
@@ -65,114 +65,114 @@ async def test_scope_usage_is_shown_and_narrowing_holds_tokens_to_the_rest(
         frontend = new_client(session, auth_server.keyring, first_party=True,
                               environment=environment, publisher="Koppel",
                               scopes=FRONTEND_SCOPES)
-    agent = Browser(auth_server, "127.79.0.1")
-    books_agent = Browser(auth_server, "127.79.0.2")
-    reg = _registry_settings(settings, auth_server)
-    mine = _bearer(obtain_tokens(auth_server, agent, AuthRequest(
-        frontend, scope="openid connections.read connections.manage"), user))
-    books = _bearer(obtain_tokens(auth_server, books_agent, AuthRequest(
-        frontend, scope="openid environment.connections.read "
-                        "environment.connections.manage"), accountant))
-    async with running(create_registry(reg)) as registry, \
-            running(create_sync(reg)) as sync, open_runtime(reg) as runtime:
-        partner = obtain_tokens(auth_server, agent, AuthRequest(partner_app, scope=PARTNER_SCOPE),
-                                user)
-        token = _bearer(partner)
-        [connection] = (await registry.get("/v1/me/connections", headers=mine)).json()["data"]
-        ident = connection["id"]
-        assert connection["scope_usage"] == [
-            {"scope": s, "last_used_at": None} for s in PARTNER_SCOPE.split()]
-        assert connection["unused_scopes"] == []  # granted just now
-        assert "unused_scopes" not in connection["flags"]
+    agent = Browser(auth_server, fresh_address())
+    books_agent = Browser(auth_server, fresh_address())
+    try:
+        reg = registry_settings(settings, auth_server)
+        mine = bearer_of(obtain_tokens(auth_server, agent, AuthRequest(
+            frontend, scope="openid connections.read connections.manage"), user))
+        books = bearer_of(obtain_tokens(auth_server, books_agent, AuthRequest(
+            frontend, scope="openid environment.connections.read "
+                            "environment.connections.manage"), accountant))
+        async with running(create_registry(reg)) as registry, \
+                running(create_sync(reg)) as sync, open_runtime(reg) as runtime:
+            partner = obtain_tokens(auth_server, agent,
+                                    AuthRequest(partner_app, scope=PARTNER_SCOPE), user)
+            token = bearer_of(partner)
+            [connection] = (await registry.get("/v1/me/connections", headers=mine)).json()["data"]
+            ident = connection["id"]
+            assert connection["scope_usage"] == [
+                {"scope": s, "last_used_at": None} for s in PARTNER_SCOPE.split()]
+            assert connection["unused_scopes"] == []  # granted just now
+            assert "unused_scopes" not in connection["flags"]
 
-        # Real sync calls: /v1/debtors needs company.info.read; the flush writes it.
-        await runtime.redis.delete("koppel:scopeused:pending")
-        before = utcnow()
-        assert (await sync.get("/v1/debtors", headers=token)).status_code == 200
-        assert await flush_scope_uses(runtime.redis, runtime.async_session) >= 1
-        [connection] = (await registry.get("/v1/me/connections", headers=mine)).json()["data"]
-        usage = {u["scope"]: u["last_used_at"] for u in connection["scope_usage"]}
-        assert usage["employee.absence.read"] is None and usage["offline_access"] is None
-        assert usage["company.info.read"] is not None
-        assert datetime.fromisoformat(usage["company.info.read"]) >= before - timedelta(seconds=1)
+            # Real sync calls: /v1/debtors needs company.info.read; the flush writes it.
+            await runtime.redis.delete("koppel:scopeused:pending")
+            before = utcnow()
+            assert (await sync.get("/v1/debtors", headers=token)).status_code == 200
+            assert await flush_scope_uses(runtime.redis, runtime.async_session) >= 1
+            [connection] = (await registry.get("/v1/me/connections", headers=mine)).json()["data"]
+            usage = {u["scope"]: u["last_used_at"] for u in connection["scope_usage"]}
+            assert usage["employee.absence.read"] is None and usage["offline_access"] is None
+            assert usage["company.info.read"] is not None
+            assert datetime.fromisoformat(usage["company.info.read"]) >= \
+                before - timedelta(seconds=1)
 
-        # A consent 100 days old: the two scopes never needed are flagged everywhere.
-        with auth_server.sessions() as session, session.begin():
-            row = session.get(Connection, uuid.UUID(ident))
-            assert row is not None
-            row.created_at = utcnow() - 100 * DAY
-        unused = ["employee.absence.read", "offline_access"]
-        [connection] = (await registry.get("/v1/me/connections", headers=mine)).json()["data"]
-        assert connection["unused_scopes"] == unused
-        assert "unused_scopes" in connection["flags"]  # the health flag a person acts on
-        app_token = _client_credentials(auth_server, partner_app)
-        as_app = (await registry.get(f"/v1/app/connections/{ident}", headers=app_token)).json()
-        assert as_app["unused_scopes"] == unused
-        assert {u["scope"] for u in as_app["scope_usage"]} == set(PARTNER_SCOPE.split())
-        overview = (await registry.get("/v1/environment/connections", headers=books)).json()
-        [row_out] = [r for r in overview["data"] if r["id"] == ident]
-        assert row_out["unused_scopes"] == unused
-        assert "unused_scopes" in row_out["flags"]
-        summary = (await registry.get("/v1/environment/connections/summary",
-                                      headers=books)).json()["data"]
-        [mine_summary] = [s for s in summary if s["app"]["client_id"] == partner_app.client_id]
-        assert mine_summary["never_used_scopes"] == unused
-        # 91 days after the last use of company.info.read, it is unused too.
-        with auth_server.sessions() as session:
-            stored = session.get(Connection, uuid.UUID(ident))
-            assert stored is not None
-            assert unused_scopes(stored, utcnow() + 91 * DAY) == PARTNER_SCOPE.split()
+            # A consent 100 days old: the two scopes never needed are flagged everywhere.
+            with auth_server.sessions() as session, session.begin():
+                row = session.get(Connection, uuid.UUID(ident))
+                assert row is not None
+                row.created_at = utcnow() - 100 * DAY
+            unused = ["employee.absence.read", "offline_access"]
+            [connection] = (await registry.get("/v1/me/connections", headers=mine)).json()["data"]
+            assert connection["unused_scopes"] == unused
+            assert "unused_scopes" in connection["flags"]  # the health flag a person acts on
+            app_token = client_credentials(auth_server, partner_app)
+            as_app = (await registry.get(f"/v1/app/connections/{ident}", headers=app_token)).json()
+            assert as_app["unused_scopes"] == unused
+            assert {u["scope"] for u in as_app["scope_usage"]} == set(PARTNER_SCOPE.split())
+            overview = (await registry.get("/v1/environment/connections", headers=books)).json()
+            [row_out] = [r for r in overview["data"] if r["id"] == ident]
+            assert row_out["unused_scopes"] == unused
+            assert "unused_scopes" in row_out["flags"]
+            summary = (await registry.get("/v1/environment/connections/summary",
+                                          headers=books)).json()["data"]
+            [mine_summary] = [s for s in summary if s["app"]["client_id"] == partner_app.client_id]
+            assert mine_summary["never_used_scopes"] == unused
+            # 91 days after the last use of company.info.read, it is unused too.
+            with auth_server.sessions() as session:
+                stored = session.get(Connection, uuid.UUID(ident))
+                assert stored is not None
+                assert unused_scopes(stored, utcnow() + 91 * DAY) == PARTNER_SCOPE.split()
 
-        # Narrowing: bad bodies change nothing.
-        url = f"/v1/me/connections/{ident}/narrow"
-        for body in ({"scopes": []}, {"scopes": ["employees"]}, {}):
-            answer = await registry.post(url, headers=mine, json=body)
-            assert answer.status_code == 422, answer.text
-        assert _updated_events(auth_server, ident) == []
-        absences = f"/v1/employees/{uuid.uuid4()}/absences"
-        assert (await sync.get(absences, headers=token)).status_code == 404  # allowed
+            # Narrowing: bad bodies change nothing.
+            url = f"/v1/me/connections/{ident}/narrow"
+            for body in ({"scopes": []}, {"scopes": ["employees"]}, {}):
+                answer = await registry.post(url, headers=mine, json=body)
+                assert answer.status_code == 422, answer.text
+            assert _updated_events(auth_server, ident) == []
+            absences = f"/v1/employees/{uuid.uuid4()}/absences"
+            assert (await sync.get(absences, headers=token)).status_code == 404  # allowed
 
-        # The user keeps company.info.read and offline_access.
-        narrowed = await registry.post(url, headers=mine, json={
-            "scopes": ["company.info.read", "offline_access"]})
-        assert narrowed.status_code == 200, narrowed.text
-        assert narrowed.json()["scopes"] == ["company.info.read", "offline_access"]
-        refused = await sync.get(absences, headers=token)
-        assert refused.status_code == 403
-        assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
-        assert (await sync.get("/v1/debtors", headers=token)).status_code == 200
-        [event] = _updated_events(auth_server, ident)
-        assert event.data["changed_fields"] == ["scopes"]
-        audit = (await registry.get("/v1/environment/audit-events", headers=books, params={
-            "action": "connection.scopes_narrowed"})).json()["data"]
-        assert len(audit) == 1
-        refreshed = refresh(auth_server, partner_app, partner["refresh_token"])
-        assert refreshed.status_code == 200, refreshed.text
-        again = _bearer(refreshed.json())
-        assert (await sync.get("/v1/debtors", headers=again)).status_code == 200
-        assert (await sync.get(absences, headers=again)).status_code == 403
+            # The user keeps company.info.read and offline_access.
+            narrowed = await registry.post(url, headers=mine, json={
+                "scopes": ["company.info.read", "offline_access"]})
+            assert narrowed.status_code == 200, narrowed.text
+            assert narrowed.json()["scopes"] == ["company.info.read", "offline_access"]
+            refused = await sync.get(absences, headers=token)
+            assert refused.status_code == 403
+            assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
+            assert (await sync.get("/v1/debtors", headers=token)).status_code == 200
+            [event] = _updated_events(auth_server, ident)
+            assert event.data["changed_fields"] == ["scopes"]
+            audit = (await registry.get("/v1/environment/audit-events", headers=books, params={
+                "action": "connection.scopes_narrowed"})).json()["data"]
+            assert len(audit) == 1
+            refreshed = refresh(auth_server, partner_app, partner["refresh_token"])
+            assert refreshed.status_code == 200, refreshed.text
+            again = bearer_of(refreshed.json())
+            assert (await sync.get("/v1/debtors", headers=again)).status_code == 200
+            assert (await sync.get(absences, headers=again)).status_code == 403
 
-        # The accountant drops offline_access: refresh ends, the kept scope still works.
-        env_url = f"/v1/environment/connections/{ident}/narrow"
-        dropped = await registry.post(env_url, headers=books,
-                                      json={"scopes": ["company.info.read"]})
-        assert dropped.status_code == 200, dropped.text
-        assert dropped.json()["scopes"] == ["company.info.read"]
-        assert len(_updated_events(auth_server, ident)) == 2
-        assert oauth_error(refresh(auth_server, partner_app,
-                                   refreshed.json()["refresh_token"])) == "invalid_grant"
+            # The accountant drops offline_access: refresh ends, the kept scope still works.
+            env_url = f"/v1/environment/connections/{ident}/narrow"
+            dropped = await registry.post(env_url, headers=books,
+                                          json={"scopes": ["company.info.read"]})
+            assert dropped.status_code == 200, dropped.text
+            assert dropped.json()["scopes"] == ["company.info.read"]
+            assert len(_updated_events(auth_server, ident)) == 2
+            assert oauth_error(refresh(auth_server, partner_app,
+                                       refreshed.json()["refresh_token"])) == "invalid_grant"
 
-        # A revoked connection: 409.
-        assert (await registry.delete(f"/v1/me/connections/{ident}",
-                                      headers=mine)).status_code == 204
-        gone = await registry.post(url, headers=mine, json={"scopes": ["company.info.read"]})
-        assert gone.status_code == 409, gone.text
-        gone = await registry.post(env_url, headers=books,
-                                   json={"scopes": ["company.info.read"]})
-        assert gone.status_code == 409, gone.text
+            # A revoked connection: 409.
+            assert (await registry.delete(f"/v1/me/connections/{ident}",
+                                          headers=mine)).status_code == 204
+            gone = await registry.post(url, headers=mine, json={"scopes": ["company.info.read"]})
+            assert gone.status_code == 409, gone.text
+            gone = await registry.post(env_url, headers=books,
+                                       json={"scopes": ["company.info.read"]})
+            assert gone.status_code == 409, gone.text
 
-
-def _client_credentials(server: AuthServer, client) -> dict[str, str]:
-    response = post_form(server, "/token", client, {"grant_type": "client_credentials"})
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+    finally:
+        agent.close()
+        books_agent.close()

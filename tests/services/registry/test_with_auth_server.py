@@ -14,15 +14,9 @@ from tests.fixtures.auth_server import AuthServer, new_client
 from tests.services.auth.conftest import Tree, create_user
 from tests.services.auth.support import AuthRequest, Browser, obtain_tokens, post_form
 from tests.services.conftest import running
+from tests.services.registry.support import fresh_address, registry_settings
 
 FIRST_PARTY_SCOPE = "openid connections.read connections.manage"
-
-
-def _registry_settings(settings: Settings, server: AuthServer) -> Settings:
-    return settings.model_copy(update={
-        "database_url": server.engine.url.render_as_string(hide_password=False),
-        "redis_url": server.redis_url, "issuer": server.url,
-    })
 
 
 async def test_manage_apps_revoke_with_real_tokens(settings: Settings,
@@ -33,7 +27,7 @@ async def test_manage_apps_revoke_with_real_tokens(settings: Settings,
     user = create_user(auth_server, tree, UserTemplate.MASTER_CLIENT)
     with auth_server.sessions() as session, session.begin():
         partner_app = new_client(session, auth_server.keyring, name="E2E Planner")
-    agent = Browser(auth_server, "127.77.0.1")
+    agent = Browser(auth_server, fresh_address())
     try:
         partner = obtain_tokens(auth_server, agent,
                                 AuthRequest(partner_app, scope="company.info.read"), user)
@@ -44,7 +38,7 @@ async def test_manage_apps_revoke_with_real_tokens(settings: Settings,
     app_token = post_form(auth_server, "/token", partner_app,
                           {"grant_type": "client_credentials"}).json()["access_token"]
 
-    async with running(create_app(_registry_settings(settings, auth_server))) as registry:
+    async with running(create_app(registry_settings(settings, auth_server))) as registry:
         me = {"Authorization": f"Bearer {mine['access_token']}"}
         listed = await registry.get("/v1/me/connections", headers=me)
         assert listed.status_code == 200, listed.text

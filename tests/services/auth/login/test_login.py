@@ -11,14 +11,17 @@ from __future__ import annotations
 import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import httpx
 import pytest
 
+from shared import passwords
+from shared.config import ARGON2_MEMORY_KIB, ARGON2_PARALLELISM, ARGON2_TIME_COST, Settings
 from tests.fixtures.auth_server import AuthServer, Client
+from tests.fixtures.factories import password_hash
 from tests.services.auth.support import (
     AuthRequest,
     Browser,
@@ -209,6 +212,24 @@ def test_line17_bad_client_secrets_are_rate_limited(
     assert response.json()["error"] == "invalid_grant"
 
 
+@pytest.fixture
+def production_password_cost(settings: Settings) -> Iterator[None]:
+    """Password hashes at the production cost while the test runs (the run's is cheap,
+    tests/fixtures/settings.py): the known users' stored hashes and the unknown user's
+    stand-in, in this process, which serves the auth server too."""
+    production = settings.model_copy(update={
+        "argon2_time_cost": ARGON2_TIME_COST, "argon2_memory_kib": ARGON2_MEMORY_KIB,
+        "argon2_parallelism": ARGON2_PARALLELISM})
+    passwords.use_settings(production)
+    password_hash.cache_clear()
+    try:
+        yield
+    finally:
+        passwords.use_settings(settings)
+        password_hash.cache_clear()
+
+
+@pytest.mark.usefixtures("production_password_cost")
 def test_line17_timing_is_equal_for_unknown_and_known_users(
     auth_server: AuthServer, browser: Callable[..., Browser], new_user: Callable[..., User],
     fresh_address: Callable[[], str],

@@ -12,7 +12,7 @@ from shared.es256 import HALF_ORDER, P256_ORDER
 from tests.fixtures.auth_server import AuthServer, new_client
 from tests.services.auth.support import introspect, post_form
 from tests.services.conftest import running
-from tests.services.registry.test_with_auth_server import _registry_settings
+from tests.services.registry.support import registry_settings
 
 ISSUED = 40  # an unnormalised signer writes high S half the time: 2^-40 to pass by chance
 
@@ -46,7 +46,7 @@ async def test_a_malleated_signature_is_refused_and_every_issued_token_has_low_s
     token = tokens[0]
     other = _malleated(token)
     assert other != token
-    async with running(create_app(_registry_settings(settings, auth_server))) as registry:
+    async with running(create_app(registry_settings(settings, auth_server))) as registry:
         original = await registry.get("/v1/app/connections",
                                       headers={"Authorization": f"Bearer {token}"})
         assert original.status_code == 200, original.text
