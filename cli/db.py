@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
@@ -37,8 +38,16 @@ def upgrade(settings: Settings) -> None:
 def check_migrated(settings: Settings, engine: Engine) -> None:
     """Raise CliError unless the database is at the newest revision."""
     head = ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
-    with engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
+    # Alembic says at INFO which dialect it found; a check that prints one line on
+    # failure must not print that too, whatever the process's logging is.
+    chatter = logging.getLogger("alembic.runtime.migration")
+    level = chatter.level
+    chatter.setLevel(logging.WARNING)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        chatter.setLevel(level)
     if current != head:
         found = current or "an empty schema"
         raise CliError(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,33 @@ def test_a_bad_setting_is_one_line_and_exit_2_in_a_real_process(
 
     assert result.returncode == 2
     _assert_one_line_error(result.stdout, result.stderr, needle)
+
+
+class _ToStderr(logging.Handler):
+    """Writes to whatever sys.stderr is when a record comes (the runner's capture)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(self.format(record) + "\n")
+
+
+def test_an_unmigrated_database_is_one_line_whatever_logging_is_set_up(
+    invoke: Invoke, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """The check that the schema is current says nothing else: alembic's INFO lines about
+    the dialect stay out of it even in a process that logs INFO to stderr (an earlier
+    command in the same process may have set that up)."""
+    monkeypatch.setenv("KOPPEL_DATABASE_URL", f"sqlite:///{tmp_path}/empty.db")
+    root, handler = logging.getLogger(), _ToStderr()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        result: Result = invoke("worker")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert result.exit_code == 2
+    _assert_one_line_error(result.stdout, result.stderr, "koppel db upgrade")
 
 
 @pytest.mark.parametrize(
