@@ -146,8 +146,11 @@ def seed(conn: DbConnection, name: str, count: int, rng: random.Random) -> Seede
         return start + (now - start) * fraction
 
     env_id = uuid7_at(start, rng)
+    # Every NOT NULL column without a server default is named: COPY applies no model
+    # default.
     writer.write(table_of(Environment), [{"id": env_id, "name": name, "created_at": start,
-                                          "updated_at": start}])
+                                          "updated_at": start,
+                                          "default_app_state": "allowed"}])
     n_debtors = max(2, count // 400)
     debtors: list[dict[str, Any]] = []
     companies_of: dict[uuid.UUID, list[uuid.UUID]] = {}
