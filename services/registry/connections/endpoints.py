@@ -14,7 +14,6 @@ from services.registry.connections import (
     lifecycle,
     narrowing,
     service,
-    usage,
 )
 from services.registry.connections.schemas import (
     ConnectionList,
@@ -75,12 +74,15 @@ async def _with_flags(session, runtime, caller: UserCaller, rows, lang: str
     limit = health.expiring_before(now, runtime.settings.consent_expiry_notice_days)
     by_app = await health.app_flags(session, caller.user.environment_id,
                                     {a.id: a.status for _, a, _ in rows})
-    return [ConnectionOut(**connection_fields(c, a, ids, lang), approved_by=c.approved_by,
-                          flags=health.flags(
-        c.status, expires_at=c.expires_at, user_active=caller.user.active,
-        unused=health.is_unused(c.status, c.created_at, c.last_used_at, now),
-        unused_scopes=bool(usage.unused_scopes(c, now)),
-        app_flags=by_app.get(c.app_id, []), expiring_limit=limit)) for c, a, ids in rows]
+    answers = []
+    for c, a, ids in rows:
+        fields = connection_fields(c, a, ids, lang, now)
+        answers.append(ConnectionOut(**fields, approved_by=c.approved_by, flags=health.flags(
+            c.status, expires_at=c.expires_at, user_active=caller.user.active,
+            unused=health.is_unused(c.status, c.created_at, c.last_used_at, now),
+            unused_scopes=bool(fields["unused_scopes"]),
+            app_flags=by_app.get(c.app_id, []), expiring_limit=limit)))
+    return answers
 
 
 @router.get("/v1/me/connections/{connection_id}", response_model=ConnectionOut,

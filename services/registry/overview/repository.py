@@ -29,6 +29,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
+from sqlalchemy.orm import QueryableAttribute, load_only
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
@@ -282,6 +283,11 @@ class ExportText:
     missing_scopes: list[str] = field(default_factory=list)
 
 
+def _attributes(model: type, *names: str) -> list[QueryableAttribute[Any]]:
+    """The model's mapped attributes by name (what load_only takes)."""
+    return [getattr(model, name) for name in names]
+
+
 class OverviewRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -292,6 +298,11 @@ class OverviewRepository:
             .join(App, col(App.id) == Connection.app_id)
             .join(User, col(User.id) == Connection.user_id)
             .where(Connection.environment_id == environment_id, *filter_conditions(flt, now))
+            # What a row shows of its app and user: not their JSON columns (an app's
+            # lists, a user's password hash), which cost more to load than the row.
+            .options(load_only(*_attributes(App, "id", "client_id", "name", "publisher",
+                                            "status")),
+                     load_only(*_attributes(User, "id", "email", "template", "active")))
         )
 
     async def page(self, environment_id: uuid.UUID, flt: OverviewFilter, sort: str,

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.registry.connections import health, narrowing, usage
+from services.registry.connections import health, narrowing
 from services.registry.connections import service as connections
 from services.registry.connections.repository import ConnectionRepository
 from services.registry.connections.schemas import connection_fields
@@ -83,13 +83,14 @@ def overview_row(connection: Connection, app: App, user: User, company_ids: list
                  notice_days: int) -> OverviewRow:
     stale = health.is_unused(connection.status, connection.created_at,
                              connection.last_used_at, now)
+    fields = connection_fields(connection, app, company_ids, lang, now)
     return OverviewRow(
-        **connection_fields(connection, app, company_ids, lang, now),
+        **fields,
         approved_by=connection.approved_by,
         flags=health.flags(connection.status, expires_at=connection.expires_at, unused=stale,
                            user_active=user.active, app_flags=app_flags,
                            expiring_limit=health.expiring_before(now, notice_days),
-                           unused_scopes=bool(usage.unused_scopes(connection, now))),
+                           unused_scopes=bool(fields["unused_scopes"])),
         user=UserRef(id=user.id, email=user.email, template=user.template),
         user_deactivated=not user.active,
         stale=stale,
