@@ -88,3 +88,10 @@ def language(request: Request) -> str:
 
 
 LanguageDep = Annotated[str, Depends(language)]
+CSV = "text/csv"
+
+
+def wants_csv(request: Request) -> bool:
+    """Whether the caller asks for CSV (`Accept: text/csv`) rather than JSON."""
+    accept = request.headers.get("accept", "")
+    return any(part.split(";")[0].strip().lower() == CSV for part in accept.split(","))

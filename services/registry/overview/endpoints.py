@@ -10,10 +10,12 @@ from fastapi.responses import StreamingResponse
 
 from services.registry.connections.schemas import NarrowBody
 from services.registry.deps import (
+    CSV,
     LanguageDep,
     RuntimeDep,
     SessionDep,
     user_can,
+    wants_csv,
 )
 from services.registry.overview import service
 from services.registry.overview.csv_export import csv_stream
@@ -30,7 +32,6 @@ from shared.pagination import check_limit, page
 from shared.policy.dependency import UserCaller
 
 router = APIRouter(prefix="/v1/environment", tags=["environment overview"])
-CSV = "text/csv"
 EnvironmentConnectionsList = Annotated[UserCaller, user_can("environment.connections.list")]
 EnvironmentConnectionsSummary = Annotated[UserCaller, user_can("environment.connections.summary")]
 EnvironmentConnectionsBulkRevoke = Annotated[
@@ -38,11 +39,6 @@ EnvironmentConnectionsBulkRevoke = Annotated[
 ]
 EnvironmentConnectionsRevoke = Annotated[UserCaller, user_can("environment.connections.revoke")]
 EnvironmentConnectionsNarrow = Annotated[UserCaller, user_can("environment.connections.narrow")]
-
-
-def _wants_csv(request: Request) -> bool:
-    accept = request.headers.get("accept", "")
-    return any(part.split(";")[0].strip().lower() == CSV for part in accept.split(","))
 
 
 @router.get(
@@ -59,7 +55,7 @@ async def list_environment_connections(
     sort (`created_at`, `last_used_at`, `expires_at`, `-` for descending; never-used
     connections sort first and never-expiring ones last, ascending) and cursor pagination.
     With `Accept: text/csv`: every matching connection as streamed CSV (no paging)."""
-    if _wants_csv(request):
+    if wants_csv(request):
         check_limit(query.limit)
         batches = service.export_batches(
             runtime.async_session, caller.user.environment_id, query,

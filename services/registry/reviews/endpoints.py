@@ -9,8 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from services.registry.deps import RuntimeDep, SessionDep, user_can
-from services.registry.overview.endpoints import _wants_csv
+from services.registry.deps import CSV, RuntimeDep, SessionDep, user_can, wants_csv
 from services.registry.reviews import service
 from services.registry.reviews.csv_export import csv_stream
 from services.registry.reviews.schemas import (
@@ -27,7 +26,6 @@ from shared.pagination import DEFAULT_LIMIT, check_limit, page
 from shared.policy.dependency import UserCaller
 
 router = APIRouter(tags=["access reviews"])
-CSV = "text/csv"
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "no such review or item (or not yours)"}}
 DECIDE: dict[int | str, dict[str, Any]] = {
@@ -91,7 +89,7 @@ async def list_access_review_items(
     cursor pages; with `Accept: text/csv` every matching item as CSV."""
     review = await service.get_review(session, caller.user.environment_id, review_id)
     check_limit(query.limit)
-    if _wants_csv(request):
+    if wants_csv(request):
         return StreamingResponse(
             csv_stream(service.item_batches(runtime.async_session, review, query)),
             media_type="text/csv; charset=utf-8",
