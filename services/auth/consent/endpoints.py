@@ -53,6 +53,16 @@ async def _pending_for_user(runtime: Runtime, request: Request, challenge: str) 
     return pending
 
 
+async def _posted_pending(runtime: Runtime, request: Request, challenge: str,
+                          csrf_token: str) -> Pending | None:
+    """The pending request a consent page's form was posted for: this browser's and its
+    logged-in user's, with the page's CSRF token."""
+    pending = await _pending_for_user(runtime, request, challenge)
+    if pending is None or not hmac.compare_digest(csrf_token, pending.csrf):
+        return None
+    return pending
+
+
 async def _render(
     runtime: Runtime,
     outcome,
@@ -119,10 +129,9 @@ async def consent_decision(
     company_id: Annotated[list[str] | None, Form(max_length=64)] = None,
 ) -> Response:
     """Record allow or deny for the pending request, then send the browser back."""
-    lang = pick_language(request)
-    pending = await _pending_for_user(runtime, request, consent_challenge)
-    if pending is None or not hmac.compare_digest(csrf_token, pending.csrf):
-        return _bad_request(lang)
+    pending = await _posted_pending(runtime, request, consent_challenge, csrf_token)
+    if pending is None:
+        return _bad_request(pick_language(request))
     lang = pick_language(request, dict(pending.query).get("ui_locales"))
     outcome = await run_authlib(
         request,
@@ -148,10 +157,9 @@ async def approval_request(
 ) -> Response:
     """Ask for approval of the app (the approval page's form): a consent request is
     recorded and the browser goes back to the app with access_denied, approval pending."""
-    lang = pick_language(request)
-    pending = await _pending_for_user(runtime, request, consent_challenge)
-    if pending is None or not hmac.compare_digest(csrf_token, pending.csrf):
-        return _bad_request(lang)
+    pending = await _posted_pending(runtime, request, consent_challenge, csrf_token)
+    if pending is None:
+        return _bad_request(pick_language(request))
     lang = pick_language(request, dict(pending.query).get("ui_locales"))
     outcome = await run_authlib(
         request, lambda ctx: record_approval_request(ctx, pending, justification, lang))
