@@ -5,14 +5,19 @@ and Redis, seeded once for the whole run)."""
 from __future__ import annotations
 
 import itertools
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from shared.config import Settings
-from tests.fixtures.auth_server import AuthServer, Client
+from shared.models import Environment, UserTemplate
+from tests.fixtures.auth_server import APP_SCOPES, AuthServer, Client, new_client
 from tests.fixtures.factories import make_company, make_debtor, make_environment
-from tests.services.auth.conftest import Tree
-from tests.services.auth.support import post_form
+from tests.services.auth.conftest import Tree, create_user
+from tests.services.auth.support import AuthRequest, Browser, obtain_tokens, post_form
 from tests.services.registry.conftest import World, bearer
 
 DAY = timedelta(days=1)
@@ -83,3 +88,49 @@ def client_credentials(server: AuthServer, client: Client) -> dict[str, str]:
     response = post_form(server, "/token", client, {"grant_type": "client_credentials"})
     assert response.status_code == 200, response.text
     return bearer(response.json()["access_token"])
+
+
+@dataclass
+class ConsentScene:
+    """A new environment on the run's auth server with a master client login (`user`,
+    its Manage apps token `mine`), an accountant's token (`books`, both through the
+    environment's first-party frontend) and a partner app with every data scope the
+    tests ask for; `agent` is the user's browser, `reg` the settings of a registry and
+    sync on that server."""
+
+    user: Any
+    partner_app: Client
+    agent: Browser
+    reg: Settings
+    mine: dict[str, str]
+    books: dict[str, str]
+
+
+@contextmanager
+def consent_scene(server: AuthServer, settings: Settings, app_name: str
+                  ) -> Iterator[ConsentScene]:
+    """The scene of the consent-lifetime and scope-usage end-to-end tests; its browsers
+    are closed afterwards."""
+    tree = new_tree(server)
+    user = create_user(server, tree, UserTemplate.MASTER_CLIENT)
+    books_user = create_user(server, tree, UserTemplate.ACCOUNTANT)
+    with server.sessions() as session, session.begin():
+        environment = session.get(Environment, uuid.UUID(tree.environment_id))
+        partner_app = new_client(session, server.keyring, name=app_name,
+                                 scopes=(*APP_SCOPES, "employee.absence.read"))
+        frontend = new_client(session, server.keyring, first_party=True,
+                              environment=environment, publisher="Koppel",
+                              scopes=FRONTEND_SCOPES)
+    agent = Browser(server, fresh_address())
+    books_agent = Browser(server, fresh_address())
+    try:
+        mine = bearer_of(obtain_tokens(server, agent, AuthRequest(
+            frontend, scope="openid connections.read connections.manage"), user))
+        books = bearer_of(obtain_tokens(server, books_agent, AuthRequest(
+            frontend, scope="openid environment.connections.read "
+                            "environment.connections.manage"), books_user))
+        yield ConsentScene(user, partner_app, agent, registry_settings(settings, server),
+                           mine, books)
+    finally:
+        agent.close()
+        books_agent.close()

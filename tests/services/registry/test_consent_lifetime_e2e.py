@@ -20,13 +20,11 @@ from services.registry.jobs import run_expiry
 from services.sync.app import create_app as create_sync
 from shared.config import Settings
 from shared.db.types import utcnow
-from shared.models import Company, Connection, Environment, Event, UserTemplate
+from shared.models import Company, Connection, Event
 from shared.runtime import open_runtime
-from tests.fixtures.auth_server import APP_SCOPES, AuthServer, new_client
-from tests.services.auth.conftest import create_user
+from tests.fixtures.auth_server import AuthServer
 from tests.services.auth.support import (
     AuthRequest,
-    Browser,
     callback_params,
     exchange,
     oauth_error,
@@ -36,13 +34,10 @@ from tests.services.auth.support import (
 from tests.services.conftest import running
 from tests.services.registry.support import (
     DAY,
-    FRONTEND_SCOPES,
     PARTNER_SCOPE,
     bearer_of,
     client_credentials,
-    fresh_address,
-    new_tree,
-    registry_settings,
+    consent_scene,
 )
 
 
@@ -74,25 +69,9 @@ async def _connection(registry: httpx.AsyncClient, headers: dict[str, str]) -> d
 async def test_a_connection_expires_and_is_renewed_through_the_page_and_the_api(
     settings: Settings, auth_server: AuthServer,
 ) -> None:
-    tree = new_tree(auth_server)
-    user = create_user(auth_server, tree, UserTemplate.MASTER_CLIENT)
-    accountant = create_user(auth_server, tree, UserTemplate.ACCOUNTANT)
-    with auth_server.sessions() as session, session.begin():
-        environment = session.get(Environment, uuid.UUID(tree.environment_id))
-        partner_app = new_client(session, auth_server.keyring, name="Lifetime Planner",
-                                 scopes=(*APP_SCOPES, "employee.absence.read"))
-        frontend = new_client(session, auth_server.keyring, first_party=True,
-                              environment=environment, publisher="Koppel",
-                              scopes=FRONTEND_SCOPES)
-    agent = Browser(auth_server, fresh_address())
-    books_agent = Browser(auth_server, fresh_address())
-    reg = registry_settings(settings, auth_server)
-    try:
-        mine = bearer_of(obtain_tokens(auth_server, agent, AuthRequest(
-            frontend, scope="openid connections.read connections.manage"), user))
-        books = bearer_of(obtain_tokens(auth_server, books_agent, AuthRequest(
-            frontend, scope="openid environment.connections.read "
-                            "environment.connections.manage"), accountant))
+    with consent_scene(auth_server, settings, "Lifetime Planner") as scene:
+        user, partner_app, agent = scene.user, scene.partner_app, scene.agent
+        reg, mine, books = scene.reg, scene.mine, scene.books
         async with running(create_registry(reg)) as registry, \
                 running(create_sync(reg)) as sync, open_runtime(reg) as runtime:
             # The accountant sets the lifetime: 365 days, 90 for special-category data.
@@ -230,6 +209,3 @@ async def test_a_connection_expires_and_is_renewed_through_the_page_and_the_api(
                                         headers=app_token)).status_code == 403
             assert (await registry.post(f"/v1/me/connections/{uuid.uuid4()}/renew",
                                         headers=mine)).status_code == 404
-    finally:
-        agent.close()
-        books_agent.close()

@@ -21,13 +21,11 @@ from services.registry.jobs import flush_scope_uses
 from services.sync.app import create_app as create_sync
 from shared.config import Settings
 from shared.db.types import utcnow
-from shared.models import Connection, Environment, Event, UserTemplate
+from shared.models import Connection, Event
 from shared.runtime import open_runtime
-from tests.fixtures.auth_server import APP_SCOPES, AuthServer, new_client
-from tests.services.auth.conftest import create_user
+from tests.fixtures.auth_server import AuthServer
 from tests.services.auth.support import (
     AuthRequest,
-    Browser,
     oauth_error,
     obtain_tokens,
     refresh,
@@ -35,13 +33,10 @@ from tests.services.auth.support import (
 from tests.services.conftest import running
 from tests.services.registry.support import (
     DAY,
-    FRONTEND_SCOPES,
     PARTNER_SCOPE,
     bearer_of,
     client_credentials,
-    fresh_address,
-    new_tree,
-    registry_settings,
+    consent_scene,
 )
 
 
@@ -55,25 +50,9 @@ def _updated_events(server: AuthServer, connection_id: str) -> list[Event]:
 async def test_scope_usage_is_shown_and_narrowing_holds_tokens_to_the_rest(
     settings: Settings, auth_server: AuthServer,
 ) -> None:
-    tree = new_tree(auth_server)
-    user = create_user(auth_server, tree, UserTemplate.MASTER_CLIENT)
-    accountant = create_user(auth_server, tree, UserTemplate.ACCOUNTANT)
-    with auth_server.sessions() as session, session.begin():
-        environment = session.get(Environment, uuid.UUID(tree.environment_id))
-        partner_app = new_client(session, auth_server.keyring, name="Scope Counter",
-                                 scopes=(*APP_SCOPES, "employee.absence.read"))
-        frontend = new_client(session, auth_server.keyring, first_party=True,
-                              environment=environment, publisher="Koppel",
-                              scopes=FRONTEND_SCOPES)
-    agent = Browser(auth_server, fresh_address())
-    books_agent = Browser(auth_server, fresh_address())
-    try:
-        reg = registry_settings(settings, auth_server)
-        mine = bearer_of(obtain_tokens(auth_server, agent, AuthRequest(
-            frontend, scope="openid connections.read connections.manage"), user))
-        books = bearer_of(obtain_tokens(auth_server, books_agent, AuthRequest(
-            frontend, scope="openid environment.connections.read "
-                            "environment.connections.manage"), accountant))
+    with consent_scene(auth_server, settings, "Scope Counter") as scene:
+        user, partner_app, agent = scene.user, scene.partner_app, scene.agent
+        reg, mine, books = scene.reg, scene.mine, scene.books
         async with running(create_registry(reg)) as registry, \
                 running(create_sync(reg)) as sync, open_runtime(reg) as runtime:
             partner = obtain_tokens(auth_server, agent,
@@ -173,6 +152,3 @@ async def test_scope_usage_is_shown_and_narrowing_holds_tokens_to_the_rest(
                                        json={"scopes": ["company.info.read"]})
             assert gone.status_code == 409, gone.text
 
-    finally:
-        agent.close()
-        books_agent.close()
