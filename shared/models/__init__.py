@@ -21,7 +21,6 @@ from shared.models.connection import (
     ConnectionStatus,
     is_expired,
     is_live,
-    live_at,
 )
 from shared.models.consent_request import (
     ConsentRequest,
@@ -103,5 +102,4 @@ __all__ = [
     "WebhookEndpointStatus",
     "is_expired",
     "is_live",
-    "live_at",
 ]

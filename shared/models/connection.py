@@ -4,8 +4,8 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, Index, String, and_, or_, text
-from sqlmodel import Field, SQLModel, col
+from sqlalchemy import Index, String, text
+from sqlmodel import Field, SQLModel
 
 from shared.models._fields import id_field, json_field, timestamp_field
 
@@ -83,13 +83,6 @@ def is_expired(status: str, expires_at: datetime | None, now: datetime) -> bool:
     endpoint and the consent path (a renewal, never a code of an expired link)."""
     return status == ConnectionStatus.EXPIRED or (
         status == ConnectionStatus.ACTIVE and expires_at is not None and expires_at <= now)
-
-
-def live_at(now: datetime) -> ColumnElement[bool]:
-    """`is_live` as a SQL condition on `connections`."""
-    expires_at = col(Connection.expires_at)
-    return and_(col(Connection.status) == ConnectionStatus.ACTIVE,
-                or_(expires_at.is_(None), expires_at > now))
 
 
 class ConnectionCompany(SQLModel, table=True):

@@ -23,7 +23,13 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 from shared.models import App, AppState, AppStatus, Environment, User, UserTemplate
-from shared.policy.consent import CONSENT_CAPABLE, consent_templates, may_link
+from shared.policy.consent import (
+    CONSENT_CAPABLE,
+    checked_templates,
+    consent_templates,
+    may_consent,
+    may_link,
+)
 
 # A pending request reads as `expired` this long after it was made (or last renewed by
 # the requester asking again).
@@ -36,12 +42,7 @@ def check_request_templates(templates: list[UserTemplate] | None
                             ) -> list[UserTemplate] | None:
     """The templates, sorted and unique, if an environment may let them request apps;
     ValueError naming those it may not (an employee or an accountant never may)."""
-    if templates is None:
-        return None
-    refused = sorted(set(templates) - REQUEST_CAPABLE)
-    if refused:
-        raise ValueError(f"these templates can never request apps: {', '.join(refused)}")
-    return sorted(set(templates))
+    return checked_templates(templates, REQUEST_CAPABLE, "request apps")
 
 
 def request_templates(environment: Environment | None) -> list[str]:
@@ -68,8 +69,7 @@ def state_of(entry: str | None, default: str | None) -> AppState:
 
 def may_consent_to(user: User, environment: Environment | None, state: AppState) -> bool:
     """Whether `user` may link an app in this state themselves, now."""
-    return (state == AppState.ALLOWED and user.active
-            and user.template in consent_templates(environment))
+    return state == AppState.ALLOWED and may_consent(user, environment)
 
 
 def may_request(user: User, environment: Environment | None, state: AppState) -> bool:

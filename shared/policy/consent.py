@@ -17,11 +17,18 @@ CONSENT_CAPABLE = frozenset(DEFAULT_CONSENT_TEMPLATES)
 def check_consent_templates(templates: list[UserTemplate] | None) -> list[UserTemplate] | None:
     """The templates, sorted and unique, if an environment may let them consent;
     ValueError naming those it may not (for the API's validation)."""
+    return checked_templates(templates, CONSENT_CAPABLE, "consent")
+
+
+def checked_templates(templates: list[UserTemplate] | None, capable: frozenset,
+                      verb: str) -> list[UserTemplate] | None:
+    """`templates` sorted and unique if each is in `capable`; ValueError naming those
+    that are not ("these templates can never <verb>")."""
     if templates is None:
         return None
-    refused = sorted(set(templates) - CONSENT_CAPABLE)
+    refused = sorted(set(templates) - capable)
     if refused:
-        raise ValueError(f"these templates can never consent: {', '.join(refused)}")
+        raise ValueError(f"these templates can never {verb}: {', '.join(refused)}")
     return sorted(set(templates))
 
 

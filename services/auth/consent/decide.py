@@ -31,7 +31,7 @@ from services.auth.oauth2.authorization import (
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.grant_management import INVALID_GRANT_ID
 from services.auth.pages.i18n import TEMPLATE_NAMES
-from shared.models import App, AppState, Connection, ConnectionStatus, User, is_expired
+from shared.models import AppState, Connection, ConnectionStatus, User, is_expired
 from shared.policy.apps import admits_user
 from shared.policy.lifetime import after_widening, expires_at
 from shared.scopes import CONSENT_SCOPES, SCOPES, implied
@@ -269,8 +269,7 @@ def granted_scopes(ctx: AuthContext, checked: Checked, connection: Connection | 
     management action."""
     if connection is None or checked.grant.action is None:
         return None
-    app = ctx.session.get(App, uuid.UUID(checked.app_id))
-    registered = implied(app.scopes) if app is not None else set()
+    registered = implied(checked.registered_scopes)
     return [scope for scope in connection.scopes if scope in registered]
 
 

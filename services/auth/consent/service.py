@@ -51,11 +51,6 @@ def app_state(ctx: AuthContext, environment_id: uuid.UUID, app_id: uuid.UUID) ->
                                repository.environment(ctx.session, environment_id))
 
 
-def app_blocked(ctx: AuthContext, environment_id: uuid.UUID, app_id: uuid.UUID) -> bool:
-    """Whether the environment's app policy blocks the app."""
-    return app_state(ctx, environment_id, app_id) == AppState.BLOCKED
-
-
 def may_consent_to(ctx: AuthContext, user: User, state: AppState) -> bool:
     """Whether `user` may link an app in this state themselves now (the policy's)."""
     return approvals.may_consent_to(
@@ -140,7 +135,7 @@ def grant(
     state = app_state(ctx, user.environment_id, app_id)
     if state == AppState.BLOCKED:
         raise ConsentRefused("app_blocked", "your environment has blocked this app")
-    if state != AppState.ALLOWED:
+    if not may_consent_to(ctx, user, state):
         raise ConsentRefused("approval_required", "this app needs an approval first")
     allowed = reach(ctx, user)
     if debtor_id not in allowed.companies:

@@ -64,6 +64,8 @@ class Checked:
     fapi: bool = False
     # Grant Management (services/auth/oauth2/grant_management.py): none by default.
     grant: GrantRequest = field(default_factory=GrantRequest)
+    # The scopes the app is registered for (a grant's tokens never carry more).
+    registered_scopes: list[str] = field(default_factory=list)
 
 
 def with_iss(location: str, issuer: str) -> str:
@@ -161,6 +163,7 @@ def check_request(ctx: AuthContext, query: list[tuple[str, str]]) -> Checked | F
         pushed_only=bool(app.require_pushed_authorization_requests),
         fapi=is_fapi(app),
         grant=grant,
+        registered_scopes=list(app.scopes or []),
     )
 
 

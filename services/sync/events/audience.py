@@ -11,7 +11,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db.types import utcnow
-from shared.models import Connection, ConnectionCompany, ConnectionStatus, Event, live_at
+from shared.models import Connection, ConnectionCompany, ConnectionStatus, Event
+from shared.policy import coverage
 from shared.scopes import event_scopes, grants
 
 
@@ -31,7 +32,7 @@ async def audience(session: AsyncSession, event: Event,
     stmt = select(Connection).where(
         Connection.environment_id == event.environment_id,
         Connection.debtor_id == event.debtor_id,
-        live_at(utcnow()),  # active and not past its expiry (the job may not have run)
+        coverage.live(utcnow()),  # active and not past its expiry (the job may not have run)
     )
     if app_ids is not None:
         stmt = stmt.where(col(Connection.app_id).in_(app_ids))
