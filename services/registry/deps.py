@@ -12,7 +12,7 @@ the very next call.
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -95,3 +95,7 @@ def wants_csv(request: Request) -> bool:
     """Whether the caller asks for CSV (`Accept: text/csv`) rather than JSON."""
     accept = request.headers.get("accept", "")
     return any(part.split(";")[0].strip().lower() == CSV for part in accept.split(","))
+
+# A list route's paging parameters.
+Cursor = Annotated[str | None, Query(max_length=512, description="from `next_cursor`")]
+Limit = Annotated[int, Query(description="page size, 1 to 500")]

@@ -277,6 +277,7 @@ async def test_an_access_review_with_foreign_ids_covers_nothing_of_theirs(pair: 
     b = pair.b
     filters = [{"user": b.ids("user")[1]}, {"debtor": b.ids("debtor")[0]},
                {"company": b.ids("company")[0]}, {"app": b.app.client_id}]
+    created = 0
     async with running(create_registry(pair.world.settings)) as client:
         for flt, caller in itertools.product(filters, CALLERS):
             response = await client.post(
@@ -285,11 +286,13 @@ async def test_an_access_review_with_foreign_ids_covers_nothing_of_theirs(pair: 
                       "due_at": "2099-01-01T00:00:00Z", "default_decision": "revoke"})
             assert response.status_code in (201, 401, 403, 404), (caller, flt, response.text)
             if response.status_code == 201:
+                created += 1
                 assert response.json()["item_count"] == 0, (caller, flt)
                 items = await client.get(
                     f"/v1/environment/access-reviews/{response.json()['id']}/items",
                     headers=pair.headers(caller))
                 assert items.json()["data"] == []
+    assert created == len(filters)  # the accountant made one review of each filter
     b_connections = [uuid.UUID(i) for i in b.ids("connection")]
     with pair.world.sessions() as session:
         foreign = session.exec(select(AccessReviewItem).where(

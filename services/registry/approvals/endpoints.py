@@ -15,7 +15,7 @@ from services.registry.approvals.schemas import (
     ConsentRequestOut,
     DenyBody,
 )
-from services.registry.deps import RuntimeDep, SessionDep, user_can
+from services.registry.deps import Cursor, Limit, RuntimeDep, SessionDep, user_can
 from shared.models import ConsentRequestStatus
 from shared.pagination import DEFAULT_LIMIT, page
 from shared.policy.dependency import UserCaller
@@ -25,8 +25,6 @@ DECIDE: dict[int | str, dict[str, Any]] = {
     404: {"description": "no such request (or not one the caller may decide)"},
     409: {"description": "decided already or expired; or the requester may no longer "
                          "have the connection"}}
-Cursor = Annotated[str | None, Query(max_length=512, description="from `next_cursor`")]
-Limit = Annotated[int, Query(description="page size, 1 to 500")]
 StatusQuery = Annotated[ConsentRequestStatus | None, Query(description="only these")]
 AppQuery = Annotated[str | None, Query(max_length=80, description="an app's client_id")]
 ListRequests = Annotated[UserCaller, user_can("consent_requests.list")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response, status
+from fastapi import APIRouter, Body, Request, Response, status
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.registry.connections import (
@@ -25,7 +25,9 @@ from services.registry.connections.schemas import (
     connection_fields,
 )
 from services.registry.deps import (
+    Cursor,
     LanguageDep,
+    Limit,
     RuntimeDep,
     SessionDep,
     app_can,
@@ -41,8 +43,6 @@ router = APIRouter(tags=["connections"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "no such connection (or not yours)"}
 }
-Cursor = Annotated[str | None, Query(max_length=512, description="from `next_cursor`")]
-Limit = Annotated[int, Query(description="page size, 1 to 500")]
 MeConnectionsList = Annotated[UserCaller, user_can("me.connections.list")]
 MeConnectionsRead = Annotated[UserCaller, user_can("me.connections.read")]
 MeConnectionsRevoke = Annotated[UserCaller, user_can("me.connections.revoke")]

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from services.registry.deps import LanguageDep, RuntimeDep, SessionDep, user_can
+from services.registry.deps import Cursor, LanguageDep, Limit, RuntimeDep, SessionDep, user_can
 from services.registry.exposure import service
 from services.registry.exposure.schemas import ExposureList, ExposureStatus
 from shared.pagination import DEFAULT_LIMIT, page
@@ -20,8 +20,6 @@ MyExposure = Annotated[UserCaller, user_can("me.exposure.list")]
 Status = Annotated[ExposureStatus, Query(
     description="active (default: live connections, whose tokens read now), suspended, "
     "expired, revoked, or all")]
-Cursor = Annotated[str | None, Query(max_length=512, description="from `next_cursor`")]
-Limit = Annotated[int, Query(description="page size, 1 to 500")]
 
 
 @router.get("/v1/environment/employees/{employee_id}/exposure", response_model=ExposureList,

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from services.registry.deps import CSV, RuntimeDep, SessionDep, user_can, wants_csv
+from services.registry.deps import CSV, Cursor, Limit, RuntimeDep, SessionDep, user_can, wants_csv
 from services.registry.reviews import service
 from services.registry.reviews.csv_export import csv_stream
 from services.registry.reviews.schemas import (
@@ -31,8 +31,6 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 DECIDE: dict[int | str, dict[str, Any]] = {
     **NOT_FOUND, 409: {"description": "decided already, past the due date, or not "
                                       "this reviewer's review"}}
-Cursor = Annotated[str | None, Query(max_length=512, description="from `next_cursor`")]
-Limit = Annotated[int, Query(description="page size, 1 to 500")]
 Create = Annotated[UserCaller, user_can("environment.access_reviews.create")]
 ListReviews = Annotated[UserCaller, user_can("environment.access_reviews.list")]
 ReadReview = Annotated[UserCaller, user_can("environment.access_reviews.read")]
