@@ -72,7 +72,8 @@ NOT_APPLICABLE = {
         "no id: changes the caller's own environment only (test_policy_and_audit.py)",
     ("PUT", "/v1/environment/policy/approvals"):
         "no id: changes the caller's own environment only "
-        "(tests/services/registry/test_approval_requests_e2e.py)",
+        "(test_policy_and_audit.py::test_the_approval_settings_change_the_callers_"
+        "environment_only)",
     ("PUT", "/v1/environment/policy/consent-lifetime"):
         "no id: changes the caller's own environment only "
         "(tests/services/registry/test_consent_lifetime.py)",

@@ -140,3 +140,23 @@ async def test_audit_verify_finds_an_edited_and_a_deleted_event(
     assert deleted.exit_code == 1
     assert "missing" in deleted.stdout or "does not follow" in deleted.stdout
     assert invoke("audit", "verify", "--environment", "nope").exit_code == 2
+
+
+async def test_the_approval_settings_change_the_callers_environment_only(
+        client: httpx.AsyncClient, world: World) -> None:
+    """PUT /v1/environment/policy/approvals takes no id: A's accountant sets A's default
+    state and request templates, and B's policy stays as it was."""
+    before_b = (await client.get("/v1/environment/policy",
+                                 headers=accountant(world, world.b))).json()
+    changed = await client.put("/v1/environment/policy/approvals", headers=accountant(world),
+                               json={"default_app_state": "approval_required",
+                                     "approval_request_templates": ["company"]})
+    assert changed.status_code == 200, changed.text
+    in_a = (await client.get("/v1/environment/policy", headers=accountant(world))).json()
+    assert in_a["default_app_state"] == "approval_required"
+    assert in_a["approval_request_templates_default"] is False
+    in_b = (await client.get("/v1/environment/policy",
+                             headers=accountant(world, world.b))).json()
+    assert in_b == before_b
+    assert in_b["default_app_state"] == "allowed"
+    assert in_b["approval_request_templates_default"] is True

@@ -28,6 +28,7 @@ from shared.last_used import (
 from shared.models import Connection
 from shared.runtime import Runtime
 from shared.scopes import granting_scope
+from tests.fixtures.factories import make_employee
 from tests.services.conftest import running
 from tests.services.registry.conftest import World, bearer
 from tests.services.registry.support import set_columns
@@ -136,3 +137,24 @@ def test_unused_scopes_need_30_days_granted_and_90_unused(world: World) -> None:
     connection.scope_used_at = {scopes[0]: (now + timedelta(days=20)).isoformat()}
     assert scopes[0] not in unused_scopes(connection, now + timedelta(days=109))
     assert scopes[0] in unused_scopes(connection, now + timedelta(days=111))
+
+
+@pytest.mark.parametrize("consented", ["employee.info.read", "employee.info"])
+async def test_the_employee_read_notes_the_scope_that_allowed_it(
+        world: World, settings: Settings, redis_client: redis.Redis, consented: str) -> None:
+    """GET /v1/employees/{id} (sync's fast read) notes its scope too: the consented one
+    that covers `employee.info.read`, the write scope when that is what was granted."""
+    connection = world.a.connections[0]
+    set_columns(world, Connection, connection.id, scopes=[consented])
+    connection.scopes = [consented]  # the token asks for what the consent grants
+    with world.sessions() as session:
+        employee = make_employee(session, world.a.companies[0])
+        session.commit()
+        employee_id = employee.id
+    redis_client.delete(SCOPE_PENDING_KEY, scope_marker_key(connection.id, consented))
+    async with running(create_sync(settings)) as sync:
+        answer = await sync.get(f"/v1/employees/{employee_id}",
+                                headers=bearer(world.connection_token(connection)))
+        assert answer.status_code == 200, answer.text
+    assert redis_client.hkeys(SCOPE_PENDING_KEY) == [
+        scope_field(connection.id, consented).encode()]
