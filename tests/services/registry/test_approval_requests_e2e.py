@@ -21,8 +21,7 @@ from shared.config import Settings
 from shared.db.types import utcnow
 from shared.models import Connection, ConsentRequest, Environment, Event, UserTemplate
 from tests.fixtures.auth_server import APP_SCOPES, AuthServer, new_client
-from tests.fixtures.factories import make_company, make_debtor, make_environment
-from tests.services.auth.conftest import Tree, create_user
+from tests.services.auth.conftest import create_user
 from tests.services.auth.support import (
     AuthRequest,
     Browser,
@@ -34,28 +33,20 @@ from tests.services.auth.support import (
     parse_page,
 )
 from tests.services.conftest import running
-from tests.services.registry.support import registry_settings
+from tests.services.registry.support import (
+    FRONTEND_SCOPES,
+    bearer_of,
+    fresh_address,
+    new_tree,
+    registry_settings,
+)
 
 PARTNER_SCOPE = "company.info.read offline_access"
-FRONTEND_SCOPES = ("openid", "connections.read", "connections.manage",
-                   "environment.connections.read", "environment.connections.manage")
 USER_SCOPE = "openid connections.read connections.manage"
 BOOKS_SCOPE = "openid environment.connections.read environment.connections.manage"
 REQUESTS = "/v1/environment/consent-requests"
 MINE = "/v1/me/consent-requests"
 POLICY = "/v1/environment/policy"
-
-
-def _tree(server: AuthServer) -> Tree:
-    with server.sessions() as session, session.begin():
-        environment = make_environment(session)
-        debtor = make_debtor(session, environment)
-        companies = [make_company(session, debtor) for _ in range(2)]
-        return Tree(str(environment.id), [(str(debtor.id), [str(c.id) for c in companies])])
-
-
-def _bearer(tokens: dict) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
 class Setup:
@@ -65,7 +56,7 @@ class Setup:
 
     def __init__(self, server: AuthServer) -> None:
         self.server = server
-        self.tree = _tree(server)
+        self.tree = new_tree(server)
         self.hr = create_user(server, self.tree, UserTemplate.HR_MANAGER, companies=(0, 1))
         self.master = create_user(server, self.tree, UserTemplate.MASTER_CLIENT)
         self.company = create_user(server, self.tree, UserTemplate.COMPANY, companies=(0,))
@@ -79,15 +70,14 @@ class Setup:
                                        scopes=FRONTEND_SCOPES)
         self.agents: list[Browser] = []
         self.tokens = {
-            name: _bearer(obtain_tokens(server, self.browser(), AuthRequest(
+            name: bearer_of(obtain_tokens(server, self.browser(), AuthRequest(
                 self.frontend, scope=BOOKS_SCOPE if name == "accountant" else USER_SCOPE),
                 user))
             for name, user in (("hr", self.hr), ("master", self.master),
                                ("company", self.company), ("accountant", self.accountant))}
 
     def browser(self) -> Browser:
-        agent = Browser(self.server, f"127.81.{len(self.agents) // 250}."
-                                     f"{len(self.agents) % 250 + 1}")
+        agent = Browser(self.server, fresh_address())
         self.agents.append(agent)
         return agent
 
@@ -231,7 +221,7 @@ async def test_a_request_from_the_page_approved_then_a_consent_without_the_page(
             assert linked.pages == [] and "code" in linked.params, linked.location
             tokens = exchange(auth_server, again_request, linked.params["code"])
             assert tokens.status_code == 200, tokens.text
-            companies = await sync.get("/v1/companies", headers=_bearer(tokens.json()))
+            companies = await sync.get("/v1/companies", headers=bearer_of(tokens.json()))
             assert companies.status_code == 200, companies.text
             assert sorted(c["id"] for c in companies.json()["data"]) == \
                 sorted(s.tree.debtors[0][1])
@@ -246,7 +236,7 @@ async def test_a_request_from_the_page_approved_then_a_consent_without_the_page(
             narrowed = await registry.put(f"{POLICY}/approvals", headers=books, json={
                 "default_app_state": "allowed", "approval_request_templates": ["company"]})
             assert narrowed.json()["suspended"] == 1, narrowed.text
-            assert (await sync.get("/v1/companies", headers=_bearer(tokens.json()))
+            assert (await sync.get("/v1/companies", headers=bearer_of(tokens.json()))
                     ).status_code == 401
             widened = await registry.put(f"{POLICY}/approvals", headers=books, json={
                 "default_app_state": "allowed", "approval_request_templates": ["hr_manager"]})
@@ -365,14 +355,14 @@ async def test_an_approval_required_app_denied_and_a_request_that_expires(
             assert late.status_code == 409 and "expired" in late.json()["detail"]
 
             # Another environment's accountant sees none of it and decides nothing.
-            foreign = _tree(auth_server)
+            foreign = new_tree(auth_server)
             stranger: User = create_user(auth_server, foreign, UserTemplate.ACCOUNTANT)
             with auth_server.sessions() as session, session.begin():
                 environment = session.get(Environment, uuid.UUID(foreign.environment_id))
                 frontend = new_client(session, auth_server.keyring, first_party=True,
                                       environment=environment, publisher="Koppel",
                                       scopes=FRONTEND_SCOPES)
-            theirs = _bearer(obtain_tokens(auth_server, s.browser(), AuthRequest(
+            theirs = bearer_of(obtain_tokens(auth_server, s.browser(), AuthRequest(
                 frontend, scope=BOOKS_SCOPE), stranger))
             assert (await registry.get(REQUESTS, headers=theirs)).json()["data"] == []
             for rid_ in (rid, second["id"]):
