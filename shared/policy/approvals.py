@@ -22,7 +22,19 @@ import uuid
 from collections.abc import Iterable
 from datetime import timedelta
 
-from shared.models import App, AppState, AppStatus, Environment, User, UserTemplate
+from sqlalchemy import ColumnElement, exists, not_
+from sqlmodel import col
+
+from shared.models import (
+    App,
+    AppState,
+    AppStatus,
+    ConsentRequest,
+    ConsentRequestCompany,
+    Environment,
+    User,
+    UserTemplate,
+)
 from shared.policy.consent import (
     CONSENT_CAPABLE,
     checked_templates,
@@ -30,6 +42,7 @@ from shared.policy.consent import (
     may_consent,
     may_link,
 )
+from shared.policy.reach import user_company_ids
 
 # A pending request reads as `expired` this long after it was made (or last renewed by
 # the requester asking again).
@@ -99,6 +112,24 @@ def may_decide(user: User, environment: Environment | None, *, requester_id: uui
             or user.template not in consent_templates(environment)):
         return False
     return reach is None or set(company_ids) <= set(reach)
+
+
+def decidable(user: User, environment: Environment | None
+              ) -> list[ColumnElement[bool]] | None:
+    """`may_decide` as SQL conditions on `consent_requests`, for the list of what `user`
+    may decide; None when it may decide none."""
+    where: list[ColumnElement[bool]] = [col(ConsentRequest.environment_id) == user.environment_id]
+    if user.template == UserTemplate.ACCOUNTANT:
+        return where
+    reach = user_company_ids(user)
+    if (user.debtor_id is None or reach is None
+            or user.template not in consent_templates(environment)):
+        return None
+    outside = exists().where(
+        col(ConsentRequestCompany.request_id) == ConsentRequest.id,
+        not_(col(ConsentRequestCompany.company_id).in_(reach)))
+    return [*where, col(ConsentRequest.debtor_id) == user.debtor_id,
+            col(ConsentRequest.user_id) != user.id, not_(outside)]
 
 
 def suspension_reason(user: User, app: App, environment: Environment, state: AppState,

@@ -1,7 +1,7 @@
 """Consent requests (docs/product.md, "Approval requests"): listed for the accountants
 and for the users who may consent for the request's debtor, decided by them, and seen by
 their requesters. Who may decide which request is the policy's
-(shared/policy/approvals.py `may_decide`); the list asks the same in SQL.
+(shared/policy/approvals.py `may_decide`); the list asks the same in SQL (`decidable`).
 
 An approval records the connection for the requester: their reach now (the requested
 companies they still reach), the requested scopes, `approved_by` the decider. A live
@@ -15,7 +15,6 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import exists, not_
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -41,8 +40,8 @@ from shared.models import (
 )
 from shared.outbox import connection_event, emit
 from shared.pagination import after_id, check_limit, id_cursor
-from shared.policy import consent_templates, lifetime, user_company_ids
-from shared.policy.approvals import app_state, may_decide, suspension_reason
+from shared.policy import lifetime
+from shared.policy.approvals import app_state, decidable, may_decide, suspension_reason
 from shared.policy.lifetime import after_widening
 from shared.status import Subject
 from shared.unit_of_work import unit_of_work
@@ -76,24 +75,6 @@ async def _environment(session: AsyncSession, environment_id: uuid.UUID) -> Envi
     if environment is None:
         raise RuntimeError(f"environment {environment_id} is missing")
     return environment
-
-
-async def _decidable(session: AsyncSession, user: User, stmt):
-    """`stmt` narrowed to the requests `user` may decide (may_decide, in SQL); None when
-    it may decide none."""
-    stmt = stmt.where(ConsentRequest.environment_id == user.environment_id)
-    if user.template == UserTemplate.ACCOUNTANT:
-        return stmt
-    environment = await _environment(session, user.environment_id)
-    reach = user_company_ids(user)
-    if (user.debtor_id is None or reach is None
-            or user.template not in consent_templates(environment)):
-        return None
-    outside = exists().where(
-        col(ConsentRequestCompany.request_id) == ConsentRequest.id,
-        not_(col(ConsentRequestCompany.company_id).in_(reach)))
-    return stmt.where(ConsentRequest.debtor_id == user.debtor_id,
-                      col(ConsentRequest.user_id) != user.id, not_(outside))
 
 
 def _select():
@@ -143,11 +124,15 @@ async def _page(session: AsyncSession, key: bytes, kind: str, stmt, cursor: str 
 async def list_for_decider(session: AsyncSession, key: bytes, user: User, cursor: str | None,
                            limit: int, status: Status | None, app: str | None
                            ) -> tuple[list[ConsentRequestOut], str | None]:
-    stmt = await _decidable(session, user, _select())
-    if stmt is None:
+    environment = None
+    if user.template != UserTemplate.ACCOUNTANT:
+        environment = await _environment(session, user.environment_id)
+    conditions = decidable(user, environment)
+    if conditions is None:
         check_limit(limit)
         return [], None
-    return await _page(session, key, LIST, stmt, cursor, limit, status, app)
+    return await _page(session, key, LIST, _select().where(*conditions), cursor, limit,
+                       status, app)
 
 
 async def list_mine(session: AsyncSession, key: bytes, user: User, cursor: str | None,
