@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, select
 
+from services.sync.webhooks import delivery as delivery_module
 from shared.config import Settings
 from shared.jobs import nudge
 from shared.models import DeliveryStatus, WebhookDelivery
@@ -36,7 +37,7 @@ def message_id(event_id: str) -> str:
 async def test_recover_resends_failed_deliveries_since_a_time_one_at_a_time_in_order(
     sync_client: httpx.AsyncClient, tokens: Tokens, world: World, receiver: Receiver,
     runtime: Runtime, settings: Settings, committing_sessions: sessionmaker[Session],
-    fast_retries: None,
+    fast_retries: None, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app = world.apps["info"]
     auth = tokens.app(app)
@@ -78,6 +79,10 @@ async def test_recover_resends_failed_deliveries_since_a_time_one_at_a_time_in_o
 
     receiver.down.clear()
     receiver.pause["/down"] = PAUSE_S
+    # The resends must succeed: fast_retries' 0.5 s send timeout leaves a loaded CI
+    # machine too little room over the receiver's pause (a resend that timed out on its
+    # schedule's last attempt disabled the endpoint, and the rest were never sent).
+    monkeypatch.setattr(delivery_module, "SEND_TIMEOUT_S", 10.0)
     keyed = {**auth, "Idempotency-Key": "recover-1"}
     first = await sync_client.post(url, headers=keyed, json=body)
     assert first.status_code == 202, first.text
