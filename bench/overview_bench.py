@@ -38,7 +38,10 @@ from shared.config import Settings  # noqa: E402
 from shared.db import create_sync_engine, sync_session_factory, utcnow  # noqa: E402
 from shared.models import (  # noqa: E402
     App,
+    Company,
     Connection,
+    ConnectionCompany,
+    Employee,
     Environment,
     SigningKey,
     TokenFamily,
@@ -126,6 +129,38 @@ def prepare(settings: Settings, environment: str) -> dict:
     return {"token": token, "total": total, "cursor": cursor, "used_cursor": used_cursor,
             "app": popular.client_id,
             "app_count": popular_count, "size": size}
+
+
+def exposure_subjects(settings: Settings, environment: str) -> list[dict]:
+    """An employee in the company that the most connections cover and one in a company
+    of median coverage (the seed has no employees: made here once, found again later by
+    their numbers), each with how many connection rows name its company."""
+    engine = create_sync_engine(settings.resolved_database_url)
+    subjects = []
+    with sync_session_factory(engine)() as session:
+        env = session.exec(select(Environment).where(Environment.name == environment)).one()
+        counts = session.exec(
+            select(ConnectionCompany.company_id, func.count().label("n"))
+            .join(Connection, col(Connection.id) == ConnectionCompany.connection_id)
+            .where(Connection.environment_id == env.id)
+            .group_by(col(ConnectionCompany.company_id)).order_by(text("n DESC"))).all()
+        for label, (company_id, covering) in (("busiest", counts[0]),
+                                              ("median", counts[len(counts) // 2])):
+            number = f"BX-{company_id.hex}"
+            employee = session.exec(select(Employee).where(
+                Employee.environment_id == env.id, Employee.number == number)).first()
+            if employee is None:
+                company = session.get(Company, company_id)
+                employee = Employee(environment_id=env.id, debtor_id=company.debtor_id,
+                                    company_id=company_id, number=number,
+                                    first_name="Bench", last_name=label.title())
+                session.add(employee)
+                session.flush()
+            subjects.append({"label": label, "employee_id": str(employee.id),
+                             "covering": covering})
+        session.commit()
+    engine.dispose()
+    return subjects
 
 
 def retire_foreign_keys(session, box: SecretBox) -> None:

@@ -31,7 +31,7 @@ WORLD_DATABASE = "koppel_bench"
 DOC = ROOT / "docs" / "benchmarks.md"
 AUTH = {"client_credentials", "refresh", "code_exchange", "login", "par_exchange"}
 SYNC = {"reads", "dpop_reads", "scope_usage", "deliveries", "latency"}
-OVERVIEW = {"overview", "csv"}
+OVERVIEW = {"overview", "exposure", "csv"}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

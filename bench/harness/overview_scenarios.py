@@ -1,5 +1,6 @@
 """The environment overview at a million connections (SPEC 5.5): p95 of the first page,
-a deep cursor page and a filtered page, and the CSV export's rows/s and peak memory.
+a deep cursor page and a filtered page, the CSV export's rows/s and peak memory, and
+who can read one employee (exposure) in the busiest company and a median one.
 `koppel serve registry` on the server core, against `koppel_bench_overview`, seeded by
 `koppel bench seed-connections` and kept between runs while its seed marker matches."""
 
@@ -18,7 +19,7 @@ from bench.harness import infra
 from bench.harness.common import KOPPEL, percentile, say
 from bench.harness.context import Ctx, url
 from bench.harness.procs import Proc
-from bench.overview_bench import PATH, prepare
+from bench.overview_bench import PATH, exposure_subjects, prepare
 from shared.config import Settings
 from shared.db import create_sync_engine, sync_session_factory
 from shared.models import SigningKey
@@ -66,12 +67,13 @@ def _ensure_signing_key(settings: Settings) -> None:
         rotate_signing_keys(settings)
 
 
-async def _pages(ctx: Ctx, http: aiohttp.ClientSession, name: str, params: dict) -> None:
+async def _pages(ctx: Ctx, http: aiohttp.ClientSession, name: str, params: dict,
+                 path: str = PATH) -> None:
     figure = ctx.figure(name, "ms")
 
     async def once() -> float:
         start = time.perf_counter()
-        async with http.get(f"{url('registry')}{PATH}", params=params) as r:
+        async with http.get(f"{url('registry')}{path}", params=params) as r:
             await r.read()
             if r.status != 200:
                 raise RuntimeError(f"{name}: {r.status}")
@@ -139,10 +141,24 @@ async def run(ctx: Ctx, chosen: list[str], connections: int) -> None:
                     "and status=active; deep: a cursor 90 % in"
                     + ("" if setup["total"] >= 1_000_000 else
                        " (fewer than the target's 1,000,000: BENCH_CONNECTIONS)"))
+            if "exposure" in chosen:
+                await _exposure(ctx, http, settings)
             if "csv" in chosen:
                 await _csv(ctx, http, server)
     finally:
         server.stop()
+
+
+async def _exposure(ctx: Ctx, http: aiohttp.ClientSession, settings: Settings) -> None:
+    """Who can read one employee (its first page of 50), in the company that the most
+    connections cover and in one of median coverage."""
+    notes = []
+    for subject in exposure_subjects(settings, ENVIRONMENT):
+        name = f"exposure_{subject['label']}"
+        await _pages(ctx, http, name, {"limit": "50"},
+                     f"/v1/environment/employees/{subject['employee_id']}/exposure")
+        notes.append(f"{subject['label']}: its company in {subject['covering']:,} consents")
+    ctx.figures["exposure_busiest"].notes.append("; ".join(notes))
 
 
 async def _csv(ctx: Ctx, http: aiohttp.ClientSession, server: Proc) -> None:

@@ -17,6 +17,7 @@ from services.registry.exposure.endpoints import router as exposure_router
 from services.registry.grants.endpoints import router as grants_router
 from services.registry.overview.endpoints import router as overview_router
 from services.registry.policy.endpoints import router as policy_router
+from services.registry.processing.endpoints import router as processing_router
 from services.registry.reviews.endpoints import router as reviews_router
 from services.registry.sandboxes.endpoints import router as sandboxes_router
 from shared.app_factory import create_service_app
@@ -40,6 +41,7 @@ def _routes(app: FastAPI) -> None:
     app.include_router(grants_router)
     app.include_router(overview_router)
     app.include_router(exposure_router)
+    app.include_router(processing_router)
     app.include_router(directory_router)
     app.include_router(policy_router)
     app.include_router(reviews_router)

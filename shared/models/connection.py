@@ -86,11 +86,17 @@ def is_expired(status: str, expires_at: datetime | None, now: datetime) -> bool:
 
 
 class ConnectionCompany(SQLModel, table=True):
-    """The companies a connection covers: the consenting user's, or a subset they picked."""
+    """The companies a connection covers: the consenting user's, or a subset they picked.
+    Indexed by company and then connection: "who can read me" walks one company's
+    connections in id order and stops at a page."""
 
     __tablename__ = "connection_companies"
+    __table_args__ = (
+        Index("ix_connection_companies_company_id_connection_id", "company_id",
+              "connection_id"),
+    )
 
     connection_id: uuid.UUID = Field(
         foreign_key="connections.id", primary_key=True, ondelete="CASCADE"
     )
-    company_id: uuid.UUID = Field(foreign_key="companies.id", primary_key=True, index=True)
+    company_id: uuid.UUID = Field(foreign_key="companies.id", primary_key=True)

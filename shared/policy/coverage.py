@@ -12,14 +12,18 @@ so the two can never disagree. The general path says the same with a resolved co
 `Caller` (its companies are the consent's rows; `reach.conditions`), which
 tests/services/sync/test_employee_read_parity.py holds equal to the fast read.
 
-Each function takes the Core tables (or aliases) to build the expression on.
+Each function takes the Core tables (or aliases) to build the expression on; for the
+employee, `Subject` stands in for one known employee (its columns as scalar subqueries),
+so a query can start at the consent rows of that employee's company, in index order.
 """
 
 from __future__ import annotations
 
+import uuid
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, and_, or_
+from sqlalchemy import ColumnElement, FromClause, and_, or_, select
 
 from shared.db.base import table_of
 from shared.models import Connection, ConnectionCompany, ConnectionStatus, Employee
@@ -29,7 +33,27 @@ EMPLOYEES = table_of(Employee)
 COVERED = table_of(ConnectionCompany)
 
 
-def same_owner(connections: FromClause, employees: FromClause) -> list[ColumnElement[bool]]:
+class Subject:
+    """One employee of one environment, standing where the employees table would: its
+    `c.environment_id`, `c.debtor_id` and `c.company_id` are scalar subqueries of its row
+    (NULL when the environment has no such employee, which then covers nothing)."""
+
+    def __init__(self, employee_id: uuid.UUID, environment_id: uuid.UUID) -> None:
+        def column(name: str) -> Any:
+            return (select(EMPLOYEES.c[name])
+                    .where(EMPLOYEES.c.id == employee_id,
+                           EMPLOYEES.c.environment_id == environment_id)
+                    .scalar_subquery())
+
+        self.c = SimpleNamespace(environment_id=column("environment_id"),
+                                 debtor_id=column("debtor_id"),
+                                 company_id=column("company_id"))
+
+
+Employees = FromClause | Subject
+
+
+def same_owner(connections: FromClause, employees: Employees) -> list[ColumnElement[bool]]:
     """The employee lies in the connection's environment and debtor."""
     return [employees.c.environment_id == connections.c.environment_id,
             employees.c.debtor_id == connections.c.debtor_id]
@@ -40,12 +64,12 @@ def consented_company(connections: FromClause, covered: FromClause) -> ColumnEle
     return covered.c.connection_id == connections.c.id
 
 
-def of_company(covered: FromClause, employees: FromClause) -> ColumnElement[bool]:
+def of_company(covered: FromClause, employees: Employees) -> ColumnElement[bool]:
     """The `connection_companies` row names the employee's company."""
     return covered.c.company_id == employees.c.company_id
 
 
-def covers(connections: FromClause = CONNECTIONS, employees: FromClause = EMPLOYEES,
+def covers(connections: FromClause = CONNECTIONS, employees: Employees = EMPLOYEES,
            covered: FromClause = COVERED) -> list[ColumnElement[bool]]:
     """Every condition of "the connection covers the employee", together."""
     return [*same_owner(connections, employees), consented_company(connections, covered),

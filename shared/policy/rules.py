@@ -161,6 +161,7 @@ _RULES = (
     # the environment's accountant, and for any login about its own employee record
     # (User.employee_id; a login linked to none gets an empty list).
     _rule("environment.employees.exposure.list", ACCOUNTANT, "environment.connections.read"),
+    _rule("environment.processing_records.list", ACCOUNTANT, "environment.connections.read"),
     _rule("me.exposure.list", USERS, "connections.read"),
     # Approval requests (under /v1/environment, but not the accountants' alone):
     # accountants and the users who may consent decide them (a user only those of its

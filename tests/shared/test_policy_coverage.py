@@ -15,17 +15,22 @@ from shared.db.types import utcnow
 from shared.policy import coverage
 
 
-def _sql(clause, dialect) -> str:
-    return str(clause.compile(dialect=dialect))
+def _sql(clause, dialect, literal: bool = False) -> str:
+    return str(clause.compile(dialect=dialect, compile_kwargs={"literal_binds": literal}))
 
 
 def test_both_readers_join_by_every_condition_of_the_rule() -> None:
-    exposure = exposure_statement(uuid.uuid4(), uuid.uuid4(), ExposureStatus.ACTIVE,
+    """The data API joins the employees table; the exposure query stands one known
+    employee (`Subject`) in its place, with the same conditions."""
+    environment_id, employee_id = uuid.uuid4(), uuid.uuid4()
+    exposure = exposure_statement(environment_id, employee_id, ExposureStatus.ACTIVE,
                                   utcnow(), None, 10)
+    subject = coverage.Subject(employee_id, environment_id)
     for dialect in (postgresql.dialect(), sqlite.dialect()):
         for condition in coverage.covers():
             assert _sql(condition, dialect) in _sql(CONNECTION_EMPLOYEE, dialect)
-            assert _sql(condition, dialect) in _sql(exposure, dialect)
+        for condition in coverage.covers(employees=subject):
+            assert _sql(condition, dialect, True) in _sql(exposure, dialect, True)
 
 
 def test_live_is_active_and_unexpired() -> None:

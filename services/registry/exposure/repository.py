@@ -1,10 +1,11 @@
 """The exposure query: one employee's covering connections in one indexed statement.
 
-The employee drives it (primary key), the connections come through the consent's rows of
-the employee's company (`connection_companies.company_id`, indexed) and their primary
+The consent rows of the employee's company drive it, in connection order
+(`connection_companies (company_id, connection_id)`), then the connections by primary
 key; the coverage conditions are the policy's (shared/policy/coverage.py), the same
-expressions the data API's employee read joins by. The connections are outer-joined, so
-an employee that no connection covers still answers one row (an empty list, not 404).
+expressions the data API's employee read joins by. The employee's row is outer-joined to
+the page, so an employee that no connection covers still answers one row (an empty list,
+not 404).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, not_, or_, select
+from sqlalchemy import ColumnElement, Row, and_, not_, or_, select, true
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.registry.exposure.schemas import ExposureStatus
@@ -46,23 +47,39 @@ def exposure_statement(environment_id: uuid.UUID, employee_id: uuid.UUID,
                        status: ExposureStatus, now: datetime, after: uuid.UUID | None,
                        limit: int) -> Any:
     """The statement: the employee's row (none outside `environment_id`) with each
-    covering connection of `status` after `after`, in id order, `limit` of them."""
-    reach = (_cover.join(_conn, coverage.consented_company(_conn, _cover))
-             .join(_app, _app.c.id == _conn.c.app_id)
-             .join(_user, _user.c.id == _conn.c.user_id))
-    on = [coverage.of_company(_cover, _emp), *coverage.same_owner(_conn, _emp),
-          *status_conditions(status, now)]
+    covering connection of `status` after `after`, in id order, `limit` of them.
+
+    The page is a derived table that starts at the consent rows of the employee's company
+    (`Subject`: its columns as scalar subqueries) and walks them in connection order by
+    the (company_id, connection_id) index, so it stops after `limit` matches however
+    many connections cover the company (PostgreSQL may instead hash-join and sort the
+    company's consents: about a microsecond each). Apps and users are joined to the page
+    only. The employee's row is outer-joined to it, so an employee that nothing covers
+    still answers one row (an empty list, not 404)."""
+    subject = coverage.Subject(employee_id, environment_id)
+    where = [coverage.of_company(_cover, subject), *coverage.same_owner(_conn, subject),
+             *status_conditions(status, now)]
     if after is not None:
-        on.append(_conn.c.id > after)
-    return (
+        where.append(_cover.c.connection_id > after)
+    covering = (
         select(_conn.c.id, _conn.c.status, _conn.c.scopes, _conn.c.created_at,
-               _conn.c.last_used_at, _conn.c.expires_at, _app.c.client_id,
+               _conn.c.last_used_at, _conn.c.expires_at, _conn.c.app_id, _conn.c.user_id)
+        .select_from(_cover.join(_conn, coverage.consented_company(_conn, _cover)))
+        .where(*where)
+        .order_by(_cover.c.connection_id)
+        .limit(limit)
+        .subquery("covering")
+    )
+    named = (covering.join(_app, _app.c.id == covering.c.app_id)
+             .join(_user, _user.c.id == covering.c.user_id))
+    return (
+        select(covering.c.id, covering.c.status, covering.c.scopes, covering.c.created_at,
+               covering.c.last_used_at, covering.c.expires_at, _app.c.client_id,
                _app.c.name.label("app_name"), _user.c.id.label("user_id"),
                _user.c.email.label("user_email"), _user.c.template.label("user_template"))
-        .select_from(_emp.outerjoin(reach, and_(*on)))
+        .select_from(_emp.outerjoin(named, true()))
         .where(_emp.c.id == employee_id, _emp.c.environment_id == environment_id)
-        .order_by(_conn.c.id)
-        .limit(limit)
+        .order_by(covering.c.id)
     )
 
 
