@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     failed_login_limit_per_account: int = Field(default=10, gt=0)
     failed_login_limit_per_address: int = Field(default=100, gt=0)
     failed_client_auth_limit: int = Field(default=20, gt=0)
+    # Sandboxes a partner may create per hour (each seeds an environment and hashes six
+    # passwords): creating and deleting in a loop cannot take the registry's CPU.
+    sandbox_creations_per_hour: int = Field(default=20, gt=0)
     failed_attempt_window: int = Field(default=15 * 60, gt=0)
     # An account over its limit is not locked: one attempt per this many seconds is still
     # checked, so the owner's right password gets in and guessing slows to a crawl.

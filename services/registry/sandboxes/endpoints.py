@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Response
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.registry.deps import SessionDep, partner_can
+from services.registry.deps import RuntimeDep, SessionDep, partner_can
 from services.registry.sandboxes import removal, service, simulate
 from services.registry.sandboxes.schemas import (
     SandboxCreated,
@@ -37,12 +37,15 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such sand
 
 
 @router.post("", response_model=SandboxCreated, status_code=201,
-             responses={409: {"description": f"the partner has {MAX_PER_PARTNER} sandboxes"}})
-async def create_sandbox(body: SandboxIn, session: SessionDep, caller: CanCreate) -> dict:
+             responses={409: {"description": f"the partner has {MAX_PER_PARTNER} sandboxes"},
+                        429: {"description": "too many sandboxes created this hour"}})
+async def create_sandbox(body: SandboxIn, session: SessionDep, runtime: RuntimeDep,
+                         caller: CanCreate) -> dict:
     """Create a sandbox: a synthetic environment with two debtors, four companies,
     employees with realistic Dutch payroll data and one login of every template (on a
     reserved email domain). The logins' passwords are in this answer only. At most
-    five per partner."""
+    five per partner, and `KOPPEL_SANDBOX_CREATIONS_PER_HOUR` (20) creations an hour."""
+    await service.check_creation_rate(runtime, caller)
     return await service.create(session, caller, body.name)
 
 

@@ -12,14 +12,17 @@ from sqlmodel import Session, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.concurrency import run_in_threadpool
 
+from shared import ratelimit
 from shared.audit import Actor, append_async
 from shared.demo.seed import new_login, seed_environment
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, RateLimited
 from shared.models import Company, Debtor, Employee, Environment, Partner, User, UserTemplate
 from shared.policy.dependency import PartnerCaller
 from shared.policy.sandboxes import MAX_PER_PARTNER, owned_by, sandbox_domain
+from shared.runtime import Runtime
 
 EMPLOYEES_PER_COMPANY = 5
+CREATION_WINDOW_S = 3600
 TEMPLATE_ORDER = {t.value: n for n, t in enumerate(UserTemplate)}
 
 
@@ -68,6 +71,17 @@ async def list_own(session: AsyncSession, caller: PartnerCaller) -> list[dict[st
         Environment.sandbox_partner_id == caller.partner_id
     ).order_by(col(Environment.created_at), col(Environment.id)))).all()
     return [await describe(session, row) for row in rows]
+
+
+async def check_creation_rate(runtime: Runtime, caller: PartnerCaller) -> None:
+    """Count a creation attempt of the partner; 429 (with `Retry-After`) past
+    `sandbox_creations_per_hour` in the running hour, before any work is done."""
+    name = f"sandbox-create:{caller.partner_id}"
+    count = await ratelimit.record(runtime.redis, name, CREATION_WINDOW_S)
+    if count > runtime.settings.sandbox_creations_per_hour:
+        wait = await ratelimit.retry_after(runtime.redis, name, count)
+        raise RateLimited(wait or CREATION_WINDOW_S,
+                          "too many sandboxes created this hour; try again later")
 
 
 async def create(session: AsyncSession, caller: PartnerCaller, name: str) -> dict[str, Any]:

@@ -456,3 +456,23 @@ async def test_concurrent_creates_at_the_cap_admit_exactly_one(
         finally:
             for sandbox_id in made:
                 await registry.delete(f"/v1/sandboxes/{sandbox_id}", headers=bearer(initial))
+
+
+async def test_creations_per_hour_are_limited(settings: Settings, auth_server: AuthServer
+                                              ) -> None:
+    """Past `sandbox_creations_per_hour` a create answers 429 with `Retry-After` and
+    makes nothing (creating and deleting in a loop cannot take the registry's CPU)."""
+    initial, _ = _partner(auth_server, "Hasty Partner")
+    limited = registry_settings(settings, auth_server).model_copy(
+        update={"sandbox_creations_per_hour": 1})
+    async with running(create_registry(limited)) as registry:
+        first = await registry.post("/v1/sandboxes", json={"name": "One"},
+                                    headers=bearer(initial))
+        assert first.status_code == 201, first.text
+        await registry.delete(f"/v1/sandboxes/{first.json()['id']}", headers=bearer(initial))
+        again = await registry.post("/v1/sandboxes", json={"name": "Two"},
+                                    headers=bearer(initial))
+        assert again.status_code == 429, again.text
+        assert 0 < int(again.headers["Retry-After"]) <= 3600
+        listed = await registry.get("/v1/sandboxes", headers=bearer(initial))
+        assert listed.json()["data"] == []
