@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from joserfc import jws
 from sqlmodel import Session, col, select
@@ -223,4 +223,4 @@ async def issue_async(session: AsyncSession, connection: Connection, act: Act, b
                       ) -> ConsentReceipt:
     """`issue` for async code, on the same session and transaction."""
     return await session.run_sync(
-        lambda sync: issue(sync, connection, act, by, method=method, lang=lang))
+        lambda sync: issue(cast(Session, sync), connection, act, by, method=method, lang=lang))
