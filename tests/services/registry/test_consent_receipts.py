@@ -25,6 +25,7 @@ from shared.models import (
 from shared.receipts import USER_FIELDS, verify_receipt
 from shared.runtime import Runtime
 from shared.scopes import SCOPES
+from tests.fixtures.factories import make_connection
 from tests.services.registry.conftest import World, bearer
 from tests.services.registry.support import accountant, set_columns
 
@@ -139,3 +140,25 @@ async def test_a_disconnect_and_an_approval_sign_receipts_the_partner_reads_with
     assert said["user"] == {"id": str(requester.id), "template": "company"}
     assert said["language"] == "nl"
     assert [c["id"] for c in said["companies"]] == [str(world.a.companies[0].id)]
+
+
+async def test_a_shrunken_reach_narrows_and_then_revokes_with_receipts_of_the_system(
+    client: httpx.AsyncClient, world: World,
+) -> None:
+    hr = world.a.users["hr_manager"]  # reaches the first debtor's two companies
+    first, second = world.a.companies[:2]
+    with world.sessions() as session:
+        linked = make_connection(session, hr, world.apps[1], companies=[first, second],
+                                 scopes=["employee.info.read"])
+        session.commit()
+    provisioner = bearer(world.app_token(world.first_party, "directory.manage"))
+    for keep in ([first.id], [world.a.companies[3].id]):
+        moved = await client.patch(f"/v1/directory/users/{hr.id}", headers=provisioner,
+                                   json={"company_ids": [str(c) for c in keep]})
+        assert moved.status_code == 200, moved.text
+    receipts = chain(world, linked.id)
+    assert [(r.act, r.collection_method) for r, _ in receipts] == [
+        ("narrowed", "system"), ("revoked", "system")]
+    assert {c["actor"] for _, c in receipts} == {"system:reach"}
+    assert receipts[0][1]["companies"] == [{"id": str(first.id), "name": first.name}]
+    assert receipts[1][1]["previous_receipt_id"] == str(receipts[0][0].id)
