@@ -20,6 +20,7 @@ from shared import passwords
 from shared.audit_mac import use_settings
 from shared.config import Settings, get_settings
 from shared.db import create_sync_engine, sync_session_factory
+from shared.receipts import use_issuer
 from shared.redis_embedded import resolved_redis_url
 from shared.runtime import redis_options
 from shared.unit_of_work import UnitOfWork
@@ -33,6 +34,7 @@ def load_settings() -> Settings:
     settings = get_settings()
     settings.check_production()
     use_settings(settings)  # the audit chain's key ring, loaded if a command appends
+    use_issuer(settings.issuer)  # the `iss` of consent receipts a command makes
     passwords.use_settings(settings)  # the argon2 cost of new password hashes (demo seed)
     return settings
 

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from cli import apps, audit, bench, db, demo_command, directory, keys, partners, serve, supervisor
+from cli import (
+    apps,
+    audit,
+    bench,
+    db,
+    demo_command,
+    directory,
+    keys,
+    partners,
+    receipts,
+    serve,
+    supervisor,
+)
 
 app = typer.Typer(
     name="koppel",
@@ -19,6 +31,7 @@ app.add_typer(demo_command.app, name="demo")
 app.add_typer(partners.app, name="partner")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.add_typer(receipts.app, name="receipt")
 app.add_typer(apps.app, name="app")
 app.add_typer(directory.app, name="directory")
 app.add_typer(bench.app, name="bench")

@@ -29,6 +29,7 @@ from shared.db.engine import (
     create_sync_engine,
     sync_session_factory,
 )
+from shared.receipts import use_issuer
 from shared.redis_embedded import resolved_redis_url, start_embedded, stop_embedded
 from shared.vault import KeyRing, SecretBox, load_keyring
 
@@ -82,6 +83,7 @@ async def open_runtime(settings: Settings, *, bounded_database: bool = True,
     keyring = load_keyring(settings)
     box = SecretBox(keyring)
     use_keyring(box)  # the audit chain's MAC keys (shared/audit_mac.py)
+    use_issuer(settings.issuer)  # the `iss` of consent receipts (shared/receipts/)
     passwords.use_settings(settings)  # the argon2 cost of new password hashes
     started_redis = start_embedded(settings) if settings.uses_embedded_redis else False
     answer_timeout = None

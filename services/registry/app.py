@@ -18,6 +18,7 @@ from services.registry.grants.endpoints import router as grants_router
 from services.registry.overview.endpoints import router as overview_router
 from services.registry.policy.endpoints import router as policy_router
 from services.registry.processing.endpoints import router as processing_router
+from services.registry.receipts.endpoints import router as receipts_router
 from services.registry.reviews.endpoints import router as reviews_router
 from services.registry.sandboxes.endpoints import router as sandboxes_router
 from shared.app_factory import create_service_app
@@ -38,6 +39,7 @@ async def _data_error(_request: Request, exc: Exception) -> JSONResponse:
 def _routes(app: FastAPI) -> None:
     app.add_exception_handler(DataError, _data_error)
     app.include_router(connections_router)
+    app.include_router(receipts_router)
     app.include_router(grants_router)
     app.include_router(overview_router)
     app.include_router(exposure_router)

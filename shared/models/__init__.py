@@ -22,6 +22,7 @@ from shared.models.connection import (
     is_expired,
     is_live,
 )
+from shared.models.consent_receipt import ConsentReceipt
 from shared.models.consent_request import (
     ConsentRequest,
     ConsentRequestCompany,
@@ -37,6 +38,7 @@ from shared.models.leave_balance import LeaveBalance
 from shared.models.leave_request import LeaveRequest, LeaveRequestStatus, LeaveType
 from shared.models.partner import Partner
 from shared.models.payroll_run import PayrollRun
+from shared.models.scope_wording import ScopeWording
 from shared.models.signing_key import SigningKey
 from shared.models.token import AuthorizationCode, RefreshToken, TokenFamily
 from shared.models.user import DEFAULT_CONSENT_TEMPLATES, User, UserCompany, UserTemplate
@@ -69,6 +71,7 @@ __all__ = [
     "Connection",
     "ConnectionCompany",
     "ConnectionStatus",
+    "ConsentReceipt",
     "ConsentRequest",
     "ConsentRequestCompany",
     "ConsentRequestStatus",
@@ -89,6 +92,7 @@ __all__ = [
     "RefreshToken",
     "ReviewDecision",
     "Reviewer",
+    "ScopeWording",
     "SignatureScheme",
     "SigningKey",
     "TokenFamily",

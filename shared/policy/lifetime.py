@@ -102,7 +102,8 @@ class Renewal:
     changed_fields: list[str]
 
     def audit_fields(self, connection: Connection, via: str) -> dict[str, Any]:
-        """The `connection.renewed` audit event's fields (`via`: consent_page or api)."""
+        """The `connection.renewed` audit event's fields (`via`: consent_page,
+        challenge_api, api or consent_request)."""
         expiry = connection.expires_at
         return {"app_id": str(connection.app_id), "user_id": str(connection.user_id),
                 "expires_at": expiry.isoformat() if expiry else None,

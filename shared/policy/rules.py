@@ -111,6 +111,8 @@ _RULES = (
     _credential("metrics", Credential.NONE),  # Prometheus; keep it off the public network
     _credential("scopes.list", Credential.NONE),
     _credential("event_types.list", Credential.NONE),
+    # A consent receipt's scope wording, by its hash: public like the catalogue.
+    _credential("scopes.wording.read", Credential.NONE),
     _credential("registration.create", Credential.INITIAL_ACCESS_TOKEN),
     _credential("registration.read", Credential.REGISTRATION_ACCESS_TOKEN),
     _credential("registration.update", Credential.REGISTRATION_ACCESS_TOKEN),
@@ -127,10 +129,14 @@ _RULES = (
     # Narrowing (dropping scopes) changes a consent like renewing it: only the templates
     # that can consent, never a self-service employee.
     _rule("me.connections.narrow", CONSENTERS, "connections.manage"),
+    # Signed consent receipts (issue 16): whoever may see the connection reads its
+    # chain; the partner's receipts leave the consenting user out.
+    _rule("me.connections.receipts.list", USERS, "connections.read"),
     # The partner's view: a third-party app's own connections, never user emails.
     _rule("app.connections.list", PARTNER),
     _rule("app.connections.read", PARTNER),
     _rule("app.connections.revoke", PARTNER),
+    _rule("app.connections.receipts.list", PARTNER),
     # Grant Management for OAuth 2.0: the same connections as grants, with the draft's
     # client-credentials scopes (an app's own grants only).
     _rule("grants.read", PARTNER, "grant_management_query"),
@@ -138,6 +144,8 @@ _RULES = (
     # The environment overview, app policy and audit log: accountant logins only.
     _rule("environment.connections.list", ACCOUNTANT, "environment.connections.read"),
     _rule("environment.connections.summary", ACCOUNTANT, "environment.connections.read"),
+    _rule("environment.connections.receipts.list", ACCOUNTANT,
+          "environment.connections.read"),
     _rule("environment.connections.revoke", ACCOUNTANT, "environment.connections.manage"),
     _rule("environment.connections.narrow", ACCOUNTANT, "environment.connections.manage"),
     _rule("environment.connections.bulk_revoke", ACCOUNTANT, "environment.connections.manage"),

@@ -57,6 +57,7 @@ OAUTH_PATHS = {"/token", "/par", "/revoke", "/introspect", "/login", "/consent",
 def _own_path(pair: Pair, path: str) -> str:
     own = {name: pair.a.ids(kind)[0] for name, kind in PARAM_KINDS.items()}
     own["challenge"] = "x"
+    own["sha256"] = "0" * 64  # a scope wording's hash (public; none has it: 404)
     return path.format(**own)
 
 

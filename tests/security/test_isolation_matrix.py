@@ -65,6 +65,9 @@ REFUSED_TO_TENANTS = re.compile(r"^/v1/directory/|^/oauth2/register/")
 NOT_APPLICABLE = {
     ("GET", "/healthz"): "public probe, no tenant data",
     ("GET", "/readyz"): "public probe, no tenant data",
+    ("GET", "/v1/scopes/wording/{sha256}"):
+        "public, content-addressed scope wording (catalogue texts, no tenant data); "
+        "tests/services/registry/test_consent_receipts_e2e.py",
     ("PUT", "/v1/environment/policy/apps/{client_id}"):
         "apps are platform-wide: the decision is stored for the caller's own environment "
         "(environment taken from the token; tests/services/registry/test_policy_and_audit.py)",

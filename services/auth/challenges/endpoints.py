@@ -37,6 +37,7 @@ from services.auth.oauth2.pending import Pending, drop_pending, load_pending, sa
 from services.auth.pages.i18n import pick_language
 from shared.errors import Conflict, Invalid, NotFound, RateLimited, Unauthorized
 from shared.models import App
+from shared.receipts import Method
 from shared.runtime import Runtime
 from shared.scopes import parse_scope
 
@@ -145,7 +146,8 @@ async def _decide_consent(
     pending = await _pending(request, runtime, caller, challenge, logged_in=True)
     lang = pick_language(request, dict(pending.query).get("ui_locales"))
     outcome = await run_authlib(
-        request, lambda ctx: record_decision(ctx, pending, allow, debtor_id, company_ids, lang)
+        request, lambda ctx: record_decision(ctx, pending, allow, debtor_id, company_ids, lang,
+                                             Method.CHALLENGE_API)
     )
     if isinstance(outcome, ShowPage) and outcome.template == "consent.html":
         # Only after a renewal (decide._renew): the request also changes the link.

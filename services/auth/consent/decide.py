@@ -34,6 +34,7 @@ from services.auth.pages.i18n import TEMPLATE_NAMES
 from shared.models import AppState, Connection, ConnectionStatus, User, is_expired
 from shared.policy.apps import admits_user
 from shared.policy.lifetime import after_widening, expires_at
+from shared.receipts import Method
 from shared.scopes import CONSENT_SCOPES, SCOPES, implied
 
 # Pages that wait for the person's answer (the authorization request stays pending).
@@ -281,9 +282,11 @@ def _parse_ids(values: list[str]) -> list[uuid.UUID] | None:
 
 
 def record_decision(
-    ctx: AuthContext, pending, allow: bool, debtor_id: str, company_ids: list[str], lang: str
+    ctx: AuthContext, pending, allow: bool, debtor_id: str, company_ids: list[str], lang: str,
+    method: Method = Method.CONSENT_PAGE,
 ) -> Outcome:
-    """Record allow or deny for a pending request; returns where the browser goes next."""
+    """Record allow or deny for a pending request; returns where the browser goes next.
+    `method`: the consent page, or a frontend's screens through the challenge API."""
     checked = check_request(ctx, pending.query)
     issuer = ctx.settings.issuer
     if isinstance(checked, Failure):
@@ -300,7 +303,7 @@ def record_decision(
     if not (isinstance(outcome, ShowPage) and outcome.template == "consent.html"):
         return outcome
     if outcome.context.get("renew"):
-        return _renew(ctx, pending, outcome.context["renew_connection_id"], lang)
+        return _renew(ctx, pending, outcome.context["renew_connection_id"], lang, method)
     debtor = _parse_ids([debtor_id])
     companies = _parse_ids(company_ids)
     if not debtor or companies is None:
@@ -313,7 +316,7 @@ def record_decision(
     try:
         connection, _ = grant(
             ctx, user, uuid.UUID(checked.app_id), debtor[0], companies, checked.scopes,
-            checked.grant,
+            checked.grant, lang=lang, method=method,
         )
     except ConsentRefused as exc:
         return ShowPage(
@@ -346,7 +349,8 @@ def record_approval_request(ctx: AuthContext, pending, justification: str, lang:
     return Redirect(approval.record(ctx, checked, user, outcome.context, text))
 
 
-def _renew(ctx: AuthContext, pending, connection_id: str, lang: str) -> Outcome:
+def _renew(ctx: AuthContext, pending, connection_id: str, lang: str, method: Method
+           ) -> Outcome:
     """The user confirmed a renewal (same scopes and companies); then on as usual: a code
     of the whole grant, or the consent page when the request changes the grant (new
     scopes, or scopes a `replace` drops); its allow goes through grant()."""
@@ -354,7 +358,7 @@ def _renew(ctx: AuthContext, pending, connection_id: str, lang: str) -> Outcome:
     if user is None:
         return NeedLogin()
     try:
-        connection = renew.renew(ctx, user, connection_id)
+        connection = renew.renew(ctx, user, connection_id, lang, method)
     except ConsentRefused as exc:
         return ShowPage(
             "message.html",

@@ -13,10 +13,12 @@ from sqlmodel import col, select
 from services.auth.consent import repository
 from services.auth.consent.service import ConsentRefused, may_consent
 from services.auth.oauth2.context import AuthContext
+from shared import receipts
 from shared.audit import Actor, append
 from shared.models import Company, Connection, ConnectionCompany, User, is_expired
 from shared.outbox import connection_event, emit
 from shared.policy import lifetime
+from shared.receipts import Act, Method
 from shared.scopes import SCOPES
 from shared.status import Subject
 from shared.unit_of_work import unit_of_work
@@ -43,10 +45,12 @@ def page_context(ctx: AuthContext, connection: Connection, lang: str) -> dict:
     }
 
 
-def renew(ctx: AuthContext, user: User, connection_id: str) -> Connection:
+def renew(ctx: AuthContext, user: User, connection_id: str, lang: str = "en",
+          method: Method = Method.CONSENT_PAGE) -> Connection:
     """The user confirmed the renewal: the expired connection (`is_expired`: also one
     still `active` past its expiry) is active again with a new expiry from now;
-    audited, `connection.renewed` sent, the status published."""
+    audited, `connection.renewed` sent, the status published, and its receipt signed
+    (the page's words in `lang`; `method`: the page or the challenge API)."""
     # Locked: the worker's expiry job may be turning it `expired` right now.
     connection = ctx.session.get(Connection, uuid.UUID(connection_id), with_for_update=True,
                                  populate_existing=True)
@@ -61,8 +65,10 @@ def renew(ctx: AuthContext, user: User, connection_id: str) -> Connection:
     ctx.session.flush()
     append(ctx.session, connection.environment_id, "connection.renewed",
            Actor("user", str(user.id)), "connection", connection.id,
-           **renewal.audit_fields(connection, "consent_page"))
+           **renewal.audit_fields(connection, str(method)))
     emit(ctx.session, **connection_event("connection.renewed", connection,
                                          changed_fields=renewal.changed_fields))
     unit_of_work(ctx.session).publish_status(Subject.CONNECTION, connection.id, True)
+    receipts.issue(ctx.session, connection, Act.RENEWED, f"user:{user.id}", method=method,
+                   lang=lang, issuer=ctx.settings.issuer, keys=ctx.keyring)
     return connection

@@ -11,7 +11,7 @@ from services.auth.consent import repository
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.grant_management import GrantRequest
 from services.auth.oauth2.issue import revoke_family
-from shared import policy
+from shared import policy, receipts
 from shared.audit import Actor, append
 from shared.models import (
     AppState,
@@ -25,6 +25,7 @@ from shared.models import (
 from shared.outbox import connection_event, emit
 from shared.policy import approvals
 from shared.policy.lifetime import after_widening
+from shared.receipts import Act, Method
 from shared.scopes import CONSENT_SCOPES, implied
 from shared.status import Subject
 from shared.unit_of_work import unit_of_work
@@ -124,9 +125,13 @@ def grant(
     company_ids: list[uuid.UUID],
     scopes: list[str],
     grant_request: GrantRequest | None = None,
+    *,
+    lang: str = "en",
+    method: Method = Method.CONSENT_PAGE,
 ) -> tuple[Connection, bool]:
     """Create the connection, or widen the live one (replace its scopes, for a Grant
-    Management `replace`); returns it and whether it is new."""
+    Management `replace`); returns it and whether it is new. `lang` and `method`: the
+    language the consent was shown in and how it was collected (its receipt's)."""
     asked = grant_request or GrantRequest()
     if not may_consent(ctx, user):
         raise ConsentRefused("not_allowed")
@@ -179,6 +184,10 @@ def grant(
     families = _narrowed(ctx, connection) if removed else []
     _record(ctx, user, connection, created, added, sorted(chosen),
             removed=removed, families=len(families))
+    if created or added or removed:
+        act = Act.GRANTED if created else Act.SCOPES_ADDED if added else Act.NARROWED
+        receipts.issue(ctx.session, connection, act, f"user:{user.id}", method=method,
+                       lang=lang, issuer=ctx.settings.issuer, keys=ctx.keyring)
     return connection, created
 
 

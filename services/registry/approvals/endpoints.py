@@ -15,7 +15,14 @@ from services.registry.approvals.schemas import (
     ConsentRequestOut,
     DenyBody,
 )
-from services.registry.deps import Cursor, Limit, RuntimeDep, SessionDep, user_can
+from services.registry.deps import (
+    Cursor,
+    LanguageDep,
+    Limit,
+    RuntimeDep,
+    SessionDep,
+    user_can,
+)
 from shared.models import ConsentRequestStatus
 from shared.pagination import DEFAULT_LIMIT, page
 from shared.policy.dependency import UserCaller
@@ -50,13 +57,13 @@ async def list_consent_requests(
 @router.post("/v1/environment/consent-requests/{request_id}/approve",
              response_model=ConsentRequestOut, responses=DECIDE)
 async def approve_consent_request(request_id: uuid.UUID, session: SessionDep,
-                                  caller: Approve, body: ApproveBody | None = None
-                                  ) -> ConsentRequestOut:
+                                  caller: Approve, lang: LanguageDep,
+                                  body: ApproveBody | None = None) -> ConsentRequestOut:
     """Approve: the requester's connection is recorded (the requested scopes, the
     requested companies it still reaches) with `approved_by`; the app's next
     authorization request completes without the consent page."""
     return await service.approve(session, caller.user, request_id,
-                                 body.reason if body else None)
+                                 body.reason if body else None, lang)
 
 
 @router.post("/v1/environment/consent-requests/{request_id}/deny",

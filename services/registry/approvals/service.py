@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.registry.approvals.schemas import ConsentRequestOut, Requester
 from services.registry.connections.lifecycle import user_reach
 from services.registry.connections.schemas import AppRef
+from shared import receipts
 from shared.audit import Actor, append_async
 from shared.db.types import utcnow
 from shared.errors import Conflict, NotFound
@@ -43,6 +44,7 @@ from shared.pagination import after_id, check_limit, id_cursor
 from shared.policy import lifetime
 from shared.policy.approvals import app_state, decidable, may_decide, suspension_reason
 from shared.policy.lifetime import after_widening
+from shared.receipts import Act, Method
 from shared.status import Subject
 from shared.unit_of_work import unit_of_work
 
@@ -198,7 +200,7 @@ async def deny(session: AsyncSession, caller: User, request_id: uuid.UUID, reaso
 
 
 async def approve(session: AsyncSession, caller: User, request_id: uuid.UUID,
-                  reason: str | None) -> ConsentRequestOut:
+                  reason: str | None, lang: str = "en") -> ConsentRequestOut:
     request, environment = await _for_decision(session, caller, request_id)
     now = utcnow()
     requester = await session.get(User, request.user_id)
@@ -217,6 +219,9 @@ async def approve(session: AsyncSession, caller: User, request_id: uuid.UUID,
     approved_by = f"user:{caller.id}"
     connection = await _record_connection(session, request, environment, companies,
                                           approved_by, now)
+    # The approver decided on the catalogue's words in the approving call's language.
+    await receipts.issue_async(session, connection, Act.APPROVED, approved_by,
+                               method=Method.APPROVAL, lang=lang)
     _decided(request, Status.APPROVED, approved_by, reason, now)
     request.connection_id = connection.id
     session.add(request)

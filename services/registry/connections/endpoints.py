@@ -131,7 +131,7 @@ async def renew_my_connection(
         session, connection_id, environment_id=caller.user.environment_id,
         user_id=caller.user.id, for_update=True,
     )
-    await expiry.renew(session, connection, caller.user, utcnow())
+    await expiry.renew(session, connection, caller.user, utcnow(), lang)
     # The policy's suspension rules hold for a renewed connection as for any other (a
     # suspended or blocked app, an app not admitted here): it comes back suspended.
     await lifecycle.reconcile(session, Actor("user", str(caller.user.id)),
@@ -155,7 +155,7 @@ async def narrow_my_connection(
         user_id=caller.user.id, for_update=True,
     )
     await narrowing.narrow(session, connection, body.scopes,
-                           Actor("user", str(caller.user.id)))
+                           Actor("user", str(caller.user.id)), f"user:{caller.user.id}")
     return ConnectionOut(**connection_fields(connection, app, ids, lang),
                          approved_by=connection.approved_by)
 

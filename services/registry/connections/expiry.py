@@ -20,17 +20,20 @@ from sqlalchemy import or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared import receipts
 from shared.audit import Actor, append_async
 from shared.errors import Conflict, Forbidden
 from shared.models import Connection, ConnectionStatus, Environment, User
 from shared.outbox import connection_event, emit
 from shared.policy import lifetime, may_consent
 from shared.policy.lifetime import after_change
+from shared.receipts import Act
 from shared.status import Subject
 from shared.unit_of_work import unit_of_work
 
 BATCH = 500
 SYSTEM = Actor("system", "consent_lifetime")
+LIFETIME_RULE = "system:consent_lifetime"  # who expires a connection, in its receipt
 LIVE = (ConnectionStatus.ACTIVE, ConnectionStatus.SUSPENDED)
 
 
@@ -55,15 +58,16 @@ async def expire(session: AsyncSession, connection: Connection, actor: Actor,
     emit(session, **connection_event("connection.expired", connection,
                                      changed_fields=["status"]))
     unit_of_work(session).publish_status(Subject.CONNECTION, connection.id, False)
-    await session.flush()
+    await receipts.issue_async(session, connection, Act.EXPIRED, LIFETIME_RULE)
 
 
 async def renew(session: AsyncSession, connection: Connection, user: User,
-                now: datetime) -> Connection:
+                now: datetime, lang: str = "en") -> Connection:
     """Renew the connection as `user` (its own user: the caller looked it up scoped to
     them, and the policy's `me.connections.renew` admits them; they must still be one who
     may consent): a new expiry from now, `expired` becomes `active` (a suspended one
-    stays suspended). Conflict when it is revoked or does not expire."""
+    stays suspended). Conflict when it is revoked or does not expire. Its receipt carries
+    the catalogue's words in `lang` (the caller's language)."""
     if connection.status == ConnectionStatus.REVOKED:
         raise Conflict("this connection is revoked; link the app again instead")
     if connection.expires_at is None:
@@ -80,7 +84,8 @@ async def renew(session: AsyncSession, connection: Connection, user: User,
                                      changed_fields=renewal.changed_fields))
     if connection.status == ConnectionStatus.ACTIVE:
         unit_of_work(session).publish_status(Subject.CONNECTION, connection.id, True)
-    await session.flush()
+    await receipts.issue_async(session, connection, Act.RENEWED, f"user:{user.id}",
+                               lang=lang)
     return connection
 
 

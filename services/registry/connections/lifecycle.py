@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.registry.connections.expiry import expire
 from services.registry.connections.service import revoke
+from shared import receipts
 from shared.audit import Actor, append_async
 from shared.db.types import utcnow
 from shared.models import (
@@ -32,6 +33,7 @@ from shared.outbox import connection_event, emit
 from shared.policy import suspension_reason, user_company_ids
 from shared.policy.approvals import app_state
 from shared.policy.consent import CONSENT_CAPABLE
+from shared.receipts import Act
 from shared.status import Subject
 from shared.unit_of_work import unit_of_work
 
@@ -147,5 +149,5 @@ async def narrow_to_reach(session: AsyncSession, user: User, actor: Actor) -> in
                            removed_company_ids=sorted(str(c) for c in covered - keep))
         emit(session, **connection_event("connection.updated", connection,
                                           changed_fields=["company_ids"]))
-        await session.flush()
+        await receipts.issue_async(session, connection, Act.NARROWED, "system:reach")
     return changed

@@ -11,11 +11,13 @@ from __future__ import annotations
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.registry.connections.repository import ConnectionRepository
+from shared import receipts
 from shared.audit import Actor, append_async
 from shared.db.types import utcnow
 from shared.errors import Conflict, Invalid
 from shared.models import Connection, ConnectionStatus
 from shared.outbox import connection_event, emit
+from shared.receipts import Act
 from shared.status import Subject
 from shared.unit_of_work import unit_of_work
 
@@ -23,10 +25,11 @@ OFFLINE = "offline_access"
 
 
 async def narrow(session: AsyncSession, connection: Connection, keep: list[str],
-                 actor: Actor) -> list[str]:
+                 actor: Actor, by: str) -> list[str]:
     """Keep only `keep` (a non-empty subset of the connection's scopes, else 422) of a
     connection that is not revoked (409); returns the scopes dropped (none: nothing
-    changes, nothing is audited)."""
+    changes, nothing is audited). `by` (`user:<id>` or `accountant:<id>`) names its
+    receipt's method."""
     if connection.status == ConnectionStatus.REVOKED:
         raise Conflict("the connection is revoked")
     wanted = list(dict.fromkeys(keep))
@@ -54,5 +57,5 @@ async def narrow(session: AsyncSession, connection: Connection, keep: list[str],
                        removed=dropped, scopes=connection.scopes, token_families=len(families))
     emit(session, **connection_event("connection.updated", connection,
                                      changed_fields=["scopes"]))
-    await session.flush()
+    await receipts.issue_async(session, connection, Act.NARROWED, by)
     return dropped

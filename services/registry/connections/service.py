@@ -13,6 +13,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.registry.connections.repository import ConnectionRepository
+from shared import receipts
 from shared.audit import Actor, append_async
 from shared.db.types import utcnow
 from shared.errors import NotFound
@@ -21,6 +22,7 @@ from shared.models import App, Connection, ConnectionStatus, Environment
 from shared.outbox import connection_event, emit
 from shared.pagination import DEFAULT_LIMIT, after_id, check_limit, id_cursor
 from shared.policy.dependency import AppCaller, UserCaller
+from shared.receipts import Act
 from shared.status import Subject
 from shared.unit_of_work import unit_of_work
 
@@ -99,8 +101,10 @@ async def get_for_app(session: AsyncSession, connection_id: uuid.UUID, caller: A
 
 async def revoke(session: AsyncSession, connection: Connection, actor: Actor, revoked_by: str,
                  reason: str | None, *, event_reason: str | None = None) -> bool:
-    """Revoke the connection (final); False if it already was revoked. `event_reason`
-    (e.g. `access_review`) is also told to the app in the event."""
+    """Revoke the connection (final); False if it already was revoked. `revoked_by`
+    (`user:<id>`, `accountant:<id>`, `app:<client_id>`, `access_review:<id>`,
+    `system:<rule>`) also names its receipt's method. `event_reason` (e.g.
+    `access_review`) is also told to the app in the event."""
     if connection.status == ConnectionStatus.REVOKED:
         # Publish again: a retry after a failed publish must heal the status cache.
         unit_of_work(session).publish_status(Subject.CONNECTION, connection.id, False)
@@ -123,6 +127,7 @@ async def revoke(session: AsyncSession, connection: Connection, actor: Actor, re
     emit(session, **connection_event("connection.revoked", connection,
                                      changed_fields=["status"], **told))
     unit_of_work(session).publish_status(Subject.CONNECTION, connection.id, False)
+    await receipts.issue_async(session, connection, Act.REVOKED, revoked_by)
     for family_id in families:
         unit_of_work(session).publish_status(Subject.FAMILY, family_id, False)
     await session.flush()

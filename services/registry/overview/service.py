@@ -370,7 +370,8 @@ async def narrow_one(session: AsyncSession, caller: UserCaller, connection_id: u
     """An accountant drops scopes from one connection of the environment."""
     connection, app, _ = await connections.get_visible(
         session, connection_id, environment_id=caller.user.environment_id, for_update=True)
-    await narrowing.narrow(session, connection, keep, Actor("user", str(caller.user.id)))
+    await narrowing.narrow(session, connection, keep, Actor("user", str(caller.user.id)),
+                           f"accountant:{caller.user.id}")
     user = await session.get(User, connection.user_id)
     if user is None:
         raise RuntimeError(f"the user of connection {connection.id} is missing")

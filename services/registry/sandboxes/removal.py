@@ -24,6 +24,7 @@ from shared.models import (
     Company,
     Connection,
     ConnectionCompany,
+    ConsentReceipt,
     ConsentRequest,
     ConsentRequestCompany,
     Debtor,
@@ -107,6 +108,7 @@ def deletions(env: uuid.UUID) -> list[Delete]:
         delete(ConsentRequestCompany).where(col(ConsentRequestCompany.request_id).in_(
             select(ConsentRequest.id).where(ConsentRequest.environment_id == env))),
         delete(ConsentRequest).where(col(ConsentRequest.environment_id) == env),
+        delete(ConsentReceipt).where(col(ConsentReceipt.environment_id) == env),
         delete(ConnectionCompany).where(col(ConnectionCompany.connection_id).in_(connections)),
         delete(Connection).where(col(Connection.environment_id) == env),
         delete(EnvironmentAppPolicy).where(col(EnvironmentAppPolicy.environment_id) == env),

@@ -25,6 +25,7 @@ from shared.models import (
     AccessReview,
     AccessReviewStatus,
     Connection,
+    ConsentReceipt,
     Environment,
     Event,
     UserTemplate,
@@ -195,6 +196,12 @@ async def test_an_accountant_review_with_both_decisions_and_its_default(
                 == 200
             [event] = _revoke_events(auth_server, ids[1])
             assert event.data["reason"] == "access_review"
+            chain = (await registry.get(f"/v1/environment/connections/{ids[1]}/receipts",
+                                        headers=s.books)).json()["data"]
+            assert [r["act"] for r in chain] == ["granted", "revoked"]
+            with auth_server.sessions() as session:
+                receipt = session.get(ConsentReceipt, uuid.UUID(chain[1]["id"]))
+                assert receipt is not None and receipt.collection_method == "access_review"
             # Deciding twice: 409, and nothing changes.
             again = await registry.post(decide.format(keep), headers=s.books,
                                         json={"decision": "revoke", "reason": "changed"})

@@ -20,7 +20,7 @@ from services.registry.jobs import run_expiry
 from services.sync.app import create_app as create_sync
 from shared.config import Settings
 from shared.db.types import utcnow
-from shared.models import Company, Connection, Event
+from shared.models import Company, Connection, ConsentReceipt, Event
 from shared.runtime import open_runtime
 from tests.fixtures.auth_server import AuthServer
 from tests.services.auth.support import (
@@ -192,6 +192,14 @@ async def test_a_connection_expires_and_is_renewed_through_the_page_and_the_api(
             renewals = (await registry.get("/v1/environment/audit-events", headers=books, params={
                 "action": "connection.renewed"})).json()["data"]
             assert len(renewals) == 2
+            # Each consent act signed a receipt of the connection's chain, saying how.
+            with auth_server.sessions() as session:
+                made = session.exec(select(ConsentReceipt.act, ConsentReceipt.collection_method)
+                                    .where(ConsentReceipt.connection_id == uuid.UUID(ident))
+                                    .order_by(col(ConsentReceipt.seq))).all()
+            assert [tuple(m) for m in made] == [
+                ("granted", "consent_page"), ("expired", "system"), ("renewed", "consent_page"),
+                ("expired", "system"), ("renewed", "user")]
 
             # 409: a connection that does not expire (the lifetime dropped), or revoked.
             await registry.put("/v1/environment/policy/consent-lifetime", headers=books,

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from sqlmodel import col, select
 
+from shared.attestation import attestation_jwks
+from shared.models import Connection, ConsentReceipt
+from shared.receipts import verify_receipt
 from tests.fixtures.auth_server import AuthServer, Client
 from tests.services.auth.support import AuthRequest, Browser, User, callback_params, exchange
 
@@ -72,6 +77,16 @@ def test_login_and_consent_through_the_api(
     token = exchange(auth_server, request, params["code"])
     assert token.status_code == 200, token.text
     assert token.json()["scope"] == "employee.info.read company.info.read"
+
+    # Its consent receipt says the challenge API collected it, with the words it gave.
+    with auth_server.sessions() as session:
+        [receipt] = session.exec(select(ConsentReceipt).join(
+            Connection, col(Connection.id) == ConsentReceipt.connection_id).where(
+            Connection.user_id == uuid.UUID(user.id))).all()
+        _, claims = verify_receipt(receipt.jws, attestation_jwks(session))
+    assert (claims["act"], claims["collectionMethod"]) == ("granted", "challenge_api")
+    assert ({s["scope"]: (s["title"], s["description"]) for s in claims["scopes"]}
+            == {s["scope"]: (s["title"], s["description"]) for s in body["scopes"]})
 
 
 def test_a_challenge_from_another_browser_is_useless(

@@ -1,0 +1,80 @@
+"""Scope wording, versioned by content: the exact title, description, language and
+sensitivity of each scope a receipt names, as one canonical JSON document stored once
+under its SHA-256 (`scope_wordings`). A changed scope text in the catalogue
+(shared/scopes.py) makes a new document and a new hash; old documents are never changed,
+so every receipt's wording stays retrievable by the hash it carries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session
+
+from shared.db.types import utcnow
+from shared.models import ScopeWording
+from shared.scopes import SCOPES
+
+DEFAULT_LANG = "en"
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def scope_wording(scope: str, lang: str) -> dict[str, str]:
+    """What the catalogue says of `scope` in `lang` now (English if it has no such
+    language): the words a page in that language shows."""
+    entry = SCOPES[scope].localized(lang)
+    shown = lang if lang in SCOPES[scope].title else DEFAULT_LANG
+    return {"scope": scope, "title": entry["title"], "description": entry["description"],
+            "lang": shown, "sensitivity": entry["sensitivity"]}
+
+
+def current_wording(scopes: Iterable[str], lang: str) -> list[dict[str, str]]:
+    """The catalogue's wording of `scopes` in `lang`, in scope-name order (a scope not in
+    the catalogue has no words to show and is left out)."""
+    return [scope_wording(s, lang) for s in sorted(set(scopes)) if s in SCOPES]
+
+
+def carried_wording(scopes: Iterable[str], earlier: Mapping[str, dict[str, str]],
+                    lang: str) -> list[dict[str, str]]:
+    """The wording of `scopes` as an earlier receipt carried it (`earlier`, by scope);
+    a scope it did not carry gets the catalogue's current words in `lang`."""
+    return [dict(earlier[s]) if s in earlier else scope_wording(s, lang)
+            for s in sorted(set(scopes)) if s in earlier or s in SCOPES]
+
+
+def canonical(document: Any) -> str:
+    """The canonical JSON of a wording document: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def document_of(scopes: list[dict[str, str]]) -> str:
+    """The wording document of a receipt's scopes, as canonical JSON."""
+    return canonical({"scopes": scopes})
+
+
+def sha256_of(document: str) -> str:
+    """The content address of a canonical wording document (hex SHA-256 of its UTF-8)."""
+    return hashlib.sha256(document.encode()).hexdigest()
+
+
+def store(session: Session, document: str) -> str:
+    """Store the document under its hash unless it is there already (a concurrent
+    writer of the same document is no conflict); returns the hash."""
+    digest = sha256_of(document)
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(insert(ScopeWording).values(sha256=digest, document=document,
+                                                           created_at=utcnow())
+                    .on_conflict_do_nothing(index_elements=["sha256"]))
+    return digest
+
+
+def parsed(row: ScopeWording) -> dict[str, dict[str, str]]:
+    """A stored document's scope entries by scope name."""
+    return {entry["scope"]: entry for entry in json.loads(row.document)["scopes"]}
