@@ -57,6 +57,7 @@ SENSITIVE = {Sensitivity.SENSITIVE.value, Sensitivity.SPECIAL_CATEGORY.value}
 class Act(StrEnum):
     GRANTED = "granted"
     SCOPES_ADDED = "scopes_added"
+    COMPANIES_ADDED = "companies_added"  # the same scopes, for more of the debtor's companies
     RENEWED = "renewed"
     NARROWED = "narrowed"
     APPROVED = "approved"

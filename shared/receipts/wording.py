@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -65,13 +66,28 @@ def sha256_of(document: str) -> str:
 
 def store(session: Session, document: str) -> str:
     """Store the document under its hash unless it is there already (a concurrent
-    writer of the same document is no conflict); returns the hash."""
+    writer of the same document is no conflict); returns the hash.
+
+    On PostgreSQL a new document is inserted in a short transaction of its own, committed
+    at once: inserted in the act's transaction, it would stay uncommitted while that
+    transaction goes on (a bulk revoke, the expiry job's batch), and every other act
+    needing the same document would wait for it while holding its own connection's lock,
+    which the long transaction may want next (a deadlock). A stored document that no
+    receipt names is harmless: documents are content-addressed. SQLite runs one writing
+    transaction at a time, which already holds the database: it inserts in place."""
     digest = sha256_of(document)
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(insert(ScopeWording).values(sha256=digest, document=document,
-                                                           created_at=utcnow())
-                    .on_conflict_do_nothing(index_elements=["sha256"]))
+    if session.get(ScopeWording, digest) is not None:
+        return digest
+    bind = session.get_bind()
+    values = {"sha256": digest, "document": document, "created_at": utcnow()}
+    if bind.dialect.name == "postgresql":
+        engine = bind if isinstance(bind, Engine) else bind.engine
+        with engine.begin() as own:
+            own.execute(pg_insert(ScopeWording).values(**values)
+                        .on_conflict_do_nothing(index_elements=["sha256"]))
+    else:
+        session.execute(sqlite_insert(ScopeWording).values(**values)
+                        .on_conflict_do_nothing(index_elements=["sha256"]))
     return digest
 
 

@@ -66,6 +66,12 @@ def live_connection(
     ).first()
 
 
+def company_ids(session: Session, connection_id: uuid.UUID) -> set[uuid.UUID]:
+    """The companies the connection's consent names now."""
+    return set(session.exec(select(ConnectionCompany.company_id).where(
+        ConnectionCompany.connection_id == connection_id)).all())
+
+
 def save_connection(
     session: Session, connection: Connection, company_ids: list[uuid.UUID]
 ) -> None:

@@ -173,6 +173,9 @@ def grant(
     # What the page said goes (a requested write scope keeps its read scope): only that
     # ends the tokens issued before.
     removed = dropped_scopes(connection, scopes, asked.replace)
+    # The companies chosen now are the consent's, exactly: a change is a consent act too.
+    had = chosen if created else repository.company_ids(ctx.session, connection.id)
+    reach_change = CompanyChange(sorted(chosen - had), sorted(had - chosen))
     connection.scopes = after
     connection.updated_at = ctx.now
     if created or added:  # the environment's consent lifetime (shared/policy/lifetime.py)
@@ -183,12 +186,39 @@ def grant(
     unit_of_work(ctx.session).publish_status(Subject.CONNECTION, connection.id, True)
     families = _narrowed(ctx, connection) if removed else []
     _record(ctx, user, connection, created, added, sorted(chosen),
-            removed=removed, families=len(families))
-    if created or added or removed:
-        act = Act.GRANTED if created else Act.SCOPES_ADDED if added else Act.NARROWED
+            removed=removed, families=len(families), reach_change=reach_change)
+    act = consent_act(created, added, removed, reach_change)
+    if act is not None:
         receipts.issue(ctx.session, connection, act, f"user:{user.id}", method=method,
                        lang=lang, issuer=ctx.settings.issuer, keys=ctx.keyring)
     return connection, created
+
+
+@dataclass(frozen=True)
+class CompanyChange:
+    """How a consent on a live connection changed the companies it names."""
+
+    added: list[uuid.UUID]
+    removed: list[uuid.UUID]
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+def consent_act(created: bool, added: list[str], removed: list[str],
+                reach_change: CompanyChange
+                ) -> Act | None:
+    """The receipt's act of a consent, None when it changed nothing: new, wider (scopes,
+    then companies), or narrower."""
+    if created:
+        return Act.GRANTED
+    if added:
+        return Act.SCOPES_ADDED
+    if reach_change.added:
+        return Act.COMPANIES_ADDED
+    if removed or reach_change.removed:
+        return Act.NARROWED
+    return None
 
 
 def _narrowed(ctx: AuthContext, connection: Connection) -> list[uuid.UUID]:
@@ -210,9 +240,10 @@ def _record(
     *,
     removed: list[str],
     families: int,
+    reach_change: CompanyChange,
 ) -> None:
     """The audit event and the outbox event of a consent."""
-    if not created and not added and not removed:
+    if not created and not added and not removed and not reach_change:
         return
     companies = [str(c) for c in company_ids]
     action = "consent.granted" if created else "consent.scopes_added"
@@ -220,6 +251,11 @@ def _record(
     if removed:
         action, extra = "consent.scopes_replaced", {"removed": removed,
                                                      "token_families": families}
+    elif not created and not added:
+        action = "consent.companies_changed"
+    if reach_change:
+        extra.update(companies_added=[str(c) for c in reach_change.added],
+                     companies_removed=[str(c) for c in reach_change.removed])
     append(
         ctx.session,
         user.environment_id,
@@ -234,7 +270,8 @@ def _record(
         company_ids=companies,
         **extra,
     )
-    changed = ["scopes", "company_ids"] if created else ["scopes"]
+    changed = ["scopes", "company_ids"] if created else (
+        (["scopes"] if added or removed else []) + (["company_ids"] if reach_change else []))
     emit(
         ctx.session,
         **connection_event(

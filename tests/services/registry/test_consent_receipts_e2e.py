@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from sqlmodel import col, select
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 from typer.testing import CliRunner
@@ -27,7 +29,7 @@ from cli.main import app as koppel
 from services.registry.app import create_app as create_registry
 from shared.attestation import rotate_attestation_key_in
 from shared.config import Settings
-from shared.models import Connection
+from shared.models import AuditEvent, Connection, Event
 from shared.receipts import RECEIPT_TYP, USER_FIELDS
 from shared.scopes import SCOPES
 from shared.vault import SecretBox
@@ -224,3 +226,46 @@ async def test_consent_receipts_chain_verify_and_keep_their_wording(
         unknown = runner.invoke(koppel, ["receipt", "verify", str(good), "--jwks",
                                          str(without_new)])
         assert unknown.exit_code == 1 and new_kid in unknown.stderr
+
+
+async def test_a_consent_that_changes_only_the_companies_is_an_act(
+    settings: Settings, auth_server: AuthServer,
+) -> None:
+    """The same scopes consented again for more companies, then for fewer: each is
+    audited, sent to the app as `connection.updated` (`company_ids`) and signed
+    (`companies_added`, then `narrowed`) with the companies it names now."""
+    with consent_scene(auth_server, settings, "Company Chooser") as scene:
+        app = scene.partner_app
+        page = scene.agent.follow(scene.agent.authorize(AuthRequest(app, scope=FIRST_SCOPE)))
+        if "/login" in str(page.url):
+            page = scene.agent.follow(scene.agent.login(page, scene.user))
+        ids = re.findall(r'name="company_id" value="([^"]+)"', page.text)
+        assert len(ids) == 2
+        done = scene.agent.submit(page, decision="allow", company_id=[ids[0]])
+        assert done.status_code in (302, 303), done.text[:300]
+        jwks = attestation_jwks(auth_server)
+        async with running(create_registry(scene.reg)) as registry:
+            [connection] = (await registry.get("/v1/me/connections",
+                                               headers=scene.mine)).json()["data"]
+            mine = f"/v1/me/connections/{connection['id']}/receipts"
+            for chosen, act in ((ids, "companies_added"), ([ids[1]], "narrowed")):
+                request = AuthRequest(app, scope=FIRST_SCOPE, extra={"prompt": "consent"})
+                page = scene.agent.follow(scene.agent.authorize(request))
+                done = scene.agent.submit(page, decision="allow", company_id=chosen)
+                assert done.status_code in (302, 303), done.text[:300]
+                latest = (await receipts(registry, mine, scene.mine))[-1]
+                claims = verified(latest["jws"], jwks, auth_server.url)
+                assert claims["act"] == act
+                assert sorted(c["id"] for c in claims["companies"]) == sorted(chosen)
+        with auth_server.sessions() as session:
+            audited = session.exec(select(AuditEvent).where(
+                AuditEvent.subject_id == connection["id"],
+                AuditEvent.action == "consent.companies_changed")
+                .order_by(col(AuditEvent.seq))).all()
+            events = session.exec(select(Event).where(
+                Event.connection_id == uuid.UUID(connection["id"]),
+                Event.type == "connection.updated")).all()
+        assert [(a.details["companies_added"], a.details["companies_removed"])
+                for a in audited] == [([ids[1]], []), ([], [ids[0]])]
+        assert len(events) == 2
+        assert all(e.data["changed_fields"] == ["company_ids"] for e in events)
