@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from sqlmodel import col, select
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
+from sqlmodel import col, select
 from typer.testing import CliRunner
 
 from cli.main import app as koppel
