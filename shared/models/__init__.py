@@ -27,6 +27,12 @@ from shared.models.consent_request import (
     ConsentRequestCompany,
     ConsentRequestStatus,
 )
+from shared.models.data_access import (
+    AccessAction,
+    DataAccess,
+    DataAccessBatch,
+    entry_id,
+)
 from shared.models.debtor import Debtor
 from shared.models.employee import Employee
 from shared.models.employment import Employment
@@ -52,6 +58,7 @@ from shared.models.webhook_endpoint import (
 __all__ = [
     "DEFAULT_CONSENT_TEMPLATES",
     "Absence",
+    "AccessAction",
     "AccessReview",
     "AccessReviewItem",
     "AccessReviewStatus",
@@ -72,6 +79,8 @@ __all__ = [
     "ConsentRequest",
     "ConsentRequestCompany",
     "ConsentRequestStatus",
+    "DataAccess",
+    "DataAccessBatch",
     "Debtor",
     "DeliveryStatus",
     "Employee",
@@ -100,6 +109,7 @@ __all__ = [
     "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookEndpointStatus",
+    "entry_id",
     "is_expired",
     "is_live",
 ]
