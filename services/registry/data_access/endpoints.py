@@ -1,4 +1,4 @@
-"""The data-access log (docs/product.md 5.5c): which apps read or changed an employee's
+"""The data-access log (docs/product.md 5.5d): which apps read or changed an employee's
 data, which parts and when, for the employee themself and for the environment's
 accountant. Partners never read it."""
 
