@@ -69,7 +69,7 @@ AUDIT_CHECKPOINT_SECOND = 45
 # The data-access log's flush: a read shows in the log within this interval and the
 # flush's run (docs/product.md: within a minute); the purge once a day.
 DATA_ACCESS_FLUSH_SECONDS = {5, 20, 35, 50}
-DATA_ACCESS_PURGE_AT = {"hour": 3, "minute": 27}
+DATA_ACCESS_PURGE_HOUR, DATA_ACCESS_PURGE_MINUTE = 3, 27
 # Once a minute: consent lifetime notices and expiries (connections.expire).
 EXPIRE_SECOND = 20
 
@@ -142,7 +142,7 @@ def build_worker(settings: Settings, *, burst: bool = False, **options: Any) -> 
         cron(_job(DATA_ACCESS_FLUSH, sync_jobs.flush_data_access), name=DATA_ACCESS_FLUSH,
              second=DATA_ACCESS_FLUSH_SECONDS, run_at_startup=True, timeout=120),
         cron(_job(DATA_ACCESS_PURGE, sync_jobs.purge_data_access), name=DATA_ACCESS_PURGE,
-             **DATA_ACCESS_PURGE_AT, timeout=600),
+             hour=DATA_ACCESS_PURGE_HOUR, minute=DATA_ACCESS_PURGE_MINUTE, timeout=600),
         cron(_job(IDEMPOTENCY_PURGE_EXPIRED, registry_jobs.purge_idempotency_keys),
              name=IDEMPOTENCY_PURGE_EXPIRED, minute={17, 47}, timeout=300),
     ]

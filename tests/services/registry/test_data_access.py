@@ -106,7 +106,7 @@ async def test_a_partners_reads_show_in_each_employees_log_and_the_accountants_v
         world: World, client: httpx.AsyncClient, runtime: Runtime,
         redis_client: redis.Redis) -> None:
     scene = _scene(world)
-    e1, e2, e3, other = scene.employees
+    e1, e2, _, other = scene.employees
     token = bearer(world.connection_token(scene.connection))
     async with running(create_sync(world.settings)) as sync:
         listed = await sync.get(f"/v1/companies/{e1.company_id}/employees",
