@@ -6,6 +6,7 @@ steps loses nothing and counts nothing twice; the retention purge."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import uuid
@@ -245,6 +246,18 @@ async def test_the_flush_adds_to_the_day_and_keeps_the_earliest_and_latest(
         (row,) = session.exec(select(DataAccess)).all()
     assert row.count == 3
     assert row.first_at.timestamp() == noon - 60 and row.last_at.timestamp() == noon + 60
+
+
+async def test_concurrent_notes_share_calls_and_all_count(world: World, runtime: Runtime
+                                                          ) -> None:
+    """Requests noting at once go in shared Lua calls (group commit): every one counts."""
+    scene = _scene(world)
+    e1, e2 = scene.employees[:2]
+    counted = await asyncio.gather(*(note_accesses(runtime.redis, [_access(scene, e1, e2)])
+                                     for _ in range(50)))
+    assert counted == [2] * 50
+    await _flush(runtime)
+    assert _counts(world) == {e1.id: 50, e2.id: 50}
 
 
 def _row(scene: Scene, employee: Employee, day: date) -> DataAccess:
