@@ -1,4 +1,5 @@
-"""Noting the data-access log's entries in Redis: one Lua call per request at most.
+"""Noting the data-access log's entries in Redis: one Lua call per request at most,
+shared by the requests of the moment.
 
 A data API call of an app (a connection's, or a first-party app's with a user's token)
 notes which employees' data it read or changed, under which scope, before its answer

@@ -72,7 +72,8 @@ def document(table: list[list[str]], meta: dict, figures_notes: list[str]) -> st
         "runs taken in turn; the target is the tracked rate at least 0.95x the untracked "
         "one (issue 19).",
         "- Data-access log: the same reads from `koppel serve sync` as configured (the log "
-        "on: one Redis call per read) and from a second `koppel serve sync` with "
+        "on: a Redis call per read, shared by concurrent reads) and from a second "
+        "`koppel serve sync` with "
         "`KOPPEL_DATA_ACCESS_LOG=false` (port 18707), both pinned to the server core, runs "
         "taken in turn; the target is the logged rate at least 0.9x the unlogged one "
         "(issue 16).",
