@@ -29,10 +29,14 @@ from shared.db.types import utcnow
 from shared.jobs import DATA_ACCESS_FLUSH, DATA_ACCESS_PURGE
 from shared.models import App, BankAccount, Connection, DataAccess, Employee, User, entry_id
 from shared.models import UserTemplate as T
+from shared.policy import RULES
+from shared.policy.dependency import OPERATION_KEY
 from shared.runtime import Runtime
+from shared.scopes import DATA_SCOPES
 from tests.fixtures import factories as f
 from tests.services.conftest import running
 from tests.services.registry.conftest import World, bearer
+from tests.services.registry.support import set_columns
 from worker.main import build_worker
 
 ME = "/v1/me/data-access"
@@ -169,6 +173,33 @@ async def test_a_write_shows_as_a_write_and_first_party_reads_are_marked(
     assert saas["app"]["client_id"] == world.first_party.client_id
     assert saas["connection_id"] is None
     assert (saas["scope"], saas["action"], saas["count"]) == ("employee.info.read", "read", 1)
+
+
+async def test_every_list_of_an_employees_data_is_logged_under_its_rules_scope(
+        world: World, client: httpx.AsyncClient, runtime: Runtime) -> None:
+    """Each GET /v1/employees/{employee_id}/... list of the sync document (a new slice too)
+    shows in the employee's log under the scope its rule needs."""
+    scene = _scene(world)
+    e1 = scene.employees[0]
+    reads = sorted(scope for scope in DATA_SCOPES if scope.endswith(".read"))
+    set_columns(world, Connection, scene.connection.id, scopes=reads)
+    scene.connection.scopes = reads
+    app = create_sync(world.settings)
+    document = app.openapi()
+    lists = {path: RULES[ops["get"][OPERATION_KEY]].scopes[0]
+             for path, ops in document["paths"].items()
+             if path.startswith("/v1/employees/{employee_id}/") and path.count("{") == 1
+             and "get" in ops}
+    assert len(lists) >= 6
+    token = bearer(world.connection_token(scene.connection))
+    async with running(app) as sync:
+        for path in lists:
+            response = await sync.get(path.format(employee_id=e1.id), headers=token)
+            assert response.status_code == 200, (path, response.text)
+    await _flush(runtime)
+    rows = await _log(client, world.user_token(scene.logins["e1"], "connections.read"), ME)
+    assert _summary(rows) == {(scope, "read", list(lists.values()).count(scope))
+                              for scope in lists.values()}
 
 
 async def test_with_the_log_off_nothing_is_noted(world: World, redis_client: redis.Redis
