@@ -141,6 +141,14 @@ class Settings(BaseSettings):
     scope_usage_tracking: bool = Field(
         default=True, description="note which scope each data API call needed (the "
         "least-privilege hints of Manage apps and the overview)")
+    # The data-access log (services/sync/access_log.py): which app read or changed which
+    # employee's data. Off, no access is noted (the benchmark compares both).
+    data_access_log: bool = Field(
+        default=True, description="note every data API call's employees, scope and action "
+        "for the data-access log (flushed to the database by the worker every 15 s)")
+    data_access_retention_days: int = Field(
+        default=400, ge=1, description="days the data-access log keeps a day's entries "
+        "(the worker's daily purge deletes older days)")
 
     login_ui_url: str | None = None
     consent_ui_url: str | None = None

@@ -35,6 +35,8 @@ CONNECTIONS_EXPIRE = "connections.expire"
 ACCESS_REVIEWS_COMPLETE = "access_reviews.complete"
 AUDIT_CHECKPOINT = "audit.checkpoint"
 IDEMPOTENCY_PURGE_EXPIRED = "idempotency.purge_expired"
+DATA_ACCESS_FLUSH = "data_access.flush"
+DATA_ACCESS_PURGE = "data_access.purge"
 
 
 def delivery_job_id(delivery_id: object, attempt: int) -> str:

@@ -3,7 +3,8 @@
 While a transaction runs, code notes on its session what must follow a successful commit:
 a status to publish (shared/status.py), a nudge of the outbox relay (every outbox event,
 shared/outbox.py), a webhook delivery attempt to enqueue, a use of a connection
-(shared/last_used.py), a user whose login sessions end (shared/sessions.py). The
+(shared/last_used.py), a user whose login sessions end (shared/sessions.py), the data
+accesses of a data API call (shared/data_access.py). The
 session's owner (a request's session dependency, a job, a command) commits, then takes
 the unit off the session and flushes it. A rolled-back transaction's notes go with its
 session, never flushed.
@@ -22,6 +23,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from shared.data_access import Access, note_accesses
 from shared.jobs import enqueue_deliveries, nudge, nudge_at
 from shared.last_used import record_use
 from shared.sessions import end_user_sessions
@@ -40,6 +42,7 @@ class UnitOfWork:
     wake_at: datetime | None = None
     used_connections: list[uuid.UUID] = field(default_factory=list)
     signed_out: set[str] = field(default_factory=set)
+    accesses: list[Access] = field(default_factory=list)
 
     def publish_status(self, subject: Subject, ident: str | uuid.UUID, active: bool) -> None:
         """Publish this status of a connection, user, token family or app."""
@@ -68,16 +71,22 @@ class UnitOfWork:
         """Note that the connection was used (its refresh token redeemed)."""
         self.used_connections.append(connection_id)
 
+    def note_access(self, access: Access) -> None:
+        """Count a data API call's access to employees' data in the data-access log."""
+        self.accesses.append(access)
+
     async def flush(self, client: aioredis.Redis) -> None:
         """Do the noted work; call it once, after the commit.
 
-        Uses are noted, the relay nudged and the deliveries enqueued without raising:
-        the sweeper catches up what is lost. Publishing the statuses raises Redis's
+        Uses and data accesses are noted, the relay nudged and the deliveries enqueued
+        without raising: the sweeper catches up what is lost. Publishing the statuses raises Redis's
         errors or OSError, which the owner answers (a 503, a note on the command line),
         and then neither the nudge nor the deliveries are sent; nor are sessions ended,
         which raises the same way."""
         for connection_id in self.used_connections:
             await record_use(client, connection_id)
+        if self.accesses:
+            await note_accesses(client, self.accesses)
         if self.statuses:
             await publish_async(client, self.statuses)
         if self.signed_out:

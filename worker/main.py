@@ -32,6 +32,8 @@ from shared.jobs import (
     AUDIT_CHECKPOINT,
     CONNECTIONS_EXPIRE,
     CONNECTIONS_RECORD_LAST_USED,
+    DATA_ACCESS_FLUSH,
+    DATA_ACCESS_PURGE,
     EVENTS_RELAY,
     IDEMPOTENCY_PURGE_EXPIRED,
     MAINTENANCE_PURGE_EXPIRED,
@@ -64,6 +66,10 @@ LAST_USED_SECONDS = {0, 30}
 # Once a minute: the job itself picks the chains whose checkpoint is due (the interval
 # is a setting, KOPPEL_AUDIT_CHECKPOINT_INTERVAL).
 AUDIT_CHECKPOINT_SECOND = 45
+# The data-access log's flush: a read shows in the log within this interval and the
+# flush's run (docs/product.md: within a minute); the purge once a day.
+DATA_ACCESS_FLUSH_SECONDS = {5, 20, 35, 50}
+DATA_ACCESS_PURGE_HOUR, DATA_ACCESS_PURGE_MINUTE = 3, 27
 # Once a minute: consent lifetime notices and expiries (connections.expire).
 EXPIRE_SECOND = 20
 
@@ -133,6 +139,10 @@ def build_worker(settings: Settings, *, burst: bool = False, **options: Any) -> 
         cron(_job(ACCESS_REVIEWS_COMPLETE, registry_jobs.complete_access_reviews),
              name=ACCESS_REVIEWS_COMPLETE, second=EXPIRE_SECOND, run_at_startup=True,
              timeout=300),
+        cron(_job(DATA_ACCESS_FLUSH, sync_jobs.flush_data_access), name=DATA_ACCESS_FLUSH,
+             second=DATA_ACCESS_FLUSH_SECONDS, run_at_startup=True, timeout=120),
+        cron(_job(DATA_ACCESS_PURGE, sync_jobs.purge_data_access), name=DATA_ACCESS_PURGE,
+             hour=DATA_ACCESS_PURGE_HOUR, minute=DATA_ACCESS_PURGE_MINUTE, timeout=600),
         cron(_job(IDEMPOTENCY_PURGE_EXPIRED, registry_jobs.purge_idempotency_keys),
              name=IDEMPOTENCY_PURGE_EXPIRED, minute={17, 47}, timeout=300),
     ]

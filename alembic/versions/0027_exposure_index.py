@@ -3,7 +3,7 @@ is indexed by (company_id, connection_id) instead of company_id alone, so one
 company's covering connections come in connection order and a page stops early.
 
 Revision ID: 0027
-Revises: 0025
+Revises: 0026
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import op
 
 revision: str = "0027"
-down_revision: str | None = "0025"
+down_revision: str | None = "0026"
 branch_labels = None
 depends_on = None
 

@@ -71,6 +71,12 @@ def document(table: list[list[str]], meta: dict, figures_notes: list[str]) -> st
         "`KOPPEL_SCOPE_USAGE_TRACKING=false` (port 18706), both pinned to the server core, "
         "runs taken in turn; the target is the tracked rate at least 0.95x the untracked "
         "one (issue 19).",
+        "- Data-access log: the same reads from `koppel serve sync` as configured (the log "
+        "on: a Redis call per read, shared by concurrent reads) and from a second "
+        "`koppel serve sync` with "
+        "`KOPPEL_DATA_ACCESS_LOG=false` (port 18707), both pinned to the server core, runs "
+        "taken in turn; the target is the logged rate at least 0.9x the unlogged one "
+        "(issue 16).",
         "- Deliveries: a backlog of events x 50 endpoints written while no worker runs, then "
         "one `koppel worker` process drains it; rate from first to last receipt. Latency: "
         "PATCH /v1/employees/{id} at a fixed rate with the worker running, from the event's "
@@ -85,7 +91,7 @@ def document(table: list[list[str]], meta: dict, figures_notes: list[str]) -> st
         "",
         "```",
         f"{meta['command']}    # = .venv/bin/python -m bench.run, from the checkout",
-        "# processes it starts, each pinned to core 0 (ports 18701-18706):",
+        "# processes it starts, each pinned to core 0 (ports 18701-18707):",
         "koppel serve auth|registry|sync --port PORT    # KOPPEL_DATABASE_URL=.../koppel_bench",
         "koppel worker",
         "python -m bench.harness.bare_app PORT",

@@ -1,6 +1,7 @@
 """The sync service's scenarios: authenticated reads (and p99 at half that load), DPoP-bound
 reads beside bearer reads (and the DPoP check's server CPU per call), reads with
-scope-usage tracking on beside a second sync with it off, webhook deliveries per worker
+scope-usage tracking and with the data-access log on, each beside a second sync with it
+off, webhook deliveries per worker
 process, and commit-to-receiver latency at a fixed write rate. `koppel serve sync` and
 `koppel worker` on the server core; the load generator and the webhook receiver
 (bench/sync_bench.py's) in this process, on the load core."""
@@ -12,6 +13,7 @@ import math
 import os
 import time
 import uuid
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -169,10 +171,32 @@ async def dpop_reads(ctx: Ctx, world: World, bearer_tokens: list[str], dpop_toke
                            + ", ".join(f"{v:.0f}" for v in per_cpu) + " us")
 
 
-async def scope_usage_reads(ctx: Ctx, world: World, tokens: list[str]) -> None:
-    """Reads of one employee from sync (scope-usage tracking on, as by default) and from
-    a second sync with KOPPEL_SCOPE_USAGE_TRACKING=false, runs taken in turn (issue 19:
-    at least 0.95x). Both processes are on the server core; one is loaded at a time."""
+@dataclass(frozen=True)
+class Switch:
+    """A setting whose cost on the reads is measured: the same reads from sync as
+    configured (on) and from a second sync with the setting off, runs taken in turn."""
+
+    scenario: str
+    variable: str  # the setting, set to false on the second sync
+    on: str  # the figures' names
+    off: str
+    server: str  # the second sync's name (its port, bench/harness/context.py)
+
+
+SWITCHES = [
+    # Issue 19: at least 0.95x.
+    Switch("scope_usage", "KOPPEL_SCOPE_USAGE_TRACKING", "reads_tracked", "reads_untracked",
+           "sync_untracked"),
+    # Issue 16: at least 0.9x.
+    Switch("data_access", "KOPPEL_DATA_ACCESS_LOG", "reads_logged", "reads_unlogged",
+           "sync_unlogged"),
+]
+
+
+async def switched_reads(ctx: Ctx, world: World, tokens: list[str], switch: Switch) -> None:
+    """Reads of one employee from sync (the setting on, as by default) and from the
+    second sync with it off, runs taken in turn. Both processes are on the server core;
+    one is loaded at a time."""
     employees = [str(e) for e in world.employees]
 
     def reader(service: str):
@@ -192,8 +216,8 @@ async def scope_usage_reads(ctx: Ctx, world: World, tokens: list[str]) -> None:
     def reset(_: float) -> None:
         _reset_limits(ctx)
 
-    await repeat.interleaved(ctx, [("reads_untracked", reader("sync_untracked"), reset),
-                                   ("reads_tracked", reader("sync"), reset)])
+    await repeat.interleaved(ctx, [(switch.off, reader(switch.server), reset),
+                                   (switch.on, reader("sync"), reset)])
 
 
 async def _create_hooks(http: aiohttp.ClientSession, app_token: str, receiver_port: int,
@@ -319,7 +343,8 @@ async def latency(ctx: Ctx, world: World, env: dict[str, str], receiver: Receive
 
 async def run(ctx: Ctx, world: World, env: dict[str, str], chosen: list[str]) -> None:
     # Apps, connections and tokens exist before the service starts, as in production.
-    readers = read_tokens(world) if set(chosen) & {"reads", "dpop_reads", "scope_usage"} \
+    switches = [switch for switch in SWITCHES if switch.scenario in chosen]
+    readers = read_tokens(world) if "reads" in chosen or "dpop_reads" in chosen or switches \
         else []
     dpop_key = EcKey()
     bound = dpop_read_tokens(world, dpop_key) if "dpop_reads" in chosen else []
@@ -334,13 +359,12 @@ async def run(ctx: Ctx, world: World, env: dict[str, str], chosen: list[str]) ->
             await reads(ctx, world, readers, server)
         if "dpop_reads" in chosen:
             await dpop_reads(ctx, world, readers, bound, dpop_key, server)
-        if "scope_usage" in chosen:
-            untracked = ctx.serve("sync", {**env, "KOPPEL_SCOPE_USAGE_TRACKING": "false"},
-                                  name="sync_untracked")
+        for switch in switches:
+            off = ctx.serve("sync", {**env, switch.variable: "false"}, name=switch.server)
             try:
-                await scope_usage_reads(ctx, world, readers)
+                await switched_reads(ctx, world, readers, switch)
             finally:
-                untracked.stop()
+                off.stop()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=600)) as http:
             if "deliveries" in chosen:
                 await deliveries(ctx, world, env, receiver, http, senders)

@@ -12,6 +12,7 @@ from services.registry.audit.checkpoints import router as audit_checkpoints_rout
 from services.registry.audit.endpoints import router as audit_router
 from services.registry.catalogue.endpoints import router as catalogue_router
 from services.registry.connections.endpoints import router as connections_router
+from services.registry.data_access.endpoints import router as data_access_router
 from services.registry.directory.endpoints import router as directory_router
 from services.registry.exposure.endpoints import router as exposure_router
 from services.registry.grants.endpoints import router as grants_router
@@ -44,6 +45,7 @@ def _routes(app: FastAPI) -> None:
     app.include_router(overview_router)
     app.include_router(exposure_router)
     app.include_router(processing_router)
+    app.include_router(data_access_router)
     app.include_router(directory_router)
     app.include_router(policy_router)
     app.include_router(reviews_router)

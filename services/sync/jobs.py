@@ -1,5 +1,6 @@
 """The sync service's jobs in the worker (worker/main.py schedules them): the outbox
-relay, the sweeper and webhook delivery attempts.
+relay, the sweeper and webhook delivery attempts; and the data-access log's flush (every
+15 seconds) and retention purge (daily), services/sync/access_log.py.
 
 Each takes arq's context, in which the worker keeps its runtime; `start` adds the
 process's webhook sender and dispatcher (one each per worker process).
@@ -11,6 +12,7 @@ import contextlib
 import uuid
 from typing import Any
 
+from services.sync import access_log
 from services.sync.events import relay as outbox
 from services.sync.webhooks import delivery
 from services.sync.webhooks.dispatcher import Dispatcher
@@ -43,3 +45,18 @@ async def deliver(ctx: dict[str, Any], delivery_id: str, attempt: int) -> str:
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     """The job `webhooks.sweep`: report the outbox depth and nudge the dispatcher."""
     return await outbox.sweep(ctx["runtime"])
+
+
+async def flush_data_access(ctx: dict[str, Any]) -> int:
+    """The job `data_access.flush`: move the noted data accesses to the log; returns the
+    log rows written."""
+    runtime = ctx["runtime"]
+    return await access_log.flush(runtime.redis, runtime.async_session)
+
+
+async def purge_data_access(ctx: dict[str, Any]) -> int:
+    """The job `data_access.purge`: delete the log's days past
+    KOPPEL_DATA_ACCESS_RETENTION_DAYS; returns the rows deleted."""
+    runtime = ctx["runtime"]
+    return await access_log.purge(runtime.async_session,
+                                  runtime.settings.data_access_retention_days)

@@ -28,6 +28,12 @@ from shared.models.consent_request import (
     ConsentRequestCompany,
     ConsentRequestStatus,
 )
+from shared.models.data_access import (
+    AccessAction,
+    DataAccess,
+    DataAccessBatch,
+    entry_id,
+)
 from shared.models.debtor import Debtor
 from shared.models.employee import Employee
 from shared.models.employment import Employment
@@ -54,6 +60,7 @@ from shared.models.webhook_endpoint import (
 __all__ = [
     "DEFAULT_CONSENT_TEMPLATES",
     "Absence",
+    "AccessAction",
     "AccessReview",
     "AccessReviewItem",
     "AccessReviewStatus",
@@ -75,6 +82,8 @@ __all__ = [
     "ConsentRequest",
     "ConsentRequestCompany",
     "ConsentRequestStatus",
+    "DataAccess",
+    "DataAccessBatch",
     "Debtor",
     "DeliveryStatus",
     "Employee",
@@ -104,6 +113,7 @@ __all__ = [
     "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookEndpointStatus",
+    "entry_id",
     "is_expired",
     "is_live",
 ]

@@ -171,6 +171,12 @@ _RULES = (
     _rule("environment.employees.exposure.list", ACCOUNTANT, "environment.connections.read"),
     _rule("environment.processing_records.list", ACCOUNTANT, "environment.connections.read"),
     _rule("me.exposure.list", USERS, "connections.read"),
+    # The data-access log (issue 16): which apps read or changed an employee's data, for
+    # the environment's accountant, and for any login about its own employee record (a
+    # login linked to none gets an empty list). Never a partner's.
+    _rule("environment.employees.data_access.list", ACCOUNTANT,
+          "environment.connections.read"),
+    _rule("me.data_access.list", USERS, "connections.read"),
     # Approval requests (under /v1/environment, but not the accountants' alone):
     # accountants and the users who may consent decide them (a user only those of its
     # own debtor within its reach, never its own: shared/policy/approvals.py

@@ -34,6 +34,7 @@ from shared.models import (
     Company,
     ConsentRequest,
     ConsentRequestCompany,
+    DataAccess,
     Debtor,
     Employee,
     Employment,
@@ -46,6 +47,7 @@ from shared.models import (
     WageComponent,
     WebhookDelivery,
     WebhookEndpoint,
+    entry_id,
 )
 from shared.policy.sandboxes import sandbox_domain
 from shared.scopes import DATA_SCOPES, FIRST_PARTY_SCOPES
@@ -180,6 +182,7 @@ def _side(session: Session, box: SecretBox, name: str) -> Side:
     employee_user.employee_id = employees[0].id
     session.add(employee_user)
     session.flush()
+    _data_access(session, tenant, employees)
 
     events = [Event(type="employee.updated", environment_id=e.environment_id,
                     debtor_id=e.debtor_id, company_id=e.company_id,
@@ -208,6 +211,22 @@ def _side(session: Session, box: SecretBox, name: str) -> Side:
     return Side(tenant, app, employees, slices, [endpoint], deliveries,
                 [r.id for r in audit_rows], [ev.id for ev in events], sandbox, sandbox_rows,
                 reviews, items, [r for r, _ in requests], {r.id: c for r, c in requests})
+
+
+def _data_access(session: Session, tenant: Tenant, employees: list[Employee]) -> None:
+    """Entries of the data-access log: each connection of the tenant read each employee
+    (the employee login's own record among them)."""
+    day, at = date(2026, 12, 1), datetime(2026, 12, 1, 9, tzinfo=UTC)
+    for connection in tenant.connections:
+        client_id = session.get(App, connection.app_id).client_id  # type: ignore[union-attr]
+        for e in employees:
+            session.add(DataAccess(
+                id=entry_id(e.environment_id, client_id, connection.id, e.id,
+                            "employee.info.read", "read", day, False),
+                environment_id=e.environment_id, employee_id=e.id, client_id=client_id,
+                connection_id=connection.id, scope="employee.info.read", action="read",
+                day=day, count=1, first_at=at, last_at=at))
+    session.flush()
 
 
 def _consent_requests(session: Session, tenant: Tenant, app: App

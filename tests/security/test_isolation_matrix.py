@@ -52,7 +52,8 @@ ROUTE_KINDS: dict[tuple[str, str], dict[str, str]] = {}
 # Query parameters that take an id: name -> kind (filters of lists).
 QUERY_KINDS = {"debtor_id": "debtor", "company_id": "company", "app": "client",
                "user": "user", "debtor": "debtor", "company": "company",
-               "actor_id": "user", "subject_id": "connection"}
+               "actor_id": "user", "subject_id": "connection",
+               "client_id": "client"}  # the data-access log's app filter
 
 # Routes that take a credential of another kind than an API access token: every caller
 # of A is a stranger to them (401; A's own registration token is not B's), whatever the id.

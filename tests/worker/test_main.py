@@ -16,6 +16,8 @@ OWNERS = {
     jobs.ACCESS_REVIEWS_COMPLETE: "services.registry.jobs",
     jobs.AUDIT_CHECKPOINT: "services.registry.jobs",
     jobs.IDEMPOTENCY_PURGE_EXPIRED: "services.registry.jobs",
+    jobs.DATA_ACCESS_FLUSH: "services.sync.jobs",
+    jobs.DATA_ACCESS_PURGE: "services.sync.jobs",
 }
 
 

@@ -10,7 +10,8 @@ very next read. On PostgreSQL the statement, compiled once, runs on psycopg dire
 (services/sync/read_pool.py) and outside a transaction (autocommit; a single SELECT sees
 one snapshot anyway), saving BEGIN and COMMIT and SQLAlchemy's per-call work.
 
-Other callers (a first-party user's token) take the general path.
+Other callers (a first-party user's token) take the general path. Either notes the read
+in the data-access log (shared/data_access.py: one Redis call, no database write).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.sync.read_pool import ReadPool
 from services.sync.resources import schemas, service
+from services.sync.resources.access import access_of
+from shared.data_access import Access, note_accesses
 from shared.db.base import table_of
 from shared.db.types import utcnow
 from shared.errors import InsufficientScope, NotFound
 from shared.last_used import UsageRecorder
-from shared.models import App, ConnectionStatus
+from shared.models import AccessAction, App, ConnectionStatus
 from shared.policy import RULES, CallerKind, authorize, coverage, resolve
 from shared.runtime import Runtime
 from shared.scopes import granting_scope, grants, implied
@@ -100,10 +103,11 @@ async def _postgresql_row(pool: ReadPool, params: dict[str, Any]):
 
 
 async def connection_employee(runtime: Runtime, pool: ReadPool | None, principal: Principal,
-                              employee_id: uuid.UUID, recorder: UsageRecorder | None = None
-                              ) -> dict[str, Any]:
+                              employee_id: uuid.UUID, recorder: UsageRecorder | None = None,
+                              log_access: bool = False) -> dict[str, Any]:
     """The employee as a connection's token may read it: 401 if the connection is not
-    live, 403 without `employee.info.read` in both token and consent, 404 outside reach."""
+    live, 403 without `employee.info.read` in both token and consent, 404 outside reach;
+    the read is logged (`log_access`)."""
     params = {"connection_id": principal.connection_id, "client_id": principal.client_id,
               "employee_id": employee_id, "now": utcnow()}
     if pool is not None:
@@ -121,18 +125,29 @@ async def connection_employee(runtime: Runtime, pool: ReadPool | None, principal
         await recorder.scope_used(principal.connection_id, used)
     if row.id is None or row.covered is None:
         raise NotFound("no such employee")
+    if log_access and principal.connection_id is not None:
+        await note_accesses(runtime.redis, [Access(
+            row.environment_id, principal.client_id, principal.connection_id, False, SCOPE,
+            AccessAction.READ.value, (row.id,))])
     return employee_body(row)
 
 
 async def readable_employee(runtime: Runtime, pool: ReadPool | None, principal: Principal,
-                            employee_id: uuid.UUID, recorder: UsageRecorder | None = None
-                            ) -> dict[str, Any]:
+                            employee_id: uuid.UUID, recorder: UsageRecorder | None = None,
+                            log_access: bool = False) -> dict[str, Any]:
     """The employee's document if the caller may read it (the declared policy); a
     connection's use of its scope is noted on `recorder`; a connection's read runs on
-    `pool` (deps.read_pool; None: the runtime's engine)."""
+    `pool` (deps.read_pool; None: the runtime's engine); the read is logged in the
+    data-access log when `log_access`."""
     if principal.kind == "connection":
-        return await connection_employee(runtime, pool, principal, employee_id, recorder)
+        return await connection_employee(runtime, pool, principal, employee_id, recorder,
+                                         log_access)
     async with runtime.async_session() as session:
         caller = authorize(await resolve(session, principal), RULE)
-        return employee_body(await service.employee(session, caller, employee_id))
+        row = await service.employee(session, caller, employee_id)
+        body = employee_body(row)
+    access = access_of(caller, [row.id]) if log_access else None
+    if access is not None:
+        await note_accesses(runtime.redis, [access])
+    return body
 

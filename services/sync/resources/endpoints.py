@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from services.sync.deps import RuntimeDep, SessionDep, can, read_pool
 from services.sync.ratelimits import rate_limit
 from services.sync.resources import employee_read, schemas, service
+from services.sync.resources.access import logging_on, note_access
 from services.sync.resources.repository import ResourceRepository
 from shared.auth_deps import PrincipalDep, get_usage_recorder
 from shared.etag import ETAG_HEADER, Guarded, Versioned, etag_of_json, if_none_match_hits
@@ -98,17 +99,19 @@ async def list_employees(company_id: uuid.UUID, reach: EmployeesList, session: S
     kind = f"employees:{company_id}"
     rows = await service.employees(session, reach, company_id,
                                    after_id(runtime.keyring.digest_key, kind, cursor), limit + 1)
+    note_access(request, session, reach, (row.id for row in rows[:limit]))
     return listing(request, response, runtime, kind, rows, limit, schemas.EmployeeOut)
 
 
 @router.post("/companies/{company_id}/employees", response_model=schemas.EmployeeOut,
              status_code=201, responses={409: {"description": "The number is taken"}})
 async def create_employee(company_id: uuid.UUID, payload: schemas.EmployeeCreate,
-                          reach: EmployeesCreate, session: SessionDep, response: Response,
-                          version: Versioned):
+                          reach: EmployeesCreate, session: SessionDep, request: Request,
+                          response: Response, version: Versioned):
     """Add an employee to the company (`employee.info`); writes an `employee.created`
     event naming the fields that were set."""
     employee = await service.create_employee(session, reach, company_id, payload)
+    note_access(request, session, reach, [employee.id])
     response.headers["Location"] = f"/v1/employees/{employee.id}"
     return version.tag(schemas.EmployeeOut.model_validate(employee, from_attributes=True))
 
@@ -123,14 +126,15 @@ async def get_employee(employee_id: uuid.UUID, caller: PrincipalDep, request: Re
     # The busiest read: as few dependencies as possible (each costs time to resolve).
     body = await employee_read.readable_employee(request.app.state.runtime,
                                                  read_pool(request.app), caller, employee_id,
-                                                 get_usage_recorder(request))
+                                                 get_usage_recorder(request),
+                                                 logging_on(request))
     return single_body(body, if_none_match, response)
 
 
 @router.patch("/employees/{employee_id}", response_model=schemas.EmployeeOut)
 async def update_employee(employee_id: uuid.UUID, payload: schemas.EmployeeUpdate,
-                          reach: EmployeesUpdate, session: SessionDep, response: Response,
-                          version: Guarded):
+                          reach: EmployeesUpdate, session: SessionDep, request: Request,
+                          response: Response, version: Guarded):
     """Change personal fields (`employee.info`); writes an `employee.updated` event naming
     the changed fields. With `If-Match`, only if the employee is unchanged since."""
     if version.wanted:
@@ -138,4 +142,5 @@ async def update_employee(employee_id: uuid.UUID, payload: schemas.EmployeeUpdat
         version.check(schemas.EmployeeOut.model_validate(current, from_attributes=True),
                       "employee")
     employee, _ = await service.update_employee(session, reach, employee_id, payload)
+    note_access(request, session, reach, [employee.id])
     return single(employee, None, response)

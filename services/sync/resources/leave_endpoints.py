@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Request, Response
 
 from services.sync.deps import RuntimeDep, SessionDep, can
 from services.sync.resources import leave_service, schemas, service
+from services.sync.resources.access import note_access
 from services.sync.resources.endpoints import listing, single
 from services.sync.resources.repository import ResourceRepository
 from shared.etag import ETAG_HEADER, Guarded, Versioned
@@ -43,6 +44,7 @@ async def list_leave_requests(employee_id: uuid.UUID, reach: LeaveRequestsList, 
     rows = await ResourceRepository(session, reach).children(
         LeaveRequest, employee_id, after_id(runtime.keyring.digest_key, kind, cursor), limit + 1,
         **equal)
+    note_access(request, session, reach, [employee_id])
     return listing(request, response, runtime, kind, rows, limit, schemas.LeaveRequestOut)
 
 
@@ -50,11 +52,12 @@ async def list_leave_requests(employee_id: uuid.UUID, reach: LeaveRequestsList, 
              responses={409: {"description": "Overlaps the employee's requested or "
                                              "approved leave"}})
 async def create_leave_request(employee_id: uuid.UUID, payload: schemas.LeaveRequestCreate,
-                               reach: LeaveRequestsCreate, session: SessionDep, response: Response,
-                               version: Versioned):
+                               reach: LeaveRequestsCreate, session: SessionDep,
+                               request: Request, response: Response, version: Versioned):
     """File a leave request (`employee.leave`), status `requested`; writes an
     `employee.leave.changed` event naming the fields that were set."""
     row = await leave_service.create(session, reach, employee_id, payload)
+    note_access(request, session, reach, [employee_id])
     response.headers["Location"] = f"/v1/employees/{employee_id}/leave-requests/{row.id}"
     return version.tag(schemas.LeaveRequestOut.model_validate(row, from_attributes=True))
 
@@ -62,10 +65,12 @@ async def create_leave_request(employee_id: uuid.UUID, payload: schemas.LeaveReq
 @router.get("/{leave_request_id}", response_model=schemas.LeaveRequestOut,
             responses=NOT_MODIFIED)
 async def get_leave_request(employee_id: uuid.UUID, leave_request_id: uuid.UUID,
-                            reach: LeaveRequestsRead, session: SessionDep, response: Response,
+                            reach: LeaveRequestsRead, session: SessionDep, request: Request,
+                            response: Response,
                             if_none_match: Annotated[str | None, Header()] = None):
     """One leave request (`employee.leave.read`), with an ETag."""
     row = await leave_service.leave_request(session, reach, employee_id, leave_request_id)
+    note_access(request, session, reach, [employee_id])
     return single(row, if_none_match, response, schemas.LeaveRequestOut)
 
 
@@ -74,7 +79,8 @@ async def get_leave_request(employee_id: uuid.UUID, leave_request_id: uuid.UUID,
                                                "leave balance cannot cover an approval"}})
 async def update_leave_request(employee_id: uuid.UUID, leave_request_id: uuid.UUID,
                                payload: schemas.LeaveRequestUpdate, reach: LeaveRequestsUpdate,
-                               session: SessionDep, response: Response, version: Guarded):
+                               session: SessionDep, request: Request, response: Response,
+                               version: Guarded):
     """Approve, reject or cancel a leave request (`employee.leave`): `requested` may
     become any of them, `approved` only `cancelled`; the rest is final (409). Approving
     takes the hours from the employee's balance of that type for the year the leave
@@ -89,4 +95,5 @@ async def update_leave_request(employee_id: uuid.UUID, leave_request_id: uuid.UU
                       "leave request")
     row = await leave_service.change_status(session, reach, employee_id, leave_request_id,
                                             payload)
+    note_access(request, session, reach, [employee_id])
     return single(row, None, response, schemas.LeaveRequestOut)

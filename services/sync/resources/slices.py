@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from services.sync.deps import RuntimeDep, SessionDep, allowed, can
 from services.sync.ratelimits import rate_limit
 from services.sync.resources import schemas, service
+from services.sync.resources.access import note_access
 from services.sync.resources.endpoints import listing
 from services.sync.resources.leave_endpoints import router as leave_router
 from services.sync.resources.repository import ResourceRepository
@@ -77,6 +78,7 @@ async def list_employments(employee_id: uuid.UUID, reach: EmploymentsList, sessi
     """The employee's employments (`employee.employment.read`)."""
     kind = f"employments:{employee_id}"
     rows = await _rows(session, reach, runtime, Employment, employee_id, kind, cursor, limit)
+    note_access(request, session, reach, [employee_id])
     return listing(request, response, runtime, kind, rows, limit, schemas.EmploymentOut)
 
 
@@ -87,13 +89,14 @@ async def list_bank_accounts(employee_id: uuid.UUID, reach: BankAccountsList, se
     """The employee's bank accounts (`employee.bankaccount.read`)."""
     kind = f"bank-accounts:{employee_id}"
     rows = await _rows(session, reach, runtime, BankAccount, employee_id, kind, cursor, limit)
+    note_access(request, session, reach, [employee_id])
     return listing(request, response, runtime, kind, rows, limit, schemas.BankAccountOut)
 
 
 @router.patch("/bank-accounts/{account_id}", response_model=schemas.BankAccountOut)
 async def update_bank_account(employee_id: uuid.UUID, account_id: uuid.UUID,
                               payload: schemas.BankAccountUpdate, reach: BankAccountsUpdate,
-                              session: SessionDep, version: Guarded):
+                              session: SessionDep, request: Request, version: Guarded):
     """Change IBAN or account holder (`employee.bankaccount`); writes an
     `employee.bankaccount.changed` event naming the changed fields."""
     employee = await service.employee(session, reach, employee_id, for_update=True)
@@ -112,41 +115,46 @@ async def update_bank_account(employee_id: uuid.UUID, account_id: uuid.UUID,
              debtor_id=employee.debtor_id, company_id=employee.company_id,
              employee_id=employee.id, bank_account_id=row.id, changed_fields=changed)
         await session.flush()
+    note_access(request, session, reach, [employee.id])
     return version.tag(schemas.BankAccountOut.model_validate(row, from_attributes=True))
 
 
 @router.post("/employments/{employment_id}/end", response_model=schemas.EmploymentOut)
 async def end_employment(employee_id: uuid.UUID, employment_id: uuid.UUID,
                          payload: schemas.EmploymentEnd, reach: EmploymentsEnd,
-                         session: SessionDep, version: Guarded):
+                         session: SessionDep, request: Request, version: Guarded):
     """End an employment on `end_date` (`employee.employment`); writes an
     `employee.employment.changed` event. Ending again on the same day changes nothing;
     moving an end date later answers 409."""
     await _check(session, reach, version, Employment, schemas.EmploymentOut, employee_id,
                  employment_id, "employment")
     row = await service.end_employment(session, reach, employee_id, employment_id, payload)
+    note_access(request, session, reach, [employee_id])
     return version.tag(schemas.EmploymentOut.model_validate(row, from_attributes=True))
 
 
 @router.post("/wage-components", response_model=schemas.WageComponentOut, status_code=201)
 async def add_wage_component(employee_id: uuid.UUID, payload: schemas.WageComponentCreate,
-                             reach: WageComponentsAdd, session: SessionDep, version: Versioned):
+                             reach: WageComponentsAdd, session: SessionDep, request: Request,
+                             version: Versioned):
     """Add a salary or wage component (`employee.payment`); writes an
     `employee.payment.changed` event naming the fields that were set."""
     row = await service.add_wage_component(session, reach, employee_id, payload)
+    note_access(request, session, reach, [employee_id])
     return version.tag(schemas.WageComponentOut.model_validate(row, from_attributes=True))
 
 
 @router.post("/wage-components/{component_id}/end", response_model=schemas.WageComponentOut)
 async def end_wage_component(employee_id: uuid.UUID, component_id: uuid.UUID,
                              payload: schemas.WageComponentEnd, reach: WageComponentsEnd,
-                             session: SessionDep, version: Guarded):
+                             session: SessionDep, request: Request, version: Guarded):
     """End a wage component on `valid_to` (`employee.payment`); writes an
     `employee.payment.changed` event. Ending again on the same day changes nothing;
     moving an end date later answers 409."""
     await _check(session, reach, version, WageComponent, schemas.WageComponentOut, employee_id,
                  component_id, "wage component")
     row = await service.end_wage_component(session, reach, employee_id, component_id, payload)
+    note_access(request, session, reach, [employee_id])
     return version.tag(schemas.WageComponentOut.model_validate(row, from_attributes=True))
 
 
@@ -161,6 +169,7 @@ def _read_only(path: str, model, schema, operation: str, summary: str) -> None:
                        reach: Caller = checked):
         kind = f"{path}:{employee_id}"
         rows = await _rows(session, reach, runtime, model, employee_id, kind, cursor, limit)
+        note_access(request, session, reach, [employee_id])
         return listing(request, response, runtime, kind, rows, limit, schema)
 
     endpoint.__name__ = f"list_{path.replace('-', '_')}"
@@ -181,8 +190,9 @@ def _single(path: str, param: str, model, schema, operation: str, what: str) -> 
     scope = RULES[operation].scopes[0]
 
     async def endpoint(employee_id: uuid.UUID, row_id: uuid.UUID, session: SessionDep,
-                       version: Versioned, reach: Caller = checked):
+                       request: Request, version: Versioned, reach: Caller = checked):
         row = await _child(session, reach, model, employee_id, row_id, what)
+        note_access(request, session, reach, [employee_id])
         return version.tag(schema.model_validate(row, from_attributes=True))
 
     # The path parameter keeps the name the write routes give it (`account_id`, ...).
