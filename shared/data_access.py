@@ -27,13 +27,19 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import NoScriptError, RedisError
 
+from shared.db.types import uuid7
+
 log = structlog.get_logger("koppel.data_access")
 
 PENDING_KEY = "koppel:dataaccess:pending"
 
-# KEYS[1] the pending hash; ARGV: pairs of a time and an entry key (one call each).
+# KEYS[1] the pending hash; ARGV[1] a new generation id, then pairs of a time and an
+# entry key (one call each). The hash keeps the first generation id it was given
+# (field `gen`): the flush applies it as the batch id, so a hash that Redis brings back
+# after it was applied (a snapshot restore, a failover) is recognised, not counted twice.
 _NOTE = """
-for i = 1, #ARGV, 2 do
+redis.call('HSETNX', KEYS[1], 'gen', ARGV[1])
+for i = 2, #ARGV, 2 do
   local at, k = ARGV[i], ARGV[i + 1]
   local t = tonumber(at)
   redis.call('HINCRBY', KEYS[1], 'c ' .. k, 1)
@@ -42,7 +48,7 @@ for i = 1, #ARGV, 2 do
   local l = redis.call('HGET', KEYS[1], 'l ' .. k)
   if not l or tonumber(l) < t then redis.call('HSET', KEYS[1], 'l ' .. k, at) end
 end
-return #ARGV / 2
+return (#ARGV - 1) / 2
 """
 # The script's name in Redis (EVALSHA): SHA-1 is what Redis names scripts by.
 _NOTE_SHA = hashlib.sha1(_NOTE.encode(), usedforsecurity=False).hexdigest()
@@ -88,14 +94,30 @@ def parse_key(key: str) -> Entry:
                  scope, action, day, first_party == "1", client_id)
 
 
+GENERATION_FIELD = "gen"
+# Entries per Lua call: a burst of large lists goes as several calls (pipelined), so no
+# one script holds Redis for long.
+MAX_PAIRS_PER_CALL = 2000
+
+
 async def _send(client: aioredis.Redis, args: list[str]) -> bool:
-    """One Lua call counting the (time, key) pairs; False when Redis failed."""
+    """Lua calls counting the (time, key) pairs, at most MAX_PAIRS_PER_CALL each, in one
+    pipelined round trip; False when Redis failed."""
+    step = 2 * MAX_PAIRS_PER_CALL
+    chunks = [args[i:i + step] for i in range(0, len(args), step)]
     try:
+        generation = uuid7().hex  # time-ordered: the flush applies older batches first
         try:
-            # redis-py types a command of its async client as "awaitable or result".
-            await client.evalsha(_NOTE_SHA, 1, PENDING_KEY, *args)  # type: ignore[misc]
+            pipe = client.pipeline(transaction=False)
+            for chunk in chunks:
+                pipe.evalsha(_NOTE_SHA, 1, PENDING_KEY, generation, *chunk)
+            await pipe.execute()
         except NoScriptError:
-            await client.eval(_NOTE, 1, PENDING_KEY, *args)  # type: ignore[misc]
+            await client.script_load(_NOTE)
+            pipe = client.pipeline(transaction=False)
+            for chunk in chunks:
+                pipe.evalsha(_NOTE_SHA, 1, PENDING_KEY, generation, *chunk)
+            await pipe.execute()
     except (RedisError, OSError):
         log.warning("data access not noted: Redis unavailable", entries=len(args) // 2)
         return False
@@ -121,6 +143,7 @@ class _Batcher:
         return await done
 
     async def _send_queued(self) -> None:
+        batch: list[tuple[list[str], asyncio.Future[bool]]] = []
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
@@ -129,8 +152,9 @@ class _Batcher:
                     if not done.done():  # its request may have been cancelled
                         done.set_result(ok)
         finally:
+            # Only if this task failed or was cancelled itself: nobody waits for ever.
             self._sender = None
-            for _, done in self._queue:  # only if this task was cancelled itself
+            for _, done in (*batch, *self._queue):
                 if not done.done():
                     done.set_result(False)
             self._queue = []

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col
 
-from shared.data_access import PENDING_KEY, Entry, parse_key
+from shared.data_access import GENERATION_FIELD, PENDING_KEY, Entry, parse_key
 from shared.db.base import table_of
 from shared.db.types import utcnow, uuid7
 from shared.models import DataAccess, DataAccessBatch, entry_id
@@ -40,21 +40,30 @@ UPSERT_ROWS = 500  # rows per statement (SQLite's bound parameters stay well in 
 # Applied batch ids are kept this long: a flush retries a batch long before.
 BATCH_RECORD_DAYS = 7
 
-# KEYS[1] the pending hash, KEYS[2] the set of batches to apply, KEYS[3] the new batch's
-# taking key; ARGV[1] the new batch's id. Returns every batch id to apply.
+# KEYS[1] the pending hash, KEYS[2] the set of batches to apply; ARGV[1] a batch id for a
+# hash without a generation, ARGV[2] the taking keys' prefix. The batch id is the hash's
+# generation (shared/data_access.py), so a hash applied before and brought back by Redis
+# meets its batch row. Returns every batch id to apply.
 _TAKE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('RENAME', KEYS[1], KEYS[3])
-  redis.call('SADD', KEYS[2], ARGV[1])
+  local batch = redis.call('HGET', KEYS[1], 'gen') or ARGV[1]
+  local taking = ARGV[2] .. batch
+  if redis.call('EXISTS', taking) == 1 then
+    batch = ARGV[1]
+    taking = ARGV[2] .. batch
+  end
+  redis.call('RENAME', KEYS[1], taking)
+  redis.call('SADD', KEYS[2], batch)
 end
 return redis.call('SMEMBERS', KEYS[2])
 """
+TAKING_PREFIX = "koppel:dataaccess:taking:"
 
 _log = table_of(DataAccess)
 
 
 def taking_key(batch_id: str) -> str:
-    return f"koppel:dataaccess:taking:{batch_id}"
+    return f"{TAKING_PREFIX}{batch_id}"
 
 
 def _text(value: Any) -> str:
@@ -66,8 +75,8 @@ async def take(client: aioredis.Redis) -> list[str]:
     (the new one, and any that a stopped flush left), oldest first."""
     batch_id = uuid7().hex
     # redis-py types a command of its async client as "awaitable or result".
-    ids = await client.eval(_TAKE, 3, PENDING_KEY, BATCHES_KEY,  # type: ignore[misc]
-                            taking_key(batch_id), batch_id)
+    ids = await client.eval(_TAKE, 2, PENDING_KEY, BATCHES_KEY,  # type: ignore[misc]
+                            batch_id, TAKING_PREFIX)
     return sorted(_text(i) for i in ids)
 
 
@@ -79,6 +88,8 @@ def entries(fields: dict[Any, Any]) -> list[dict[str, Any]]:
     """The log rows of a batch's hash (fields `c|f|l <key>`), one per entry key."""
     grouped: dict[str, dict[str, str]] = {}
     for raw_field, raw_value in fields.items():
+        if _text(raw_field) == GENERATION_FIELD:
+            continue
         kind, _, key = _text(raw_field).partition(" ")
         grouped.setdefault(key, {})[kind] = _text(raw_value)
     rows = []

@@ -5,7 +5,9 @@ rolled-back write is not logged).
 
 The slice is the scope of the operation's rule (`employee.bankaccount.read` for a read of
 bank accounts, `employee.bankaccount` for a change), the action `write` when that scope
-is a write scope. Calls of a connection are third-party; a user's token is a first-party
+is a write scope. A write that changed nothing (the same values, an end date or status
+it already had) only showed the record: it is a `read` of the write scope's read twin.
+Calls of a connection are third-party; a user's token is a first-party
 app's (`first_party`). Not logged (KOPPEL_DATA_ACCESS_LOG=false): nothing is noted.
 """
 
@@ -20,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.data_access import Access
 from shared.models import AccessAction
 from shared.policy import Caller, CallerKind
+from shared.scopes import SCOPES
 from shared.unit_of_work import unit_of_work
 
 
@@ -28,24 +31,29 @@ def logging_on(request: Request) -> bool:
     return bool(request.app.state.runtime.settings.data_access_log)
 
 
-def access_of(caller: Caller, employee_ids: Iterable[uuid.UUID]) -> Access | None:
+def access_of(caller: Caller, employee_ids: Iterable[uuid.UUID], changed: bool = True
+              ) -> Access | None:
     """The access of an authorized caller (its rule set) to these employees' data; None
-    when there is nothing to log (no employee, a rule without a scope)."""
+    when there is nothing to log (no employee, a rule without a scope). `changed`
+    False: a write that changed nothing, logged as a read."""
     ids = tuple(employee_ids)
     rule = caller.rule
     if not ids or rule is None or not rule.scopes or caller.environment_id is None:
         return None
     scope = rule.scopes[0]
+    if not changed and not scope.endswith(".read") and f"{scope}.read" in SCOPES:
+        scope = f"{scope}.read"
     action = AccessAction.READ if scope.endswith(".read") else AccessAction.WRITE
     return Access(caller.environment_id, caller.principal.client_id, caller.connection_id,
                   caller.kind != CallerKind.CONNECTION, scope, action.value, ids)
 
 
 def note_access(request: Request, session: AsyncSession, caller: Caller,
-                employee_ids: Iterable[uuid.UUID]) -> None:
-    """Log the call's access to these employees' data once the request commits."""
+                employee_ids: Iterable[uuid.UUID], *, changed: bool = True) -> None:
+    """Log the call's access to these employees' data once the request commits
+    (`changed` False: a write that changed nothing, logged as a read)."""
     if not logging_on(request):
         return
-    access = access_of(caller, employee_ids)
+    access = access_of(caller, employee_ids, changed)
     if access is not None:
         unit_of_work(session).note_access(access)

@@ -141,6 +141,6 @@ async def update_employee(employee_id: uuid.UUID, payload: schemas.EmployeeUpdat
         current = await service.employee(session, reach, employee_id, for_update=True)
         version.check(schemas.EmployeeOut.model_validate(current, from_attributes=True),
                       "employee")
-    employee, _ = await service.update_employee(session, reach, employee_id, payload)
-    note_access(request, session, reach, [employee.id])
+    employee, changed = await service.update_employee(session, reach, employee_id, payload)
+    note_access(request, session, reach, [employee.id], changed=bool(changed))
     return single(employee, None, response)

@@ -93,7 +93,7 @@ async def update_leave_request(employee_id: uuid.UUID, leave_request_id: uuid.UU
                                                     leave_request_id, for_update=True)
         version.check(schemas.LeaveRequestOut.model_validate(current, from_attributes=True),
                       "leave request")
-    row = await leave_service.change_status(session, reach, employee_id, leave_request_id,
-                                            payload)
-    note_access(request, session, reach, [employee_id])
+    row, changed = await leave_service.change_status(session, reach, employee_id,
+                                                     leave_request_id, payload)
+    note_access(request, session, reach, [employee_id], changed=changed)
     return single(row, None, response, schemas.LeaveRequestOut)

@@ -107,16 +107,17 @@ async def _settle_balance(session: AsyncSession, owner: Employee, row: LeaveRequ
 
 async def change_status(session: AsyncSession, reach: Caller, employee_id: uuid.UUID,
                         request_id: uuid.UUID, payload: schemas.LeaveRequestUpdate
-                        ) -> LeaveRequest:
+                        ) -> tuple[LeaveRequest, bool]:
     """Approve, reject or cancel (approving and cancelling an approval move the balance,
-    see above). The same status again changes nothing (no event); any other move the
+    see above), and whether it changed. The same status again changes nothing (no
+    event); any other move the
     TRANSITIONS do not allow answers 409. Who may set which status is the policy's
     (an employee's own login may cancel its requests but not decide them)."""
     target = payload.status
     refuse_values(reach, {"status": target})
     owner, row = await _owned(session, reach, employee_id, request_id, for_update=True)
     if row.status == target:
-        return row
+        return row, False
     if target not in TRANSITIONS[Status(row.status)]:
         raise Conflict(f"a {row.status} leave request cannot become {target}",
                        field="status", current_status=str(row.status))
@@ -127,4 +128,4 @@ async def change_status(session: AsyncSession, reach: Caller, employee_id: uuid.
     _emit(session, EVENT, owner, leave_request_id=row.id, action="status_changed",
           changed_fields=["status"])
     await session.flush()
-    return row
+    return row, True

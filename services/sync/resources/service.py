@@ -105,7 +105,7 @@ async def _end(session: AsyncSession, reach: Caller, model, employee_id: uuid.UU
         raise Invalid(f"{end} is before {start}", field=end)
     current = getattr(row, end)
     if current == value:
-        return row  # already ended on that day: nothing changes, no event
+        return row, False  # already ended on that day: nothing changes, no event
     if current is not None and current < value:
         raise Conflict(f"the {what} already ended on {current.isoformat()}", field=end)
     setattr(row, end, value)
@@ -114,13 +114,14 @@ async def _end(session: AsyncSession, reach: Caller, model, employee_id: uuid.UU
     _emit(session, event_type, owner, **{id_name: row.id}, action="ended",
           changed_fields=[end])
     await session.flush()
-    return row
+    return row, True
 
 
 async def end_wage_component(session: AsyncSession, reach: Caller, employee_id: uuid.UUID,
                              component_id: uuid.UUID, payload: schemas.WageComponentEnd
-                             ) -> WageComponent:
-    """Set the last day of a wage component (earlier only, never later once ended)."""
+                             ) -> tuple[WageComponent, bool]:
+    """Set the last day of a wage component (earlier only, never later once ended); and
+    whether it changed."""
     return await _end(session, reach, WageComponent, employee_id, component_id, "valid_from",
                       "valid_to", payload.valid_to, "employee.payment.changed",
                       "wage_component_id", "wage component")
@@ -128,8 +129,9 @@ async def end_wage_component(session: AsyncSession, reach: Caller, employee_id: 
 
 async def end_employment(session: AsyncSession, reach: Caller, employee_id: uuid.UUID,
                          employment_id: uuid.UUID, payload: schemas.EmploymentEnd
-                         ) -> Employment:
-    """Set the last day of an employment and write `employee.employment.changed`."""
+                         ) -> tuple[Employment, bool]:
+    """Set the last day of an employment and write `employee.employment.changed`; and
+    whether it changed."""
     return await _end(session, reach, Employment, employee_id, employment_id, "start_date",
                       "end_date", payload.end_date, "employee.employment.changed",
                       "employment_id", "employment")

@@ -115,7 +115,7 @@ async def update_bank_account(employee_id: uuid.UUID, account_id: uuid.UUID,
              debtor_id=employee.debtor_id, company_id=employee.company_id,
              employee_id=employee.id, bank_account_id=row.id, changed_fields=changed)
         await session.flush()
-    note_access(request, session, reach, [employee.id])
+    note_access(request, session, reach, [employee.id], changed=bool(changed))
     return version.tag(schemas.BankAccountOut.model_validate(row, from_attributes=True))
 
 
@@ -128,8 +128,9 @@ async def end_employment(employee_id: uuid.UUID, employment_id: uuid.UUID,
     moving an end date later answers 409."""
     await _check(session, reach, version, Employment, schemas.EmploymentOut, employee_id,
                  employment_id, "employment")
-    row = await service.end_employment(session, reach, employee_id, employment_id, payload)
-    note_access(request, session, reach, [employee_id])
+    row, changed = await service.end_employment(session, reach, employee_id, employment_id,
+                                                payload)
+    note_access(request, session, reach, [employee_id], changed=changed)
     return version.tag(schemas.EmploymentOut.model_validate(row, from_attributes=True))
 
 
@@ -153,8 +154,9 @@ async def end_wage_component(employee_id: uuid.UUID, component_id: uuid.UUID,
     moving an end date later answers 409."""
     await _check(session, reach, version, WageComponent, schemas.WageComponentOut, employee_id,
                  component_id, "wage component")
-    row = await service.end_wage_component(session, reach, employee_id, component_id, payload)
-    note_access(request, session, reach, [employee_id])
+    row, changed = await service.end_wage_component(session, reach, employee_id,
+                                                    component_id, payload)
+    note_access(request, session, reach, [employee_id], changed=changed)
     return version.tag(schemas.WageComponentOut.model_validate(row, from_attributes=True))
 
 

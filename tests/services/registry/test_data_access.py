@@ -23,6 +23,7 @@ from sqlmodel import select
 from services.sync import access_log
 from services.sync import jobs as sync_jobs
 from services.sync.app import create_app as create_sync
+from shared import data_access
 from shared.config import Settings
 from shared.data_access import PENDING_KEY, Access, note_accesses
 from shared.db.types import utcnow
@@ -401,3 +402,76 @@ def test_the_worker_flushes_every_15_seconds_and_purges_daily(settings: Settings
     assert max(gaps) <= 15
     purge = next(c for c in worker.cron_jobs if c.name == DATA_ACCESS_PURGE)
     assert isinstance(purge.hour, int) and isinstance(purge.minute, int)
+
+
+async def test_a_write_that_changes_nothing_is_a_read(world: World, client: httpx.AsyncClient,
+                                                     runtime: Runtime) -> None:
+    """The same IBAN again changes nothing (no event): the app only saw the record, so
+    the log says `read` of `employee.bankaccount.read`; a real change says `write`."""
+    scene = _scene(world)
+    e1 = scene.employees[0]
+    url = f"/v1/employees/{e1.id}/bank-accounts/{scene.account.id}"
+    token = bearer(world.connection_token(scene.connection))
+    async with running(create_sync(world.settings)) as sync:
+        same = await sync.patch(url, json={"iban": scene.account.iban}, headers=token)
+        assert same.status_code == 200, same.text
+        other = await sync.patch(url, json={"account_holder": "A. de Vries"}, headers=token)
+        assert other.status_code == 200, other.text
+    await _flush(runtime)
+    rows = await _log(client, world.user_token(scene.logins["e1"], "connections.read"), ME)
+    assert _summary(rows) == {("employee.bankaccount.read", "read", 1),
+                              ("employee.bankaccount", "write", 1)}
+
+
+async def test_a_pending_hash_that_redis_brings_back_is_not_counted_twice(
+        world: World, runtime: Runtime, redis_client: redis.Redis) -> None:
+    """Redis restarting from a snapshot taken before a flush brings the applied notes
+    back: their generation meets its batch row, so they count once (what was noted after
+    the snapshot is what Redis lost)."""
+    scene = _scene(world)
+    e1 = scene.employees[0]
+    await note_accesses(runtime.redis, [_access(scene, e1)])
+    snapshot = redis_client.dump(PENDING_KEY)
+    await _flush(runtime)
+    redis_client.restore(PENDING_KEY, 0, snapshot)  # as a restart from that snapshot
+    await _flush(runtime)
+    assert _counts(world) == {e1.id: 1}
+    assert not redis_client.keys("koppel:dataaccess:taking:*")
+    await note_accesses(runtime.redis, [_access(scene, e1)])  # a new generation counts
+    await _flush(runtime)
+    assert _counts(world) == {e1.id: 2}
+
+
+async def test_a_burst_goes_as_bounded_calls_and_all_count(
+        world: World, runtime: Runtime, redis_client: redis.Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Notes of many employees at once go as several Lua calls of at most
+    MAX_PAIRS_PER_CALL entries (no one script holds Redis for long), and all count."""
+    scene = _scene(world)
+    monkeypatch.setattr(data_access, "MAX_PAIRS_PER_CALL", 2)
+    calls: list[int] = []
+    real = redis.asyncio.client.Pipeline.execute
+
+    async def counted(self, *args: Any, **kwargs: Any) -> Any:
+        calls.append(len(self.command_stack))
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.asyncio.client.Pipeline, "execute", counted)
+    assert await note_accesses(runtime.redis, [_access(scene, *scene.employees)]) == 4
+    assert calls == [2]  # one round trip, two calls of two entries
+    await _flush(runtime)
+    assert _counts(world) == {e.id: 1 for e in scene.employees}
+
+
+async def test_a_failed_shared_call_never_leaves_a_request_waiting(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever ends the shared call (here: it is cancelled), each request waiting for
+    it gets its answer (not noted) instead of waiting for ever."""
+    async def cancelled(client: Any, args: list[str]) -> bool:
+        await asyncio.sleep(0.01)
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(data_access, "_send", cancelled)
+    access = Access(uuid.uuid4(), "client", None, True, "employee.info.read", "read",
+                    (uuid.uuid4(),))
+    assert await asyncio.wait_for(note_accesses(runtime.redis, [access]), 5) == 0
