@@ -164,10 +164,18 @@ async def forget(client: aioredis.Redis, batch_id: str) -> None:
 
 async def flush(client: aioredis.Redis, session_factory: async_sessionmaker) -> int:
     """Move every noted access to the database; returns the log rows written."""
-    written = 0
+    written, failed = 0, []
     for batch_id in await take(client):
-        written += await apply(client, session_factory, batch_id)
+        try:
+            written += await apply(client, session_factory, batch_id)
+        except Exception:  # one bad batch must not hold up the others
+            log.exception("data access batch not applied; retried next flush",
+                          batch=batch_id)
+            failed.append(batch_id)
+            continue
         await forget(client, batch_id)
+    if failed:
+        raise RuntimeError(f"{len(failed)} data-access batch(es) not applied: {failed}")
     return written
 
 
