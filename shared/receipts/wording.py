@@ -11,11 +11,13 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import URL, Engine, create_engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session
 
 from shared.db.types import utcnow
@@ -68,13 +70,16 @@ def store(session: Session, document: str) -> str:
     """Store the document under its hash unless it is there already (a concurrent
     writer of the same document is no conflict); returns the hash.
 
-    On PostgreSQL a new document is inserted in a short transaction of its own, committed
-    at once: inserted in the act's transaction, it would stay uncommitted while that
-    transaction goes on (a bulk revoke, the expiry job's batch), and every other act
-    needing the same document would wait for it while holding its own connection's lock,
-    which the long transaction may want next (a deadlock). A stored document that no
-    receipt names is harmless: documents are content-addressed. SQLite runs one writing
-    transaction at a time, which already holds the database: it inserts in place."""
+    On PostgreSQL a new document is inserted in a short transaction of its own, on a
+    connection of its own (`_own_engine`), committed at once: inserted in the act's
+    transaction, it would stay uncommitted while that transaction goes on (a bulk revoke,
+    the expiry job's batch), and every other act needing the same document would wait
+    for it while holding its own connection's lock, which the long transaction may want
+    next (a deadlock). The connection is not taken from the act's pool, so acts at once
+    cannot use the pool up waiting for a second connection each. A stored document that
+    no receipt names is harmless: documents are content-addressed. SQLite runs one
+    writing transaction at a time, which already holds the database: it inserts in
+    place."""
     digest = sha256_of(document)
     if session.get(ScopeWording, digest) is not None:
         return digest
@@ -82,13 +87,21 @@ def store(session: Session, document: str) -> str:
     values = {"sha256": digest, "document": document, "created_at": utcnow()}
     if bind.dialect.name == "postgresql":
         engine = bind if isinstance(bind, Engine) else bind.engine
-        with engine.begin() as own:
+        with _own_engine(engine.url).begin() as own:
             own.execute(pg_insert(ScopeWording).values(**values)
                         .on_conflict_do_nothing(index_elements=["sha256"]))
     else:
         session.execute(sqlite_insert(ScopeWording).values(**values)
                         .on_conflict_do_nothing(index_elements=["sha256"]))
     return digest
+
+
+@lru_cache(maxsize=8)
+def _own_engine(url: URL) -> Engine:
+    """An engine for the document inserts, without a pool: each insert opens and closes
+    its own connection (new documents are rare: a new scope set, language or text), so
+    it holds no connection between them and never waits for the act's pool."""
+    return create_engine(url.set(drivername="postgresql+psycopg"), poolclass=NullPool)
 
 
 def parsed(row: ScopeWording) -> dict[str, dict[str, str]]:

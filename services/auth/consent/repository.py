@@ -53,17 +53,21 @@ def user_companies(session: Session, of: User) -> list[Company]:
 
 
 def live_connection(
-    session: Session, user_id: uuid.UUID, app_id: uuid.UUID, debtor_id: uuid.UUID
+    session: Session, user_id: uuid.UUID, app_id: uuid.UUID, debtor_id: uuid.UUID,
+    *, for_update: bool = False,
 ) -> Connection | None:
-    """The user's connection to the app for the debtor, unless it was revoked."""
-    return session.exec(
-        select(Connection).where(
-            Connection.user_id == user_id,
-            Connection.app_id == app_id,
-            Connection.debtor_id == debtor_id,
-            col(Connection.status) != ConnectionStatus.REVOKED,
-        )
-    ).first()
+    """The user's connection to the app for the debtor, unless it was revoked; locked
+    until the transaction ends with `for_update` (a consent changing it reads its scopes
+    and companies only after any other consent on it has committed)."""
+    stmt = select(Connection).where(
+        Connection.user_id == user_id,
+        Connection.app_id == app_id,
+        Connection.debtor_id == debtor_id,
+        col(Connection.status) != ConnectionStatus.REVOKED,
+    )
+    if for_update:  # and read afresh, not from an earlier load in this session
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return session.exec(stmt).first()
 
 
 def company_ids(session: Session, connection_id: uuid.UUID) -> set[uuid.UUID]:

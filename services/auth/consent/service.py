@@ -95,10 +95,13 @@ def reach(ctx: AuthContext, user: User) -> Reach:
 
 
 def live_connection(
-    ctx: AuthContext, user_id: uuid.UUID, app_id: uuid.UUID, debtor_id: uuid.UUID
+    ctx: AuthContext, user_id: uuid.UUID, app_id: uuid.UUID, debtor_id: uuid.UUID,
+    *, for_update: bool = False,
 ) -> Connection | None:
-    """The user's connection to the app for the debtor, unless it was revoked."""
-    return repository.live_connection(ctx.session, user_id, app_id, debtor_id)
+    """The user's connection to the app for the debtor, unless it was revoked (locked
+    with `for_update`)."""
+    return repository.live_connection(ctx.session, user_id, app_id, debtor_id,
+                                      for_update=for_update)
 
 
 def new_scopes(connection: Connection | None, requested: list[str]) -> list[str]:
@@ -149,7 +152,8 @@ def grant(
     chosen = set(company_ids)
     if not chosen or not chosen <= reachable:
         raise ConsentRefused("invalid_companies", "choose companies within your reach")
-    connection = live_connection(ctx, user.id, app_id, debtor_id)
+    # Locked: a second consent on it at the same time compares with what the first wrote.
+    connection = live_connection(ctx, user.id, app_id, debtor_id, for_update=True)
     if asked.grant_id is not None and (connection is None or connection.id != asked.grant_id):
         raise ConsentRefused("invalid_grant_id", "this grant is not live for you and this app")
     created = connection is None

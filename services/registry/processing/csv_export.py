@@ -20,7 +20,7 @@ def line(record: ProcessingRecord) -> str:
         safe(record.app.client_id), safe(record.app.name), safe(record.app.publisher),
         safe(record.app.policy_uri), *(scopes.get(s, "") for s in SENSITIVITIES),
         safe("; ".join(d.name for d in record.debtors)), str(record.employees),
-        str(record.connections), iso(record.since), " ".join(record.webhook_hosts),
+        str(record.connections), iso(record.since), safe(" ".join(record.webhook_hosts)),
     )) + LINE_END
 
 

@@ -10,6 +10,9 @@ from datetime import timedelta
 
 import httpx
 
+from services.registry.processing import service
+from services.registry.processing.csv_export import document
+from services.registry.processing.schemas import ProcessingRecord, ProcessingRecords, RecordApp
 from shared.db.types import utcnow
 from shared.models import ConnectionStatus, WebhookEndpoint, WebhookEndpointStatus
 from shared.models import UserTemplate as T
@@ -124,3 +127,17 @@ async def test_only_the_accountant_reads_them(world: World, client: httpx.AsyncC
     assert record["categories"] == [{"sensitivity": "sensitive", "scopes": [
         {"scope": "employee.bankaccount.read", "title": record["categories"][0]["scopes"][0][
             "title"]}]}]
+
+
+def test_a_hostile_webhook_host_stays_one_harmless_cell() -> None:
+    """A host name the webhook URL check lets through (`,`, `=`, `-` are syntax, DNS
+    decides the rest) is one cell, and never a spreadsheet formula."""
+    hosts = service.hosts(["https://-2+3,=1+1.evil.example/hook"])
+    record = ProcessingRecord(
+        app=RecordApp(client_id="c", name="n", publisher=None, policy_uri=None),
+        categories=[], debtors=[], employees=0, connections=1, since=utcnow(),
+        webhook_hosts=hosts)
+    header, row = list(csv.reader(io.StringIO(
+        document(ProcessingRecords(data=[record], generated_at=utcnow())))))
+    assert len(row) == len(header)
+    assert row[header.index("webhook_hosts")] == "'-2+3,=1+1.evil.example"

@@ -1,0 +1,91 @@
+"""Two consents on one live connection at the same time (PostgreSQL): the second reads
+the connection's scopes and companies only after the first committed (its row is
+locked), so each change is audited and receipted against what was really there, and
+the newest receipt names the companies the connection has."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import uuid
+
+import pytest
+from sqlmodel import col, delete, select
+
+from services.auth.consent import repository, service
+from services.auth.oauth2.context import AuthContext
+from shared.attestation import active_attestation_key
+from shared.config import Settings
+from shared.models import Connection, ConnectionCompany, ConsentReceipt
+from shared.vault import KeyRing, SecretBox
+from tests.fixtures.factories import make_connection
+from tests.services.registry.conftest import World
+
+pytestmark = pytest.mark.postgres_only
+
+
+def _receipt_companies(receipt: ConsentReceipt) -> set[str]:
+    payload = receipt.jws.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return {c["id"] for c in claims["companies"]}
+
+
+def test_concurrent_consents_change_the_connection_one_after_the_other(
+        world: World, keyring: KeyRing, settings: Settings,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    user, app = world.a.users["master_client"], world.apps[0]
+    debtor = world.a.debtors[0]
+    c1, c2 = (c.id for c in world.a.companies if c.debtor_id == debtor.id)
+    with world.sessions() as session:
+        active_attestation_key(session, SecretBox(keyring))
+        connection = repository.live_connection(session, user.id, app.id, debtor.id) or \
+            make_connection(session, session.merge(user), session.merge(app), debtor=debtor)
+        connection.scopes = ["employee.info.read"]
+        repository.save_connection(session, connection, [c1])
+        session.exec(delete(ConsentReceipt).where(
+            col(ConsentReceipt.connection_id) == connection.id))
+        session.commit()
+        connection_id = connection.id
+    inside, errors = threading.Event(), []
+    real_save = repository.save_connection
+
+    def held_save(session, connection, company_ids):  # the second one waits in here
+        if threading.current_thread().name == "narrowing":
+            inside.set()
+            threading.Event().wait(1.0)  # the widening tries meanwhile (and must wait)
+        return real_save(session, connection, company_ids)
+
+    monkeypatch.setattr(repository, "save_connection", held_save)
+
+    def consent(chosen: list[uuid.UUID]) -> None:
+        try:
+            with world.sessions() as session:
+                ctx = AuthContext(session=session, settings=settings, keyring=keyring,
+                                  signer=None, redis=None)
+                if threading.current_thread().name == "widening":
+                    inside.wait(20)
+                service.grant(ctx, session.merge(user), app.id, debtor.id, chosen,
+                              ["employee.info.read"])
+                session.commit()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=consent, args=([c1],), name="narrowing"),
+               threading.Thread(target=consent, args=([c1, c2],), name="widening")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    with world.sessions() as session:
+        now = set(session.exec(select(ConnectionCompany.company_id).where(
+            ConnectionCompany.connection_id == connection_id)).all())
+        receipts = session.exec(select(ConsentReceipt).where(
+            ConsentReceipt.connection_id == connection_id)
+            .order_by(col(ConsentReceipt.seq))).all()
+        assert session.get(Connection, connection_id) is not None
+    # The narrowing changed nothing ({c1} was there); the widening came after it.
+    assert now == {c1, c2}
+    assert [r.act for r in receipts] == ["companies_added"]
+    assert _receipt_companies(receipts[-1]) == {str(c1), str(c2)}
