@@ -30,7 +30,8 @@ from bench.harness.targets import EXTRA_SCENARIOS, SCENARIOS
 WORLD_DATABASE = "koppel_bench"
 DOC = ROOT / "docs" / "benchmarks.md"
 AUTH = {"client_credentials", "refresh", "code_exchange", "login", "par_exchange"}
-SYNC = {"reads", "dpop_reads", "scope_usage", "data_access", "deliveries", "latency"}
+SYNC = {"reads", "dpop_reads", "scope_usage", "data_access", "server", "deliveries",
+        "latency"}
 OVERVIEW = {"overview", "exposure", "csv"}
 
 

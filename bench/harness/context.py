@@ -11,7 +11,7 @@ from bench.harness.infra import RedisDb, koppel_env
 from bench.harness.procs import Proc
 
 PORTS = {"auth": 18701, "registry": 18702, "sync": 18703, "bare": 18704, "peer": 18705,
-         "sync_untracked": 18706, "sync_unlogged": 18707}
+         "sync_untracked": 18706, "sync_unlogged": 18707, "sync_granian": 18708}
 
 
 def url(service: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from bench.harness import refs, repeat
 from bench.harness.common import KOPPEL, percentile, say
-from bench.harness.context import Ctx, url
+from bench.harness.context import PORTS, Ctx, url
 from bench.harness.load import Exhausted, open_loop
 from bench.harness.procs import Proc
 from bench.harness.proofs import EcKey
@@ -197,6 +198,24 @@ async def switched_reads(ctx: Ctx, world: World, tokens: list[str], switch: Swit
     """Reads of one employee from sync (the setting on, as by default) and from the
     second sync with it off, runs taken in turn. Both processes are on the server core;
     one is loaded at a time."""
+    await reads_in_turn(ctx, world, tokens, (switch.off, switch.server), (switch.on, "sync"))
+
+
+def serve_granian(ctx: Ctx, env: dict[str, str]) -> Proc:
+    """The same sync app (its factory, as `koppel serve` runs it) under granian, one
+    worker, single-threaded runtime, uvloop, on the server core (issue 18, item 2)."""
+    proc = Proc("sync_granian", [sys.executable, "-m", "granian", "--interface", "asgi",
+                                 "--factory", "--host", "127.0.0.1", "--port",
+                                 str(PORTS["sync_granian"]), "--workers", "1",
+                                 "--runtime-mode", "st", "--loop", "uvloop", "--no-ws",
+                                 "services.sync.app:create_app"], env, ctx.log_dir)
+    proc.wait_http(f"{url('sync_granian')}/readyz")
+    return proc
+
+
+async def reads_in_turn(ctx: Ctx, world: World, tokens: list[str],
+                        *figures: tuple[str, str]) -> None:
+    """Reads of one employee from each (figure, server), runs taken in turn."""
     employees = [str(e) for e in world.employees]
 
     def reader(service: str):
@@ -216,8 +235,8 @@ async def switched_reads(ctx: Ctx, world: World, tokens: list[str], switch: Swit
     def reset(_: float) -> None:
         _reset_limits(ctx)
 
-    await repeat.interleaved(ctx, [(switch.off, reader(switch.server), reset),
-                                   (switch.on, reader("sync"), reset)])
+    await repeat.interleaved(ctx, [(figure, reader(server), reset)
+                                   for figure, server in figures])
 
 
 async def _create_hooks(http: aiohttp.ClientSession, app_token: str, receiver_port: int,
@@ -344,8 +363,8 @@ async def latency(ctx: Ctx, world: World, env: dict[str, str], receiver: Receive
 async def run(ctx: Ctx, world: World, env: dict[str, str], chosen: list[str]) -> None:
     # Apps, connections and tokens exist before the service starts, as in production.
     switches = [switch for switch in SWITCHES if switch.scenario in chosen]
-    readers = read_tokens(world) if "reads" in chosen or "dpop_reads" in chosen or switches \
-        else []
+    readers = read_tokens(world) if ({"reads", "dpop_reads", "server"} & set(chosen)
+                                     or switches) else []
     dpop_key = EcKey()
     bound = dpop_read_tokens(world, dpop_key) if "dpop_reads" in chosen else []
     senders = [world.app_with_connections(["employee.info.read"], 1)[0]
@@ -365,6 +384,13 @@ async def run(ctx: Ctx, world: World, env: dict[str, str], chosen: list[str]) ->
                 await switched_reads(ctx, world, readers, switch)
             finally:
                 off.stop()
+        if "server" in chosen:
+            granian = serve_granian(ctx, env)
+            try:
+                await reads_in_turn(ctx, world, readers, ("reads_uvicorn", "sync"),
+                                    ("reads_granian", "sync_granian"))
+            finally:
+                granian.stop()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=600)) as http:
             if "deliveries" in chosen:
                 await deliveries(ctx, world, env, receiver, http, senders)

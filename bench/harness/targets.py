@@ -69,6 +69,7 @@ REFERENCES = {
     "ref_signed_send": "raw Standard Webhooks-signed sends/s (aiohttp, one core)",
     "dpop_bearer_reads": "bearer resource reads/s (one employee; the DPoP scenario's run)",
     "reads_untracked": "resource reads/s with scope-usage tracking off (a second sync)",
+    "reads_uvicorn": "resource reads/s from `koppel serve sync` (uvicorn; the server scenario)",
     "reads_unlogged": "resource reads/s with the data-access log off (a second sync)",
 }
 
@@ -92,6 +93,8 @@ TARGETS = [
            reference="reads_untracked", ratio=0.95),
     Target("reads_logged", "resource reads/s with the data-access log on", "data_access",
            reference="reads_unlogged", ratio=0.9),
+    Target("reads_granian", "resource reads/s, the same sync app under granian", "server",
+           reference="reads_uvicorn"),
     Target("overview_first", "overview 1M: first page p95, ms", "overview", below=15),
     Target("overview_deep", "overview 1M: deep cursor page p95, ms", "overview", below=15),
     Target("overview_filtered", "overview 1M: filtered page p95, ms", "overview", below=15),
@@ -116,6 +119,7 @@ SHORT = {
     "ref_signed_send": "raw signed send",
     "dpop_bearer_reads": "bearer reads",
     "reads_untracked": "tracking off",
+    "reads_uvicorn": "uvicorn",
     "reads_unlogged": "log off",
 }
 
