@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
 from shared import policy
@@ -68,6 +69,25 @@ def live_connection(
     if for_update:  # and read afresh, not from an earlier load in this session
         stmt = stmt.with_for_update().execution_options(populate_existing=True)
     return session.exec(stmt).first()
+
+
+def claim_connection(session: Session, environment_id: uuid.UUID, user_id: uuid.UUID,
+                     app_id: uuid.UUID, debtor_id: uuid.UUID) -> tuple[Connection, bool]:
+    """A new connection row (no scopes yet) and True; or, when another consent of the
+    user to the app for the debtor made one meanwhile (the insert meets
+    `uq_connections_live` once that consent commits), that one, locked, and False."""
+    connection = Connection(environment_id=environment_id, user_id=user_id, app_id=app_id,
+                            debtor_id=debtor_id, scopes=[])
+    try:
+        with session.begin_nested():
+            session.add(connection)
+            session.flush()
+    except IntegrityError:
+        existing = live_connection(session, user_id, app_id, debtor_id, for_update=True)
+        if existing is None:
+            raise
+        return existing, False
+    return connection, True
 
 
 def company_ids(session: Session, connection_id: uuid.UUID) -> set[uuid.UUID]:

@@ -156,20 +156,15 @@ def grant(
     connection = live_connection(ctx, user.id, app_id, debtor_id, for_update=True)
     if asked.grant_id is not None and (connection is None or connection.id != asked.grant_id):
         raise ConsentRefused("invalid_grant_id", "this grant is not live for you and this app")
-    created = connection is None
-    if connection is not None and is_expired(connection.status, connection.expires_at, ctx.now):
+    created = False
+    if connection is None:  # or the one another consent makes at the same time
+        connection, created = repository.claim_connection(
+            ctx.session, user.environment_id, user.id, app_id, debtor_id)
+    if not created and is_expired(connection.status, connection.expires_at, ctx.now):
         # Only a confirmed renewal (renew.py) makes it active again, with a new expiry.
         raise ConsentRefused("expired", "this link has expired; renew it first")
-    if connection is not None and connection.status != ConnectionStatus.ACTIVE:
+    if not created and connection.status != ConnectionStatus.ACTIVE:
         raise ConsentRefused("suspended", "this link is suspended")
-    if connection is None:
-        connection = Connection(
-            environment_id=user.environment_id,
-            user_id=user.id,
-            app_id=app_id,
-            debtor_id=debtor_id,
-            scopes=[],
-        )
     consent = [s for s in scopes if s in CONSENT_SCOPES]
     before = list(connection.scopes)
     after = list(dict.fromkeys(consent if asked.replace else [*before, *consent]))
