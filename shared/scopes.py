@@ -20,6 +20,11 @@ class Sensitivity(StrEnum):
     NONE = "none"
 
 
+# The levels that views flag and receipts mark as sensitive (GDPR: financial data and
+# special categories such as health data).
+SENSITIVE_LEVELS = frozenset({Sensitivity.SENSITIVE, Sensitivity.SPECIAL_CATEGORY})
+
+
 class ScopeKind(StrEnum):
     CONSENT = "consent"  # a user grants it on the consent page
     APP = "app"  # a partner app gets it with client credentials, never through authorize

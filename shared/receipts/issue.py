@@ -44,14 +44,13 @@ from shared.models import (
     User,
 )
 from shared.receipts import wording
-from shared.scopes import Sensitivity
+from shared.scopes import SENSITIVE_LEVELS
 from shared.vault import KeyRing, SecretBox
 
 RECEIPT_TYP = "consent-receipt+jwt"
 # The claims that say who the consenting user (or the person acting) is: left out of the
 # partner's receipt.
 USER_FIELDS = ("user", "actor")
-SENSITIVE = {Sensitivity.SENSITIVE.value, Sensitivity.SPECIAL_CATEGORY.value}
 
 
 class Act(StrEnum):
@@ -172,7 +171,7 @@ def receipt_claims(*, issuer: str, receipt_id: uuid.UUID, issued_at: datetime, a
         "language": said.lang,
         "scopes": said.scopes,
         "wording_sha256": wording_sha256,
-        "sensitive": any(s["sensitivity"] in SENSITIVE for s in said.scopes),
+        "sensitive": any(s["sensitivity"] in SENSITIVE_LEVELS for s in said.scopes),
         "expires_at": _iso(connection.expires_at),
         "previous_receipt_id": str(previous_id) if previous_id else None,
     }

@@ -8,14 +8,13 @@ import io
 import json
 import re
 
-from shared.scopes import SCOPES, Sensitivity
+from shared.scopes import SCOPES, SENSITIVE_LEVELS
 
 # Cells a spreadsheet would run as a formula (CWE-1236) get a leading quote.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # A cell holding one of these is quoted, as the csv module does with "\r\n" lines.
 QUOTE_TRIGGERS = (",", '"', "\r", "\n")
 LINE_END = "\r\n"
-SENSITIVE = {Sensitivity.SENSITIVE, Sensitivity.SPECIAL_CATEGORY}
 _SPECIAL = re.compile(r'[,"\r\n]')
 
 
@@ -40,7 +39,7 @@ def safe(text: str | None) -> str:
 def scope_cells(scopes_json: str | None) -> tuple[str, str]:
     """The scopes and the sensitive ones among them, each space-separated."""
     scopes = json.loads(scopes_json) if scopes_json else []
-    sensitive = [s for s in scopes if s in SCOPES and SCOPES[s].sensitivity in SENSITIVE]
+    sensitive = [s for s in scopes if s in SCOPES and SCOPES[s].sensitivity in SENSITIVE_LEVELS]
     return safe(" ".join(str(s) for s in scopes)), safe(" ".join(sensitive))
 
 

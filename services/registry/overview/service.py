@@ -44,9 +44,8 @@ from shared.pagination import (
     encode_cursor,
 )
 from shared.policy.dependency import UserCaller
-from shared.scopes import SCOPES, Sensitivity
+from shared.scopes import SCOPES, SENSITIVE_LEVELS
 
-SENSITIVE = {Sensitivity.SENSITIVE, Sensitivity.SPECIAL_CATEGORY}
 BULK_BATCH = 500
 EXPORT_BATCH = 2000
 # PostgreSQL export: rows per batch (lines made by the database, about 400 bytes a row),
@@ -95,7 +94,7 @@ def overview_row(connection: Connection, app: App, user: User, company_ids: list
         user_deactivated=not user.active,
         stale=stale,
         sensitive_scopes=[s for s in connection.scopes
-                          if s in SCOPES and SCOPES[s].sensitivity in SENSITIVE],
+                          if s in SCOPES and SCOPES[s].sensitivity in SENSITIVE_LEVELS],
         revoked_by=connection.revoked_by,
         revoke_reason=connection.revoke_reason,
     )

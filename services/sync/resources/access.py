@@ -31,21 +31,29 @@ def logging_on(request: Request) -> bool:
     return bool(request.app.state.runtime.settings.data_access_log)
 
 
+def access(environment_id: uuid.UUID, client_id: str, connection_id: uuid.UUID | None,
+           scope: str, employee_ids: tuple[uuid.UUID, ...], changed: bool = True) -> Access:
+    """An access under the rule's `scope` (a connection's, or a first-party app's when
+    `connection_id` is None): `write` for a write scope, except a write that changed
+    nothing (`changed` False), which is a `read` of the scope's read twin."""
+    if not changed and not scope.endswith(".read") and f"{scope}.read" in SCOPES:
+        scope = f"{scope}.read"
+    action = AccessAction.READ if scope.endswith(".read") else AccessAction.WRITE
+    return Access(environment_id, client_id, connection_id, connection_id is None, scope,
+                  action.value, employee_ids)
+
+
 def access_of(caller: Caller, employee_ids: Iterable[uuid.UUID], changed: bool = True
               ) -> Access | None:
     """The access of an authorized caller (its rule set) to these employees' data; None
-    when there is nothing to log (no employee, a rule without a scope). `changed`
-    False: a write that changed nothing, logged as a read."""
+    when there is nothing to log (no employee, a rule without a scope)."""
     ids = tuple(employee_ids)
     rule = caller.rule
     if not ids or rule is None or not rule.scopes or caller.environment_id is None:
         return None
-    scope = rule.scopes[0]
-    if not changed and not scope.endswith(".read") and f"{scope}.read" in SCOPES:
-        scope = f"{scope}.read"
-    action = AccessAction.READ if scope.endswith(".read") else AccessAction.WRITE
-    return Access(caller.environment_id, caller.principal.client_id, caller.connection_id,
-                  caller.kind != CallerKind.CONNECTION, scope, action.value, ids)
+    connection_id = caller.connection_id if caller.kind == CallerKind.CONNECTION else None
+    return access(caller.environment_id, caller.principal.client_id, connection_id,
+                  rule.scopes[0], ids, changed)
 
 
 def note_access(request: Request, session: AsyncSession, caller: Caller,

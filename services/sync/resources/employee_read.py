@@ -28,13 +28,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.sync.read_pool import ReadPool
 from services.sync.resources import schemas, service
-from services.sync.resources.access import access_of
-from shared.data_access import Access, note_accesses
+from services.sync.resources.access import access, access_of
+from shared.data_access import note_accesses
 from shared.db.base import table_of
 from shared.db.types import utcnow
 from shared.errors import InsufficientScope, NotFound
 from shared.last_used import UsageRecorder
-from shared.models import AccessAction, App, ConnectionStatus
+from shared.models import App, ConnectionStatus
 from shared.policy import RULES, CallerKind, authorize, coverage, resolve
 from shared.runtime import Runtime
 from shared.scopes import granting_scope, grants, implied
@@ -126,9 +126,9 @@ async def connection_employee(runtime: Runtime, pool: ReadPool | None, principal
     if row.id is None or row.covered is None:
         raise NotFound("no such employee")
     if log_access and principal.connection_id is not None:
-        await note_accesses(runtime.redis, [Access(
-            row.environment_id, principal.client_id, principal.connection_id, False, SCOPE,
-            AccessAction.READ.value, (row.id,))])
+        await note_accesses(runtime.redis, [access(
+            row.environment_id, principal.client_id, principal.connection_id, SCOPE,
+            (row.id,))])
     return employee_body(row)
 
 

@@ -6,12 +6,12 @@ really there."""
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 import uuid
 
 import pytest
+from joserfc import jws
 from sqlmodel import col, delete, select
 
 from services.auth.consent import repository, service
@@ -27,9 +27,48 @@ pytestmark = pytest.mark.postgres_only
 
 
 def _receipt_companies(receipt: ConsentReceipt) -> set[str]:
-    payload = receipt.jws.split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims = json.loads(jws.extract_compact(receipt.jws.encode()).payload)
     return {c["id"] for c in claims["companies"]}
+
+
+def _consent_twice(world: World, keyring: KeyRing, settings: Settings,
+                   monkeypatch: pytest.MonkeyPatch, app_id: uuid.UUID,
+                   first: list[uuid.UUID], second: list[uuid.UUID]) -> None:
+    """Two consents of world A's master client to the app for its first debtor, at once:
+    the first is held for a second just before it writes the companies (its locks and
+    inserts taken), while the second tries meanwhile."""
+    user, debtor = world.a.users["master_client"], world.a.debtors[0]
+    inside, errors = threading.Event(), []
+    real_save = repository.save_connection
+
+    def held_save(session, connection, company_ids):
+        if threading.current_thread().name == "first":
+            inside.set()
+            threading.Event().wait(1.0)  # the second tries meanwhile (and must wait)
+        return real_save(session, connection, company_ids)
+
+    monkeypatch.setattr(repository, "save_connection", held_save)
+
+    def consent(chosen: list[uuid.UUID]) -> None:
+        try:
+            with world.sessions() as session:
+                ctx = AuthContext(session=session, settings=settings, keyring=keyring,
+                                  signer=None, redis=None)
+                if threading.current_thread().name == "second":
+                    inside.wait(20)
+                service.grant(ctx, session.merge(user), app_id, debtor.id, chosen,
+                              ["employee.info.read"])
+                session.commit()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=consent, args=(first,), name="first"),
+               threading.Thread(target=consent, args=(second,), name="second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
 
 
 def test_concurrent_consents_change_the_connection_one_after_the_other(
@@ -48,37 +87,8 @@ def test_concurrent_consents_change_the_connection_one_after_the_other(
             col(ConsentReceipt.connection_id) == connection.id))
         session.commit()
         connection_id = connection.id
-    inside, errors = threading.Event(), []
-    real_save = repository.save_connection
-
-    def held_save(session, connection, company_ids):  # the second one waits in here
-        if threading.current_thread().name == "narrowing":
-            inside.set()
-            threading.Event().wait(1.0)  # the widening tries meanwhile (and must wait)
-        return real_save(session, connection, company_ids)
-
-    monkeypatch.setattr(repository, "save_connection", held_save)
-
-    def consent(chosen: list[uuid.UUID]) -> None:
-        try:
-            with world.sessions() as session:
-                ctx = AuthContext(session=session, settings=settings, keyring=keyring,
-                                  signer=None, redis=None)
-                if threading.current_thread().name == "widening":
-                    inside.wait(20)
-                service.grant(ctx, session.merge(user), app.id, debtor.id, chosen,
-                              ["employee.info.read"])
-                session.commit()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=consent, args=([c1],), name="narrowing"),
-               threading.Thread(target=consent, args=([c1, c2],), name="widening")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors, errors
+    # The narrowing ({c1} again) first, the widening meanwhile.
+    _consent_twice(world, keyring, settings, monkeypatch, app.id, [c1], [c1, c2])
     with world.sessions() as session:
         now = set(session.exec(select(ConnectionCompany.company_id).where(
             ConnectionCompany.connection_id == connection_id)).all())
@@ -105,37 +115,7 @@ def test_two_first_consents_at_once_make_one_connection(
         app = make_app(session, scopes=["employee.info.read", "offline_access"])
         session.commit()
         app_id = app.id
-    inside, errors = threading.Event(), []
-    real_save = repository.save_connection
-
-    def held_save(session, connection, company_ids):
-        if threading.current_thread().name == "first":
-            inside.set()
-            threading.Event().wait(1.0)  # the second inserts meanwhile (and must wait)
-        return real_save(session, connection, company_ids)
-
-    monkeypatch.setattr(repository, "save_connection", held_save)
-
-    def consent(chosen: list[uuid.UUID]) -> None:
-        try:
-            with world.sessions() as session:
-                ctx = AuthContext(session=session, settings=settings, keyring=keyring,
-                                  signer=None, redis=None)
-                if threading.current_thread().name == "second":
-                    inside.wait(20)
-                service.grant(ctx, session.merge(user), app_id, debtor.id, chosen,
-                              ["employee.info.read"])
-                session.commit()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=consent, args=([c1],), name="first"),
-               threading.Thread(target=consent, args=([c1, c2],), name="second")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors, errors
+    _consent_twice(world, keyring, settings, monkeypatch, app_id, [c1], [c1, c2])
     with world.sessions() as session:
         [connection] = session.exec(select(Connection).where(
             Connection.app_id == app_id, Connection.user_id == user.id)).all()

@@ -16,6 +16,7 @@ from services.registry.processing.schemas import ProcessingRecord, ProcessingRec
 from shared.db.types import utcnow
 from shared.models import ConnectionStatus, WebhookEndpoint, WebhookEndpointStatus
 from shared.models import UserTemplate as T
+from shared.scopes import SCOPES
 from tests.fixtures import factories as f
 from tests.services.registry.conftest import World, bearer
 
@@ -124,9 +125,9 @@ async def test_only_the_accountant_reads_them(world: World, client: httpx.AsyncC
     record = records[scene["payroll"]]  # B's own connection of the app, for B alone
     assert record["connections"] == 1
     assert [d["id"] for d in record["debtors"]] == [str(world.b.companies[0].debtor_id)]
+    title = SCOPES["employee.bankaccount.read"].localized("en")["title"]
     assert record["categories"] == [{"sensitivity": "sensitive", "scopes": [
-        {"scope": "employee.bankaccount.read", "title": record["categories"][0]["scopes"][0][
-            "title"]}]}]
+        {"scope": "employee.bankaccount.read", "title": title}]}]
 
 
 def test_a_hostile_webhook_host_stays_one_harmless_cell() -> None:
