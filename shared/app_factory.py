@@ -67,7 +67,11 @@ def create_service_app(
             if tracer_provider is not None:
                 await shutdown_tracing(tracer_provider)
 
-    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    # Tracing is Koppel's own (shared/tracing.py, opt-in) and metrics are Prometheus:
+    # FastAPI's built-in telemetry stays off, or it asks OpenTelemetry for its global
+    # providers on every request.
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.settings = settings
     # What the clients call this service (a DPoP proof's `htu`, shared/auth_deps.py).
     app.state.public_url = settings.public_url(service)

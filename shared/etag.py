@@ -12,10 +12,10 @@ dependency itself documents the `If-Match` header), so no route repeats the Open
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, FastAPI, Header, Response
 from fastapi.encoders import jsonable_encoder
 
@@ -47,7 +47,8 @@ def etag_of(body: Any) -> str:
 
 def etag_of_json(data: Any) -> str:
     """The strong ETag of a representation that is JSON-ready already (the hot reads)."""
-    digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    digest = hashlib.sha256(orjson.dumps(data, default=str,
+                                         option=orjson.OPT_SORT_KEYS)).hexdigest()
     return f'"{digest[:32]}"'
 
 

@@ -121,6 +121,31 @@ async def test_a_token_lacking_the_scope_gets_403_and_unknown_ids_404(
     assert (await sync_client.get(_path(data))).status_code == 401
 
 
+async def test_the_direct_read_answers_as_fastapis_way_does(
+    sync_client: httpx.AsyncClient, tokens: Tokens, data: Data,
+) -> None:
+    """The canonical id is served directly (shared/direct_route.py); the same id as 32 hex
+    digits goes through FastAPI's dependency solving: one answer, headers included."""
+    auth = tokens.connection(data.connection, data.app)
+    employee_id = data.employees[0].id
+    direct = await sync_client.get(f"/v1/employees/{employee_id}", headers=auth)
+    standard = await sync_client.get(f"/v1/employees/{employee_id.hex}", headers=auth)
+    for answer in (direct, standard):
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.headers["cache-control"] == "no-store"
+        assert answer.headers["ratelimit-policy"].startswith('"app-environment";q=')
+        assert answer.headers["ratelimit"].startswith('"connection";r=')
+    assert direct.json() == standard.json() == jsonable_encoder(
+        EmployeeOut.model_validate(data.employees[0], from_attributes=True))
+    assert direct.headers["etag"] == standard.headers["etag"]
+    cached = {**auth, "If-None-Match": direct.headers["etag"]}
+    for path in (f"/v1/employees/{employee_id}", f"/v1/employees/{employee_id.hex}"):
+        not_modified = await sync_client.get(path, headers=cached)
+        assert not_modified.status_code == 304, path
+        assert "ratelimit" in not_modified.headers
+
+
 async def test_a_token_naming_another_app_for_the_connection_is_refused(
     sync_client: httpx.AsyncClient, tokens: Tokens, data: Data,
     committing_sessions: sessionmaker[Session],

@@ -1,0 +1,71 @@
+"""Routes that answer without FastAPI's per-request dependency solving (the hot reads).
+
+FastAPI resolves a route's dependencies anew on every request: it walks the dependency
+tree, parses the declared parameters and caches each result, which costs the busiest
+read more than its SQL. A hot route keeps its ordinary declaration (the path, its
+parameters and dependencies, so routing, OpenAPI, the policy's `x-koppel-operation` and
+the role matrix stay as they are) and names a direct handler with `served_directly`:
+a plain `async (request, standard) -> Response` that calls what the dependencies would
+have called, bound once per process. `standard` is FastAPI's own handler of the route,
+for input the direct handler leaves to FastAPI (a malformed path parameter gets
+FastAPI's 422).
+
+A direct handler must run every dependency of its route. It names those it runs
+(`runs`); `DirectRoute` refuses to build a route whose dependency tree (router-level
+dependencies included) calls anything else, so a dependency added to the router later
+cannot be skipped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from typing import Any
+
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+DirectHandler = Callable[[Request, Handler], Awaitable[Response]]
+_ATTRIBUTE = "koppel_direct"
+
+
+def served_directly(handler: DirectHandler, *, runs: Iterable[Any]
+                    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark an endpoint as answered by `handler`, which runs the dependencies `runs`."""
+    ran = frozenset(runs)
+
+    def mark(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(endpoint, _ATTRIBUTE, (handler, ran))
+        return endpoint
+
+    return mark
+
+
+def _calls(dependant: Dependant) -> Iterator[Any]:
+    for sub in dependant.dependencies:
+        if sub.call is not None:
+            yield sub.call
+        yield from _calls(sub)
+
+
+class DirectRoute(APIRoute):
+    """An APIRoute that answers through its endpoint's direct handler when it has one
+    (`served_directly`), else exactly as FastAPI does."""
+
+    def get_route_handler(self) -> Handler:
+        standard = super().get_route_handler()
+        marked = getattr(self.endpoint, _ATTRIBUTE, None)
+        if marked is None:
+            return standard
+        direct, ran = marked
+        skipped = [call for call in _calls(self.dependant) if call not in ran]
+        if skipped:
+            names = ", ".join(getattr(c, "__name__", type(c).__name__) for c in skipped)
+            raise RuntimeError(f"the direct handler of {self.path} does not run: {names}")
+
+        async def handler(request: Request) -> Response:
+            return await direct(request, standard)
+
+        return handler
