@@ -75,7 +75,7 @@ REFERENCES = {
 
 TARGETS = [
     Target("client_credentials", "client-credentials grants/s", "client_credentials",
-           reference="ref_peer_cc", ratio=1.0),
+           reference="ref_peer_cc", ratio=0.5),  # issue 18: at least 0.5x, aiming at 1x
     Target("refresh", "refresh grants/s (rotation included)", "refresh", at_least=1000),
     Target("code_exchange", "authorization-code exchanges/s", "code_exchange", at_least=800),
     Target("login", "password logins/s", "login", reference="ref_argon2", ratio=0.8),
@@ -95,18 +95,18 @@ TARGETS = [
            reference="reads_unlogged", ratio=0.9),
     Target("reads_granian", "resource reads/s, the same sync app under granian", "server",
            reference="reads_uvicorn"),
-    Target("overview_first", "overview 1M: first page p95, ms", "overview", below=15),
-    Target("overview_deep", "overview 1M: deep cursor page p95, ms", "overview", below=15),
-    Target("overview_filtered", "overview 1M: filtered page p95, ms", "overview", below=15),
+    Target("overview_first", "overview 1M: first page p95, ms", "overview", below=10),
+    Target("overview_deep", "overview 1M: deep cursor page p95, ms", "overview", below=10),
+    Target("overview_filtered", "overview 1M: filtered page p95, ms", "overview", below=10),
     Target("exposure_busiest", "exposure 1M: busiest company's employee p95, ms", "exposure",
            below=20),
     Target("exposure_median", "exposure 1M: median company's employee p95, ms", "exposure",
            below=20),
-    Target("csv_rate", "CSV export 1M: rows/s", "csv", at_least=100_000),
+    Target("csv_rate", "CSV export 1M: rows/s", "csv", at_least=200_000),
     Target("csv_peak_mb", "CSV export 1M: peak server memory, MB", "csv", below=200),
     Target("deliveries", "webhook deliveries/s per worker", "deliveries", at_least=2000),
     Target("deliveries_vs_raw", "webhook deliveries/s vs raw signed send", "deliveries",
-           reference="ref_signed_send", ratio=0.2, figure="deliveries"),
+           reference="ref_signed_send", ratio=0.4, figure="deliveries"),
     Target("latency_p50", "commit to webhook received p50, ms", "latency", below=50),
     Target("latency_p99", "commit to webhook received p99, ms", "latency", below=250),
 ]
