@@ -74,7 +74,7 @@ async def measure(ctx: Ctx, args: argparse.Namespace, chosen: list[str]) -> str 
     from bench.harness import auth_scenarios, overview_scenarios, sync_scenarios
 
     world = env = None
-    if set(chosen) & (AUTH | SYNC | {"verify", "soak"}):
+    if set(chosen) & (AUTH | SYNC | {"verify", "driver", "soak"}):
         from bench.harness.world import World
 
         say(f"setting up {WORLD_DATABASE} (migrate, demo seed, apps)")
@@ -94,6 +94,10 @@ async def measure(ctx: Ctx, args: argparse.Namespace, chosen: list[str]) -> str 
         if "verify" in chosen:
             say("token verification (and the raw ES256 reference)")
             verify_probe(ctx, env)
+        if "driver" in chosen:
+            say("database drivers: psycopg and asyncpg on the hot statements")
+            world.app_with_connections(["employee.info.read"], 1)  # a connection to read by
+            driver_probe(ctx, env)
         if set(chosen) & SYNC:
             say("sync service scenarios")
             await sync_scenarios.run(ctx, world, env, chosen)
@@ -109,6 +113,20 @@ async def measure(ctx: Ctx, args: argparse.Namespace, chosen: list[str]) -> str 
             world.engine.dispose()
             infra.drop_database(WORLD_DATABASE)
     return None
+
+
+def driver_probe(ctx: Ctx, env: dict[str, str]) -> None:
+    """Statements per CPU-second of psycopg and asyncpg (bench/harness/driver_probe.py)."""
+    refs.probe("driver", 1, env)  # warm-up
+    for i in range(ctx.runs):
+        result = refs.probe("driver", ctx.seconds, env)
+        for key, value in result.items():
+            ctx.figure(key, "/s").runs.append(value)
+        say(f"  driver run {i + 1}/{ctx.runs}: " + ", ".join(
+            f"{key} {value:,.0f}/CPU-s" for key, value in result.items()))
+    ctx.figure("employee_read_asyncpg", "/s").notes.append(
+        "statements per CPU-second of one process on the server core, 10 connections "
+        "busy at once, the drivers in turn in one-second slices")
 
 
 def verify_probe(ctx: Ctx, env: dict[str, str]) -> None:

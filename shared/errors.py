@@ -10,6 +10,7 @@ import json
 import sqlite3
 from typing import Any
 
+import asyncpg
 import psycopg
 import structlog
 from fastapi import FastAPI, Request
@@ -34,7 +35,8 @@ REDIS_UNAVAILABLE = (
 )
 # The drivers' own errors, for code that works on a raw DBAPI connection (no SQLAlchemy
 # wrapping): a refused or lost connection, a locked SQLite file.
-DRIVER_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, sqlite3.OperationalError)
+DRIVER_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, sqlite3.OperationalError,
+                      asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
 
 
 def problem_type(slug: str) -> str:

@@ -3,9 +3,11 @@ harness), printing one JSON line:
 
     python -m bench.harness.cpu_probe argon2 SECONDS   # argon2id verifications/s
     python -m bench.harness.cpu_probe verify SECONDS   # raw ES256 and TokenVerifier /s
+    python -m bench.harness.cpu_probe driver SECONDS   # psycopg and asyncpg statements /s
 
-`verify` needs KOPPEL_DATABASE_URL / KOPPEL_REDIS_URL / KOPPEL_VAR_DIR of a migrated
-database; it adds its own rows there and removes them (bench/verify_tokens.py).
+`verify` and `driver` need KOPPEL_DATABASE_URL / KOPPEL_REDIS_URL / KOPPEL_VAR_DIR of a migrated
+database; `verify` adds its own rows there and removes them (bench/verify_tokens.py),
+`driver` reads the bench world's (bench/harness/driver_probe.py).
 """
 
 from __future__ import annotations
@@ -68,6 +70,11 @@ def main() -> None:
         result = {"argon2": argon2_ceiling(seconds)}
     elif kind == "verify":
         result = asyncio.run(verify(seconds))
+    elif kind == "driver":
+        from bench.harness.driver_probe import driver
+        from shared.config import Settings
+
+        result = asyncio.run(driver(Settings().resolved_database_url, seconds))
     else:
         raise SystemExit(f"unknown probe {kind!r}")
     print(json.dumps(result))

@@ -71,6 +71,8 @@ REFERENCES = {
     "reads_untracked": "resource reads/s with scope-usage tracking off (a second sync)",
     "reads_uvicorn": "resource reads/s from `koppel serve sync` (uvicorn; the server scenario)",
     "reads_unlogged": "resource reads/s with the data-access log off (a second sync)",
+    "employee_read_psycopg": "employee read statements per CPU-second, psycopg 3 (prepared)",
+    "client_row_psycopg": "client look-ups per CPU-second, psycopg 3 (prepared)",
 }
 
 TARGETS = [
@@ -95,6 +97,10 @@ TARGETS = [
            reference="reads_unlogged", ratio=0.9),
     Target("reads_granian", "resource reads/s, the same sync app under granian", "server",
            reference="reads_uvicorn"),
+    Target("employee_read_asyncpg", "employee read statements per CPU-second, asyncpg",
+           "driver", reference="employee_read_psycopg"),
+    Target("client_row_asyncpg", "client look-ups per CPU-second, asyncpg", "driver",
+           reference="client_row_psycopg"),
     Target("overview_first", "overview 1M: first page p95, ms", "overview", below=10),
     Target("overview_deep", "overview 1M: deep cursor page p95, ms", "overview", below=10),
     Target("overview_filtered", "overview 1M: filtered page p95, ms", "overview", below=10),
@@ -121,6 +127,8 @@ SHORT = {
     "reads_untracked": "tracking off",
     "reads_uvicorn": "uvicorn",
     "reads_unlogged": "log off",
+    "employee_read_psycopg": "psycopg",
+    "client_row_psycopg": "psycopg",
 }
 
 SCENARIOS = list(dict.fromkeys(t.scenario for t in TARGETS))

@@ -6,9 +6,9 @@ four: the connection (live: active and not past its `expires_at`; of this app,
 environment and debtor), its granted scopes,
 and the employee if it lies within the connection's reach (same environment and debtor,
 a covered company). Nothing is cached: a revoked or narrowed connection shows in the
-very next read. On PostgreSQL the statement, compiled once, runs on psycopg directly
-(services/sync/read_pool.py) and outside a transaction (autocommit; a single SELECT sees
-one snapshot anyway), saving BEGIN and COMMIT and SQLAlchemy's per-call work.
+very next read. On PostgreSQL the statement, compiled once, runs on asyncpg directly
+(services/sync/read_pool.py) and outside a transaction (a single SELECT sees one
+snapshot anyway), saving BEGIN and COMMIT and SQLAlchemy's per-call work.
 
 Other callers (a first-party user's token) take the general path. Either notes the read
 in the data-access log (shared/data_access.py: one Redis call, no database write).
@@ -20,10 +20,9 @@ import uuid
 from functools import lru_cache
 from typing import Any
 
-import psycopg
-from psycopg.rows import namedtuple_row
+import orjson
 from sqlalchemy import and_, bindparam, select
-from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.sync.read_pool import ReadPool
@@ -86,20 +85,29 @@ async def _core_row(engine: AsyncEngine, params: dict[str, Any]):
 
 
 @lru_cache(maxsize=1)
-def _postgresql_sql() -> str:
-    return str(CONNECTION_EMPLOYEE.compile(dialect=psycopg_dialect()))
+def _postgresql_sql() -> tuple[str, tuple[str, ...]]:
+    """The statement in asyncpg's form (`$n` parameters) and its parameters' order."""
+    compiled = CONNECTION_EMPLOYEE.compile(dialect=asyncpg_dialect())
+    return str(compiled), tuple(compiled.positiontup or ())
 
 
-async def _postgresql_row(pool: ReadPool, params: dict[str, Any]):
-    """The statement, compiled once, run on psycopg itself (autocommit, prepared)."""
-    sql = _postgresql_sql()
+class _Fields:
+    """An asyncpg record read by attribute, as the SQLAlchemy rows and the ORM's are."""
 
-    async def read(conn: psycopg.AsyncConnection):
-        cursor = conn.cursor(row_factory=namedtuple_row)
-        await cursor.execute(sql, params, prepare=True)
-        return await cursor.fetchone()
+    __slots__ = ("_record",)
 
-    return await pool.run(read)
+    def __init__(self, record: Any) -> None:
+        self._record = record
+
+    def __getattr__(self, name: str) -> Any:
+        return self._record[name]
+
+
+async def _postgresql_row(pool: ReadPool, params: dict[str, Any]) -> _Fields | None:
+    """The statement, compiled once, run on asyncpg (prepared, outside a transaction)."""
+    sql, order = _postgresql_sql()
+    record = await pool.fetchrow(sql, *(params[name] for name in order))
+    return None if record is None else _Fields(record)
 
 
 async def connection_employee(runtime: Runtime, pool: ReadPool | None, principal: Principal,
@@ -118,9 +126,13 @@ async def connection_employee(runtime: Runtime, pool: ReadPool | None, principal
             or row.environment_id != principal.environment_id
             or row.debtor_id != principal.debtor_id):
         raise InvalidToken("the access token's connection is not active")
-    if not (grants(frozenset(row.scopes), SCOPE) and principal.has_scope(SCOPE)):
+    consented = row.scopes
+    if isinstance(consented, str):  # asyncpg leaves a JSON column as its text
+        consented = orjson.loads(consented)
+    consented = frozenset(consented)
+    if not (grants(consented, SCOPE) and principal.has_scope(SCOPE)):
         raise InsufficientScope(SCOPE)
-    used = granting_scope(frozenset(row.scopes) & implied(principal.scopes), SCOPE)
+    used = granting_scope(consented & implied(principal.scopes), SCOPE)
     if recorder is not None and used is not None and principal.connection_id is not None:
         await recorder.scope_used(principal.connection_id, used)
     if row.id is None or row.covered is None:
