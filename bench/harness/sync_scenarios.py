@@ -9,6 +9,7 @@ process, and commit-to-receiver latency at a fixed write rate. `koppel serve syn
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 import os
 import sys
@@ -18,6 +19,9 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from bench.harness import refs, repeat
 from bench.harness.common import KOPPEL, percentile, say
@@ -170,6 +174,25 @@ async def dpop_reads(ctx: Ctx, world: World, bearer_tokens: list[str], dpop_toke
         added.notes.append("(1/DPoP reads/s - 1/bearer reads/s) with the server on one core;"
                            " from requests per server CPU-second instead: "
                            + ", ".join(f"{v:.0f}" for v in per_cpu) + " us")
+    added.notes.append(f"the floor on this machine: one ES256 signature verification "
+                       f"(cryptography, OpenSSL) alone takes {_es256_verify_us(key):.0f} us")
+
+
+def _es256_verify_us(key: EcKey, n: int = 2000) -> float:
+    """CPU microseconds of one raw ES256 verification of a proof's signature (the one
+    cryptographic step of a DPoP check), in this process."""
+    public = key.private.public_key()
+    signed = []
+    for _ in range(n):
+        signing_input, _, signature = key.dpop_proof("GET", url("sync")).rpartition(".")
+        raw = base64.urlsafe_b64decode(signature + "==")
+        signed.append((encode_dss_signature(int.from_bytes(raw[:32], "big"),
+                                            int.from_bytes(raw[32:], "big")),
+                       signing_input.encode()))
+    start = time.process_time()
+    for der, data in signed:
+        public.verify(der, data, ec.ECDSA(hashes.SHA256()))
+    return (time.process_time() - start) / n * 1e6
 
 
 @dataclass(frozen=True)
