@@ -11,9 +11,10 @@ for input the direct handler leaves to FastAPI (a malformed path parameter gets
 FastAPI's 422).
 
 A direct handler must run every dependency of its route. It names those it runs
-(`runs`); `DirectRoute` refuses to build a route whose dependency tree (router-level
-dependencies included) calls anything else, so a dependency added to the router later
-cannot be skipped silently.
+(`runs`); `DirectRoute` refuses to build a route whose dependency tree (with the
+dependencies of its router, of every router including it and of the app) calls anything
+else, so a dependency added later cannot be skipped silently. While the app has
+`dependency_overrides` (tests), FastAPI's own handler answers.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import Any
 
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, _effective_route_context_var
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -60,12 +61,21 @@ class DirectRoute(APIRoute):
         if marked is None:
             return standard
         direct, ran = marked
-        skipped = [call for call in _calls(self.dependant) if call not in ran]
+        # FastAPI builds the handler of a route once per router that includes it, with
+        # that inclusion's dependencies (the including routers' and the app's) on an
+        # effective copy of the route: check those, as FastAPI's own handler runs them.
+        effective = _effective_route_context_var.get()
+        route = effective if effective is not None and effective.original_route is self \
+            else self
+        skipped = [call for call in _calls(route.dependant) if call not in ran]
         if skipped:
             names = ", ".join(getattr(c, "__name__", type(c).__name__) for c in skipped)
             raise RuntimeError(f"the direct handler of {self.path} does not run: {names}")
+        overrides = route.dependency_overrides_provider
 
         async def handler(request: Request) -> Response:
+            if overrides is not None and getattr(overrides, "dependency_overrides", None):
+                return await standard(request)  # overridden dependencies: FastAPI's way
             return await direct(request, standard)
 
         return handler

@@ -10,7 +10,6 @@ import json
 import sqlite3
 from typing import Any
 
-import asyncpg
 import psycopg
 import structlog
 from fastapi import FastAPI, Request
@@ -33,10 +32,17 @@ REDIS_UNAVAILABLE = (
     redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.ReadOnlyError,
     redis_errors.ClusterDownError, redis_errors.TryAgainError,
 )
+
+
+class DatabaseUnreachable(Exception):
+    """A driver used without SQLAlchemy (the sync read pool's asyncpg) could not reach the
+    database or lost it: answered 503 like the other drivers' such errors."""
+
+
 # The drivers' own errors, for code that works on a raw DBAPI connection (no SQLAlchemy
 # wrapping): a refused or lost connection, a locked SQLite file.
 DRIVER_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, sqlite3.OperationalError,
-                      asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+                      DatabaseUnreachable)
 
 
 def problem_type(slug: str) -> str:

@@ -8,8 +8,9 @@ CPU-second as on psycopg 3 prepared in autocommit (docs/benchmarks.md); the rest
 services keep psycopg under SQLAlchemy. asyncpg prepares and caches each statement per
 connection. Connections are not pinged on checkout (a round trip per read): a read that
 finds its connection dead drops every idle connection (a restart or failover took them
-all) and retries once on a fresh one. A database that cannot be reached raises
-asyncpg's connection errors, which the app answers 503 (shared/errors.py).
+all) and retries once on a fresh one. A database that cannot be reached (refused,
+silent, out of connections, a wrong password) raises `DatabaseUnreachable`, which the
+app answers 503 (shared/errors.py); any other error of a statement is a bug (500).
 
 A server that stops answering is bounded like the engines' (shared/db/engine.py): a new
 connection waits at most `connect_timeout`, and each read at most `read_timeout` for its
@@ -26,13 +27,43 @@ import asyncio
 from typing import Any
 
 import asyncpg
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from shared.db.engine import PING_TIMEOUT_S
+from shared.errors import DatabaseUnreachable
 
-# What a dead or silent connection raises: asyncpg's own errors, the socket's, a bound.
-_LOST = (asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError,
-         asyncpg.InterfaceError, OSError, TimeoutError)
+# Of the URL's query, what asyncpg understands (the rest, libpq's own such as
+# `connect_timeout` or `keepalives`, asyncpg would send to the server as settings, which
+# refuses them): the bounds come from this pool instead.
+_ASYNCPG_PARAMETERS = frozenset({
+    "host", "port", "user", "password", "passfile", "database", "dbname", "service",
+    "sslmode", "sslcert", "sslkey", "sslrootcert", "sslcrl", "sslpassword", "sslnegotiation",
+    "ssl_min_protocol_version", "ssl_max_protocol_version", "target_session_attrs",
+    "krbsrvname", "gsslib",
+})
+# What a dead or silent connection raises: the server ended it, the socket failed, the
+# bound passed.
+_LOST = (asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError, OSError,
+         TimeoutError)
+
+
+def _lost(conn: asyncpg.Connection, exc: BaseException, reused: bool) -> bool:
+    """Whether `exc` says the connection is gone (not that the statement was wrong). A
+    connection that PostgreSQL ended while it sat idle may first report the server's
+    goodbye as an InternalClientError."""
+    if isinstance(exc, _LOST):
+        return True
+    if isinstance(exc, asyncpg.InternalClientError):
+        return reused
+    return isinstance(exc, asyncpg.InterfaceError) and conn.is_closed()
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """The database URL as asyncpg takes it: plain `postgresql://`, libpq-only options
+    left out."""
+    url: URL = make_url(database_url).set(drivername="postgresql")
+    url = url.set(query={k: v for k, v in url.query.items() if k in _ASYNCPG_PARAMETERS})
+    return url.render_as_string(hide_password=False)
 
 
 class ReadPool:
@@ -40,8 +71,7 @@ class ReadPool:
 
     def __init__(self, database_url: str, *, size: int, connect_timeout: float,
                  read_timeout: float | None = PING_TIMEOUT_S) -> None:
-        url = make_url(database_url).set(drivername="postgresql")
-        self._dsn = url.render_as_string(hide_password=False)
+        self._dsn = asyncpg_dsn(database_url)
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._idle: list[asyncpg.Connection] = []
@@ -53,26 +83,38 @@ class ReadPool:
         connection if the pooled one was dead."""
         for attempt in (1, 2):
             async with self._slots:
-                reused = bool(self._idle)
-                conn = self._idle.pop() if reused else await self._connect()
+                conn = self._take_idle()
+                reused = conn is not None
+                if conn is None:
+                    conn = await self._connect()
                 healthy = False
                 try:
                     row = await conn.fetchrow(sql, *args, timeout=self._read_timeout)
                     healthy = True
                     return row
-                except _LOST as exc:
+                except Exception as exc:
+                    if not _lost(conn, exc, reused):
+                        raise
                     if attempt == 2 or not reused:
-                        raise _unreachable(exc) from exc
-                    await self._drop_idle()  # the server went away: they are dead too
+                        raise DatabaseUnreachable(type(exc).__name__) from exc
+                    self._drop_idle()  # the server went away: they are dead too
                 finally:
                     self._put_back(conn, healthy)
         raise AssertionError("unreachable")
 
+    def _take_idle(self) -> asyncpg.Connection | None:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.is_closed():
+                return conn
+        return None
+
     async def _connect(self) -> asyncpg.Connection:
         try:
             return await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
-        except _LOST as exc:
-            raise _unreachable(exc) from exc
+        except (*_LOST, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Refused, too many clients, a wrong password or database: not answerable now.
+            raise DatabaseUnreachable(type(exc).__name__) from exc
 
     def _put_back(self, conn: asyncpg.Connection, healthy: bool) -> None:
         if self._closed or not healthy or conn.is_closed():
@@ -80,7 +122,7 @@ class ReadPool:
         else:
             self._idle.append(conn)
 
-    async def _drop_idle(self) -> None:
+    def _drop_idle(self) -> None:
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.terminate()
@@ -92,12 +134,8 @@ class ReadPool:
         for conn in idle:
             try:
                 await asyncio.wait_for(conn.close(), self._connect_timeout)
-            except (*_LOST, asyncio.CancelledError):
+            except (*_LOST, asyncpg.InterfaceError):
                 conn.terminate()
-
-
-def _unreachable(exc: BaseException) -> asyncpg.InterfaceError:
-    """The error a read answers 503 with (shared/errors.py), whatever asyncpg raised."""
-    if isinstance(exc, asyncpg.InterfaceError):
-        return exc
-    return asyncpg.InterfaceError(f"the database did not answer: {type(exc).__name__}")
+            except asyncio.CancelledError:
+                conn.terminate()
+                raise

@@ -8,7 +8,8 @@ SQLite answers with an immediate "database is locked" instead of waiting).
 
 A PostgreSQL that stops answering is bounded at two levels:
 
-- TCP (`TCP_OPTIONS`, every connection of every process): keepalive probes and
+- TCP (`TCP_OPTIONS`, every psycopg connection of every process; the sync read pool's
+  asyncpg connections are bounded per statement instead): keepalive probes and
   `tcp_user_timeout` end a connection to a host that no longer acknowledges anything
   (crashed, partitioned away) within about a minute instead of the kernel's 15 minutes
   to 2 hours. They never end a statement that a live server is still working on: its

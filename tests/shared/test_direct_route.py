@@ -75,3 +75,45 @@ def test_a_route_without_a_direct_handler_is_served_by_fastapi() -> None:
 def test_a_direct_handler_that_skips_a_dependency_cannot_be_built() -> None:
     with pytest.raises(RuntimeError, match="does not run: checked"):
         _app(runs_everything=False)
+
+
+async def _guard() -> None:
+    return None
+
+
+def _included(how: str) -> FastAPI:
+    router = APIRouter(route_class=DirectRoute)
+
+    async def directly(request: Request, standard: Handler) -> Response:
+        return PlainTextResponse("direct")
+
+    @router.get("/items/{number}")
+    @served_directly(directly, runs=())
+    async def item(number: int) -> str:
+        return "standard"
+
+    app = FastAPI(dependencies=[Depends(_guard)] if how == "app" else None)
+    if how == "include":
+        app.include_router(router, dependencies=[Depends(_guard)])
+    else:
+        parent = APIRouter(dependencies=[Depends(_guard)] if how == "parent" else None)
+        parent.include_router(router)
+        app.include_router(parent)
+    return app
+
+
+@pytest.mark.parametrize("how", ["include", "parent", "app"])
+def test_dependencies_added_by_an_including_router_or_the_app_count_too(how: str) -> None:
+    """Including the route, or at the latest building the OpenAPI document (every Koppel
+    app does, in create_service_app), builds each inclusion of the route: one that would
+    skip the added dependency is refused."""
+    with pytest.raises(RuntimeError, match="does not run: _guard"):
+        _included(how).openapi()
+
+
+def test_with_overridden_dependencies_fastapi_answers() -> None:
+    app, calls = _app()
+    app.dependency_overrides[_guard] = _guard  # any override at all
+    with TestClient(app) as client:
+        assert client.get("/items/7").json() == "standard 7"
+    assert calls == ["counted /items/7", "checked"]

@@ -100,7 +100,10 @@ class _Fields:
         self._record = record
 
     def __getattr__(self, name: str) -> Any:
-        return self._record[name]
+        try:
+            return self._record[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 async def _postgresql_row(pool: ReadPool, params: dict[str, Any]) -> _Fields | None:

@@ -1,0 +1,72 @@
+"""The sync read pool on asyncpg (services/sync/read_pool.py): what it passes to asyncpg,
+and a database it cannot use answered as unreachable (503), not as a bug."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from services.sync.read_pool import ReadPool, asyncpg_dsn
+from shared.config import Settings
+from shared.errors import DatabaseUnreachable
+
+
+def test_libpq_only_options_stay_out_of_the_asyncpg_dsn() -> None:
+    dsn = asyncpg_dsn("postgresql+psycopg://koppel:s3cret@db.internal:6432/koppel"
+                      "?sslmode=require&connect_timeout=5&keepalives=1&channel_binding=require"
+                      "&application_name=sync")
+    url = make_url(dsn)
+    assert url.drivername == "postgresql"
+    assert (url.username, url.password, url.host, url.port, url.database) == (
+        "koppel", "s3cret", "db.internal", 6432, "koppel")
+    assert dict(url.query) == {"sslmode": "require"}
+
+
+@pytest.mark.postgres_only
+async def test_a_database_that_refuses_the_connection_is_unreachable(settings: Settings) -> None:
+    missing = make_url(settings.resolved_database_url).set(
+        database=f"koppel_missing_{uuid.uuid4().hex[:8]}").render_as_string(hide_password=False)
+    pool = ReadPool(missing, size=1, connect_timeout=5)
+    with pytest.raises(DatabaseUnreachable):
+        await pool.fetchrow("SELECT 1")
+    await pool.close()
+
+
+@pytest.mark.postgres_only
+async def test_a_wrong_statement_is_not_taken_for_a_lost_database(settings: Settings) -> None:
+    pool = ReadPool(settings.resolved_database_url, size=1, connect_timeout=5)
+    try:
+        assert (await pool.fetchrow("SELECT $1::int AS n", 7))["n"] == 7
+        with pytest.raises(Exception) as raised:
+            await pool.fetchrow("SELECT $1::int AS n", "not a number")
+        assert not isinstance(raised.value, DatabaseUnreachable)
+        assert (await pool.fetchrow("SELECT 2 AS n"))["n"] == 2
+    finally:
+        await pool.close()
+
+
+@pytest.mark.postgres_only
+async def test_idle_connections_the_server_ended_are_replaced(settings: Settings) -> None:
+    """PostgreSQL ends the idle connections (a restart, a failover, pg_terminate_backend):
+    whether a connection has already seen its socket close or has only read the server's
+    goodbye (asyncpg's InternalClientError), the next reads succeed on fresh ones."""
+    admin_url = make_url(settings.resolved_database_url).set(drivername="postgresql")
+    for delay in (0.0, 0.001, 0.001, 0.001, 0.05):
+        pool = ReadPool(settings.resolved_database_url, size=3, connect_timeout=5)
+        try:
+            await asyncio.gather(*(pool.fetchrow("SELECT pg_sleep(0.02)") for _ in range(3)))
+            pids = [conn.get_server_pid() for conn in pool._idle]
+            assert len(pids) == 3
+            with psycopg.connect(admin_url.render_as_string(hide_password=False),
+                                 autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid",
+                              (pids,))
+            await asyncio.sleep(delay)
+            for _ in range(3):
+                assert (await pool.fetchrow("SELECT 1 AS n"))["n"] == 1
+        finally:
+            await pool.close()
