@@ -48,8 +48,9 @@ def _command(*parts: str) -> bytes:
     return b"".join(out)
 
 
-def _open_tracking_socket(url: str) -> socket.socket:
-    """A blocking handshake (run it in a thread): RESP3, auth, broadcast tracking."""
+def _open_tracking_socket(url: str, prefixes: Sequence[str] = (PREFIX,)) -> socket.socket:
+    """A blocking handshake (run it in a thread): RESP3, auth, broadcast tracking of the
+    keys under `prefixes`."""
     options = parse_url(url)
     if "connection_class" in options and "path" not in options:
         raise ValueError("the status mirror supports redis:// and unix:// URLs only")
@@ -68,7 +69,8 @@ def _open_tracking_socket(url: str) -> socket.socket:
             hello += ["AUTH", options.get("username") or "default", options["password"]]
         sock.sendall(
             _command(*hello, "SETNAME", "koppel-status-mirror")
-            + _command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", PREFIX)
+            + _command("CLIENT", "TRACKING", "ON", "BCAST",
+                       *(part for prefix in prefixes for part in ("PREFIX", prefix)))
         )
         reader = hiredis.Reader()
         replies: list[object] = []
@@ -98,10 +100,16 @@ def _keepalive(sock: socket.socket) -> None:
 
 
 class StatusMirror:
-    """Status keys known to be active, dropped as soon as Redis says they changed."""
+    """Status keys known to be active, dropped as soon as Redis says they changed.
 
-    def __init__(self, url: str, *, max_age: float = MAX_AGE_S) -> None:
+    `prefixes`: the keys Redis reports changes of (the status keys by default; the auth
+    service adds the client keys and its failed-authentication counters, whose "known
+    unchanged" it keeps the same way)."""
+
+    def __init__(self, url: str, *, max_age: float = MAX_AGE_S,
+                 prefixes: Sequence[str] = (PREFIX,)) -> None:
         self._url = url
+        self._prefixes = tuple(prefixes)
         self._max_age = max_age
         self._sock: socket.socket | None = None
         self._poll = select.poll()
@@ -125,7 +133,7 @@ class StatusMirror:
             return False
         self._connecting, self._next_attempt = True, now + RETRY_S
         try:
-            sock = await asyncio.to_thread(_open_tracking_socket, self._url)
+            sock = await asyncio.to_thread(_open_tracking_socket, self._url, self._prefixes)
         except ValueError as exc:  # a URL it cannot handle: stay off for good
             self._next_attempt = float("inf")
             log.info("status mirror off; every call asks Redis", reason=str(exc))
@@ -161,19 +169,27 @@ class StatusMirror:
             self._pending[key] = self._tickets
         return self._tickets
 
-    def remember(self, keys: Sequence[str], ticket: int) -> None:
+    def remember(self, keys: Sequence[str], ticket: int) -> bool:
         """Record that Redis answered every key active after the lookup that gave `ticket`,
-        unless an invalidation for any of them arrived since that lookup."""
+        unless an invalidation for any of them arrived since that lookup (or another
+        lookup of them followed); whether it was recorded."""
         self._drain()
         pending = self._pending
         if self._sock is None or any(pending.get(key) != ticket for key in keys):
-            return
+            return False
         if len(self._active) + len(keys) > MAX_ENTRIES:
             self._active.clear()
         now = time.monotonic()
         for key in keys:
             pending.pop(key, None)
             self._active[key] = now
+        return True
+
+    def forget(self, keys: Sequence[str]) -> None:
+        """Stop trusting what is known of `keys` (this process just changed them itself)."""
+        for key in keys:
+            self._active.pop(key, None)
+            self._pending.pop(key, None)
 
     def close(self) -> None:
         """Close the tracking connection and forget everything."""
