@@ -95,11 +95,12 @@ async def run_authlib(request: Request, work: Callable[[AuthContext], T], *,
 
     def _in_thread() -> tuple[T, UnitOfWork]:
         with runtime.session() as session:
-            if autocommit:
-                session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            # Read-only work that needs no statement (its client known already) takes
+            # no connection from the pool at all (AuthContext.connection).
             ctx = AuthContext(session, runtime.settings, runtime.keyring, signer,
                               runtime.sync_redis, client_address(request),
-                              clients=clients if clients is not None else {})
+                              clients=clients if clients is not None else {},
+                              autocommit=autocommit)
             result = work(ctx)
             session.commit()
             return result, UnitOfWork.detach(session)
