@@ -115,7 +115,11 @@ class StatusMirror:
         self._poll = select.poll()
         self._reader = hiredis.Reader()
         self._active: dict[str, float] = {}  # key -> when Redis last said "active"
-        self._pending: dict[str, int] = {}  # key -> ticket of the lookup that missed it
+        # Tickets and changes share one counter: a lookup's ticket is the count at that
+        # moment, a change of a key (or of all, `_cleared_at`) the count at its arrival.
+        # Lookups of one key at once each keep their own ticket (none undoes another's).
+        self._changed: dict[str, int] = {}
+        self._cleared_at = 0
         self._tickets = 0
         self._next_attempt = 0.0
         self._connecting = False
@@ -162,42 +166,50 @@ class StatusMirror:
                 break
         else:
             return None
-        if len(self._pending) > MAX_ENTRIES:
-            self._pending.clear()
         self._tickets += 1
-        for key in keys:
-            self._pending[key] = self._tickets
         return self._tickets
 
     def remember(self, keys: Sequence[str], ticket: int) -> bool:
         """Record that Redis answered every key active after the lookup that gave `ticket`,
-        unless an invalidation for any of them arrived since that lookup (or another
-        lookup of them followed); whether it was recorded."""
+        unless an invalidation for any of them arrived since that lookup; whether it was
+        recorded."""
         self._drain()
-        pending = self._pending
-        if self._sock is None or any(pending.get(key) != ticket for key in keys):
+        changed = self._changed
+        if (self._sock is None or ticket <= self._cleared_at
+                or any(changed.get(key, 0) > ticket for key in keys)):
             return False
         if len(self._active) + len(keys) > MAX_ENTRIES:
             self._active.clear()
         now = time.monotonic()
         for key in keys:
-            pending.pop(key, None)
             self._active[key] = now
         return True
 
     def forget(self, keys: Sequence[str]) -> None:
         """Stop trusting what is known of `keys` (this process just changed them itself)."""
         for key in keys:
-            self._active.pop(key, None)
-            self._pending.pop(key, None)
+            self._changed_now(key)
 
     def close(self) -> None:
         """Close the tracking connection and forget everything."""
         self._reset()
 
-    def _reset(self) -> None:
+    def _clear(self) -> None:
+        """Forget every key, and refuse every ticket given out so far."""
         self._active.clear()
-        self._pending.clear()
+        self._changed.clear()
+        self._tickets += 1
+        self._cleared_at = self._tickets
+
+    def _changed_now(self, key: str) -> None:
+        self._active.pop(key, None)
+        if len(self._changed) >= MAX_ENTRIES:
+            self._clear()
+        self._tickets += 1
+        self._changed[key] = self._tickets
+
+    def _reset(self) -> None:
+        self._clear()
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -227,10 +239,7 @@ class StatusMirror:
             return
         keys = message[1]
         if keys is None:  # FLUSHDB / FLUSHALL
-            self._active.clear()
-            self._pending.clear()
+            self._clear()
             return
         for raw in keys:
-            key = raw.decode()
-            self._active.pop(key, None)
-            self._pending.pop(key, None)
+            self._changed_now(raw.decode())

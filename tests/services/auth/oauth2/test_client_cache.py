@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import redis
@@ -78,6 +79,24 @@ def test_a_kept_client_serves_until_its_change_is_announced(
     renewed = Client(client.client_id, secret, client.auth_method, client.redirect_uris,
                      client.scopes)
     assert _grant(auth_server, renewed).status_code == 200
+
+
+def test_a_client_is_kept_under_concurrent_requests(
+    auth_server: AuthServer, new_app: Callable[..., Client],
+) -> None:
+    """Requests of one client at once each read the row; one of them keeps it."""
+    client = new_app()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(lambda _: _grant(auth_server, client).status_code, range(16)))
+    assert statuses == [200] * 16
+    _write_silently(auth_server, client.client_id, status=AppStatus.SUSPENDED)
+    assert _grant(auth_server, client).status_code == 200  # kept: the row was not read
+    announcer = redis.Redis.from_url(auth_server.redis_url)
+    try:
+        publish(announcer, [], [client.client_id])
+    finally:
+        announcer.close()
+    assert _refused(_grant(auth_server, client))
 
 
 @contextlib.contextmanager
