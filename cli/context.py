@@ -6,6 +6,7 @@ Everything here is built when a command starts, never at import.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,11 +62,16 @@ def engine_for(settings: Settings) -> Iterator[Engine]:
 
 @contextlib.contextmanager
 def transaction(settings: Settings) -> Iterator[Session]:
-    """One session in one transaction: committed if the block succeeds, else rolled back."""
+    """One session in one transaction: committed if the block succeeds, else rolled back.
+    What the transaction noted for after its commit (a changed app, a status) is then
+    flushed, as every writer does (shared/unit_of_work.py)."""
     with engine_for(settings) as engine:
         factory = sync_session_factory(engine)
         with factory() as session, session.begin():
             yield session
+    work = UnitOfWork.detach(session)
+    if work != UnitOfWork():
+        asyncio.run(flush_after_commit(settings, work))
 
 
 async def flush_after_commit(settings: Settings, work: UnitOfWork) -> None:

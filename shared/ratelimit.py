@@ -10,13 +10,14 @@ from typing import cast
 import redis.asyncio as aioredis
 
 
-def _key(name: str) -> str:
+def redis_key(name: str) -> str:
+    """The Redis key of the counter or slot `name`."""
     return f"koppel:rl:{name}"
 
 
 async def retry_after(client: aioredis.Redis, name: str, limit: int) -> int | None:
     """Seconds until `name` may try again if it has used up `limit`; None if it may now."""
-    key = _key(name)
+    key = redis_key(name)
     pipe = client.pipeline(transaction=False)
     pipe.get(key)
     pipe.ttl(key)
@@ -28,7 +29,7 @@ async def retry_after(client: aioredis.Redis, name: str, limit: int) -> int | No
 
 async def record(client: aioredis.Redis, name: str, window_s: int) -> int:
     """Count one event for `name` in the current window; returns the count so far."""
-    key = _key(name)
+    key = redis_key(name)
     pipe = client.pipeline(transaction=True)
     # SET NX starts the window (with its expiry) only if none is running; works on Redis 6.
     pipe.set(key, 0, ex=window_s, nx=True)
@@ -38,13 +39,13 @@ async def record(client: aioredis.Redis, name: str, window_s: int) -> int:
 
 
 async def reset(client: aioredis.Redis, name: str) -> None:
-    await client.delete(_key(name))
+    await client.delete(redis_key(name))
 
 
 async def take_turn(client: aioredis.Redis, name: str, interval_s: int) -> int | None:
     """Take `name`'s one turn of the next `interval_s` seconds: None if taken now,
     else the seconds until the running turn ends."""
-    key = _key(f"turn:{name}")
+    key = redis_key(f"turn:{name}")
     pipe = client.pipeline(transaction=True)
     pipe.set(key, 1, ex=interval_s, nx=True)
     pipe.ttl(key)
@@ -54,12 +55,12 @@ async def take_turn(client: aioredis.Redis, name: str, interval_s: int) -> int |
 
 async def hold_turn(client: aioredis.Redis, name: str, interval_s: int) -> None:
     """Start a new turn of `name` now: nobody takes one for `interval_s` seconds."""
-    await client.set(_key(f"turn:{name}"), 1, ex=interval_s)
+    await client.set(redis_key(f"turn:{name}"), 1, ex=interval_s)
 
 
 async def count(client: aioredis.Redis, name: str) -> int:
     """The events counted for `name` in its current window."""
-    value = await client.get(_key(name))
+    value = await client.get(redis_key(name))
     return int(value) if value is not None else 0
 
 
@@ -84,7 +85,7 @@ async def reserve_slots(client: aioredis.Redis, name: str, rate: float, wanted: 
     one second's worth): each at or after `now` (epoch seconds), in order, never given
     out twice (the next free slot only moves on)."""
     interval, burst = 1 / rate, max(rate, 1)
-    reply = client.eval(_RESERVE, 1, _key(f"slot:{name}"), repr(interval), str(burst),
+    reply = client.eval(_RESERVE, 1, redis_key(f"slot:{name}"), repr(interval), str(burst),
                         repr(now), str(wanted))
     base = float(await cast(Awaitable[str], reply)) - (burst - 1) * interval
     # Microseconds are what the database keeps: a slot within one of now is now.

@@ -40,6 +40,13 @@ CACHE_TTL_S = 300
 # that the other processes' mirrors will see the change before any call it answers next.
 
 
+# A client's row changed (any column: secret, redirect URIs, scopes, status...): a write
+# under this prefix tells every auth process's client cache (services/auth/oauth2/
+# client_cache.py) to drop its copy. The value means nothing; the key lives a minute.
+CLIENT_PREFIX = "koppel:status:client:"
+CLIENT_KEY_TTL_S = 60
+
+
 class Subject(StrEnum):
     CONNECTION = "conn"
     USER = "user"
@@ -51,22 +58,36 @@ def status_key(subject: Subject, ident: str | uuid.UUID) -> str:
     return f"koppel:status:{subject.value}:{ident}"
 
 
-def publish(client: redis.Redis, changes: Iterable[tuple[Subject, str | uuid.UUID, bool]]) -> None:
-    """After a commit: record new statuses (sync code, e.g. the auth service)."""
-    pipe = client.pipeline(transaction=False)
+def client_key(client_id: str) -> str:
+    return f"{CLIENT_PREFIX}{client_id}"
+
+
+def _queue(pipe, changes: Iterable[tuple[Subject, str | uuid.UUID, bool]],
+           clients: Iterable[str]) -> None:
     for subject, ident, active in changes:
         pipe.set(status_key(subject, ident), ACTIVE if active else INACTIVE, ex=CACHE_TTL_S)
+    for client_id in clients:
+        pipe.set(client_key(client_id), b"1", ex=CLIENT_KEY_TTL_S)
+
+
+def publish(client: redis.Redis, changes: Iterable[tuple[Subject, str | uuid.UUID, bool]],
+            clients: Iterable[str] = ()) -> None:
+    """After a commit: record new statuses, and announce the clients whose rows changed
+    (sync code, e.g. the auth service)."""
+    pipe = client.pipeline(transaction=False)
+    _queue(pipe, changes, clients)
     pipe.execute()
     client.ping()  # the invalidations have been sent (see above)
 
 
 async def publish_async(
-    client: aioredis.Redis, changes: Iterable[tuple[Subject, str | uuid.UUID, bool]]
+    client: aioredis.Redis, changes: Iterable[tuple[Subject, str | uuid.UUID, bool]],
+    clients: Iterable[str] = (),
 ) -> None:
-    """After a commit: record new statuses (async code, e.g. the registry)."""
+    """After a commit: record new statuses, and announce the clients whose rows changed
+    (async code, e.g. the registry)."""
     pipe = client.pipeline(transaction=False)
-    for subject, ident, active in changes:
-        pipe.set(status_key(subject, ident), ACTIVE if active else INACTIVE, ex=CACHE_TTL_S)
+    _queue(pipe, changes, clients)
     await pipe.execute()
     await client.ping()  # the invalidations have been sent (see above)
 

@@ -48,8 +48,9 @@ def _command(*parts: str) -> bytes:
     return b"".join(out)
 
 
-def _open_tracking_socket(url: str) -> socket.socket:
-    """A blocking handshake (run it in a thread): RESP3, auth, broadcast tracking."""
+def _open_tracking_socket(url: str, prefixes: Sequence[str] = (PREFIX,)) -> socket.socket:
+    """A blocking handshake (run it in a thread): RESP3, auth, broadcast tracking of the
+    keys under `prefixes`."""
     options = parse_url(url)
     if "connection_class" in options and "path" not in options:
         raise ValueError("the status mirror supports redis:// and unix:// URLs only")
@@ -68,7 +69,8 @@ def _open_tracking_socket(url: str) -> socket.socket:
             hello += ["AUTH", options.get("username") or "default", options["password"]]
         sock.sendall(
             _command(*hello, "SETNAME", "koppel-status-mirror")
-            + _command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", PREFIX)
+            + _command("CLIENT", "TRACKING", "ON", "BCAST",
+                       *(part for prefix in prefixes for part in ("PREFIX", prefix)))
         )
         reader = hiredis.Reader()
         replies: list[object] = []
@@ -98,16 +100,26 @@ def _keepalive(sock: socket.socket) -> None:
 
 
 class StatusMirror:
-    """Status keys known to be active, dropped as soon as Redis says they changed."""
+    """Status keys known to be active, dropped as soon as Redis says they changed.
 
-    def __init__(self, url: str, *, max_age: float = MAX_AGE_S) -> None:
+    `prefixes`: the keys Redis reports changes of (the status keys by default; the auth
+    service adds the client keys and its failed-authentication counters, whose "known
+    unchanged" it keeps the same way)."""
+
+    def __init__(self, url: str, *, max_age: float = MAX_AGE_S,
+                 prefixes: Sequence[str] = (PREFIX,)) -> None:
         self._url = url
+        self._prefixes = tuple(prefixes)
         self._max_age = max_age
         self._sock: socket.socket | None = None
         self._poll = select.poll()
         self._reader = hiredis.Reader()
         self._active: dict[str, float] = {}  # key -> when Redis last said "active"
-        self._pending: dict[str, int] = {}  # key -> ticket of the lookup that missed it
+        # Tickets and changes share one counter: a lookup's ticket is the count at that
+        # moment, a change of a key (or of all, `_cleared_at`) the count at its arrival.
+        # Lookups of one key at once each keep their own ticket (none undoes another's).
+        self._changed: dict[str, int] = {}
+        self._cleared_at = 0
         self._tickets = 0
         self._next_attempt = 0.0
         self._connecting = False
@@ -125,7 +137,7 @@ class StatusMirror:
             return False
         self._connecting, self._next_attempt = True, now + RETRY_S
         try:
-            sock = await asyncio.to_thread(_open_tracking_socket, self._url)
+            sock = await asyncio.to_thread(_open_tracking_socket, self._url, self._prefixes)
         except ValueError as exc:  # a URL it cannot handle: stay off for good
             self._next_attempt = float("inf")
             log.info("status mirror off; every call asks Redis", reason=str(exc))
@@ -154,34 +166,50 @@ class StatusMirror:
                 break
         else:
             return None
-        if len(self._pending) > MAX_ENTRIES:
-            self._pending.clear()
         self._tickets += 1
-        for key in keys:
-            self._pending[key] = self._tickets
         return self._tickets
 
-    def remember(self, keys: Sequence[str], ticket: int) -> None:
+    def remember(self, keys: Sequence[str], ticket: int) -> bool:
         """Record that Redis answered every key active after the lookup that gave `ticket`,
-        unless an invalidation for any of them arrived since that lookup."""
+        unless an invalidation for any of them arrived since that lookup; whether it was
+        recorded."""
         self._drain()
-        pending = self._pending
-        if self._sock is None or any(pending.get(key) != ticket for key in keys):
-            return
+        changed = self._changed
+        if (self._sock is None or ticket <= self._cleared_at
+                or any(changed.get(key, 0) > ticket for key in keys)):
+            return False
         if len(self._active) + len(keys) > MAX_ENTRIES:
             self._active.clear()
         now = time.monotonic()
         for key in keys:
-            pending.pop(key, None)
             self._active[key] = now
+        return True
+
+    def forget(self, keys: Sequence[str]) -> None:
+        """Stop trusting what is known of `keys` (this process just changed them itself)."""
+        for key in keys:
+            self._changed_now(key)
 
     def close(self) -> None:
         """Close the tracking connection and forget everything."""
         self._reset()
 
-    def _reset(self) -> None:
+    def _clear(self) -> None:
+        """Forget every key, and refuse every ticket given out so far."""
         self._active.clear()
-        self._pending.clear()
+        self._changed.clear()
+        self._tickets += 1
+        self._cleared_at = self._tickets
+
+    def _changed_now(self, key: str) -> None:
+        self._active.pop(key, None)
+        if len(self._changed) >= MAX_ENTRIES:
+            self._clear()
+        self._tickets += 1
+        self._changed[key] = self._tickets
+
+    def _reset(self) -> None:
+        self._clear()
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -211,10 +239,7 @@ class StatusMirror:
             return
         keys = message[1]
         if keys is None:  # FLUSHDB / FLUSHALL
-            self._active.clear()
-            self._pending.clear()
+            self._clear()
             return
         for raw in keys:
-            key = raw.decode()
-            self._active.pop(key, None)
-            self._pending.pop(key, None)
+            self._changed_now(raw.decode())

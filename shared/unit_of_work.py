@@ -11,6 +11,12 @@ session, never flushed.
 
 The notes live in `session.info`, which a sync `Session` and an `AsyncSession` share, so
 the same calls serve the auth service's thread-pool work and async code alike.
+
+A change to an app's row (any ORM write: registration, RFC 7592, suspension, the command
+line) is noted on its own, by a flush hook on every session, so that no writer can
+forget it: the auth service keeps client rows per process until told they changed
+(shared/status.py, `client_key`). A Core UPDATE or DELETE of `apps` must note it by hand
+(`unit_of_work(session).client_changed(client_id)`).
 """
 
 from __future__ import annotations
@@ -20,12 +26,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import redis.asyncio as aioredis
+from sqlalchemy import event, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from shared.data_access import Access, note_accesses
 from shared.jobs import enqueue_deliveries, nudge, nudge_at
 from shared.last_used import record_use
+from shared.models import App
 from shared.sessions import end_user_sessions
 from shared.status import Subject, publish_async
 
@@ -43,10 +51,16 @@ class UnitOfWork:
     used_connections: list[uuid.UUID] = field(default_factory=list)
     signed_out: set[str] = field(default_factory=set)
     accesses: list[Access] = field(default_factory=list)
+    changed_clients: set[str] = field(default_factory=set)
 
     def publish_status(self, subject: Subject, ident: str | uuid.UUID, active: bool) -> None:
         """Publish this status of a connection, user, token family or app."""
         self.statuses.append((subject, ident, active))
+
+    def client_changed(self, client_id: str) -> None:
+        """Tell the auth services that this client's row changed (noted by itself for
+        every ORM write to an app)."""
+        self.changed_clients.add(client_id)
 
     def nudge_relay(self) -> None:
         """Ask the worker to relay the transaction's outbox events now."""
@@ -82,13 +96,13 @@ class UnitOfWork:
         without raising: the sweeper catches up what is lost. Publishing the statuses raises Redis's
         errors or OSError, which the owner answers (a 503, a note on the command line),
         and then neither the nudge nor the deliveries are sent; nor are sessions ended,
-        which raises the same way."""
+        which raises the same way (also when a changed client is not announced)."""
         for connection_id in self.used_connections:
             await record_use(client, connection_id)
         if self.accesses:
             await note_accesses(client, self.accesses)
-        if self.statuses:
-            await publish_async(client, self.statuses)
+        if self.statuses or self.changed_clients:
+            await publish_async(client, self.statuses, sorted(self.changed_clients))
         if self.signed_out:
             await end_user_sessions(client, sorted(self.signed_out))
         if self.wants_nudge:
@@ -108,3 +122,15 @@ class UnitOfWork:
 def unit_of_work(session: Session | AsyncSession) -> UnitOfWork:
     """The unit of work of the session's transaction, on which to note after-commit work."""
     return session.info.setdefault(KEY, UnitOfWork())
+
+
+@event.listens_for(Session, "before_flush")
+def _note_app_writes(session: Session, _context, _instances) -> None:
+    """Note every app row this flush writes (shared/status.py `client_key`)."""
+    for row in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(row, App):
+            work = unit_of_work(session)
+            work.client_changed(row.client_id)
+            # A client id changed in place: the old one's cached row goes too.
+            for old in inspect(row).attrs.client_id.history.deleted or ():
+                work.client_changed(old)

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.auth.challenges.endpoints import router as challenges_router
 from services.auth.consent.endpoints import router as consent_router
+from services.auth.deps import close_client_cache
 from services.auth.login.endpoints import router as login_router
 from services.auth.oauth2.authorize import router as authorize_router
 from services.auth.oauth2.endpoints import router as oauth_router
@@ -78,6 +79,11 @@ def _configure(app: FastAPI) -> None:
     declare_security(app)
 
 
+async def _shutdown(app: FastAPI) -> None:
+    """The client cache's tracking connection closes with the runtime."""
+    close_client_cache(app)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the auth service's app (uvicorn: `services.auth.app:create_app --factory`)."""
     return create_service_app(
@@ -87,4 +93,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Login, consent and the OAuth 2.0 / OpenID Connect authorization server.",
         configure=_configure,
         startup=_ensure_keys,
+        shutdown=_shutdown,
     )

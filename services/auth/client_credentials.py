@@ -15,6 +15,8 @@ from urllib.parse import unquote_plus
 # Longer client ids do not exist; longer claims are cut in the limiter's key.
 MAX_CLIENT_ID = 100
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# Every `failure_key` starts with it (the client cache tracks the counters under it).
+FAILURE_PREFIX = "client-auth:"
 
 
 def uses_basic(header: str) -> bool:
@@ -73,4 +75,4 @@ def failure_key(client_id: str, address: str) -> str:
     Per client and address: one address's failures never lock the client out for its
     others (its own servers), and a client secret (256 random bits) cannot be guessed
     with the attempts any number of addresses gets."""
-    return f"client-auth:{client_id[:MAX_CLIENT_ID]}:{address}"
+    return f"{FAILURE_PREFIX}{client_id[:MAX_CLIENT_ID]}:{address}"

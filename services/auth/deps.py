@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -11,11 +11,13 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from services.auth.client_credentials import basic_credentials, failure_key
+from services.auth.oauth2.client_cache import ClientCache
 from services.auth.oauth2.context import AuthContext
 from shared import ratelimit
 from shared.errors import RateLimited, Unauthorized
 from shared.models import App, AppStatus
 from shared.policy.resolve import app_by_client_id
+from shared.redis_embedded import resolved_redis_url
 from shared.runtime import Runtime
 from shared.signing import Signer
 from shared.unit_of_work import UnitOfWork
@@ -57,8 +59,23 @@ def _signer(request: Request, runtime: Runtime) -> Signer:
     return signer
 
 
+def get_client_cache(request: Request) -> ClientCache:
+    """The process's client cache (services/auth/oauth2/client_cache.py)."""
+    cache = getattr(request.app.state, "client_cache", None)
+    if cache is None:
+        cache = request.app.state.client_cache = ClientCache(
+            resolved_redis_url(get_runtime(request).settings))
+    return cache
+
+
+def close_client_cache(app: Any) -> None:
+    cache = getattr(app.state, "client_cache", None)
+    if cache is not None:
+        cache.close()
+
+
 async def run_authlib(request: Request, work: Callable[[AuthContext], T], *,
-                      read_only: bool = False) -> T:
+                      read_only: bool = False, clients: dict[str, Any] | None = None) -> T:
     """Run sync work (Authlib, sync queries) in the thread pool in one transaction.
 
     The transaction commits whatever the work did, also when it produced an OAuth error
@@ -68,6 +85,9 @@ async def run_authlib(request: Request, work: Callable[[AuthContext], T], *,
 
     `read_only` work (it only reads) runs without a transaction on PostgreSQL, which
     saves the BEGIN and COMMIT round trips; SQLite keeps its BEGIN IMMEDIATE.
+
+    `clients` are the request's clients by client id, known already (from the client
+    cache); the clients the work reads are added to it.
     """
     runtime = get_runtime(request)
     signer = _signer(request, runtime)
@@ -75,10 +95,12 @@ async def run_authlib(request: Request, work: Callable[[AuthContext], T], *,
 
     def _in_thread() -> tuple[T, UnitOfWork]:
         with runtime.session() as session:
-            if autocommit:
-                session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            # Read-only work that needs no statement (its client known already) takes
+            # no connection from the pool at all (AuthContext.connection).
             ctx = AuthContext(session, runtime.settings, runtime.keyring, signer,
-                              runtime.sync_redis, client_address(request))
+                              runtime.sync_redis, client_address(request),
+                              clients=clients if clients is not None else {},
+                              autocommit=autocommit)
             result = work(ctx)
             session.commit()
             return result, UnitOfWork.detach(session)

@@ -49,13 +49,21 @@ async def test_an_invalidation_between_lookup_and_remember_wins(
     assert mirror.lookup(KEYS) is not None
 
 
-async def test_a_stale_ticket_is_ignored(mirror: StatusMirror) -> None:
-    first = mirror.lookup(KEYS)
-    second = mirror.lookup(KEYS)
+async def test_lookups_of_one_key_at_once_each_keep_their_ticket(
+    mirror: StatusMirror, redis_client: redis.Redis
+) -> None:
+    """Concurrent requests with one token: a later lookup does not void an earlier one's
+    ticket (under load every lookup overtook the previous one, and nothing was ever
+    remembered), but a change after a lookup voids it, whatever came later."""
+    first, second = mirror.lookup(KEYS), mirror.lookup(KEYS)
     assert first is not None and second is not None and first != second
-    mirror.remember(KEYS, first)
-    assert mirror.lookup(KEYS) is not None
-    mirror.remember(KEYS, mirror.lookup(KEYS))
+    assert mirror.remember(KEYS, first)
+    assert mirror.lookup(KEYS) is None
+    publish(redis_client, [(Subject.CONNECTION, "c1", False)])
+    assert not mirror.remember(KEYS, second)  # asked Redis before the change: stale
+    third = mirror.lookup(KEYS)
+    assert third is not None and not mirror.remember(KEYS, first)
+    assert mirror.remember(KEYS, third)
     assert mirror.lookup(KEYS) is None
 
 

@@ -31,10 +31,17 @@ class AuthContext:
     now: datetime = field(default_factory=utcnow)
     # Clients looked up in this request, by client id (None: no such client).
     clients: dict[str, Any] = field(default_factory=dict)
+    # Read-only work on PostgreSQL: statements run without a transaction (no BEGIN and
+    # COMMIT), on a connection taken from the pool only when the first one runs.
+    autocommit: bool = False
     _connection: DbConnection | None = None
 
     def connection(self) -> DbConnection:
         """The session's connection (its transaction), for prepared Core statements."""
         if self._connection is None or self._connection.closed:
-            self._connection = self.session.connection()
+            if self.autocommit and not self.session.in_transaction():
+                self._connection = self.session.connection(
+                    execution_options={"isolation_level": "AUTOCOMMIT"})
+            else:
+                self._connection = self.session.connection()
         return self._connection

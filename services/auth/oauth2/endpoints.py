@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from services.auth.client_credentials import claimed_client_id, failure_key, uses_basic
-from services.auth.deps import client_address, get_runtime, run_authlib
+from services.auth.deps import client_address, get_client_cache, get_runtime, run_authlib
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.dpop import JKT_PARAMETER
 from services.auth.oauth2.grant_management import SUPPORTED_ACTIONS
@@ -90,16 +90,28 @@ async def _run_endpoint(request: Request, work, parsed=None, *,
     ):
         # RFC 6749 section 2.3: a client uses one authentication method per request.
         return _oauth_error(400, "invalid_request", "use one client authentication method")
-    limit_key = failure_key(claimed_client_id(parsed.headers, parsed.form),
-                            client_address(request))
+    client_id = claimed_client_id(parsed.headers, parsed.form)
+    limit_key = failure_key(client_id, client_address(request))
     settings = runtime.settings
-    wait = await ratelimit.retry_after(runtime.redis, limit_key, settings.failed_client_auth_limit)
-    if wait is not None:
-        return _oauth_error(429, "invalid_client", "too many failed client authentications",
-                            {"Retry-After": str(wait)})
+    cache = get_client_cache(request)
+    await cache.ready()
+    # The failure counter is read only when this process cannot know that it stayed
+    # below the limit (client_cache.py): a lockout still refuses a correct credential.
+    lock_ticket = cache.lock_ticket(limit_key)
+    if lock_ticket is not None:
+        wait = await ratelimit.retry_after(runtime.redis, limit_key,
+                                           settings.failed_client_auth_limit)
+        if wait is not None:
+            return _oauth_error(429, "invalid_client", "too many failed client authentications",
+                                {"Retry-After": str(wait)})
+        cache.not_locked(limit_key, lock_ticket)
+    client, client_ticket = cache.client(client_id)
+    clients = {client_id: client} if client is not None else {}
     status, body, headers = await run_authlib(request, lambda ctx: work(ctx, parsed),
-                                              read_only=read_only)
+                                              read_only=read_only, clients=clients)
+    cache.keep(client_id, clients.get(client_id), client_ticket)
     if isinstance(body, dict) and body.get("error") == "invalid_client":
+        cache.failed(limit_key)
         await ratelimit.record(runtime.redis, limit_key, settings.failed_attempt_window)
     return JSONResponse(body, status_code=status, headers={**dict(headers), **NO_STORE})
 

@@ -25,11 +25,18 @@ from authlib.oidc.core.grants.util import is_openid_scope
 from services.auth.oauth2.clients import OAuthClient
 from services.auth.oauth2.context import AuthContext
 from services.auth.oauth2.dpop import JKT_PARAMETER, check_binding, proved_key
-from services.auth.oauth2.issue import issue_tokens, new_family, revoke_family
+from services.auth.oauth2.issue import (
+    gets_refresh_token,
+    issue_tokens,
+    new_family,
+    refresh_token_row,
+    revoke_family,
+)
 from services.auth.oauth2.repository import (
     CODE_LOOKUP,
     EXTEND_REFRESH,
     REFRESH_LOOKUP,
+    ROTATE_AND_INSERT_REFRESH,
     ROTATE_REFRESH,
     SPEND_CODE,
     ConnectionRow,
@@ -205,11 +212,12 @@ class CodeGrant(_KoppelGrant, grants.AuthorizationCodeGrant):
 
 class RefreshRecord:
     def __init__(self, family: FamilyRow, user: UserRow, connection: ConnectionRow | None,
-                 *, rotate: bool = True) -> None:
+                 *, rotate: bool = True, stored: str | None = None) -> None:
         self.family = family
         self.user = user
         self.connection = connection
         self.rotate = rotate  # False: the token stays valid and no new one is issued
+        self.stored = stored  # the new refresh token, stored with the rotation
 
     def check_client(self, client) -> bool:
         return self.family.app_id == client.app.id
@@ -271,11 +279,19 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
                            family.expires_at)
             run(conn, EXTEND_REFRESH, token_id=row.id, idle_end=idle_end)
             return RefreshRecord(family, user, connection or None, rotate=False)
-        rotated = run(conn, ROTATE_REFRESH, token_id=row.id, now=ctx.now)
-        if rotated.rowcount != 1:
+        stored = None
+        if conn.dialect.name == "postgresql" and gets_refresh_token(client, family, []):
+            # The rotation and the new token in one statement (one round trip less).
+            stored, new_row = refresh_token_row(ctx, family)  # id, digest, created, expires
+            won = run(conn, ROTATE_AND_INSERT_REFRESH, token_id=row.id, now=ctx.now,
+                      **{f"new_{name}": value for name, value in new_row.items()}
+                      ).first() is not None
+        else:
+            won = run(conn, ROTATE_REFRESH, token_id=row.id, now=ctx.now).rowcount == 1
+        if not won:
             # Another request with this token won the race.
             raise InvalidGrantError("this refresh token was just used by another request")
-        return RefreshRecord(family, user, connection or None)
+        return RefreshRecord(family, user, connection or None, stored=stored)
 
     def _validate_token_scope(self, token: RefreshRecord) -> None:
         """Done in authenticate_refresh_token, before the token is rotated: a write scope
@@ -301,7 +317,8 @@ class RefreshGrant(_KoppelGrant, grants.RefreshTokenGrant):
             scopes = [s for s in scopes if s not in DATA_SCOPES or s in granted]
         return issue_tokens(self.ctx, self.client, user, scopes,
                             record.family, record.connection, new_refresh_token=record.rotate,
-                            jkt=self.request.koppel.get(JKT_PARAMETER))
+                            jkt=self.request.koppel.get(JKT_PARAMETER),
+                            stored_refresh_token=record.stored)
 
 
 class AppCredentialsGrant(_KoppelGrant, grants.ClientCredentialsGrant):

@@ -82,25 +82,43 @@ def _access_claims(
     return claims
 
 
-def _new_refresh_token(ctx: AuthContext, family: TokenFamily | FamilyRow) -> str:
+def refresh_token_row(ctx: AuthContext, family: TokenFamily | FamilyRow
+                      ) -> tuple[str, dict[str, Any]]:
+    """A new refresh token of the family, and its row (without the family id)."""
     token = new_token(TokenKind.REFRESH_TOKEN)
     idle_end = ctx.now + timedelta(seconds=ctx.settings.refresh_token_idle_ttl)
+    return token, {"id": uuid7(), "token_digest": token_digest(ctx.keyring.digest_key, token),
+                   "created_at": ctx.now, "expires_at": min(idle_end, family.expires_at)}
+
+
+def _new_refresh_token(ctx: AuthContext, family: TokenFamily | FamilyRow) -> str:
+    token, row = refresh_token_row(ctx, family)
     # A plain INSERT: nothing reads the row back in this request, so the ORM's unit of
     # work (tracking, flush ordering) would only cost time.
-    run(ctx.connection(), INSERT_REFRESH, id=uuid7(),
-        token_digest=token_digest(ctx.keyring.digest_key, token), family_id=family.id,
-        created_at=ctx.now, expires_at=min(idle_end, family.expires_at))
+    run(ctx.connection(), INSERT_REFRESH, family_id=family.id, **row)
     return token
+
+
+def gets_refresh_token(client: OAuthClient, family: TokenFamily | FamilyRow | None,
+                       scopes: list[str]) -> bool:
+    """Whether a token response of this family carries a refresh token: the grant has
+    `offline_access` and the client may use refresh tokens."""
+    # The refresh token follows the grant, not a narrower scope asked on refresh (RFC 6749
+    # section 6), or a narrowed refresh would spend the old one and leave the app none.
+    granted = family.scopes if family is not None else scopes
+    return (family is not None and "offline_access" in granted
+            and "refresh_token" in client.app.grant_types)
 
 
 def issue_tokens(
     ctx: AuthContext, client: OAuthClient, user: User | None, scopes: list[str],
     family: TokenFamily | FamilyRow | None = None,
     connection: Connection | ConnectionRow | None = None, *, new_refresh_token: bool = True,
-    jkt: str | None = None,
+    jkt: str | None = None, stored_refresh_token: str | None = None,
 ) -> dict[str, Any]:
     """The token response: an access token, and a refresh token with `offline_access`
-    (none with `new_refresh_token=False`: the client keeps the one it has). With `jkt`
+    (none with `new_refresh_token=False`: the client keeps the one it has;
+    `stored_refresh_token`: the new one, stored already with the rotation). With `jkt`
     (the request's DPoP proof, RFC 9449) the access token is DPoP-bound to that key
     (`cnf.jkt`), and so is a public client's refresh token (section 5)."""
     claims = _access_claims(ctx, client, user, scopes, family, connection)
@@ -112,12 +130,10 @@ def issue_tokens(
         "expires_in": ctx.settings.access_token_ttl,
         "scope": claims["scope"],
     }
-    # The refresh token follows the grant, not a narrower scope asked on refresh (RFC 6749
-    # section 6), or a narrowed refresh would spend the old one and leave the app none.
-    granted = family.scopes if family is not None else scopes
-    offline = "offline_access" in granted and "refresh_token" in client.app.grant_types
-    if family is not None and offline:
-        if new_refresh_token:
+    if family is not None and gets_refresh_token(client, family, scopes):
+        if stored_refresh_token is not None:
+            response["refresh_token"] = stored_refresh_token
+        elif new_refresh_token:
             response["refresh_token"] = _new_refresh_token(ctx, family)
         if jkt is not None and client.is_public and getattr(family, "dpop_jkt", None) is None:
             # A confidential client's refresh tokens stay unbound: it authenticates.

@@ -126,6 +126,26 @@ ROTATE_REFRESH = (
     .where(TOKENS.c.id == bindparam("token_id"), TOKENS.c.rotated_at.is_(None))
     .values(rotated_at=bindparam("now"))
 )
+# PostgreSQL: the rotation and the new refresh token of the family in one statement;
+# nothing is inserted (no row returned) when the rotation loses the race.
+_ROTATED = (
+    update(TOKENS)
+    .where(TOKENS.c.id == bindparam("token_id"), TOKENS.c.rotated_at.is_(None))
+    .values(rotated_at=bindparam("now"))
+    .returning(TOKENS.c.family_id)
+    .cte("rotated")
+)
+ROTATE_AND_INSERT_REFRESH = insert(TOKENS).from_select(
+    ["id", "token_digest", "family_id", "created_at", "expires_at"],
+    # Parameter names other than the columns': an INSERT's parameters named like its
+    # columns would be taken for its VALUES.
+    select(bindparam("new_id", type_=TOKENS.c.id.type),
+           bindparam("new_token_digest", type_=TOKENS.c.token_digest.type),
+           _ROTATED.c.family_id,
+           bindparam("new_created_at", type_=TOKENS.c.created_at.type),
+           bindparam("new_expires_at", type_=TOKENS.c.expires_at.type)),
+    include_defaults=False,  # rotated_at stays NULL, as a new token's does
+).returning(TOKENS.c.id)
 # A FAPI 2.0 client's refresh token is not rotated: each use moves its idle end instead.
 EXTEND_REFRESH = (
     update(TOKENS)
