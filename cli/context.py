@@ -76,8 +76,9 @@ def transaction(settings: Settings) -> Iterator[Session]:
 
 async def flush_after_commit(settings: Settings, work: UnitOfWork) -> None:
     """Flush a committed transaction's unit of work (shared/unit_of_work.py) through a
-    Redis client of its own. An unreachable Redis is only reported: without it no
-    service can have cached the old status either."""
+    Redis client of its own. An unreachable Redis is only reported: the services that
+    keep statuses or client rows then keep them at most until they expire
+    (shared/status_mirror.py MAX_AGE_S)."""
     client = aioredis.Redis.from_url(resolved_redis_url(settings), **redis_options(settings))
     try:
         await work.flush(client)

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
 from sqlalchemy import event, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -36,6 +38,8 @@ from shared.last_used import record_use
 from shared.models import App
 from shared.sessions import end_user_sessions
 from shared.status import Subject, publish_async
+
+log = structlog.get_logger("koppel.unit_of_work")
 
 KEY = "koppel_unit_of_work"
 
@@ -96,13 +100,18 @@ class UnitOfWork:
         without raising: the sweeper catches up what is lost. Publishing the statuses raises Redis's
         errors or OSError, which the owner answers (a 503, a note on the command line),
         and then neither the nudge nor the deliveries are sent; nor are sessions ended,
-        which raises the same way (also when a changed client is not announced)."""
+        which raises the same way. A changed client that cannot be announced is only
+        logged: the write is done (a registration's new secret must reach its caller),
+        and the auth services keep a client row at most MAX_AGE_S
+        (services/auth/oauth2/client_cache.py)."""
         for connection_id in self.used_connections:
             await record_use(client, connection_id)
         if self.accesses:
             await note_accesses(client, self.accesses)
-        if self.statuses or self.changed_clients:
-            await publish_async(client, self.statuses, sorted(self.changed_clients))
+        if self.statuses:
+            await publish_async(client, self.statuses)
+        if self.changed_clients:
+            await _announce_clients(client, sorted(self.changed_clients))
         if self.signed_out:
             await end_user_sessions(client, sorted(self.signed_out))
         if self.wants_nudge:
@@ -124,10 +133,19 @@ def unit_of_work(session: Session | AsyncSession) -> UnitOfWork:
     return session.info.setdefault(KEY, UnitOfWork())
 
 
+async def _announce_clients(client: aioredis.Redis, client_ids: list[str]) -> None:
+    try:
+        await publish_async(client, (), client_ids)
+    except (RedisError, OSError) as exc:
+        log.warning("changed clients not announced: auth services keep their rows until "
+                    "they expire", clients=len(client_ids), error=type(exc).__name__)
+
+
 @event.listens_for(Session, "before_flush")
 def _note_app_writes(session: Session, _context, _instances) -> None:
-    """Note every app row this flush writes (shared/status.py `client_key`)."""
-    for row in (*session.new, *session.dirty, *session.deleted):
+    """Note every app row this flush changes or deletes (shared/status.py `client_key`);
+    a new one needs no announcement, since no process keeps a client it did not find."""
+    for row in (*session.dirty, *session.deleted):
         if isinstance(row, App):
             work = unit_of_work(session)
             work.client_changed(row.client_id)

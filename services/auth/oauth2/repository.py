@@ -77,16 +77,6 @@ _CONNECTION_COLUMNS = (
 )
 
 APP_BY_CLIENT_ID = select(APPS).where(APPS.c.client_id == bindparam("client_id"))
-# What the token, revocation and introspection endpoints read of an app (`OAuthClient`,
-# the grants, private_key_jwt): a third of the columns, and no free text.
-CLIENT_BY_CLIENT_ID = select(
-    APPS.c.id, APPS.c.client_id, APPS.c.first_party, APPS.c.platform, APPS.c.environment_id,
-    APPS.c.status, APPS.c.redirect_uris,
-    APPS.c.scopes, APPS.c.grant_types, APPS.c.token_endpoint_auth_method,
-    APPS.c.client_secret_digest, APPS.c.jwks, APPS.c.jwks_uri,
-    APPS.c.id_token_signed_response_alg, APPS.c.require_pushed_authorization_requests,
-    APPS.c.dpop_bound_access_tokens,
-).where(APPS.c.client_id == bindparam("client_id"))
 
 # A refresh token with its family, and the family's user and connection (if any).
 REFRESH_LOOKUP = (

@@ -32,7 +32,7 @@ from services.auth.oauth2.grants import (
 )
 from services.auth.oauth2.issue import revoke_family
 from services.auth.oauth2.lookup import FoundToken, find_token
-from services.auth.oauth2.repository import APP_BY_CLIENT_ID, CLIENT_BY_CLIENT_ID, run
+from services.auth.oauth2.repository import APP_BY_CLIENT_ID, run
 from services.auth.oauth2.requests import ParsedRequest
 from shared.oauth import CLIENT_AUTH_METHODS, CONFIDENTIAL_CLIENT_AUTH_METHODS
 from shared.policy.apps import may_introspect
@@ -106,9 +106,6 @@ class KoppelAuthorizationServer(AuthorizationServer):
     def __init__(self, ctx: AuthContext | None = None) -> None:
         super().__init__(scopes_supported=list(SCOPES))
         self._ctx = ctx
-        # The authorization endpoint shows the app (name, publisher, links): the whole
-        # row. The shared server's endpoints need only the client's OAuth settings.
-        self._client_statement = APP_BY_CLIENT_ID if ctx is not None else CLIENT_BY_CLIENT_ID
         self.register_grant(CodeGrant, [RequiredS256(), IdTokens(self)])
         self.register_grant(RefreshGrant)
         self.register_grant(AppCredentialsGrant)
@@ -142,7 +139,9 @@ class KoppelAuthorizationServer(AuthorizationServer):
         if client_id not in ctx.clients:
             # The row as a plain (read-only) Core row: every reader only reads attributes,
             # and loading it as an ORM object costs a third more than the query itself.
-            app = run(ctx.connection(), self._client_statement, client_id=client_id).first()
+            # Always the whole row: the client cache keeps it for every endpoint, and PAR
+            # and the authorization endpoint show the app (name, publisher, links).
+            app = run(ctx.connection(), APP_BY_CLIENT_ID, client_id=client_id).first()
             ctx.clients[client_id] = OAuthClient(app, ctx.keyring.digest_key) if app else None
         return ctx.clients[client_id]
 

@@ -12,9 +12,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 import redis
+import redis.exceptions
 from sqlmodel import select
 
+import shared.unit_of_work as unit_of_work_module
 from cli.apps import set_app_status
 from cli.demo_command import seed
 from services.auth.client_credentials import failure_key
@@ -231,3 +234,52 @@ def test_the_success_path_does_not_read_the_failure_counter(
                 break
     watcher.close()
     assert seen and not [c for c in seen if key in c], seen
+
+
+def test_a_client_kept_by_the_token_endpoint_serves_par_too(
+    auth_server: AuthServer, new_app: Callable[..., Client],
+) -> None:
+    """The kept row is the whole row: PAR (which shows the app) after a grant of the same
+    client, in one process, answers as it does on its own."""
+    client = new_app()
+    assert _grant(auth_server, client).status_code == 200
+    request = AuthRequest(client, scope=client.scopes[0], redirect_uri=client.redirect_uris[0])
+    pushed = post_form(auth_server, "/par", client, request.params())
+    assert pushed.status_code == 201, pushed.text
+    assert pushed.json()["request_uri"].startswith("urn:ietf:params:oauth:request_uri:")
+
+
+def test_a_change_redis_cannot_announce_still_answers_its_caller(
+    auth_server: AuthServer, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 7592: the update is committed and rotates the registration token, so its answer
+    must reach the partner even when Redis refuses the announcement (the auth services
+    then keep the old row until it expires: client_cache.py)."""
+    initial = new_token(TokenKind.INITIAL_ACCESS_TOKEN)
+    with auth_server.sessions() as session, session.begin():
+        session.add(Partner(name="Announce Co", initial_access_token_digest=token_digest(
+            auth_server.keyring.digest_key, initial)))
+    metadata = {"client_name": "Announce", "redirect_uris": [FIRST],
+                "scope": "employee.info.read offline_access",
+                "grant_types": ["authorization_code", "refresh_token"]}
+    with _registry(settings, auth_server) as registry, httpx.Client(base_url=registry) as http:
+        made = http.post("/oauth2/register", json=metadata,
+                         headers={"Authorization": f"Bearer {initial}"})
+        assert made.status_code == 201, made.text
+        body = made.json()
+
+        async def unreachable(*args, **kwargs):
+            raise redis.exceptions.ConnectionError("Redis unreachable at the announcement")
+
+        monkeypatch.setattr(unit_of_work_module, "publish_async", unreachable)
+        updated = http.put(f"/oauth2/register/{body['client_id']}",
+                           json={**metadata, "client_id": body["client_id"],
+                                 "redirect_uris": [SECOND]},
+                           headers={"Authorization": f"Bearer {body['registration_access_token']}"})
+        monkeypatch.undo()
+        assert updated.status_code == 200, updated.text
+        answer = updated.json()
+        assert answer["redirect_uris"] == [SECOND]
+        again = http.get(f"/oauth2/register/{body['client_id']}", headers={
+            "Authorization": f"Bearer {answer['registration_access_token']}"})
+        assert again.status_code == 200 and again.json()["redirect_uris"] == [SECOND]
