@@ -84,6 +84,10 @@ def document(table: list[list[str]], meta: dict, figures_notes: list[str]) -> st
         "- Overview: p95 of 100 sequential requests per run (limit 50): the first page, a "
         "cursor 90 % in, the most popular app with status=active. CSV: the whole export "
         "streamed, the registry's peak RSS sampled every 50 ms.",
+        "- Drivers: the busiest read's statement and the token endpoint's client look-up on "
+        "psycopg 3 (prepared, autocommit) and on asyncpg, in one process pinned to the server "
+        "core, 10 connections busy at once, one-second slices in turn; statements per CPU-second "
+        "of that process (`bench/harness/driver_probe.py`).",
     ]
     lines += [
         "",
@@ -95,7 +99,7 @@ def document(table: list[list[str]], meta: dict, figures_notes: list[str]) -> st
         "koppel serve auth|registry|sync --port PORT    # KOPPEL_DATABASE_URL=.../koppel_bench",
         "koppel worker",
         "python -m bench.harness.bare_app PORT",
-        "python -m bench.harness.cpu_probe argon2|verify SECONDS",
+        "python -m bench.harness.cpu_probe argon2|verify|driver SECONDS",
         "python -m bench.harness.signed_send URL SECONDS 64",
         "node bench/peers/oidc-provider/server.js PORT CLIENT_ID SECRET",
         "koppel bench seed-connections --environment 'Bench 1M' --count N"
