@@ -3,7 +3,7 @@ relay, the sweeper and webhook delivery attempts; and the data-access log's flus
 15 seconds) and retention purge (daily), services/sync/access_log.py.
 
 Each takes arq's context, in which the worker keeps its runtime; `start` adds the
-process's webhook sender and dispatcher (one each per worker process).
+process's webhook sender and starts its dispatcher (one each per worker process).
 """
 
 from __future__ import annotations
@@ -27,13 +27,16 @@ async def start(ctx: dict[str, Any], settings: Settings, stack: contextlib.Async
     ctx["sender"] = Sender(allow_loopback=settings.webhooks_allow_loopback,
                            resolver=ctx.get("ssrf_resolver"))
     stack.push_async_callback(ctx["sender"].close)
-    ctx["dispatcher"] = Dispatcher(ctx["runtime"], ctx["sender"])
+    ctx["dispatcher"] = Dispatcher(ctx["runtime"], ctx["sender"], ctx.get("tracer_provider"))
     stack.push_async_callback(ctx["dispatcher"].close)
+    ctx["dispatcher"].start()
 
 
 async def relay(ctx: dict[str, Any]) -> str:
-    """The job `events.relay`: relay new outbox events and send what is due."""
-    return await ctx["dispatcher"].run()
+    """The job `events.relay` (a deferred nudge, shared/jobs.py `nudge_at`): wake this
+    process's dispatcher."""
+    ctx["dispatcher"].poke()
+    return "woke the dispatcher"
 
 
 async def deliver(ctx: dict[str, Any], delivery_id: str, attempt: int) -> str:
@@ -43,7 +46,9 @@ async def deliver(ctx: dict[str, Any], delivery_id: str, attempt: int) -> str:
 
 
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
-    """The job `webhooks.sweep`: report the outbox depth and nudge the dispatcher."""
+    """The job `webhooks.sweep`: report the outbox depth and nudge a dispatcher (and
+    wake this process's)."""
+    ctx["dispatcher"].poke()
     return await outbox.sweep(ctx["runtime"])
 
 

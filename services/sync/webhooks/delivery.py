@@ -356,39 +356,51 @@ async def _record_failure(session: AsyncSession, attempt: Attempt
 
 
 async def record(runtime: Runtime, attempts: list[Attempt]) -> None:
-    """Write the attempts' results in one transaction, then enqueue the retries. The
-    lines of sequenced attempts are locked first and released last (a settled head lets
-    the next one go; one retried stays the head)."""
-    waiting = [a.line for a in attempts if a.line is not None]
+    """Write the attempts' results in one transaction, then enqueue the retries."""
     async with runtime.async_session() as session, session.begin():
-        await lines.lock(session, waiting)
-        await session.exec(insert(WebhookAttempt), params=[{
-            "id": uuid7(), "delivery_id": a.delivery_id, "attempt": a.attempt,
-            "started_at": a.started, "duration_ms": a.result.duration_ms,
-            "status_code": a.result.status_code, "succeeded": a.result.succeeded,
-            "error": a.result.error} for a in attempts])
-        succeeded: dict[tuple[int, int | None], list[uuid.UUID]] = defaultdict(list)
-        for a in attempts:
-            if a.result.succeeded:
-                succeeded[(a.attempt, a.result.status_code)].append(a.delivery_id)
-        for (number, code), ids in succeeded.items():
-            # Only where this attempt is still the latest (it did not outlive its lease).
-            await session.exec(update(D).where(col(D.id).in_(ids), col(D.attempts) == number)
-                               .values(last_status_code=code,
-                                       **_finished(DeliveryStatus.SUCCEEDED, None)))
-        for a in attempts:
-            if not a.result.succeeded:
-                retry = await _record_failure(session, a)
-                if retry is not None:
-                    unit_of_work(session).enqueue_delivery(*retry)
-        await lines.release(session, waiting)  # the next in line may go now
+        await record_in(session, attempts)
     await UnitOfWork.detach(session).flush(runtime.redis)
+
+
+async def record_in(session: AsyncSession, attempts: list[Attempt]) -> None:
+    """In the session's transaction: write the attempts' results; the retries to enqueue
+    are noted on its unit of work. The lines of sequenced attempts are locked first and
+    released last (a settled head lets the next one go; one retried stays the head)."""
+    if not attempts:
+        return
+    waiting = [a.line for a in attempts if a.line is not None]
+    await lines.lock(session, waiting)
+    await session.exec(insert(WebhookAttempt), params=[{
+        "id": uuid7(), "delivery_id": a.delivery_id, "attempt": a.attempt,
+        "started_at": a.started, "duration_ms": a.result.duration_ms,
+        "status_code": a.result.status_code, "succeeded": a.result.succeeded,
+        "error": a.result.error} for a in attempts])
+    succeeded: dict[tuple[int, int | None], list[uuid.UUID]] = defaultdict(list)
+    for a in attempts:
+        if a.result.succeeded:
+            succeeded[(a.attempt, a.result.status_code)].append(a.delivery_id)
+    for (number, code), ids in succeeded.items():
+        # Only where this attempt is still the latest (it did not outlive its lease).
+        await session.exec(update(D).where(col(D.id).in_(ids), col(D.attempts) == number)
+                           .values(last_status_code=code,
+                                   **_finished(DeliveryStatus.SUCCEEDED, None)))
+    for a in attempts:
+        if not a.result.succeeded:
+            retry = await _record_failure(session, a)
+            if retry is not None:
+                unit_of_work(session).enqueue_delivery(*retry)
+    await lines.release(session, waiting)  # the next in line may go now
+
+
+async def send_all(sender: Sender, attempts: list[Attempt]) -> None:
+    """Send claimed attempts concurrently; each keeps its outcome."""
+    await asyncio.gather(*(_send(sender, a) for a in attempts))
 
 
 async def send_and_record(runtime: Runtime, sender: Sender, attempts: list[Attempt]
                           ) -> dict[str, int]:
     """Send claimed attempts concurrently, record them, enqueue the retries."""
-    await asyncio.gather(*(_send(sender, a) for a in attempts))
+    await send_all(sender, attempts)
     await record(runtime, attempts)
     ok = sum(a.result.succeeded for a in attempts)
     return {"sent": len(attempts), "succeeded": ok, "failed": len(attempts) - ok}
