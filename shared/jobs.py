@@ -60,14 +60,13 @@ NUDGES_KEPT = 64
 
 
 async def nudge(redis: Any) -> None:
-    """After the commit: ask a worker to relay new events now (one round trip: push the
-    current request's id, if any, on `NUDGES` and trim it). Never raises; if Redis is
-    down or the process dies first, the worker's sweeper relays them anyway."""
+    """After the commit: ask a worker to relay new events now (one LPUSH of the current
+    request's id, if any, on `NUDGES`; a trim only when no worker takes them). Never
+    raises; if Redis is down or the process dies first, the worker's sweeper relays
+    them anyway."""
     try:
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.lpush(NUDGES, current_request_id() or "")
-            pipe.ltrim(NUDGES, 0, NUDGES_KEPT - 1)
-            await pipe.execute()
+        if await redis.lpush(NUDGES, current_request_id() or "") > NUDGES_KEPT:
+            await redis.ltrim(NUDGES, 0, NUDGES_KEPT - 1)  # no worker is taking them
     except Exception as exc:  # noqa: BLE001 - a lost nudge only delays delivery
         log.warning("outbox nudge failed", error=type(exc).__name__)
 
