@@ -34,7 +34,14 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.sync.events.relay import relay_events
-from services.sync.webhooks.delivery import Attempt, claim_due, record, record_in, send_all
+from services.sync.webhooks.delivery import (
+    SEND_TIMEOUT_S,
+    Attempt,
+    claim_due,
+    record,
+    record_in,
+    send_all,
+)
 from services.sync.webhooks.sender import Sender
 from shared.jobs import EVENTS_RELAY, NUDGES
 from shared.redis_embedded import resolved_redis_url
@@ -47,6 +54,7 @@ CLAIM_BATCH = 200  # deliveries claimed per round
 MAX_IN_FLIGHT = 1000  # deliveries being sent at once by this process
 IDLE_S = 5.0  # without a nudge, a round this often
 MAX_PAUSE_S = 5.0  # the longest wait after failed rounds, or while Redis is unreachable
+CLOSE_WAIT_S = SEND_TIMEOUT_S + 2.0  # at shutdown, for the round and the sends in flight
 CLOSE_RECORD_S = 5.0  # at shutdown, how long recording the last results may take
 
 
@@ -62,6 +70,7 @@ class Dispatcher:
         self.failures = 0
         self.connection: AsyncConnection | None = None
         self.loops: list[asyncio.Task] = []
+        self.closing = False
 
     def start(self) -> None:
         """Listen for nudges and run rounds until `close`."""
@@ -84,7 +93,7 @@ class Dispatcher:
 
     async def _serve(self) -> None:
         structlog.contextvars.bind_contextvars(job=EVENTS_RELAY)
-        while True:
+        while not self.closing:
             try:
                 await self._rounds(forever=True)
             except Exception:
@@ -95,7 +104,7 @@ class Dispatcher:
                 self.wake.set()
 
     async def _rounds(self, *, forever: bool) -> None:
-        while True:
+        while not self.closing:
             if self.wake.is_set() and self.in_flight < MAX_IN_FLIGHT:
                 self.wake.clear()
                 await self._round()
@@ -198,8 +207,17 @@ class Dispatcher:
                 await (connection.invalidate() if invalidate else connection.close())
 
     async def close(self) -> None:
-        """At shutdown: stop listening and sending (claimed deliveries are retried after
-        their lease), and record the results already in."""
+        """At shutdown: stop listening and starting rounds (the one running ends), let
+        the sends in flight finish (each within its timeout) and record every result.
+        Whatever is cut off is retried after its lease."""
+        self.closing = True
+        self.wake.set()
+        for task in self.loops[:1]:  # the listener
+            task.cancel()
+        if self.loops:
+            await asyncio.wait(self.loops, timeout=CLOSE_WAIT_S)
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=CLOSE_WAIT_S)
         running = [*self.loops, *self.tasks]
         for task in running:
             task.cancel()
