@@ -68,12 +68,14 @@ class Dispatcher:
         self.results: list[Attempt] = []  # sent, to record in the next round
         self.nudged_by: str | None = None  # the request id of a nudge since the last round
         self.failures = 0
+        self.rounds = 0  # committed so far
         self.connection: AsyncConnection | None = None
         self.loops: list[asyncio.Task] = []
         self.closing = False
 
     def start(self) -> None:
-        """Listen for nudges and run rounds until `close`."""
+        """Listen for nudges and run rounds until `close` (the first one now)."""
+        self.wake.set()
         self.loops = [asyncio.create_task(self._listen(), name="dispatcher.listen"),
                       asyncio.create_task(self._serve(), name="dispatcher.serve")]
 
@@ -134,7 +136,7 @@ class Dispatcher:
             except BaseException:
                 self.results[:0] = results  # not recorded: the next round tries again
                 raise
-            self.failures = 0
+            self.failures, self.rounds = 0, self.rounds + 1
             await UnitOfWork.detach(session).flush(self.runtime.redis)  # retries, lines
             # A full batch looked at (claimed, settled or put off to a rate slot) may
             # mean more is due: the next round goes on, however few were claimed.

@@ -44,10 +44,11 @@ def no_timer(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def started(worker) -> Dispatcher:
-    """The running worker's dispatcher, once its first (timer) round is over."""
+    """The running worker's dispatcher, once its first round (at start) is over."""
     dispatcher = await wait_for(lambda: worker.ctx.get("dispatcher"))
-    await wait_for(lambda: all(not t.done() for t in dispatcher.loops)
-                   and not dispatcher.wake.is_set())
+    await wait_for(lambda: dispatcher.rounds and not dispatcher.wake.is_set()
+                   and all(not t.done() for t in dispatcher.loops))
+    await asyncio.sleep(0.1)  # the round that cleared wake has ended
     return dispatcher
 
 
