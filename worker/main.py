@@ -59,10 +59,10 @@ DELIVER_TIMEOUT_S = 60
 # The relay job only wakes the dispatcher, which runs for the worker's whole life.
 RELAY_TIMEOUT_S = 10
 SWEEP_SECONDS = set(range(0, 60, 10))
-# arq sleeps this long between queue reads (its default, 0.5 s, would add up to that
-# much to a rate-limited endpoint's deferred nudge); a read is one cheap Redis call.
-# Nudges do not go through arq (the dispatcher blocks on their list).
-POLL_DELAY_S = 0.02
+# arq sleeps this long between queue reads: up to that much is added to a retry's or a
+# rate-limited endpoint's deferred nudge (its default, 0.5 s, would be felt there). Nudges
+# do not go through arq (the dispatcher blocks on their list), so no write waits on it.
+POLL_DELAY_S = 0.1
 LAST_USED_SECONDS = {0, 30}
 # Once a minute: the job itself picks the chains whose checkpoint is due (the interval
 # is a setting, KOPPEL_AUDIT_CHECKPOINT_INTERVAL).
