@@ -2,7 +2,8 @@
 a nudge that never arrives is made up by the sweeper's; results are recorded in the next
 round's transaction, and a process that dies before that round loses no delivery (sent
 again after the lease, failures included); a round whose connection died is tried
-again. The real arq worker in this process, real Redis, a real HTTP receiver."""
+again; two dispatchers at once never send one attempt twice. The real arq worker in
+this process, real Redis, a real HTTP receiver."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from tests.services.sync.test_webhook_delivery import (
 from tests.services.sync.worlds import World
 
 QUIET_S = 1.0  # long enough for a woken dispatcher to deliver on this machine
+BACKLOG = 60
 
 
 @pytest.fixture
@@ -50,6 +52,12 @@ async def started(worker) -> Dispatcher:
                    and all(not t.done() for t in dispatcher.loops))
     await asyncio.sleep(0.1)  # the round that cleared wake has ended
     return dispatcher
+
+
+async def emit_aside(sessions: sessionmaker[Session], world: World) -> None:
+    """An event committed by a sync session off the event loop: on SQLite its BEGIN
+    IMMEDIATE may wait for the in-process worker's round, which needs the loop to end."""
+    await asyncio.to_thread(emit_employee_event, sessions, world, "employee.updated")
 
 
 async def attempts(runtime: Runtime) -> list[WebhookAttempt]:
@@ -76,14 +84,14 @@ async def test_a_nudge_on_the_list_wakes_the_running_dispatcher(
     await runtime.redis.delete(NUDGES, default_queue_name)
     async with worker_running(settings, cron_jobs=[]) as worker:
         await started(worker)
-        emit_employee_event(committing_sessions, world, "employee.updated")
+        await emit_aside(committing_sessions, world)
         await asyncio.sleep(QUIET_S)
         assert receiver.to("/ok") == []  # committed, not nudged: nothing woke it
         for round_ in range(1, 4):
             await nudge(runtime.redis)
             await wait_for(lambda n=round_: len(receiver.to("/ok")) == n, timeout=5)
             assert await runtime.redis.llen(NUDGES) == 0  # taken
-            emit_employee_event(committing_sessions, world, "employee.updated")
+            await emit_aside(committing_sessions, world)
         await nudge(runtime.redis)
         await wait_for(settled(runtime, 4))
         assert await runtime.redis.zcard(default_queue_name) == 0  # no job on the way
@@ -104,12 +112,12 @@ async def test_a_lost_nudge_is_made_up_by_the_sweeper(
     await runtime.redis.delete(NUDGES)
     async with worker_running(settings, cron_jobs=[]) as worker:
         await started(worker)
-        emit_employee_event(committing_sessions, world, "employee.updated")
+        await emit_aside(committing_sessions, world)
         await nudge(runtime.redis)
         await runtime.redis.delete(NUDGES)  # lost (or taken by a worker that then died)
         await asyncio.sleep(QUIET_S)
         if receiver.to("/ok"):  # the listener took it before it was deleted: lose another
-            emit_employee_event(committing_sessions, world, "employee.updated")
+            await emit_aside(committing_sessions, world)
             await asyncio.sleep(QUIET_S)
         waiting = len(receiver.to("/ok")) + 1
         assert (await outbox.sweep(runtime))["unrelayed"] == 1  # the sweeper's job
@@ -168,7 +176,7 @@ async def test_a_round_on_a_dead_connection_is_tried_again(
                     ["employee.updated"])
     async with worker_running(settings, cron_jobs=[]) as worker:
         dispatcher = await started(worker)
-        emit_employee_event(committing_sessions, world, "employee.updated")
+        await emit_aside(committing_sessions, world)
         await nudge(runtime.redis)
         await wait_for(lambda: receiver.to("/ok"))
         # The connection the loop keeps between rounds (no ping) dies.
@@ -178,10 +186,47 @@ async def test_a_round_on_a_dead_connection_is_tried_again(
         with committing_sessions() as session:
             session.exec(text("SELECT pg_terminate_backend(:pid)"),  # type: ignore[call-overload]
                          params={"pid": pid})
-        emit_employee_event(committing_sessions, world, "employee.updated")
+        await emit_aside(committing_sessions, world)
         await nudge(runtime.redis)
         await wait_for(lambda: len(receiver.to("/ok")) == 2, timeout=10)
         await wait_for(settled(runtime, 2))
         assert dispatcher.connection is not dead and dispatcher.failures == 0
     # Both recorded (the first before the failed round, or by the round tried again).
     assert len(await attempts(runtime)) == 2
+
+
+async def test_two_dispatchers_at_once_send_each_attempt_once(
+    sync_client: httpx.AsyncClient, tokens: Tokens, world: World, receiver: Receiver,
+    runtime: Runtime, committing_sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Small batches, so that the two take turns at one backlog, round after round.
+    monkeypatch.setattr(outbox, "BATCH", 5)
+    monkeypatch.setattr(dispatcher_module, "CLAIM_BATCH", 5)
+    claimers: set[asyncio.Task | None] = set()
+    claim_due = dispatcher_module.claim_due
+
+    async def noted(*args, **kwargs):
+        claimed, examined = await claim_due(*args, **kwargs)
+        if claimed:
+            claimers.add(asyncio.current_task())
+        return claimed, examined
+
+    monkeypatch.setattr(dispatcher_module, "claim_due", noted)
+    await subscribe(sync_client, tokens, world.apps["info"], receiver.url("/ok"),
+                    ["employee.updated"])
+    for _ in range(BACKLOG):
+        emit_employee_event(committing_sessions, world, "employee.updated")
+    sender = Sender(allow_loopback=True)
+    try:
+        two = [Dispatcher(runtime, sender), Dispatcher(runtime, sender)]
+        await asyncio.gather(*(d.run() for d in two))
+    finally:
+        await sender.close()
+    if on_postgres():  # both claimed some (SQLite runs one writer at a time: maybe not)
+        assert len(claimers) == 2
+    sent = [r.headers["webhook-id"] for r in receiver.to("/ok")]
+    assert len(sent) == len(set(sent)) == BACKLOG
+    rows = await deliveries(runtime)
+    assert {(r.status, r.attempts) for r in rows} == {(DeliveryStatus.SUCCEEDED, 1)}
+    assert len(await attempts(runtime)) == BACKLOG
