@@ -118,7 +118,7 @@ def build_worker(settings: Settings, *, burst: bool = False, **options: Any) -> 
         ctx["runtime"] = await stack.enter_async_context(
             open_runtime(settings, bounded_database=False))
         ctx["tracer_provider"] = open_tracer_provider(settings, "worker")
-        await sync_jobs.start(ctx, settings, stack)
+        await sync_jobs.start(ctx, settings, stack, burst=burst)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         if "stack" in ctx:

@@ -31,7 +31,9 @@ from typing import Any
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import exists, func, insert, or_
+from sqlalchemy import exists, func, or_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -370,7 +372,11 @@ async def record_in(session: AsyncSession, attempts: list[Attempt]) -> None:
         return
     waiting = [a.line for a in attempts if a.line is not None]
     await lines.lock(session, waiting)
-    await session.exec(insert(WebhookAttempt), params=[{
+    attempts = await _unrecorded(session, attempts)
+    if not attempts:
+        await lines.release(session, waiting)
+        return
+    await session.exec(_insert_new_attempts(session), params=[{
         "id": uuid7(), "delivery_id": a.delivery_id, "attempt": a.attempt,
         "started_at": a.started, "duration_ms": a.result.duration_ms,
         "status_code": a.result.status_code, "succeeded": a.result.succeeded,
@@ -390,6 +396,32 @@ async def record_in(session: AsyncSession, attempts: list[Attempt]) -> None:
             if retry is not None:
                 unit_of_work(session).enqueue_delivery(*retry)
     await lines.release(session, waiting)  # the next in line may go now
+
+
+async def _unrecorded(session: AsyncSession, attempts: list[Attempt]) -> list[Attempt]:
+    """The attempts whose delivery still exists (kept until this transaction ends: an
+    endpoint or a sandbox deleted while the send was in flight takes its deliveries
+    with it) and whose result is not recorded yet (a commit whose reply was lost)."""
+    ids = {a.delivery_id for a in attempts}
+    alive = set((await session.exec(
+        select(D.id).where(col(D.id).in_(ids)).with_for_update(key_share=True))).all())
+    done = set((await session.exec(
+        select(WebhookAttempt.delivery_id, WebhookAttempt.attempt)
+        .where(col(WebhookAttempt.delivery_id).in_(alive)))).all()) if alive else set()
+    kept = [a for a in attempts
+            if a.delivery_id in alive and (a.delivery_id, a.attempt) not in done]
+    if len(kept) < len(attempts):
+        log.info("webhook results not recorded: deleted deliveries or recorded already",
+                 skipped=len(attempts) - len(kept))
+    return kept
+
+
+def _insert_new_attempts(session: AsyncSession) -> Any:
+    """INSERT of attempt rows that leaves an (delivery, attempt) already written alone."""
+    dialect = session.get_bind().dialect.name
+    insert_of = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert_of(WebhookAttempt).on_conflict_do_nothing(
+        index_elements=["delivery_id", "attempt"])
 
 
 async def send_all(sender: Sender, attempts: list[Attempt]) -> None:
