@@ -191,7 +191,8 @@ class Dispatcher:
         """A round within ROUND_TIMEOUT_S; one that takes longer fails (TimeoutError),
         its connection is dropped (its waits end at once: `_connect`)."""
         try:
-            await asyncio.wait_for(self._round(), ROUND_TIMEOUT_S)
+            async with asyncio.timeout(ROUND_TIMEOUT_S):  # in this task (no new one)
+                await self._round()
         except TimeoutError:
             log.warning("dispatcher round took too long; dropping its connection",
                         seconds=ROUND_TIMEOUT_S)
