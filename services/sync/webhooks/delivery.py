@@ -402,12 +402,15 @@ async def _unrecorded(session: AsyncSession, attempts: list[Attempt]) -> list[At
     """The attempts whose delivery still exists (kept until this transaction ends: an
     endpoint or a sandbox deleted while the send was in flight takes its deliveries
     with it) and whose result is not recorded yet (a commit whose reply was lost)."""
-    ids = {a.delivery_id for a in attempts}
-    alive = set((await session.exec(
-        select(D.id).where(col(D.id).in_(ids)).with_for_update(key_share=True))).all())
-    done = set((await session.exec(
-        select(WebhookAttempt.delivery_id, WebhookAttempt.attempt)
-        .where(col(WebhookAttempt.delivery_id).in_(alive)))).all()) if alive else set()
+    A = WebhookAttempt
+    rows = (await session.exec(
+        select(D.id, A.attempt)
+        .outerjoin(A, (col(A.delivery_id) == D.id)
+                   & col(A.attempt).in_({a.attempt for a in attempts}))
+        .where(col(D.id).in_({a.delivery_id for a in attempts}))
+        .order_by(col(D.id)).with_for_update(key_share=True, of=D))).all()
+    alive = {delivery_id for delivery_id, _ in rows}
+    done = {(delivery_id, number) for delivery_id, number in rows if number is not None}
     kept = [a for a in attempts
             if a.delivery_id in alive and (a.delivery_id, a.attempt) not in done]
     if len(kept) < len(attempts):
