@@ -330,10 +330,16 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._drop_connection(invalidate=False)
-        results, self.results = self.results, []
-        if results:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(record(self.runtime, results), CLOSE_RECORD_S)
+        if not self.results:
+            return
+        try:  # one that cannot be written no longer takes the others with it
+            await asyncio.wait_for(self._record_apart(), CLOSE_RECORD_S)
+        except Exception:
+            log.exception("dispatcher: recording the last results failed (their deliveries "
+                          "are sent again after their lease)")
+        if self.results:
+            log.warning("dispatcher: results left unrecorded at shutdown (their deliveries "
+                        "are sent again after their lease)", results=len(self.results))
 
 
 def _unreachable(error: BaseException) -> bool:

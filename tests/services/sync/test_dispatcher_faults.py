@@ -133,6 +133,27 @@ async def test_a_result_that_cannot_be_written_is_dropped_and_rounds_go_on(
     assert len(written) == 3
 
 
+async def test_shutdown_records_what_it_can_of_the_last_results(
+    sync_client: httpx.AsyncClient, tokens: Tokens, world: World, receiver: Receiver,
+    runtime: Runtime, committing_sessions: sessionmaker[Session],
+) -> None:
+    app = world.apps["info"]
+    await subscribe(sync_client, tokens, app, receiver.url("/ok"), ["employee.updated"])
+    await subscribe(sync_client, tokens, app, receiver.url("/ok2"), ["employee.updated"])
+    emit_employee_event(committing_sessions, world, "employee.updated")
+    sender = Sender(allow_loopback=True)
+    try:
+        dispatcher = await sent_but_unrecorded(runtime, sender)
+        poisoned, fine = dispatcher.results
+        poisoned.started = datetime.now()  # naive: its write always fails
+        await dispatcher.close()
+    finally:
+        await sender.close()
+    assert dispatcher.results == []
+    written = {(a.delivery_id, a.attempt) for a in await attempts(runtime)}
+    assert written == {(fine.delivery_id, 1)}
+
+
 @pytest.mark.usefixtures("quick")
 async def test_many_failed_rounds_in_a_row_do_not_end_the_loop(
     sync_client: httpx.AsyncClient, tokens: Tokens, world: World, receiver: Receiver,
