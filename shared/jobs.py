@@ -1,9 +1,15 @@
 """Job names and payloads: the contract between the services and the worker, and the
 two enqueues that follow a commit (a nudge of the outbox relay, delivery attempts).
 
+A nudge is not a job: it is one entry on the Redis list `NUDGES`, which every worker's
+dispatcher blocks on (services/sync/webhooks/dispatcher.py). The list is kept to its
+newest `NUDGES_KEPT` entries, so a burst of commits with no worker listening leaves a
+few entries, not one per commit; one entry is enough to make a dispatcher relay
+everything committed before it took it.
+
 Names are "<domain>.<verb>"; jobs take ids, never objects, and open their own session.
-A job enqueued while a request is handled also takes that request's id as the keyword
-`request_id` (see `request_context`); the worker binds it to the job's log lines.
+A nudge carries the id of the request that made it; the worker puts it on the trace span
+of the dispatcher round it wakes (a delivery's log lines take the id stored on its event).
 """
 
 from __future__ import annotations
@@ -44,23 +50,23 @@ def delivery_job_id(delivery_id: object, attempt: int) -> str:
     return f"delivery:{delivery_id}:{attempt}"
 
 
-def request_context() -> dict[str, Any]:
-    """The keyword arguments that carry the current request's id into a job (none
-    outside a request)."""
-    request_id = current_request_id()
-    return {"request_id": request_id} if request_id else {}
-
-
 def arq_client(redis: Any) -> ArqRedis:
     """An ArqRedis on the connection pool of a redis.asyncio client."""
     return redis if isinstance(redis, ArqRedis) else ArqRedis(redis.connection_pool)
 
 
+NUDGES = "koppel:relay:nudges"
+NUDGES_KEPT = 64
+
+
 async def nudge(redis: Any) -> None:
-    """After the commit: ask the worker to relay new events now. Never raises; if Redis
-    is down or the process dies first, the worker's sweeper relays them anyway."""
+    """After the commit: ask a worker to relay new events now (one LPUSH of the current
+    request's id, if any, on `NUDGES`; a trim only when no worker takes them). Never
+    raises; if Redis is down or the process dies first, the worker's sweeper relays
+    them anyway."""
     try:
-        await arq_client(redis).enqueue_job(EVENTS_RELAY, **request_context())
+        if await redis.lpush(NUDGES, current_request_id() or "") > NUDGES_KEPT:
+            await redis.ltrim(NUDGES, 0, NUDGES_KEPT - 1)  # no worker is taking them
     except Exception as exc:  # noqa: BLE001 - a lost nudge only delays delivery
         log.warning("outbox nudge failed", error=type(exc).__name__)
 
@@ -70,8 +76,9 @@ NUDGE_TICK_S = 0.05  # deferred nudges are rounded up to this: one job per tick 
 
 async def nudge_at(redis: Any, at: datetime) -> None:
     """After the commit: ask the worker to run the dispatcher at `at` (the next slot of a
-    rate-limited endpoint), one job per tick however many ask. Never raises: the
-    sweeper nudges every few seconds anyway."""
+    rate-limited endpoint), one deferred arq job per tick however many ask (the job
+    wakes the dispatcher of the worker that runs it). Never raises: the sweeper nudges
+    every few seconds anyway."""
     tick = math.ceil(at.timestamp() / NUDGE_TICK_S)
     try:
         await arq_client(redis).enqueue_job(

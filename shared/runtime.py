@@ -63,9 +63,11 @@ def redis_options(settings: Settings) -> dict[str, Any]:
     drops that connection and raises its TimeoutError, which every caller already takes
     for "Redis unreachable", as when Redis is down (a 503 with Retry-After where Redis
     guards the answer, a skipped outbox nudge that the worker's sweeper makes up for).
-    No client here blocks on purpose (no BLPOP, no pub/sub; arq's worker polls with its
-    own pool, and the status mirror keeps its own non-blocking socket), so the bound
-    only ever cuts a wait for a Redis that stopped answering."""
+    No client made with these alone blocks on purpose (no pub/sub; arq's worker polls
+    with its own pool, the status mirror keeps its own non-blocking socket, and the
+    worker's dispatcher blocks on its nudges with a client of its own whose bound is
+    its BRPOP's timeout plus this), so the bound only ever cuts a wait for a Redis
+    that stopped answering."""
     return {"socket_timeout": settings.redis_timeout,
             "socket_connect_timeout": settings.redis_timeout}
 

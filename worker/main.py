@@ -56,12 +56,13 @@ from worker.resilient import ResilientWorker
 MAX_JOBS = 200
 # arq's job timeout is final; a delivery's HTTP call times out well before it.
 DELIVER_TIMEOUT_S = 60
-# A dispatcher run stops taking new work after 10 s, then waits for its sends (10 s).
-RELAY_TIMEOUT_S = 60
+# The relay job only wakes the dispatcher, which runs for the worker's whole life.
+RELAY_TIMEOUT_S = 10
 SWEEP_SECONDS = set(range(0, 60, 10))
-# arq sleeps this long between queue reads (its default, 0.5 s, adds up to that much to
-# the nudge -> dispatcher hop); a read is one cheap Redis call (about 50 a second idle).
-POLL_DELAY_S = 0.02
+# arq sleeps this long between queue reads: up to that much is added to a retry's or a
+# rate-limited endpoint's deferred nudge (its default, 0.5 s, would be felt there). Nudges
+# do not go through arq (the dispatcher blocks on their list), so no write waits on it.
+POLL_DELAY_S = 0.1
 LAST_USED_SECONDS = {0, 30}
 # Once a minute: the job itself picks the chains whose checkpoint is due (the interval
 # is a setting, KOPPEL_AUDIT_CHECKPOINT_INTERVAL).
@@ -116,8 +117,8 @@ def build_worker(settings: Settings, *, burst: bool = False, **options: Any) -> 
         # must not be cut at the API's per-answer bound. TCP bounds still apply.
         ctx["runtime"] = await stack.enter_async_context(
             open_runtime(settings, bounded_database=False))
-        await sync_jobs.start(ctx, settings, stack)
         ctx["tracer_provider"] = open_tracer_provider(settings, "worker")
+        await sync_jobs.start(ctx, settings, stack, burst=burst)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         if "stack" in ctx:

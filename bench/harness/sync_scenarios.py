@@ -336,9 +336,11 @@ async def deliveries(ctx: Ctx, world: World, env: dict[str, str], receiver: Rece
 
 
 async def latency(ctx: Ctx, world: World, env: dict[str, str], receiver: Receiver,
-                  http: aiohttp.ClientSession, app_token: str, tokens: list[str]) -> None:
+                  http: aiohttp.ClientSession, app_token: str, tokens: list[str],
+                  server: Proc) -> None:
     """PATCH /v1/employees/{id} at LATENCY_RATE/s, worker running; latency from the
-    event's creation in the API transaction (its UUIDv7) to the receiver."""
+    event's creation in the API transaction (its UUIDv7) to the receiver, and each
+    process's CPU per write (the worker's: relay, claim, send and record per event)."""
     hooks = await _create_hooks(http, app_token, receiver.port, "latency", 1)
     employees = [str(e) for e in world.employees]
     state = {"n": 0}
@@ -360,12 +362,16 @@ async def latency(ctx: Ctx, world: World, env: dict[str, str], receiver: Receive
         for i in range(ctx.runs + 1):  # the first is the warm-up
             _reset_limits(ctx)
             receiver.latencies_ms = []
+            cpu = (worker.cpu_seconds(), server.cpu_seconds())
             outcome, late = await open_loop(patch, LATENCY_RATE, repeat.WARM_UP_S if i == 0
                                             else ctx.seconds)
             deadline = time.time() + 30
             while len(receiver.latencies_ms) < outcome.done and time.time() < deadline:
                 await asyncio.sleep(0.05)
             values = receiver.latencies_ms
+            worker_ms, api_ms = ((now - then) * 1000 / max(outcome.done, 1) for now, then in
+                                 zip((worker.cpu_seconds(), server.cpu_seconds()), cpu,
+                                     strict=True))
             if i == 0 or not values:
                 continue
             p50.runs.append(percentile(values, 50))
@@ -376,7 +382,8 @@ async def latency(ctx: Ctx, world: World, env: dict[str, str], receiver: Receive
                                  "webhooks not received within 30 s")
             say(f"  latency run {i}/{ctx.runs}: {outcome.done} writes at {LATENCY_RATE:g}/s "
                 f"(sender at most {late:.0f} ms behind): p50 {p50.runs[-1]:.0f} ms, "
-                f"p99 {p99.runs[-1]:.0f} ms")
+                f"p99 {p99.runs[-1]:.0f} ms; CPU per write: worker {worker_ms:.2f} ms, "
+                f"API {api_ms:.2f} ms")
     finally:
         worker.stop()
         await _delete_hooks(http, hooks)
@@ -418,7 +425,7 @@ async def run(ctx: Ctx, world: World, env: dict[str, str], chosen: list[str]) ->
             if "deliveries" in chosen:
                 await deliveries(ctx, world, env, receiver, http, senders)
             if "latency" in chosen:
-                await latency(ctx, world, env, receiver, http, writer, writers)
+                await latency(ctx, world, env, receiver, http, writer, writers, server)
     finally:
         server.stop()
         await runner.cleanup()

@@ -3,14 +3,17 @@ relay, the sweeper and webhook delivery attempts; and the data-access log's flus
 15 seconds) and retention purge (daily), services/sync/access_log.py.
 
 Each takes arq's context, in which the worker keeps its runtime; `start` adds the
-process's webhook sender and dispatcher (one each per worker process).
+process's webhook sender and starts its dispatcher (one each per worker process).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from typing import Any
+
+import structlog
 
 from services.sync import access_log
 from services.sync.events import relay as outbox
@@ -19,21 +22,43 @@ from services.sync.webhooks.dispatcher import Dispatcher
 from services.sync.webhooks.sender import Sender
 from shared.config import Settings
 
+log = structlog.get_logger("koppel.webhooks")
+BURST_DRAIN_S = 600.0  # the longest a burst worker drains the outbox before it exits
 
-async def start(ctx: dict[str, Any], settings: Settings, stack: contextlib.AsyncExitStack
-                ) -> None:
-    """Open the webhook sender and the dispatcher; `stack` closes them at shutdown."""
+
+async def start(ctx: dict[str, Any], settings: Settings, stack: contextlib.AsyncExitStack,
+                *, burst: bool = False) -> None:
+    """Open the webhook sender and the dispatcher; `stack` closes them at shutdown. A
+    burst worker (`koppel worker --burst`: run what is queued, then exit) starts no
+    loop: at shutdown, once arq's queue is empty, it relays and delivers until nothing
+    is left to claim and nothing is in flight."""
     # One pooled HTTP client per process; the SSRF guard still checks every send.
     ctx["sender"] = Sender(allow_loopback=settings.webhooks_allow_loopback,
                            resolver=ctx.get("ssrf_resolver"))
     stack.push_async_callback(ctx["sender"].close)
-    ctx["dispatcher"] = Dispatcher(ctx["runtime"], ctx["sender"])
+    ctx["dispatcher"] = Dispatcher(ctx["runtime"], ctx["sender"], ctx.get("tracer_provider"))
     stack.push_async_callback(ctx["dispatcher"].close)
+    if burst:
+        stack.push_async_callback(_drain, ctx["dispatcher"])  # before close (last in)
+    else:
+        ctx["dispatcher"].start()
+
+
+async def _drain(dispatcher: Dispatcher) -> None:
+    """Rounds until the outbox is drained, within BURST_DRAIN_S (what is left goes to
+    the next worker: the outbox rows are the record)."""
+    try:
+        await asyncio.wait_for(dispatcher.run(), BURST_DRAIN_S)
+    except Exception:
+        log.exception("burst worker: draining the outbox failed; the rest is left for "
+                      "the next worker")
 
 
 async def relay(ctx: dict[str, Any]) -> str:
-    """The job `events.relay`: relay new outbox events and send what is due."""
-    return await ctx["dispatcher"].run()
+    """The job `events.relay` (a deferred nudge, shared/jobs.py `nudge_at`): wake this
+    process's dispatcher."""
+    ctx["dispatcher"].poke()
+    return "woke the dispatcher"
 
 
 async def deliver(ctx: dict[str, Any], delivery_id: str, attempt: int) -> str:
@@ -43,7 +68,9 @@ async def deliver(ctx: dict[str, Any], delivery_id: str, attempt: int) -> str:
 
 
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
-    """The job `webhooks.sweep`: report the outbox depth and nudge the dispatcher."""
+    """The job `webhooks.sweep`: report the outbox depth and nudge a dispatcher (and
+    wake this process's)."""
+    ctx["dispatcher"].poke()
     return await outbox.sweep(ctx["runtime"])
 
 

@@ -1,8 +1,8 @@
 """The API process dies between the commit and the enqueue (SECURITY line 28), with no
 test hook in the product: the sync service talks to Redis through a proxy that freezes
-any connection on which an arq job is enqueued (it accepts the bytes and never answers).
+any connection on which a nudge is pushed (it accepts the bytes and never answers).
 Each change commits its event, then hangs in the nudge; the process gets SIGKILL there.
-No job ever reached Redis; a worker started afterwards finds the outbox rows (its
+No nudge ever reached Redis; a worker started afterwards finds the outbox rows (its
 sweeper) and delivers every event."""
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import threading
 
 import httpx
 
+from shared.jobs import NUDGES
 from tests.faults.proxy import TcpProxy
 from tests.faults.stack import Stack
 
 EVENTS = 5
-ARQ_ENQUEUE = b"arq:job:"  # every enqueue first WATCHes the job's key
+NUDGE = NUDGES.encode()  # the list every nudge is pushed on
 
 
 def test_api_killed_between_commit_and_enqueue_loses_nothing(stack: Stack, report) -> None:
@@ -24,7 +25,7 @@ def test_api_killed_between_commit_and_enqueue_loses_nothing(stack: Stack, repor
         sync = stack.serve("sync", redis_url=f"redis://127.0.0.1:{proxy.port}/0",
                            KOPPEL_REDIS_TIMEOUT="120")
         stack.subscribe(sync.url, ["employee.updated"])
-        proxy.freeze_on(ARQ_ENQUEUE)
+        proxy.freeze_on(NUDGE)
         headers = stack.connection_headers()
         answers: list[object] = []
 
@@ -53,7 +54,8 @@ def test_api_killed_between_commit_and_enqueue_loses_nothing(stack: Stack, repor
     written = stack.written("employee.")
     redis = stack.redis.client()
     try:
-        assert redis.keys("arq:*") == [], "no nudge reached Redis"
+        assert redis.llen(NUDGES) == 0, "no nudge reached Redis"
+        assert redis.keys("arq:*") == [], "nor any job"
     finally:
         redis.close()
     stack.worker()

@@ -1,4 +1,4 @@
-"""The request id travels: an API write stores it on its outbox event, the nudge job
+"""The request id travels: an API write stores it on its outbox event, its nudge
 carries it, and the worker logs the webhook delivery that change caused under it (the
 real arq worker, in this process and as `koppel worker`; a real receiver). Receivers
 never see it."""
@@ -11,14 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from arq.connections import ArqRedis
-from arq.constants import default_queue_name, job_key_prefix
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, select
 
 from services.sync.app import create_app
 from shared.config import Settings
-from shared.jobs import EVENTS_RELAY, WEBHOOKS_DELIVER
+from shared.jobs import EVENTS_RELAY, NUDGES, WEBHOOKS_DELIVER
 from shared.models import Event
 from shared.outbox import emit
 from shared.runtime import Runtime
@@ -79,17 +77,13 @@ async def test_the_delivery_a_write_caused_is_logged_under_its_request_id(
     [event] = events(committing_sessions)
     assert event.request_id == request_id
     assert request_id not in json.dumps(event.data)  # on the row, not in the payload
-    queued = await ArqRedis(runtime.redis.connection_pool).queued_jobs()
-    nudges = [job for job in queued if job.function == EVENTS_RELAY]
-    # This request queued exactly one nudge, under its id (an earlier test's command may
-    # have left a nudge of its own in the shared queue: it is dropped below as well).
-    assert [job.kwargs for job in nudges if job.kwargs.get("request_id") == request_id] == [
-        {"request_id": request_id}]
+    nudges = await runtime.redis.lrange(NUDGES, 0, -1)
+    # This request pushed exactly one nudge, carrying its id (an earlier test's command
+    # may have left a nudge of its own on the shared list: it is dropped below as well).
+    assert [n for n in nudges if n == request_id.encode()] == [request_id.encode()]
     # Lose the nudges: the sweeper's nudge (no request id) relays and delivers, and the
     # id still comes along, read back from the event row.
-    for job in nudges:
-        await runtime.redis.zrem(default_queue_name, job.job_id)
-        await runtime.redis.delete(job_key_prefix + job.job_id)
+    await runtime.redis.delete(NUDGES)
 
     capsys.readouterr()
     # Debug: a success is logged at debug level (a failure at info).

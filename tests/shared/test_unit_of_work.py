@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from arq.constants import default_queue_name, job_key_prefix
 
 from shared.db.types import utcnow
-from shared.jobs import delivery_job_id
+from shared.jobs import NUDGES, delivery_job_id
 from shared.last_used import PENDING_KEY
 from shared.outbox import emit
 from shared.runtime import Runtime
@@ -39,7 +39,8 @@ async def test_notes_on_a_session_are_flushed_once(runtime: Runtime,
     assert redis_client.get(status_key(Subject.CONNECTION, connection_id)) == b"0"
     assert redis_client.get(status_key(Subject.FAMILY, family_id)) == b"0"
     assert redis_client.hexists(PENDING_KEY, str(connection_id))
-    assert redis_client.zcard(default_queue_name) == 2  # the relay's nudge and the attempt
+    assert redis_client.lrange(NUDGES, 0, -1) == [b""]  # the relay's nudge (no request)
+    assert redis_client.zcard(default_queue_name) == 1  # the attempt
     assert redis_client.exists(job_key_prefix + delivery_job_id(delivery_id, 2))
 
 

@@ -120,7 +120,7 @@ async def relay_events(session: AsyncSession, limit: int | None = None
 async def sweep(runtime: Runtime) -> dict[str, int]:
     """Report the outbox depth and nudge the dispatcher, which relays what a lost nudge
     left and sends every due delivery (also those whose worker died: their lease ran
-    out), in short bounded batches: this job itself does two counts and one enqueue."""
+    out), in short bounded batches: this job itself does two counts and one nudge."""
     async with runtime.async_session() as session:
         pending = select(func.count()).where(WebhookDelivery.status == DeliveryStatus.PENDING)
         unrelayed = select(func.count()).where(col(Event.relayed_at).is_(None))

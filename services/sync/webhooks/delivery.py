@@ -31,7 +31,9 @@ from typing import Any
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import exists, func, insert, or_
+from sqlalchemy import exists, func, or_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -356,39 +358,84 @@ async def _record_failure(session: AsyncSession, attempt: Attempt
 
 
 async def record(runtime: Runtime, attempts: list[Attempt]) -> None:
-    """Write the attempts' results in one transaction, then enqueue the retries. The
-    lines of sequenced attempts are locked first and released last (a settled head lets
-    the next one go; one retried stays the head)."""
-    waiting = [a.line for a in attempts if a.line is not None]
+    """Write the attempts' results in one transaction, then enqueue the retries."""
     async with runtime.async_session() as session, session.begin():
-        await lines.lock(session, waiting)
-        await session.exec(insert(WebhookAttempt), params=[{
-            "id": uuid7(), "delivery_id": a.delivery_id, "attempt": a.attempt,
-            "started_at": a.started, "duration_ms": a.result.duration_ms,
-            "status_code": a.result.status_code, "succeeded": a.result.succeeded,
-            "error": a.result.error} for a in attempts])
-        succeeded: dict[tuple[int, int | None], list[uuid.UUID]] = defaultdict(list)
-        for a in attempts:
-            if a.result.succeeded:
-                succeeded[(a.attempt, a.result.status_code)].append(a.delivery_id)
-        for (number, code), ids in succeeded.items():
-            # Only where this attempt is still the latest (it did not outlive its lease).
-            await session.exec(update(D).where(col(D.id).in_(ids), col(D.attempts) == number)
-                               .values(last_status_code=code,
-                                       **_finished(DeliveryStatus.SUCCEEDED, None)))
-        for a in attempts:
-            if not a.result.succeeded:
-                retry = await _record_failure(session, a)
-                if retry is not None:
-                    unit_of_work(session).enqueue_delivery(*retry)
-        await lines.release(session, waiting)  # the next in line may go now
+        await record_in(session, attempts)
     await UnitOfWork.detach(session).flush(runtime.redis)
+
+
+async def record_in(session: AsyncSession, attempts: list[Attempt]) -> None:
+    """In the session's transaction: write the attempts' results; the retries to enqueue
+    are noted on its unit of work. The lines of sequenced attempts are locked first and
+    released last (a settled head lets the next one go; one retried stays the head)."""
+    if not attempts:
+        return
+    waiting = [a.line for a in attempts if a.line is not None]
+    await lines.lock(session, waiting)
+    attempts = await _unrecorded(session, attempts)
+    if not attempts:
+        await lines.release(session, waiting)
+        return
+    await session.exec(_insert_new_attempts(session), params=[{
+        "id": uuid7(), "delivery_id": a.delivery_id, "attempt": a.attempt,
+        "started_at": a.started, "duration_ms": a.result.duration_ms,
+        "status_code": a.result.status_code, "succeeded": a.result.succeeded,
+        "error": a.result.error} for a in attempts])
+    succeeded: dict[tuple[int, int | None], list[uuid.UUID]] = defaultdict(list)
+    for a in attempts:
+        if a.result.succeeded:
+            succeeded[(a.attempt, a.result.status_code)].append(a.delivery_id)
+    for (number, code), ids in succeeded.items():
+        # Only where this attempt is still the latest (it did not outlive its lease).
+        await session.exec(update(D).where(col(D.id).in_(ids), col(D.attempts) == number)
+                           .values(last_status_code=code,
+                                   **_finished(DeliveryStatus.SUCCEEDED, None)))
+    for a in attempts:
+        if not a.result.succeeded:
+            retry = await _record_failure(session, a)
+            if retry is not None:
+                unit_of_work(session).enqueue_delivery(*retry)
+    await lines.release(session, waiting)  # the next in line may go now
+
+
+async def _unrecorded(session: AsyncSession, attempts: list[Attempt]) -> list[Attempt]:
+    """The attempts whose delivery still exists (kept until this transaction ends: an
+    endpoint or a sandbox deleted while the send was in flight takes its deliveries
+    with it) and whose result is not recorded yet (a commit whose reply was lost)."""
+    A = WebhookAttempt
+    rows = (await session.exec(
+        select(D.id, A.attempt)
+        .outerjoin(A, (col(A.delivery_id) == D.id)
+                   & col(A.attempt).in_({a.attempt for a in attempts}))
+        .where(col(D.id).in_({a.delivery_id for a in attempts}))
+        .order_by(col(D.id)).with_for_update(key_share=True, of=D))).all()
+    alive = {delivery_id for delivery_id, _ in rows}
+    done = {(delivery_id, number) for delivery_id, number in rows if number is not None}
+    kept = [a for a in attempts
+            if a.delivery_id in alive and (a.delivery_id, a.attempt) not in done]
+    if len(kept) < len(attempts):
+        log.info("webhook results not recorded: deleted deliveries or recorded already",
+                 skipped=len(attempts) - len(kept))
+    return kept
+
+
+def _insert_new_attempts(session: AsyncSession) -> Any:
+    """INSERT of attempt rows that leaves an (delivery, attempt) already written alone."""
+    dialect = session.get_bind().dialect.name
+    insert_of = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert_of(WebhookAttempt).on_conflict_do_nothing(
+        index_elements=["delivery_id", "attempt"])
+
+
+async def send_all(sender: Sender, attempts: list[Attempt]) -> None:
+    """Send claimed attempts concurrently; each keeps its outcome."""
+    await asyncio.gather(*(_send(sender, a) for a in attempts))
 
 
 async def send_and_record(runtime: Runtime, sender: Sender, attempts: list[Attempt]
                           ) -> dict[str, int]:
     """Send claimed attempts concurrently, record them, enqueue the retries."""
-    await asyncio.gather(*(_send(sender, a) for a in attempts))
+    await send_all(sender, attempts)
     await record(runtime, attempts)
     ok = sum(a.result.succeeded for a in attempts)
     return {"sent": len(attempts), "succeeded": ok, "failed": len(attempts) - ok}

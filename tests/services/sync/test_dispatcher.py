@@ -1,5 +1,5 @@
-"""The dispatcher drains a backlog in bounded batches, each committed, by repeated short
-jobs (no job runs into its timeout however large the backlog), and sends concurrently."""
+"""The dispatcher drains a backlog in bounded batches, each committed, round after round
+of its long-lived loop (no job per nudge), and sends concurrently."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 
 import httpx
 import pytest
+from arq.constants import default_queue_name
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, select
 from standardwebhooks.webhooks import Webhook
@@ -46,24 +47,34 @@ async def test_relay_takes_one_bounded_batch_per_transaction(
     assert len(await deliveries(runtime)) == 3
 
 
-async def test_a_backlog_is_drained_by_repeated_short_jobs(
+async def test_a_backlog_is_drained_in_bounded_rounds_without_a_job_per_nudge(
     sync_client: httpx.AsyncClient, tokens: Tokens, world: World, receiver: Receiver,
     runtime: Runtime, settings, committing_sessions: sessionmaker[Session],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Every job may do one round of two events and two deliveries, then hands over.
+    # Every round may relay two events and claim two deliveries, then goes on.
     monkeypatch.setattr(relay_module, "BATCH", 2)
     monkeypatch.setattr(dispatcher_module, "CLAIM_BATCH", 2)
-    monkeypatch.setattr(dispatcher_module, "BUDGET_S", 0.0)
+    claims: list[int] = []
+    claim_due = dispatcher_module.claim_due
+
+    async def counted(*args, **kwargs):
+        claimed, examined = await claim_due(*args, **kwargs)
+        claims.append(len(claimed))
+        return claimed, examined
+
+    monkeypatch.setattr(dispatcher_module, "claim_due", counted)
     hooks = [await subscribe(sync_client, tokens, world.apps["info"], receiver.url(path),
                              ["employee.updated"]) for path in ("/ok/1", "/ok/2")]
     for _ in range(EVENTS):
         emit_employee_event(committing_sessions, world, "employee.updated")
+    await runtime.redis.delete(default_queue_name)  # an earlier test's leftovers
     await nudge(runtime.redis)
-    async with worker_running(settings, cron_jobs=[]) as worker:
+    assert await runtime.redis.zcard(default_queue_name) == 0  # a nudge is no job
+    async with worker_running(settings, cron_jobs=[]):
         await wait_for(settled(runtime, 2 * EVENTS))
-        # 14 deliveries, at most 2 claimed per job: at least 7 jobs, each one round.
-        await wait_for(lambda: worker.jobs_complete >= EVENTS, timeout=10)
+        # 14 deliveries, at most 2 claimed per round: at least 7 rounds after one nudge.
+        assert len([n for n in claims if n]) >= EVENTS and max(claims) <= 2
     rows = await deliveries(runtime)
     assert len(rows) == 2 * EVENTS
     assert {r.status for r in rows} == {DeliveryStatus.SUCCEEDED}
