@@ -37,6 +37,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.sync.events.relay import relay_events
@@ -345,6 +346,8 @@ class Dispatcher:
 def _unreachable(error: BaseException) -> bool:
     """Whether `error` says the database could not be reached (then a result may be
     written later), not that this result can never be written."""
-    if isinstance(error, (OSError, TimeoutError, OperationalError, InterfaceError)):
+    # SQLAlchemy's pool timeout (no connection free in time) is not the built-in one.
+    if isinstance(error, (OSError, TimeoutError, OperationalError, InterfaceError,
+                          PoolTimeout)):
         return True
     return isinstance(error, DBAPIError) and error.connection_invalidated
