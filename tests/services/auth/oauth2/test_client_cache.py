@@ -115,21 +115,29 @@ def _par(server: AuthServer, client: Client, redirect_uri: str, scope: str) -> h
     return post_form(server, "/par", client, request.params())
 
 
+METADATA = {"client_name": "Cache Planner", "redirect_uris": [FIRST],
+            "scope": "employee.info.read offline_access",
+            "grant_types": ["authorization_code", "refresh_token"]}
+
+
+def _register(server: AuthServer, http: httpx.Client, partner: str) -> dict:
+    """An app registered through the registry (RFC 7591) by a new partner: its answer."""
+    initial = new_token(TokenKind.INITIAL_ACCESS_TOKEN)
+    with server.sessions() as session, session.begin():
+        session.add(Partner(name=partner, initial_access_token_digest=token_digest(
+            server.keyring.digest_key, initial)))
+    made = http.post("/oauth2/register", json=METADATA,
+                     headers={"Authorization": f"Bearer {initial}"})
+    assert made.status_code == 201, made.text
+    return made.json()
+
+
 def test_rfc7592_updates_and_deletes_apply_to_the_next_token_request(
     auth_server: AuthServer, settings: Settings,
 ) -> None:
-    initial = new_token(TokenKind.INITIAL_ACCESS_TOKEN)
-    with auth_server.sessions() as session, session.begin():
-        session.add(Partner(name="Cache Co", initial_access_token_digest=token_digest(
-            auth_server.keyring.digest_key, initial)))
-    metadata = {"client_name": "Cache Planner", "redirect_uris": [FIRST],
-                "scope": "employee.info.read offline_access",
-                "grant_types": ["authorization_code", "refresh_token"]}
+    metadata = METADATA
     with _registry(settings, auth_server) as registry, httpx.Client(base_url=registry) as http:
-        made = http.post("/oauth2/register", json=metadata,
-                         headers={"Authorization": f"Bearer {initial}"})
-        assert made.status_code == 201, made.text
-        body = made.json()
+        body = _register(auth_server, http, "Cache Co")
         client = Client(body["client_id"], body["client_secret"], "client_secret_basic",
                         (FIRST,), ("employee.info.read",))
         assert _par(auth_server, client, FIRST, "employee.info.read").status_code == 201
@@ -255,18 +263,9 @@ def test_a_change_redis_cannot_announce_still_answers_its_caller(
     """RFC 7592: the update is committed and rotates the registration token, so its answer
     must reach the partner even when Redis refuses the announcement (the auth services
     then keep the old row until it expires: client_cache.py)."""
-    initial = new_token(TokenKind.INITIAL_ACCESS_TOKEN)
-    with auth_server.sessions() as session, session.begin():
-        session.add(Partner(name="Announce Co", initial_access_token_digest=token_digest(
-            auth_server.keyring.digest_key, initial)))
-    metadata = {"client_name": "Announce", "redirect_uris": [FIRST],
-                "scope": "employee.info.read offline_access",
-                "grant_types": ["authorization_code", "refresh_token"]}
+    metadata = METADATA
     with _registry(settings, auth_server) as registry, httpx.Client(base_url=registry) as http:
-        made = http.post("/oauth2/register", json=metadata,
-                         headers={"Authorization": f"Bearer {initial}"})
-        assert made.status_code == 201, made.text
-        body = made.json()
+        body = _register(auth_server, http, "Announce Co")
 
         async def unreachable(*args, **kwargs):
             raise redis.exceptions.ConnectionError("Redis unreachable at the announcement")
