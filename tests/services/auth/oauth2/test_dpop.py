@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -88,9 +89,10 @@ def linked(auth_server: AuthServer, new_app: Callable[..., Client],
            ) -> Callable[..., tuple[AuthRequest, dict[str, Any], DPoPKey]]:
     """A code flow with `dpop_jkt` and a DPoP-proved exchange: request, tokens, key."""
 
-    def link(**app_fields: Any) -> tuple[AuthRequest, dict[str, Any], DPoPKey]:
+    def link(scope: str = SCOPE, **app_fields: Any
+             ) -> tuple[AuthRequest, dict[str, Any], DPoPKey]:
         key = DPoPKey()
-        request = AuthRequest(new_app(**app_fields), scope=SCOPE,
+        request = AuthRequest(new_app(**app_fields), scope=scope,
                               extra={"dpop_jkt": key.jkt})
         code = authorization_code(browser(), request, new_user())
         response = exchange(auth_server, request, code,
@@ -381,3 +383,36 @@ async def test_an_unbound_token_stays_a_bearer_token(
     assert as_dpop.status_code == 401
     assert as_dpop.headers["www-authenticate"].startswith('Bearer, DPoP error="invalid_token"')
     assert "not DPoP-bound" in as_dpop.json()["detail"]
+
+
+async def test_the_directly_served_employee_read_checks_the_proof_like_every_route(
+        settings: Settings, sync_api: httpx.AsyncClient, linked) -> None:
+    """GET /v1/employees/{id} is served without FastAPI's dependency solving
+    (shared/direct_route.py): a DPoP-bound token still needs a fresh proof for this
+    method, this URL and this token, and is refused as Bearer."""
+    _, tokens, key = linked(auth_method="none",
+                            scope="openid company.info.read employee.info.read offline_access")
+    token = tokens["access_token"]
+
+    async def get(path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        url = f"{settings.sync_url}{path}"
+        return await sync_api.get(path, headers=headers or dpop_call(key, token, "GET", url))
+
+    company = (await get("/v1/companies")).json()["data"][0]["id"]
+    employees = (await get(f"/v1/companies/{company}/employees")).json()["data"]
+    first, other = employees[0]["id"], uuid.uuid4()
+    path = f"/v1/employees/{first}"
+    url = f"{settings.sync_url}{path}"
+    once = dpop_call(key, token, "GET", url)
+    answer = await get(path, once)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["id"] == first
+    for headers, detail in [
+        (once, "used before"),  # the same jti again
+        (dpop_call(key, token, "GET", f"{settings.sync_url}/v1/employees/{other}"), "htu"),
+        ({"Authorization": f"Bearer {token}"}, "DPoP-bound"),
+        ({"Authorization": f"DPoP {token}"}, "proof"),
+    ]:
+        refused = await get(path, headers)
+        assert refused.status_code == 401, (detail, refused.text)
+        assert detail in refused.json()["detail"], refused.json()
