@@ -22,6 +22,7 @@ from shared.etag import ETAG_HEADER, Guarded, Versioned, etag_of_json, if_none_m
 from shared.pagination import DEFAULT_LIMIT, LimitQuery, after_id, id_cursor, page
 from shared.policy import Caller
 from shared.policy.dependency import declare
+from shared.tokens import Principal
 
 router = APIRouter(prefix="/v1", tags=["data"], dependencies=[Depends(rate_limit)],
                    route_class=DirectRoute)
@@ -118,6 +119,17 @@ async def create_employee(company_id: uuid.UUID, payload: schemas.EmployeeCreate
     return version.tag(schemas.EmployeeOut.model_validate(employee, from_attributes=True))
 
 
+async def _employee_answer(request: Request, response: Response, caller: Principal,
+                           employee_id: uuid.UUID, if_none_match: str | None) -> Response:
+    """The body of `get_employee`, on either path: the read (the declared policy, on the
+    read pool) and its answer with an ETag."""
+    body = await employee_read.readable_employee(request.app.state.runtime,
+                                                 read_pool(request.app), caller, employee_id,
+                                                 get_usage_recorder(request),
+                                                 logging_on(request))
+    return single_body(body, if_none_match, response)
+
+
 async def _get_employee_directly(request: Request, standard: Handler) -> Response:
     """`get_employee` without dependency solving: its dependencies' work in their order
     (the caller, its rate limit; READ_EMPLOYEE only names the operation), then its body.
@@ -132,11 +144,8 @@ async def _get_employee_directly(request: Request, standard: Handler) -> Respons
     caller = await principal(request)
     response = Response()  # carries the rate-limit headers, as FastAPI's would
     await rate_limit(request, response, caller)
-    body = await employee_read.readable_employee(request.app.state.runtime,
-                                                 read_pool(request.app), caller, employee_id,
-                                                 get_usage_recorder(request),
-                                                 logging_on(request))
-    return single_body(body, request.headers.get("if-none-match"), response)
+    return await _employee_answer(request, response, caller, employee_id,
+                                  request.headers.get("if-none-match"))
 
 
 @router.get("/employees/{employee_id}", response_model=schemas.EmployeeOut,
@@ -148,11 +157,7 @@ async def get_employee(employee_id: uuid.UUID, caller: PrincipalDep, request: Re
                        if_none_match: Annotated[str | None, Header()] = None):
     """One employee (`employee.info.read`), with an ETag."""
     # Served by _get_employee_directly; FastAPI's way only for an id in another form.
-    body = await employee_read.readable_employee(request.app.state.runtime,
-                                                 read_pool(request.app), caller, employee_id,
-                                                 get_usage_recorder(request),
-                                                 logging_on(request))
-    return single_body(body, if_none_match, response)
+    return await _employee_answer(request, response, caller, employee_id, if_none_match)
 
 
 @router.patch("/employees/{employee_id}", response_model=schemas.EmployeeOut)
