@@ -56,20 +56,32 @@ async def sent_but_unrecorded(runtime: Runtime, sender: Sender) -> Dispatcher:
     return dispatcher
 
 
+
+async def _two_endpoints_and_an_event(sync_client: httpx.AsyncClient, tokens: Tokens,
+                                      world: World, receiver: Receiver,
+                                      committing_sessions: sessionmaker[Session],
+                                      first: str, second: str) -> dict:
+    """The info app subscribed at two receiver paths, and one event for both: the first
+    endpoint's answer (its id)."""
+    app = world.apps["info"]
+    made = await subscribe(sync_client, tokens, app, receiver.url(first), ["employee.updated"])
+    await subscribe(sync_client, tokens, app, receiver.url(second), ["employee.updated"])
+    emit_employee_event(committing_sessions, world, "employee.updated")
+    return made
+
 async def test_a_result_whose_delivery_was_deleted_is_not_written(
     sync_client: httpx.AsyncClient, tokens: Tokens, world: World, receiver: Receiver,
     runtime: Runtime, committing_sessions: sessionmaker[Session],
 ) -> None:
-    app = world.apps["info"]
-    doomed = await subscribe(sync_client, tokens, app, receiver.url("/ok"), ["employee.updated"])
-    await subscribe(sync_client, tokens, app, receiver.url("/ok2"), ["employee.updated"])
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    doomed = await _two_endpoints_and_an_event(sync_client, tokens, world, receiver,
+                                      committing_sessions, "/ok", "/ok2")
     sender = Sender(allow_loopback=True)
     try:
         dispatcher = await sent_but_unrecorded(runtime, sender)
         assert len(dispatcher.results) == 2
         # The app deletes an endpoint (its deliveries go with it) while the result waits.
-        r = await sync_client.delete(f"/v1/webhooks/{doomed['id']}", headers=tokens.app(app))
+        r = await sync_client.delete(f"/v1/webhooks/{doomed['id']}",
+                                     headers=tokens.app(world.apps["info"]))
         assert r.status_code in (200, 204), r.text
         emit_employee_event(committing_sessions, world, "employee.updated")
         assert await dispatcher.run() == "idle"
@@ -85,10 +97,8 @@ async def test_a_result_recorded_already_is_not_written_again(
     sync_client: httpx.AsyncClient, tokens: Tokens, world: World, receiver: Receiver,
     runtime: Runtime, committing_sessions: sessionmaker[Session],
 ) -> None:
-    app = world.apps["info"]
-    await subscribe(sync_client, tokens, app, receiver.url("/ok"), ["employee.updated"])
-    await subscribe(sync_client, tokens, app, receiver.url("/fail"), ["employee.updated"])
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    await _two_endpoints_and_an_event(sync_client, tokens, world, receiver,
+                                      committing_sessions, "/ok", "/fail")
     sender = Sender(allow_loopback=True)
     try:
         dispatcher = await sent_but_unrecorded(runtime, sender)
@@ -109,10 +119,8 @@ async def test_a_result_that_cannot_be_written_is_dropped_and_rounds_go_on(
     sync_client: httpx.AsyncClient, tokens: Tokens, world: World, receiver: Receiver,
     runtime: Runtime, committing_sessions: sessionmaker[Session],
 ) -> None:
-    app = world.apps["info"]
-    await subscribe(sync_client, tokens, app, receiver.url("/ok"), ["employee.updated"])
-    await subscribe(sync_client, tokens, app, receiver.url("/ok2"), ["employee.updated"])
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    await _two_endpoints_and_an_event(sync_client, tokens, world, receiver,
+                                      committing_sessions, "/ok", "/ok2")
     sender = Sender(allow_loopback=True)
     dispatcher = await sent_but_unrecorded(runtime, sender)
     poisoned, fine = dispatcher.results
@@ -137,10 +145,8 @@ async def test_shutdown_records_what_it_can_of_the_last_results(
     sync_client: httpx.AsyncClient, tokens: Tokens, world: World, receiver: Receiver,
     runtime: Runtime, committing_sessions: sessionmaker[Session],
 ) -> None:
-    app = world.apps["info"]
-    await subscribe(sync_client, tokens, app, receiver.url("/ok"), ["employee.updated"])
-    await subscribe(sync_client, tokens, app, receiver.url("/ok2"), ["employee.updated"])
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    await _two_endpoints_and_an_event(sync_client, tokens, world, receiver,
+                                      committing_sessions, "/ok", "/ok2")
     sender = Sender(allow_loopback=True)
     try:
         dispatcher = await sent_but_unrecorded(runtime, sender)
