@@ -19,6 +19,7 @@ else, so a dependency added later cannot be skipped silently. While the app has
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import Any
 
@@ -42,6 +43,34 @@ def served_directly(handler: DirectHandler, *, runs: Iterable[Any]
         return endpoint
 
     return mark
+
+
+def dependency_of(annotated: Any) -> Any:
+    """The dependency an `Annotated[T, Depends(...)]` alias names, for `runs`."""
+    return annotated.__metadata__[0].dependency
+
+
+def canonical_uuid(request: Request, name: str) -> uuid.UUID | None:
+    """The path parameter `name` if it is a UUID in canonical form, else None (a direct
+    handler leaves other forms to FastAPI, whose parsing and 422 they get)."""
+    raw = request.path_params[name]
+    try:
+        value = uuid.UUID(raw)
+    except ValueError:
+        return None
+    return value if str(value) == raw.lower() else None
+
+
+def plain_int(request: Request, name: str, default: int, low: int, high: int) -> int | None:
+    """The query parameter `name` (`default` when absent) if it is plain digits within
+    low..high, else None (left to FastAPI: its parsing, its 422)."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6):
+        return None
+    value = int(raw)
+    return value if low <= value <= high else None
 
 
 def _calls(dependant: Dependant) -> Iterator[Any]:

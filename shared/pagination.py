@@ -25,7 +25,8 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_CURSOR_LENGTH = 512
 # The sync service's lists (data API, webhooks): outside 1..200 is a 422.
-LimitQuery = Annotated[int, Query(ge=1, le=200)]
+MAX_DATA_LIMIT = 200
+LimitQuery = Annotated[int, Query(ge=1, le=MAX_DATA_LIMIT)]
 
 
 class InvalidParameter(KoppelError):

@@ -9,6 +9,7 @@ commit, so deliveries start at once.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -52,12 +53,14 @@ async def close_read_pool(app: FastAPI) -> None:
         await pool.close()
 
 
-async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
-    """One session in one transaction: committed when the endpoint succeeds, else
-    rolled back; the unit of work (the relay's nudge, delivery attempts) is flushed after
-    the commit."""
+@asynccontextmanager
+async def request_session(request: Request, runtime: Runtime) -> AsyncIterator[AsyncSession]:
+    """One session in one transaction: committed when the block succeeds, else rolled
+    back; the unit of work (the relay's nudge, delivery attempts) is flushed after the
+    commit. An idempotent request's session is the middleware's, which commits with its
+    answer."""
     held = held_transaction(request)
-    if held is not None:  # an idempotent request: the middleware commits with its answer
+    if held is not None:
         async with held.lend() as session:
             yield session
         return
@@ -70,6 +73,12 @@ async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[As
             raise
         work = UnitOfWork.detach(session)
     await work.flush(runtime.redis)
+
+
+async def get_session(request: Request, runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    """The request's session (`request_session`), committed before the answer is sent."""
+    async with request_session(request, runtime) as session:
+        yield session
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

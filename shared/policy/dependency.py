@@ -135,16 +135,22 @@ class Authorizer:
 
     def __call__(self, operation: str) -> Callable[..., Any]:
         rule = RULES[operation]
-        with_reach = self.with_reach
         Session = Annotated[AsyncSession, Depends(self.session_dependency, scope="function")]
 
         async def dependency(request: Request, principal: PrincipalDep, session: Session
                              ) -> Caller:
-            caller = authorize(await resolve(session, principal, with_reach=with_reach), rule)
-            await note_scope_use(request, caller, rule)
-            return caller
+            return await self.authorized(request, principal, session, rule)
 
         return _named(dependency, operation)
+
+    async def authorized(self, request: Request, principal: Principal, session: AsyncSession,
+                         rule: Rule) -> Caller:
+        """The caller resolved on `session` and authorized by `rule` (403 if not allowed),
+        its use of a consented scope noted: the work of the operation's dependency, for
+        routes served without dependency solving (shared/direct_route.py)."""
+        caller = authorize(await resolve(session, principal, with_reach=self.with_reach), rule)
+        await note_scope_use(request, caller, rule)
+        return caller
 
     def user(self, operation: str) -> Callable[..., Any]:
         """Like calling the authorizer, for an operation that only users may perform;

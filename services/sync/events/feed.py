@@ -11,10 +11,13 @@ from sqlalchemy import ColumnElement, and_, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.sync.deps import RuntimeDep, SessionDep, can
+from services.sync.deps import RuntimeDep, SessionDep, can, get_runtime, get_session
+from services.sync.direct import authorized, json_answer
 from services.sync.ratelimits import rate_limit
 from services.sync.resources import schemas
+from shared.auth_deps import principal
 from shared.db.types import utcnow
+from shared.direct_route import DirectRoute, Handler, dependency_of, plain_int, served_directly
 from shared.events import DATA_EVENTS
 from shared.models import Event
 from shared.pagination import MAX_LIMIT, after_id, id_cursor, page
@@ -26,8 +29,10 @@ from shared.scopes import event_scopes
 # therefore serves events only once they are this old (webhooks are the real-time path).
 SETTLE_S = 5.0
 
-router = APIRouter(prefix="/v1", tags=["changes"], dependencies=[Depends(rate_limit)])
+router = APIRouter(prefix="/v1", tags=["changes"], dependencies=[Depends(rate_limit)],
+                   route_class=DirectRoute)
 KIND = "changes"
+DEFAULT_FEED_LIMIT = 100
 ChangesList = Annotated[Caller, can("changes.list")]
 
 
@@ -59,15 +64,11 @@ async def changes(session: AsyncSession, reach: Caller, after: uuid.UUID | None,
     return list((await session.exec(stmt.order_by(col(Event.id)).limit(limit))).all())
 
 
-@router.get("/changes", response_model=schemas.ChangesPage)
-async def list_changes(reach: ChangesList, session: SessionDep, runtime: RuntimeDep,
-                       request: Request, response: Response,
-                       limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
-                       cursor: str | None = None):
-    """Events the token may see (any data scope; a connection also gets its own
-    `connection.*` events), oldest first. `next_cursor` resumes after the last one and is
-    returned even at the end, so a poller keeps it; `has_more` says whether to go on now."""
-    key = runtime.keyring.digest_key
+async def _changes_page(request: Request, response: Response, reach: Caller,
+                       session: AsyncSession, limit: int, cursor: str | None
+                       ) -> schemas.ChangesPage:
+    """The body of `list_changes`, on either path."""
+    key = request.app.state.runtime.keyring.digest_key
     rows = await changes(session, reach, after_id(key, KIND, cursor), limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
@@ -75,6 +76,32 @@ async def list_changes(reach: ChangesList, session: SessionDep, runtime: Runtime
     data = [schemas.ChangeOut(id=e.id, type=e.type, timestamp=e.created_at, data=e.data)
             for e in rows]
     body = page(request, response, data, next_cursor if more else None)
-    body["next_cursor"], body["has_more"] = next_cursor, more
-    return body
+    return schemas.ChangesPage(data=body["data"], next_cursor=next_cursor, has_more=more)
 
+
+async def _list_changes_directly(request: Request, standard: Handler) -> Response:
+    """`list_changes` without dependency solving; a limit in another form goes to
+    FastAPI (its parsing and 422)."""
+    limit = plain_int(request, "limit", DEFAULT_FEED_LIMIT, 1, MAX_LIMIT)
+    if limit is None:
+        return await standard(request)
+    response = Response()
+    async with authorized(request, response, "changes.list") as (reach, session):
+        body = await _changes_page(request, response, reach, session, limit,
+                                   request.query_params.get("cursor"))
+    return json_answer(body.__pydantic_serializer__.to_json(body), response)
+
+
+@router.get("/changes", response_model=schemas.ChangesPage)
+@served_directly(_list_changes_directly,
+                 runs=(rate_limit, principal, dependency_of(ChangesList), get_session,
+                       get_runtime))
+async def list_changes(reach: ChangesList, session: SessionDep, runtime: RuntimeDep,
+                       request: Request, response: Response,
+                       limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_FEED_LIMIT,
+                       cursor: str | None = None):
+    """Events the token may see (any data scope; a connection also gets its own
+    `connection.*` events), oldest first. `next_cursor` resumes after the last one and is
+    returned even at the end, so a poller keeps it; `has_more` says whether to go on now."""
+    # Served by _list_changes_directly; FastAPI's way only for a limit in another form.
+    return await _changes_page(request, response, reach, session, limit, cursor)

@@ -3,23 +3,55 @@ caller's reach."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.encoders import jsonable_encoder
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.sync.deps import RuntimeDep, SessionDep, can, read_pool
+from services.sync.deps import (
+    RuntimeDep,
+    SessionDep,
+    can,
+    get_runtime,
+    get_session,
+    read_pool,
+)
+from services.sync.direct import authorized, json_document
 from services.sync.ratelimits import rate_limit
 from services.sync.resources import employee_read, schemas, service
 from services.sync.resources.access import logging_on, note_access
 from services.sync.resources.repository import ResourceRepository
 from shared.auth_deps import PrincipalDep, get_usage_recorder, principal
-from shared.direct_route import DirectRoute, Handler, served_directly
-from shared.etag import ETAG_HEADER, Guarded, Versioned, etag_of_json, if_none_match_hits
-from shared.pagination import DEFAULT_LIMIT, LimitQuery, after_id, id_cursor, page
+from shared.direct_route import (
+    DirectRoute,
+    Handler,
+    canonical_uuid,
+    dependency_of,
+    plain_int,
+    served_directly,
+)
+from shared.etag import (
+    ETAG_HEADER,
+    Guarded,
+    Version,
+    Versioned,
+    etag_of_json,
+    guarded,
+    if_none_match_hits,
+)
+from shared.pagination import (
+    DEFAULT_LIMIT,
+    MAX_DATA_LIMIT,
+    LimitQuery,
+    after_id,
+    id_cursor,
+    page,
+)
 from shared.policy import Caller
 from shared.policy.dependency import declare
 from shared.tokens import Principal
@@ -94,16 +126,46 @@ async def get_company(company_id: uuid.UUID, reach: CompaniesRead, session: Sess
         await service.company(session, reach, company_id), from_attributes=True))
 
 
+async def _employees_page(request: Request, response: Response, reach: Caller,
+                          session: AsyncSession, company_id: uuid.UUID, limit: int,
+                          cursor: str | None) -> dict:
+    """The body of `list_employees`, on either path: a page of the company's employees
+    (JSON values), the read noted in the data-access log."""
+    kind = f"employees:{company_id}"
+    key = request.app.state.runtime.keyring.digest_key
+    rows = await service.employees(session, reach, company_id, after_id(key, kind, cursor),
+                                   limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    note_access(request, session, reach, (row.id for row in rows))
+    return page(request, response, [employee_read.employee_body(row) for row in rows],
+                id_cursor(key, kind, rows[-1].id) if more else None)
+
+
+async def _list_employees_directly(request: Request, standard: Handler) -> Response:
+    """`list_employees` without dependency solving; a company id or limit in another
+    form goes to FastAPI (its parsing and 422)."""
+    company_id = canonical_uuid(request, "company_id")
+    limit = plain_int(request, "limit", DEFAULT_LIMIT, 1, MAX_DATA_LIMIT)
+    if company_id is None or limit is None:
+        return await standard(request)
+    response = Response()
+    async with authorized(request, response, "employees.list") as (reach, session):
+        body = await _employees_page(request, response, reach, session, company_id, limit,
+                                     request.query_params.get("cursor"))
+    return json_document(body, response)
+
+
 @router.get("/companies/{company_id}/employees", response_model=schemas.Page)
+@served_directly(_list_employees_directly,
+                 runs=(rate_limit, principal, dependency_of(EmployeesList), get_session,
+                       get_runtime))
 async def list_employees(company_id: uuid.UUID, reach: EmployeesList, session: SessionDep,
                          runtime: RuntimeDep, request: Request, response: Response,
                          limit: LimitQuery = DEFAULT_LIMIT, cursor: str | None = None):
     """The company's employees (`employee.info.read`)."""
-    kind = f"employees:{company_id}"
-    rows = await service.employees(session, reach, company_id,
-                                   after_id(runtime.keyring.digest_key, kind, cursor), limit + 1)
-    note_access(request, session, reach, (row.id for row in rows[:limit]))
-    return listing(request, response, runtime, kind, rows, limit, schemas.EmployeeOut)
+    # Served by _list_employees_directly; FastAPI's way only for input in another form.
+    return await _employees_page(request, response, reach, session, company_id, limit, cursor)
 
 
 @router.post("/companies/{company_id}/employees", response_model=schemas.EmployeeOut,
@@ -134,12 +196,8 @@ async def _get_employee_directly(request: Request, standard: Handler) -> Respons
     """`get_employee` without dependency solving: its dependencies' work in their order
     (the caller, its rate limit; READ_EMPLOYEE only names the operation), then its body.
     An id that is not a UUID in canonical form goes to FastAPI (its 422)."""
-    raw = request.path_params["employee_id"]
-    try:
-        employee_id = uuid.UUID(raw)
-    except ValueError:
-        return await standard(request)
-    if str(employee_id) != raw.lower():
+    employee_id = canonical_uuid(request, "employee_id")
+    if employee_id is None:
         return await standard(request)
     caller = await principal(request)
     response = Response()  # carries the rate-limit headers, as FastAPI's would
@@ -160,16 +218,54 @@ async def get_employee(employee_id: uuid.UUID, caller: PrincipalDep, request: Re
     return await _employee_answer(request, response, caller, employee_id, if_none_match)
 
 
+async def _updated_employee(request: Request, response: Response, reach: Caller,
+                            session: AsyncSession, employee_id: uuid.UUID,
+                            payload: schemas.EmployeeUpdate, version: Version) -> Response:
+    """The body of `update_employee`, on either path."""
+    if version.wanted:
+        current = await service.employee(session, reach, employee_id, for_update=True)
+        version.check(employee_read.employee_body(current), "employee")
+    employee, changed = await service.update_employee(session, reach, employee_id, payload)
+    note_access(request, session, reach, [employee.id], changed=bool(changed))
+    return single_body(employee_read.employee_body(employee), None, response)
+
+
+def _json_payload(request: Request, body: bytes) -> schemas.EmployeeUpdate | None:
+    """The request's JSON body as an `EmployeeUpdate` (parsed as FastAPI parses it), or
+    None when it is not one: FastAPI then answers with its 422."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        return None
+    try:
+        return schemas.EmployeeUpdate.model_validate(json.loads(body))
+    except (ValueError, ValidationError):
+        return None
+
+
+async def _update_employee_directly(request: Request, standard: Handler) -> Response:
+    """`update_employee` without dependency solving: the body and id are checked first
+    (anything FastAPI would refuse goes to FastAPI, before any dependency ran), then the
+    dependencies' work in their order and the body of the route."""
+    employee_id = canonical_uuid(request, "employee_id")
+    payload = _json_payload(request, await request.body())
+    if employee_id is None or payload is None:
+        return await standard(request)
+    response = Response()
+    version = Version(response, request.headers.get("if-match"))
+    async with authorized(request, response, "employees.update") as (reach, session):
+        answer = await _updated_employee(request, response, reach, session, employee_id,
+                                         payload, version)
+    return answer
+
+
 @router.patch("/employees/{employee_id}", response_model=schemas.EmployeeOut)
+@served_directly(_update_employee_directly,
+                 runs=(rate_limit, principal, dependency_of(EmployeesUpdate), get_session,
+                       get_runtime, guarded))
 async def update_employee(employee_id: uuid.UUID, payload: schemas.EmployeeUpdate,
                           reach: EmployeesUpdate, session: SessionDep, request: Request,
                           response: Response, version: Guarded):
     """Change personal fields (`employee.info`); writes an `employee.updated` event naming
     the changed fields. With `If-Match`, only if the employee is unchanged since."""
-    if version.wanted:
-        current = await service.employee(session, reach, employee_id, for_update=True)
-        version.check(schemas.EmployeeOut.model_validate(current, from_attributes=True),
-                      "employee")
-    employee, changed = await service.update_employee(session, reach, employee_id, payload)
-    note_access(request, session, reach, [employee.id], changed=bool(changed))
-    return single(employee, None, response)
+    # Served by _update_employee_directly; FastAPI's way only for input it refuses.
+    return await _updated_employee(request, response, reach, session, employee_id, payload,
+                                   version)
