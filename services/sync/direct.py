@@ -16,18 +16,33 @@ from services.sync.deps import allowed, request_session
 from services.sync.ratelimits import rate_limit
 from shared.auth_deps import principal
 from shared.policy import RULES, Caller
+from shared.tokens import Principal
+
+
+async def counted_caller(request: Request, response: Response) -> Principal:
+    """The verified caller, counted against its rate limits (429 once one is spent);
+    `response` gets the rate-limit headers."""
+    caller = await principal(request)
+    await rate_limit(request, response, caller)
+    return caller
+
+
+@asynccontextmanager
+async def authorized_on(request: Request, caller: Principal, operation: str
+                        ) -> AsyncIterator[tuple[Caller, AsyncSession]]:
+    """The caller authorized for `operation` on the request's session, which is
+    committed when the block succeeds (rolled back if it raises)."""
+    async with request_session(request, request.app.state.runtime) as session:
+        yield await allowed.authorized(request, caller, session, RULES[operation]), session
 
 
 @asynccontextmanager
 async def authorized(request: Request, response: Response, operation: str
                      ) -> AsyncIterator[tuple[Caller, AsyncSession]]:
-    """The caller authorized for `operation` and the request's session, committed when
-    the block succeeds (rolled back if it raises); `response` gets the rate-limit
-    headers, as FastAPI's dependencies would set them."""
-    caller = await principal(request)
-    await rate_limit(request, response, caller)
-    async with request_session(request, request.app.state.runtime) as session:
-        yield await allowed.authorized(request, caller, session, RULES[operation]), session
+    """`counted_caller`, then `authorized_on`: all the dependencies of a data route."""
+    caller = await counted_caller(request, response)
+    async with authorized_on(request, caller, operation) as (reach, session):
+        yield reach, session
 
 
 def json_answer(body: bytes, response: Response, status_code: int = 200) -> Response:

@@ -24,6 +24,8 @@ read was cancelled or failed mid-statement is closed, never reused.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -102,6 +104,56 @@ class ReadPool:
                     self._put_back(conn, healthy)
         raise AssertionError("unreachable")
 
+    @asynccontextmanager
+    async def transaction(self, answer_timeout: float | None) -> AsyncIterator[Transaction]:
+        """A connection in a transaction (the hot write, resources/employee_write.py),
+        committed when the block succeeds and rolled back if it raises. Its BEGIN is
+        bounded like a read and, on a reused connection that proves dead, retried once on
+        a fresh one; each later statement and the COMMIT wait at most `answer_timeout`
+        (None: no bound), and a connection lost on the way answers 503."""
+        async with self._slots:
+            conn = await self._begun()
+            healthy = False
+            try:
+                yield Transaction(conn, answer_timeout)
+                await Transaction(conn, answer_timeout).execute("COMMIT")
+                healthy = True
+            except Exception:
+                healthy = await self._rolled_back(conn, answer_timeout)
+                raise
+            finally:
+                self._put_back(conn, healthy)  # cancelled mid-way: closed, never reused
+
+    async def _begun(self) -> asyncpg.Connection:
+        for attempt in (1, 2):
+            conn = self._take_idle()
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect()
+            try:
+                await conn.execute("BEGIN", timeout=self._read_timeout)
+                return conn
+            except Exception as exc:
+                conn.terminate()
+                if not _lost(conn, exc, reused):
+                    raise
+                if attempt == 2 or not reused:
+                    raise DatabaseUnreachable(type(exc).__name__) from exc
+                self._drop_idle()  # the server went away: they are dead too
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _rolled_back(conn: asyncpg.Connection, answer_timeout: float | None) -> bool:
+        """Roll back after a refusal (a 4xx raised in the block) or an error; whether the
+        connection can be reused."""
+        if conn.is_closed():
+            return False
+        try:
+            await conn.execute("ROLLBACK", timeout=answer_timeout)
+        except (*_LOST, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+        return True
+
     def _take_idle(self) -> asyncpg.Connection | None:
         while self._idle:
             conn = self._idle.pop()
@@ -139,3 +191,32 @@ class ReadPool:
             except asyncio.CancelledError:
                 conn.terminate()
                 raise
+
+
+class Transaction:
+    """The statements of one `ReadPool.transaction`, each bounded by its answer timeout."""
+
+    __slots__ = ("_conn", "_timeout")
+
+    def __init__(self, conn: asyncpg.Connection, answer_timeout: float | None) -> None:
+        self._conn, self._timeout = conn, answer_timeout
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        try:
+            return await self._conn.fetchrow(sql, *args, timeout=self._timeout)
+        except Exception as exc:
+            self._raise_lost(exc)
+            raise
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        try:
+            await self._conn.execute(sql, *args, timeout=self._timeout)
+        except Exception as exc:
+            self._raise_lost(exc)
+            raise
+
+    def _raise_lost(self, exc: Exception) -> None:
+        """`DatabaseUnreachable` (503) for a connection lost mid-transaction: a wrong
+        statement stays what it is (500)."""
+        if _lost(self._conn, exc, True):
+            raise DatabaseUnreachable(type(exc).__name__) from exc

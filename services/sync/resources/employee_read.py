@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import ClauseElement, and_, bindparam, select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -84,14 +84,15 @@ async def _core_row(engine: AsyncEngine, params: dict[str, Any]):
         return (await conn.execute(CONNECTION_EMPLOYEE, params)).first()
 
 
-@lru_cache(maxsize=1)
-def _postgresql_sql() -> tuple[str, tuple[str, ...]]:
-    """The statement in asyncpg's form (`$n` parameters) and its parameters' order."""
-    compiled = CONNECTION_EMPLOYEE.compile(dialect=asyncpg_dialect())
+@lru_cache(maxsize=64)
+def asyncpg_sql(statement: ClauseElement) -> tuple[str, tuple[str, ...]]:
+    """A statement in asyncpg's form (`$n` parameters) and its parameters' order,
+    compiled once per process."""
+    compiled: Any = statement.compile(dialect=asyncpg_dialect())  # an SQLCompiler
     return str(compiled), tuple(compiled.positiontup or ())
 
 
-class _Fields:
+class Fields:
     """An asyncpg record read by attribute, as the SQLAlchemy rows and the ORM's are."""
 
     __slots__ = ("_record",)
@@ -106,25 +107,26 @@ class _Fields:
             raise AttributeError(name) from None
 
 
-async def _postgresql_row(pool: ReadPool, params: dict[str, Any]) -> _Fields | None:
-    """The statement, compiled once, run on asyncpg (prepared, outside a transaction)."""
-    sql, order = _postgresql_sql()
-    record = await pool.fetchrow(sql, *(params[name] for name in order))
-    return None if record is None else _Fields(record)
+async def fetch_fields(run: Any, statement: ClauseElement, params: dict[str, Any]
+                       ) -> Fields | None:
+    """The first row of `statement`, compiled once, through `run` (an asyncpg `fetchrow`:
+    the read pool's, or a transaction's)."""
+    sql, order = asyncpg_sql(statement)
+    record = await run(sql, *(params[name] for name in order))
+    return None if record is None else Fields(record)
 
 
-async def connection_employee(runtime: Runtime, pool: ReadPool | None, principal: Principal,
-                              employee_id: uuid.UUID, recorder: UsageRecorder | None = None,
-                              log_access: bool = False) -> dict[str, Any]:
-    """The employee as a connection's token may read it: 401 if the connection is not
-    live, 403 without `employee.info.read` in both token and consent, 404 outside reach;
-    the read is logged (`log_access`)."""
-    params = {"connection_id": principal.connection_id, "client_id": principal.client_id,
-              "employee_id": employee_id, "now": utcnow()}
-    if pool is not None:
-        row = await _postgresql_row(pool, params)
-    else:
-        row = await _core_row(runtime.async_engine, params)
+def connection_params(principal: Principal, employee_id: uuid.UUID) -> dict[str, Any]:
+    """The parameters of CONNECTION_EMPLOYEE for a connection's call about an employee."""
+    return {"connection_id": principal.connection_id, "client_id": principal.client_id,
+            "employee_id": employee_id, "now": utcnow()}
+
+
+async def check_connection(row: Any, principal: Principal, scope: str,
+                           recorder: UsageRecorder | None) -> None:
+    """Refuse a connection's call by its CONNECTION_EMPLOYEE row as the rule would: 401
+    if the connection is not live (or not the token's), 403 without `scope` in both token
+    and consent (the consented scope used is noted on `recorder`), 404 outside reach."""
     if (row is None or row.status != ConnectionStatus.ACTIVE
             or row.environment_id != principal.environment_id
             or row.debtor_id != principal.debtor_id):
@@ -133,13 +135,27 @@ async def connection_employee(runtime: Runtime, pool: ReadPool | None, principal
     if isinstance(consented, str):  # asyncpg leaves a JSON column as its text
         consented = orjson.loads(consented)
     consented = frozenset(consented)
-    if not (grants(consented, SCOPE) and principal.has_scope(SCOPE)):
-        raise InsufficientScope(SCOPE)
-    used = granting_scope(consented & implied(principal.scopes), SCOPE)
+    if not (grants(consented, scope) and principal.has_scope(scope)):
+        raise InsufficientScope(scope)
+    used = granting_scope(consented & implied(principal.scopes), scope)
     if recorder is not None and used is not None and principal.connection_id is not None:
         await recorder.scope_used(principal.connection_id, used)
     if row.id is None or row.covered is None:
         raise NotFound("no such employee")
+
+
+async def connection_employee(runtime: Runtime, pool: ReadPool | None, principal: Principal,
+                              employee_id: uuid.UUID, recorder: UsageRecorder | None = None,
+                              log_access: bool = False) -> dict[str, Any]:
+    """The employee as a connection's token may read it: 401 if the connection is not
+    live, 403 without `employee.info.read` in both token and consent, 404 outside reach;
+    the read is logged (`log_access`)."""
+    params = connection_params(principal, employee_id)
+    if pool is not None:
+        row: Any = await fetch_fields(pool.fetchrow, CONNECTION_EMPLOYEE, params)
+    else:
+        row = await _core_row(runtime.async_engine, params)
+    await check_connection(row, principal, SCOPE, recorder)
     if log_access and principal.connection_id is not None:
         await note_accesses(runtime.redis, [access(
             row.environment_id, principal.client_id, principal.connection_id, SCOPE,

@@ -21,9 +21,9 @@ from services.sync.deps import (
     get_session,
     read_pool,
 )
-from services.sync.direct import authorized, json_document
+from services.sync.direct import authorized, authorized_on, counted_caller, json_document
 from services.sync.ratelimits import rate_limit
-from services.sync.resources import employee_read, schemas, service
+from services.sync.resources import employee_read, employee_write, schemas, service
 from services.sync.resources.access import logging_on, note_access
 from services.sync.resources.repository import ResourceRepository
 from shared.auth_deps import PrincipalDep, get_usage_recorder, principal
@@ -44,6 +44,7 @@ from shared.etag import (
     guarded,
     if_none_match_hits,
 )
+from shared.idempotency import held_transaction
 from shared.pagination import (
     DEFAULT_LIMIT,
     MAX_DATA_LIMIT,
@@ -244,16 +245,26 @@ def _json_payload(request: Request, body: bytes) -> schemas.EmployeeUpdate | Non
 async def _update_employee_directly(request: Request, standard: Handler) -> Response:
     """`update_employee` without dependency solving: the body and id are checked first
     (anything FastAPI would refuse goes to FastAPI, before any dependency ran), then the
-    dependencies' work in their order and the body of the route."""
+    dependencies' work in their order and the body of the route. A connection's write on
+    PostgreSQL takes the read's fast path (employee_write.py), unless the idempotency
+    middleware holds the request's transaction."""
     employee_id = canonical_uuid(request, "employee_id")
     payload = _json_payload(request, await request.body())
     if employee_id is None or payload is None:
         return await standard(request)
     response = Response()
-    version = Version(response, request.headers.get("if-match"))
-    async with authorized(request, response, "employees.update") as (reach, session):
+    caller = await counted_caller(request, response)
+    if_match = request.headers.get("if-match")
+    pool = read_pool(request.app)
+    if caller.kind == "connection" and pool is not None and held_transaction(request) is None:
+        body = await employee_write.update_connection_employee(
+            request.app.state.runtime, pool, caller, employee_id,
+            payload.model_dump(exclude_unset=True), if_match, get_usage_recorder(request),
+            logging_on(request))
+        return single_body(body, None, response)
+    async with authorized_on(request, caller, "employees.update") as (reach, session):
         answer = await _updated_employee(request, response, reach, session, employee_id,
-                                         payload, version)
+                                         payload, Version(response, if_match))
     return answer
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, select
 
 from services.sync.app import create_app
-from services.sync.resources import endpoints
+from services.sync.resources import employee_write, endpoints
 from shared.config import Settings
 from shared.models import Connection, ConnectionStatus, Employee, Event
 from tests.fixtures import factories as f
@@ -56,16 +56,27 @@ async def sync(settings: Settings, committing_sessions: sessionmaker[Session]
 
 @pytest.fixture
 def direct_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The operations the direct handlers authorized, in order (the real `authorized`
-    still runs)."""
+    """The operations the direct handlers authorized, in order (the real functions still
+    run): on the policy's general path, or (`fast`) a connection's write on PostgreSQL."""
     calls: list[str] = []
-    real = endpoints.authorized
+    general, fast = endpoints.authorized, employee_write.update_connection_employee
 
     def spy(request, response, operation):  # type: ignore[no-untyped-def]
         calls.append(operation)
-        return real(request, response, operation)
+        return general(request, response, operation)
 
+    def spy_on(request, caller, operation):  # type: ignore[no-untyped-def]
+        calls.append(operation)
+        return real_on(request, caller, operation)
+
+    def spy_fast(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append("employees.update")
+        return fast(*args, **kwargs)
+
+    real_on = endpoints.authorized_on
     monkeypatch.setattr(endpoints, "authorized", spy)
+    monkeypatch.setattr(endpoints, "authorized_on", spy_on)
+    monkeypatch.setattr(employee_write, "update_connection_employee", spy_fast)
     return calls
 
 
@@ -158,6 +169,15 @@ async def test_the_update_answers_as_fastapis_way_does_and_keeps_if_match(
     with committing_sessions() as session:
         events = session.exec(select(Event).where(Event.type == "employee.updated")).all()
     assert [e.data["changed_fields"] for e in events] == [["last_name"]]
+    employee, event = data.employees[0], events[0]
+    assert (event.environment_id, event.debtor_id, event.company_id) == (
+        employee.environment_id, employee.debtor_id, employee.company_id)
+    assert event.data == {"environment_id": str(employee.environment_id),
+                          "debtor_id": str(employee.debtor_id),
+                          "company_id": str(employee.company_id),
+                          "employee_id": str(employee.id), "changed_fields": ["last_name"]}
+    assert event.request_id == direct.headers["x-request-id"]
+    assert event.relayed_at is None and event.connection_id is None
 
 
 async def test_a_revoked_connection_is_refused_on_every_direct_route_at_once(

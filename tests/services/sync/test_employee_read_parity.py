@@ -1,6 +1,7 @@
 """The fast read of one employee for a connection (resources/employee_read.py: one hand-built
-SELECT) answers exactly like the declared policy's general path (resolve, authorize, then
-the repository's reach conditions), on generated connections, consents and employees.
+SELECT) and the fast write (resources/employee_write.py) answer exactly like the declared
+policy's general path (resolve, authorize, then the repository's reach conditions), on
+generated connections, consents and employees.
 
 Hypothesis draws the consents (app, debtor, covered companies, scopes, status) and the
 tokens (their client and scopes); every connection is then asked for every employee,
@@ -13,13 +14,17 @@ import asyncio
 import uuid
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
+from services.sync.read_pool import ReadPool
 from services.sync.resources import service
 from services.sync.resources.employee_read import connection_employee, employee_body
+from services.sync.resources.employee_write import update_connection_employee
+from services.sync.resources.schemas import EmployeeUpdate
 from shared.config import Settings
 from shared.errors import KoppelError
 from shared.models import ConnectionStatus
@@ -40,6 +45,21 @@ consents = st.lists(st.fixed_dictionaries({
     "token_app": st.sampled_from([0, 0, 1]),  # mostly the connection's own app
     "token_scopes": st.sets(st.sampled_from(SCOPES)),
 }), min_size=1, max_size=4)
+
+
+# Drawn rarely at random, so always tried: a consent that allows the write, one that
+# allows only the read, a token without the write scope, a suspended connection.
+EXPLICIT = [
+    {"app": 0, "debtor": 0, "companies": {0}, "scopes": {"employee.info"},
+     "status": ConnectionStatus.ACTIVE, "token_app": 0, "token_scopes": {"employee.info"}},
+    {"app": 1, "debtor": 0, "companies": {0, 1}, "scopes": {"employee.info.read"},
+     "status": ConnectionStatus.ACTIVE, "token_app": 1,
+     "token_scopes": {"employee.info.read", "employee.info"}},
+    {"app": 0, "debtor": 1, "companies": {1}, "scopes": {"employee.info"},
+     "status": ConnectionStatus.ACTIVE, "token_app": 0, "token_scopes": {"employee.info.read"}},
+    {"app": 1, "debtor": 1, "companies": {0}, "scopes": {"employee.info", "company.info.read"},
+     "status": ConnectionStatus.SUSPENDED, "token_app": 1, "token_scopes": {"employee.info"}},
+]
 
 
 def _world(session: Session, drawn: list[dict[str, Any]]) -> tuple[list, list[Principal]]:
@@ -99,6 +119,7 @@ async def _compare(app_settings: Settings, employees: list, principals: list[Pri
 @settings(max_examples=12, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(drawn=consents)
+@example(drawn=EXPLICIT)
 def test_the_fast_read_answers_like_the_policy(
     drawn: list[dict[str, Any]], committing_sessions: sessionmaker[Session],
     settings: Settings,
@@ -107,3 +128,58 @@ def test_the_fast_read_answers_like_the_policy(
         employees, principals = _world(session, drawn)
     differences = asyncio.run(_compare(settings, employees, principals))
     assert not differences, "\n".join(differences)
+
+
+async def _compare_writes(app_settings: Settings, employees: list,
+                          principals: list[Principal]) -> tuple[list[str], set[str]]:
+    """Each principal writes each employee along both paths: the policy's general path
+    (rolled back) first, then the fast write (committed); the differences, and the
+    outcomes seen."""
+    rule = RULES["employees.update"]
+    differences, outcomes = [], set()
+    pool = ReadPool(app_settings.resolved_database_url, size=2, connect_timeout=5)
+    async with open_runtime(app_settings) as runtime:
+        try:
+            for n, principal in enumerate(principals):
+                for employee_id in employees:
+                    changes = {"last_name": f"Parity {n}"}
+
+                    async def general(principal=principal, employee_id=employee_id,
+                                      changes=changes):
+                        async with runtime.async_session() as session:
+                            caller = authorize(await resolve(session, principal), rule)
+                            row, _ = await service.update_employee(
+                                session, caller, employee_id, EmployeeUpdate(**changes))
+                            body = employee_body(row)
+                            await session.rollback()
+                            return body
+
+                    slow = await _outcome(general())
+                    fast = await _outcome(update_connection_employee(
+                        runtime, pool, principal, employee_id, changes, None))
+                    outcomes.add(slow[0])
+                    if fast != slow:
+                        differences.append(f"{principal.connection_id} x {employee_id}: "
+                                           f"fast write {fast} != policy {slow}")
+        finally:
+            await pool.close()
+    return differences, outcomes
+
+
+@pytest.mark.postgres_only
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drawn=consents)
+@example(drawn=EXPLICIT)
+def test_the_fast_write_answers_like_the_policy(
+    drawn: list[dict[str, Any]], committing_sessions: sessionmaker[Session],
+    settings: Settings,
+) -> None:
+    """The connection's PATCH on PostgreSQL (resources/employee_write.py) refuses and
+    allows exactly what the declared rule `employees.update` does, with the same answer."""
+    with committing_sessions() as session:
+        employees, principals = _world(session, drawn)
+    differences, outcomes = asyncio.run(_compare_writes(settings, employees, principals))
+    assert not differences, "\n".join(differences)
+    if drawn == EXPLICIT:  # it allows some writes and refuses others for each reason
+        assert {"ok", "InsufficientScope", "InvalidToken", "NotFound"} <= outcomes

@@ -70,3 +70,48 @@ async def test_idle_connections_the_server_ended_are_replaced(settings: Settings
                 assert (await pool.fetchrow("SELECT 1 AS n"))["n"] == 1
         finally:
             await pool.close()
+
+
+class _Refused(Exception):
+    """What a write's checks raise inside its transaction (a 4xx)."""
+
+
+@pytest.mark.postgres_only
+async def test_a_transaction_commits_rolls_back_and_survives_a_lost_connection(
+    settings: Settings,
+) -> None:
+    """The hot write's transactions (resources/employee_write.py): committed when the
+    block succeeds; rolled back when it raises, its connection kept for the next one;
+    begun on a fresh connection when the server ended the idle one."""
+    admin_url = make_url(settings.resolved_database_url).set(
+        drivername="postgresql").render_as_string(hide_password=False)
+    insert = "INSERT INTO read_pool_tx VALUES ($1)"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute("CREATE TABLE read_pool_tx (n int)")
+    pool = ReadPool(settings.resolved_database_url, size=1, connect_timeout=5)
+    try:
+        async with pool.transaction(5.0) as tx:
+            await tx.execute(insert, 1)
+        with pytest.raises(_Refused):
+            async with pool.transaction(5.0) as tx:
+                await tx.execute(insert, 2)
+                raise _Refused
+        assert len(pool._idle) == 1  # rolled back, not closed
+        kept = pool._idle[0].get_server_pid()
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (kept,))
+        await asyncio.sleep(0.05)
+        async with pool.transaction(5.0) as tx:
+            await tx.execute(insert, 3)
+            assert (await tx.fetchrow("SELECT pg_backend_pid() AS pid"))["pid"] != kept
+        with pytest.raises(Exception) as raised:
+            async with pool.transaction(5.0) as tx:
+                await tx.execute(insert, "not a number")
+        assert not isinstance(raised.value, DatabaseUnreachable)
+        async with pool.transaction(5.0) as tx:
+            rows = await tx.fetchrow("SELECT array_agg(n ORDER BY n) AS ns FROM read_pool_tx")
+        assert rows["ns"] == [1, 3]
+    finally:
+        await pool.close()
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute("DROP TABLE read_pool_tx")
