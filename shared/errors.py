@@ -10,6 +10,7 @@ import json
 import sqlite3
 from typing import Any
 
+import asyncpg
 import psycopg
 import structlog
 from fastapi import FastAPI, Request
@@ -228,15 +229,23 @@ def install_error_handlers(app: FastAPI) -> None:
     for redis_error in REDIS_UNAVAILABLE:
         app.add_exception_handler(redis_error, _redis_down)
 
-    @app.exception_handler(DataError)
-    async def _unstorable(_request: Request, exc: DataError) -> JSONResponse:
+    def _unstorable(error: str) -> JSONResponse:
         # A value that passed validation but that the database cannot store (a NUL
         # character in PostgreSQL text, a number out of range): the client's input, and
         # the transaction has been rolled back. Schemas should refuse it first.
-        log.warning("value refused by the database", error=type(exc.orig).__name__)
+        log.warning("value refused by the database", error=error)
         return problem(422, "validation-error", "Invalid input",
                        "a value in the request cannot be stored (a NUL character, or a "
                        "number or date out of range)")
+
+    @app.exception_handler(DataError)
+    async def _unstorable_orm(_request: Request, exc: DataError) -> JSONResponse:
+        return _unstorable(type(exc.orig).__name__)
+
+    @app.exception_handler(asyncpg.DataError)
+    async def _unstorable_fast(_request: Request, exc: asyncpg.DataError) -> JSONResponse:
+        # The same from the sync API's asyncpg statements (services/sync/read_pool.py).
+        return _unstorable(type(exc).__name__)
 
     @app.exception_handler(DBAPIError)
     async def _db_error(_request: Request, exc: DBAPIError) -> JSONResponse:

@@ -69,7 +69,8 @@ def asyncpg_dsn(database_url: str) -> str:
 
 
 class ReadPool:
-    """At most `size` connections, used one read at a time each; one per event loop."""
+    """At most `size` connections for reads and `size` for transactions, each used by one
+    read or transaction at a time; one pool per event loop."""
 
     def __init__(self, database_url: str, *, size: int, connect_timeout: float,
                  read_timeout: float | None = PING_TIMEOUT_S) -> None:
@@ -78,6 +79,9 @@ class ReadPool:
         self._read_timeout = read_timeout
         self._idle: list[asyncpg.Connection] = []
         self._slots = asyncio.Semaphore(size)
+        # Transactions wait for row locks: they get slots of their own, so writes queued
+        # on one locked row never hold up the reads (at most 2 x size connections).
+        self._transaction_slots = asyncio.Semaphore(size)
         self._closed = False
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
@@ -111,7 +115,7 @@ class ReadPool:
         bounded like a read and, on a reused connection that proves dead, retried once on
         a fresh one; each later statement and the COMMIT wait at most `answer_timeout`
         (None: no bound), and a connection lost on the way answers 503."""
-        async with self._slots:
+        async with self._transaction_slots:
             conn = await self._begun()
             healthy = False
             try:
@@ -133,9 +137,9 @@ class ReadPool:
             try:
                 await conn.execute("BEGIN", timeout=self._read_timeout)
                 return conn
-            except Exception as exc:
+            except BaseException as exc:  # cancelled too: closed, never left open unpooled
                 conn.terminate()
-                if not _lost(conn, exc, reused):
+                if not isinstance(exc, Exception) or not _lost(conn, exc, reused):
                     raise
                 if attempt == 2 or not reused:
                     raise DatabaseUnreachable(type(exc).__name__) from exc

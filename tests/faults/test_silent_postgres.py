@@ -112,8 +112,9 @@ def test_a_connection_silent_mid_request_is_bounded_by_the_read_timeout(
         assert write(0).status_code == 200
         written = len(stack.written("employee."))
         # The server stays live: only the connection that sends the UPDATE hears nothing
-        # more, after its ping, its BEGIN and its SELECTs were answered.
-        proxy.freeze_on(b"UPDATE employees")
+        # more, after its BEGIN and its SELECTs were answered. The UPDATE is marked by its
+        # new value: a prepared statement's text is sent only once per connection.
+        proxy.freeze_on(b"Mid-1")
         response, took = timed(lambda: write(1))
         assert proxy.frozen == 1
         _assert_503("a write whose UPDATE is never answered", response, took)

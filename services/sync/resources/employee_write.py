@@ -17,11 +17,11 @@ middleware holds) take the general path (service.update_employee).
 
 from __future__ import annotations
 
+import json
 import uuid
 from functools import lru_cache
 from typing import Any
 
-import orjson
 from fastapi import Response
 from sqlalchemy import bindparam, insert, select, update
 
@@ -74,7 +74,9 @@ def _update(changed: tuple[str, ...]) -> Any:
 
 def _event_params(values: dict[str, Any]) -> dict[str, Any]:
     params = {f"v_{column.name}": values[column.name] for column in _events.columns}
-    params["v_data"] = orjson.dumps(values["data"]).decode()  # asyncpg takes JSON as text
+    # asyncpg takes JSON as text; written as SQLAlchemy's JSON type writes it on the
+    # general path (the column is `json`, which keeps the text as it is given).
+    params["v_data"] = json.dumps(values["data"])
     return params
 
 

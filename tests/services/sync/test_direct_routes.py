@@ -15,9 +15,11 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, select
 
 from services.sync.app import create_app
-from services.sync.resources import employee_write, endpoints
+from services.sync.resources import employee_read, employee_write, endpoints
 from shared.config import Settings
 from shared.models import Connection, ConnectionStatus, Employee, Event
+from shared.openapi import api_routes
+from shared.policy.dependency import route_operation
 from tests.fixtures import factories as f
 from tests.services.conftest import running
 from tests.services.sync.conftest import Tokens
@@ -227,3 +229,18 @@ async def test_the_change_feed_answers_as_fastapis_way_does(
     assert refused.json() == standard.json()
     assert (await sync.client.get("/v1/changes", params={"limit": 501},
                                   headers=auth)).status_code == 422
+
+
+def test_the_fast_paths_answer_by_the_rule_their_routes_declare(sync_app: FastAPI) -> None:
+    """The one-statement read and the fast write check a rule of their own choosing:
+    it must be the operation their route declares to the policy (and to the role
+    matrix), or a route moved to another operation would keep the old rule's check."""
+    declared = {(method, path): route_operation(route)
+                for method, path, route in api_routes(sync_app)}
+    assert declared[("get", "/v1/employees/{employee_id}")] == employee_read.RULE.operation
+    assert declared[("patch", "/v1/employees/{employee_id}")] == employee_write.RULE.operation
+
+
+@pytest.fixture
+def sync_app(settings: Settings) -> FastAPI:
+    return create_app(settings)

@@ -115,3 +115,35 @@ async def test_a_transaction_commits_rolls_back_and_survives_a_lost_connection(
         await pool.close()
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute("DROP TABLE read_pool_tx")
+
+
+@pytest.mark.postgres_only
+async def test_transactions_waiting_on_a_lock_do_not_hold_up_reads(settings: Settings) -> None:
+    """Writes queued on one locked row (every transaction slot taken) leave the reads
+    their own slots: another tenant's read answers at once."""
+    admin_url = make_url(settings.resolved_database_url).set(
+        drivername="postgresql").render_as_string(hide_password=False)
+    pool = ReadPool(settings.resolved_database_url, size=2, connect_timeout=5)
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute("CREATE TABLE read_pool_lock (n int)")
+        admin.execute("INSERT INTO read_pool_lock VALUES (1)")
+    holder = psycopg.connect(admin_url)
+    try:
+        holder.execute("SELECT n FROM read_pool_lock FOR UPDATE")  # held until rollback
+
+        async def write() -> None:
+            async with pool.transaction(5.0) as tx:
+                await tx.fetchrow("SELECT n FROM read_pool_lock FOR UPDATE")
+
+        writes = [asyncio.create_task(write()) for _ in range(3)]
+        await asyncio.sleep(0.3)
+        assert not any(task.done() for task in writes)
+        read = await asyncio.wait_for(pool.fetchrow("SELECT 1 AS n"), 2.0)
+        assert read["n"] == 1
+        holder.rollback()
+        await asyncio.wait_for(asyncio.gather(*writes), 10.0)
+    finally:
+        holder.close()
+        await pool.close()
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute("DROP TABLE read_pool_lock")
