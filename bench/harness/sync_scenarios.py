@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from bench.harness import refs, repeat
 from bench.harness.common import KOPPEL, percentile, say
 from bench.harness.context import PORTS, Ctx, url
-from bench.harness.dpop_probe import CONCURRENCY, write_input
+from bench.harness.dpop_probe import BATCH, CONCURRENCY, write_input
 from bench.harness.load import Exhausted, open_loop
 from bench.harness.procs import Proc
 from bench.harness.proofs import EcKey
@@ -174,18 +174,22 @@ async def dpop_reads(ctx: Ctx, world: World, env: dict[str, str], bearer_tokens:
         for i in range(ctx.runs):
             result = refs.probe("dpop", ctx.seconds, env, str(probe_input))
             added.runs.append(result["added_us"])
-            per_call.append((result["bearer_us"], result["dpop_us"]))
+            per_call.append((result["bearer_us"], result["dpop_us"], result["check_us"]))
             say(f"  dpop probe run {i + 1}/{ctx.runs}: {result['added_us']:.1f} us added "
                 f"(bearer {result['bearer_us']:.0f} us, DPoP {result['dpop_us']:.0f} us of "
-                f"CPU per call, {result['calls']:,.0f} calls each)")
+                f"CPU per call over {result['calls']:,.0f} calls each, the mean adding "
+                f"{result['added_mean_us']:.0f} us; the proof check alone "
+                f"{result['check_us']:.0f} us)")
     finally:
         probe_input.unlink(missing_ok=True)  # it holds live tokens and the DPoP key
         _reset_limits(ctx)
     added.notes.append(
-        "server CPU per call of the sync app (every middleware, the direct employee read) "
-        "called in-process through ASGI on the server core, DPoP minus bearer, "
-        f"{CONCURRENCY} calls in flight, batches in turn; per call (bearer, DPoP): "
-        + ", ".join(f"{b:.0f}/{d:.0f}" for b, d in per_call) + " us")
+        "CPU per call of one process on the server core running the sync app (every "
+        "middleware, the direct employee read) behind uvicorn's HTTP protocol over "
+        f"in-memory connections, {CONCURRENCY} connections busy, rounds of a batch of "
+        f"{BATCH} bearer and {BATCH} DPoP reads; the median over the rounds of DPoP minus "
+        "bearer per call; per call over the run (bearer/DPoP/the proof check alone): "
+        + ", ".join(f"{b:.0f}/{d:.0f}/{c:.0f}" for b, d, c in per_call) + " us")
     throughput = [(1 / d - 1 / b) * 1e6 for d, b in zip(bound.runs, plain.runs, strict=False)
                   if d and b]
     per_cpu = [(1 / d - 1 / b) * 1e6 for d, b in zip(bound.per_cpu, plain.per_cpu,
