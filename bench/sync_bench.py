@@ -56,7 +56,10 @@ REDIS = os.environ.get("KOPPEL_BENCH_REDIS", "redis://127.0.0.1:6379/14")
 DB = "koppel_bench_sync"
 PORT = 18556
 BASE = f"http://127.0.0.1:{PORT}"
-KOPPEL = str(ROOT / ".venv/bin/koppel")
+# The checkout's own virtualenv; a checkout without one (a git worktree) uses the
+# interpreter's it runs under (as bench/harness/common.py).
+KOPPEL = str(ROOT / ".venv/bin/koppel" if (ROOT / ".venv/bin/koppel").exists()
+             else Path(sys.executable).parent / "koppel")
 READ_CONNECTIONS_PER_APP = 10  # 10 x 600 requests per minute = the app's 6000
 
 

@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PYTHON = str(ROOT / ".venv/bin/python")
-KOPPEL = str(ROOT / ".venv/bin/koppel")
+# The checkout's own virtualenv; a checkout without one (a git worktree) uses the
+# interpreter's it runs under.
+_BIN = ROOT / ".venv/bin" if (ROOT / ".venv/bin/koppel").exists() else Path(sys.executable).parent
+PYTHON = str(_BIN / "python")
+KOPPEL = str(_BIN / "koppel")
 
 
 def percentile(values: list[float], p: float) -> float:

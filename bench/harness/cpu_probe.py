@@ -4,10 +4,13 @@ harness), printing one JSON line:
     python -m bench.harness.cpu_probe argon2 SECONDS   # argon2id verifications/s
     python -m bench.harness.cpu_probe verify SECONDS   # raw ES256 and TokenVerifier /s
     python -m bench.harness.cpu_probe driver SECONDS   # psycopg and asyncpg statements /s
+    python -m bench.harness.cpu_probe dpop SECONDS INPUT  # CPU us per bearer and DPoP read
 
-`verify` and `driver` need KOPPEL_DATABASE_URL / KOPPEL_REDIS_URL / KOPPEL_VAR_DIR of a migrated
-database; `verify` adds its own rows there and removes them (bench/verify_tokens.py),
-`driver` reads the bench world's (bench/harness/driver_probe.py).
+`verify`, `driver` and `dpop` need KOPPEL_DATABASE_URL / KOPPEL_REDIS_URL / KOPPEL_VAR_DIR of
+a migrated database; `verify` adds its own rows there and removes them
+(bench/verify_tokens.py), `driver` reads the bench world's (bench/harness/driver_probe.py),
+`dpop` calls the sync app in-process with the world's tokens in INPUT
+(bench/harness/dpop_probe.py; also KOPPEL_SYNC_URL, the URL its proofs name).
 """
 
 from __future__ import annotations
@@ -75,6 +78,12 @@ def main() -> None:
         from shared.config import Settings
 
         result = asyncio.run(driver(Settings().resolved_database_url, seconds))
+    elif kind == "dpop":
+        import uvloop  # the event loop `koppel serve` (uvicorn) runs the app on
+
+        from bench.harness.dpop_probe import dpop
+
+        result = uvloop.run(dpop(seconds, sys.argv[3]))
     else:
         raise SystemExit(f"unknown probe {kind!r}")
     print(json.dumps(result))

@@ -63,9 +63,19 @@ def document(table: list[list[str]], meta: dict, figures_notes: list[str]) -> st
         "tokens (`cnf.jkt`) of as many apps and connections, runs taken in turn, each "
         "request with a fresh ES256 "
         "proof (jti, htm, htu, ath, iat; signed in a batch before each run, not timed), "
-        "against the same `koppel serve sync` in the same run. The DPoP check's added server "
-        "CPU per call is 1/(DPoP reads/s) - 1/(bearer reads/s), in µs, per pair of runs "
-        "(the server has one core; the notes give it from requests per server CPU-second).",
+        "against the same `koppel serve sync` in the same run; the row compares the two "
+        "rates. The DPoP check's added server CPU per call comes from the `dpop` probe "
+        "(`bench/harness/dpop_probe.py`), one process pinned to the server core: the real "
+        "sync app (its lifespan, every middleware, the direct employee read, PostgreSQL and "
+        "Redis) behind uvicorn's own HTTP/1.1 protocol (httptools) over in-memory "
+        "connections, with the same tokens; rounds of a batch of 100 bearer and a batch of "
+        "100 DPoP reads (order swapped every round, 32 connections busy), proofs signed "
+        "before each batch, rate-limit windows reset between batches; the figure is the "
+        "median over the rounds of the process's CPU time per DPoP read minus per bearer "
+        "read, in µs, one per run of the probe. Every answer must be a 200 (and a replayed "
+        "proof a 401), else the probe fails. The notes give the old estimate from the HTTP "
+        "runs, 1/(DPoP reads/s) - 1/(bearer reads/s), which swings with everything else "
+        "the two cores do.",
         "- Scope usage: the same reads (bearer) from `koppel serve sync` as configured "
         "(scope-usage tracking on) and from a second `koppel serve sync` with "
         "`KOPPEL_SCOPE_USAGE_TRACKING=false` (port 18706), both pinned to the server core, "
@@ -100,6 +110,7 @@ def document(table: list[list[str]], meta: dict, figures_notes: list[str]) -> st
         "koppel worker",
         "python -m bench.harness.bare_app PORT",
         "python -m bench.harness.cpu_probe argon2|verify|driver SECONDS",
+        "python -m bench.harness.cpu_probe dpop SECONDS INPUT    # INPUT: tokens, key",
         "python -m bench.harness.signed_send URL SECONDS 64",
         "node bench/peers/oidc-provider/server.js PORT CLIENT_ID SECRET",
         "koppel bench seed-connections --environment 'Bench 1M' --count N"

@@ -32,10 +32,12 @@ def ath(access_token: str) -> str:
 
 
 class EcKey:
-    """A P-256 key pair: its public JWK, RFC 7638 thumbprint and fast compact ES256 JWTs."""
+    """A P-256 key pair (a new one, or `private`): its public JWK, RFC 7638 thumbprint and
+    fast compact ES256 JWTs."""
 
-    def __init__(self, kid: str | None = None) -> None:
-        self.private = ec.generate_private_key(ec.SECP256R1())
+    def __init__(self, kid: str | None = None,
+                 private: ec.EllipticCurvePrivateKey | None = None) -> None:
+        self.private = private or ec.generate_private_key(ec.SECP256R1())
         numbers = self.private.public_key().public_numbers()
         self.public_jwk: dict[str, str] = {
             "kty": "EC", "crv": "P-256", "x": b64url(numbers.x.to_bytes(32, "big")),

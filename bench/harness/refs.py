@@ -23,9 +23,10 @@ def _pinned():
     return (lambda: os.sched_setaffinity(0, {SERVER_CORE})) if can_pin() else None
 
 
-def probe(kind: str, seconds: float, env: dict[str, str] | None = None) -> dict[str, float]:
+def probe(kind: str, seconds: float, env: dict[str, str] | None = None,
+          *args: str) -> dict[str, float]:
     """One run of bench/harness/cpu_probe.py in its own process on the server core."""
-    out = subprocess.run([PYTHON, "-m", "bench.harness.cpu_probe", kind, str(seconds)],
+    out = subprocess.run([PYTHON, "-m", "bench.harness.cpu_probe", kind, str(seconds), *args],
                          env=env or os.environ.copy(), cwd=ROOT, capture_output=True,
                          text=True, check=False, preexec_fn=_pinned())
     if out.returncode != 0:

@@ -1,10 +1,10 @@
 """The sync service's scenarios: authenticated reads (and p99 at half that load), DPoP-bound
-reads beside bearer reads (and the DPoP check's server CPU per call), reads with
-scope-usage tracking and with the data-access log on, each beside a second sync with it
-off, webhook deliveries per worker
-process, and commit-to-receiver latency at a fixed write rate. `koppel serve sync` and
-`koppel worker` on the server core; the load generator and the webhook receiver
-(bench/sync_bench.py's) in this process, on the load core."""
+reads beside bearer reads (and the DPoP check's server CPU per call, from the `dpop`
+probe), reads with scope-usage tracking and with the data-access log on, each beside a
+second sync with it off, webhook deliveries per worker process, and commit-to-receiver
+latency at a fixed write rate. `koppel serve sync` and `koppel worker` on the server
+core; the load generator and the webhook receiver (bench/sync_bench.py's) in this
+process, on the load core."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from bench.harness import refs, repeat
 from bench.harness.common import KOPPEL, percentile, say
 from bench.harness.context import PORTS, Ctx, url
+from bench.harness.dpop_probe import BATCH, CONCURRENCY, write_input
 from bench.harness.load import Exhausted, open_loop
 from bench.harness.procs import Proc
 from bench.harness.proofs import EcKey
@@ -119,12 +120,13 @@ async def reads(ctx: Ctx, world: World, tokens: list[str], server: Proc) -> None
     p99.notes.append(f"open loop at {half:,.0f} reads/s (half the median rate)")
 
 
-async def dpop_reads(ctx: Ctx, world: World, bearer_tokens: list[str], dpop_tokens: list[str],
-                     key: EcKey, server: Proc) -> None:
+async def dpop_reads(ctx: Ctx, world: World, env: dict[str, str], bearer_tokens: list[str],
+                     dpop_tokens: list[str], key: EcKey, server: Proc) -> None:
     """Reads of one employee with bearer tokens and with DPoP-bound tokens, each with a
     fresh proof (signed in a batch before each run: jti, htm, htu, ath, iat), same
-    server, runs taken in turn; the DPoP check's added server CPU per call from each pair
-    of rates."""
+    server, runs taken in turn; then the DPoP check's added server CPU per call, measured
+    in the sync app itself by the `dpop` probe (bench/harness/dpop_probe.py) on the
+    server core."""
     employees = [f"{url('sync')}/v1/employees/{e}" for e in world.employees]
     state = {"n": 0}
     batch: list[tuple[str, dict[str, str]]] = []
@@ -165,15 +167,39 @@ async def dpop_reads(ctx: Ctx, world: World, bearer_tokens: list[str], dpop_toke
     if first_error:
         bound.notes.append(f"first failed DPoP read: {first_error[0]}")
     added = ctx.figure("dpop_cpu_us", "us")
-    for d, b in zip(bound.runs, plain.runs, strict=False):
-        if d and b:
-            added.runs.append((1 / d - 1 / b) * 1e6)
+    probe_input = ctx.var / "dpop_probe.json"
+    write_input(probe_input, [str(e) for e in world.employees], bearer_tokens, dpop_tokens, key)
+    per_call = []
+    try:
+        for i in range(ctx.runs):
+            result = refs.probe("dpop", ctx.seconds, env, str(probe_input))
+            added.runs.append(result["added_us"])
+            per_call.append((result["bearer_us"], result["dpop_us"], result["check_us"]))
+            say(f"  dpop probe run {i + 1}/{ctx.runs}: {result['added_us']:.1f} us added "
+                f"(bearer {result['bearer_us']:.0f} us, DPoP {result['dpop_us']:.0f} us of "
+                f"CPU per call over {result['calls']:,.0f} calls each, the mean adding "
+                f"{result['added_mean_us']:.0f} us; the proof check alone "
+                f"{result['check_us']:.0f} us)")
+    finally:
+        probe_input.unlink(missing_ok=True)  # it holds live tokens and the DPoP key
+        _reset_limits(ctx)
+    added.notes.append(
+        "CPU per call of one process on the server core running the sync app (every "
+        "middleware, the direct employee read) behind uvicorn's HTTP protocol over "
+        f"in-memory connections, {CONCURRENCY} connections busy, rounds of a batch of "
+        f"{BATCH} bearer and {BATCH} DPoP reads; the median over the rounds of DPoP minus "
+        "bearer per call; per call over the run (bearer/DPoP/the proof check alone): "
+        + ", ".join(f"{b:.0f}/{d:.0f}/{c:.0f}" for b, d, c in per_call) + " us")
+    throughput = [(1 / d - 1 / b) * 1e6 for d, b in zip(bound.runs, plain.runs, strict=False)
+                  if d and b]
     per_cpu = [(1 / d - 1 / b) * 1e6 for d, b in zip(bound.per_cpu, plain.per_cpu,
                                                       strict=False) if d and b]
-    if per_cpu:
-        added.notes.append("(1/DPoP reads/s - 1/bearer reads/s) with the server on one core;"
-                           " from requests per server CPU-second instead: "
-                           + ", ".join(f"{v:.0f}" for v in per_cpu) + " us")
+    if throughput:
+        added.notes.append("from the HTTP runs instead (noisy: the difference of two loaded "
+                           "rates), 1/DPoP reads/s - 1/bearer reads/s: "
+                           + ", ".join(f"{v:.0f}" for v in throughput) + " us; from requests "
+                           "per server CPU-second: " + ", ".join(f"{v:.0f}" for v in per_cpu)
+                           + " us")
     added.notes.append(f"the floor on this machine: one ES256 signature verification "
                        f"(cryptography, OpenSSL) alone takes {_es256_verify_us(key):.0f} us")
 
@@ -407,7 +433,7 @@ async def run(ctx: Ctx, world: World, env: dict[str, str], chosen: list[str]) ->
         if "reads" in chosen:
             await reads(ctx, world, readers, server)
         if "dpop_reads" in chosen:
-            await dpop_reads(ctx, world, readers, bound, dpop_key, server)
+            await dpop_reads(ctx, world, env, readers, bound, dpop_key, server)
         for switch in switches:
             off = ctx.serve("sync", {**env, switch.variable: "false"}, name=switch.server)
             try:

@@ -13,6 +13,8 @@ import pytest
 from bench.harness import auth_scenarios, context, infra, procs, refs, repeat
 from bench.harness.common import Figure
 from bench.harness.context import Ctx
+from bench.harness.dpop_probe import BATCH, write_input
+from bench.harness.proofs import EcKey
 from bench.harness.report import SOAK_BEGIN, rows, text_table, write_doc
 from bench.harness.world import World
 from tests.fixtures.backend import configured_database_url, configured_redis_url
@@ -70,6 +72,30 @@ def test_harness_measures_a_reference_and_a_koppel_scenario(harness, tmp_path):
     judged = rows(ctx.figures, ["client_credentials"])[0]
     assert judged[6] == "2.00x" and judged[8] == "yes"
     assert grants.per_cpu and grants.per_cpu[0] > 0  # requests per auth-server CPU-second
+
+
+@pytest.mark.postgres_only
+def test_the_dpop_probe_times_both_reads_in_the_sync_app_and_fails_on_a_refused_one(
+        harness, tmp_path):
+    ctx, env = harness
+    world = World(env, ctx.redis.url, employees=1)
+    key = EcKey()
+    try:
+        bearer = world.app_with_connections(["employee.info.read"], 2)[1]
+        bound = world.app_with_connections(["employee.info.read"], 2, jkt=key.jkt)[1]
+    finally:
+        world.engine.dispose()
+    employees = [str(e) for e in world.employees]
+    given = tmp_path / "probe.json"
+    write_input(given, employees, bearer, bound, key)
+    result = refs.probe("dpop", 0.2, env, str(given))
+    assert result["calls"] >= BATCH and result["rounds"] >= 1
+    assert result["bearer_us"] > 0 and result["dpop_us"] > 0
+    assert result["added_mean_us"] == pytest.approx(result["dpop_us"] - result["bearer_us"])
+    # DPoP-bound tokens sent as Bearer are refused (401): the probe fails, loudly.
+    write_input(given, employees, bound, bound, key)
+    with pytest.raises(RuntimeError, match="not answered 200"):
+        refs.probe("dpop", 0.2, env, str(given))
 
 
 def test_report_keeps_the_soak_and_history_sections(tmp_path):
