@@ -87,6 +87,13 @@ class ReadPool:
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         """The first row of `sql` (asyncpg's `$n` parameters), retried once on a fresh
         connection if the pooled one was dead."""
+        return await self._run("fetchrow", sql, args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """Every row of `sql`, as `fetchrow`."""
+        return await self._run("fetch", sql, args)
+
+    async def _run(self, method: str, sql: str, args: tuple[Any, ...]) -> Any:
         for attempt in (1, 2):
             async with self._slots:
                 conn = self._take_idle()
@@ -95,9 +102,10 @@ class ReadPool:
                     conn = await self._connect()
                 healthy = False
                 try:
-                    row = await conn.fetchrow(sql, *args, timeout=self._read_timeout)
+                    answer = await getattr(conn, method)(sql, *args,
+                                                         timeout=self._read_timeout)
                     healthy = True
-                    return row
+                    return answer
                 except Exception as exc:
                     if not _lost(conn, exc, reused):
                         raise

@@ -116,17 +116,25 @@ async def fetch_fields(run: Any, statement: ClauseElement, params: dict[str, Any
     return None if record is None else Fields(record)
 
 
+async def fetch_rows(run: Any, statement: ClauseElement, params: dict[str, Any]
+                     ) -> list[Fields]:
+    """Every row of `statement`, compiled once, through `run` (an asyncpg `fetch`)."""
+    sql, order = asyncpg_sql(statement)
+    return [Fields(record) for record in await run(sql, *(params[name] for name in order))]
+
+
 def connection_params(principal: Principal, employee_id: uuid.UUID) -> dict[str, Any]:
     """The parameters of CONNECTION_EMPLOYEE for a connection's call about an employee."""
     return {"connection_id": principal.connection_id, "client_id": principal.client_id,
             "employee_id": employee_id, "now": utcnow()}
 
 
-async def check_connection(row: Any, principal: Principal, scope: str,
-                           recorder: UsageRecorder | None) -> None:
-    """Refuse a connection's call by its CONNECTION_EMPLOYEE row as the rule would: 401
-    if the connection is not live (or not the token's), 403 without `scope` in both token
-    and consent (the consented scope used is noted on `recorder`), 404 outside reach."""
+async def authorize_connection(row: Any, principal: Principal, scope: str,
+                               recorder: UsageRecorder | None) -> None:
+    """Refuse a connection's call by its row (the connection's status, environment,
+    debtor and consented scopes, read with the token's connection and client id) as the
+    rule would: 401 if the connection is not live (or not the token's), 403 without
+    `scope` in both token and consent; the consented scope used is noted on `recorder`."""
     if (row is None or row.status != ConnectionStatus.ACTIVE
             or row.environment_id != principal.environment_id
             or row.debtor_id != principal.debtor_id):
@@ -140,6 +148,13 @@ async def check_connection(row: Any, principal: Principal, scope: str,
     used = granting_scope(consented & implied(principal.scopes), scope)
     if recorder is not None and used is not None and principal.connection_id is not None:
         await recorder.scope_used(principal.connection_id, used)
+
+
+async def check_connection(row: Any, principal: Principal, scope: str,
+                           recorder: UsageRecorder | None) -> None:
+    """`authorize_connection` by a CONNECTION_EMPLOYEE row, then 404 for an employee
+    outside the connection's reach."""
+    await authorize_connection(row, principal, scope, recorder)
     if row.id is None or row.covered is None:
         raise NotFound("no such employee")
 

@@ -21,9 +21,15 @@ from services.sync.deps import (
     get_session,
     read_pool,
 )
-from services.sync.direct import authorized, authorized_on, counted_caller, json_document
+from services.sync.direct import authorized_on, counted_caller, json_document
 from services.sync.ratelimits import rate_limit
-from services.sync.resources import employee_read, employee_write, schemas, service
+from services.sync.resources import (
+    employee_list,
+    employee_read,
+    employee_write,
+    schemas,
+    service,
+)
 from services.sync.resources.access import logging_on, note_access
 from services.sync.resources.repository import ResourceRepository
 from shared.auth_deps import PrincipalDep, get_usage_recorder, principal
@@ -151,9 +157,20 @@ async def _list_employees_directly(request: Request, standard: Handler) -> Respo
     if company_id is None or limit is None:
         return await standard(request)
     response = Response()
-    async with authorized(request, response, "employees.list") as (reach, session):
+    cursor = request.query_params.get("cursor")
+    caller = await counted_caller(request, response)
+    pool = read_pool(request.app)
+    if caller.kind == "connection" and pool is not None:
+        runtime = request.app.state.runtime
+        data, more = await employee_list.connection_employees(
+            runtime, pool, caller, company_id, cursor, limit, get_usage_recorder(request),
+            logging_on(request))
+        next_cursor = None if more is None else id_cursor(
+            runtime.keyring.digest_key, f"employees:{company_id}", more)
+        return json_document(page(request, response, data, next_cursor), response)
+    async with authorized_on(request, caller, "employees.list") as (reach, session):
         body = await _employees_page(request, response, reach, session, company_id, limit,
-                                     request.query_params.get("cursor"))
+                                     cursor)
     return json_document(body, response)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, select
 
 from services.sync.app import create_app
-from services.sync.resources import employee_read, employee_write, endpoints
+from services.sync.resources import employee_list, employee_read, employee_write, endpoints
 from shared.config import Settings
 from shared.models import Connection, ConnectionStatus, Employee, Event
 from shared.openapi import api_routes
@@ -59,26 +59,25 @@ async def sync(settings: Settings, committing_sessions: sessionmaker[Session]
 @pytest.fixture
 def direct_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The operations the direct handlers authorized, in order (the real functions still
-    run): on the policy's general path, or (`fast`) a connection's write on PostgreSQL."""
+    run): on the policy's general path, or on a connection's fast path on PostgreSQL."""
     calls: list[str] = []
-    general, fast = endpoints.authorized, employee_write.update_connection_employee
+    general = endpoints.authorized_on
+    fast = {(employee_write, "update_connection_employee"): "employees.update",
+            (employee_list, "connection_employees"): "employees.list"}
 
-    def spy(request, response, operation):  # type: ignore[no-untyped-def]
+    def spy(request, caller, operation):  # type: ignore[no-untyped-def]
         calls.append(operation)
-        return general(request, response, operation)
+        return general(request, caller, operation)
 
-    def spy_on(request, caller, operation):  # type: ignore[no-untyped-def]
-        calls.append(operation)
-        return real_on(request, caller, operation)
+    def spying(function, operation):  # type: ignore[no-untyped-def]
+        def spy_fast(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(operation)
+            return function(*args, **kwargs)
+        return spy_fast
 
-    def spy_fast(*args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append("employees.update")
-        return fast(*args, **kwargs)
-
-    real_on = endpoints.authorized_on
-    monkeypatch.setattr(endpoints, "authorized", spy)
-    monkeypatch.setattr(endpoints, "authorized_on", spy_on)
-    monkeypatch.setattr(employee_write, "update_connection_employee", spy_fast)
+    monkeypatch.setattr(endpoints, "authorized_on", spy)
+    for (module, name), operation in fast.items():
+        monkeypatch.setattr(module, name, spying(getattr(module, name), operation))
     return calls
 
 
@@ -239,6 +238,8 @@ def test_the_fast_paths_answer_by_the_rule_their_routes_declare(sync_app: FastAP
                 for method, path, route in api_routes(sync_app)}
     assert declared[("get", "/v1/employees/{employee_id}")] == employee_read.RULE.operation
     assert declared[("patch", "/v1/employees/{employee_id}")] == employee_write.RULE.operation
+    assert declared[("get", "/v1/companies/{company_id}/employees")] == (
+        employee_list.RULE.operation)
 
 
 @pytest.fixture

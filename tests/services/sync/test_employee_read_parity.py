@@ -22,12 +22,13 @@ from sqlmodel import Session
 
 from services.sync.read_pool import ReadPool
 from services.sync.resources import service
+from services.sync.resources.employee_list import connection_employees
 from services.sync.resources.employee_read import connection_employee, employee_body
 from services.sync.resources.employee_write import update_connection_employee
 from services.sync.resources.schemas import EmployeeUpdate
 from shared.config import Settings
 from shared.errors import KoppelError
-from shared.models import ConnectionStatus
+from shared.models import Company, ConnectionStatus, Employee
 from shared.models import UserTemplate as T
 from shared.policy import RULES, authorize, resolve
 from shared.runtime import open_runtime
@@ -48,7 +49,8 @@ consents = st.lists(st.fixed_dictionaries({
 
 
 # Drawn rarely at random, so always tried: a consent that allows the write, one that
-# allows only the read, a token without the write scope, a suspended connection.
+# allows only the read, a token without the write scope, a suspended connection, one
+# without any employee scope.
 EXPLICIT = [
     {"app": 0, "debtor": 0, "companies": {0}, "scopes": {"employee.info"},
      "status": ConnectionStatus.ACTIVE, "token_app": 0, "token_scopes": {"employee.info"}},
@@ -59,10 +61,15 @@ EXPLICIT = [
      "status": ConnectionStatus.ACTIVE, "token_app": 0, "token_scopes": {"employee.info.read"}},
     {"app": 1, "debtor": 1, "companies": {0}, "scopes": {"employee.info", "company.info.read"},
      "status": ConnectionStatus.SUSPENDED, "token_app": 1, "token_scopes": {"employee.info"}},
+    {"app": 0, "debtor": 0, "companies": {1}, "scopes": {"company.info.read"},
+     "status": ConnectionStatus.ACTIVE, "token_app": 0,
+     "token_scopes": {"company.info.read", "employee.info.read"}},
 ]
 
 
 def _world(session: Session, drawn: list[dict[str, Any]]) -> tuple[list, list[Principal]]:
+    """The employees' ids (one per company, the last of another environment) and a
+    principal per drawn consent."""
     env, other = f.make_environment(session), f.make_environment(session)
     debtors = [f.make_debtor(session, env) for _ in range(2)]
     companies = [[f.make_company(session, d) for _ in range(2)] for d in debtors]
@@ -182,4 +189,61 @@ def test_the_fast_write_answers_like_the_policy(
     differences, outcomes = asyncio.run(_compare_writes(settings, employees, principals))
     assert not differences, "\n".join(differences)
     if drawn == EXPLICIT:  # it allows some writes and refuses others for each reason
+        assert {"ok", "InsufficientScope", "InvalidToken", "NotFound"} <= outcomes
+
+
+async def _compare_lists(app_settings: Settings, companies: list,
+                         principals: list[Principal]) -> tuple[list[str], set[str]]:
+    """Each principal lists each company's employees along both paths, a page of one
+    and a page of fifty."""
+    rule = RULES["employees.list"]
+    differences, outcomes = [], set()
+    pool = ReadPool(app_settings.resolved_database_url, size=2, connect_timeout=5)
+    async with open_runtime(app_settings) as runtime:
+        try:
+            for principal in principals:
+                for company_id in companies:
+                    for limit in (1, 50):
+                        async def general(principal=principal, company_id=company_id,
+                                          limit=limit):
+                            async with runtime.async_session() as session:
+                                caller = authorize(await resolve(session, principal), rule)
+                                rows = await service.employees(session, caller, company_id,
+                                                               None, limit + 1)
+                            more = rows[limit - 1].id if len(rows) > limit else None
+                            return [employee_body(r) for r in rows[:limit]], more
+
+                        slow = await _outcome(general())
+                        fast = await _outcome(connection_employees(
+                            runtime, pool, principal, company_id, None, limit))
+                        outcomes.add(slow[0])
+                        if fast != slow:
+                            differences.append(f"{principal.connection_id} x {company_id} "
+                                               f"({limit}): fast list {fast} != policy {slow}")
+        finally:
+            await pool.close()
+    return differences, outcomes
+
+
+@pytest.mark.postgres_only
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drawn=consents)
+@example(drawn=EXPLICIT)
+def test_the_fast_list_answers_like_the_policy(
+    drawn: list[dict[str, Any]], committing_sessions: sessionmaker[Session],
+    settings: Settings,
+) -> None:
+    """The connection's list of a company's employees on PostgreSQL
+    (resources/employee_list.py) answers exactly what the rule `employees.list` and the
+    repository answer, page boundaries included."""
+    with committing_sessions() as session:
+        employees, principals = _world(session, drawn)
+        companies = [session.get(Employee, e).company_id for e in employees]
+        for company_id in companies[:2]:  # a second employee: pages of one go on
+            f.make_employee(session, session.get(Company, company_id))
+        session.commit()
+    differences, outcomes = asyncio.run(_compare_lists(settings, companies, principals))
+    assert not differences, "\n".join(differences)
+    if drawn == EXPLICIT:
         assert {"ok", "InsufficientScope", "InvalidToken", "NotFound"} <= outcomes
