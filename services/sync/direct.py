@@ -36,15 +36,6 @@ async def authorized_on(request: Request, caller: Principal, operation: str
         yield await allowed.authorized(request, caller, session, RULES[operation]), session
 
 
-@asynccontextmanager
-async def authorized(request: Request, response: Response, operation: str
-                     ) -> AsyncIterator[tuple[Caller, AsyncSession]]:
-    """`counted_caller`, then `authorized_on`: all the dependencies of a data route."""
-    caller = await counted_caller(request, response)
-    async with authorized_on(request, caller, operation) as (reach, session):
-        yield reach, session
-
-
 def json_answer(body: bytes, response: Response, status_code: int = 200) -> Response:
     """A JSON answer carrying the headers the route's work set on `response`."""
     headers = dict(response.headers)

@@ -26,9 +26,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from typing import Any
 
 import asyncpg
+from sqlalchemy import ClauseElement
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import URL, make_url
 
 from shared.db.engine import PING_TIMEOUT_S
@@ -232,3 +235,42 @@ class Transaction:
         statement stays what it is (500)."""
         if _lost(self._conn, exc, True):
             raise DatabaseUnreachable(type(exc).__name__) from exc
+
+
+@lru_cache(maxsize=64)
+def asyncpg_sql(statement: ClauseElement) -> tuple[str, tuple[str, ...]]:
+    """A statement in asyncpg's form (`$n` parameters) and its parameters' order,
+    compiled once per process."""
+    compiled: Any = statement.compile(dialect=asyncpg_dialect())  # an SQLCompiler
+    return str(compiled), tuple(compiled.positiontup or ())
+
+
+class Fields:
+    """An asyncpg record read by attribute, as the SQLAlchemy rows and the ORM's are."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: Any) -> None:
+        self._record = record
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._record[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+async def fetch_fields(run: Any, statement: ClauseElement, params: dict[str, Any]
+                       ) -> Fields | None:
+    """The first row of `statement`, compiled once, through `run` (an asyncpg `fetchrow`:
+    the read pool's, or a transaction's)."""
+    sql, order = asyncpg_sql(statement)
+    record = await run(sql, *(params[name] for name in order))
+    return None if record is None else Fields(record)
+
+
+async def fetch_rows(run: Any, statement: ClauseElement, params: dict[str, Any]
+                     ) -> list[Fields]:
+    """Every row of `statement`, compiled once, through `run` (an asyncpg `fetch`)."""
+    sql, order = asyncpg_sql(statement)
+    return [Fields(record) for record in await run(sql, *(params[name] for name in order))]

@@ -11,8 +11,16 @@ from sqlalchemy import ColumnElement, and_, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.sync.deps import RuntimeDep, SessionDep, can, get_runtime, get_session
-from services.sync.direct import authorized, json_answer
+from services.sync.deps import (
+    RuntimeDep,
+    SessionDep,
+    can,
+    get_runtime,
+    get_session,
+    read_pool,
+)
+from services.sync.direct import authorized_on, counted_caller, json_answer
+from services.sync.events.connection_feed import connection_changes
 from services.sync.ratelimits import rate_limit
 from services.sync.resources import schemas
 from shared.auth_deps import principal
@@ -64,19 +72,26 @@ async def changes(session: AsyncSession, reach: Caller, after: uuid.UUID | None,
     return list((await session.exec(stmt.order_by(col(Event.id)).limit(limit))).all())
 
 
-async def _changes_page(request: Request, response: Response, reach: Caller,
-                       session: AsyncSession, limit: int, cursor: str | None
-                       ) -> schemas.ChangesPage:
-    """The body of `list_changes`, on either path."""
-    key = request.app.state.runtime.keyring.digest_key
-    rows = await changes(session, reach, after_id(key, KIND, cursor), limit + 1)
+def _page(request: Request, response: Response, rows: list[schemas.ChangeOut], limit: int,
+          cursor: str | None) -> schemas.ChangesPage:
+    """The feed's page of `rows` (up to `limit`, one more if there are more)."""
     more = len(rows) > limit
     rows = rows[:limit]
+    key = request.app.state.runtime.keyring.digest_key
     next_cursor = id_cursor(key, KIND, rows[-1].id) if rows else cursor
-    data = [schemas.ChangeOut(id=e.id, type=e.type, timestamp=e.created_at, data=e.data)
-            for e in rows]
-    body = page(request, response, data, next_cursor if more else None)
+    body = page(request, response, rows, next_cursor if more else None)
     return schemas.ChangesPage(data=body["data"], next_cursor=next_cursor, has_more=more)
+
+
+async def _changes_page(request: Request, response: Response, reach: Caller,
+                        session: AsyncSession, limit: int, cursor: str | None
+                        ) -> schemas.ChangesPage:
+    """The body of `list_changes` on the general path."""
+    key = request.app.state.runtime.keyring.digest_key
+    rows = await changes(session, reach, after_id(key, KIND, cursor), limit + 1)
+    return _page(request, response, [
+        schemas.ChangeOut(id=e.id, type=e.type, timestamp=e.created_at, data=e.data)
+        for e in rows], limit, cursor)
 
 
 async def _list_changes_directly(request: Request, standard: Handler) -> Response:
@@ -86,9 +101,16 @@ async def _list_changes_directly(request: Request, standard: Handler) -> Respons
     if limit is None:
         return await standard(request)
     response = Response()
-    async with authorized(request, response, "changes.list") as (reach, session):
-        body = await _changes_page(request, response, reach, session, limit,
-                                   request.query_params.get("cursor"))
+    cursor = request.query_params.get("cursor")
+    caller = await counted_caller(request, response)
+    pool = read_pool(request.app)
+    if caller.kind == "connection" and pool is not None:
+        rows = await connection_changes(request, pool, caller, cursor, limit + 1, KIND,
+                                        visible_types, SETTLE_S)
+        body = _page(request, response, rows, limit, cursor)
+    else:
+        async with authorized_on(request, caller, "changes.list") as (reach, session):
+            body = await _changes_page(request, response, reach, session, limit, cursor)
     return json_answer(body.__pydantic_serializer__.to_json(body), response)
 
 

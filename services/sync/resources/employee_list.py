@@ -18,13 +18,12 @@ from typing import Any
 
 from sqlalchemy import Integer, and_, bindparam, select, true
 
-from services.sync.read_pool import ReadPool
+from services.sync.read_pool import ReadPool, fetch_rows
 from services.sync.resources.access import access
 from services.sync.resources.employee_read import (
     FIELDS,
     authorize_connection,
     employee_body,
-    fetch_rows,
 )
 from shared.data_access import note_accesses
 from shared.db.base import table_of

@@ -17,15 +17,13 @@ in the data-access log (shared/data_access.py: one Redis call, no database write
 from __future__ import annotations
 
 import uuid
-from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import ClauseElement, and_, bindparam, select
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.sync.read_pool import ReadPool
+from services.sync.read_pool import ReadPool, fetch_fields
 from services.sync.resources import schemas, service
 from services.sync.resources.access import access, access_of
 from shared.data_access import note_accesses
@@ -82,45 +80,6 @@ def employee_body(row: Any) -> dict[str, Any]:
 async def _core_row(engine: AsyncEngine, params: dict[str, Any]):
     async with engine.connect() as conn:
         return (await conn.execute(CONNECTION_EMPLOYEE, params)).first()
-
-
-@lru_cache(maxsize=64)
-def asyncpg_sql(statement: ClauseElement) -> tuple[str, tuple[str, ...]]:
-    """A statement in asyncpg's form (`$n` parameters) and its parameters' order,
-    compiled once per process."""
-    compiled: Any = statement.compile(dialect=asyncpg_dialect())  # an SQLCompiler
-    return str(compiled), tuple(compiled.positiontup or ())
-
-
-class Fields:
-    """An asyncpg record read by attribute, as the SQLAlchemy rows and the ORM's are."""
-
-    __slots__ = ("_record",)
-
-    def __init__(self, record: Any) -> None:
-        self._record = record
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._record[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-async def fetch_fields(run: Any, statement: ClauseElement, params: dict[str, Any]
-                       ) -> Fields | None:
-    """The first row of `statement`, compiled once, through `run` (an asyncpg `fetchrow`:
-    the read pool's, or a transaction's)."""
-    sql, order = asyncpg_sql(statement)
-    record = await run(sql, *(params[name] for name in order))
-    return None if record is None else Fields(record)
-
-
-async def fetch_rows(run: Any, statement: ClauseElement, params: dict[str, Any]
-                     ) -> list[Fields]:
-    """Every row of `statement`, compiled once, through `run` (an asyncpg `fetch`)."""
-    sql, order = asyncpg_sql(statement)
-    return [Fields(record) for record in await run(sql, *(params[name] for name in order))]
 
 
 def connection_params(principal: Principal, employee_id: uuid.UUID) -> dict[str, Any]:

@@ -25,16 +25,14 @@ from typing import Any
 from fastapi import Response
 from sqlalchemy import bindparam, insert, select, update
 
-from services.sync.read_pool import ReadPool
+from services.sync.read_pool import ReadPool, asyncpg_sql, fetch_fields
 from services.sync.resources.access import access
 from services.sync.resources.employee_read import (
     CONNECTION_EMPLOYEE,
     FIELDS,
-    asyncpg_sql,
     check_connection,
     connection_params,
     employee_body,
-    fetch_fields,
 )
 from services.sync.resources.service import NULLABLE
 from shared.db.base import table_of

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import sessionmaker
-from sqlmodel import Session
+from sqlmodel import Session, select
+from starlette.requests import Request
 
+from services.sync.app import create_app
+from services.sync.events.connection_feed import connection_changes
+from services.sync.events.feed import SETTLE_S, changes, visible_types
 from services.sync.read_pool import ReadPool
 from services.sync.resources import service
 from services.sync.resources.employee_list import connection_employees
@@ -27,9 +32,11 @@ from services.sync.resources.employee_read import connection_employee, employee_
 from services.sync.resources.employee_write import update_connection_employee
 from services.sync.resources.schemas import EmployeeUpdate
 from shared.config import Settings
+from shared.db.types import utcnow
 from shared.errors import KoppelError
-from shared.models import Company, ConnectionStatus, Employee
+from shared.models import Company, Connection, ConnectionStatus, Employee, Event
 from shared.models import UserTemplate as T
+from shared.outbox import event_values
 from shared.policy import RULES, authorize, resolve
 from shared.runtime import open_runtime
 from shared.tokens import Principal
@@ -50,7 +57,7 @@ consents = st.lists(st.fixed_dictionaries({
 
 # Drawn rarely at random, so always tried: a consent that allows the write, one that
 # allows only the read, a token without the write scope, a suspended connection, one
-# without any employee scope.
+# without any employee scope, a token and a consent that share no scope.
 EXPLICIT = [
     {"app": 0, "debtor": 0, "companies": {0}, "scopes": {"employee.info"},
      "status": ConnectionStatus.ACTIVE, "token_app": 0, "token_scopes": {"employee.info"}},
@@ -64,6 +71,8 @@ EXPLICIT = [
     {"app": 0, "debtor": 0, "companies": {1}, "scopes": {"company.info.read"},
      "status": ConnectionStatus.ACTIVE, "token_app": 0,
      "token_scopes": {"company.info.read", "employee.info.read"}},
+    {"app": 1, "debtor": 0, "companies": {0, 1}, "scopes": {"employee.payment.read"},
+     "status": ConnectionStatus.ACTIVE, "token_app": 1, "token_scopes": {"employee.info"}},
 ]
 
 
@@ -247,3 +256,82 @@ def test_the_fast_list_answers_like_the_policy(
     assert not differences, "\n".join(differences)
     if drawn == EXPLICIT:
         assert {"ok", "InsufficientScope", "InvalidToken", "NotFound"} <= outcomes
+
+
+def _events(session: Session, companies: list[uuid.UUID]) -> None:
+    """Settled events of every kind the feed filters: data events of each company (and
+    of its debtor alone), and each connection's own `connection.updated`."""
+    settled = {"created_at": utcnow() - timedelta(minutes=1)}
+    for company_id in companies:
+        company = session.get(Company, company_id)
+        for event_type, company_part in (("employee.updated", company.id),
+                                         ("employee.payment.changed", company.id),
+                                         ("company.updated", None)):
+            data = ({"employee_id": str(uuid.uuid4()), "changed_fields": ["last_name"]}
+                    if event_type.startswith("employee.") else {"changed_fields": ["name"]})
+            if event_type == "employee.payment.changed":
+                data = {"employee_id": str(uuid.uuid4()), "wage_component_id":
+                        str(uuid.uuid4()), "action": "added", "changed_fields": ["amount"]}
+            session.add(Event(**{**event_values(
+                event_type, company.environment_id, debtor_id=company.debtor_id,
+                company_id=company_part, **data), **settled}))
+    for connection in session.exec(select(Connection)).all():
+        session.add(Event(**{**event_values(
+            "connection.updated", connection.environment_id, debtor_id=connection.debtor_id,
+            connection_id=connection.id, app_id=connection.app_id,
+            changed_fields=["scopes"]), **settled}))
+
+
+async def _compare_feeds(app_settings: Settings, principals: list[Principal]
+                         ) -> tuple[list[str], set[str]]:
+    """Each principal reads the feed along both paths, in pages of three and of 100."""
+    rule = RULES["changes.list"]
+    differences, outcomes = [], set()
+    pool = ReadPool(app_settings.resolved_database_url, size=2, connect_timeout=5)
+    app = create_app(app_settings)
+    async with open_runtime(app_settings) as runtime:
+        app.state.runtime = runtime
+        request = Request({"type": "http", "app": app, "headers": []})
+        try:
+            for principal in principals:
+                for limit in (3, 100):
+                    async def general(principal=principal, limit=limit):
+                        async with runtime.async_session() as session:
+                            caller = authorize(await resolve(session, principal), rule)
+                            return [e.id for e in await changes(session, caller, None, limit)]
+
+                    async def fast(principal=principal, limit=limit):
+                        rows = await connection_changes(request, pool, principal, None, limit,
+                                                        "changes", visible_types, SETTLE_S)
+                        return [row.id for row in rows]
+
+                    slow = await _outcome(general())
+                    quick = await _outcome(fast())
+                    outcomes.add(slow[0])
+                    if quick != slow:
+                        differences.append(f"{principal.connection_id} ({limit}): fast feed "
+                                           f"{quick} != policy {slow}")
+        finally:
+            await pool.close()
+    return differences, outcomes
+
+
+@pytest.mark.postgres_only
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drawn=consents)
+@example(drawn=EXPLICIT)
+def test_the_fast_feed_answers_like_the_policy(
+    drawn: list[dict[str, Any]], committing_sessions: sessionmaker[Session],
+    settings: Settings,
+) -> None:
+    """The connection's change feed on PostgreSQL (events/connection_feed.py) shows
+    exactly the events the rule `changes.list` and the feed's query show."""
+    with committing_sessions() as session:
+        employees, principals = _world(session, drawn)
+        _events(session, [session.get(Employee, e).company_id for e in employees])
+        session.commit()
+    differences, outcomes = asyncio.run(_compare_feeds(settings, principals))
+    assert not differences, "\n".join(differences)
+    if drawn == EXPLICIT:
+        assert {"ok", "InsufficientScope", "InvalidToken"} <= outcomes
