@@ -56,7 +56,8 @@ REDIS = os.environ.get("KOPPEL_BENCH_REDIS", "redis://127.0.0.1:6379/14")
 DB = "koppel_bench_sync"
 PORT = 18556
 BASE = f"http://127.0.0.1:{PORT}"
-KOPPEL = str(ROOT / ".venv/bin/koppel")
+KOPPEL = str(ROOT / ".venv/bin/koppel") if (ROOT / ".venv").is_dir() else str(
+    Path(sys.executable).parent / "koppel")
 READ_CONNECTIONS_PER_APP = 10  # 10 x 600 requests per minute = the app's 6000
 
 
@@ -374,7 +375,7 @@ async def main_async(args) -> None:
     os.sched_setaffinity(0, {1})
     receiver = Receiver()
     runner = await receiver.start()
-    server = start([str(ROOT / ".venv/bin/python"), "-m", "uvicorn",
+    server = start([str(Path(KOPPEL).parent / "python"), "-m", "uvicorn",
                     "services.sync.app:create_app", "--factory", "--port", str(PORT),
                     "--no-access-log", "--log-level", "warning"], env)
     lines = [f"sync service, PostgreSQL, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"]

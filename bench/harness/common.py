@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PYTHON = str(ROOT / ".venv/bin/python")
-KOPPEL = str(ROOT / ".venv/bin/koppel")
+# The checkout's own venv; in a git worktree without one, the venv of the Python that
+# runs the bench (PYTHONPATH then points its processes at this checkout's code).
+BIN = ROOT / ".venv/bin" if (ROOT / ".venv/bin").is_dir() else Path(sys.executable).parent
+PYTHON = str(BIN / "python")
+KOPPEL = str(BIN / "koppel")
 
 
 def percentile(values: list[float], p: float) -> float:
