@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import exists, func, or_
+from sqlalchemy import Table, Text, cast, exists, func, or_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import aliased
@@ -70,9 +70,13 @@ from shared.vault.columns import (
 log = structlog.get_logger("koppel.webhooks")
 SEND_TIMEOUT_S = 10.0
 D = WebhookDelivery
+DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[attr-defined]
+ATTEMPTS: Table = WebhookAttempt.__table__  # type: ignore[attr-defined]
 
+# The payload as the JSON text stored (not parsed into a dict per delivery: see _body).
 _RETURNED = (col(D.id), col(D.endpoint_id), col(D.app_id), col(D.event_id), col(D.type),
-             col(D.message_id), col(D.payload), col(D.attempts), col(D.sequence_key))
+             col(D.message_id), cast(D.payload, Text).label("payload"), col(D.attempts),
+             col(D.sequence_key))
 EARLIER = aliased(WebhookDelivery)
 Row = Any  # a row of (id, endpoint_id, attempts)
 
@@ -107,6 +111,12 @@ class Attempt:
         if self.outcome is None:
             raise RuntimeError(f"delivery {self.delivery_id} attempt {self.attempt} was not sent")
         return self.outcome
+
+
+def _body(text: str) -> bytes:
+    """The bytes sent for a stored payload: its JSON, compact. Computed once per distinct
+    payload of a claim (an event's deliveries share one), the same bytes for each."""
+    return json.dumps(json.loads(text), separators=(",", ":")).encode()
 
 
 def _finished(status: DeliveryStatus, error: str | None) -> dict:
@@ -219,7 +229,7 @@ async def _claim(runtime: Runtime, session: AsyncSession, conditions: list, limi
     if not ids:
         return [], len(due)
     claimed = (await session.exec(
-        update(D).where(col(D.id).in_(ids), *conditions)
+        update(DELIVERIES).where(col(D.id).in_(ids), *conditions)
         .values(attempts=D.attempts + 1,
                 next_attempt_at=now + timedelta(seconds=schedule.ATTEMPT_LEASE_S),
                 last_attempt_at=now, rate_slot=False)
@@ -234,6 +244,7 @@ async def _claim(runtime: Runtime, session: AsyncSession, conditions: list, limi
             select(Event).where(col(Event.id).in_(event_ids)))).all())
     visible = known.visibility
     keys: dict[uuid.UUID, Keys | None] = {}
+    bodies: dict[str, bytes] = {}
     ready: list[Attempt] = []
     settle: dict[uuid.UUID, dict] = {}
     for row in claimed:
@@ -257,7 +268,9 @@ async def _claim(runtime: Runtime, session: AsyncSession, conditions: list, limi
                                            "the endpoint's secret cannot be read")
                 settle[row.id]["attempts"] = row.attempts  # as before: counted
                 continue
-            body = json.dumps(row.payload, separators=(",", ":")).encode()
+            body = bodies.get(row.payload)
+            if body is None:
+                body = bodies[row.payload] = _body(row.payload)
             ready.append(Attempt(row.id, row.attempts, row.message_id, endpoint.url, body,
                                  signing, getattr(event, "request_id", None),
                                  _line(row)))
@@ -423,7 +436,8 @@ def _insert_new_attempts(session: AsyncSession) -> Any:
     """INSERT of attempt rows that leaves an (delivery, attempt) already written alone."""
     dialect = session.get_bind().dialect.name
     insert_of = pg_insert if dialect == "postgresql" else sqlite_insert
-    return insert_of(WebhookAttempt).on_conflict_do_nothing(
+    # On the table (Core): no ORM bulk-insert work per row.
+    return insert_of(ATTEMPTS).on_conflict_do_nothing(
         index_elements=["delivery_id", "attempt"])
 
 
