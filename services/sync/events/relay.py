@@ -16,7 +16,7 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.events.audience import Visibility
-from services.sync.webhooks import lines
+from services.sync.webhooks import arrays, lines
 from services.sync.webhooks.schedule import max_attempts
 from shared.db.types import utcnow, uuid7
 from shared.events import rfc3339
@@ -104,6 +104,34 @@ class FanOut:
         ]
 
 
+async def _insert(session: AsyncSession, rows: list[dict], now: datetime) -> None:
+    """Write a batch's deliveries: on PostgreSQL one INSERT of arrays (each event's id,
+    type, message id and body once, however many endpoints receive it), elsewhere one
+    executemany."""
+    dialect = session.get_bind().dialect.name
+    if dialect != "postgresql":
+        await session.exec(_insert_deliveries(dialect, now), params=rows)
+        return
+    events: dict[uuid.UUID, int] = {}
+    event_columns: tuple[list, list, list, list] = ([], [], [], [])
+    for row in rows:
+        if row["event_id"] not in events:
+            events[row["event_id"]] = len(events) + 1  # unnest's ordinality counts from 1
+            for column, key in zip(event_columns, ("event_id", "type", "message_id",
+                                                   "payload"), strict=True):
+                column.append(row[key])
+    event_id, kind, message_id, payload = event_columns
+    await session.exec(arrays.INSERT_DELIVERIES, params={  # type: ignore[call-overload]
+        "id": [r["id"] for r in rows], "endpoint_id": [r["endpoint_id"] for r in rows],
+        "app_id": [r["app_id"] for r in rows], "event": [events[r["event_id"]] for r in rows],
+        "next_attempt_at": [r["next_attempt_at"] for r in rows],
+        "sequence_key": [r["sequence_key"] for r in rows],
+        "event_id": event_id, "type": kind, "message_id": message_id, "payload": payload,
+        # The enum's value: psycopg would write an Enum's name.
+        "status": DeliveryStatus.PENDING.value, "max_attempts": max_attempts(),
+        "created_at": now})
+
+
 async def relay_events(session: AsyncSession, limit: int | None = None
                        ) -> tuple[int, bool, FanOut]:
     """Relay up to `limit` unrelayed events in the session's transaction; returns how
@@ -124,8 +152,7 @@ async def relay_events(session: AsyncSession, limit: int | None = None
         fan_out.events[event.id] = event
         rows += await fan_out.rows(event, now)
     if rows:
-        dialect = session.get_bind().dialect.name
-        await session.exec(_insert_deliveries(dialect, now), params=rows)
+        await _insert(session, rows, now)
         # The new head of a line that had none goes now (its own statement per line:
         # only ordered endpoints' deliveries have one).
         await lines.release(session, {(r["endpoint_id"], r["sequence_key"]) for r in rows
