@@ -397,8 +397,9 @@ async def record_in(session: AsyncSession, attempts: list[Attempt]) -> None:
         if a.result.succeeded:
             succeeded[(a.attempt, a.result.status_code)].append(a.delivery_id)
     for (number, code), ids in succeeded.items():
-        # Only where this attempt is still the latest (it did not outlive its lease).
-        await session.exec(update(D).where(among(col(D.id), ids, dialect),
+        # Only where this attempt is still the latest (it did not outlive its lease). On
+        # the table: no delivery of these is loaded in the session, nothing to refresh.
+        await session.exec(update(DELIVERIES).where(among(col(D.id), ids, dialect),
                                            col(D.attempts) == number)
                            .values(last_status_code=code,
                                    **_finished(DeliveryStatus.SUCCEEDED, None)))
