@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from enum import StrEnum
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -121,6 +122,12 @@ def worker(
         configure_logging(settings, "worker")
         if metrics_port is not None:
             serve_worker_metrics(metrics_port)
+        # What start-up imported (~170,000 objects: modules, models, mappers) lives as
+        # long as the process: frozen out of the collector's generations, it is not walked
+        # again by each full collection that a stream of deliveries sets off (50 to 75 ms
+        # each on the bench machine; docs/performance.md, webhook deliveries).
+        gc.collect()
+        gc.freeze()
         build_worker(settings, burst=burst, job_completion_wait=WORKER_DRAIN_S).run()
 
 

@@ -235,7 +235,10 @@ class CheckedResolver(AbstractResolver):
         self._pins: dict[tuple[str, int], PinnedResolver] = {}
 
     def pin(self, target: Target) -> None:
-        self._pins[(target.host, target.port)] = PinnedResolver(target)
+        key = (target.host, target.port)
+        pinned = self._pins.get(key)
+        if pinned is None or pinned.target is not target:  # the same check's: kept
+            self._pins[key] = PinnedResolver(target)
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET

@@ -6,16 +6,17 @@ lost when a process dies or Redis is flushed."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 
 import structlog
-from sqlalchemy import Table, func, insert
+from sqlalchemy import JSON, Table, Text, bindparam, cast, func, insert
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.events.audience import Visibility
-from services.sync.webhooks import lines
+from services.sync.webhooks import arrays, lines
 from services.sync.webhooks.schedule import max_attempts
 from shared.db.types import utcnow, uuid7
 from shared.events import rfc3339
@@ -38,6 +39,25 @@ DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[attr-defined]
 def message(event: Event) -> dict:
     """The webhook body of an event."""
     return {"type": event.type, "timestamp": rfc3339(event.created_at), "data": event.data}
+
+
+def message_text(event: Event) -> str:
+    """The webhook body of an event as compact JSON text: written once per event and
+    stored as it is for each of its deliveries (the claim sends it as these bytes)."""
+    return json.dumps(message(event), separators=(",", ":"))
+
+
+def _insert_deliveries(dialect: str, now: datetime):
+    """The INSERT of a batch's deliveries (one executemany, on the table: a parked row's
+    None is stored as NULL rather than replaced by the column's default). The payload
+    comes as JSON text, serialized once per event, and the values every new delivery
+    shares are bound once, not per row."""
+    text = bindparam("payload", type_=Text)
+    return insert(DELIVERIES).values(
+        # PostgreSQL's json keeps the text as given; SQLite stores text.
+        payload=cast(text, JSON) if dialect == "postgresql" else text,
+        status=DeliveryStatus.PENDING, attempts=0, max_attempts=max_attempts(),
+        created_at=now, rate_slot=False)
 
 
 def sequence_key(event: Event) -> str:
@@ -72,17 +92,44 @@ class FanOut:
         apps = frozenset(await self.visibility.audience(event))
         if not apps:
             return []
-        body = message(event)
+        # One body text and one message id per event, the same objects in every row.
+        body, message_id, kind = message_text(event), f"msg_{event.id.hex}", event.type
         return [
             {"id": uuid7(), "endpoint_id": endpoint.id, "app_id": endpoint.app_id,
-             "event_id": event.id, "type": event.type, "message_id": f"msg_{event.id.hex}",
-             "payload": body, "status": DeliveryStatus.PENDING, "attempts": 0,
-             "max_attempts": max_attempts(), "created_at": now, "rate_slot": False,
+             "event_id": event.id, "type": kind, "message_id": message_id, "payload": body,
              # An ordered endpoint's wait in their line, parked until released.
              "next_attempt_at": None if endpoint.ordered else now,
              "sequence_key": sequence_key(event) if endpoint.ordered else None}
-            for endpoint in await self.endpoints(apps) if event.type in endpoint.events
+            for endpoint in await self.endpoints(apps) if kind in endpoint.events
         ]
+
+
+async def _insert(session: AsyncSession, rows: list[dict], now: datetime) -> None:
+    """Write a batch's deliveries: on PostgreSQL one INSERT of arrays (each event's id,
+    type, message id and body once, however many endpoints receive it), elsewhere one
+    executemany."""
+    dialect = session.get_bind().dialect.name
+    if dialect != "postgresql":
+        await session.exec(_insert_deliveries(dialect, now), params=rows)
+        return
+    events: dict[uuid.UUID, int] = {}
+    event_columns: tuple[list, list, list, list] = ([], [], [], [])
+    for row in rows:
+        if row["event_id"] not in events:
+            events[row["event_id"]] = len(events) + 1  # unnest's ordinality counts from 1
+            for column, key in zip(event_columns, ("event_id", "type", "message_id",
+                                                   "payload"), strict=True):
+                column.append(row[key])
+    event_id, kind, message_id, payload = event_columns
+    await session.exec(arrays.INSERT_DELIVERIES, params={  # type: ignore[call-overload]
+        "id": [r["id"] for r in rows], "endpoint_id": [r["endpoint_id"] for r in rows],
+        "app_id": [r["app_id"] for r in rows], "event": [events[r["event_id"]] for r in rows],
+        "next_attempt_at": [r["next_attempt_at"] for r in rows],
+        "sequence_key": [r["sequence_key"] for r in rows],
+        "event_id": event_id, "type": kind, "message_id": message_id, "payload": payload,
+        # The enum's value: psycopg would write an Enum's name.
+        "status": DeliveryStatus.PENDING.value, "max_attempts": max_attempts(),
+        "created_at": now})
 
 
 async def relay_events(session: AsyncSession, limit: int | None = None
@@ -105,9 +152,7 @@ async def relay_events(session: AsyncSession, limit: int | None = None
         fan_out.events[event.id] = event
         rows += await fan_out.rows(event, now)
     if rows:
-        # One executemany; on the table (Core), so a parked row's None is stored as NULL
-        # rather than replaced by the column's default.
-        await session.exec(insert(DELIVERIES), params=rows)
+        await _insert(session, rows, now)
         # The new head of a line that had none goes now (its own statement per line:
         # only ordered endpoints' deliveries have one).
         await lines.release(session, {(r["endpoint_id"], r["sequence_key"]) for r in rows

@@ -31,16 +31,16 @@ from typing import Any
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import exists, func, or_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Table, Text, cast, exists, func, or_
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.sync.events.relay import FanOut
-from services.sync.webhooks import lines, schedule
+from services.sync.webhooks import arrays, lines, schedule
 from services.sync.webhooks.announce import announce_disabled
+from services.sync.webhooks.arrays import among
 from services.sync.webhooks.sender import MAX_ERROR, Outcome, Sender
 from services.sync.webhooks.service import set_status
 from services.sync.webhooks.signing import private_key, secret_key, signed_headers
@@ -70,9 +70,13 @@ from shared.vault.columns import (
 log = structlog.get_logger("koppel.webhooks")
 SEND_TIMEOUT_S = 10.0
 D = WebhookDelivery
+DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[attr-defined]
+ATTEMPTS: Table = WebhookAttempt.__table__  # type: ignore[attr-defined]
 
+# The payload as the JSON text stored (not parsed into a dict per delivery: see _body).
 _RETURNED = (col(D.id), col(D.endpoint_id), col(D.app_id), col(D.event_id), col(D.type),
-             col(D.message_id), col(D.payload), col(D.attempts), col(D.sequence_key))
+             col(D.message_id), cast(D.payload, Text).label("payload"), col(D.attempts),
+             col(D.sequence_key))
 EARLIER = aliased(WebhookDelivery)
 Row = Any  # a row of (id, endpoint_id, attempts)
 
@@ -107,6 +111,12 @@ class Attempt:
         if self.outcome is None:
             raise RuntimeError(f"delivery {self.delivery_id} attempt {self.attempt} was not sent")
         return self.outcome
+
+
+def _body(text: str) -> bytes:
+    """The bytes sent for a stored payload: its JSON, compact. Computed once per distinct
+    payload of a claim (an event's deliveries share one), the same bytes for each."""
+    return json.dumps(json.loads(text), separators=(",", ":")).encode()
 
 
 def _finished(status: DeliveryStatus, error: str | None) -> dict:
@@ -218,8 +228,9 @@ async def _claim(runtime: Runtime, session: AsyncSession, conditions: list, limi
     ids = await _throttle(runtime, session, due, endpoints)
     if not ids:
         return [], len(due)
+    dialect = session.get_bind().dialect.name
     claimed = (await session.exec(
-        update(D).where(col(D.id).in_(ids), *conditions)
+        update(DELIVERIES).where(among(col(D.id), ids, dialect), *conditions)
         .values(attempts=D.attempts + 1,
                 next_attempt_at=now + timedelta(seconds=schedule.ATTEMPT_LEASE_S),
                 last_attempt_at=now, rate_slot=False)
@@ -234,6 +245,7 @@ async def _claim(runtime: Runtime, session: AsyncSession, conditions: list, limi
             select(Event).where(col(Event.id).in_(event_ids)))).all())
     visible = known.visibility
     keys: dict[uuid.UUID, Keys | None] = {}
+    bodies: dict[str, bytes] = {}
     ready: list[Attempt] = []
     settle: dict[uuid.UUID, dict] = {}
     for row in claimed:
@@ -257,7 +269,9 @@ async def _claim(runtime: Runtime, session: AsyncSession, conditions: list, limi
                                            "the endpoint's secret cannot be read")
                 settle[row.id]["attempts"] = row.attempts  # as before: counted
                 continue
-            body = json.dumps(row.payload, separators=(",", ":")).encode()
+            body = bodies.get(row.payload)
+            if body is None:
+                body = bodies[row.payload] = _body(row.payload)
             ready.append(Attempt(row.id, row.attempts, row.message_id, endpoint.url, body,
                                  signing, getattr(event, "request_id", None),
                                  _line(row)))
@@ -376,18 +390,17 @@ async def record_in(session: AsyncSession, attempts: list[Attempt]) -> None:
     if not attempts:
         await lines.release(session, waiting)
         return
-    await session.exec(_insert_new_attempts(session), params=[{
-        "id": uuid7(), "delivery_id": a.delivery_id, "attempt": a.attempt,
-        "started_at": a.started, "duration_ms": a.result.duration_ms,
-        "status_code": a.result.status_code, "succeeded": a.result.succeeded,
-        "error": a.result.error} for a in attempts])
+    dialect = session.get_bind().dialect.name
+    await _insert_attempts(session, dialect, attempts)
     succeeded: dict[tuple[int, int | None], list[uuid.UUID]] = defaultdict(list)
     for a in attempts:
         if a.result.succeeded:
             succeeded[(a.attempt, a.result.status_code)].append(a.delivery_id)
     for (number, code), ids in succeeded.items():
-        # Only where this attempt is still the latest (it did not outlive its lease).
-        await session.exec(update(D).where(col(D.id).in_(ids), col(D.attempts) == number)
+        # Only where this attempt is still the latest (it did not outlive its lease). On
+        # the table: no delivery of these is loaded in the session, nothing to refresh.
+        await session.exec(update(DELIVERIES).where(among(col(D.id), ids, dialect),
+                                           col(D.attempts) == number)
                            .values(last_status_code=code,
                                    **_finished(DeliveryStatus.SUCCEEDED, None)))
     for a in attempts:
@@ -403,11 +416,13 @@ async def _unrecorded(session: AsyncSession, attempts: list[Attempt]) -> list[At
     endpoint or a sandbox deleted while the send was in flight takes its deliveries
     with it) and whose result is not recorded yet (a commit whose reply was lost)."""
     A = WebhookAttempt
+    dialect = session.get_bind().dialect.name
     rows = (await session.exec(
         select(D.id, A.attempt)
         .outerjoin(A, (col(A.delivery_id) == D.id)
-                   & col(A.attempt).in_({a.attempt for a in attempts}))
-        .where(col(D.id).in_({a.delivery_id for a in attempts}))
+                   & among(col(A.attempt), {a.attempt for a in attempts}, dialect,
+                           integers=True))
+        .where(among(col(D.id), {a.delivery_id for a in attempts}, dialect))
         .order_by(col(D.id)).with_for_update(key_share=True, of=D))).all()
     alive = {delivery_id for delivery_id, _ in rows}
     done = {(delivery_id, number) for delivery_id, number in rows if number is not None}
@@ -419,12 +434,27 @@ async def _unrecorded(session: AsyncSession, attempts: list[Attempt]) -> list[At
     return kept
 
 
-def _insert_new_attempts(session: AsyncSession) -> Any:
-    """INSERT of attempt rows that leaves an (delivery, attempt) already written alone."""
-    dialect = session.get_bind().dialect.name
-    insert_of = pg_insert if dialect == "postgresql" else sqlite_insert
-    return insert_of(WebhookAttempt).on_conflict_do_nothing(
-        index_elements=["delivery_id", "attempt"])
+async def _insert_attempts(session: AsyncSession, dialect: str, attempts: list[Attempt]
+                           ) -> None:
+    """Write the attempt rows, leaving an (delivery, attempt) already written alone: on
+    PostgreSQL one INSERT of a column array each, elsewhere one executemany."""
+    if dialect == "postgresql":
+        await session.exec(arrays.INSERT_ATTEMPTS, params={  # type: ignore[call-overload]
+            "id": [uuid7() for _ in attempts],
+            "delivery_id": [a.delivery_id for a in attempts],
+            "attempt": [a.attempt for a in attempts],
+            "started_at": [a.started for a in attempts],
+            "duration_ms": [a.result.duration_ms for a in attempts],
+            "status_code": [a.result.status_code for a in attempts],
+            "succeeded": [a.result.succeeded for a in attempts],
+            "error": [a.result.error for a in attempts]})
+        return
+    await session.exec(sqlite_insert(ATTEMPTS).on_conflict_do_nothing(
+        index_elements=["delivery_id", "attempt"]), params=[{
+            "id": uuid7(), "delivery_id": a.delivery_id, "attempt": a.attempt,
+            "started_at": a.started, "duration_ms": a.result.duration_ms,
+            "status_code": a.result.status_code, "succeeded": a.result.succeeded,
+            "error": a.result.error} for a in attempts])
 
 
 async def send_all(sender: Sender, attempts: list[Attempt]) -> None:

@@ -10,6 +10,7 @@ followed. Pooled keep-alive connections were opened to checked addresses only.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from datetime import UTC
@@ -65,6 +66,12 @@ def _outcome(status: int, headers) -> Outcome:
     return outcome
 
 
+@functools.lru_cache(maxsize=8)
+def _timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """One (immutable) ClientTimeout per value, not one per send."""
+    return aiohttp.ClientTimeout(total=seconds)
+
+
 class Sender:
     """Posts signed bodies for one worker process (open it once, close it at shutdown)."""
 
@@ -111,7 +118,7 @@ class Sender:
             pins.pin(target)
             async with session.post(target.url, data=body, headers=headers,
                                     allow_redirects=False,
-                                    timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                                    timeout=_timeout(timeout)) as response:
                 await response.content.read(MAX_BODY)
                 outcome = _outcome(response.status, response.headers)
         except ssrf.UnsafeURL as exc:

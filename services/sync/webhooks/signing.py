@@ -4,7 +4,6 @@ Ed25519 key pairs (`whpk_` public keys) and `v1a,` signatures."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import secrets
 
@@ -55,26 +54,36 @@ def _signed(message_id: str, timestamp: int, body: bytes) -> bytes:
 
 def signature(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
     """`v1,` + base64 HMAC-SHA256 over `id.timestamp.body`."""
-    mac = hmac.new(key, _signed(message_id, timestamp, body), hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
+    return _hmac_signature(key, _signed(message_id, timestamp, body))
+
+
+def _hmac_signature(key: bytes, signed: bytes) -> str:
+    # hmac.digest: OpenSSL's one-shot HMAC, no Python HMAC object per message.
+    return "v1," + base64.b64encode(hmac.digest(key, signed, "sha256")).decode()
 
 
 def asymmetric_signature(key: Ed25519PrivateKey, message_id: str, timestamp: int,
                          body: bytes) -> str:
     """`v1a,` + base64 Ed25519 signature over `id.timestamp.body`."""
-    return "v1a," + base64.b64encode(key.sign(_signed(message_id, timestamp, body))).decode()
+    return _ed25519_signature(key, _signed(message_id, timestamp, body))
+
+
+def _ed25519_signature(key: Ed25519PrivateKey, signed: bytes) -> str:
+    return "v1a," + base64.b64encode(key.sign(signed)).decode()
 
 
 def signed_headers(message_id: str, timestamp: int, body: bytes, keys: list[bytes],
                    ed25519_keys: list[Ed25519PrivateKey] | tuple = ()) -> dict[str, str]:
     """The three Standard Webhooks headers; one signature per key (the secrets' decoded
-    HMAC keys or the Ed25519 private keys: two during a rotation's overlap)."""
-    signatures = [signature(key, message_id, timestamp, body) for key in keys]
-    signatures += [asymmetric_signature(key, message_id, timestamp, body)
-                   for key in ed25519_keys]
+    HMAC keys or the Ed25519 private keys: two during a rotation's overlap). The signed
+    bytes are put together once for all of them."""
+    stamp = str(timestamp)
+    signed = f"{message_id}.{stamp}.".encode() + body
+    signatures = [_hmac_signature(key, signed) for key in keys]
+    signatures += [_ed25519_signature(key, signed) for key in ed25519_keys]
     return {
         "webhook-id": message_id,
-        "webhook-timestamp": str(timestamp),
+        "webhook-timestamp": stamp,
         "webhook-signature": " ".join(signatures),
         "content-type": "application/json",
         "user-agent": "Koppel-Webhooks/1",
