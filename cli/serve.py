@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 from enum import StrEnum
+from importlib import import_module
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -74,6 +75,24 @@ def app_factory(service: Service) -> str:
     return f"services.{service.value}.app:create_app"
 
 
+def freeze_startup() -> None:
+    """Freeze what start-up made out of the garbage collector's generations. It lives as
+    long as the process (~170,000 objects: modules, models, mappers, the app's routes),
+    and each full collection that a stream of requests or deliveries sets off would walk
+    it again (50 to 75 ms each on the bench machine; docs/performance.md)."""
+    gc.collect()
+    gc.freeze()
+
+
+def built_app(service: Service) -> object:
+    """The service's app, built before uvicorn starts so that `freeze_startup` covers
+    it (its lifespan still runs under uvicorn)."""
+    module, _, factory = app_factory(service).partition(":")
+    app = getattr(import_module(module), factory)()
+    freeze_startup()
+    return app
+
+
 @handle_errors
 def serve(
     service: Annotated[Service, typer.Argument(help="Which service to run.")],
@@ -90,8 +109,7 @@ def serve(
     import uvicorn
 
     uvicorn.run(
-        app_factory(service),
-        factory=True,
+        built_app(service),  # type: ignore[arg-type]
         host=host,
         port=port or default_port(settings, service),
         proxy_headers=False,  # uvicorn would trust 127.0.0.1 (FORWARDED_ALLOW_IPS)
@@ -122,12 +140,7 @@ def worker(
         configure_logging(settings, "worker")
         if metrics_port is not None:
             serve_worker_metrics(metrics_port)
-        # What start-up imported (~170,000 objects: modules, models, mappers) lives as
-        # long as the process: frozen out of the collector's generations, it is not walked
-        # again by each full collection that a stream of deliveries sets off (50 to 75 ms
-        # each on the bench machine; docs/performance.md, webhook deliveries).
-        gc.collect()
-        gc.freeze()
+        freeze_startup()
         build_worker(settings, burst=burst, job_completion_wait=WORKER_DRAIN_S).run()
 
 
