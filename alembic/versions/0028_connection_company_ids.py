@@ -17,6 +17,12 @@ a bulk seed, a test fixture):
   once take turns, and the second reads what the first committed (READ COMMITTED; under
   REPEATABLE READ the second fails to serialize instead of writing a stale copy).
 - SQLite: row-level triggers (it has no others, and one writer at a time).
+- Both: an UPDATE that sets the column itself (a stale ORM value flushed, a hand-written
+  statement) gets the value recomputed from the rows instead (PostgreSQL: a BEFORE
+  trigger, skipped for the triggers' own updates; SQLite: an AFTER trigger that stops
+  once the value is right). A connection is inserted before its rows (their foreign
+  key): it is inserted with none (the model's default), or, in a bulk seed, with the
+  rows' value, which their insert then recomputes.
 
 Existing rows are filled from `connection_companies`. The column's representation is
 shared/db/types.py `UUIDList` (uuid[]; JSON on SQLite).
@@ -56,6 +62,23 @@ END
 $$
 """
 
+GUARD = "connection_company_ids_kept"
+POSTGRES_GUARD = f"""
+CREATE FUNCTION {GUARD}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.company_ids := coalesce((SELECT array_agg(company_id ORDER BY company_id)
+                                 FROM connection_companies
+                                 WHERE connection_id = NEW.id), '{{}}');
+    RETURN NEW;
+END
+$$
+"""
+# Only for statements of the application (depth 0): the sync trigger's own UPDATE (at
+# depth 1) has just computed the value.
+POSTGRES_GUARD_TRIGGER = (
+    f"CREATE TRIGGER connections_company_ids_kept BEFORE UPDATE OF company_ids ON "
+    f"connections FOR EACH ROW WHEN (pg_trigger_depth() < 1) EXECUTE FUNCTION {GUARD}()")
+
 # (trigger, event, the transition table it reads as `changed`)
 POSTGRES_TRIGGERS = [
     ("connection_companies_inserted", "INSERT", "NEW"),
@@ -89,6 +112,14 @@ SQLITE_TRIGGERS = [
                                                 _sqlite_recompute("NEW.connection_id")]),
 ]
 
+_SQLITE_VALUE = """(SELECT json_group_array(company_id) FROM (
+    SELECT company_id FROM connection_companies
+    WHERE connection_id = NEW.id ORDER BY company_id))"""
+SQLITE_GUARD_TRIGGER = (
+    "CREATE TRIGGER connections_company_ids_kept AFTER UPDATE OF company_ids ON connections "
+    f"WHEN NEW.company_ids IS NOT {_SQLITE_VALUE} "
+    f"BEGIN UPDATE connections SET company_ids = {_SQLITE_VALUE} WHERE id = NEW.id; END")
+
 SQLITE_BACKFILL = """
 UPDATE connections SET company_ids = (
     SELECT json_group_array(company_id) FROM (
@@ -116,19 +147,25 @@ def upgrade() -> None:
             op.execute(f"CREATE TRIGGER {name} AFTER {event} ON connection_companies "
                        f"REFERENCING {table} TABLE AS changed FOR EACH STATEMENT "
                        f"EXECUTE FUNCTION {FUNCTION}()")
+        op.execute(POSTGRES_GUARD)
+        op.execute(POSTGRES_GUARD_TRIGGER)
     else:
         op.execute(SQLITE_BACKFILL)
         for name, event, body in SQLITE_TRIGGERS:
             op.execute(f"CREATE TRIGGER {name} AFTER {event} ON connection_companies "
                        f"BEGIN {' '.join(body)} END")
+        op.execute(SQLITE_GUARD_TRIGGER)
 
 
 def downgrade() -> None:
     if _postgres():
+        op.execute("DROP TRIGGER connections_company_ids_kept ON connections")
+        op.execute(f"DROP FUNCTION {GUARD}()")
         for name, _, _ in POSTGRES_TRIGGERS:
             op.execute(f"DROP TRIGGER {name} ON connection_companies")
         op.execute(f"DROP FUNCTION {FUNCTION}()")
     else:
+        op.execute("DROP TRIGGER connections_company_ids_kept")
         for name, _, _ in SQLITE_TRIGGERS:
             op.execute(f"DROP TRIGGER {name}")
     op.drop_column("connections", "company_ids")  # ALTER TABLE on SQLite too (see above)

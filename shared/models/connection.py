@@ -70,11 +70,11 @@ class Connection(SQLModel, table=True):
     approved_by: str | None = Field(default=None, max_length=200)
     # The companies the connection covers, sorted: a copy of its `connection_companies`
     # rows, which stay the source of truth (coverage, the data API, exposure) and which
-    # the registry's CSV export would otherwise aggregate per row. Kept by the database:
-    # triggers on `connection_companies` (migration 0028) rewrite it whenever those rows
-    # change, in the same transaction. Never set it (but for a bulk insert that writes
-    # the rows just after); in a session that changed the rows, the loaded value is the
-    # one from before the change.
+    # the registry's CSV export would otherwise aggregate per row. Kept by the database
+    # (migration 0028): triggers on `connection_companies` rewrite it whenever those rows
+    # change, in the same transaction, and an UPDATE that sets it gets the rows' value
+    # instead. Do not set it (a bulk insert may, with the value of the rows it inserts
+    # next); in a session that changed the rows, the loaded value is the one from before.
     company_ids: list[uuid.UUID] = Field(default_factory=list, sa_type=UUIDList,
                                          nullable=False)
 

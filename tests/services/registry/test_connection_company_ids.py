@@ -1,7 +1,8 @@
 """`connections.company_ids` (migration 0028) equals the connection's
 `connection_companies` rows after every act that writes them: a first consent, a
 consent that adds a company, narrowing to the user's reach, a revocation, and plain
-SQL on the rows (insert, update, delete, the connection deleted); on PostgreSQL also
+SQL on the rows (insert, update, delete, the connection deleted) and on the column
+itself; on PostgreSQL also
 two transactions adding a company to one connection at once. (The database fixtures
 check the same at the end of every test: tests/fixtures/company_copy.py.)"""
 
@@ -90,6 +91,13 @@ async def test_the_column_follows_every_act(client: httpx.AsyncClient, world: Wo
     with world.sessions() as session:
         session.exec(update(LINKS).where(LINKS.c.connection_id == connection_id,
                                          LINKS.c.company_id == c2).values(company_id=other))
+        session.commit()
+    assert _column_and_rows(world, connection_id) == (sorted([c1, other]),) * 2
+    # The column itself written (a stale value flushed, a hand-written statement): the
+    # database puts the rows' value in its place.
+    with world.sessions() as session:
+        session.exec(update(table_of(Connection)).where(
+            table_of(Connection).c.id == connection_id).values(company_ids=[c2]))
         session.commit()
     assert _column_and_rows(world, connection_id) == (sorted([c1, other]),) * 2
     with world.sessions() as session:
