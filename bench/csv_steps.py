@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from itertools import pairwise
 from datetime import UTC, datetime
 
 from sqlalchemy import String, bindparam, case, cast, create_engine, func, literal, text
@@ -115,7 +116,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, stmt in statements(environment_id, datetime.now(UTC)).items():
                 started, count = time.perf_counter(), 0
-                for low, high in zip(bounds, bounds[1:], strict=False):
+                for low, high in pairwise(bounds):
                     with db.begin():
                         db.execute(select(*[func.set_config(k, v, True)
                                             for k, v in EXPORT_PLAN.items()]))
