@@ -17,8 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from itertools import pairwise
 from datetime import UTC, datetime
+from itertools import pairwise
+from typing import Any
 
 from sqlalchemy import String, bindparam, case, cast, create_engine, func, literal, text
 from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
@@ -50,7 +51,7 @@ def _cells(name: str):
 
 def _only(environment_id, step, join: bool = False):
     """A batch's lines of the id and `step` only (joined to the user with `join`)."""
-    stmt = select(col(Connection.id).label("key"), (  # type: ignore[call-overload]
+    stmt: Any = select(col(Connection.id).label("key"), (
         cast(col(Connection.id), String) + step + literal("\n", String)).label("line"))
     if join:
         stmt = stmt.join(User, col(User.id) == Connection.user_id)
@@ -61,7 +62,8 @@ def _only(environment_id, step, join: bool = False):
 
 
 def statements(environment_id, now: datetime) -> dict:
-    repo = OverviewRepository(None)  # type: ignore[arg-type] - builds statements only
+    # Only builds statements: no session.
+    repo = OverviewRepository(None)  # type: ignore[arg-type]
     rows = repo._export_rows(environment_id, OverviewFilter(), "created_at", now, now)
     company = col(ConnectionCompany.company_id)
     aggregate = func.array_to_string(func.array(
