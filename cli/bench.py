@@ -30,6 +30,7 @@ from cli.context import engine_for, load_settings
 from cli.db import check_migrated
 from cli.output import CliError, emit_json, handle_errors, stderr
 from shared.db.base import table_of
+from shared.db.types import UUIDList
 from shared.models import (
     App,
     Company,
@@ -94,9 +95,11 @@ class Writer:
             self.conn.execute(table.insert(), rows)
             return
         columns = list(rows[0])
+        arrays = {c for c in columns if isinstance(table.c[c].type, UUIDList)}
         buffer = io.StringIO()
         for row in rows:
-            buffer.write("\t".join(_copy_cell(row[c]) for c in columns))
+            buffer.write("\t".join(_copy_array(row[c]) if c in arrays else _copy_cell(row[c])
+                                   for c in columns))
             buffer.write("\n")
         raw = self.conn.connection.driver_connection
         if raw is None:
@@ -117,6 +120,11 @@ def _copy_cell(value: Any) -> str:
     if isinstance(value, list | dict):
         return json.dumps(value).replace("\\", "\\\\")
     return str(value)
+
+
+def _copy_array(value: list[uuid.UUID]) -> str:
+    """A list of UUIDs as a PostgreSQL array literal (COPY's text format)."""
+    return "{" + ",".join(str(v) for v in value) + "}"
 
 
 def _zipf_cumulative(n: int, exponent: float = 0.9) -> list[float]:
@@ -276,7 +284,11 @@ def seed(conn: DbConnection, name: str, count: int, rng: random.Random) -> Seede
                          "last_used_at": last_used, "expires_at": expires,
                          "scope_used_at": scope_used})
             reach = user_reach[u]
-            for company_id in rng.sample(reach, min(len(reach), 1 + rng.randrange(2))):
+            covered = rng.sample(reach, min(len(reach), 1 + rng.randrange(2)))
+            # Written with the row, equal to its links: their insert then finds nothing
+            # to change (the triggers of migration 0028 would otherwise update each row).
+            rows[-1]["company_ids"] = sorted(covered)
+            for company_id in covered:
                 link_rows.append({"connection_id": connection_id, "company_id": company_id})
         rows.sort(key=lambda r: r["id"])
         writer.write(table_of(Connection), rows)

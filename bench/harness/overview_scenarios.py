@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 
 import aiohttp
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlmodel import select
 
 from bench.harness import infra
-from bench.harness.common import KOPPEL, percentile, say
+from bench.harness.common import KOPPEL, ROOT, percentile, say
 from bench.harness.context import Ctx, url
 from bench.harness.procs import Proc
 from bench.overview_bench import PATH, exposure_subjects, prepare
@@ -24,7 +26,8 @@ from shared.config import Settings
 from shared.db import create_sync_engine, sync_session_factory
 from shared.models import SigningKey
 
-DATABASE = "koppel_bench_overview"
+# Another name (KOPPEL_BENCH_OVERVIEW_DB) keeps a second million-row database beside it.
+DATABASE = os.environ.get("KOPPEL_BENCH_OVERVIEW_DB", "koppel_bench_overview")
 ENVIRONMENT = "Bench 1M"
 SEED_VERSION = 2  # 2: expires_at and scope_used_at seeded
 PAGE_REQUESTS = 100
@@ -33,9 +36,13 @@ CSV_TIMEOUT_S = float(os.environ.get("BENCH_CSV_TIMEOUT", "180"))
 
 def ensure_seeded(ctx: Ctx, connections: int) -> tuple[dict[str, str], Path]:
     """The overview database, seeded with `connections` unless already so (the marker is a
-    comment on the database; the key ring that signed it lives in var/bench/overview)."""
+    comment on the database; the key ring that signed it lives in var/bench/overview). The
+    marker names the schema head: a database seeded before a migration is seeded again,
+    not migrated (a migration's backfill would leave the tables bloated and unanalysed,
+    and the figures not comparable)."""
     var = ctx.var / "overview"
-    marker = f"koppel-bench overview v{SEED_VERSION}: {connections} connections, seed 1"
+    marker = (f"koppel-bench overview v{SEED_VERSION}: {connections} connections, seed 1, "
+              f"schema {_schema_head()}")
     env = ctx.env(infra.database_url(DATABASE), var)
     key_file = Settings(_env_file=None, var_dir=var).key_file
     if infra.database_comment(DATABASE) == marker and key_file.exists():
@@ -54,6 +61,12 @@ def ensure_seeded(ctx: Ctx, connections: int) -> tuple[dict[str, str], Path]:
     infra.analyze_database(DATABASE)
     infra.set_database_comment(DATABASE, marker)
     return env, var
+
+
+def _schema_head() -> str:
+    """The newest migration's revision."""
+    config = Config(str(ROOT / "alembic.ini"))
+    return ScriptDirectory.from_config(config).get_current_head() or "none"
 
 
 def _ensure_signing_key(settings: Settings) -> None:

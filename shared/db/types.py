@@ -8,7 +8,8 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime
+from sqlalchemy import JSON, DateTime, Uuid
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import TypeDecorator
 
 
@@ -34,6 +35,30 @@ class UTCDateTime(TypeDecorator):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class UUIDList(TypeDecorator):
+    """A list of UUIDs: `uuid[]` on PostgreSQL; on SQLite a JSON array of the ids as
+    SQLite stores a UUID column (32 hex digits), which is what `json_group_array` over
+    such a column writes (the triggers of migration 0028 do)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(ARRAY(Uuid()))
+        return dialect.type_descriptor(JSON())
+
+    def process_bind_param(self, value: list[uuid.UUID] | None, dialect) -> list | None:
+        if value is None:
+            return None
+        return list(value) if dialect.name == "postgresql" else [v.hex for v in value]
+
+    def process_result_value(self, value: list | None, dialect) -> list[uuid.UUID] | None:
+        if value is None:
+            return None
+        return [v if isinstance(v, uuid.UUID) else uuid.UUID(v) for v in value]
 
 
 def utcnow() -> datetime:

@@ -7,6 +7,7 @@ from enum import StrEnum
 from sqlalchemy import Index, String, text
 from sqlmodel import Field, SQLModel
 
+from shared.db.types import UUIDList
 from shared.models._fields import id_field, json_field, timestamp_field
 
 
@@ -67,6 +68,15 @@ class Connection(SQLModel, table=True):
     # Who approved the consent request this connection was recorded for ("user:<id>");
     # None for a consent the user gave themselves (shared/policy/approvals.py).
     approved_by: str | None = Field(default=None, max_length=200)
+    # The companies the connection covers, sorted: a copy of its `connection_companies`
+    # rows, which stay the source of truth (coverage, the data API, exposure) and which
+    # the registry's CSV export would otherwise aggregate per row. Kept by the database
+    # (migration 0028): triggers on `connection_companies` rewrite it whenever those rows
+    # change, in the same transaction, and an UPDATE that sets it gets the rows' value
+    # instead. Do not set it (a bulk insert may, with the value of the rows it inserts
+    # next); in a session that changed the rows, the loaded value is the one from before.
+    company_ids: list[uuid.UUID] = Field(default_factory=list, sa_type=UUIDList,
+                                         nullable=False)
 
 
 def is_live(status: str, expires_at: datetime | None, now: datetime) -> bool:

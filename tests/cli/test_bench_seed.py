@@ -30,6 +30,10 @@ def test_seeds_n_consistent_connections(invoke: Invoke,
         apps = session.exec(select(App.id).where(col(App.first_party).is_(False))).all()
         links = session.exec(select(ConnectionCompany.connection_id, Company.debtor_id).join(
             Company, col(Company.id) == ConnectionCompany.company_id)).all()
+        covered: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for connection_id, company_id in session.exec(select(
+                ConnectionCompany.connection_id, ConnectionCompany.company_id)).all():
+            covered.setdefault(connection_id, []).append(company_id)
         accountant = session.get(User, uuid.UUID(document["accountant_id"]))
         assert session.exec(select(func.count()).select_from(App).where(
             App.client_id == document["first_party_client_id"],
@@ -40,6 +44,9 @@ def test_seeds_n_consistent_connections(invoke: Invoke,
     millis = [int(c.created_at.timestamp() * 1000) for c in sorted(rows, key=lambda c: c.id)]
     assert millis == sorted(millis)
     by_id = {c.id: c for c in rows}
+    # Each row carries its companies, sorted, as its links name them.
+    assert all(c.company_ids == sorted(covered.get(c.id, [])) for c in rows)
+    assert all(c.company_ids for c in rows)
     assert all(by_id[cid].debtor_id == debtor for cid, debtor in links)
     assert all(c.debtor_id == users[c.user_id].debtor_id for c in rows)
     statuses = Counter(c.status for c in rows)

@@ -64,18 +64,18 @@ class _Formatter:
 
     def lines(self, batch: ExportBatch) -> Iterator[str]:
         """One CSV line per row of the batch."""
-        companies = batch.companies
         app_cells, scope_cells_of = self.app_cells, self.scopes
         app_flags, limit = batch.app_flags, batch.expiring_limit or datetime.now(UTC)
         for row in batch.rows:
             (ident, app_id, user_id, debtor_id, scopes_json, status, created, last_used,
-             revoked, email, template, active, stale, expires) = row[:14]
-            company_ids = companies.get(ident, "") if companies is not None else row[14]
+             revoked, email, template, active, stale, expires, companies) = row
+            company_ids = companies if isinstance(companies, str) else " ".join(
+                map(str, companies))
             app = app_cells.get(app_id) or self._app(batch, app_id)
             scopes = scope_cells_of.get(scopes_json) or self._scopes(scopes_json)
             yield ",".join((
                 str(ident), *app, str(user_id), safe(email), str(template),
-                "false" if active else "true", str(debtor_id), company_ids or "", *scopes,
+                "false" if active else "true", str(debtor_id), company_ids, *scopes,
                 str(status), "true" if stale else "false", iso(created), iso(last_used),
                 iso(revoked), iso(expires),
                 " ".join(health.flags(status, expires_at=expires, unused=bool(stale),

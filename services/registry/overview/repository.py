@@ -322,8 +322,8 @@ class OverviewRepository:
         """Like `page`, but only the columns of the CSV export, as plain tuples:
         id, app_id, user_id, debtor_id, scopes (JSON text), status, created_at,
         last_used_at, revoked_at, the user's email, template and active flag, whether
-        the connection is stale, expires_at, and on PostgreSQL the sorted company ids,
-        space-separated.
+        the connection is stale, expires_at, and the sorted company ids (on PostgreSQL
+        space-separated, on SQLite as a list of UUIDs).
 
         Run on the Core connection (no ORM loading). PostgreSQL gives the ids as text and
         the timestamps already as the CSV writes them (`iso_text`), so no UUID or
@@ -338,13 +338,9 @@ class OverviewRepository:
             time(col(Connection.revoked_at)), col(User.email), col(User.template),
             col(User.active), stale_condition(now), time(col(Connection.expires_at)),
         ]
-        if pg:
-            company = col(ConnectionCompany.company_id)
-            columns.append(
-                select(func.string_agg(cast(company, String),
-                                       aggregate_order_by(literal(" "), company)))
-                .where(ConnectionCompany.connection_id == Connection.id)
-                .scalar_subquery())
+        # The company ids, from the connection row (shared/models/connection.py): on
+        # PostgreSQL as the CSV cell, on SQLite as the list.
+        columns.append(self._company_text() if pg else col(Connection.company_ids))
         stmt = (
             select(*columns)
             .join(User, col(User.id) == Connection.user_id)
@@ -358,13 +354,13 @@ class OverviewRepository:
                 break
         return rows
 
-    def _company_text(self):
-        """The connection's company ids, sorted, space-separated (an ARRAY sub-select
-        reads them in index order, cheaper than an ordered string_agg)."""
-        company = col(ConnectionCompany.company_id)
-        ids = (select(company).where(ConnectionCompany.connection_id == Connection.id)
-               .order_by(company).scalar_subquery())
-        return func.array_to_string(func.array(ids), literal(" ", String), type_=String)
+    @staticmethod
+    def _company_text():
+        """The connection's company ids, sorted, space-separated: its `company_ids`
+        column (kept equal to its `connection_companies` rows by the database), not an
+        aggregate of those rows."""
+        return func.array_to_string(col(Connection.company_ids), literal(" ", String),
+                                    type_=String)
 
     def _export_rows(self, environment_id: uuid.UUID, flt: OverviewFilter, sort: str,
                      now: datetime, expiring_limit: datetime):
@@ -506,18 +502,6 @@ class OverviewRepository:
             every * count).subquery()
         found = select(rows.c.id).where(rows.c.n % every == 0).order_by(rows.c.n)
         return list((await self.session.exec(found)).all())
-
-    async def company_texts(self, connection_ids: list) -> dict[Any, str]:
-        """Each connection's company ids, sorted, space-separated (SQLite; PostgreSQL
-        gets them in `export_batch`'s last column)."""
-        if not connection_ids:
-            return {}
-        stmt = select(ConnectionCompany.connection_id, ConnectionCompany.company_id).where(
-            col(ConnectionCompany.connection_id).in_(connection_ids))
-        found: dict[Any, list[str]] = {}
-        for connection_id, company_id in (await self.session.exec(stmt)).all():
-            found.setdefault(connection_id, []).append(str(company_id))
-        return {k: " ".join(sorted(v)) for k, v in found.items()}
 
     async def apps(self, app_ids: list) -> list[tuple]:
         """id (as `export_batch` gives it), client_id, name, publisher and status (for

@@ -63,12 +63,11 @@ SAMPLE_SIZE = 10
 
 @dataclass
 class ExportBatch:
-    """Rows of `OverviewRepository.export_batch`, the company ids of each by row id
-    (None when the rows carry them) and the apps seen so far (id -> client_id, name,
-    publisher). On PostgreSQL instead `text`: the batch's CSV lines, made by the database."""
+    """Rows of `OverviewRepository.export_batch` and the apps seen so far (id ->
+    client_id, name, publisher). On PostgreSQL instead `text`: the batch's CSV lines,
+    made by the database."""
 
     rows: list[tuple]
-    companies: dict[Any, str] | None
     apps: dict[Any, tuple[str, str, str | None]]
     text: ExportText | None = None
     # The app-wide health flags of the apps seen so far (id -> flags), and
@@ -185,9 +184,6 @@ async def row_batches(session_factory, environment_id: uuid.UUID, query: Overvie
                                            batch, now)
             if not rows:
                 return
-            # PostgreSQL reads the company ids with the rows; SQLite here.
-            companies = None if len(rows[0]) > 14 else await repo.company_texts(
-                [r[0] for r in rows])
             missing = {r[1] for r in rows} - apps.keys()
             if missing:
                 statuses = {}
@@ -199,7 +195,7 @@ async def row_batches(session_factory, environment_id: uuid.UUID, query: Overvie
                 for app_id in missing:
                     app_flags[app_id] = found_flags.get(_uuid(app_id), [])
         # The session is closed before a slow reader takes the batch.
-        yield ExportBatch(rows, companies, apps, app_flags=app_flags,
+        yield ExportBatch(rows, apps, app_flags=app_flags,
                           expiring_limit=expiring_limit)
         last = rows[-1]
         last_id = last[0] if isinstance(last[0], uuid.UUID) else uuid.UUID(last[0])
@@ -211,7 +207,7 @@ async def row_batches(session_factory, environment_id: uuid.UUID, query: Overvie
         position = (value, last_id)
         if len(rows) < batch:
             return
-        del rows, companies  # before the next batch is read: one batch in memory at once
+        del rows  # before the next batch is read: one batch in memory at once
 
 
 def _uuid(value: Any) -> uuid.UUID:
@@ -259,7 +255,7 @@ async def _postgres_batches(session_factory, environment_id: uuid.UUID, query: O
                 found = await repo.export_text(environment_id, query, query.sort, after,
                                                limit, now, cells, upto=upto)
                 if not (found.missing_apps or found.missing_scopes):
-                    return ExportBatch([], None, {}, text=found)
+                    return ExportBatch([], {}, text=found)
                 # Apps and scope lists not met before: their cells, then the batch again.
                 # (At most two per row: a batch always fits after a fresh start.)
                 if len(cells.apps) + len(cells.scopes) + len(found.missing_apps) + \
