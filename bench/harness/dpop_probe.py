@@ -190,15 +190,14 @@ async def _reset_limits(redis: Any) -> None:
 async def dpop(seconds: float, input_path: str) -> dict[str, float]:
     """CPU microseconds per call of bearer and DPoP reads through the sync app, and
     the difference (`added_us`)."""
-    from services.sync.app import create_app
-    from shared.config import Settings
+    from cli.serve import Service, built_app
 
     data = json.loads(Path(input_path).read_text())
     private = serialization.load_pem_private_key(data["key"].encode(), password=None)
     if not isinstance(private, ec.EllipticCurvePrivateKey):
         raise SystemExit("the DPoP key is not an EC key")
     key = EcKey(private=private)
-    app = create_app(Settings())
+    app: Any = built_app(Service.SYNC)  # as `koppel serve` builds it (start-up frozen)
     paths = [f"/v1/employees/{e}" for e in data["employees"]]
     bearer, bound = data["bearer"], data["dpop"]
     base = app.state.public_url.rstrip("/")
