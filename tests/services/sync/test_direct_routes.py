@@ -6,18 +6,20 @@ same policy, and leave input FastAPI refuses to FastAPI."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.orm import sessionmaker
-from sqlmodel import Session, select
+from sqlmodel import Session, delete, select
 
 from services.sync.app import create_app
 from services.sync.resources import employee_list, employee_read, employee_write, endpoints
 from shared.config import Settings
-from shared.models import Connection, ConnectionStatus, Employee, Event
+from shared.db.types import utcnow
+from shared.models import Connection, ConnectionCompany, ConnectionStatus, Employee, Event
 from shared.openapi import api_routes
 from shared.policy.dependency import route_operation
 from tests.fixtures import factories as f
@@ -245,3 +247,32 @@ def test_the_fast_paths_answer_by_the_rule_their_routes_declare(sync_app: FastAP
 @pytest.fixture
 def sync_app(settings: Settings) -> FastAPI:
     return create_app(settings)
+
+
+async def test_an_expired_or_narrowed_connection_is_refused_on_every_direct_route_at_once(
+    sync: Sync, tokens: Tokens, data: Data, committing_sessions: sessionmaker[Session],
+) -> None:
+    """Past its `expires_at` (before the worker's job marks it), with its write scope
+    taken away, or without its company: each direct route refuses on the next call."""
+    auth = tokens.connection(data.connection, data.app)
+    employee = f"/v1/employees/{data.employees[0].id}"
+    employees = f"/v1/companies/{data.companies[0].id}/employees"
+
+    async def answers() -> tuple[int, int, int]:
+        listed = await sync.client.get(employees, headers=auth)
+        fed = await sync.client.get("/v1/changes", headers=auth)
+        written = await sync.client.patch(employee, json={"first_name": "Els"}, headers=auth)
+        return listed.status_code, fed.status_code, written.status_code
+
+    assert await answers() == (200, 200, 200)
+    with committing_sessions() as session, session.begin():
+        session.get(Connection, data.connection.id).scopes = ["employee.info.read"]
+    assert await answers() == (200, 200, 403)  # narrowed to reading
+    with committing_sessions() as session, session.begin():
+        session.get(Connection, data.connection.id).scopes = ["employee.info"]
+        session.exec(delete(ConnectionCompany).where(
+            ConnectionCompany.connection_id == data.connection.id))
+    assert await answers() == (404, 200, 404)  # its company dropped
+    with committing_sessions() as session, session.begin():
+        session.get(Connection, data.connection.id).expires_at = utcnow() - timedelta(seconds=1)
+    assert await answers() == (401, 401, 401)  # past its expiry, still `active`
