@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     DateTime,
+    Row,
     String,
     and_,
     bindparam,
@@ -75,7 +76,7 @@ def nullable_sort(sort: str) -> NullableSort | None:
     return None
 
 
-def sort_value(connection: Connection, sort: str) -> datetime:
+def sort_value(connection: Connection | Row[*tuple[Any, ...]], sort: str) -> datetime:
     """The connection's position value in the sort order (`created_at` for id order)."""
     by = nullable_sort(sort)
     if by is None:
@@ -254,6 +255,39 @@ def keyset(stmt, sort: str, after: tuple[datetime, uuid.UUID] | None) -> list:
     return ordered
 
 
+# What a list row shows, in the order of `page_rows`' columns (the service unpacks them).
+PAGE_COLUMNS = (
+    "id", "app_id", "debtor_id", "scopes", "status", "created_at", "last_used_at",
+    "revoked_at", "expires_at", "scope_used_at", "approved_by", "revoked_by",
+    "revoke_reason", "app_client_id", "app_name", "app_publisher", "app_status", "user_id",
+    "user_email", "user_template", "user_active",
+)
+# Read as text: the JSON columns (parsed by the service, a scope list once per page), and
+# on PostgreSQL the ids but the app's (no UUID object built per value; the app's id is
+# what health.app_flags looks up).
+_JSON_TEXT = {"scopes", "scope_used_at"}
+_ID_TEXT = {"id", "debtor_id", "user_id"}
+
+
+def _page_columns(postgres: bool) -> list[Any]:
+    """`PAGE_COLUMNS` as the columns of the connection, its app and its user."""
+    columns = {
+        **{name: getattr(Connection, name) for name in PAGE_COLUMNS[:13]},
+        "app_client_id": App.client_id, "app_name": App.name, "app_publisher": App.publisher,
+        "app_status": App.status, "user_id": Connection.user_id, "user_email": User.email,
+        "user_template": User.template, "user_active": User.active,
+    }
+    found: list[Any] = []
+    for name in PAGE_COLUMNS:
+        column: Any = col(columns[name])
+        if name in _JSON_TEXT:
+            column = cast(column, String)
+        elif name in _ID_TEXT:
+            column = _as_text(column, postgres)
+        found.append(column.label(name))
+    return found
+
+
 @dataclass
 class ExportCells:
     """The CSV cells of the apps (id -> `client_id,name,publisher`) and scope lists
@@ -315,6 +349,47 @@ class OverviewRepository:
             if len(rows) >= limit:
                 break
         return rows
+
+    async def page_rows(self, environment_id: uuid.UUID, flt: OverviewFilter, sort: str,
+                        after: tuple[datetime, uuid.UUID] | None, limit: int, now: datetime,
+                        ) -> list[Row[*tuple[Any, ...]]]:
+        """Like `page`, but plain rows of what a list row shows (`PAGE_COLUMNS`, in that
+        order), run on the Core connection: no ORM objects are built. The JSON columns
+        come as their text; on PostgreSQL the ids but the app's as text too, and a last
+        column holds the connection's company ids, sorted, space-separated (a sub-select
+        per row, so the page is one statement); SQLite has no arrays:
+        `company_id_lists` reads them."""
+        columns = _page_columns(self._postgres)
+        if self._postgres:
+            columns.append(self._company_text().label("company_ids"))
+        stmt = (
+            select(*columns)
+            .join(App, col(App.id) == Connection.app_id)
+            .join(User, col(User.id) == Connection.user_id)
+            .where(Connection.environment_id == environment_id, *filter_conditions(flt, now))
+        )
+        connection = await self.session.connection()
+        rows: list = []
+        for part in keyset(stmt, sort, after):
+            rows += (await connection.execute(part.limit(limit - len(rows)))).all()
+            if len(rows) >= limit:
+                break
+        return rows
+
+    async def company_id_lists(self, connection_ids: list[uuid.UUID],
+                               ) -> dict[uuid.UUID, list[uuid.UUID]]:
+        """The companies of each connection (SQLite; PostgreSQL reads them with
+        `page_rows`), as plain rows."""
+        if not connection_ids:
+            return {}
+        stmt = select(col(ConnectionCompany.connection_id),
+                      col(ConnectionCompany.company_id)).where(
+            col(ConnectionCompany.connection_id).in_(connection_ids))
+        found: dict[uuid.UUID, list[uuid.UUID]] = {}
+        db = await self.session.connection()
+        for connection_id, company_id in (await db.execute(stmt)).all():
+            found.setdefault(connection_id, []).append(company_id)
+        return found
 
     async def export_batch(self, environment_id: uuid.UUID, flt: OverviewFilter, sort: str,
                            after: tuple[datetime, uuid.UUID] | None, limit: int,
