@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -288,6 +289,45 @@ def _page_columns(postgres: bool) -> list[Any]:
     return found
 
 
+def _page_select(environment_id: Any, flt: OverviewFilter, now: datetime, postgres: bool):
+    """The page's rows (`PAGE_COLUMNS`, and the companies on PostgreSQL), unordered."""
+    columns = _page_columns(postgres)
+    if postgres:
+        columns.append(OverviewRepository._company_text().label("company_ids"))
+    return (
+        select(*columns)
+        .join(App, col(App.id) == Connection.app_id)
+        .join(User, col(User.id) == Connection.user_id)
+        .where(Connection.environment_id == environment_id, *filter_conditions(flt, now))
+    )
+
+
+# The filters whose values a cached page statement takes as parameters (`f_<name>`),
+# and those that shape it; `stale` depends on the time, and a filter named in neither
+# (a new one) is never cached.
+_BOUND_FILTERS = ("app", "user", "debtor", "company", "status", "created_after",
+                  "created_before", "last_used_after", "last_used_before", "expires_before")
+_SHAPING_FILTERS = {"scope", "user_deactivated"}
+
+
+@lru_cache(maxsize=256)
+def _page_statement(sort: str, after: bool, bound: tuple[str, ...], scope: str | None,
+                    user_deactivated: bool | None, postgres: bool):
+    """A page in id order for one shape of query (its sort, whether it has a position,
+    which filters it gives, its scope and user_deactivated filters), built once: building
+    a statement and its cache key costs SQLAlchemy about as much as running it. Its
+    values are the parameters `environment_id`, `after_id`, `limit` and `f_<filter>`."""
+    # Parameters where the filter and the position hold values (the expressions take
+    # them as they take values; model_construct does not validate).
+    values: dict[str, Any] = {name: bindparam(f"f_{name}") for name in bound}
+    symbolic = OverviewFilter.model_construct(scope=scope, user_deactivated=user_deactivated,
+                                              **values)
+    stmt = _page_select(bindparam("environment_id"), symbolic, NEVER, postgres)
+    position: Any = (NEVER, bindparam("after_id")) if after else None
+    [part] = keyset(stmt, sort, position)
+    return part.limit(bindparam("limit"))
+
+
 @dataclass
 class ExportCells:
     """The CSV cells of the apps (id -> `client_id,name,publisher`) and scope lists
@@ -359,16 +399,20 @@ class OverviewRepository:
         column holds the connection's company ids, sorted, space-separated (a sub-select
         per row, so the page is one statement); SQLite has no arrays:
         `company_id_lists` reads them."""
-        columns = _page_columns(self._postgres)
-        if self._postgres:
-            columns.append(self._company_text().label("company_ids"))
-        stmt = (
-            select(*columns)
-            .join(App, col(App.id) == Connection.app_id)
-            .join(User, col(User.id) == Connection.user_id)
-            .where(Connection.environment_id == environment_id, *filter_conditions(flt, now))
-        )
+        postgres = self._postgres
+        given = {name for name in OverviewFilter.model_fields
+                 if getattr(flt, name) is not None}
         connection = await self.session.connection()
+        if nullable_sort(sort) is None and given <= {*_BOUND_FILTERS, *_SHAPING_FILTERS}:
+            bound = tuple(name for name in _BOUND_FILTERS if name in given)
+            params = {"environment_id": environment_id, "limit": limit,
+                      **{f"f_{name}": getattr(flt, name) for name in bound}}
+            if after is not None:
+                params["after_id"] = after[1]
+            return list((await connection.execute(_page_statement(
+                sort, after is not None, bound, flt.scope, flt.user_deactivated, postgres),
+                params)).all())
+        stmt = _page_select(environment_id, flt, now, postgres)
         rows: list = []
         for part in keyset(stmt, sort, after):
             rows += (await connection.execute(part.limit(limit - len(rows)))).all()
@@ -433,7 +477,8 @@ class OverviewRepository:
                 break
         return rows
 
-    def _company_text(self):
+    @staticmethod
+    def _company_text():
         """The connection's company ids, sorted, space-separated (an ARRAY sub-select
         reads them in index order, cheaper than an ordered string_agg)."""
         company = col(ConnectionCompany.company_id)

@@ -17,7 +17,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from services.registry.overview import service
-from services.registry.overview.repository import OverviewRepository
+from services.registry.overview.repository import OverviewRepository, _page_statement
 from services.registry.overview.schemas import OverviewList, OverviewQuery
 from shared.db.types import utcnow
 from shared.models import (
@@ -172,6 +172,8 @@ async def test_every_page_is_the_models_answer(client: httpx.AsyncClient, world:
     {"status": "revoked"}, {"status": "expired"}, {"user_deactivated": "true"},
     {"stale": "true"}, {"stale": "false"}, {"scope": "employee.info.read"}, {"app": None},
     {"company": None}, {"expires_before": "2100-01-01T00:00:00Z"},
+    {"app": None, "status": "active", "created_before": "2100-01-01T00:00:00Z",
+     "user_deactivated": "false", "scope": "company.info.read"},
 ])
 async def test_filtered_pages_are_the_models_answer(client: httpx.AsyncClient, world: World,
                                                     runtime: Runtime, fixed_now: datetime,
@@ -182,6 +184,19 @@ async def test_filtered_pages_are_the_models_answer(client: httpx.AsyncClient, w
         rows = await _every_page(client, runtime, world, {**params, "sort": sort,
                                                           "limit": 4}, "en", fixed_now)
         assert rows
+
+
+async def test_id_order_pages_reuse_their_statement(client: httpx.AsyncClient,
+                                                     world: World, runtime: Runtime,
+                                                     fixed_now: datetime) -> None:
+    """Pages in id order run one statement per shape of query, built once, its values
+    as parameters (repository.py `_page_statement`): still each query's own answer."""
+    found = _awkward_world(world, fixed_now)
+    before = _page_statement.cache_info()
+    for params in ({"app": found["app"]}, {"status": "revoked"}, {"status": "active"}):
+        await _every_page(client, runtime, world, {**params, "limit": 3}, "en", fixed_now)
+    after = _page_statement.cache_info()
+    assert after.hits - before.hits >= 4
 
 
 async def test_an_empty_page_and_a_single_row(client: httpx.AsyncClient, world: World,
