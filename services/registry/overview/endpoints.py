@@ -67,7 +67,11 @@ async def list_environment_connections(
     rows, next_cursor = await service.list_page(
         session, runtime.keyring.digest_key, caller, query, lang,
         runtime.settings.consent_expiry_notice_days)
-    return page(request, response, rows, next_cursor)
+    # Written by orjson from plain rows, as FastAPI writes `OverviewList` (no models to
+    # validate and dump again); the headers set on `response` (`Link`) kept.
+    body = service.page_json(page(request, response, rows, next_cursor))
+    headers = {k: v for k, v in response.headers.items() if k != "content-length"}
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.get("/connections/summary", response_model=SummaryList)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     DateTime,
+    Row,
     String,
     and_,
     bindparam,
@@ -75,7 +77,7 @@ def nullable_sort(sort: str) -> NullableSort | None:
     return None
 
 
-def sort_value(connection: Connection, sort: str) -> datetime:
+def sort_value(connection: Connection | Row[*tuple[Any, ...]], sort: str) -> datetime:
     """The connection's position value in the sort order (`created_at` for id order)."""
     by = nullable_sort(sort)
     if by is None:
@@ -254,6 +256,78 @@ def keyset(stmt, sort: str, after: tuple[datetime, uuid.UUID] | None) -> list:
     return ordered
 
 
+# What a list row shows, in the order of `page_rows`' columns (the service unpacks them).
+PAGE_COLUMNS = (
+    "id", "app_id", "debtor_id", "scopes", "status", "created_at", "last_used_at",
+    "revoked_at", "expires_at", "scope_used_at", "approved_by", "revoked_by",
+    "revoke_reason", "app_client_id", "app_name", "app_publisher", "app_status", "user_id",
+    "user_email", "user_template", "user_active",
+)
+# Read as text: the JSON columns (parsed by the service, a scope list once per page), and
+# on PostgreSQL the ids but the app's (no UUID object built per value; the app's id is
+# what health.app_flags looks up).
+_JSON_TEXT = {"scopes", "scope_used_at"}
+_ID_TEXT = {"id", "debtor_id", "user_id"}
+
+
+def _page_columns(postgres: bool) -> list[Any]:
+    """`PAGE_COLUMNS` as the columns of the connection, its app and its user."""
+    columns = {
+        **{name: getattr(Connection, name) for name in PAGE_COLUMNS[:13]},
+        "app_client_id": App.client_id, "app_name": App.name, "app_publisher": App.publisher,
+        "app_status": App.status, "user_id": Connection.user_id, "user_email": User.email,
+        "user_template": User.template, "user_active": User.active,
+    }
+    found: list[Any] = []
+    for name in PAGE_COLUMNS:
+        column: Any = col(columns[name])
+        if name in _JSON_TEXT:
+            column = cast(column, String)
+        elif name in _ID_TEXT:
+            column = _as_text(column, postgres)
+        found.append(column.label(name))
+    return found
+
+
+def _page_select(environment_id: Any, flt: OverviewFilter, now: datetime, postgres: bool):
+    """The page's rows (`PAGE_COLUMNS`, and the companies on PostgreSQL), unordered."""
+    columns = _page_columns(postgres)
+    if postgres:
+        columns.append(OverviewRepository._company_text().label("company_ids"))
+    return (
+        select(*columns)
+        .join(App, col(App.id) == Connection.app_id)
+        .join(User, col(User.id) == Connection.user_id)
+        .where(Connection.environment_id == environment_id, *filter_conditions(flt, now))
+    )
+
+
+# The filters whose values a cached page statement takes as parameters (`f_<name>`),
+# and those that shape it; `stale` depends on the time, and a filter named in neither
+# (a new one) is never cached.
+_BOUND_FILTERS = ("app", "user", "debtor", "company", "status", "created_after",
+                  "created_before", "last_used_after", "last_used_before", "expires_before")
+_SHAPING_FILTERS = {"scope", "user_deactivated"}
+
+
+@lru_cache(maxsize=256)
+def _page_statement(sort: str, after: bool, bound: tuple[str, ...], scope: str | None,
+                    user_deactivated: bool | None, postgres: bool):
+    """A page in id order for one shape of query (its sort, whether it has a position,
+    which filters it gives, its scope and user_deactivated filters), built once: building
+    a statement and its cache key costs SQLAlchemy about as much as running it. Its
+    values are the parameters `environment_id`, `after_id`, `limit` and `f_<filter>`."""
+    # Parameters where the filter and the position hold values (the expressions take
+    # them as they take values; model_construct does not validate).
+    values: dict[str, Any] = {name: bindparam(f"f_{name}") for name in bound}
+    symbolic = OverviewFilter.model_construct(scope=scope, user_deactivated=user_deactivated,
+                                              **values)
+    stmt = _page_select(bindparam("environment_id"), symbolic, NEVER, postgres)
+    position: Any = (NEVER, bindparam("after_id")) if after else None
+    [part] = keyset(stmt, sort, position)
+    return part.limit(bindparam("limit"))
+
+
 @dataclass
 class ExportCells:
     """The CSV cells of the apps (id -> `client_id,name,publisher`) and scope lists
@@ -315,6 +389,51 @@ class OverviewRepository:
             if len(rows) >= limit:
                 break
         return rows
+
+    async def page_rows(self, environment_id: uuid.UUID, flt: OverviewFilter, sort: str,
+                        after: tuple[datetime, uuid.UUID] | None, limit: int, now: datetime,
+                        ) -> list[Row[*tuple[Any, ...]]]:
+        """Like `page`, but plain rows of what a list row shows (`PAGE_COLUMNS`, in that
+        order), run on the Core connection: no ORM objects are built. The JSON columns
+        come as their text; on PostgreSQL the ids but the app's as text too, and a last
+        column holds the connection's company ids, sorted, space-separated (a sub-select
+        per row, so the page is one statement); SQLite has no arrays:
+        `company_id_lists` reads them."""
+        postgres = self._postgres
+        given = {name for name in OverviewFilter.model_fields
+                 if getattr(flt, name) is not None}
+        connection = await self.session.connection()
+        if nullable_sort(sort) is None and given <= {*_BOUND_FILTERS, *_SHAPING_FILTERS}:
+            bound = tuple(name for name in _BOUND_FILTERS if name in given)
+            params = {"environment_id": environment_id, "limit": limit,
+                      **{f"f_{name}": getattr(flt, name) for name in bound}}
+            if after is not None:
+                params["after_id"] = after[1]
+            return list((await connection.execute(_page_statement(
+                sort, after is not None, bound, flt.scope, flt.user_deactivated, postgres),
+                params)).all())
+        stmt = _page_select(environment_id, flt, now, postgres)
+        rows: list = []
+        for part in keyset(stmt, sort, after):
+            rows += (await connection.execute(part.limit(limit - len(rows)))).all()
+            if len(rows) >= limit:
+                break
+        return rows
+
+    async def company_id_lists(self, connection_ids: list[uuid.UUID],
+                               ) -> dict[uuid.UUID, list[uuid.UUID]]:
+        """The companies of each connection (SQLite; PostgreSQL reads them with
+        `page_rows`), as plain rows."""
+        if not connection_ids:
+            return {}
+        stmt = select(col(ConnectionCompany.connection_id),
+                      col(ConnectionCompany.company_id)).where(
+            col(ConnectionCompany.connection_id).in_(connection_ids))
+        found: dict[uuid.UUID, list[uuid.UUID]] = {}
+        db = await self.session.connection()
+        for connection_id, company_id in (await db.execute(stmt)).all():
+            found.setdefault(connection_id, []).append(company_id)
+        return found
 
     async def export_batch(self, environment_id: uuid.UUID, flt: OverviewFilter, sort: str,
                            after: tuple[datetime, uuid.UUID] | None, limit: int,

@@ -7,19 +7,25 @@ import asyncio
 import json
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
+import orjson
+from pydantic import TypeAdapter
+from sqlalchemy import Row
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.registry.connections import health, narrowing
 from services.registry.connections import service as connections
 from services.registry.connections.repository import ConnectionRepository
-from services.registry.connections.schemas import connection_fields
+from services.registry.connections.schemas import AppRef, connection_fields, scope_details
+from services.registry.connections.usage import GRANTED_FOR, UNUSED_FOR
 from services.registry.overview.cells import export_app_cells, export_scope_cells
 from services.registry.overview.repository import (
+    PAGE_COLUMNS,
     ExportCells,
     ExportText,
     OverviewRepository,
@@ -36,7 +42,7 @@ from services.registry.overview.schemas import (
 from shared.audit import Actor, append_async
 from shared.db.types import utcnow
 from shared.errors import Invalid
-from shared.models import App, Connection, ConnectionStatus, User
+from shared.models import App, Connection, ConnectionStatus, User, UserTemplate
 from shared.pagination import (
     InvalidParameter,
     check_limit,
@@ -99,6 +105,98 @@ def overview_row(connection: Connection, app: App, user: User, company_ids: list
     )
 
 
+_APP_STATUS = PAGE_COLUMNS.index("app_status")
+# A last-use time that orjson writes as pydantic does (UTC: `Z`); others are written by
+# pydantic itself (`_time_text`).
+_TIME = TypeAdapter(datetime)
+
+
+@lru_cache(maxsize=512)
+def _scope_cells(scopes: tuple[str, ...], lang: str) -> tuple[list[dict], list[str]]:
+    """A scope list's `scope_details` (as pydantic dumps them) and `sensitive_scopes`:
+    made once per list and language, shared by the rows (never changed)."""
+    return ([detail.model_dump(mode="json") for detail in scope_details(list(scopes), lang)],
+            [s for s in scopes if s in SCOPES and SCOPES[s].sensitivity in SENSITIVE_LEVELS])
+
+
+def _time_text(at: datetime | None) -> datetime | str | None:
+    """A parsed last-use time as the answer holds it: as is when UTC (orjson writes it
+    as pydantic does), else pydantic's text of it (other offsets, naive times)."""
+    return at if at is None or at.tzinfo is UTC else _TIME.dump_python(at, mode="json")
+
+
+def _json(text: str | None) -> Any:
+    """A JSON column's value from its text, as the driver's json.loads gives it: orjson
+    parses it faster, and what orjson refuses (NaN, huge numbers) json.loads reads."""
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def page_items(rows: list, companies: Mapping[Any, list],
+               app_flags: Mapping[uuid.UUID, list[str]], lang: str, now: datetime,
+               notice_days: int) -> list[dict[str, Any]]:
+    """`overview_row` for plain rows of `OverviewRepository.page_rows`, without ORM
+    objects or pydantic models: each row's `OverviewRow` as a dict (its fields in the
+    model's order) that orjson (`OPT_UTC_Z`) writes as pydantic writes the model. The
+    scope-list and app cells are made once (by pydantic) and shared, and each row's
+    last-use times are parsed once (`usage.last_uses` and `usage.unused_scopes` each
+    parse them). tests/services/registry/test_overview_rows.py holds the two answers to
+    the same bytes."""
+    expiring_limit = health.expiring_before(now, notice_days)
+    granted_before, unused_before = now - GRANTED_FOR, now - UNUSED_FOR
+    apps: dict[uuid.UUID, dict] = {}
+    scope_lists: dict[str, Any] = {}  # JSON text -> the list (apps share a few)
+    items = []
+    for row in rows:
+        (ident, app_id, debtor_id, scopes_text, status, created_at, last_used_at, revoked_at,
+         expires_at, scope_used_at, approved_by, revoked_by, revoke_reason, client_id, name,
+         publisher, _, user_id, email, template, active) = row[:len(PAGE_COLUMNS)]
+        app = apps.get(app_id)
+        if app is None:
+            app = apps[app_id] = AppRef(client_id=client_id, name=name,
+                                        publisher=publisher).model_dump(mode="json")
+        scopes = scope_lists.get(scopes_text)
+        if scopes is None:
+            scopes = scope_lists[scopes_text] = _json(scopes_text)
+        details, sensitive = _scope_cells(tuple(scopes), lang)
+        seen = _json(scope_used_at) or {}
+        uses = {scope: datetime.fromisoformat(seen[scope]) if scope in seen else None
+                for scope in scopes}
+        if status == ConnectionStatus.REVOKED or created_at > granted_before:
+            unused: list[str] = []
+        else:
+            unused = [scope for scope, at in uses.items()
+                      if at is None or at < unused_before]
+        stale = health.is_unused(status, created_at, last_used_at, now)
+        items.append({
+            "id": ident, "app": app, "debtor_id": debtor_id,
+            "company_ids": sorted(companies.get(ident, [])), "scopes": list(scopes),
+            "scope_details": details, "status": str(status), "created_at": created_at,
+            "last_used_at": last_used_at, "revoked_at": revoked_at, "expires_at": expires_at,
+            "scope_usage": [{"scope": scope, "last_used_at": _time_text(at)}
+                            for scope, at in uses.items()],
+            "unused_scopes": unused, "approved_by": approved_by,
+            "flags": health.flags(status, expires_at=expires_at, unused=stale,
+                                  user_active=active, app_flags=app_flags.get(app_id, []),
+                                  expiring_limit=expiring_limit,
+                                  unused_scopes=bool(unused)),
+            "user": {"id": user_id, "email": email, "template": UserTemplate(template)},
+            "user_deactivated": not active, "stale": stale, "sensitive_scopes": sensitive,
+            "revoked_by": revoked_by, "revoke_reason": revoke_reason,
+        })
+    return items
+
+
+def page_json(document: dict[str, Any]) -> bytes:
+    """The list document (`OverviewList`: `page_items`' rows and the next cursor, as
+    shared/pagination.py `page` gives it) as FastAPI writes it from the models."""
+    return orjson.dumps(document, option=orjson.OPT_UTC_Z)
+
+
 def _position(query: OverviewQuery, key: bytes) -> tuple[datetime, uuid.UUID] | None:
     if query.cursor is None:
         return None
@@ -110,7 +208,8 @@ def _position(query: OverviewQuery, key: bytes) -> tuple[datetime, uuid.UUID] | 
                                parameter="cursor") from None
 
 
-def _cursor(query: OverviewQuery, key: bytes, connection: Connection) -> str:
+def _cursor(query: OverviewQuery, key: bytes,
+            connection: Connection | Row[*tuple[Any, ...]]) -> str:
     value = sort_value(connection, query.sort)
     return encode_cursor(key, query.sort, [value.isoformat(), str(connection.id)])
 
@@ -132,18 +231,25 @@ async def rows_with_companies(session: AsyncSession, rows: list[tuple[Connection
 async def list_page(session: AsyncSession, key: bytes, caller: UserCaller,
                     query: OverviewQuery, lang: str,
                     notice_days: int,
-                    ) -> tuple[list[OverviewRow], str | None]:
-    """One page of the environment's connections."""
+                    ) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the environment's connections, as `page_items` builds them (the
+    rows of `OverviewRow`, ready for orjson)."""
     check_limit(query.limit)
-    now = utcnow()
-    rows = await OverviewRepository(session).page(
-        caller.user.environment_id, query, query.sort, _position(query, key),
-        query.limit + 1, now,
-    )
+    now, environment_id = utcnow(), caller.user.environment_id
+    repo = OverviewRepository(session)
+    rows = await repo.page_rows(environment_id, query, query.sort, _position(query, key),
+                                query.limit + 1, now)
     more = len(rows) > query.limit
     rows = rows[:query.limit]
-    next_cursor = _cursor(query, key, rows[-1][0]) if more else None
-    return await rows_with_companies(session, rows, lang, now, notice_days), next_cursor
+    next_cursor = _cursor(query, key, rows[-1]) if more else None
+    companies: Mapping[Any, list]
+    if rows and len(rows[0]) > len(PAGE_COLUMNS):  # PostgreSQL: the companies are read
+        companies = {row[0]: row[-1].split(" ") for row in rows if row[-1]}
+    else:
+        companies = await repo.company_id_lists([row[0] for row in rows])
+    flags = await health.app_flags(session, environment_id,
+                                   {row[1]: row[_APP_STATUS] for row in rows})
+    return page_items(rows, companies, flags, lang, now, notice_days), next_cursor
 
 
 async def export_batches(session_factory, environment_id: uuid.UUID, query: OverviewQuery,
