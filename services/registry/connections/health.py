@@ -28,9 +28,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import String, literal, select, union_all
+from sqlalchemy import String, bindparam, literal, select, union_all
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -96,6 +96,26 @@ def is_unused(status: str, created_at: datetime, last_used_at: datetime | None,
     return status != ConnectionStatus.REVOKED and last < now - UNUSED_AFTER
 
 
+# Built once (the overview asks on every page): each app's entry in the environment's
+# policy (its state), the apps with a disabled webhook endpoint, and the environment's
+# default state for an app without an entry. Core statements: sqlmodel's select types no
+# literal column.
+_ENVIRONMENT: Any = bindparam("environment_id")
+_APPS: Any = bindparam("app_ids", expanding=True)
+_APP_FLAGS: Any = union_all(
+    select(literal("state", String), col(EnvironmentAppPolicy.app_id),
+           col(EnvironmentAppPolicy.state)).where(
+        col(EnvironmentAppPolicy.environment_id) == _ENVIRONMENT,
+        col(EnvironmentAppPolicy.app_id).in_(_APPS)),
+    select(literal(WEBHOOKS_DISABLED, String), col(WebhookEndpoint.app_id),
+           literal(None, String)).where(
+        col(WebhookEndpoint.app_id).in_(_APPS),
+        col(WebhookEndpoint.status) == WebhookEndpointStatus.DISABLED).distinct(),
+    select(literal("default", String), col(Environment.id),
+           col(Environment.default_app_state)).where(col(Environment.id) == _ENVIRONMENT),
+)
+
+
 async def app_flags(session: AsyncSession, environment_id: uuid.UUID,
                     statuses: Mapping[uuid.UUID, str]) -> dict[uuid.UUID, list[str]]:
     """The app-wide flags of each app (`statuses`: app id -> the app's status, from the
@@ -104,24 +124,9 @@ async def app_flags(session: AsyncSession, environment_id: uuid.UUID,
     ids = sorted(statuses)
     if not ids:
         return {}
-    # Core statements (sqlmodel's select types no literal column), run on the
-    # session's connection: each app's entry in the environment's policy (its state),
-    # and the apps with a disabled webhook endpoint.
-    entries = select(literal("state", String), col(EnvironmentAppPolicy.app_id),
-                     col(EnvironmentAppPolicy.state)).where(
-        col(EnvironmentAppPolicy.environment_id) == environment_id,
-        col(EnvironmentAppPolicy.app_id).in_(ids))
-    disabled = select(literal(WEBHOOKS_DISABLED, String), col(WebhookEndpoint.app_id),
-                      literal(None, String)).where(
-        col(WebhookEndpoint.app_id).in_(ids),
-        col(WebhookEndpoint.status) == WebhookEndpointStatus.DISABLED).distinct()
     db = await session.connection()
-    # An app without an entry follows the environment's default state.
-    default = select(literal("default", String), col(Environment.id),
-                     col(Environment.default_app_state)).where(
-        col(Environment.id) == environment_id)
-    rows = cast(list[tuple[str, uuid.UUID, str | None]],
-                (await db.execute(union_all(entries, disabled, default))).all())
+    rows = cast(list[tuple[str, uuid.UUID, str | None]], (await db.execute(
+        _APP_FLAGS, {"environment_id": environment_id, "app_ids": ids})).all())
     states = {app_id: state for kind, app_id, state in rows if kind == "state"}
     off = {app_id for kind, app_id, _ in rows if kind == WEBHOOKS_DISABLED}
     fallback = next((state for kind, _, state in rows if kind == "default"), None)
