@@ -289,6 +289,18 @@ def _page_columns(postgres: bool) -> list[Any]:
     return found
 
 
+async def _keyset_rows(connection: Any, stmt: Any, sort: str, after: Any, limit: int
+                       ) -> list:
+    """Up to `limit` rows of `stmt` after the cursor's position, part by part of the
+    keyset (`keyset`), stopping once the page is full."""
+    rows: list = []
+    for part in keyset(stmt, sort, after):
+        rows += (await connection.execute(part.limit(limit - len(rows)))).all()
+        if len(rows) >= limit:
+            break
+    return rows
+
+
 def _page_select(environment_id: Any, flt: OverviewFilter, now: datetime, postgres: bool):
     """The page's rows (`PAGE_COLUMNS`, and the companies on PostgreSQL), unordered."""
     columns = _page_columns(postgres)
@@ -412,13 +424,8 @@ class OverviewRepository:
             return list((await connection.execute(_page_statement(
                 sort, after is not None, bound, flt.scope, flt.user_deactivated, postgres),
                 params)).all())
-        stmt = _page_select(environment_id, flt, now, postgres)
-        rows: list = []
-        for part in keyset(stmt, sort, after):
-            rows += (await connection.execute(part.limit(limit - len(rows)))).all()
-            if len(rows) >= limit:
-                break
-        return rows
+        return await _keyset_rows(connection, _page_select(environment_id, flt, now, postgres),
+                                  sort, after, limit)
 
     async def company_id_lists(self, connection_ids: list[uuid.UUID],
                                ) -> dict[uuid.UUID, list[uuid.UUID]]:
@@ -465,13 +472,7 @@ class OverviewRepository:
             .join(User, col(User.id) == Connection.user_id)
             .where(Connection.environment_id == environment_id, *filter_conditions(flt, now))
         )
-        connection = await self.session.connection()
-        rows: list = []
-        for part in keyset(stmt, sort, after):
-            rows += (await connection.execute(part.limit(limit - len(rows)))).all()
-            if len(rows) >= limit:
-                break
-        return rows
+        return await _keyset_rows(await self.session.connection(), stmt, sort, after, limit)
 
     @staticmethod
     def _company_text():

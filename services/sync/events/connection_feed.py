@@ -23,15 +23,16 @@ from fastapi import Request
 from sqlalchemy import ARRAY, Integer, String, Uuid, and_, any_, bindparam, func, or_, select
 
 from services.sync.read_pool import ReadPool, fetch_fields, fetch_rows
+from services.sync.resources.employee_read import live_scopes
 from services.sync.resources.schemas import ChangeOut
 from shared.db.base import table_of
 from shared.db.types import utcnow
 from shared.errors import KoppelError
-from shared.models import App, ConnectionStatus, Event
+from shared.models import App, Event
 from shared.pagination import after_id
 from shared.policy import RULES, Caller, CallerKind, authorize, coverage
 from shared.policy.dependency import note_scope_use
-from shared.tokens import InvalidToken, Principal
+from shared.tokens import Principal
 
 RULE = RULES["changes.list"]
 assert CallerKind.CONNECTION in RULE.callers
@@ -78,16 +79,10 @@ async def connection_caller(request: Request, pool: ReadPool, principal: Princip
     row: Any = await fetch_fields(pool.fetchrow, CONNECTION, {
         "connection_id": principal.connection_id, "client_id": principal.client_id,
         "now": utcnow()})
-    if (row is None or row.status != ConnectionStatus.ACTIVE
-            or row.environment_id != principal.environment_id
-            or row.debtor_id != principal.debtor_id):
-        raise InvalidToken("the access token's connection is not active")
-    scopes = row.scopes
-    if isinstance(scopes, str):  # asyncpg leaves a JSON column as its text
-        scopes = orjson.loads(scopes)
+    scopes = live_scopes(row, principal)
     caller = authorize(Caller(principal, CallerKind.CONNECTION, row.environment_id,
                               frozenset({row.debtor_id}), frozenset(row.companies or ()),
-                              connection_id=row.id, granted=frozenset(scopes)), RULE)
+                              connection_id=row.id, granted=scopes), RULE)
     await note_scope_use(request, caller, RULE)
     return caller
 

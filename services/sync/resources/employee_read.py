@@ -88,12 +88,10 @@ def connection_params(principal: Principal, employee_id: uuid.UUID) -> dict[str,
             "employee_id": employee_id, "now": utcnow()}
 
 
-async def authorize_connection(row: Any, principal: Principal, scope: str,
-                               recorder: UsageRecorder | None) -> None:
-    """Refuse a connection's call by its row (the connection's status, environment,
-    debtor and consented scopes, read with the token's connection and client id) as the
-    rule would: 401 if the connection is not live (or not the token's), 403 without
-    `scope` in both token and consent; the consented scope used is noted on `recorder`."""
+def live_scopes(row: Any, principal: Principal) -> frozenset[str]:
+    """The consented scopes of a connection's row, read with the token's connection and
+    client id; 401 unless the connection is live (active; its expiry is the statement's
+    condition) and the token's environment and debtor are its own."""
     if (row is None or row.status != ConnectionStatus.ACTIVE
             or row.environment_id != principal.environment_id
             or row.debtor_id != principal.debtor_id):
@@ -101,7 +99,16 @@ async def authorize_connection(row: Any, principal: Principal, scope: str,
     consented = row.scopes
     if isinstance(consented, str):  # asyncpg leaves a JSON column as its text
         consented = orjson.loads(consented)
-    consented = frozenset(consented)
+    return frozenset(consented)
+
+
+async def authorize_connection(row: Any, principal: Principal, scope: str,
+                               recorder: UsageRecorder | None) -> None:
+    """Refuse a connection's call by its row (the connection's status, environment,
+    debtor and consented scopes, read with the token's connection and client id) as the
+    rule would: 401 if the connection is not live (or not the token's), 403 without
+    `scope` in both token and consent; the consented scope used is noted on `recorder`."""
+    consented = live_scopes(row, principal)
     if not (grants(consented, scope) and principal.has_scope(scope)):
         raise InsufficientScope(scope)
     used = granting_scope(consented & implied(principal.scopes), scope)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -38,7 +40,7 @@ from shared.models import Company, Connection, ConnectionStatus, Employee, Event
 from shared.models import UserTemplate as T
 from shared.outbox import event_values
 from shared.policy import RULES, authorize, resolve
-from shared.runtime import open_runtime
+from shared.runtime import Runtime, open_runtime
 from shared.tokens import Principal
 from tests.fixtures import factories as f
 
@@ -110,26 +112,69 @@ async def _outcome(call) -> tuple[str, Any]:
         return type(exc).__name__, exc.status
 
 
-async def _compare(app_settings: Settings, employees: list, principals: list[Principal]
-                   ) -> list[str]:
-    rule = RULES["employees.read"]
-    differences = []
+@dataclass
+class Paths:
+    """What both paths run on: the runtime, a read pool on PostgreSQL, a request of the
+    sync app (the feed's scope-use note reaches the app through it)."""
+
+    runtime: Runtime
+    pool: ReadPool | None
+    request: Request
+
+
+# (paths, n-th principal, the principal, the case) -> the general and the fast call.
+Calls = Callable[[Paths, int, Principal, Any], tuple[Awaitable[Any], Awaitable[Any]]]
+
+
+async def _both_paths(app_settings: Settings, principals: list[Principal], cases: list,
+                      calls: Calls, pool: bool = True) -> tuple[list[str], set[str]]:
+    """Each principal and case along the policy's general path first, then the fast path:
+    the differences of their outcomes, and the general path's outcomes seen."""
+    differences, outcomes = [], set()
+    app = create_app(app_settings)
+    read_pool = ReadPool(app_settings.resolved_database_url, size=2, connect_timeout=5) \
+        if pool else None
     async with open_runtime(app_settings) as runtime:
-        for principal in principals:
-            for employee_id in employees:
-                fast = await _outcome(connection_employee(runtime, None, principal, employee_id))
+        app.state.runtime = runtime
+        paths = Paths(runtime, read_pool, Request({"type": "http", "app": app, "headers": []}))
+        try:
+            for n, principal in enumerate(principals):
+                for case in cases:
+                    general, fast = calls(paths, n, principal, case)
+                    slow = await _outcome(general)
+                    quick = await _outcome(fast)
+                    outcomes.add(slow[0])
+                    if quick != slow:
+                        differences.append(f"{principal.connection_id} x {case}: "
+                                           f"fast {quick} != policy {slow}")
+        finally:
+            if read_pool is not None:
+                await read_pool.close()
+    return differences, outcomes
 
-                async def general(principal=principal, employee_id=employee_id):
-                    async with runtime.async_session() as session:
-                        caller = authorize(await resolve(session, principal), rule)
-                        return employee_body(await service.employee(session, caller,
-                                                                    employee_id))
 
-                slow = await _outcome(general())
-                if fast != slow:
-                    differences.append(f"{principal.connection_id} x {employee_id}: "
-                                       f"fast {fast} != policy {slow}")
-    return differences
+def _assert_same(found: tuple[list[str], set[str]], drawn: list[dict[str, Any]],
+                 explicit_outcomes: set[str]) -> None:
+    differences, outcomes = found
+    assert not differences, "\n".join(differences)
+    if drawn == EXPLICIT:  # it allows some calls and refuses others for each reason
+        assert explicit_outcomes <= outcomes
+
+
+async def _general(paths: Paths, principal: Principal, operation: str, work: Any) -> Any:
+    """`work(session, caller)` after the policy's general path: resolve and authorize."""
+    async with paths.runtime.async_session() as session:
+        caller = authorize(await resolve(session, principal), RULES[operation])
+        return await work(session, caller)
+
+
+def _read(paths: Paths, n: int, principal: Principal, employee_id: Any
+          ) -> tuple[Awaitable[Any], Awaitable[Any]]:
+    async def work(session, caller):  # type: ignore[no-untyped-def]
+        return employee_body(await service.employee(session, caller, employee_id))
+
+    return (_general(paths, principal, "employees.read", work),
+            connection_employee(paths.runtime, None, principal, employee_id))
 
 
 @settings(max_examples=12, deadline=None,
@@ -142,44 +187,26 @@ def test_the_fast_read_answers_like_the_policy(
 ) -> None:
     with committing_sessions() as session:
         employees, principals = _world(session, drawn)
-    differences = asyncio.run(_compare(settings, employees, principals))
-    assert not differences, "\n".join(differences)
+    _assert_same(asyncio.run(_both_paths(settings, principals, employees, _read, pool=False)),
+                 drawn, {"ok", "InsufficientScope", "InvalidToken", "NotFound"})
 
 
-async def _compare_writes(app_settings: Settings, employees: list,
-                          principals: list[Principal]) -> tuple[list[str], set[str]]:
-    """Each principal writes each employee along both paths: the policy's general path
-    (rolled back) first, then the fast write (committed); the differences, and the
-    outcomes seen."""
-    rule = RULES["employees.update"]
-    differences, outcomes = [], set()
-    pool = ReadPool(app_settings.resolved_database_url, size=2, connect_timeout=5)
-    async with open_runtime(app_settings) as runtime:
-        try:
-            for n, principal in enumerate(principals):
-                for employee_id in employees:
-                    changes = {"last_name": f"Parity {n}"}
+def _write(paths: Paths, n: int, principal: Principal, employee_id: Any
+           ) -> tuple[Awaitable[Any], Awaitable[Any]]:
+    """The general path's write is rolled back; the fast write (run second) commits."""
+    changes = {"last_name": f"Parity {n}"}
 
-                    async def general(principal=principal, employee_id=employee_id,
-                                      changes=changes):
-                        async with runtime.async_session() as session:
-                            caller = authorize(await resolve(session, principal), rule)
-                            row, _ = await service.update_employee(
-                                session, caller, employee_id, EmployeeUpdate(**changes))
-                            body = employee_body(row)
-                            await session.rollback()
-                            return body
+    async def work(session, caller):  # type: ignore[no-untyped-def]
+        row, _ = await service.update_employee(session, caller, employee_id,
+                                               EmployeeUpdate(**changes))
+        body = employee_body(row)
+        await session.rollback()
+        return body
 
-                    slow = await _outcome(general())
-                    fast = await _outcome(update_connection_employee(
-                        runtime, pool, principal, employee_id, changes, None))
-                    outcomes.add(slow[0])
-                    if fast != slow:
-                        differences.append(f"{principal.connection_id} x {employee_id}: "
-                                           f"fast write {fast} != policy {slow}")
-        finally:
-            await pool.close()
-    return differences, outcomes
+    assert paths.pool is not None
+    return (_general(paths, principal, "employees.update", work),
+            update_connection_employee(paths.runtime, paths.pool, principal, employee_id,
+                                       changes, None))
 
 
 @pytest.mark.postgres_only
@@ -195,43 +222,23 @@ def test_the_fast_write_answers_like_the_policy(
     allows exactly what the declared rule `employees.update` does, with the same answer."""
     with committing_sessions() as session:
         employees, principals = _world(session, drawn)
-    differences, outcomes = asyncio.run(_compare_writes(settings, employees, principals))
-    assert not differences, "\n".join(differences)
-    if drawn == EXPLICIT:  # it allows some writes and refuses others for each reason
-        assert {"ok", "InsufficientScope", "InvalidToken", "NotFound"} <= outcomes
+    _assert_same(asyncio.run(_both_paths(settings, principals, employees, _write)),
+                 drawn, {"ok", "InsufficientScope", "InvalidToken", "NotFound"})
 
 
-async def _compare_lists(app_settings: Settings, companies: list,
-                         principals: list[Principal]) -> tuple[list[str], set[str]]:
-    """Each principal lists each company's employees along both paths, a page of one
-    and a page of fifty."""
-    rule = RULES["employees.list"]
-    differences, outcomes = [], set()
-    pool = ReadPool(app_settings.resolved_database_url, size=2, connect_timeout=5)
-    async with open_runtime(app_settings) as runtime:
-        try:
-            for principal in principals:
-                for company_id in companies:
-                    for limit in (1, 50):
-                        async def general(principal=principal, company_id=company_id,
-                                          limit=limit):
-                            async with runtime.async_session() as session:
-                                caller = authorize(await resolve(session, principal), rule)
-                                rows = await service.employees(session, caller, company_id,
-                                                               None, limit + 1)
-                            more = rows[limit - 1].id if len(rows) > limit else None
-                            return [employee_body(r) for r in rows[:limit]], more
+def _list(paths: Paths, n: int, principal: Principal, case: tuple[Any, int]
+          ) -> tuple[Awaitable[Any], Awaitable[Any]]:
+    company_id, limit = case
 
-                        slow = await _outcome(general())
-                        fast = await _outcome(connection_employees(
-                            runtime, pool, principal, company_id, None, limit))
-                        outcomes.add(slow[0])
-                        if fast != slow:
-                            differences.append(f"{principal.connection_id} x {company_id} "
-                                               f"({limit}): fast list {fast} != policy {slow}")
-        finally:
-            await pool.close()
-    return differences, outcomes
+    async def work(session, caller):  # type: ignore[no-untyped-def]
+        rows = await service.employees(session, caller, company_id, None, limit + 1)
+        more = rows[limit - 1].id if len(rows) > limit else None
+        return [employee_body(r) for r in rows[:limit]], more
+
+    assert paths.pool is not None
+    return (_general(paths, principal, "employees.list", work),
+            connection_employees(paths.runtime, paths.pool, principal, company_id, None,
+                                 limit))
 
 
 @pytest.mark.postgres_only
@@ -245,17 +252,16 @@ def test_the_fast_list_answers_like_the_policy(
 ) -> None:
     """The connection's list of a company's employees on PostgreSQL
     (resources/employee_list.py) answers exactly what the rule `employees.list` and the
-    repository answer, page boundaries included."""
+    repository answer, page boundaries included (pages of one and of fifty)."""
     with committing_sessions() as session:
         employees, principals = _world(session, drawn)
         companies = [session.get(Employee, e).company_id for e in employees]
         for company_id in companies[:2]:  # a second employee: pages of one go on
             f.make_employee(session, session.get(Company, company_id))
         session.commit()
-    differences, outcomes = asyncio.run(_compare_lists(settings, companies, principals))
-    assert not differences, "\n".join(differences)
-    if drawn == EXPLICIT:
-        assert {"ok", "InsufficientScope", "InvalidToken", "NotFound"} <= outcomes
+    cases = [(company_id, limit) for company_id in companies for limit in (1, 50)]
+    _assert_same(asyncio.run(_both_paths(settings, principals, cases, _list)),
+                 drawn, {"ok", "InsufficientScope", "InvalidToken", "NotFound"})
 
 
 def _events(session: Session, companies: list[uuid.UUID]) -> None:
@@ -282,38 +288,18 @@ def _events(session: Session, companies: list[uuid.UUID]) -> None:
             changed_fields=["scopes"]), **settled}))
 
 
-async def _compare_feeds(app_settings: Settings, principals: list[Principal]
-                         ) -> tuple[list[str], set[str]]:
-    """Each principal reads the feed along both paths, in pages of three and of 100."""
-    rule = RULES["changes.list"]
-    differences, outcomes = [], set()
-    pool = ReadPool(app_settings.resolved_database_url, size=2, connect_timeout=5)
-    app = create_app(app_settings)
-    async with open_runtime(app_settings) as runtime:
-        app.state.runtime = runtime
-        request = Request({"type": "http", "app": app, "headers": []})
-        try:
-            for principal in principals:
-                for limit in (3, 100):
-                    async def general(principal=principal, limit=limit):
-                        async with runtime.async_session() as session:
-                            caller = authorize(await resolve(session, principal), rule)
-                            return [e.id for e in await changes(session, caller, None, limit)]
+def _feed(paths: Paths, n: int, principal: Principal, limit: int
+          ) -> tuple[Awaitable[Any], Awaitable[Any]]:
+    async def work(session, caller):  # type: ignore[no-untyped-def]
+        return [e.id for e in await changes(session, caller, None, limit)]
 
-                    async def fast(principal=principal, limit=limit):
-                        rows = await connection_changes(request, pool, principal, None, limit,
-                                                        "changes", visible_types, SETTLE_S)
-                        return [row.id for row in rows]
+    async def fast() -> list:
+        assert paths.pool is not None
+        rows = await connection_changes(paths.request, paths.pool, principal, None, limit,
+                                        "changes", visible_types, SETTLE_S)
+        return [row.id for row in rows]
 
-                    slow = await _outcome(general())
-                    quick = await _outcome(fast())
-                    outcomes.add(slow[0])
-                    if quick != slow:
-                        differences.append(f"{principal.connection_id} ({limit}): fast feed "
-                                           f"{quick} != policy {slow}")
-        finally:
-            await pool.close()
-    return differences, outcomes
+    return _general(paths, principal, "changes.list", work), fast()
 
 
 @pytest.mark.postgres_only
@@ -326,12 +312,11 @@ def test_the_fast_feed_answers_like_the_policy(
     settings: Settings,
 ) -> None:
     """The connection's change feed on PostgreSQL (events/connection_feed.py) shows
-    exactly the events the rule `changes.list` and the feed's query show."""
+    exactly the events the rule `changes.list` and the feed's query show, in pages of
+    three and of 100."""
     with committing_sessions() as session:
         employees, principals = _world(session, drawn)
         _events(session, [session.get(Employee, e).company_id for e in employees])
         session.commit()
-    differences, outcomes = asyncio.run(_compare_feeds(settings, principals))
-    assert not differences, "\n".join(differences)
-    if drawn == EXPLICIT:
-        assert {"ok", "InsufficientScope", "InvalidToken"} <= outcomes
+    _assert_same(asyncio.run(_both_paths(settings, principals, [3, 100], _feed)),
+                 drawn, {"ok", "InsufficientScope", "InvalidToken"})
