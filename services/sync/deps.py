@@ -39,9 +39,11 @@ def read_pool(app: FastAPI) -> ReadPool | None:
     state = app.state
     pool = getattr(state, "read_pool", None)
     if pool is None and state.runtime.async_engine.dialect.name == "postgresql":
-        pool = state.read_pool = ReadPool(state.runtime.settings.resolved_database_url,
+        settings = state.runtime.settings
+        pool = state.read_pool = ReadPool(settings.resolved_database_url,
                                           size=READ_POOL_SIZE,
-                                          connect_timeout=CONNECT_TIMEOUT_S)
+                                          connect_timeout=CONNECT_TIMEOUT_S,
+                                          answer_timeout=settings.database_read_timeout or None)
     return pool
 
 

@@ -72,47 +72,58 @@ def asyncpg_dsn(database_url: str) -> str:
 
 
 class ReadPool:
-    """At most `size` connections for reads and `size` for transactions, each used by one
-    read or transaction at a time; one pool per event loop."""
+    """At most `size` connections for one-row reads, `size` for lists and `size` for
+    transactions, each used by one call at a time; one pool per event loop."""
 
     def __init__(self, database_url: str, *, size: int, connect_timeout: float,
-                 read_timeout: float | None = PING_TIMEOUT_S) -> None:
+                 read_timeout: float | None = PING_TIMEOUT_S,
+                 answer_timeout: float | None = None) -> None:
         self._dsn = asyncpg_dsn(database_url)
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        self._answer_timeout = answer_timeout
         self._idle: list[asyncpg.Connection] = []
         self._slots = asyncio.Semaphore(size)
-        # Transactions wait for row locks: they get slots of their own, so writes queued
-        # on one locked row never hold up the reads (at most 2 x size connections).
+        # Transactions wait for row locks and lists scan many rows: each kind gets slots
+        # of its own, so writes queued on one locked row or lists slowed by a locked table
+        # never hold up the one-row reads (at most 3 x size connections).
         self._transaction_slots = asyncio.Semaphore(size)
+        self._list_slots = asyncio.Semaphore(size)
         self._closed = False
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         """The first row of `sql` (asyncpg's `$n` parameters), retried once on a fresh
-        connection if the pooled one was dead."""
-        return await self._run("fetchrow", sql, args)
+        connection if the pooled one was dead (a one-row read past the ping's bound
+        counts as dead)."""
+        return await self._run("fetchrow", sql, args, self._slots, self._read_timeout)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        """Every row of `sql`, as `fetchrow`."""
-        return await self._run("fetch", sql, args)
+        """Every row of `sql` (a page of a list), on slots of its own. It waits for its
+        answer at most `answer_timeout` (the engines' bound, None: no bound), as long as
+        the general path would; past it the connection is closed and the call answers
+        503, without a second run. A reused connection found dead is retried once."""
+        return await self._run("fetch", sql, args, self._list_slots, self._answer_timeout,
+                               slow_is_dead=False)
 
-    async def _run(self, method: str, sql: str, args: tuple[Any, ...]) -> Any:
+    async def _run(self, method: str, sql: str, args: tuple[Any, ...],
+                   slots: asyncio.Semaphore, bound: float | None, slow_is_dead: bool = True
+                   ) -> Any:
         for attempt in (1, 2):
-            async with self._slots:
+            async with slots:
                 conn = self._take_idle()
                 reused = conn is not None
                 if conn is None:
                     conn = await self._connect()
                 healthy = False
                 try:
-                    answer = await getattr(conn, method)(sql, *args,
-                                                         timeout=self._read_timeout)
+                    answer = await getattr(conn, method)(sql, *args, timeout=bound)
                     healthy = True
                     return answer
                 except Exception as exc:
                     if not _lost(conn, exc, reused):
                         raise
-                    if attempt == 2 or not reused:
+                    slow = isinstance(exc, TimeoutError) and not slow_is_dead
+                    if attempt == 2 or not reused or slow:
                         raise DatabaseUnreachable(type(exc).__name__) from exc
                     self._drop_idle()  # the server went away: they are dead too
                 finally:

@@ -32,13 +32,14 @@ from services.sync.resources import service
 from services.sync.resources.employee_list import connection_employees
 from services.sync.resources.employee_read import connection_employee, employee_body
 from services.sync.resources.employee_write import update_connection_employee
-from services.sync.resources.schemas import EmployeeUpdate
+from services.sync.resources.schemas import ChangeOut, EmployeeUpdate
 from shared.config import Settings
 from shared.db.types import utcnow
 from shared.errors import KoppelError
 from shared.models import Company, Connection, ConnectionStatus, Employee, Event
 from shared.models import UserTemplate as T
 from shared.outbox import event_values
+from shared.pagination import id_cursor
 from shared.policy import RULES, authorize, resolve
 from shared.runtime import Runtime, open_runtime
 from shared.tokens import Principal
@@ -228,17 +229,34 @@ def test_the_fast_write_answers_like_the_policy(
 
 def _list(paths: Paths, n: int, principal: Principal, case: tuple[Any, int]
           ) -> tuple[Awaitable[Any], Awaitable[Any]]:
+    """Both paths' first page and, when there is more, the page after it (the fast path
+    by the cursor it hands out)."""
     company_id, limit = case
 
     async def work(session, caller):  # type: ignore[no-untyped-def]
-        rows = await service.employees(session, caller, company_id, None, limit + 1)
-        more = rows[limit - 1].id if len(rows) > limit else None
-        return [employee_body(r) for r in rows[:limit]], more
+        pages, after = [], None
+        for _ in range(2):
+            rows = await service.employees(session, caller, company_id, after, limit + 1)
+            after = rows[limit - 1].id if len(rows) > limit else None
+            pages.append(([employee_body(r) for r in rows[:limit]], after))
+            if after is None:
+                break
+        return pages
 
-    assert paths.pool is not None
-    return (_general(paths, principal, "employees.list", work),
-            connection_employees(paths.runtime, paths.pool, principal, company_id, None,
-                                 limit))
+    async def fast() -> list:
+        assert paths.pool is not None
+        pages, cursor = [], None
+        for _ in range(2):
+            page, after = await connection_employees(paths.runtime, paths.pool, principal,
+                                                     company_id, cursor, limit)
+            pages.append((page, after))
+            if after is None:
+                break
+            cursor = id_cursor(paths.runtime.keyring.digest_key, f"employees:{company_id}",
+                               after)
+        return pages
+
+    return _general(paths, principal, "employees.list", work), fast()
 
 
 @pytest.mark.postgres_only
@@ -291,13 +309,15 @@ def _events(session: Session, companies: list[uuid.UUID]) -> None:
 def _feed(paths: Paths, n: int, principal: Principal, limit: int
           ) -> tuple[Awaitable[Any], Awaitable[Any]]:
     async def work(session, caller):  # type: ignore[no-untyped-def]
-        return [e.id for e in await changes(session, caller, None, limit)]
+        return [ChangeOut(id=e.id, type=e.type, timestamp=e.created_at,
+                          data=e.data).model_dump(mode="json")
+                for e in await changes(session, caller, None, limit)]
 
     async def fast() -> list:
         assert paths.pool is not None
         rows = await connection_changes(paths.request, paths.pool, principal, None, limit,
                                         "changes", visible_types, SETTLE_S)
-        return [row.id for row in rows]
+        return [row.model_dump(mode="json") for row in rows]
 
     return _general(paths, principal, "changes.list", work), fast()
 

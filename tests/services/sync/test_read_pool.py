@@ -147,3 +147,27 @@ async def test_transactions_waiting_on_a_lock_do_not_hold_up_reads(settings: Set
         await pool.close()
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute("DROP TABLE read_pool_lock")
+
+
+@pytest.mark.postgres_only
+async def test_a_list_slower_than_a_one_row_read_is_answered_and_leaves_the_pool_alone(
+    settings: Settings,
+) -> None:
+    """A page of a list may take longer than a one-row read's bound: it waits for the
+    answer timeout, as the general path would; past that it answers 503 once, without a
+    second run and without closing the other connections."""
+    pool = ReadPool(settings.resolved_database_url, size=2, connect_timeout=5,
+                    read_timeout=0.3, answer_timeout=2.0)
+    try:
+        await asyncio.gather(pool.fetchrow("SELECT pg_sleep(0.05)"),
+                             pool.fetchrow("SELECT pg_sleep(0.05)"))
+        kept = {conn.get_server_pid() for conn in pool._idle}
+        assert len(kept) == 2
+        rows = await pool.fetch("SELECT n FROM generate_series(1, 3) n, pg_sleep(0.6)")
+        assert [row["n"] for row in rows] == [1, 2, 3]
+        assert {conn.get_server_pid() for conn in pool._idle} == kept
+        with pytest.raises(DatabaseUnreachable):
+            await pool.fetch("SELECT pg_sleep(3)")
+        assert len(pool._idle) == 1 and pool._idle[0].get_server_pid() in kept
+    finally:
+        await pool.close()
