@@ -29,13 +29,15 @@ async def get_runtime(request: Request) -> Runtime:
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
-# Connections of the hot single-statement reads (resources/employee_read.py).
-READ_POOL_SIZE = 10  # a read holds its connection for one statement
+# The asyncpg pool of a connection's fast paths (resources/employee_read.py,
+# employee_list.py, employee_write.py, events/connection_feed.py): this many connections
+# for one-row reads, as many for lists and as many for writes (services/sync/read_pool.py).
+READ_POOL_SIZE = 10
 
 
 def read_pool(app: FastAPI) -> ReadPool | None:
-    """The app's pool for single-statement reads on PostgreSQL, made on first use; None on
-    SQLite, where those reads use the runtime's engine."""
+    """The app's pool for the fast paths on PostgreSQL, made on first use; None on
+    SQLite, where they take the general path (the single read: the runtime's engine)."""
     state = app.state
     pool = getattr(state, "read_pool", None)
     if pool is None and state.runtime.async_engine.dialect.name == "postgresql":
