@@ -87,6 +87,22 @@ def after_id(key: bytes, kind: str, cursor: str | None) -> uuid.UUID | None:
                                parameter="cursor") from None
 
 
+# Ids are UUIDv7, all above the nil UUID: a keyset statement's first page starts after it.
+FIRST_PAGE = uuid.UUID(int=0)
+
+
+def start_after(key: bytes, kind: str, cursor: str | None
+                ) -> tuple[uuid.UUID, InvalidParameter | None]:
+    """`after_id` for a statement that checks its caller itself (the sync fast paths):
+    the id to start after (`FIRST_PAGE` without a cursor) and, for a cursor not made
+    for `kind`, its 400, to raise once the caller's own refusals (401, 403) had their
+    turn, in the general path's order."""
+    try:
+        return after_id(key, kind, cursor) or FIRST_PAGE, None
+    except InvalidParameter as refused:
+        return FIRST_PAGE, refused
+
+
 def id_cursor(key: bytes, kind: str, last_id: uuid.UUID) -> str:
     """The cursor of the page after the row `last_id`, in a list in id order."""
     return encode_cursor(key, kind, [str(last_id)])

@@ -36,12 +36,18 @@ async def authorized_on(request: Request, caller: Principal, operation: str
         yield await allowed.authorized(request, caller, session, RULES[operation]), session
 
 
-def json_answer(body: bytes, response: Response, status_code: int = 200) -> Response:
-    """A JSON answer carrying the headers the route's work set on `response`."""
+def carried_headers(response: Response) -> dict[str, str]:
+    """The headers the route's work set on `response` (rate limits, Link, ETag), for the
+    answer that replaces it."""
     headers = dict(response.headers)
     headers.pop("content-length", None)
+    return headers
+
+
+def json_answer(body: bytes, response: Response, status_code: int = 200) -> Response:
+    """A JSON answer carrying the headers the route's work set on `response`."""
     return Response(body, status_code=status_code, media_type="application/json",
-                    headers=headers)
+                    headers=carried_headers(response))
 
 
 def json_document(document: object, response: Response) -> Response:

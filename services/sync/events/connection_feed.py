@@ -14,7 +14,6 @@ the very next page. Other callers and SQLite take the general path.
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -27,17 +26,14 @@ from services.sync.resources.employee_read import live_scopes
 from services.sync.resources.schemas import ChangeOut
 from shared.db.base import table_of
 from shared.db.types import utcnow
-from shared.errors import KoppelError
 from shared.models import App, Event
-from shared.pagination import after_id
+from shared.pagination import start_after
 from shared.policy import RULES, Caller, CallerKind, authorize, coverage
 from shared.policy.dependency import note_scope_use
 from shared.tokens import Principal
 
 RULE = RULES["changes.list"]
 assert CallerKind.CONNECTION in RULE.callers
-# Every id is a UUIDv7, above the nil UUID: the first page starts after it.
-FIRST = uuid.UUID(int=0)
 
 _conn = coverage.CONNECTIONS
 _app = table_of(App)
@@ -92,11 +88,7 @@ async def connection_changes(request: Request, pool: ReadPool, principal: Princi
                              settle_s: float) -> list[ChangeOut]:
     """Up to `limit` events after the cursor's that the connection may see, as the feed
     shows them; `types(caller)` names its visible data event types."""
-    key = request.app.state.runtime.keyring.digest_key
-    try:
-        after, refused = after_id(key, kind, cursor), None
-    except KoppelError as exc:  # refused after the rule's own refusals, as on the general path
-        after, refused = None, exc
+    after, refused = start_after(request.app.state.runtime.keyring.digest_key, kind, cursor)
     caller = await connection_caller(request, pool, principal)
     if refused is not None:
         raise refused
@@ -105,7 +97,7 @@ async def connection_changes(request: Request, pool: ReadPool, principal: Princi
         "environment_id": caller.environment_id, "types": types(caller),
         "debtor_id": next(iter(caller.debtor_ids)), "companies": list(caller.company_ids),
         "connection_id": caller.connection_id, "connection_events": "connection.%",
-        "settled": utcnow() - timedelta(seconds=settle_s), "after": after or FIRST,
+        "settled": utcnow() - timedelta(seconds=settle_s), "after": after,
         "limit": limit})
     return [ChangeOut(id=row.id, type=row.type, timestamp=row.created_at,
                       data=orjson.loads(row.data) if isinstance(row.data, str) else row.data)

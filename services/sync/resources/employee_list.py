@@ -28,10 +28,10 @@ from services.sync.resources.employee_read import (
 from shared.data_access import note_accesses
 from shared.db.base import table_of
 from shared.db.types import utcnow
-from shared.errors import KoppelError, NotFound
+from shared.errors import NotFound
 from shared.last_used import UsageRecorder
 from shared.models import App, Company
-from shared.pagination import after_id
+from shared.pagination import start_after
 from shared.policy import RULES, CallerKind, coverage
 from shared.runtime import Runtime
 from shared.tokens import Principal
@@ -40,8 +40,6 @@ RULE = RULES["employees.list"]
 # A connection's list: the rule's one scope, in both the token and the current consent.
 assert CallerKind.CONNECTION in RULE.callers and len(RULE.scopes) == 1
 SCOPE = RULE.scopes[0]
-# Every id is a UUIDv7, above the nil UUID: the first page starts after it.
-FIRST = uuid.UUID(int=0)
 
 _conn = coverage.CONNECTIONS
 _app = table_of(App)
@@ -85,14 +83,11 @@ async def connection_employees(runtime: Runtime, pool: ReadPool, principal: Prin
     """A page of up to `limit` employees of the company after the cursor's, as a
     connection's token may list them (their documents, in id order), and the id to
     continue after when there are more; the page is logged (`log_access`)."""
-    key = runtime.keyring.digest_key
-    try:
-        after, refused = after_id(key, f"employees:{company_id}", cursor), None
-    except KoppelError as exc:  # refused after the rule's own refusals, as on the general path
-        after, refused = None, exc
+    after, refused = start_after(runtime.keyring.digest_key, f"employees:{company_id}",
+                                 cursor)
     rows = await fetch_rows(pool.fetch, CONNECTION_EMPLOYEES, {
         "connection_id": principal.connection_id, "client_id": principal.client_id,
-        "company_id": company_id, "after": after or FIRST, "limit": limit + 1,
+        "company_id": company_id, "after": after, "limit": limit + 1,
         "now": utcnow()})
     first = rows[0] if rows else None
     await authorize_connection(first, principal, SCOPE, recorder)

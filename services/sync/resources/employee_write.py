@@ -34,10 +34,10 @@ from services.sync.resources.employee_read import (
     connection_params,
     employee_body,
 )
-from services.sync.resources.service import NULLABLE
+from services.sync.resources.service import changed_fields
 from shared.db.base import table_of
 from shared.db.types import utcnow
-from shared.errors import Invalid, NotFound
+from shared.errors import NotFound
 from shared.etag import Version
 from shared.last_used import UsageRecorder
 from shared.models import Employee, Event
@@ -96,11 +96,7 @@ async def update_connection_employee(
         if current is None:  # deleted since the check (a concurrent transaction)
             raise NotFound("no such employee")
         Version(Response(), if_match).check(employee_body(current), "employee")
-        for name, value in changes.items():
-            if value is None and name not in NULLABLE:
-                raise Invalid(f"{name} cannot be null", field=name)
-        changed = sorted(name for name, value in changes.items()
-                         if getattr(current, name) != value)
+        changed = changed_fields(current, changes)
         body = employee_body(current)
         if changed:
             sql, order = asyncpg_sql(_update(tuple(changed)))

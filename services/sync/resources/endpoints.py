@@ -7,7 +7,6 @@ import json
 import uuid
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ValidationError
@@ -21,7 +20,12 @@ from services.sync.deps import (
     get_session,
     read_pool,
 )
-from services.sync.direct import authorized_on, counted_caller, json_document
+from services.sync.direct import (
+    authorized_on,
+    carried_headers,
+    counted_caller,
+    json_document,
+)
 from services.sync.ratelimits import rate_limit
 from services.sync.resources import (
     employee_list,
@@ -88,12 +92,10 @@ def single_body(body: dict, if_none_match: str | None, response: Response) -> Re
     """A JSON document with its ETag (304 if `If-None-Match` matches), keeping the headers
     that dependencies set (rate limits); `Cache-Control: no-store` comes from the app's
     rule for callers with credentials (shared/cache_control.py)."""
-    etag = etag_of_json(body)
-    headers = {**response.headers, "ETag": etag}
-    headers.pop("content-length", None)
+    etag = response.headers["ETag"] = etag_of_json(body)
     if if_none_match_hits(if_none_match, etag):
-        return Response(status_code=304, headers=headers)
-    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+        return Response(status_code=304, headers=carried_headers(response))
+    return json_document(body, response)
 
 
 def single(row, if_none_match: str | None, response: Response,

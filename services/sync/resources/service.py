@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -39,15 +40,21 @@ async def employee(session: AsyncSession, reach: Caller, employee_id: uuid.UUID,
     return row
 
 
+def changed_fields(row: Any, changes: dict[str, Any]) -> list[str]:
+    """The names of the personal fields `changes` gives other values than `row` has,
+    sorted; 422 for a null in a field that needs a value."""
+    for name, value in changes.items():
+        if value is None and name not in NULLABLE:
+            raise Invalid(f"{name} cannot be null", field=name)
+    return sorted(name for name, value in changes.items() if getattr(row, name) != value)
+
+
 async def update_employee(session: AsyncSession, reach: Caller, employee_id: uuid.UUID,
                           payload: schemas.EmployeeUpdate) -> tuple[Employee, list[str]]:
     """Apply the changed fields and write `employee.updated` in the same transaction."""
     row = await employee(session, reach, employee_id, for_update=True)
     changes = payload.model_dump(exclude_unset=True)
-    for name, value in changes.items():
-        if value is None and name not in NULLABLE:
-            raise Invalid(f"{name} cannot be null", field=name)
-    changed = sorted(name for name, value in changes.items() if getattr(row, name) != value)
+    changed = changed_fields(row, changes)
     if not changed:
         return row, []
     for name in changed:
