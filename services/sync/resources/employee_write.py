@@ -6,8 +6,8 @@ The transaction runs the read's statement (employee_read.CONNECTION_EMPLOYEE: th
 connection live, of this app, environment and debtor, its consent and the employee
 within its reach), refused as the rule `employees.update` would refuse it; then locks
 the employee's row, checks `If-Match` against it, and writes only the fields that
-change, with the `employee.updated` event (shared/outbox.py `event_values`) in the same
-transaction. After the commit the relay is nudged and the data-access log noted, as the
+change together with the `employee.updated` event (shared/outbox.py `event_values`), in
+one statement. After the commit the relay is nudged and the data-access log noted, as the
 request session's unit of work does on the general path. Nothing is cached: a revoked or
 narrowed connection is refused by the next write.
 
@@ -59,15 +59,18 @@ _events = table_of(Event)
 LOCKED = (select(*(_emp.c[name] for name in FIELDS), _emp.c.environment_id,
                  _emp.c.debtor_id)
           .where(_emp.c.id == bindparam("employee_id")).with_for_update())
-INSERT_EVENT = insert(_events).values(
-    {column.name: bindparam(f"v_{column.name}") for column in _events.columns})
 
 
 @lru_cache(maxsize=32)
-def _update(changed: tuple[str, ...]) -> Any:
-    """The UPDATE of these fields (and `updated_at`), one statement per set of fields."""
-    return (update(_emp).where(_emp.c.id == bindparam("employee_id"))
-            .values({name: bindparam(f"v_{name}") for name in (*changed, "updated_at")}))
+def _update_with_event(changed: tuple[str, ...]) -> Any:
+    """The UPDATE of these fields (and `updated_at`) and the INSERT of the event, one
+    statement (a data-modifying CTE): one round trip. One statement per set of fields."""
+    updated = (update(_emp).where(_emp.c.id == bindparam("employee_id"))
+               .values({name: bindparam(f"set_{name}") for name in (*changed, "updated_at")})
+               .returning(_emp.c.id).cte("updated"))
+    return insert(_events).values(
+        {column.name: bindparam(f"v_{column.name}") for column in _events.columns}
+    ).add_cte(updated)
 
 
 def _event_params(values: dict[str, Any]) -> dict[str, Any]:
@@ -99,15 +102,13 @@ async def update_connection_employee(
         changed = changed_fields(current, changes)
         body = employee_body(current)
         if changed:
-            sql, order = asyncpg_sql(_update(tuple(changed)))
-            params = {"employee_id": employee_id, "v_updated_at": utcnow(),
-                      **{f"v_{name}": changes[name] for name in changed}}
-            await tx.execute(sql, *(params[name] for name in order))
             event = event_values("employee.updated", current.environment_id,
-                              debtor_id=current.debtor_id, company_id=current.company_id,
-                              employee_id=employee_id, changed_fields=changed)
-            sql, order = asyncpg_sql(INSERT_EVENT)
-            params = _event_params(event)
+                                 debtor_id=current.debtor_id, company_id=current.company_id,
+                                 employee_id=employee_id, changed_fields=changed)
+            sql, order = asyncpg_sql(_update_with_event(tuple(changed)))
+            params = {"employee_id": employee_id, "set_updated_at": utcnow(),
+                      **{f"set_{name}": changes[name] for name in changed},
+                      **_event_params(event)}
             await tx.execute(sql, *(params[name] for name in order))
             body = employee_body(_Changed(current, changes))
     work = UnitOfWork(wants_nudge=bool(changed))
