@@ -18,7 +18,7 @@ from shared.models import DeliveryStatus
 from shared.runtime import Runtime
 from tests.services.sync.conftest import Tokens, wait_for
 from tests.services.sync.test_delivery_recovery import koppel_worker
-from tests.services.sync.test_webhook_delivery import deliveries, emit_employee_event, subscribe
+from tests.services.sync.test_webhook_delivery import deliveries, emitted, subscribe
 from tests.services.sync.worlds import World
 
 RECEIVER_DELAY_S = 3.0
@@ -49,7 +49,7 @@ async def test_sigterm_mid_delivery_lets_it_finish(
     try:
         hook = await subscribe(sync_client, tokens, world.apps["info"],
                                f"http://127.0.0.1:{port}/hook", ["employee.updated"])
-        emit_employee_event(committing_sessions, world, "employee.updated")
+        await emitted(committing_sessions, world, "employee.updated")
         with koppel_worker(subprocess_env, log) as worker:
             await wait_for(lambda: seen, timeout=60)
             worker.send_signal(signal.SIGTERM)

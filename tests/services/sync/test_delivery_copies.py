@@ -28,7 +28,7 @@ from shared.runtime import Runtime
 from tests.services.sync.conftest import Receiver, Tokens, wait_for, worker_running
 from tests.services.sync.test_webhook_delivery import (
     deliveries,
-    emit_employee_event,
+    emitted,
     settled,
     subscribe,
 )
@@ -47,7 +47,7 @@ async def test_an_events_deliveries_share_one_body_each_signed_with_its_own_secr
     paths = ("/ok/1", "/ok/2", "/ok/3")
     hooks = [await subscribe(sync_client, tokens, world.apps["info"], receiver.url(path),
                              ["employee.updated"]) for path in paths]
-    event_ids = [emit_employee_event(committing_sessions, world, "employee.updated")
+    event_ids = [await emitted(committing_sessions, world, "employee.updated")
                  for _ in range(2)]
     async with runtime.async_session() as session:  # rolled back: the worker sends below
         made, _, known = await relay_events(session)

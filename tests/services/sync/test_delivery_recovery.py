@@ -27,7 +27,7 @@ from tests.fixtures.backend import REPO_ROOT
 from tests.services.sync.conftest import Receiver, Tokens, wait_for, worker_running
 from tests.services.sync.test_webhook_delivery import (
     deliveries,
-    emit_employee_event,
+    emitted,
     settled,
     subscribe,
 )
@@ -44,7 +44,7 @@ async def test_lost_nudge_and_flushed_redis_still_deliver(
     await subscribe(sync_client, tokens, world.apps["info"], receiver.url("/ok"),
                     ["employee.updated"])
     # The API process "died" after its commit: no nudge. Then Redis loses everything.
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    await emitted(committing_sessions, world, "employee.updated")
     redis_client.flushdb()
     async with worker_running(settings):
         await wait_for(lambda: receiver.to("/ok"))
@@ -94,7 +94,7 @@ async def test_worker_killed_mid_delivery_and_redis_flushed(
     try:
         hook = await subscribe(sync_client, tokens, world.apps["info"],
                                f"http://127.0.0.1:{port}/hook", ["employee.updated"])
-        emit_employee_event(committing_sessions, world, "employee.updated")
+        await emitted(committing_sessions, world, "employee.updated")
         with koppel_worker(subprocess_env, log) as first:
             await wait_for(lambda: seen, timeout=60)
             first.send_signal(signal.SIGKILL)

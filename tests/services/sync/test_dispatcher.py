@@ -21,7 +21,7 @@ from shared.runtime import Runtime
 from tests.services.sync.conftest import Receiver, Tokens, wait_for, worker_running
 from tests.services.sync.test_webhook_delivery import (
     deliveries,
-    emit_employee_event,
+    emitted,
     settled,
     subscribe,
 )
@@ -37,7 +37,7 @@ async def test_relay_takes_one_bounded_batch_per_transaction(
     await subscribe(sync_client, tokens, world.apps["info"], receiver.url("/ok"),
                     ["employee.updated"])
     for _ in range(EVENTS):
-        emit_employee_event(committing_sessions, world, "employee.updated")
+        await emitted(committing_sessions, world, "employee.updated")
     async with runtime.async_session() as session, session.begin():
         made, more, _ = await relay_events(session, limit=3)
     assert (made, more) == (3, True)
@@ -67,7 +67,7 @@ async def test_a_backlog_is_drained_in_bounded_rounds_without_a_job_per_nudge(
     hooks = [await subscribe(sync_client, tokens, world.apps["info"], receiver.url(path),
                              ["employee.updated"]) for path in ("/ok/1", "/ok/2")]
     for _ in range(EVENTS):
-        emit_employee_event(committing_sessions, world, "employee.updated")
+        await emitted(committing_sessions, world, "employee.updated")
     await runtime.redis.delete(default_queue_name)  # an earlier test's leftovers
     await nudge(runtime.redis)
     assert await runtime.redis.zcard(default_queue_name) == 0  # a nudge is no job

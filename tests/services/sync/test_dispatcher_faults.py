@@ -30,7 +30,7 @@ from tests.services.sync.conftest import Receiver, Tokens, wait_for
 from tests.services.sync.test_dispatcher_loop import attempts
 from tests.services.sync.test_webhook_delivery import (
     deliveries,
-    emit_employee_event,
+    emitted,
     settled,
     subscribe,
 )
@@ -66,7 +66,7 @@ async def _two_endpoints_and_an_event(sync_client: httpx.AsyncClient, tokens: To
     app = world.apps["info"]
     made = await subscribe(sync_client, tokens, app, receiver.url(first), ["employee.updated"])
     await subscribe(sync_client, tokens, app, receiver.url(second), ["employee.updated"])
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    await emitted(committing_sessions, world, "employee.updated")
     return made
 
 async def test_a_result_whose_delivery_was_deleted_is_not_written(
@@ -83,7 +83,7 @@ async def test_a_result_whose_delivery_was_deleted_is_not_written(
         r = await sync_client.delete(f"/v1/webhooks/{doomed['id']}",
                                      headers=tokens.app(world.apps["info"]))
         assert r.status_code in (200, 204), r.text
-        emit_employee_event(committing_sessions, world, "employee.updated")
+        await emitted(committing_sessions, world, "employee.updated")
         assert await dispatcher.run() == "idle"
     finally:
         await sender.close()
@@ -105,7 +105,7 @@ async def test_a_result_recorded_already_is_not_written_again(
         # The commit went through, its reply was lost: the results are still pending.
         await record(runtime, dispatcher.results)
         assert len(dispatcher.results) == 2
-        emit_employee_event(committing_sessions, world, "employee.updated")
+        await emitted(committing_sessions, world, "employee.updated")
         assert await dispatcher.run() == "idle"
     finally:
         await sender.close()
@@ -125,7 +125,7 @@ async def test_a_result_that_cannot_be_written_is_dropped_and_rounds_go_on(
     dispatcher = await sent_but_unrecorded(runtime, sender)
     poisoned, fine = dispatcher.results
     poisoned.started = datetime.now()  # naive: its write always fails
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    await emitted(committing_sessions, world, "employee.updated")
     dispatcher.start()
     try:
         await wait_for(lambda: len(receiver.to("/ok")) == len(receiver.to("/ok2")) == 2,
@@ -176,7 +176,7 @@ async def test_many_failed_rounds_in_a_row_do_not_end_the_loop(
     dispatcher.start()
     try:
         await wait_for(lambda: dispatcher.failures == 0 and dispatcher.rounds, timeout=10)
-        emit_employee_event(committing_sessions, world, "employee.updated")
+        await emitted(committing_sessions, world, "employee.updated")
         dispatcher.poke()
         await wait_for(lambda: receiver.to("/ok"), timeout=10)
         assert all(not t.done() for t in dispatcher.loops)
@@ -205,7 +205,7 @@ async def test_a_loop_task_that_ends_is_restarted(
         await wait_for(lambda: listener.done() and serve.done())
         await wait_for(lambda: all(t not in (listener, serve) and not t.done()
                                    for t in dispatcher.loops))
-        emit_employee_event(committing_sessions, world, "employee.updated")
+        await emitted(committing_sessions, world, "employee.updated")
         await asyncio.sleep(0.3)  # the restarted listener blocks on the list again
         await nudge(runtime.redis)
         await wait_for(lambda: receiver.to("/ok"), timeout=10)
@@ -239,7 +239,7 @@ async def test_a_kept_connection_that_stops_answering_is_dropped(
                 await asyncio.sleep(0.5)
                 kept = dispatcher.connection
                 proxy.freeze_on(b"webhook_deliveries")  # the kept connection goes silent
-                emit_employee_event(committing_sessions, world, "employee.updated")
+                await emitted(committing_sessions, world, "employee.updated")
                 dispatcher.poke()
                 await wait_for(lambda: proxy.frozen, timeout=10)
                 proxy.freeze_on(None)  # every other connection is fine
@@ -254,7 +254,7 @@ async def test_a_kept_connection_that_stops_answering_is_dropped(
                 dispatcher.poke()
                 await wait_for(lambda: receiver.to("/ok"), timeout=15)
                 await wait_for(settled(runtime, 1), timeout=10)
-                emit_employee_event(committing_sessions, world, "employee.updated")
+                await emitted(committing_sessions, world, "employee.updated")
                 dispatcher.poke()
                 await wait_for(lambda: len(receiver.to("/ok")) == 2, timeout=10)
             finally:
@@ -272,7 +272,7 @@ async def test_the_other_results_of_a_sequenced_batch_survive_its_failed_write(
         "url": receiver.url("/ordered"), "events": ["employee.updated"], "ordered": True})
     assert created.status_code == 201, created.text
     await subscribe(sync_client, tokens, app, receiver.url("/plain"), ["employee.updated"])
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    await emitted(committing_sessions, world, "employee.updated")
 
     async def database_gone(runtime, attempts) -> None:  # the sequenced write fails
         raise ConnectionError("the database went away")
@@ -305,7 +305,7 @@ async def test_full_send_slots_wait_without_spinning(
     receiver.pause["/held"] = 1.5
     await subscribe(sync_client, tokens, world.apps["info"], receiver.url("/held"),
                     ["employee.updated"])
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    await emitted(committing_sessions, world, "employee.updated")
     waits = 0
 
     class Counting(Dispatcher):
@@ -339,7 +339,7 @@ async def test_a_burst_worker_drains_the_outbox(
     await subscribe(sync_client, tokens, world.apps["info"], receiver.url("/ok"),
                     ["employee.updated"])
     for _ in range(6):
-        emit_employee_event(committing_sessions, world, "employee.updated")
+        await emitted(committing_sessions, world, "employee.updated")
     await nudge(runtime.redis)
     worker = build_worker(settings, burst=True, handle_signals=False, poll_delay=0.05,
                           cron_jobs=[])

@@ -29,7 +29,7 @@ from tests.fixtures.backend import on_postgres
 from tests.services.sync.conftest import Receiver, Tokens, wait_for, worker_running
 from tests.services.sync.test_webhook_delivery import (
     deliveries,
-    emit_employee_event,
+    emitted,
     settled,
     subscribe,
 )
@@ -57,7 +57,7 @@ async def started(worker) -> Dispatcher:
 async def emit_aside(sessions: sessionmaker[Session], world: World) -> None:
     """An event committed by a sync session off the event loop: on SQLite its BEGIN
     IMMEDIATE may wait for the in-process worker's round, which needs the loop to end."""
-    await asyncio.to_thread(emit_employee_event, sessions, world, "employee.updated")
+    await emitted(sessions, world, "employee.updated")
 
 
 async def attempts(runtime: Runtime) -> list[WebhookAttempt]:
@@ -133,7 +133,7 @@ async def test_a_process_dead_before_its_next_round_loses_no_delivery(
                     ["employee.updated"])
     await subscribe(sync_client, tokens, world.apps["info"], receiver.url("/fail"),
                     ["employee.updated"])
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    await emitted(committing_sessions, world, "employee.updated")
     sender = Sender(allow_loopback=True)
     try:
         dead = Dispatcher(runtime, sender)
@@ -216,7 +216,7 @@ async def test_two_dispatchers_at_once_send_each_attempt_once(
     await subscribe(sync_client, tokens, world.apps["info"], receiver.url("/ok"),
                     ["employee.updated"])
     for _ in range(BACKLOG):
-        emit_employee_event(committing_sessions, world, "employee.updated")
+        await emitted(committing_sessions, world, "employee.updated")
     sender = Sender(allow_loopback=True)
     try:
         two = [Dispatcher(runtime, sender), Dispatcher(runtime, sender)]

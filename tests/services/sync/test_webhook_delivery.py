@@ -3,6 +3,7 @@ signatures, who receives what, retries, 3xx, 410, timeouts, revocation, SSRF at 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -53,6 +54,14 @@ def emit_employee_event(sessions: sessionmaker[Session], world: World, type: str
         return str(event.id)
 
 
+async def emitted(sessions: sessionmaker[Session], world: World, type: str,
+                  company: int = 0) -> str:
+    """`emit_employee_event` off the event loop: a worker or dispatcher running in this
+    loop may hold SQLite's write lock across an await, which a blocking write in the
+    loop itself would wait on until the busy timeout (a deadlock, not a slow test)."""
+    return await asyncio.to_thread(emit_employee_event, sessions, world, type, company)
+
+
 async def deliveries(runtime: Runtime) -> list[WebhookDelivery]:
     """Read through the async engine: a sync SQLite read would block the event loop that
     the in-process worker needs to finish its write."""
@@ -74,7 +83,7 @@ async def test_signed_delivery_verified_by_standardwebhooks(
 ) -> None:
     hook = await subscribe(sync_client, tokens, world.apps["info"], receiver.url("/ok"),
                            ["employee.updated"])
-    event_id = emit_employee_event(committing_sessions, world, "employee.updated")
+    event_id = await emitted(committing_sessions, world, "employee.updated")
     await nudge(runtime.redis)
     async with worker_running(settings):
         await wait_for(lambda: receiver.to("/ok"))
@@ -117,9 +126,9 @@ async def test_only_apps_whose_connection_covers_the_event_receive_it(
         f.make_connection(session, other_user, world.apps["both"],
                           companies=world.companies,
                           scopes=["employee.info.read", "employee.payment.read"])
-    emit_employee_event(committing_sessions, world, "employee.payment.changed")
-    emit_employee_event(committing_sessions, world, "employee.updated")
-    emit_employee_event(committing_sessions, world, "employee.updated", company=1)
+    await emitted(committing_sessions, world, "employee.payment.changed")
+    await emitted(committing_sessions, world, "employee.updated")
+    await emitted(committing_sessions, world, "employee.updated", company=1)
     await nudge(runtime.redis)
     async with worker_running(settings):
         await wait_for(settled(runtime, 5))
@@ -144,7 +153,7 @@ async def test_retries_keep_the_webhook_id_then_disable_the_endpoint(
     hooks = {path: await subscribe(sync_client, tokens, app, receiver.url(path),
                                    ["employee.updated"])
              for path in ("/fail", "/slow", "/moved", "/gone", "/flaky")}
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    await emitted(committing_sessions, world, "employee.updated")
     await nudge(runtime.redis)
     async with worker_running(settings):
         await wait_for(settled(runtime, 5))
@@ -183,7 +192,7 @@ async def test_revoked_connection_drops_waiting_deliveries_but_sends_its_revocat
     app = world.apps["info"]
     await subscribe(sync_client, tokens, app, receiver.url("/ok"),
                     ["employee.updated", "connection.created", "connection.revoked"])
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    await emitted(committing_sessions, world, "employee.updated")
     with committing_sessions() as session, session.begin():
         connection = session.get(Connection, world.connections["info"].id)
         emit(session, **connection_event("connection.created", connection,
@@ -217,7 +226,7 @@ async def test_rotation_overlap_sends_both_signatures_and_redelivery_keeps_the_i
                                      headers=tokens.app(app))
     new_secret = rotated.json()["secret"]
     headers = tokens.app(app)
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    await emitted(committing_sessions, world, "employee.updated")
     await nudge(runtime.redis)
     async with worker_running(settings):
         await wait_for(settled(runtime, 1))

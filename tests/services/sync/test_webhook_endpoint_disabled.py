@@ -16,7 +16,7 @@ from shared.config import Settings
 from shared.jobs import nudge
 from shared.runtime import Runtime
 from tests.services.sync.conftest import Receiver, Tokens, wait_for, worker_running
-from tests.services.sync.test_webhook_delivery import emit_employee_event, settled, subscribe
+from tests.services.sync.test_webhook_delivery import emitted, settled, subscribe
 from tests.services.sync.worlds import World
 
 RFC3339_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -39,8 +39,8 @@ async def test_an_endpoint_koppel_disables_is_announced_to_the_apps_other_endpoi
     await subscribe(sync_client, tokens, other_app, receiver.url("/ok/other-app"),
                     ["endpoint.disabled"])
     # Two events: both answered 410 in one batch still disable (and announce) once.
-    emit_employee_event(committing_sessions, world, "employee.updated")
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    await emitted(committing_sessions, world, "employee.updated")
+    await emitted(committing_sessions, world, "employee.updated")
     await nudge(runtime.redis)
     async with worker_running(settings):
         # 2 x 4 deliveries of the events, then 2 announcements to each of 2 listeners.
@@ -50,7 +50,7 @@ async def test_an_endpoint_koppel_disables_is_announced_to_the_apps_other_endpoi
         off = await sync_client.post(f"/v1/webhooks/{mine['id']}/disable",
                                      headers=tokens.app(app))
         assert off.status_code == 200
-        emit_employee_event(committing_sessions, world, "employee.updated")
+        await emitted(committing_sessions, world, "employee.updated")
         await nudge(runtime.redis)
         await wait_for(lambda: len(receiver.to("/ok/deaf")) == 3)
         await wait_for(settled(runtime, 13))

@@ -21,7 +21,7 @@ from shared.runtime import Runtime
 from tests.services.sync.conftest import Receiver, Tokens, wait_for, worker_running
 from tests.services.sync.test_webhook_delivery import (
     deliveries,
-    emit_employee_event,
+    emitted,
     settled,
     subscribe,
 )
@@ -44,7 +44,7 @@ async def test_recover_resends_failed_deliveries_since_a_time_one_at_a_time_in_o
     hook = await subscribe(sync_client, tokens, app, receiver.url("/down"), ["employee.updated"])
     url = f"/v1/webhooks/{hook['id']}/recover"
     receiver.down.add("/down")
-    old = emit_employee_event(committing_sessions, world, "employee.updated")
+    old = await emitted(committing_sessions, world, "employee.updated")
     await nudge(runtime.redis)
     enable = f"/v1/webhooks/{hook['id']}/enable"
     async with worker_running(settings):
@@ -52,7 +52,7 @@ async def test_recover_resends_failed_deliveries_since_a_time_one_at_a_time_in_o
         await wait_for(settled(runtime, 1))
         assert (await sync_client.post(enable, headers=auth)).status_code == 200
         since = datetime.now(UTC)
-        recent = [emit_employee_event(committing_sessions, world, "employee.updated")
+        recent = [await emitted(committing_sessions, world, "employee.updated")
                   for _ in range(4)]
         await nudge(runtime.redis)
         await wait_for(settled(runtime, 5))

@@ -25,7 +25,7 @@ from shared.models import WebhookEndpoint
 from shared.runtime import Runtime
 from shared.vault.columns import ENCRYPTED_COLUMNS, WEBHOOK_SIGNING_KEY
 from tests.services.sync.conftest import Receiver, Tokens, wait_for, worker_running
-from tests.services.sync.test_webhook_delivery import emit_employee_event, settled
+from tests.services.sync.test_webhook_delivery import emitted, settled
 from tests.services.sync.worlds import World
 
 GUIDE = Path(__file__).resolve().parents[3] / "docs" / "partners.md"
@@ -118,7 +118,7 @@ async def test_ed25519_deliveries_verify_with_the_guides_snippets_and_the_key_st
                  base64.urlsafe_b64encode(private).decode().rstrip("=")):
         assert form not in answers
 
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    await emitted(committing_sessions, world, "employee.updated")
     await nudge(runtime.redis)
     async with worker_running(settings):
         await wait_for(settled(runtime, 1))
@@ -172,7 +172,7 @@ async def test_key_rotation_overlaps_like_the_secret_and_the_scheme_can_change(
     assert [(k["public_key"], k["status"]) for k in listed] == [(new, "current"),
                                                                 (old, "previous")]
 
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    await emitted(committing_sessions, world, "employee.updated")
     await nudge(runtime.redis)
     async with worker_running(settings):
         await wait_for(settled(runtime, 1))

@@ -18,7 +18,7 @@ from tests.services.conftest import running
 from tests.services.sync.conftest import Receiver, Tokens, wait_for, worker_running
 from tests.services.sync.test_webhook_delivery import (
     deliveries,
-    emit_employee_event,
+    emitted,
     settled,
     subscribe,
 )
@@ -33,7 +33,7 @@ async def test_refused_at_send_when_the_address_is_no_longer_allowed(
 ) -> None:
     await subscribe(sync_client, tokens, world.apps["info"], receiver.url("/ok"),
                     ["employee.updated"])
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    await emitted(committing_sessions, world, "employee.updated")
     strict = settings.model_copy(update={"webhooks_allow_loopback": False})
     async with worker_running(strict):
         await wait_for(settled(runtime, 1))
@@ -58,7 +58,7 @@ async def test_a_name_rebound_to_an_internal_address_is_refused_at_send(
     async with running(app) as client:
         await subscribe(client, tokens, world.apps["info"],
                         f"http://hooks.test:{receiver.port}/ok", ["employee.updated"])
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    await emitted(committing_sessions, world, "employee.updated")
     async with worker_running(settings, ctx={"ssrf_resolver": at_send}):
         await wait_for(settled(runtime, 1))
     [row] = await deliveries(runtime)
@@ -92,7 +92,7 @@ async def test_every_security_25_address_is_refused_at_send_without_a_connection
                                        secret_key_id="")
             WEBHOOK_SECRET.seal(runtime.box, endpoint, b"whsec_" + b"A" * 44)
             session.add(endpoint)
-    emit_employee_event(committing_sessions, world, "employee.updated")
+    await emitted(committing_sessions, world, "employee.updated")
     strict = settings.model_copy(update={"webhooks_allow_loopback": False})
     async with worker_running(strict, ctx={"ssrf_resolver": resolver}):
         await wait_for(settled(runtime, len(urls)))

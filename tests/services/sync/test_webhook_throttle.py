@@ -18,7 +18,7 @@ from shared.config import Settings
 from shared.jobs import nudge
 from shared.runtime import Runtime
 from tests.services.sync.conftest import Receiver, Tokens, wait_for, worker_running
-from tests.services.sync.test_webhook_delivery import deliveries, emit_employee_event, settled
+from tests.services.sync.test_webhook_delivery import deliveries, emitted, settled
 from tests.services.sync.worlds import World
 
 RATE = 4
@@ -41,7 +41,7 @@ async def test_a_rate_limited_endpoint_gets_at_most_its_rate_and_others_are_not_
     await sync_client.post("/v1/webhooks", headers=auth, json={
         "url": receiver.url("/free"), "events": ["employee.updated"]})
     for _ in range(EVENTS):
-        emit_employee_event(committing_sessions, world, "employee.updated")
+        await emitted(committing_sessions, world, "employee.updated")
     await nudge(runtime.redis)
     started = time.monotonic()
     async with worker_running(settings):
