@@ -1,21 +1,40 @@
-"""One spelling per ES256 signature that Koppel makes (issue 14, finding 9).
+"""ES256 signatures as JWS carries them (r || s): checking one, and one spelling per
+signature that Koppel makes (issue 14, finding 9).
 
 An ECDSA signature (r, s) is equally valid as (r, n - s), so a JWS signed by Koppel would
 have two valid strings. Koppel's signer always writes the low-S form (s <= n / 2) and the
 verifiers of the tokens Koppel issued accept only that form. DPoP proofs and client
-assertions are signed by clients, whose libraries use either form: never check them here.
+assertions are signed by clients, whose libraries use either form: `verify` accepts
+both, and only the token verifier adds the low-S rule.
 """
 
 from __future__ import annotations
 
 import base64
 
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
 # The order of P-256's base point (SEC 2, secp256r1 "n").
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 HALF_ORDER = P256_ORDER // 2
 SIZE = 32  # bytes of r and of s in a JWS signature (RFC 7518 3.4)
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())  # made once: verify runs on every API call
+
+
+def verify(public: ec.EllipticCurvePublicKey, data: bytes, signature: bytes) -> None:
+    """Check the JWS ES256 signature (r || s, 64 bytes) of `data` with `public` (OpenSSL
+    through cryptography, as joserfc's ES256 does); InvalidSignature if it is not valid."""
+    if len(signature) != 2 * SIZE:
+        raise InvalidSignature
+    public.verify(encode_dss_signature(int.from_bytes(signature[:SIZE], "big"),
+                                       int.from_bytes(signature[SIZE:], "big")),
+                  data, _ECDSA_SHA256)
 
 
 def is_low_s(signature: bytes) -> bool:

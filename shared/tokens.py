@@ -23,15 +23,14 @@ from typing import Any, Literal
 
 import structlog
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, or_, select
 
+from shared import es256
 from shared.db.types import utcnow
 from shared.errors import Unauthorized, Unavailable
 from shared.es256 import is_low_s
@@ -49,7 +48,6 @@ MAX_TOKEN_LENGTH = 8192
 MAX_CACHED_HEADERS = 256
 ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 SIGNATURE_B64_LENGTH = 86  # 64 bytes (r || s), base64url without padding
-_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 
 log = structlog.get_logger("koppel.tokens")
@@ -331,12 +329,10 @@ class TokenVerifier:
             signature = _b64decode(signature_b64)
             # The signature is not signed: only its one canonical spelling is accepted.
             canonical = base64.urlsafe_b64encode(signature)[:SIGNATURE_B64_LENGTH]
-            der = encode_dss_signature(int.from_bytes(signature[:32], "big"),
-                                       int.from_bytes(signature[32:], "big"))
             # Nor its second ECDSA spelling (r, n - s): Koppel signs in low-S form only.
             if canonical != signature_b64.encode() or not is_low_s(signature):
                 raise InvalidSignature
-            key.verify(der, f"{header_b64}.{payload_b64}".encode(), _ECDSA_SHA256)
+            es256.verify(key, f"{header_b64}.{payload_b64}".encode(), signature)
         except (InvalidSignature, ValueError):
             raise InvalidToken("the access token's signature is not valid") from None
         if known_kid is None:  # remember headers of genuine tokens only

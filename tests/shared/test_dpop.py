@@ -151,14 +151,16 @@ def test_a_tokens_binding_is_read_from_cnf_and_a_malformed_one_refused() -> None
 
 def test_a_proof_whose_iat_is_not_a_finite_number_is_refused(checker: ProofChecker) -> None:
     """NaN compares false both ways, so it would slip through the time window and make a
-    proof replayable forever once its jti record expired (found by review)."""
+    proof replayable forever once its jti record expired (found by review). NaN and the
+    infinities are not JSON (RFC 8259): the claims' parser refuses them before the
+    window is looked at, and the window's own check stays as a second line."""
     key = DPoPKey("ES256")
     for iat in (float("nan"), float("inf"), float("-inf")):
         body = {"jti": f"j-{iat}", "htm": "GET", "htu": URL, "iat": iat}
         proof = jws.serialize_compact(
             {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.public_jwk}, json.dumps(body),
             key.key, algorithms=["ES256"])
-        with pytest.raises(DPoPError, match="iat"):
+        with pytest.raises(DPoPError, match=r"iat|not JSON"):
             checker.check(proof, method="GET", url=URL)
 
 
@@ -195,3 +197,44 @@ def test_the_key_cache_keeps_the_keys_in_use(checker: ProofChecker,
         assert hot_header in checker._keys  # evicted, it would be checked again
         use(hot)
     assert len(checker._keys) == 3
+
+
+def _with_signature(proof: str, signature: bytes) -> str:
+    head, payload, _ = proof.split(".")
+    return f"{head}.{payload}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+def _es256_variants(proof: str) -> dict[str, str]:
+    """The proof with its ES256 signature (r and s, 32 bytes each) changed in one way."""
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    signature = base64.urlsafe_b64decode(proof.split(".")[2] + "==")
+    r, s = signature[:32], signature[32:]
+    flipped = bytearray(signature)
+    flipped[10] ^= 1
+    return {
+        "one byte short": _with_signature(proof, signature[:63]),
+        "one byte long": _with_signature(proof, signature + b"\x00"),
+        "a bit flipped": _with_signature(proof, bytes(flipped)),
+        "r and s swapped": _with_signature(proof, s + r),
+        "r zero": _with_signature(proof, bytes(32) + s),
+        "s zero": _with_signature(proof, r + bytes(32)),
+        "DER instead of r and s": _with_signature(proof, encode_dss_signature(
+            int.from_bytes(r, "big"), int.from_bytes(s, "big"))),
+        "no signature": _with_signature(proof, b""),
+    }
+
+
+def test_the_es256_check_refuses_what_joserfc_refuses(checker: ProofChecker) -> None:
+    """ES256 signatures are checked through cryptography with the ECDSA parameters made
+    once (shared/dpop.py `_verify_function`): every signature joserfc's own verification
+    refuses is refused, and a good one is accepted by both, also once the key is cached."""
+    key = DPoPKey("ES256")
+    for _ in range(2):  # the second time through the cached key
+        good = key.proof("GET", URL, access_token=TOKEN)
+        jws.deserialize_compact(good, key.key, algorithms=["ES256"])
+        checker.check(good, method="GET", url=URL, access_token=TOKEN)
+    for name, variant in _es256_variants(key.proof("GET", URL, access_token=TOKEN)).items():
+        with pytest.raises(Exception):  # noqa: B017 - joserfc's own error types vary
+            jws.deserialize_compact(variant, key.key, algorithms=["ES256"])
+        assert "signature" in refused(checker, variant), name
