@@ -240,6 +240,12 @@ class ProofChecker:
             algorithm.check_key(key)
         except (JoseError, ValueError):
             raise DPoPError(f"the proof's jwk is not a key for {alg}") from None
+        try:
+            # What joserfc's verification asks of the key on every call (`get_op_key`),
+            # asked once here, since the check made below uses the key directly.
+            key.check_key_op("verify")
+        except JoseError:
+            raise DPoPError("the proof's jwk does not allow verify (key_ops)") from None
         if len(self._keys) >= MAX_CACHED_KEYS:
             self._keys.popitem(last=False)
         self._keys[header_segment] = found = (_verify_function(algorithm, key), jkt)

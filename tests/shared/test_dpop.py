@@ -238,3 +238,39 @@ def test_the_es256_check_refuses_what_joserfc_refuses(checker: ProofChecker) -> 
         with pytest.raises(Exception):  # noqa: B017 - joserfc's own error types vary
             jws.deserialize_compact(variant, key.key, algorithms=["ES256"])
         assert "signature" in refused(checker, variant), name
+
+
+@pytest.mark.parametrize("alg", ALGS)
+def test_a_key_whose_key_ops_exclude_verify_is_refused(checker: ProofChecker, alg: str) -> None:
+    """joserfc's verification asks the key for its `verify` operation; the check made
+    once per header asks the same, for every algorithm (found by review: the ES256 path
+    took the key directly)."""
+    key = DPoPKey(alg)
+    for ops in (["sign"], []):
+        proof = key.proof("GET", URL, access_token=TOKEN,
+                          header={"jwk": {**key.public_jwk, "key_ops": ops}})
+        assert "key_ops" in refused(checker, proof)
+    allowed = key.proof("GET", URL, access_token=TOKEN,
+                        header={"jwk": {**key.public_jwk, "key_ops": ["verify"]}})
+    checker.check(allowed, method="GET", url=URL, access_token=TOKEN)
+
+
+def test_es256_proofs_are_checked_by_the_shared_es256_verify(
+        checker: ProofChecker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ES256 signature of a proof goes through shared/es256.py's verify (the check
+    the tests above hold to joserfc's), once per proof, also through the cached key."""
+    from shared import es256
+
+    calls: list[bytes] = []
+    real = es256.verify
+
+    def counted(public: object, data: bytes, signature: bytes) -> None:
+        calls.append(signature)
+        real(public, data, signature)
+
+    monkeypatch.setattr(es256, "verify", counted)
+    key = DPoPKey("ES256")
+    for _ in range(3):
+        checker.check(key.proof("GET", URL, access_token=TOKEN), method="GET", url=URL,
+                      access_token=TOKEN)
+    assert len(calls) == 3
