@@ -21,8 +21,10 @@ from sqlalchemy import Integer, and_, bindparam, select, true
 from services.sync.read_pool import ReadPool, fetch_rows
 from services.sync.resources.access import access
 from services.sync.resources.employee_read import (
+    CONNECTION_COLUMNS,
     FIELDS,
     authorize_connection,
+    connection_scope,
     employee_body,
 )
 from shared.data_access import note_accesses
@@ -32,14 +34,12 @@ from shared.errors import NotFound
 from shared.last_used import UsageRecorder
 from shared.models import App, Company
 from shared.pagination import start_after
-from shared.policy import RULES, CallerKind, coverage
+from shared.policy import RULES, coverage
 from shared.runtime import Runtime
 from shared.tokens import Principal
 
 RULE = RULES["employees.list"]
-# A connection's list: the rule's one scope, in both the token and the current consent.
-assert CallerKind.CONNECTION in RULE.callers and len(RULE.scopes) == 1
-SCOPE = RULE.scopes[0]
+SCOPE = connection_scope(RULE)
 
 _conn = coverage.CONNECTIONS
 _app = table_of(App)
@@ -57,8 +57,7 @@ _page = (
 )
 
 CONNECTION_EMPLOYEES = (
-    select(_conn.c.status, _conn.c.environment_id, _conn.c.debtor_id, _conn.c.scopes,
-           _cover.c.company_id.label("covered"), *(_page.c[name] for name in FIELDS))
+    select(*CONNECTION_COLUMNS, *(_page.c[name] for name in FIELDS))
     .select_from(
         _conn.join(_app, _app.c.id == _conn.c.app_id)
         # Reach: the company lies in the connection's environment and debtor, and is one

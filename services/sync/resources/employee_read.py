@@ -32,15 +32,24 @@ from shared.db.types import utcnow
 from shared.errors import InsufficientScope, NotFound
 from shared.last_used import UsageRecorder
 from shared.models import App, ConnectionStatus
-from shared.policy import RULES, CallerKind, authorize, coverage, resolve
+from shared.policy import RULES, CallerKind, Rule, authorize, coverage, resolve
 from shared.runtime import Runtime
 from shared.scopes import granting_scope, grants, implied
 from shared.tokens import InvalidToken, Principal
 
+
+def connection_scope(rule: Rule) -> str:
+    """The one scope `rule` asks of a connection, which a fast path checks in both the
+    token and the current consent; ValueError (at import) if the rule takes no
+    connection or asks another number of scopes, so a changed rule cannot leave a fast
+    path checking less than the policy."""
+    if CallerKind.CONNECTION not in rule.callers or len(rule.scopes) != 1:
+        raise ValueError(f"{rule.operation}: a fast path needs a connection rule of one scope")
+    return rule.scopes[0]
+
+
 RULE = RULES["employees.read"]
-# A connection's read: the rule's one scope, in both the token and the current consent.
-assert CallerKind.CONNECTION in RULE.callers and len(RULE.scopes) == 1
-SCOPE = RULE.scopes[0]
+SCOPE = connection_scope(RULE)
 # The columns of `EmployeeOut`, read straight into its JSON document (`employee_body`).
 FIELDS = tuple(schemas.EmployeeOut.model_fields)
 
@@ -48,10 +57,13 @@ _conn = coverage.CONNECTIONS
 _app = table_of(App)
 _emp = coverage.EMPLOYEES
 _cover = coverage.COVERED
+# What `check_connection` reads of the connection and its consent, first in the read's
+# and the list's statement.
+CONNECTION_COLUMNS = (_conn.c.status, _conn.c.environment_id, _conn.c.debtor_id,
+                      _conn.c.scopes, _cover.c.company_id.label("covered"))
 
 CONNECTION_EMPLOYEE = (
-    select(_conn.c.status, _conn.c.environment_id, _conn.c.debtor_id, _conn.c.scopes,
-           _cover.c.company_id.label("covered"), *(_emp.c[name] for name in FIELDS))
+    select(*CONNECTION_COLUMNS, *(_emp.c[name] for name in FIELDS))
     .select_from(
         _conn.join(_app, _app.c.id == _conn.c.app_id)
         # Reach: the policy's one definition of a covered employee (shared/policy/

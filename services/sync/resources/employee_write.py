@@ -32,6 +32,7 @@ from services.sync.resources.employee_read import (
     FIELDS,
     check_connection,
     connection_params,
+    connection_scope,
     employee_body,
 )
 from services.sync.resources.service import changed_fields
@@ -42,15 +43,13 @@ from shared.etag import Version
 from shared.last_used import UsageRecorder
 from shared.models import Employee, Event
 from shared.outbox import event_values
-from shared.policy import RULES, CallerKind
+from shared.policy import RULES
 from shared.runtime import Runtime
 from shared.tokens import Principal
 from shared.unit_of_work import UnitOfWork
 
 RULE = RULES["employees.update"]
-# A connection's write: the rule's one scope, in both the token and the current consent.
-assert CallerKind.CONNECTION in RULE.callers and len(RULE.scopes) == 1
-SCOPE = RULE.scopes[0]
+SCOPE = connection_scope(RULE)
 
 _emp = table_of(Employee)
 _events = table_of(Event)

@@ -6,6 +6,7 @@ same policy, and leave input FastAPI refuses to FastAPI."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from shared.config import Settings
 from shared.db.types import utcnow
 from shared.models import Connection, ConnectionCompany, ConnectionStatus, Employee, Event
 from shared.openapi import api_routes
+from shared.policy import CallerKind
 from shared.policy.dependency import route_operation
 from tests.fixtures import factories as f
 from tests.services.conftest import running
@@ -242,6 +244,19 @@ def test_the_fast_paths_answer_by_the_rule_their_routes_declare(sync_app: FastAP
     assert declared[("patch", "/v1/employees/{employee_id}")] == employee_write.RULE.operation
     assert declared[("get", "/v1/companies/{company_id}/employees")] == (
         employee_list.RULE.operation)
+
+
+
+def test_a_fast_path_refuses_a_rule_it_cannot_check_whole() -> None:
+    """A fast path checks one scope of a connection: a rule without connections, or with
+    another number of scopes, stops the module from loading instead of being checked
+    in part."""
+    rule = employee_read.RULE
+    for changed in (replace(rule, callers=rule.callers - {CallerKind.CONNECTION}),
+                    replace(rule, scopes=()),
+                    replace(rule, scopes=(*rule.scopes, "employees.write"))):
+        with pytest.raises(ValueError, match=rule.operation):
+            employee_read.connection_scope(changed)
 
 
 @pytest.fixture
